@@ -1,1 +1,281 @@
-//! placeholder
+//! Palisade's persistent state (DESIGN.md section 5): accounts, security
+//! groups with their rule lists, address and service templates, instances and
+//! their ordered group bindings, and the global revision that agents wait on.
+//!
+//! The [`Store`] trait is the seam between the API server and a database.
+//! Every API mutation runs as one closure inside [`Store::write`], which is one
+//! database transaction: the closure reads (including the policy set
+//! `Version`), decides, writes, and either everything commits and the revision
+//! goes up by one, or the closure returns an error and nothing changed. Reads
+//! run in [`Store::read`] on one consistent snapshot.
+//!
+//! Records keep rules as Tencent wire JSON ([`serde_json::Value`]) plus the
+//! ids each rule references: the store does not interpret rules (that is the
+//! `model` crate's job), but it keeps the reference index that answers
+//! "who references this group or template" inside the same transaction.
+//! A PostgreSQL implementation maps the same trait onto `BEGIN ... COMMIT`
+//! with `SELECT ... FOR UPDATE` and `LISTEN/NOTIFY` for the revision.
+
+#![forbid(unsafe_code)]
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// Errors of the store. Every variant is a failure of the storage layer, not
+/// of the caller's request: the API maps them to `InternalError`, except
+/// [`StoreError::AccountExists`].
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A stored record could not be decoded.
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    /// Creating a data directory or file failed.
+    #[error("cannot prepare data directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// An account with that name exists already.
+    #[error("an account named {0:?} already exists")]
+    AccountExists(String),
+    /// An account name is empty or holds characters other than letters,
+    /// digits, `-`, `_` and `.`.
+    #[error("invalid account name {0:?}: use 1-64 letters, digits, '-', '_' or '.'")]
+    InvalidAccountName(String),
+    /// A record with the same id exists already (random id collision).
+    #[error("a record with id {0:?} exists already")]
+    DuplicateId(String),
+    /// The record to update or delete does not exist.
+    #[error("record {0:?} not found")]
+    NotFound(String),
+}
+
+/// An API account: its credentials and the namespace of its resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Stable identifier, `acc-` plus 8 lower-case alphanumerics.
+    pub id: String,
+    /// Unique human name (`admin` is created by the first `serve`).
+    pub name: String,
+    /// Tencent-style SecretId (`AKID` plus 32 alphanumerics).
+    pub secret_id: String,
+    /// The HMAC secret. Never logged.
+    pub secret_key: String,
+    /// Creation time, `YYYY-MM-DD HH:MM:SS` UTC.
+    pub created_time: String,
+}
+
+/// A `{Key, Value}` tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    /// Tag key.
+    #[serde(rename = "Key")]
+    pub key: String,
+    /// Tag value.
+    #[serde(rename = "Value")]
+    pub value: String,
+}
+
+/// One rule as stored: its wire JSON and the ids it references.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleRecord {
+    /// The canonical Tencent wire form of the rule (without `PolicyIndex`).
+    pub body: serde_json::Value,
+    /// Ids of groups and templates this rule references.
+    pub refs: Vec<String>,
+}
+
+/// A security group with its policy set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRecord {
+    /// `sg-xxxxxxxx`.
+    pub id: String,
+    /// `SecurityGroupName`.
+    pub name: String,
+    /// `SecurityGroupDesc`.
+    pub description: String,
+    /// `ProjectId`, a decimal string.
+    pub project_id: String,
+    /// `IsDefault`.
+    pub is_default: bool,
+    /// `CreatedTime`.
+    pub created_time: String,
+    /// `UpdateTime`.
+    pub update_time: String,
+    /// `TagSet`.
+    pub tags: Vec<Tag>,
+    /// The policy set `Version`; bumped by every rule change.
+    pub version: u64,
+    /// Ordered ingress rules, index 0 first.
+    pub ingress: Vec<RuleRecord>,
+    /// Ordered egress rules, index 0 first.
+    pub egress: Vec<RuleRecord>,
+}
+
+/// The four kinds of template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateKind {
+    /// Address template, `ipm-`.
+    Address,
+    /// Address template group, `ipmg-`.
+    AddressGroup,
+    /// Service template, `ppm-`.
+    Service,
+    /// Service template group, `ppmg-`.
+    ServiceGroup,
+}
+
+impl TemplateKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Address => "address",
+            Self::AddressGroup => "address_group",
+            Self::Service => "service",
+            Self::ServiceGroup => "service_group",
+        }
+    }
+}
+
+/// An address or service template or template group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateRecord {
+    /// `ipm-`, `ipmg-`, `ppm-` or `ppmg-` id.
+    pub id: String,
+    /// Which kind.
+    pub kind: TemplateKind,
+    /// Display name.
+    pub name: String,
+    /// Entries: addresses or services for templates, member ids for groups.
+    pub members: Vec<String>,
+    /// Optional per-entry extra info (wire JSON), as given.
+    pub extra: serde_json::Value,
+    /// `TagSet`.
+    pub tags: Vec<Tag>,
+    /// `CreatedTime`.
+    pub created_time: String,
+    /// `UpdatedTime`.
+    pub updated_time: String,
+}
+
+/// An instance (node) and its ordered bound groups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    /// `ins-xxxxxxxx`.
+    pub id: String,
+    /// `InstanceName`.
+    pub name: String,
+    /// Private IPs, in the order registered.
+    pub private_ips: Vec<String>,
+    /// `CreatedTime`.
+    pub created_time: String,
+    /// Bound groups, binding order (index 0 evaluated first).
+    pub security_group_ids: Vec<String>,
+}
+
+/// The operations available inside one transaction. Every resource is scoped
+/// by `account`: a record of another account is invisible (reads give `None`
+/// or leave it out, writes give [`StoreError::NotFound`]).
+pub trait Tx {
+    /// The store revision as of this transaction's snapshot.
+    fn revision(&self) -> Result<u64, StoreError>;
+
+    /// One group.
+    fn group(&self, account: &str, id: &str) -> Result<Option<GroupRecord>, StoreError>;
+    /// All groups of the account, in creation order.
+    fn groups(&self, account: &str) -> Result<Vec<GroupRecord>, StoreError>;
+    /// Inserts a new group (id must be unused).
+    fn insert_group(&mut self, account: &str, group: &GroupRecord) -> Result<(), StoreError>;
+    /// Replaces an existing group (attributes and rules) and its references.
+    fn update_group(&mut self, account: &str, group: &GroupRecord) -> Result<(), StoreError>;
+    /// Deletes a group, its references and its instance bindings.
+    fn delete_group(&mut self, account: &str, id: &str) -> Result<(), StoreError>;
+
+    /// Ids of the groups and template groups whose rules or members reference `id`.
+    fn referrers(&self, account: &str, id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// One template of any kind.
+    fn template(&self, account: &str, id: &str) -> Result<Option<TemplateRecord>, StoreError>;
+    /// All templates of one kind, in creation order.
+    fn templates(
+        &self,
+        account: &str,
+        kind: TemplateKind,
+    ) -> Result<Vec<TemplateRecord>, StoreError>;
+    /// Inserts a new template (a group's members are recorded as references).
+    fn insert_template(&mut self, account: &str, t: &TemplateRecord) -> Result<(), StoreError>;
+    /// Replaces an existing template.
+    fn update_template(&mut self, account: &str, t: &TemplateRecord) -> Result<(), StoreError>;
+    /// Deletes a template.
+    fn delete_template(&mut self, account: &str, id: &str) -> Result<(), StoreError>;
+
+    /// One instance with its bindings.
+    fn instance(&self, account: &str, id: &str) -> Result<Option<InstanceRecord>, StoreError>;
+    /// All instances of the account, in creation order.
+    fn instances(&self, account: &str) -> Result<Vec<InstanceRecord>, StoreError>;
+    /// Inserts a new instance with its bindings.
+    fn insert_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError>;
+    /// Replaces an instance's attributes and its whole ordered binding list.
+    fn update_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError>;
+    /// Deletes an instance and its bindings.
+    fn delete_instance(&mut self, account: &str, id: &str) -> Result<(), StoreError>;
+    /// Ids of the instances bound to a group.
+    fn group_instances(&self, account: &str, group_id: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// A transactional store. Generic closures keep each API action's
+/// read-check-write sequence inside one transaction whatever the backend.
+pub trait Store: Send + Sync + 'static {
+    /// Runs `f` on a consistent read snapshot.
+    fn read<T, E>(&self, f: impl FnOnce(&dyn Tx) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>;
+
+    /// Runs `f` in one write transaction. If `f` returns `Ok` and changed
+    /// anything, the transaction commits durably and the global revision goes
+    /// up by one; if it returns `Err`, nothing is written.
+    fn write<T, E>(&self, f: impl FnOnce(&mut dyn Tx) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>;
+
+    /// The current global revision.
+    fn revision(&self) -> Result<u64, StoreError>;
+
+    /// A receiver that sees every revision this process commits, for agents
+    /// that wait for "a snapshot newer than N".
+    fn watch_revision(&self) -> watch::Receiver<u64>;
+
+    /// Creates an account with fresh credentials.
+    fn create_account(&self, name: &str) -> Result<Account, StoreError>;
+    /// The account owning `secret_id`, if any.
+    fn account_by_secret_id(&self, secret_id: &str) -> Result<Option<Account>, StoreError>;
+    /// The account named `name`, if any.
+    fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError>;
+    /// All accounts (without their secret keys being used by the caller).
+    fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+}
+
+/// `prefix` followed by `n` random lower-case alphanumerics.
+pub fn random_id(prefix: &str, n: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    let mut s = String::with_capacity(prefix.len() + n);
+    s.push_str(prefix);
+    for _ in 0..n {
+        s.push(char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]));
+    }
+    s
+}
+
+/// The current UTC time as Tencent prints it, `YYYY-MM-DD HH:MM:SS`.
+pub fn now_string() -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::OffsetDateTime::now_utc()
+        .format(&fmt)
+        .unwrap_or_else(|_| String::from("1970-01-01 00:00:00"))
+}

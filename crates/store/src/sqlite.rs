@@ -1,0 +1,893 @@
+//! The SQLite implementation of [`Store`]: one file, WAL mode, no setup.
+//!
+//! Durability: `synchronous = FULL`. In WAL mode `NORMAL` already survives a
+//! `kill -9` of the server (the WAL is in the OS page cache), but it may lose
+//! the last commits on power loss or a kernel crash; `FULL` fsyncs the WAL on
+//! every commit, so an acknowledged API write survives both. The cost is one
+//! fsync per mutation, which is fine for a control plane.
+//!
+//! Concurrency: one connection behind a mutex serialises this process's
+//! transactions; other processes (`palisade account create` while the server
+//! runs) share the file through WAL and a busy timeout. Writes start with
+//! `BEGIN IMMEDIATE` so a read-then-write never hits a lock upgrade failure.
+
+use crate::{
+    random_id, Account, GroupRecord, InstanceRecord, RuleRecord, Store, StoreError, TemplateKind,
+    TemplateRecord, Tx,
+};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use std::path::Path;
+use std::sync::Mutex;
+use tokio::sync::watch;
+
+/// A [`Store`] on one SQLite database file.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    revision_tx: watch::Sender<u64>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, secret_id TEXT NOT NULL UNIQUE,
+    secret_key TEXT NOT NULL, created_time TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS groups (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL,
+    name TEXT NOT NULL, description TEXT NOT NULL, project_id TEXT NOT NULL,
+    is_default INTEGER NOT NULL, created_time TEXT NOT NULL, update_time TEXT NOT NULL,
+    tags TEXT NOT NULL, version INTEGER NOT NULL, ingress TEXT NOT NULL, egress TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS groups_account ON groups (account_id);
+CREATE TABLE IF NOT EXISTS templates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL,
+    kind TEXT NOT NULL, name TEXT NOT NULL, members TEXT NOT NULL, extra TEXT NOT NULL,
+    tags TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS templates_account ON templates (account_id, kind);
+CREATE TABLE IF NOT EXISTS refs (account_id TEXT NOT NULL, from_id TEXT NOT NULL, to_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS refs_to ON refs (account_id, to_id);
+CREATE INDEX IF NOT EXISTS refs_from ON refs (from_id);
+CREATE TABLE IF NOT EXISTS instances (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL,
+    name TEXT NOT NULL, private_ips TEXT NOT NULL, created_time TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS instances_account ON instances (account_id);
+CREATE TABLE IF NOT EXISTS bindings (
+    account_id TEXT NOT NULL, instance_id TEXT NOT NULL, position INTEGER NOT NULL,
+    group_id TEXT NOT NULL, PRIMARY KEY (instance_id, position));
+CREATE INDEX IF NOT EXISTS bindings_group ON bindings (account_id, group_id);
+";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database `palisade.db` in `data_dir`.
+    pub fn open_dir(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("palisade.db");
+        let store = Self::open(&path)?;
+        restrict_mode(&path)?;
+        Ok(store)
+    }
+
+    /// Opens (creating if needed) the database file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        let revision = read_revision(&conn)?;
+        let (revision_tx, _) = watch::channel(revision);
+        Ok(Self {
+            conn: Mutex::new(conn),
+            revision_tx,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction half
+        // applied (the rusqlite Transaction rolls back on drop), so a
+        // poisoned mutex still guards a consistent connection.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(unix)]
+fn restrict_mode(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    // The database holds secret keys: owner only.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_mode(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+fn read_revision(conn: &Connection) -> Result<u64, StoreError> {
+    let v: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+        r.get(0)
+    })?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+impl Store for SqliteStore {
+    fn read<T, E>(&self, f: impl FnOnce(&dyn Tx) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(StoreError::from)?;
+        let t = SqliteTx {
+            tx: &tx,
+            dirty: false,
+        };
+        let out = f(&t)?;
+        drop(t);
+        tx.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    fn write<T, E>(&self, f: impl FnOnce(&mut dyn Tx) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let mut t = SqliteTx {
+            tx: &tx,
+            dirty: false,
+        };
+        let out = f(&mut t)?;
+        let dirty = t.dirty;
+        drop(t);
+        let mut new_revision = None;
+        if dirty {
+            tx.execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'revision'",
+                [],
+            )
+            .map_err(StoreError::from)?;
+            new_revision = Some(read_revision(&tx)?);
+        }
+        tx.commit().map_err(StoreError::from)?;
+        if let Some(rev) = new_revision {
+            self.revision_tx.send_replace(rev);
+        }
+        Ok(out)
+    }
+
+    fn revision(&self) -> Result<u64, StoreError> {
+        read_revision(&self.lock())
+    }
+
+    fn watch_revision(&self) -> watch::Receiver<u64> {
+        self.revision_tx.subscribe()
+    }
+
+    fn create_account(&self, name: &str) -> Result<Account, StoreError> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid {
+            return Err(StoreError::InvalidAccountName(name.to_string()));
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: Option<String> = tx
+            .query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if exists.is_some() {
+            return Err(StoreError::AccountExists(name.to_string()));
+        }
+        let account = Account {
+            id: random_id("acc-", 8),
+            name: name.to_string(),
+            secret_id: random_alnum("AKID", 32),
+            secret_key: random_alnum("", 32),
+            created_time: crate::now_string(),
+        };
+        tx.execute(
+            "INSERT INTO accounts (id, name, secret_id, secret_key, created_time) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![account.id, account.name, account.secret_id, account.secret_key, account.created_time],
+        )?;
+        tx.commit()?;
+        Ok(account)
+    }
+
+    fn account_by_secret_id(&self, secret_id: &str) -> Result<Option<Account>, StoreError> {
+        account_where(&self.lock(), "secret_id", secret_id)
+    }
+
+    fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        account_where(&self.lock(), "name", name)
+    }
+
+    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, name, secret_id, secret_key, created_time FROM accounts ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], account_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn random_alnum(prefix: &str, n: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    // thread_rng is a CSPRNG (ChaCha, reseeded from the OS), fit for secrets.
+    let mut rng = rand::thread_rng();
+    let mut s = String::from(prefix);
+    for _ in 0..n {
+        s.push(char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]));
+    }
+    s
+}
+
+fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        secret_id: r.get(2)?,
+        secret_key: r.get(3)?,
+        created_time: r.get(4)?,
+    })
+}
+
+fn account_where(
+    conn: &Connection,
+    column: &str,
+    value: &str,
+) -> Result<Option<Account>, StoreError> {
+    // `column` is one of two literals chosen by this file, never user input.
+    let sql = format!(
+        "SELECT id, name, secret_id, secret_key, created_time FROM accounts WHERE {column} = ?1"
+    );
+    Ok(conn.query_row(&sql, [value], account_row).optional()?)
+}
+
+struct SqliteTx<'a> {
+    tx: &'a Transaction<'a>,
+    dirty: bool,
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+const GROUP_COLUMNS: &str = "id, name, description, project_id, is_default, created_time, update_time, tags, version, ingress, egress";
+
+type GroupRow = (
+    String,
+    String,
+    String,
+    String,
+    bool,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+);
+
+fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
+fn group_from_row(row: GroupRow) -> Result<GroupRecord, StoreError> {
+    let (
+        id,
+        name,
+        description,
+        project_id,
+        is_default,
+        created_time,
+        update_time,
+        tags,
+        version,
+        ingress,
+        egress,
+    ) = row;
+    Ok(GroupRecord {
+        id,
+        name,
+        description,
+        project_id,
+        is_default,
+        created_time,
+        update_time,
+        tags: from_json(&tags)?,
+        version: u64::try_from(version).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        ingress: from_json(&ingress)?,
+        egress: from_json(&egress)?,
+    })
+}
+
+fn group_refs(group: &GroupRecord) -> Vec<String> {
+    let mut refs: Vec<String> = group
+        .ingress
+        .iter()
+        .chain(group.egress.iter())
+        .flat_map(|r: &RuleRecord| r.refs.iter().cloned())
+        .collect();
+    refs.sort();
+    refs.dedup();
+    refs
+}
+
+const TEMPLATE_COLUMNS: &str = "id, kind, name, members, extra, tags, created_time, updated_time";
+
+type TemplateRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
+fn template_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TemplateRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn template_from_row(row: TemplateRow) -> Result<TemplateRecord, StoreError> {
+    let (id, kind, name, members, extra, tags, created_time, updated_time) = row;
+    let kind = match kind.as_str() {
+        "address" => TemplateKind::Address,
+        "address_group" => TemplateKind::AddressGroup,
+        "service" => TemplateKind::Service,
+        "service_group" => TemplateKind::ServiceGroup,
+        other => return Err(StoreError::Corrupt(format!("template kind {other:?}"))),
+    };
+    Ok(TemplateRecord {
+        id,
+        kind,
+        name,
+        members: from_json(&members)?,
+        extra: from_json(&extra)?,
+        tags: from_json(&tags)?,
+        created_time,
+        updated_time,
+    })
+}
+
+impl SqliteTx<'_> {
+    fn set_refs(&self, account: &str, from: &str, refs: &[String]) -> Result<(), StoreError> {
+        self.tx
+            .execute("DELETE FROM refs WHERE from_id = ?1", [from])?;
+        for to in refs {
+            self.tx.execute(
+                "INSERT INTO refs (account_id, from_id, to_id) VALUES (?1, ?2, ?3)",
+                params![account, from, to],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn bindings(&self, instance_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .tx
+            .prepare("SELECT group_id FROM bindings WHERE instance_id = ?1 ORDER BY position")?;
+        let rows = stmt.query_map([instance_id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_bindings(&self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
+        self.tx
+            .execute("DELETE FROM bindings WHERE instance_id = ?1", [&i.id])?;
+        for (pos, g) in i.security_group_ids.iter().enumerate() {
+            self.tx.execute(
+                "INSERT INTO bindings (account_id, instance_id, position, group_id) VALUES (?1, ?2, ?3, ?4)",
+                params![account, i.id, i64::try_from(pos).unwrap_or(i64::MAX), g],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn instance_from_row(
+        &self,
+        row: (String, String, String, String),
+    ) -> Result<InstanceRecord, StoreError> {
+        let (id, name, ips, created_time) = row;
+        let security_group_ids = self.bindings(&id)?;
+        Ok(InstanceRecord {
+            id,
+            name,
+            private_ips: from_json(&ips)?,
+            created_time,
+            security_group_ids,
+        })
+    }
+
+    fn id_taken(&self, id: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.tx.query_row(
+            "SELECT (SELECT count(*) FROM groups WHERE id = ?1) + (SELECT count(*) FROM templates WHERE id = ?1) + (SELECT count(*) FROM instances WHERE id = ?1)",
+            [id],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn revision(&self) -> Result<u64, StoreError> {
+        read_revision(self.tx)
+    }
+
+    fn group(&self, account: &str, id: &str) -> Result<Option<GroupRecord>, StoreError> {
+        let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE account_id = ?1 AND id = ?2");
+        let row = self
+            .tx
+            .query_row(&sql, [account, id], group_row)
+            .optional()?;
+        row.map(group_from_row).transpose()
+    }
+
+    fn groups(&self, account: &str) -> Result<Vec<GroupRecord>, StoreError> {
+        let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE account_id = ?1 ORDER BY seq");
+        let mut stmt = self.tx.prepare(&sql)?;
+        let rows = stmt.query_map([account], group_row)?;
+        rows.map(|r| group_from_row(r?)).collect()
+    }
+
+    fn insert_group(&mut self, account: &str, g: &GroupRecord) -> Result<(), StoreError> {
+        if self.id_taken(&g.id)? {
+            return Err(StoreError::DuplicateId(g.id.clone()));
+        }
+        self.tx.execute(
+            "INSERT INTO groups (id, account_id, name, description, project_id, is_default, created_time, update_time, tags, version, ingress, egress) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                g.id, account, g.name, g.description, g.project_id, g.is_default, g.created_time,
+                g.update_time, to_json(&g.tags)?, i64::try_from(g.version).unwrap_or(i64::MAX),
+                to_json(&g.ingress)?, to_json(&g.egress)?
+            ],
+        )?;
+        self.set_refs(account, &g.id, &group_refs(g))?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn update_group(&mut self, account: &str, g: &GroupRecord) -> Result<(), StoreError> {
+        let n = self.tx.execute(
+            "UPDATE groups SET name = ?3, description = ?4, project_id = ?5, is_default = ?6, update_time = ?7, tags = ?8, version = ?9, ingress = ?10, egress = ?11 WHERE account_id = ?1 AND id = ?2",
+            params![
+                account, g.id, g.name, g.description, g.project_id, g.is_default, g.update_time,
+                to_json(&g.tags)?, i64::try_from(g.version).unwrap_or(i64::MAX),
+                to_json(&g.ingress)?, to_json(&g.egress)?
+            ],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(g.id.clone()));
+        }
+        self.set_refs(account, &g.id, &group_refs(g))?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn delete_group(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
+        let n = self.tx.execute(
+            "DELETE FROM groups WHERE account_id = ?1 AND id = ?2",
+            [account, id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        self.tx
+            .execute("DELETE FROM refs WHERE from_id = ?1", [id])?;
+        // Removing a group from instances keeps the remaining order.
+        let instances: Vec<String> = {
+            let mut stmt = self.tx.prepare(
+                "SELECT DISTINCT instance_id FROM bindings WHERE account_id = ?1 AND group_id = ?2",
+            )?;
+            let rows = stmt.query_map([account, id], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for ins in instances {
+            if let Some(mut rec) = self.instance(account, &ins)? {
+                rec.security_group_ids.retain(|g| g != id);
+                self.set_bindings(account, &rec)?;
+            }
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn referrers(&self, account: &str, id: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.tx.prepare(
+            "SELECT DISTINCT from_id FROM refs WHERE account_id = ?1 AND to_id = ?2 AND from_id != ?2 ORDER BY from_id",
+        )?;
+        let rows = stmt.query_map([account, id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn template(&self, account: &str, id: &str) -> Result<Option<TemplateRecord>, StoreError> {
+        let sql =
+            format!("SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = ?1 AND id = ?2");
+        let row = self
+            .tx
+            .query_row(&sql, [account, id], template_row)
+            .optional()?;
+        row.map(template_from_row).transpose()
+    }
+
+    fn templates(
+        &self,
+        account: &str,
+        kind: TemplateKind,
+    ) -> Result<Vec<TemplateRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = ?1 AND kind = ?2 ORDER BY seq"
+        );
+        let mut stmt = self.tx.prepare(&sql)?;
+        let rows = stmt.query_map([account, kind.as_str()], template_row)?;
+        rows.map(|r| template_from_row(r?)).collect()
+    }
+
+    fn insert_template(&mut self, account: &str, t: &TemplateRecord) -> Result<(), StoreError> {
+        if self.id_taken(&t.id)? {
+            return Err(StoreError::DuplicateId(t.id.clone()));
+        }
+        self.tx.execute(
+            "INSERT INTO templates (id, account_id, kind, name, members, extra, tags, created_time, updated_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                t.id, account, t.kind.as_str(), t.name, to_json(&t.members)?, to_json(&t.extra)?,
+                to_json(&t.tags)?, t.created_time, t.updated_time
+            ],
+        )?;
+        if matches!(
+            t.kind,
+            TemplateKind::AddressGroup | TemplateKind::ServiceGroup
+        ) {
+            self.set_refs(account, &t.id, &t.members)?;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn update_template(&mut self, account: &str, t: &TemplateRecord) -> Result<(), StoreError> {
+        let n = self.tx.execute(
+            "UPDATE templates SET name = ?3, members = ?4, extra = ?5, tags = ?6, updated_time = ?7 WHERE account_id = ?1 AND id = ?2",
+            params![
+                account, t.id, t.name, to_json(&t.members)?, to_json(&t.extra)?, to_json(&t.tags)?,
+                t.updated_time
+            ],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(t.id.clone()));
+        }
+        if matches!(
+            t.kind,
+            TemplateKind::AddressGroup | TemplateKind::ServiceGroup
+        ) {
+            self.set_refs(account, &t.id, &t.members)?;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn delete_template(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
+        let n = self.tx.execute(
+            "DELETE FROM templates WHERE account_id = ?1 AND id = ?2",
+            [account, id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        self.tx
+            .execute("DELETE FROM refs WHERE from_id = ?1", [id])?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn instance(&self, account: &str, id: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        let row = self
+            .tx
+            .query_row(
+                "SELECT id, name, private_ips, created_time FROM instances WHERE account_id = ?1 AND id = ?2",
+                [account, id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        row.map(|r| self.instance_from_row(r)).transpose()
+    }
+
+    fn instances(&self, account: &str) -> Result<Vec<InstanceRecord>, StoreError> {
+        let rows: Vec<(String, String, String, String)> = {
+            let mut stmt = self.tx.prepare(
+                "SELECT id, name, private_ips, created_time FROM instances WHERE account_id = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([account], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        rows.into_iter()
+            .map(|r| self.instance_from_row(r))
+            .collect()
+    }
+
+    fn insert_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
+        if self.id_taken(&i.id)? {
+            return Err(StoreError::DuplicateId(i.id.clone()));
+        }
+        self.tx.execute(
+            "INSERT INTO instances (id, account_id, name, private_ips, created_time) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![i.id, account, i.name, to_json(&i.private_ips)?, i.created_time],
+        )?;
+        self.set_bindings(account, i)?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn update_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
+        let n = self.tx.execute(
+            "UPDATE instances SET name = ?3, private_ips = ?4 WHERE account_id = ?1 AND id = ?2",
+            params![account, i.id, i.name, to_json(&i.private_ips)?],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(i.id.clone()));
+        }
+        self.set_bindings(account, i)?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn delete_instance(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
+        let n = self.tx.execute(
+            "DELETE FROM instances WHERE account_id = ?1 AND id = ?2",
+            [account, id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        self.tx
+            .execute("DELETE FROM bindings WHERE instance_id = ?1", [id])?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn group_instances(&self, account: &str, group_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.tx.prepare(
+            "SELECT DISTINCT b.instance_id FROM bindings b JOIN instances i ON i.id = b.instance_id WHERE b.account_id = ?1 AND b.group_id = ?2 ORDER BY i.seq",
+        )?;
+        let rows = stmt.query_map([account, group_id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(id: &str) -> GroupRecord {
+        GroupRecord {
+            id: id.into(),
+            name: "web".into(),
+            description: "d".into(),
+            project_id: "0".into(),
+            is_default: false,
+            created_time: "2026-01-01 00:00:00".into(),
+            update_time: "2026-01-01 00:00:00".into(),
+            tags: vec![],
+            version: 0,
+            ingress: vec![],
+            egress: vec![],
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open_dir(dir.path()).expect("open");
+        (dir, store)
+    }
+
+    #[test]
+    fn failed_write_changes_nothing_and_keeps_revision() {
+        let (_dir, store) = open();
+        store
+            .write(|tx| tx.insert_group("a", &group("sg-00000001")))
+            .expect("insert");
+        assert_eq!(store.revision().expect("rev"), 1);
+        let err: Result<(), StoreError> = store.write(|tx| {
+            let mut g = tx.group("a", "sg-00000001")?.expect("exists");
+            g.version += 1;
+            g.name = "changed".into();
+            tx.update_group("a", &g)?;
+            tx.insert_group("a", &group("sg-00000002"))?;
+            Err(StoreError::NotFound(
+                "simulated failure after writes".into(),
+            ))
+        });
+        assert!(err.is_err());
+        assert_eq!(store.revision().expect("rev"), 1);
+        let g = store
+            .read(|tx| tx.group("a", "sg-00000001"))
+            .expect("read")
+            .expect("exists");
+        assert_eq!(g.name, "web");
+        assert_eq!(g.version, 0);
+        assert!(store
+            .read(|tx| tx.group("a", "sg-00000002"))
+            .expect("read")
+            .is_none());
+    }
+
+    #[test]
+    fn version_check_inside_transaction_rejects_stale_writer() {
+        let (_dir, store) = open();
+        store
+            .write(|tx| tx.insert_group("a", &group("sg-00000001")))
+            .expect("insert");
+        // Two writers both read version 0; the second must see the first's bump.
+        let bump = |expected: u64| -> Result<(), StoreError> {
+            store.write(|tx| {
+                let mut g = tx.group("a", "sg-00000001")?.expect("exists");
+                if g.version != expected {
+                    return Err(StoreError::NotFound("version mismatch".into()));
+                }
+                g.version += 1;
+                tx.update_group("a", &g)
+            })
+        };
+        assert!(bump(0).is_ok());
+        assert!(bump(0).is_err());
+        let g = store
+            .read(|tx| tx.group("a", "sg-00000001"))
+            .expect("read")
+            .expect("exists");
+        assert_eq!(g.version, 1);
+        assert_eq!(store.revision().expect("rev"), 2);
+    }
+
+    #[test]
+    fn accounts_are_isolated_and_references_are_indexed() {
+        let (_dir, store) = open();
+        let mut referrer = group("sg-00000002");
+        referrer.ingress.push(RuleRecord {
+            body: serde_json::json!({"SecurityGroupId": "sg-00000001"}),
+            refs: vec!["sg-00000001".into()],
+        });
+        store
+            .write(|tx| {
+                tx.insert_group("a", &group("sg-00000001"))?;
+                tx.insert_group("a", &referrer)
+            })
+            .expect("insert");
+        assert!(store
+            .read(|tx| tx.group("b", "sg-00000001"))
+            .expect("read")
+            .is_none());
+        assert!(store
+            .write(|tx| tx.delete_group("b", "sg-00000001"))
+            .is_err());
+        let refs = store
+            .read(|tx| tx.referrers("a", "sg-00000001"))
+            .expect("refs");
+        assert_eq!(refs, vec!["sg-00000002".to_string()]);
+        store
+            .write(|tx| tx.delete_group("a", "sg-00000002"))
+            .expect("delete");
+        let refs = store
+            .read(|tx| tx.referrers("a", "sg-00000001"))
+            .expect("refs");
+        assert!(refs.is_empty());
+    }
+
+    #[test]
+    fn bindings_keep_order_and_deleting_a_group_unbinds_it() {
+        let (_dir, store) = open();
+        store
+            .write(|tx| {
+                for id in ["sg-00000001", "sg-00000002", "sg-00000003"] {
+                    tx.insert_group("a", &group(id))?;
+                }
+                tx.insert_instance(
+                    "a",
+                    &InstanceRecord {
+                        id: "ins-00000001".into(),
+                        name: "n1".into(),
+                        private_ips: vec!["10.0.0.1".into()],
+                        created_time: "t".into(),
+                        security_group_ids: vec![
+                            "sg-00000003".into(),
+                            "sg-00000001".into(),
+                            "sg-00000002".into(),
+                        ],
+                    },
+                )
+            })
+            .expect("setup");
+        store
+            .write(|tx| tx.delete_group("a", "sg-00000001"))
+            .expect("delete");
+        let ins = store
+            .read(|tx| tx.instance("a", "ins-00000001"))
+            .expect("read")
+            .expect("exists");
+        assert_eq!(ins.security_group_ids, vec!["sg-00000003", "sg-00000002"]);
+        assert_eq!(
+            store
+                .read(|tx| tx.group_instances("a", "sg-00000002"))
+                .expect("read"),
+            vec!["ins-00000001"]
+        );
+    }
+
+    #[test]
+    fn committed_data_survives_reopen_and_accounts_are_unique() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = SqliteStore::open_dir(dir.path()).expect("open");
+            store
+                .write(|tx| tx.insert_group("a", &group("sg-00000001")))
+                .expect("insert");
+            let acc = store.create_account("alice").expect("create");
+            assert!(acc.secret_id.starts_with("AKID") && acc.secret_id.len() == 36);
+            assert!(matches!(
+                store.create_account("alice"),
+                Err(StoreError::AccountExists(_))
+            ));
+            assert!(store.create_account("bad name").is_err());
+        }
+        let store = SqliteStore::open_dir(dir.path()).expect("reopen");
+        assert_eq!(store.revision().expect("rev"), 1);
+        assert!(store
+            .read(|tx| tx.group("a", "sg-00000001"))
+            .expect("read")
+            .is_some());
+        assert!(store.account_by_name("alice").expect("lookup").is_some());
+    }
+
+    #[test]
+    fn revision_watchers_see_commits() {
+        let (_dir, store) = open();
+        let rx = store.watch_revision();
+        store
+            .write(|tx| tx.insert_group("a", &group("sg-00000001")))
+            .expect("insert");
+        assert_eq!(*rx.borrow(), 1);
+        // A read-only write transaction does not bump the revision.
+        store
+            .write(|tx| tx.group("a", "sg-00000001").map(|_| ()))
+            .expect("noop");
+        assert_eq!(store.revision().expect("rev"), 1);
+    }
+}
