@@ -126,7 +126,6 @@ impl Store for SqliteStore {
             dirty: false,
         };
         let out = f(&t)?;
-        drop(t);
         tx.commit().map_err(StoreError::from)?;
         Ok(out)
     }
@@ -145,7 +144,6 @@ impl Store for SqliteStore {
         };
         let out = f(&mut t)?;
         let dirty = t.dirty;
-        drop(t);
         let mut new_revision = None;
         if dirty {
             tx.execute(
