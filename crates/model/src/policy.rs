@@ -13,8 +13,10 @@ use crate::proto::{Ports, Protocol};
 use crate::wire;
 use std::fmt;
 
-/// The longest `PolicyDescription`, in characters.
-pub const MAX_DESCRIPTION_CHARS: usize = 100;
+/// The longest `PolicyDescription`, in characters. Tencent's API metadata
+/// states no limit; 255 fits the seed's own default-rule descriptions (up to
+/// 114 characters). See docs/semantics.md.
+pub const MAX_DESCRIPTION_CHARS: usize = 255;
 
 /// The direction of a rule list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -361,6 +363,31 @@ impl Policy {
             }
         }
         w
+    }
+
+    /// The wire shape with only the fields in use and no `PolicyIndex`: what
+    /// a person passes to `CreateSecurityGroupPolicies` or writes in a fleet file.
+    pub fn to_wire_compact(&self) -> wire::SecurityGroupPolicy {
+        let full = self.to_wire(0);
+        let keep = |s: Option<String>| s.filter(|v| !v.is_empty());
+        wire::SecurityGroupPolicy {
+            policy_index: None,
+            protocol: keep(full.protocol),
+            port: keep(full.port),
+            service_template: full
+                .service_template
+                .filter(|t| !t.service_id.is_empty() || !t.service_group_id.is_empty()),
+            cidr_block: keep(full.cidr_block),
+            ipv6_cidr_block: keep(full.ipv6_cidr_block),
+            security_group_id: keep(full.security_group_id),
+            address_template: full
+                .address_template
+                .filter(|t| !t.address_id.is_empty() || !t.address_group_id.is_empty()),
+            action: full.action,
+            policy_description: keep(full.policy_description),
+            modify_time: None,
+            priority: None,
+        }
     }
 
     /// Whether two rules are the same rule (the fields that decide traffic
