@@ -481,19 +481,18 @@ impl Validator<'_> {
                 || format!("{p}.id"),
                 SecurityGroupId::parse_field("id", &g.id),
             );
-            let policies = self.policy_set(&p, &g.policies, &limits);
-            if let Some(policies) = &policies {
-                self.references(
-                    &p,
-                    policies,
-                    &group_ids,
-                    &address_templates,
-                    &address_template_groups,
-                    &service_templates,
-                    &service_template_groups,
-                );
-            }
-            if let (Some(id), Some(policies)) = (id, policies) {
+            // References of the valid rules are checked even when others are bad.
+            let (policies, policies_ok) = self.policy_set(&p, &g.policies, &limits);
+            self.references(
+                &p,
+                &policies,
+                &group_ids,
+                &address_templates,
+                &address_template_groups,
+                &service_templates,
+                &service_template_groups,
+            );
+            if let (Some(id), true) = (id, policies_ok) {
                 self.unique(&mut seen, &id, format!("{p}.id"));
                 security_groups.push(SecurityGroup {
                     id,
@@ -681,17 +680,13 @@ impl Validator<'_> {
         p: &str,
         w: &wire::SecurityGroupPolicySet,
         limits: &Limits,
-    ) -> Option<PolicySet> {
-        let set = check_policy_set(w, limits);
-        match set {
-            Ok(s) => Some(s),
-            Err(errors) => {
-                for (sub, e) in errors {
-                    self.report(format!("{p}.policies{sub}"), e);
-                }
-                None
-            }
+    ) -> (PolicySet, bool) {
+        let (set, errors) = check_policy_set_partial(w, limits);
+        let ok = errors.is_empty();
+        for (sub, e) in errors {
+            self.report(format!("{p}.policies{sub}"), e);
         }
+        (set, ok)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -747,6 +742,19 @@ pub fn check_policy_set(
     w: &wire::SecurityGroupPolicySet,
     limits: &Limits,
 ) -> Result<PolicySet, Vec<(String, ModelError)>> {
+    let (set, errors) = check_policy_set_partial(w, limits);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The valid rules of `w`, and the problems of the others.
+fn check_policy_set_partial(
+    w: &wire::SecurityGroupPolicySet,
+    limits: &Limits,
+) -> (PolicySet, Vec<(String, ModelError)>) {
     let mut errors = Vec::new();
     let mut set = PolicySet::default();
     if let Some(v) = &w.version {
@@ -816,11 +824,7 @@ pub fn check_policy_set(
             ),
         ));
     }
-    if errors.is_empty() {
-        Ok(set)
-    } else {
-        Err(errors)
-    }
+    (set, errors)
 }
 
 fn not_found(kind: &str, id: &str) -> ModelError {

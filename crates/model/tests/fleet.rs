@@ -183,3 +183,24 @@ instances:
         .iter()
         .all(|p| p.error.code() == ErrorCode::InvalidParameterValueDuplicate));
 }
+
+#[test]
+fn a_bad_rule_does_not_hide_a_missing_reference() {
+    let text = "\
+security_groups:
+  - id: sg-aaaaaaaa
+    policies:
+      Ingress:
+        - {Protocol: TCP, Port: 80-20, CidrBlock: 10.0.0.0/8, Action: ACCEPT}
+        - {Protocol: TCP, Port: 22, SecurityGroupId: sg-nothere1, Action: ACCEPT}
+";
+    let p = problems(text);
+    let codes: Vec<_> = p.iter().map(|p| (p.line, p.error.code())).collect();
+    assert_eq!(
+        codes,
+        vec![
+            (Some(5), ErrorCode::InvalidParameterValueMalformed),
+            (Some(6), ErrorCode::ResourceNotFound)
+        ]
+    );
+}
