@@ -188,9 +188,8 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "line {l}: ")?,
-            None => {}
+        if let Some(l) = self.line {
+            write!(f, "line {l}: ")?;
         }
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
@@ -485,7 +484,7 @@ impl Validator<'_> {
             let (policies, policies_ok) = self.policy_set(&p, &g.policies, &limits);
             self.references(
                 &p,
-                &policies,
+                &g.policies,
                 &group_ids,
                 &address_templates,
                 &address_template_groups,
@@ -693,7 +692,7 @@ impl Validator<'_> {
     fn references(
         &mut self,
         p: &str,
-        set: &PolicySet,
+        set: &wire::SecurityGroupPolicySet,
         groups: &HashSet<String>,
         ats: &[AddressTemplate],
         atgs: &[AddressTemplateGroup],
@@ -701,7 +700,18 @@ impl Validator<'_> {
         stgs: &[ServiceTemplateGroup],
     ) {
         for dir in Direction::BOTH {
-            for (i, rule) in set.rules(dir).iter().enumerate() {
+            let list = match dir {
+                Direction::Ingress => &set.ingress,
+                Direction::Egress => &set.egress,
+            };
+            // Positions are those of the file; invalid rules were reported already.
+            let valid = list
+                .iter()
+                .flatten()
+                .enumerate()
+                .filter_map(|(i, w)| crate::policy::Policy::from_wire(w).ok().map(|p| (i, p)));
+            for (i, rule) in valid {
+                let rule = &rule;
                 let rp = format!("{p}.policies.{}[{i}]", dir.wire_name());
                 match &rule.peer {
                     Peer::SecurityGroup(id) if !groups.contains(id.as_str()) => self.report(

@@ -273,7 +273,7 @@ fn policy_sets_locate_errors_and_check_version() {
 #[test]
 fn limits_per_group() {
     let one = r#"{"Protocol":"tcp","CidrBlock":"10.0.0.0/8","Action":"ACCEPT"}"#;
-    let many = vec![one; 101].join(",");
+    let many = [one; 101].join(",");
     let w: wire::SecurityGroupPolicySet =
         serde_json::from_str(&format!(r#"{{"Ingress":[{many}]}}"#)).unwrap();
     let errs = check_policy_set(&w, &Limits::default()).unwrap_err();
@@ -288,7 +288,7 @@ fn limits_per_group() {
     assert!(check_policy_set(&w, &limits).is_ok());
 
     let refr = r#"{"Protocol":"tcp","SecurityGroupId":"sg-abcdefgh","Action":"ACCEPT"}"#;
-    let refs = vec![refr; 11].join(",");
+    let refs = [refr; 11].join(",");
     let w: wire::SecurityGroupPolicySet =
         serde_json::from_str(&format!(r#"{{"Egress":[{refs}]}}"#)).unwrap();
     let errs = check_policy_set(&w, &Limits::default()).unwrap_err();
