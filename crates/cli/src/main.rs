@@ -1,10 +1,15 @@
 //! `palisade`: the one binary. Each subcommand lives in its own module and is
 //! named by the user's verb (STYLE.md); this file only parses and dispatches.
+//! Exit codes: 0 success, 1 a negative answer (problems found, traffic
+//! dropped where asked), 2 unusable input or an error.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod output;
 mod server_cmds;
+mod tke_cmd;
+mod validate_cmd;
 
 #[derive(Parser)]
 #[command(name = "palisade", version, about = "Self-hosted security groups, Tencent-compatible")]
@@ -20,6 +25,11 @@ enum Command {
     /// Manage API accounts (works while the server runs).
     #[command(subcommand)]
     Account(server_cmds::AccountCommand),
+    /// The TKE profile: the seed's default groups.
+    #[command(subcommand)]
+    Tke(tke_cmd::TkeCommand),
+    /// Check a fleet file or a tccli-printed group for every rule violation.
+    Validate(validate_cmd::ValidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +37,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => server_cmds::serve(args),
         Command::Account(cmd) => server_cmds::account(cmd),
+        Command::Tke(cmd) => tke_cmd::run(cmd),
+        Command::Validate(args) => validate_cmd::run(args),
     };
     match result {
         Ok(code) => code,

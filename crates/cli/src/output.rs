@@ -1,0 +1,65 @@
+//! Output helpers shared by the commands: the `--output` choice and the
+//! human tables (every table has a `--output json` twin).
+
+use clap::ValueEnum;
+use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
+use palisade_model::{Direction, Policy};
+use serde::Serialize;
+
+/// `--output table|json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Format {
+    /// A table for people.
+    #[default]
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A new table with Palisade's look.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.iter().copied());
+    t
+}
+
+/// One direction's rules as a table: index, protocol, port, peer, action, description.
+pub fn rules_table(direction: Direction, rules: &[Policy]) -> Table {
+    let peer = match direction {
+        Direction::Ingress => "Source",
+        Direction::Egress => "Destination",
+    };
+    let mut t = table(&["#", "Protocol", "Port", peer, "Action", "Description"]);
+    for (i, rule) in rules.iter().enumerate() {
+        let w = rule.to_wire_compact();
+        let service = match (&w.protocol, &w.service_template) {
+            (Some(p), _) => (p.clone(), w.port.clone().unwrap_or_else(|| "ALL".into())),
+            (None, Some(s)) => {
+                let id = if s.service_id.is_empty() {
+                    &s.service_group_id
+                } else {
+                    &s.service_id
+                };
+                ("template".into(), id.clone())
+            }
+            (None, None) => (String::new(), String::new()),
+        };
+        t.add_row(vec![
+            i.to_string(),
+            service.0,
+            service.1,
+            rule.peer.to_string(),
+            rule.action.to_string(),
+            rule.description.clone(),
+        ]);
+    }
+    t
+}

@@ -1,0 +1,160 @@
+//! `palisade validate FILE`: checks a fleet file, or a security group's
+//! rules as tccli prints them (`DescribeSecurityGroupPolicies` output, with
+//! or without its `Response` envelope, or a bare `SecurityGroupPolicySet`).
+//! Exit 0 when valid; 1 with one line per problem (file:line, path, Tencent
+//! code, message naming the field and value); 2 when the file cannot be read.
+
+use crate::output::{print_json, Format};
+use clap::Args;
+use palisade_model::locate::LineIndex;
+use palisade_model::{check_policy_set, wire, Fleet, Limits, ModelError, ErrorCode, Problem};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `palisade validate`.
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// A fleet file (YAML or JSON) or a tccli-printed group policy JSON.
+    file: PathBuf,
+    /// table or json.
+    #[arg(long, value_enum, default_value_t)]
+    output: Format,
+}
+
+#[derive(Serialize)]
+struct Report {
+    file: String,
+    kind: &'static str,
+    valid: bool,
+    problems: Vec<ProblemJson>,
+}
+
+#[derive(Serialize)]
+struct ProblemJson {
+    line: Option<usize>,
+    path: String,
+    code: String,
+    message: String,
+}
+
+/// The keys that make a document a fleet file.
+const FLEET_KEYS: [&str; 8] = [
+    "security_groups",
+    "address_templates",
+    "address_template_groups",
+    "service_templates",
+    "service_template_groups",
+    "instances",
+    "clusters",
+    "limits",
+];
+
+/// Runs `validate`.
+pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file.display()))?;
+    let (kind, result) = validate_text(&text);
+    let problems = result.err().unwrap_or_default();
+    let name = args.file.display().to_string();
+    match args.output {
+        Format::Json => print_json(&Report {
+            file: name.clone(),
+            kind,
+            valid: problems.is_empty(),
+            problems: problems
+                .iter()
+                .map(|p| ProblemJson {
+                    line: p.line,
+                    path: p.path.clone(),
+                    code: p.error.code().to_string(),
+                    message: p.error.message().to_string(),
+                })
+                .collect(),
+        })?,
+        Format::Table => {
+            for p in &problems {
+                let at = match p.line {
+                    Some(l) => format!("{name}:{l}"),
+                    None => name.clone(),
+                };
+                let path = if p.path.is_empty() { String::new() } else { format!(" {}:", p.path) };
+                println!("{at}:{path} {}", p.error);
+            }
+            if problems.is_empty() {
+                println!("{name}: valid {kind}");
+            } else {
+                eprintln!("{name}: {} problem(s)", problems.len());
+            }
+        }
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Detects what `text` is and validates it: the kind and the problems.
+pub fn validate_text(text: &str) -> (&'static str, Result<(), Vec<Problem>>) {
+    let value: serde_yaml::Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                "document",
+                Err(vec![Problem {
+                    path: String::new(),
+                    line: e.location().map(|l| l.line()),
+                    error: ModelError::new(ErrorCode::InvalidParameter, e.to_string()),
+                }]),
+            )
+        }
+    };
+    let top = value.as_mapping();
+    let has = |k: &str| top.is_some_and(|m| m.contains_key(k));
+    if value.is_null() || FLEET_KEYS.iter().any(|k| has(k)) {
+        return ("fleet file", Fleet::parse(text).map(|_| ()));
+    }
+    // tccli prints the Response's content; SDK dumps keep the envelope.
+    let (mut prefix, mut inner) = (String::new(), &value);
+    if let Some(r) = top.and_then(|m| m.get("Response")) {
+        prefix.push_str("Response.");
+        inner = r;
+    }
+    if let Some(s) = inner.as_mapping().and_then(|m| m.get("SecurityGroupPolicySet")) {
+        prefix.push_str("SecurityGroupPolicySet");
+        inner = s;
+    } else if prefix.ends_with('.') {
+        prefix.pop();
+    }
+    let lines = LineIndex::new(text);
+    let set: wire::SecurityGroupPolicySet = match serde_yaml::from_value(inner.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            return (
+                "security group policy set",
+                Err(vec![Problem {
+                    path: prefix.clone(),
+                    line: lines.line(&prefix),
+                    error: ModelError::new(
+                        ErrorCode::InvalidParameter,
+                        format!("not a fleet file (no {}) nor a SecurityGroupPolicySet: {e}", FLEET_KEYS[0]),
+                    ),
+                }]),
+            )
+        }
+    };
+    let result = check_policy_set(&set, &Limits::default()).map(|_| ()).map_err(|errs| {
+        errs.into_iter()
+            .map(|(sub, error)| {
+                let path = format!("{prefix}{sub}").trim_start_matches('.').to_string();
+                Problem {
+                    line: lines.line(&path),
+                    path,
+                    error,
+                }
+            })
+            .collect()
+    });
+    ("security group policy set", result)
+}
