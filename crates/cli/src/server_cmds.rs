@@ -1,18 +1,129 @@
-//! `palisade serve` and `palisade account`: thin wrappers over the `server` crate.
+//! `palisade serve` and `palisade account`: thin wrappers over the `server`
+//! and `store` crates.
 
-use clap::{Args, Subcommand};
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use palisade_store::{SqliteStore, Store};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `palisade serve`.
 #[derive(Args)]
-pub struct ServeArgs {}
-
-#[derive(Subcommand)]
-pub enum AccountCommand {}
-
-pub fn serve(_args: ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet implemented")
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9180")]
+    listen: SocketAddr,
+    /// Directory of the SQLite database and admin-credentials.json.
+    #[arg(long, default_value = "./palisade-data")]
+    data_dir: PathBuf,
+    /// PEM certificate chain: serve HTTPS (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
+/// `palisade account ...`.
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Create an account and print its credentials (works while the server runs).
+    Create(AccountCreateArgs),
+    /// List accounts (names, ids and SecretIds; never secret keys).
+    List(AccountListArgs),
+}
+
+/// `palisade account create`.
+#[derive(Args)]
+pub struct AccountCreateArgs {
+    /// Unique account name: letters, digits, '-', '_' or '.'.
+    name: String,
+    /// The server's data directory.
+    #[arg(long, default_value = "./palisade-data")]
+    data_dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// `palisade account list`.
+#[derive(Args)]
+pub struct AccountListArgs {
+    /// The server's data directory.
+    #[arg(long, default_value = "./palisade-data")]
+    data_dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// How to print results.
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    /// Human-readable lines.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = palisade_server::Config {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        tls: args.tls_cert.zip(args.tls_key),
+        limits: palisade_model::Limits::default(),
+    };
+    palisade_server::run_blocking(config).context("palisade serve")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Account management on the data directory's database.
 pub fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
-    match cmd {}
+    match cmd {
+        AccountCommand::Create(a) => {
+            let store = SqliteStore::open_dir(&a.data_dir)
+                .with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
+            let acc = store
+                .create_account(&a.name)
+                .with_context(|| format!("creating account {:?}", a.name))?;
+            match a.output {
+                Output::Json => println!("{}", palisade_server::credentials_json(&acc)),
+                Output::Text => {
+                    println!("AccountId: {}", acc.id);
+                    println!("SecretId:  {}", acc.secret_id);
+                    println!("SecretKey: {}", acc.secret_key);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AccountCommand::List(a) => {
+            let store = SqliteStore::open_dir(&a.data_dir)
+                .with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
+            let accounts = store.accounts()?;
+            match a.output {
+                Output::Json => {
+                    let list: Vec<_> = accounts
+                        .iter()
+                        .map(|a| {
+                            serde_json::json!({
+                                "AccountId": a.id,
+                                "Name": a.name,
+                                "SecretId": a.secret_id,
+                                "CreatedTime": a.created_time,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::Value::Array(list));
+                }
+                Output::Text => {
+                    for a in accounts {
+                        println!("{}\t{}\t{}\t{}", a.name, a.id, a.secret_id, a.created_time);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -1,1 +1,219 @@
-//! placeholder
+//! `palisade serve`: the control plane (DESIGN.md sections 1, 4-6). It speaks
+//! the Tencent Cloud API v3 envelope over HTTP or HTTPS, authenticates every
+//! request with TC3-HMAC-SHA256 against per-account credentials, and serves
+//! the VPC and CVM security-group actions plus Palisade's own `palisade`
+//! service, on top of a [`palisade_store::Store`].
+//!
+//! Module map: [`tc3`] signs and verifies; [`http`] is the envelope, logging
+//! and metrics; [`actions`] holds one module per resource family; [`params`]
+//! reads request parameters with Tencent's error codes.
+
+#![forbid(unsafe_code)]
+
+pub mod actions;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod params;
+pub mod tc3;
+
+use palisade_model::limits::Limits;
+use palisade_store::{Account, SqliteStore, Store, StoreError};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The name of the account `serve` creates on first start.
+pub const ADMIN_ACCOUNT: &str = "admin";
+/// The file, in the data directory, holding the admin account's credentials.
+pub const ADMIN_CREDENTIALS_FILE: &str = "admin-credentials.json";
+
+/// Errors that stop the server from starting or running.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store failed to open or bootstrap.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Binding, TLS or file I/O failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory of the SQLite database and the admin credentials.
+    pub data_dir: PathBuf,
+    /// PEM certificate chain and private key, for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Quotas.
+    pub limits: Limits,
+}
+
+/// The JSON printed by `palisade account create --output json` and written
+/// to `admin-credentials.json`.
+pub fn credentials_json(account: &Account) -> serde_json::Value {
+    serde_json::json!({
+        "AccountId": account.id,
+        "SecretId": account.secret_id,
+        "SecretKey": account.secret_key,
+    })
+}
+
+/// Creates the `admin` account if it does not exist and writes its
+/// credentials (mode 0600) to `DIR/admin-credentials.json`. Returns the path
+/// written, or `None` when the account existed already.
+pub fn ensure_admin(store: &SqliteStore, data_dir: &Path) -> Result<Option<PathBuf>, ServerError> {
+    if store.account_by_name(ADMIN_ACCOUNT)?.is_some() {
+        return Ok(None);
+    }
+    let account = store.create_account(ADMIN_ACCOUNT)?;
+    let path = data_dir.join(ADMIN_CREDENTIALS_FILE);
+    let text = format!("{:#}\n", credentials_json(&account));
+    write_private(&path, text.as_bytes()).map_err(|source| ServerError::Io {
+        context: format!("writing {}", path.display()),
+        source,
+    })?;
+    Ok(Some(path))
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        // An older file keeps its old mode through open(); force 0600.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Opens the store, bootstraps the admin account and serves until SIGINT or
+/// SIGTERM. Builds its own tokio runtime.
+pub fn run_blocking(config: Config) -> Result<(), ServerError> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ServerError::Io {
+            context: "starting the async runtime".into(),
+            source,
+        })?;
+    runtime.block_on(run(config))
+}
+
+/// The async body of [`run_blocking`].
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    let store = SqliteStore::open_dir(&config.data_dir)?;
+    tracing::info!(data_dir = %config.data_dir.display(), "store opened (SQLite, WAL, synchronous=FULL)");
+    match ensure_admin(&store, &config.data_dir)? {
+        Some(path) => tracing::info!(
+            path = %path.display(),
+            "created account `admin`; its credentials are in this file (mode 0600)"
+        ),
+        None => tracing::info!(
+            path = %config.data_dir.join(ADMIN_CREDENTIALS_FILE).display(),
+            "account `admin` exists; its credentials were written to this file on first start"
+        ),
+    }
+    let state = Arc::new(http::AppState::new(Arc::new(store), config.limits));
+    let app = http::router(state);
+    match &config.tls {
+        None => {
+            let listener =
+                tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|source| ServerError::Io {
+                        context: format!("binding {}", config.listen),
+                        source,
+                    })?;
+            let local = listener.local_addr().map_err(|source| ServerError::Io {
+                context: "reading the bound address".into(),
+                source,
+            })?;
+            tracing::info!(listen = %local, "serving the Tencent-compatible API over HTTP");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .map_err(|source| ServerError::Io {
+                    context: "serving".into(),
+                    source,
+                })
+        }
+        Some((cert, key)) => {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|source| ServerError::Io {
+                    context: format!(
+                        "loading TLS certificate {} and key {}",
+                        cert.display(),
+                        key.display()
+                    ),
+                    source,
+                })?;
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+            });
+            tracing::info!(listen = %config.listen, "serving the Tencent-compatible API over HTTPS");
+            axum_server::bind_rustls(config.listen, tls)
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+                .map_err(|source| ServerError::Io {
+                    context: format!("serving HTTPS on {}", config.listen),
+                    source,
+                })
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

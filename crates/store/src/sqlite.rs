@@ -59,10 +59,22 @@ CREATE INDEX IF NOT EXISTS bindings_group ON bindings (account_id, group_id);
 impl SqliteStore {
     /// Opens (creating if needed) the database `palisade.db` in `data_dir`.
     pub fn open_dir(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)?;
+        if !data_dir.exists() {
+            std::fs::create_dir_all(data_dir)?;
+            // The directory holds secret keys (database, WAL, credentials).
+            restrict_mode(data_dir, 0o700)?;
+        }
         let path = data_dir.join("palisade.db");
         let store = Self::open(&path)?;
-        restrict_mode(&path)?;
+        // Make sure the WAL and shared-memory files exist, then restrict
+        // every database file to its owner: the WAL holds secret keys too.
+        store.lock().execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
+        for suffix in ["", "-wal", "-shm"] {
+            let p = data_dir.join(format!("palisade.db{suffix}"));
+            if p.exists() {
+                restrict_mode(&p, 0o600)?;
+            }
+        }
         Ok(store)
     }
 
@@ -93,15 +105,14 @@ impl SqliteStore {
 }
 
 #[cfg(unix)]
-fn restrict_mode(path: &Path) -> Result<(), StoreError> {
+fn restrict_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
-    // The database holds secret keys: owner only.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn restrict_mode(_path: &Path) -> Result<(), StoreError> {
+fn restrict_mode(_path: &Path, _mode: u32) -> Result<(), StoreError> {
     Ok(())
 }
 

@@ -1,0 +1,535 @@
+//! Rule actions on a group's policy set: create (insert at `PolicyIndex` or
+//! append), delete (by index or by content), modify (replace both lists;
+//! `Version: "0"` clears them), replace single rules, and describe (plain or
+//! with templates expanded). Every write checks `Version` when given, inside
+//! its transaction, and bumps it.
+
+use super::{
+    load_group, now, parse_rules, policy_set_json, reply, rules_of, set_rules, Ctx, Reply,
+};
+use crate::error::ApiError;
+use crate::params::Params;
+use palisade_model::policy::{parse_version, Direction, Peer, Policy, Service};
+use palisade_model::wire;
+use palisade_model::{AddressEntry, ServiceEntry};
+use palisade_store::{GroupRecord, TemplateKind, Tx};
+use serde_json::{json, Value};
+
+fn policy_set(p: &Params, field: &str) -> Result<wire::SecurityGroupPolicySet, ApiError> {
+    p.req_typed(field)
+}
+
+fn check_version(set: &wire::SecurityGroupPolicySet, g: &GroupRecord) -> Result<(), ApiError> {
+    if let Some(v) = &set.version {
+        let v = parse_version("SecurityGroupPolicySet.Version", v)?;
+        if v != g.version {
+            return Err(ApiError::new(
+                "UnsupportedOperation.VersionMismatch",
+                format!(
+                    "SecurityGroupPolicySet.Version {v}: the current version of {} is {}",
+                    g.id, g.version
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The one direction a create/delete/replace call is about.
+fn one_direction(
+    set: &wire::SecurityGroupPolicySet,
+) -> Result<(Direction, &Vec<wire::SecurityGroupPolicy>), ApiError> {
+    let ingress = set.ingress.as_ref().filter(|l| !l.is_empty());
+    let egress = set.egress.as_ref().filter(|l| !l.is_empty());
+    match (ingress, egress) {
+        (Some(i), None) => Ok((Direction::Ingress, i)),
+        (None, Some(e)) => Ok((Direction::Egress, e)),
+        (Some(_), Some(_)) => Err(ApiError::new(
+            "InvalidParameter.Coexist",
+            "SecurityGroupPolicySet: Ingress and Egress exclude each other in this action; send one direction per call",
+        )),
+        (None, None) => Err(ApiError::new(
+            "MissingParameter",
+            "SecurityGroupPolicySet: give the rules in Ingress or Egress",
+        )),
+    }
+}
+
+fn lists(g: &GroupRecord) -> Result<(Vec<Policy>, Vec<Policy>), ApiError> {
+    Ok((
+        rules_of(g, Direction::Ingress)?,
+        rules_of(g, Direction::Egress)?,
+    ))
+}
+
+fn save(
+    ctx: &Ctx<'_>,
+    tx: &mut dyn Tx,
+    mut g: GroupRecord,
+    ingress: &[Policy],
+    egress: &[Policy],
+) -> Result<(), ApiError> {
+    set_rules(tx, ctx, &mut g, ingress, egress)?;
+    g.version += 1;
+    g.update_time = now();
+    tx.update_group(ctx.account, &g)?;
+    Ok(())
+}
+
+fn dir_mut<'a>(
+    dir: Direction,
+    ingress: &'a mut Vec<Policy>,
+    egress: &'a mut Vec<Policy>,
+) -> &'a mut Vec<Policy> {
+    match dir {
+        Direction::Ingress => ingress,
+        Direction::Egress => egress,
+    }
+}
+
+fn index_of(i: i64, field: &str) -> Result<usize, ApiError> {
+    usize::try_from(i).map_err(|_| {
+        ApiError::new(
+            "InvalidParameterValue.Range",
+            format!("{field} {i}: must not be negative"),
+        )
+    })
+}
+
+/// `CreateSecurityGroupPolicies`.
+pub fn create(ctx: &Ctx<'_>, p: &Params) -> Reply {
+    p.allow_only(&["SecurityGroupId", "SecurityGroupPolicySet"])?;
+    let id = p.req_str("SecurityGroupId")?;
+    let set = policy_set(p, "SecurityGroupPolicySet")?;
+    let (dir, wire_list) = one_direction(&set)?;
+    let new_rules = parse_rules(Some(wire_list), dir)?;
+    let mut indexes: Vec<Option<i64>> = wire_list.iter().map(|w| w.policy_index).collect();
+    indexes.dedup();
+    if indexes.len() > 1 {
+        return Err(ApiError::new(
+            "InvalidParameter",
+            "SecurityGroupPolicySet: every rule of one call must carry the same PolicyIndex (or none)",
+        ));
+    }
+    let at = indexes.first().copied().flatten();
+    ctx.write(|tx| {
+        let g = load_group(tx, ctx.account, "SecurityGroupId", &id)?;
+        check_version(&set, &g)?;
+        let (mut ingress, mut egress) = lists(&g)?;
+        let list = dir_mut(dir, &mut ingress, &mut egress);
+        for (n, rule) in new_rules.iter().enumerate() {
+            let dup = list.iter().chain(new_rules[..n].iter()).any(|r| {
+                r.service == rule.service && r.peer == rule.peer && r.action == rule.action
+            });
+            if dup {
+                return Err(ApiError::new(
+                    "UnsupportedOperation.DuplicatePolicy",
+                    format!("{}[{n}]: the same rule ({rule}) is already in the group", dir.wire_name()),
+                ));
+            }
+        }
+        let pos = match at {
+            None => list.len(),
+            Some(i) => {
+                let i = index_of(i, "PolicyIndex")?;
+                if i > list.len() {
+                    return Err(ApiError::new(
+                        "InvalidParameterValue.Range",
+                        format!(
+                            "PolicyIndex {i}: the {} list has {} rules, so the index must be 0..={}",
+                            dir.wire_name(),
+                            list.len(),
+                            list.len()
+                        ),
+                    ));
+                }
+                i
+            }
+        };
+        list.splice(pos..pos, new_rules.iter().cloned());
+        save(ctx, tx, g, &ingress, &egress)
+    })?;
+    reply(json!({}))
+}
+
+fn has_content(w: &wire::SecurityGroupPolicy) -> bool {
+    let empty_template = |s: &Option<wire::ServiceTemplateSpecification>| {
+        s.as_ref()
+            .is_none_or(|t| t.service_id.trim().is_empty() && t.service_group_id.trim().is_empty())
+    };
+    let empty_address = |s: &Option<wire::AddressTemplateSpecification>| {
+        s.as_ref()
+            .is_none_or(|t| t.address_id.trim().is_empty() && t.address_group_id.trim().is_empty())
+    };
+    w.protocol.is_some()
+        || w.port.is_some()
+        || !empty_template(&w.service_template)
+        || w.cidr_block.is_some()
+        || w.ipv6_cidr_block.is_some()
+        || w.security_group_id.is_some()
+        || !empty_address(&w.address_template)
+        || w.action.is_some()
+}
+
+/// `DeleteSecurityGroupPolicies`: by `PolicyIndex` list or by rule content.
+pub fn delete(ctx: &Ctx<'_>, p: &Params) -> Reply {
+    p.allow_only(&["SecurityGroupId", "SecurityGroupPolicySet"])?;
+    let id = p.req_str("SecurityGroupId")?;
+    let set = policy_set(p, "SecurityGroupPolicySet")?;
+    let (dir, wire_list) = one_direction(&set)?;
+    let by_index = wire_list
+        .iter()
+        .filter(|w| w.policy_index.is_some())
+        .count();
+    let by_content = wire_list.iter().filter(|w| has_content(w)).count();
+    if by_index > 0 && by_content > 0 {
+        return Err(ApiError::new(
+            "InvalidParameter.Coexist",
+            "SecurityGroupPolicySet: delete by PolicyIndex or by rule content, not both",
+        ));
+    }
+    if by_index == 0 && by_content < wire_list.len() {
+        return Err(ApiError::new(
+            "MissingParameter",
+            "SecurityGroupPolicySet: each rule to delete needs a PolicyIndex or its content",
+        ));
+    }
+    let targets: Option<Vec<Policy>> = if by_index > 0 {
+        None
+    } else {
+        Some(parse_rules(Some(wire_list), dir)?)
+    };
+    ctx.write(|tx| {
+        let g = load_group(tx, ctx.account, "SecurityGroupId", &id)?;
+        check_version(&set, &g)?;
+        let (mut ingress, mut egress) = lists(&g)?;
+        let list = dir_mut(dir, &mut ingress, &mut egress);
+        let mut remove: Vec<usize> = Vec::new();
+        match &targets {
+            None => {
+                for w in wire_list {
+                    let i = index_of(w.policy_index.unwrap_or(-1), "PolicyIndex")?;
+                    if i >= list.len() {
+                        return Err(ApiError::new(
+                            "ResourceNotFound",
+                            format!(
+                                "PolicyIndex {i}: the {} list has {} rules",
+                                dir.wire_name(),
+                                list.len()
+                            ),
+                        ));
+                    }
+                    if remove.contains(&i) {
+                        return Err(ApiError::new(
+                            "InvalidParameterValue.Duplicate",
+                            format!("PolicyIndex {i} is given twice"),
+                        ));
+                    }
+                    remove.push(i);
+                }
+            }
+            Some(targets) => {
+                for (n, t) in targets.iter().enumerate() {
+                    let found = list.iter().enumerate().position(|(i, r)| {
+                        !remove.contains(&i)
+                            && r.service == t.service
+                            && r.peer == t.peer
+                            && r.action == t.action
+                            && (t.description.is_empty() || r.description == t.description)
+                    });
+                    match found {
+                        Some(i) => remove.push(i),
+                        None => {
+                            return Err(ApiError::new(
+                                "ResourceNotFound",
+                                format!("{}[{n}]: no rule {t} in the group", dir.wire_name()),
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        let mut i = 0;
+        list.retain(|_| {
+            let keep = !remove.contains(&i);
+            i += 1;
+            keep
+        });
+        save(ctx, tx, g, &ingress, &egress)
+    })?;
+    reply(json!({}))
+}
+
+/// `ModifySecurityGroupPolicies`: replaces both lists. `Version: "0"` clears
+/// every rule (Egress and Ingress are then ignored); any other `Version` must
+/// be the current one.
+pub fn modify(ctx: &Ctx<'_>, p: &Params) -> Reply {
+    p.allow_only(&["SecurityGroupId", "SecurityGroupPolicySet", "SortPolicys"])?;
+    let id = p.req_str("SecurityGroupId")?;
+    let set = policy_set(p, "SecurityGroupPolicySet")?;
+    p.opt_bool("SortPolicys")?;
+    let clear = match &set.version {
+        Some(v) => parse_version("SecurityGroupPolicySet.Version", v)? == 0,
+        None => false,
+    };
+    let (ingress, egress) = if clear {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            parse_rules(set.ingress.as_ref(), Direction::Ingress)?,
+            parse_rules(set.egress.as_ref(), Direction::Egress)?,
+        )
+    };
+    ctx.write(|tx| {
+        let g = load_group(tx, ctx.account, "SecurityGroupId", &id)?;
+        if !clear {
+            check_version(&set, &g)?;
+        }
+        save(ctx, tx, g, &ingress, &egress)
+    })?;
+    reply(json!({}))
+}
+
+/// `ReplaceSecurityGroupPolicy` (one rule) and `ReplaceSecurityGroupPolicies`.
+pub fn replace(ctx: &Ctx<'_>, p: &Params, many: bool) -> Reply {
+    let mut known = vec![
+        "SecurityGroupId",
+        "SecurityGroupPolicySet",
+        "OriginalSecurityGroupPolicySet",
+    ];
+    if many {
+        known.push("UpdateType");
+    }
+    p.allow_only(&known)?;
+    let id = p.req_str("SecurityGroupId")?;
+    let set = policy_set(p, "SecurityGroupPolicySet")?;
+    let original: Option<wire::SecurityGroupPolicySet> =
+        p.opt_typed("OriginalSecurityGroupPolicySet")?;
+    if many {
+        match p.opt_str("UpdateType")?.as_deref() {
+            None | Some("Policy") | Some("Priority") | Some("Both") => {}
+            Some(other) => {
+                return Err(ApiError::malformed(
+                    "UpdateType",
+                    other,
+                    "expected Policy, Priority or Both",
+                ))
+            }
+        }
+    }
+    let (dir, wire_list) = one_direction(&set)?;
+    if !many && wire_list.len() != 1 {
+        return Err(ApiError::new(
+            "InvalidParameterValue.LimitExceeded",
+            "SecurityGroupPolicySet: ReplaceSecurityGroupPolicy replaces exactly one rule",
+        ));
+    }
+    let new_rules = parse_rules(Some(wire_list), dir)?;
+    let mut at = Vec::new();
+    for w in wire_list {
+        let i = w
+            .policy_index
+            .ok_or_else(|| ApiError::missing("SecurityGroupPolicySet.PolicyIndex"))?;
+        at.push(index_of(i, "PolicyIndex")?);
+    }
+    let originals: Option<Vec<Policy>> = match &original {
+        None => None,
+        Some(o) => {
+            let (odir, olist) = one_direction(o)?;
+            if odir != dir || olist.len() != wire_list.len() {
+                return Err(ApiError::new(
+                    "InvalidParameter",
+                    "OriginalSecurityGroupPolicySet must list one original rule per replaced rule, same direction",
+                ));
+            }
+            Some(parse_rules(Some(olist), dir)?)
+        }
+    };
+    ctx.write(|tx| {
+        let g = load_group(tx, ctx.account, "SecurityGroupId", &id)?;
+        check_version(&set, &g)?;
+        let (mut ingress, mut egress) = lists(&g)?;
+        let list = dir_mut(dir, &mut ingress, &mut egress);
+        for (n, (&i, rule)) in at.iter().zip(&new_rules).enumerate() {
+            let Some(slot) = list.get_mut(i) else {
+                return Err(ApiError::new(
+                    "ResourceNotFound",
+                    format!("PolicyIndex {i}: the {} list has no such rule", dir.wire_name()),
+                ));
+            };
+            if let Some(orig) = originals.as_ref().and_then(|o| o.get(n)) {
+                if !(slot.service == orig.service && slot.peer == orig.peer && slot.action == orig.action) {
+                    return Err(ApiError::new(
+                        "InvalidParameterValue",
+                        format!("OriginalSecurityGroupPolicySet: the rule at PolicyIndex {i} is {slot}, not {orig}"),
+                    ));
+                }
+            }
+            *slot = rule.clone();
+        }
+        save(ctx, tx, g, &ingress, &egress)
+    })?;
+    reply(json!({}))
+}
+
+/// `DescribeSecurityGroupPolicies` and `DescribeSecurityGroupExpandedPolicies`.
+pub fn describe(ctx: &Ctx<'_>, p: &Params, expanded: bool) -> Reply {
+    p.allow_only(&["SecurityGroupId", "Filters"])?;
+    let id = p.req_str("SecurityGroupId")?;
+    let filters = p.filters(&[
+        "security-group-id",
+        "ip",
+        "address-module",
+        "service-module",
+        "protocol-type",
+        "port",
+        "poly",
+        "direction",
+        "description",
+    ])?;
+    let out = ctx.read(|tx| {
+        let g = load_group(tx, ctx.account, "SecurityGroupId", &id)?;
+        let mut set = policy_set_json(&g)?;
+        for dir in Direction::BOTH {
+            let rules = rules_of(&g, dir)?;
+            let mut out = Vec::new();
+            for (index, rule) in rules.iter().enumerate() {
+                let variants = if expanded {
+                    expand(tx, ctx.account, rule)?
+                } else {
+                    vec![rule.clone()]
+                };
+                for r in variants {
+                    if filters
+                        .iter()
+                        .all(|f| f.values.iter().any(|v| matches(&f.name, v, dir, &r)))
+                    {
+                        out.push(
+                            serde_json::to_value(r.to_wire(index)).map_err(ApiError::internal)?,
+                        );
+                    }
+                }
+            }
+            set[dir.wire_name()] = Value::Array(out);
+        }
+        Ok(set)
+    })?;
+    reply(json!({ "SecurityGroupPolicySet": out }))
+}
+
+fn matches(filter: &str, value: &str, dir: Direction, r: &Policy) -> bool {
+    let w = r.to_wire(0);
+    let eq = |a: &Option<String>| a.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(value));
+    match filter {
+        "security-group-id" => eq(&w.security_group_id),
+        "ip" => match &r.peer {
+            Peer::Cidr(c) | Peer::Ipv6Cidr(c) => {
+                c.to_string() == value
+                    || value
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| c.contains(ip))
+            }
+            _ => false,
+        },
+        "address-module" => w
+            .address_template
+            .as_ref()
+            .is_some_and(|t| t.address_id == value || t.address_group_id == value),
+        "service-module" => w
+            .service_template
+            .as_ref()
+            .is_some_and(|t| t.service_id == value || t.service_group_id == value),
+        "protocol-type" => eq(&w.protocol),
+        "port" => match &r.service {
+            Service::Protocol { ports, .. } => {
+                eq(&w.port) || value.parse::<u16>().is_ok_and(|n| ports.contains(n))
+            }
+            _ => false,
+        },
+        "poly" => eq(&w.action),
+        "direction" => matches!(
+            (dir, value.to_ascii_lowercase().as_str()),
+            (Direction::Ingress, "ingress" | "inbound")
+                | (Direction::Egress, "egress" | "outbound")
+        ),
+        "description" => r.description.contains(value),
+        _ => false,
+    }
+}
+
+/// One rule per address and per service entry of the templates it names.
+fn expand(tx: &dyn Tx, account: &str, rule: &Policy) -> Result<Vec<Policy>, ApiError> {
+    let template_members = |id: &str, kind: TemplateKind| -> Result<Vec<String>, ApiError> {
+        Ok(tx
+            .template(account, id)?
+            .filter(|t| t.kind == kind)
+            .map(|t| t.members)
+            .unwrap_or_default())
+    };
+    let mut addresses: Option<Vec<String>> = None;
+    match &rule.peer {
+        Peer::AddressTemplate(id) => {
+            addresses = Some(template_members(id.as_str(), TemplateKind::Address)?)
+        }
+        Peer::AddressTemplateGroup(id) => {
+            let mut all = Vec::new();
+            for m in template_members(id.as_str(), TemplateKind::AddressGroup)? {
+                all.extend(template_members(&m, TemplateKind::Address)?);
+            }
+            addresses = Some(all);
+        }
+        _ => {}
+    }
+    let mut services: Option<Vec<String>> = None;
+    match &rule.service {
+        Service::Template(id) => {
+            services = Some(template_members(id.as_str(), TemplateKind::Service)?)
+        }
+        Service::TemplateGroup(id) => {
+            let mut all = Vec::new();
+            for m in template_members(id.as_str(), TemplateKind::ServiceGroup)? {
+                all.extend(template_members(&m, TemplateKind::Service)?);
+            }
+            services = Some(all);
+        }
+        Service::Protocol { .. } => {}
+    }
+    let peers: Vec<Peer> = match addresses {
+        None => vec![rule.peer.clone()],
+        Some(list) => {
+            let mut out = Vec::new();
+            for a in list {
+                let entry = AddressEntry::parse_field("Addresses", &a)?;
+                for c in entry.range().to_cidrs() {
+                    out.push(match c.family() {
+                        palisade_model::Family::V4 => Peer::Cidr(c),
+                        palisade_model::Family::V6 => Peer::Ipv6Cidr(c),
+                    });
+                }
+            }
+            out
+        }
+    };
+    let svcs: Vec<Service> = match services {
+        None => vec![rule.service.clone()],
+        Some(list) => list
+            .iter()
+            .map(|s| {
+                ServiceEntry::parse_field("Services", s).map(|e| Service::Protocol {
+                    protocol: e.protocol,
+                    ports: e.ports,
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let mut out = Vec::new();
+    for peer in &peers {
+        for svc in &svcs {
+            let mut r = rule.clone();
+            r.peer = peer.clone();
+            r.service = svc.clone();
+            out.push(r);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,72 @@
+//! The API's error type: a Tencent error code and a message, answered as
+//! `{"Response":{"Error":{"Code","Message"},"RequestId"}}` with HTTP 200
+//! (DESIGN.md section 6). Every failure of a request ends up here.
+
+use palisade_model::error::ModelError;
+use palisade_store::StoreError;
+use std::borrow::Cow;
+
+/// A Tencent-style API error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// The code exactly as Tencent spells it, e.g. `ResourceNotFound`.
+    pub code: Cow<'static, str>,
+    /// A message naming the field and the bad value.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`.
+    pub fn new(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// `MissingParameter` for `field`.
+    pub fn missing(field: &str) -> Self {
+        Self::new(
+            "MissingParameter",
+            format!("the request is missing required parameter `{field}`"),
+        )
+    }
+
+    /// `InvalidParameterValue.Malformed` for `field` holding `value`.
+    pub fn malformed(field: &str, value: &str, why: &str) -> Self {
+        Self::new(
+            "InvalidParameterValue.Malformed",
+            format!("{field} {value:?}: {why}"),
+        )
+    }
+
+    /// `ResourceNotFound` for an id (also used for other accounts' resources).
+    pub fn not_found(field: &str, id: &str) -> Self {
+        Self::new(
+            "ResourceNotFound",
+            format!("{field} {id:?}: no such resource"),
+        )
+    }
+
+    /// `InternalError`; the detail is logged, not sent.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error");
+        Self::new(
+            "InternalError",
+            "an internal error occurred; see the server log",
+        )
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        Self::new(e.code().as_str(), e.message().to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::internal(e)
+    }
+}

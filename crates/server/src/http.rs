@@ -1,0 +1,251 @@
+//! The HTTP surface: `POST /` with Tencent's API v3 envelope, `GET /metrics`.
+//!
+//! Every answer to `POST /`, success or error, is HTTP 200 with
+//! `Content-Type: application/json` exactly (the Python SDK ignores errors
+//! sent any other way) and a fresh `RequestId`. Each request is logged once
+//! with its RequestId, service, action, account and result code; secrets
+//! and signatures are never logged.
+
+use crate::actions::{self, Ctx};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::params::Params;
+use crate::tc3;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use palisade_model::limits::Limits;
+use palisade_store::{SqliteStore, Store};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// The API version of the `vpc` and `cvm` services.
+pub const TENCENT_VERSION: &str = "2017-03-12";
+/// The API version of the `palisade` service.
+pub const PALISADE_VERSION: &str = "2026-11-01";
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    /// The store.
+    pub store: Arc<SqliteStore>,
+    /// Quotas.
+    pub limits: Limits,
+    /// Request metrics.
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// State over `store`.
+    pub fn new(store: Arc<SqliteStore>, limits: Limits) -> Self {
+        Self {
+            store,
+            limits,
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+/// The router: `POST /` and `GET /metrics`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", post(api))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let store = state.store.clone();
+    let revision = tokio::task::spawn_blocking(move || store.revision())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(revision),
+    )
+        .into_response()
+}
+
+/// What a finished request logs and counts.
+struct Outcome {
+    service: String,
+    action: String,
+    account: String,
+    result: Result<Map<String, Value>, ApiError>,
+}
+
+async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let (parts, body) = req.into_parts();
+    let too_big = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64);
+    let body = if too_big {
+        None
+    } else {
+        axum::body::to_bytes(body, MAX_BODY_BYTES).await.ok()
+    };
+    let outcome = match body {
+        None => Outcome {
+            service: header_str(&parts.headers, "x-tc-service"),
+            action: header_str(&parts.headers, "x-tc-action"),
+            account: String::new(),
+            result: Err(ApiError::new(
+                "RequestSizeLimitExceeded",
+                format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
+            )),
+        },
+        Some(body) => {
+            let st = state.clone();
+            let headers = parts.headers;
+            let method = parts.method.to_string();
+            match tokio::task::spawn_blocking(move || handle(&st, &method, &headers, &body)).await {
+                Ok(o) => o,
+                Err(e) => Outcome {
+                    service: String::new(),
+                    action: String::new(),
+                    account: String::new(),
+                    result: Err(ApiError::internal(format!("request task failed: {e}"))),
+                },
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    let code = match &outcome.result {
+        Ok(_) => "OK".to_string(),
+        Err(e) => e.code.to_string(),
+    };
+    state.metrics.observe(
+        &outcome.service,
+        &outcome.action,
+        &code,
+        elapsed.as_secs_f64(),
+    );
+    match &outcome.result {
+        Ok(_) => tracing::info!(
+            request_id = %request_id, service = %outcome.service, action = %outcome.action,
+            account = %outcome.account, code = %code, ms = elapsed.as_millis() as u64, "request"
+        ),
+        Err(e) => tracing::info!(
+            request_id = %request_id, service = %outcome.service, action = %outcome.action,
+            account = %outcome.account, code = %code, ms = elapsed.as_millis() as u64,
+            message = %e.message, "request failed"
+        ),
+    }
+    envelope(&request_id, outcome.result)
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> Outcome {
+    let mut out = Outcome {
+        service: String::new(),
+        action: header_str(headers, "x-tc-action"),
+        account: String::new(),
+        result: Ok(Map::new()),
+    };
+    out.result = (|| {
+        if out.action.is_empty() {
+            return Err(ApiError::missing("X-TC-Action"));
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut account = None;
+        let lookup = |secret_id: &str| match state.store.account_by_secret_id(secret_id) {
+            Ok(Some(a)) => {
+                let key = a.secret_key.clone();
+                account = Some(a);
+                Some(key)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "account lookup failed");
+                None
+            }
+        };
+        let verified = tc3::verify(
+            method,
+            |name| headers.get(name).map(|v| v.as_bytes()),
+            body,
+            now,
+            lookup,
+        )
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+        let account =
+            account.ok_or_else(|| ApiError::internal("verified request without account"))?;
+        out.service = verified.service.clone();
+        out.account = account.name.clone();
+        let expected = match verified.service.as_str() {
+            "vpc" | "cvm" => TENCENT_VERSION,
+            "palisade" => PALISADE_VERSION,
+            other => {
+                return Err(ApiError::new(
+                    "InvalidAction",
+                    format!("service {other:?} is not served here (vpc, cvm, palisade)"),
+                ))
+            }
+        };
+        let version = header_str(headers, "x-tc-version");
+        if version.is_empty() {
+            return Err(ApiError::missing("X-TC-Version"));
+        }
+        if version != expected {
+            return Err(ApiError::new(
+                "NoSuchVersion",
+                format!(
+                    "version {version:?} of service {} does not exist; use {expected}",
+                    verified.service
+                ),
+            ));
+        }
+        let params = Params::from_body(body)?;
+        let ctx = Ctx {
+            store: &state.store,
+            account: &account.id,
+            limits: &state.limits,
+        };
+        actions::dispatch(&ctx, &verified.service, &out.action, &params)
+    })();
+    out
+}
+
+fn envelope(request_id: &str, result: Result<Map<String, Value>, ApiError>) -> Response {
+    let mut response = match result {
+        Ok(fields) => fields,
+        Err(e) => {
+            let mut m = Map::new();
+            m.insert(
+                "Error".into(),
+                serde_json::json!({"Code": e.code, "Message": e.message}),
+            );
+            m
+        }
+    };
+    response.insert("RequestId".into(), Value::String(request_id.to_string()));
+    let body = serde_json::json!({ "Response": response }).to_string();
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::OK;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}

@@ -1,0 +1,253 @@
+//! Reading an action's JSON parameters with Tencent's error codes: unknown
+//! top-level names give `UnknownParameter`, absent required ones
+//! `MissingParameter`, wrong JSON types `InvalidParameter`. Numbers that
+//! Tencent's metadata types as strings (`Offset`, `Limit`) are taken either
+//! way, as the SDKs and tccli send both.
+
+use crate::error::ApiError;
+use palisade_store::Tag;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+/// One request's parameters.
+pub struct Params {
+    map: Map<String, Value>,
+}
+
+/// A `{Name, Values}` filter.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// Filter name, e.g. `security-group-id`.
+    pub name: String,
+    /// Values; a record matches if it matches any of them.
+    pub values: Vec<String>,
+}
+
+impl Params {
+    /// Parses the request body: an empty body is `{}`, anything else must be
+    /// a JSON object.
+    pub fn from_body(body: &[u8]) -> Result<Self, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self { map: Map::new() });
+        }
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => Ok(Self { map }),
+            Ok(_) => Err(ApiError::new(
+                "InvalidParameter",
+                "the request body must be a JSON object",
+            )),
+            Err(e) => Err(ApiError::new(
+                "InvalidParameter",
+                format!("the request body is not valid JSON: {e}"),
+            )),
+        }
+    }
+
+    /// Fails with `UnknownParameter` on the first name not in `known`.
+    pub fn allow_only(&self, known: &[&str]) -> Result<(), ApiError> {
+        for k in self.map.keys() {
+            if !known.contains(&k.as_str()) {
+                return Err(ApiError::new(
+                    "UnknownParameter",
+                    format!("the parameter `{k}` is not recognized by this action"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.map.get(name).filter(|v| !v.is_null())
+    }
+
+    /// Whether `name` was sent (and is not null).
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// A required string.
+    pub fn req_str(&self, name: &str) -> Result<String, ApiError> {
+        self.opt_str(name)?.ok_or_else(|| ApiError::missing(name))
+    }
+
+    /// An optional string (numbers are taken as their text).
+    pub fn opt_str(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(_) => Err(type_error(name, "a string")),
+        }
+    }
+
+    /// A required, non-empty list of strings.
+    pub fn req_str_list(&self, name: &str) -> Result<Vec<String>, ApiError> {
+        let list = self
+            .opt_str_list(name)?
+            .ok_or_else(|| ApiError::missing(name))?;
+        if list.is_empty() {
+            return Err(ApiError::new(
+                "InvalidParameterValue.Empty",
+                format!("{name} must not be empty"),
+            ));
+        }
+        Ok(list)
+    }
+
+    /// An optional list of strings.
+    pub fn opt_str_list(&self, name: &str) -> Result<Option<Vec<String>>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(type_error(name, "a list of strings")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(type_error(name, "a list of strings")),
+        }
+    }
+
+    /// An optional non-negative integer, sent as a number or a decimal string.
+    pub fn opt_uint(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                ApiError::malformed(name, &n.to_string(), "expected a non-negative integer")
+            }),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::malformed(name, s, "expected a non-negative integer")),
+            Some(_) => Err(type_error(name, "an integer")),
+        }
+    }
+
+    /// An optional boolean.
+    pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(type_error(name, "a boolean")),
+        }
+    }
+
+    /// An optional structured value (a wire type). Unknown nested fields give
+    /// `UnknownParameter`, other shape errors `InvalidParameter`.
+    pub fn opt_typed<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ApiError> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+            let msg = e.to_string();
+            if msg.starts_with("unknown field") {
+                ApiError::new("UnknownParameter", format!("{name}: {msg}"))
+            } else {
+                ApiError::new("InvalidParameter", format!("{name}: {msg}"))
+            }
+        })
+    }
+
+    /// A required structured value.
+    pub fn req_typed<T: DeserializeOwned>(&self, name: &str) -> Result<T, ApiError> {
+        self.opt_typed(name)?.ok_or_else(|| ApiError::missing(name))
+    }
+
+    /// `Filters`: `[{Name, Values}]`; names must be in `known` (a name ending
+    /// in `:` matches any suffix, for `tag:<key>`).
+    pub fn filters(&self, known: &[&str]) -> Result<Vec<Filter>, ApiError> {
+        let Some(v) = self.get("Filters") else {
+            return Ok(Vec::new());
+        };
+        let items = v
+            .as_array()
+            .ok_or_else(|| type_error("Filters", "a list"))?;
+        let mut out = Vec::new();
+        for item in items {
+            let obj = item
+                .as_object()
+                .ok_or_else(|| type_error("Filters", "a list of {Name, Values}"))?;
+            for k in obj.keys() {
+                if k != "Name" && k != "Values" {
+                    return Err(ApiError::new(
+                        "UnknownParameter",
+                        format!("Filters: the parameter `{k}` is not recognized"),
+                    ));
+                }
+            }
+            let name = obj
+                .get("Name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::missing("Filters.Name"))?
+                .to_string();
+            let ok = known.iter().any(|k| {
+                *k == name || (k.ends_with(':') && name.starts_with(k) && name.len() > k.len())
+            });
+            if !ok {
+                return Err(ApiError::new(
+                    "InvalidParameter.FilterInvalidKey",
+                    format!(
+                        "Filters.Name {name:?}: unknown filter; known: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            let values = match obj.get("Values") {
+                Some(Value::Array(vals)) => vals
+                    .iter()
+                    .map(|v| match v {
+                        Value::String(s) => Ok(s.clone()),
+                        Value::Number(n) => Ok(n.to_string()),
+                        Value::Bool(b) => Ok(b.to_string()),
+                        _ => Err(type_error("Filters.Values", "a list of strings")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => return Err(ApiError::missing("Filters.Values")),
+                Some(_) => return Err(type_error("Filters.Values", "a list of strings")),
+            };
+            out.push(Filter { name, values });
+        }
+        Ok(out)
+    }
+
+    /// `Tags`: `[{Key, Value}]`.
+    pub fn tags(&self) -> Result<Vec<Tag>, ApiError> {
+        let tags: Option<Vec<Tag>> = self.opt_typed("Tags")?;
+        let tags = tags.unwrap_or_default();
+        for t in &tags {
+            if t.key.is_empty() {
+                return Err(ApiError::new(
+                    "InvalidParameterValue.Empty",
+                    "Tags.Key must not be empty",
+                ));
+            }
+        }
+        Ok(tags)
+    }
+
+    /// `Offset` and `Limit` with Tencent's defaults (0 and 20) and maximum.
+    pub fn page(&self, max_limit: u64) -> Result<(usize, usize), ApiError> {
+        let offset = self.opt_uint("Offset")?.unwrap_or(0);
+        let limit = self.opt_uint("Limit")?.unwrap_or(20);
+        if limit > max_limit {
+            return Err(ApiError::new(
+                "InvalidParameterValue.Range",
+                format!("Limit {limit}: must be at most {max_limit}"),
+            ));
+        }
+        let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok((to_usize(offset), to_usize(limit)))
+    }
+}
+
+fn type_error(name: &str, expected: &str) -> ApiError {
+    ApiError::new("InvalidParameter", format!("{name} must be {expected}"))
+}
+
+/// The `[offset, offset+limit)` window of `items`.
+pub fn paginate<T>(items: Vec<T>, offset: usize, limit: usize) -> Vec<T> {
+    items.into_iter().skip(offset).take(limit).collect()
+}

@@ -1,0 +1,438 @@
+//! TC3-HMAC-SHA256: Tencent Cloud API v3 request signing, verified exactly as
+//! `shared/reference/tencent-api.md` describes and as the Python SDK and
+//! tccli compute it. The verifier works on the raw received values of the
+//! signed headers (tccli signs `Host: http://127.0.0.1:PORT` verbatim),
+//! compares signatures in constant time and enforces a 300 s clock window.
+//!
+//! [`sign`] is the same computation from the client side; the tests check
+//! both against vectors the Python SDK produced (`testdata/`).
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// How far `X-TC-Timestamp` may be from the server clock, in seconds.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
+
+const ALGORITHM: &str = "TC3-HMAC-SHA256";
+
+/// Why a request failed authentication; each maps to one `AuthFailure.*` code.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The Authorization header (or a header it needs) is missing or does
+    /// not parse.
+    #[error("{0}")]
+    InvalidAuthorization(String),
+    /// No account has this SecretId.
+    #[error("SecretId {0:?} not found")]
+    SecretIdNotFound(String),
+    /// The signature does not match.
+    #[error("the request signature does not match: check the SecretKey and that the request was not altered")]
+    SignatureFailure,
+    /// The timestamp is outside the allowed window.
+    #[error("the signature expired: X-TC-Timestamp {timestamp} is more than {MAX_CLOCK_SKEW_SECS} s from server time {now}")]
+    SignatureExpire {
+        /// The request's timestamp.
+        timestamp: i64,
+        /// Server time.
+        now: i64,
+    },
+}
+
+impl AuthError {
+    /// The Tencent error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidAuthorization(_) => "AuthFailure.InvalidAuthorization",
+            Self::SecretIdNotFound(_) => "AuthFailure.SecretIdNotFound",
+            Self::SignatureFailure => "AuthFailure.SignatureFailure",
+            Self::SignatureExpire { .. } => "AuthFailure.SignatureExpire",
+        }
+    }
+}
+
+/// What a verified request proves: who signed it and for which service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The SecretId from the credential scope.
+    pub secret_id: String,
+    /// The service named in the credential scope (`vpc`, `cvm`, `palisade`).
+    pub service: String,
+}
+
+/// The parsed `Authorization` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    /// SecretId.
+    pub secret_id: String,
+    /// `YYYY-MM-DD` from the credential scope.
+    pub date: String,
+    /// Service from the credential scope.
+    pub service: String,
+    /// Signed header names, exactly as listed.
+    pub signed_headers: String,
+    /// Hex signature.
+    pub signature: String,
+}
+
+/// Parses `TC3-HMAC-SHA256 Credential=ID/DATE/SERVICE/tc3_request, SignedHeaders=a;b, Signature=HEX`.
+pub fn parse_authorization(value: &str) -> Result<Authorization, AuthError> {
+    let bad = |why: &str| AuthError::InvalidAuthorization(format!("Authorization header: {why}"));
+    let rest = value
+        .trim()
+        .strip_prefix(ALGORITHM)
+        .ok_or_else(|| bad("expected algorithm TC3-HMAC-SHA256"))?;
+    let (mut credential, mut signed_headers, mut signature) = (None, None, None);
+    for part in rest.split(',') {
+        let part = part.trim();
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| bad("expected Key=Value parts separated by commas"))?;
+        match k.trim() {
+            "Credential" => credential = Some(v.trim()),
+            "SignedHeaders" => signed_headers = Some(v.trim()),
+            "Signature" => signature = Some(v.trim()),
+            _ => return Err(bad("unknown part")),
+        }
+    }
+    let credential = credential.ok_or_else(|| bad("missing Credential"))?;
+    let signed_headers = signed_headers.ok_or_else(|| bad("missing SignedHeaders"))?;
+    let signature = signature.ok_or_else(|| bad("missing Signature"))?;
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [secret_id, date, service, terminator] = scope[..] else {
+        return Err(bad("Credential must be SecretId/Date/Service/tc3_request"));
+    };
+    if terminator != "tc3_request" || secret_id.is_empty() || service.is_empty() {
+        return Err(bad("Credential must be SecretId/Date/Service/tc3_request"));
+    }
+    let names: Vec<&str> = signed_headers.split(';').collect();
+    if !names.contains(&"host") || !names.contains(&"content-type") {
+        return Err(bad("SignedHeaders must include content-type and host"));
+    }
+    if names
+        .iter()
+        .any(|n| n.is_empty() || *n != n.to_ascii_lowercase())
+    {
+        return Err(bad(
+            "SignedHeaders must be lower-case names separated by ';'",
+        ));
+    }
+    if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad("Signature must be 64 hex digits"));
+    }
+    Ok(Authorization {
+        secret_id: secret_id.to_string(),
+        date: date.to_string(),
+        service: service.to_string(),
+        signed_headers: signed_headers.to_string(),
+        signature: signature.to_ascii_lowercase(),
+    })
+}
+
+/// Verifies a request. `header` returns a header's raw value by lower-case
+/// name; `secret_key` returns the key of a SecretId, if the SecretId exists.
+pub fn verify<'h>(
+    method: &str,
+    header: impl Fn(&str) -> Option<&'h [u8]>,
+    body: &[u8],
+    now: i64,
+    secret_key: impl FnOnce(&str) -> Option<String>,
+) -> Result<Verified, AuthError> {
+    let auth_value = header("authorization")
+        .ok_or_else(|| AuthError::InvalidAuthorization("missing Authorization header".into()))?;
+    let auth_value = std::str::from_utf8(auth_value)
+        .map_err(|_| AuthError::InvalidAuthorization("Authorization is not UTF-8".into()))?;
+    let auth = parse_authorization(auth_value)?;
+
+    let timestamp = header("x-tc-timestamp")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .ok_or_else(|| {
+            AuthError::InvalidAuthorization("missing or malformed X-TC-Timestamp header".into())
+        })?;
+    if (now - timestamp).abs() > MAX_CLOCK_SKEW_SECS {
+        return Err(AuthError::SignatureExpire { timestamp, now });
+    }
+    if date_of(timestamp).as_deref() != Some(auth.date.as_str()) {
+        return Err(AuthError::InvalidAuthorization(format!(
+            "credential date {} is not the UTC date of X-TC-Timestamp {timestamp}",
+            auth.date
+        )));
+    }
+
+    let Some(key) = secret_key(&auth.secret_id) else {
+        return Err(AuthError::SecretIdNotFound(auth.secret_id));
+    };
+
+    let mut canonical_headers = Vec::new();
+    for name in auth.signed_headers.split(';') {
+        let value = header(name).ok_or_else(|| {
+            AuthError::InvalidAuthorization(format!("signed header {name} is missing"))
+        })?;
+        canonical_headers.extend_from_slice(name.as_bytes());
+        canonical_headers.push(b':');
+        canonical_headers.extend_from_slice(value.trim_ascii());
+        canonical_headers.push(b'\n');
+    }
+    let unsigned =
+        header("x-tc-content-sha256").map(<[u8]>::trim_ascii) == Some(b"UNSIGNED-PAYLOAD");
+    let payload: &[u8] = if unsigned { b"UNSIGNED-PAYLOAD" } else { body };
+    let expected = signature_for(
+        method,
+        &canonical_headers,
+        &auth.signed_headers,
+        payload,
+        timestamp,
+        &auth.date,
+        &auth.service,
+        &key,
+    );
+    if expected.as_bytes().ct_eq(auth.signature.as_bytes()).into() {
+        Ok(Verified {
+            secret_id: auth.secret_id,
+            service: auth.service,
+        })
+    } else {
+        Err(AuthError::SignatureFailure)
+    }
+}
+
+/// Signs a request the way the SDK does, returning the Authorization value.
+/// `content_type` and `host` are the raw header values that will be sent.
+pub fn sign(
+    secret_id: &str,
+    secret_key: &str,
+    service: &str,
+    content_type: &str,
+    host: &str,
+    body: &[u8],
+    timestamp: i64,
+) -> String {
+    let date = date_of(timestamp).unwrap_or_default();
+    let canonical_headers = format!("content-type:{content_type}\nhost:{host}\n");
+    let sig = signature_for(
+        "POST",
+        canonical_headers.as_bytes(),
+        "content-type;host",
+        body,
+        timestamp,
+        &date,
+        service,
+        secret_key,
+    );
+    format!(
+        "{ALGORITHM} Credential={secret_id}/{date}/{service}/tc3_request, SignedHeaders=content-type;host, Signature={sig}"
+    )
+}
+
+#[allow(clippy::too_many_arguments)] // the TC3 inputs, named as the spec names them
+fn signature_for(
+    method: &str,
+    canonical_headers: &[u8],
+    signed_headers: &str,
+    payload: &[u8],
+    timestamp: i64,
+    date: &str,
+    service: &str,
+    secret_key: &str,
+) -> String {
+    let mut canonical_request = Vec::new();
+    canonical_request.extend_from_slice(method.as_bytes());
+    canonical_request.extend_from_slice(b"\n/\n\n");
+    canonical_request.extend_from_slice(canonical_headers);
+    canonical_request.push(b'\n');
+    canonical_request.extend_from_slice(signed_headers.as_bytes());
+    canonical_request.push(b'\n');
+    canonical_request.extend_from_slice(hex::encode(Sha256::digest(payload)).as_bytes());
+
+    let scope = format!("{date}/{service}/tc3_request");
+    let string_to_sign = format!(
+        "{ALGORITHM}\n{timestamp}\n{scope}\n{}",
+        hex::encode(Sha256::digest(&canonical_request))
+    );
+    let k_date = hmac(format!("TC3{secret_key}").as_bytes(), date.as_bytes());
+    let k_service = hmac(&k_date, service.as_bytes());
+    let k_signing = hmac(&k_service, b"tc3_request");
+    hex::encode(hmac(&k_signing, string_to_sign.as_bytes()))
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length, so new_from_slice cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// The UTC calendar date of a unix timestamp, `YYYY-MM-DD`.
+fn date_of(timestamp: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(timestamp).ok()?;
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    t.format(&fmt).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::collections::HashMap;
+
+    /// Requests signed by `tencentcloud-sdk-python` 3.1.x
+    /// (`testdata/make_tc3_vectors.py`).
+    const VECTORS: &str = include_str!("testdata/tc3_sdk_vectors.json");
+
+    struct Vector {
+        headers: HashMap<String, String>,
+        body: String,
+        secret_id: String,
+        secret_key: String,
+        service: String,
+        timestamp: i64,
+    }
+
+    fn vectors() -> Vec<Vector> {
+        let v: Vec<Value> = serde_json::from_str(VECTORS).expect("fixture is JSON");
+        v.into_iter()
+            .map(|v| {
+                let headers: HashMap<String, String> = v["headers"]
+                    .as_object()
+                    .expect("headers")
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().expect("str").to_string()))
+                    .collect();
+                let timestamp = headers["x-tc-timestamp"].parse().expect("ts");
+                Vector {
+                    body: v["body"].as_str().expect("body").to_string(),
+                    secret_id: v["secret_id"].as_str().expect("id").to_string(),
+                    secret_key: v["secret_key"].as_str().expect("key").to_string(),
+                    service: v["service"].as_str().expect("svc").to_string(),
+                    headers,
+                    timestamp,
+                }
+            })
+            .collect()
+    }
+
+    fn run(
+        v: &Vector,
+        headers: &HashMap<String, String>,
+        body: &str,
+        now: i64,
+    ) -> Result<Verified, AuthError> {
+        verify(
+            "POST",
+            |name| headers.get(name).map(|s| s.as_bytes()),
+            body.as_bytes(),
+            now,
+            |id| (id == v.secret_id).then(|| v.secret_key.clone()),
+        )
+    }
+
+    #[test]
+    fn sdk_signed_requests_verify() {
+        for v in vectors() {
+            let got = run(&v, &v.headers, &v.body, v.timestamp + 10).expect("verifies");
+            assert_eq!(got.service, v.service);
+            assert_eq!(got.secret_id, v.secret_id);
+        }
+    }
+
+    #[test]
+    fn sign_reproduces_sdk_signatures() {
+        for v in vectors()
+            .into_iter()
+            .filter(|v| !v.headers.contains_key("x-tc-content-sha256"))
+        {
+            let auth = sign(
+                &v.secret_id,
+                &v.secret_key,
+                &v.service,
+                &v.headers["content-type"],
+                &v.headers["host"],
+                v.body.as_bytes(),
+                v.timestamp,
+            );
+            assert_eq!(auth, v.headers["authorization"]);
+        }
+    }
+
+    #[test]
+    fn tampering_is_a_signature_failure() {
+        for v in vectors()
+            .into_iter()
+            .filter(|v| !v.headers.contains_key("x-tc-content-sha256"))
+        {
+            let body = format!("{} ", v.body);
+            assert_eq!(
+                run(&v, &v.headers, &body, v.timestamp),
+                Err(AuthError::SignatureFailure)
+            );
+            let mut h = v.headers.clone();
+            h.insert("host".into(), "127.0.0.1:1".into());
+            assert_eq!(
+                run(&v, &h, &v.body, v.timestamp),
+                Err(AuthError::SignatureFailure)
+            );
+            let wrong_key = verify(
+                "POST",
+                |n| v.headers.get(n).map(|s| s.as_bytes()),
+                v.body.as_bytes(),
+                v.timestamp,
+                |_| Some("x".into()),
+            );
+            assert_eq!(wrong_key, Err(AuthError::SignatureFailure));
+        }
+    }
+
+    #[test]
+    fn clock_window_is_300_seconds() {
+        let v = &vectors()[0];
+        assert!(run(v, &v.headers, &v.body, v.timestamp + 300).is_ok());
+        assert!(run(v, &v.headers, &v.body, v.timestamp - 300).is_ok());
+        let err = run(v, &v.headers, &v.body, v.timestamp + 301).expect_err("expired");
+        assert_eq!(err.code(), "AuthFailure.SignatureExpire");
+        let err = run(v, &v.headers, &v.body, v.timestamp - 301).expect_err("future");
+        assert_eq!(err.code(), "AuthFailure.SignatureExpire");
+    }
+
+    #[test]
+    fn unknown_secret_id_and_bad_headers() {
+        let v = &vectors()[0];
+        let err = verify(
+            "POST",
+            |n| v.headers.get(n).map(|s| s.as_bytes()),
+            v.body.as_bytes(),
+            v.timestamp,
+            |_| None,
+        )
+        .expect_err("unknown id");
+        assert_eq!(err.code(), "AuthFailure.SecretIdNotFound");
+        for bad in [
+            "",
+            "TC3-HMAC-SHA256",
+            "HMAC-SHA1 Credential=a/2025-11-26/vpc/tc3_request, SignedHeaders=content-type;host, Signature=00",
+            "TC3-HMAC-SHA256 Credential=a/2025-11-26/vpc, SignedHeaders=content-type;host, Signature=00",
+            "TC3-HMAC-SHA256 Credential=a/2025-11-26/vpc/tc3_request, SignedHeaders=host, Signature=0000000000000000000000000000000000000000000000000000000000000000",
+            "TC3-HMAC-SHA256 Credential=a/2025-11-26/vpc/tc3_request, SignedHeaders=content-type;host, Signature=zz",
+        ] {
+            let mut h = v.headers.clone();
+            h.insert("authorization".into(), bad.into());
+            let err = run(v, &h, &v.body, v.timestamp).expect_err(bad);
+            assert_eq!(err.code(), "AuthFailure.InvalidAuthorization", "{bad}");
+        }
+        let mut h = v.headers.clone();
+        h.remove("authorization");
+        assert_eq!(
+            run(v, &h, &v.body, v.timestamp)
+                .expect_err("missing")
+                .code(),
+            "AuthFailure.InvalidAuthorization"
+        );
+        let mut h = v.headers.clone();
+        h.insert("x-tc-timestamp".into(), "soon".into());
+        assert_eq!(
+            run(v, &h, &v.body, v.timestamp).expect_err("ts").code(),
+            "AuthFailure.InvalidAuthorization"
+        );
+    }
+}
