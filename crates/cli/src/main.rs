@@ -12,7 +12,11 @@ mod tke_cmd;
 mod validate_cmd;
 
 #[derive(Parser)]
-#[command(name = "palisade", version, about = "Self-hosted security groups, Tencent-compatible")]
+#[command(
+    name = "palisade",
+    version,
+    about = "Self-hosted security groups, Tencent-compatible"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -78,12 +78,18 @@ fn template(args: TemplateArgs) -> anyhow::Result<ExitCode> {
                     "Default security group rules for master node in self-deployed cluster"
                 }
             };
-            println!("{title} (cluster network {}, container network {})", networks.cluster_cidr, networks.container_cidr);
+            println!(
+                "{title} (cluster network {}, container network {})",
+                networks.cluster_cidr, networks.container_cidr
+            );
             for dir in Direction::BOTH {
-                println!("\n{} rules", match dir {
-                    Direction::Ingress => "Inbound",
-                    Direction::Egress => "Outbound",
-                });
+                println!(
+                    "\n{} rules",
+                    match dir {
+                        Direction::Ingress => "Inbound",
+                        Direction::Egress => "Outbound",
+                    }
+                );
                 println!("{}", rules_table(dir, set.rules(dir)));
             }
         }

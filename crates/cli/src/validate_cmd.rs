@@ -7,7 +7,7 @@
 use crate::output::{print_json, Format};
 use clap::Args;
 use palisade_model::locate::LineIndex;
-use palisade_model::{check_policy_set, wire, Fleet, Limits, ModelError, ErrorCode, Problem};
+use palisade_model::{check_policy_set, wire, ErrorCode, Fleet, Limits, ModelError, Problem};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,7 +78,11 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                     Some(l) => format!("{name}:{l}"),
                     None => name.clone(),
                 };
-                let path = if p.path.is_empty() { String::new() } else { format!(" {}:", p.path) };
+                let path = if p.path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}:", p.path)
+                };
                 println!("{at}:{path} {}", p.error);
             }
             if problems.is_empty() {
@@ -121,7 +125,10 @@ pub fn validate_text(text: &str) -> (&'static str, Result<(), Vec<Problem>>) {
         prefix.push_str("Response.");
         inner = r;
     }
-    if let Some(s) = inner.as_mapping().and_then(|m| m.get("SecurityGroupPolicySet")) {
+    if let Some(s) = inner
+        .as_mapping()
+        .and_then(|m| m.get("SecurityGroupPolicySet"))
+    {
         prefix.push_str("SecurityGroupPolicySet");
         inner = s;
     } else if prefix.ends_with('.') {
@@ -138,23 +145,28 @@ pub fn validate_text(text: &str) -> (&'static str, Result<(), Vec<Problem>>) {
                     line: lines.line(&prefix),
                     error: ModelError::new(
                         ErrorCode::InvalidParameter,
-                        format!("not a fleet file (no {}) nor a SecurityGroupPolicySet: {e}", FLEET_KEYS[0]),
+                        format!(
+                            "not a fleet file (no {}) nor a SecurityGroupPolicySet: {e}",
+                            FLEET_KEYS[0]
+                        ),
                     ),
                 }]),
             )
         }
     };
-    let result = check_policy_set(&set, &Limits::default()).map(|_| ()).map_err(|errs| {
-        errs.into_iter()
-            .map(|(sub, error)| {
-                let path = format!("{prefix}{sub}").trim_start_matches('.').to_string();
-                Problem {
-                    line: lines.line(&path),
-                    path,
-                    error,
-                }
-            })
-            .collect()
-    });
+    let result = check_policy_set(&set, &Limits::default())
+        .map(|_| ())
+        .map_err(|errs| {
+            errs.into_iter()
+                .map(|(sub, error)| {
+                    let path = format!("{prefix}{sub}").trim_start_matches('.').to_string();
+                    Problem {
+                        line: lines.line(&path),
+                        path,
+                        error,
+                    }
+                })
+                .collect()
+        });
     ("security group policy set", result)
 }

@@ -1,0 +1,214 @@
+//! The offline commands as a user runs them: `tke template`, `validate`,
+//! `explain`; exit codes, JSON shapes and error lines.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn palisade(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .output()
+        .expect("run palisade")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn example() -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/tke-cluster.yaml");
+    root.to_string_lossy().into_owned()
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("palisade-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write temp file");
+    path
+}
+
+#[test]
+fn tke_template_node_json_is_the_seeds_table() {
+    let o = palisade(&[
+        "tke",
+        "template",
+        "node",
+        "--container-cidr",
+        "172.16.0.0/16",
+        "--cluster-cidr",
+        "10.0.0.0/16",
+        "--output",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let ingress = v["Ingress"].as_array().expect("Ingress");
+    let rows: Vec<(String, String, String, String)> = ingress
+        .iter()
+        .map(|r| {
+            (
+                r["Protocol"].as_str().unwrap().to_string(),
+                r["Port"].as_str().unwrap().to_string(),
+                r["CidrBlock"].as_str().unwrap().to_string(),
+                r["Action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("ALL", "ALL", "172.16.0.0/16"),
+        ("ALL", "ALL", "10.0.0.0/16"),
+        ("TCP", "30000-32768", "0.0.0.0/0"),
+        ("UDP", "30000-32768", "0.0.0.0/0"),
+        ("ICMP", "ALL", "0.0.0.0/0"),
+    ];
+    assert_eq!(rows.len(), want.len());
+    for (got, want) in rows.iter().zip(want) {
+        assert_eq!(
+            (
+                got.0.as_str(),
+                got.1.as_str(),
+                got.2.as_str(),
+                got.3.as_str()
+            ),
+            (want.0, want.1, want.2, "ACCEPT")
+        );
+    }
+    assert_eq!(
+        ingress[0]["PolicyDescription"],
+        "Enable the communication between pods in the container network."
+    );
+    let egress = v["Egress"].as_array().expect("Egress");
+    assert_eq!(egress.len(), 1);
+    assert_eq!(egress[0]["CidrBlock"], "0.0.0.0/0");
+    assert_eq!(egress[0]["Protocol"], "ALL");
+}
+
+#[test]
+fn tke_template_master_keeps_the_seeds_port_list() {
+    let o = palisade(&[
+        "tke",
+        "template",
+        "master",
+        "--container-cidr",
+        "172.16.0.0/16",
+        "--cluster-cidr",
+        "10.0.0.0/16",
+        "--output",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let ingress = v["Ingress"].as_array().expect("Ingress");
+    assert_eq!(ingress.len(), 9);
+    assert_eq!(
+        ingress[3]["Port"],
+        "60001,60002,10250,2380,2379,53,17443,50055,443,61678"
+    );
+    assert_eq!(ingress[3]["CidrBlock"], "10.0.0.0/16");
+    assert_eq!(ingress[4]["Port"], "60001,60002,10250,2380,2379,53,17443");
+    assert_eq!(ingress[4]["CidrBlock"], "172.16.0.0/16");
+}
+
+#[test]
+fn tke_template_table_and_bad_cidr() {
+    let o = palisade(&[
+        "tke",
+        "template",
+        "master",
+        "--container-cidr",
+        "172.16.0.0/16",
+        "--cluster-cidr",
+        "10.0.0.0/16",
+    ]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    assert!(out.contains("Inbound rules") && out.contains("Outbound rules"));
+    assert!(out.contains("Ping operations are supported."));
+    let o = palisade(&[
+        "tke",
+        "template",
+        "node",
+        "--container-cidr",
+        "172.16.0.0/99",
+        "--cluster-cidr",
+        "10.0.0.0/16",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--container-cidr \"172.16.0.0/99\""),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn validate_accepts_the_example_and_the_templates_output() {
+    let o = palisade(&["validate", &example()]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let t = palisade(&[
+        "tke",
+        "template",
+        "node",
+        "--container-cidr",
+        "172.16.0.0/16",
+        "--cluster-cidr",
+        "10.0.0.0/16",
+        "--output",
+        "json",
+    ]);
+    let f = temp_file("template.json", &stdout(&t));
+    let o = palisade(&["validate", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("valid security group policy set"));
+}
+
+#[test]
+fn validate_reports_one_line_per_problem() {
+    let f = temp_file(
+        "bad.yaml",
+        "security_groups:\n  - id: sg-aaaaaaaa\n    policies:\n      Ingress:\n        - {Protocol: TCP, Port: 80-20, CidrBlock: 10.0.0.0/8, Action: ACCEPT}\n        - {Protocol: TCP, Port: 22, SecurityGroupId: sg-nothere1, Action: ACCEPT}\n",
+    );
+    let o = palisade(&["validate", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].ends_with(
+        "bad.yaml:5: security_groups[0].policies.Ingress[0].Port: InvalidParameterValue.Malformed: Port \"80-20\": range start is above its end"
+    ), "{}", lines[0]);
+    assert!(
+        lines[1].contains(":6: ") && lines[1].contains("ResourceNotFound"),
+        "{}",
+        lines[1]
+    );
+
+    let o = palisade(&["validate", f.to_str().unwrap(), "--output", "json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["problems"][0]["code"], "InvalidParameterValue.Malformed");
+    assert_eq!(v["problems"][0]["line"], 5);
+}
+
+#[test]
+fn validate_reads_tccli_output() {
+    let f = temp_file(
+        "group.json",
+        r#"{"SecurityGroupPolicySet":{"Version":"2","Ingress":[{"PolicyIndex":0,"Protocol":"TCP","Port":"99999","CidrBlock":"192.0.2.4","Ipv6CidrBlock":"","SecurityGroupId":"","AddressTemplate":{"AddressId":"","AddressGroupId":""},"ServiceTemplate":{"ServiceId":"","ServiceGroupId":""},"Action":"ACCEPT","PolicyDescription":"","ModifyTime":""}],"Egress":[]},"RequestId":"x"}"#,
+    );
+    let o = palisade(&["validate", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("SecurityGroupPolicySet.Ingress[0].Port: InvalidParameterValue.Range"),
+        "{}",
+        stdout(&o)
+    );
+    let o = palisade(&["validate", "/nonexistent/file.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read"));
+}
