@@ -441,8 +441,9 @@ fn matches(filter: &str, value: &str, dir: Direction, r: &Policy) -> bool {
             .is_some_and(|t| t.service_id == value || t.service_group_id == value),
         "protocol-type" => eq(&w.protocol),
         "port" => match &r.service {
-            Service::Protocol { ports, .. } => {
-                eq(&w.port) || value.parse::<u16>().is_ok_and(|n| ports.contains(n))
+            Service::Protocol { protocol, ports } => {
+                eq(&w.port)
+                    || (protocol.has_ports() && value.parse::<u16>().is_ok_and(|n| ports.contains(n)))
             }
             _ => false,
         },
