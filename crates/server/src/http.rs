@@ -86,17 +86,7 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let (parts, body) = req.into_parts();
-    let too_big = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > MAX_BODY_BYTES as u64);
-    let body = if too_big {
-        None
-    } else {
-        axum::body::to_bytes(body, MAX_BODY_BYTES).await.ok()
-    };
+    let body = read_body(body).await;
     let outcome = match body {
         None => Outcome {
             service: header_str(&parts.headers, "x-tc-service"),
@@ -146,6 +136,32 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
     }
     envelope(&request_id, outcome.result)
 }
+
+/// Reads the body up to [`MAX_BODY_BYTES`]. A larger body is read on (and
+/// dropped) up to [`DRAIN_LIMIT`] so the client gets the error answer instead
+/// of a broken pipe; `None` means too large (or a broken connection).
+async fn read_body(body: Body) -> Option<Vec<u8>> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        total = total.saturating_add(chunk.len());
+        if total > MAX_BODY_BYTES {
+            buf = Vec::new();
+            if total > DRAIN_LIMIT {
+                return None;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    (total <= MAX_BODY_BYTES).then_some(buf)
+}
+
+/// How much of an oversized body is read and dropped before giving up.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 fn header_str(headers: &HeaderMap, name: &str) -> String {
     headers

@@ -443,7 +443,8 @@ fn matches(filter: &str, value: &str, dir: Direction, r: &Policy) -> bool {
         "port" => match &r.service {
             Service::Protocol { protocol, ports } => {
                 eq(&w.port)
-                    || (protocol.has_ports() && value.parse::<u16>().is_ok_and(|n| ports.contains(n)))
+                    || (protocol.has_ports()
+                        && value.parse::<u16>().is_ok_and(|n| ports.contains(n)))
             }
             _ => false,
         },

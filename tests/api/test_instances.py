@@ -1,0 +1,108 @@
+"""Instances: Palisade's RegisterInstances / DeregisterInstances /
+DescribeInstanceRuleset through the SDK's CommonClient, and the CVM actions
+(Associate / Disassociate / ModifyInstancesAttribute / DescribeInstances)
+through the typed CVM client, with the ordered list and the 5-group limit."""
+
+import re
+
+from conftest import error_code
+
+
+def register(api, *ips, **kw):
+    inst = {"PrivateIpAddresses": list(ips)}
+    inst.update(kw)
+    return api.p("RegisterInstances", {"Instances": [inst]})["InstanceIdSet"][0]
+
+
+def bound(api, ins):
+    return api.c("DescribeInstances", {"InstanceIds": [ins]})["InstanceSet"][0]["SecurityGroupIds"]
+
+
+def test_register_describe_deregister(fresh):
+    a = register(fresh, "10.0.0.1", InstanceName="node-a")
+    assert re.match(r"^ins-[a-z0-9]{8}$", a)
+    b = register(fresh, "10.0.0.2", "fd00::2", InstanceId="ins-nodeb001")
+    assert b == "ins-nodeb001"
+    r = fresh.c("DescribeInstances")
+    assert r["TotalCount"] == 2
+    i = r["InstanceSet"][0]
+    assert i["InstanceId"] == a and i["InstanceName"] == "node-a" and i["PrivateIpAddresses"] == ["10.0.0.1"] and i["SecurityGroupIds"] == []
+    r = fresh.c("DescribeInstances", {"Filters": [{"Name": "private-ip-address", "Values": ["10.0.0.2"]}]})
+    assert [x["InstanceId"] for x in r["InstanceSet"]] == [b]
+    r = fresh.c("DescribeInstances", {"Offset": 1, "Limit": 1})
+    assert r["TotalCount"] == 2 and [x["InstanceId"] for x in r["InstanceSet"]] == [b]
+    assert error_code(fresh.p, "RegisterInstances", {"Instances": [{"PrivateIpAddresses": ["10.0.0.300"]}]}) == "InvalidParameterValue.Malformed"
+    assert error_code(fresh.p, "RegisterInstances", {"Instances": [{"InstanceId": "ins-BAD", "PrivateIpAddresses": ["10.0.0.3"]}]}) == "InvalidParameterValue.Malformed"
+    assert error_code(fresh.p, "RegisterInstances", {"Instances": [{"InstanceName": "x"}]}) == "MissingParameter"
+    fresh.p("DeregisterInstances", {"InstanceIds": [b]})
+    assert fresh.c("DescribeInstances")["TotalCount"] == 1
+    assert error_code(fresh.p, "DeregisterInstances", {"InstanceIds": [b]}) == "ResourceNotFound"
+
+
+def test_associate_order_limit_modify_disassociate(fresh):
+    ins = register(fresh, "10.0.0.1")
+    other = register(fresh, "10.0.0.2")
+    groups = [fresh.group(f"g{i}") for i in range(6)]
+    for g in groups[:5]:
+        fresh.c("AssociateSecurityGroups", {"SecurityGroupIds": [g], "InstanceIds": [ins]})
+    assert bound(fresh, ins) == groups[:5]
+    # A sixth group is over the limit, and the failed call binds nothing anywhere.
+    assert error_code(fresh.c, "AssociateSecurityGroups", {"SecurityGroupIds": [groups[5]], "InstanceIds": [other, ins]}) == "LimitExceeded.AssociateUSGLimitExceeded"
+    assert bound(fresh, ins) == groups[:5] and bound(fresh, other) == []
+    stats = fresh.v("DescribeSecurityGroupAssociationStatistics", {"SecurityGroupIds": [groups[0]]})["SecurityGroupAssociationStatisticsSet"][0]
+    assert stats["CVM"] == 1 and stats["TotalCount"] == 1
+    r = fresh.c("DescribeInstances", {"Filters": [{"Name": "security-group-id", "Values": [groups[0]]}]})
+    assert [x["InstanceId"] for x in r["InstanceSet"]] == [ins]
+    # A bound group cannot be deleted.
+    assert error_code(fresh.v, "DeleteSecurityGroup", {"SecurityGroupId": groups[0]}) == "ResourceInUse"
+    # ModifyInstancesAttribute replaces the whole ordered list.
+    fresh.c("ModifyInstancesAttribute", {"InstanceIds": [ins], "SecurityGroups": [groups[5], groups[0]]})
+    assert bound(fresh, ins) == [groups[5], groups[0]]
+    assert error_code(fresh.c, "ModifyInstancesAttribute", {"InstanceIds": [ins], "SecurityGroups": groups}) == "LimitExceeded.AssociateUSGLimitExceeded"
+    assert error_code(fresh.c, "ModifyInstancesAttribute", {"InstanceIds": [ins], "SecurityGroups": ["sg-00000000"]}) == "InvalidSecurityGroupId.NotFound"
+    assert error_code(fresh.c, "ModifyInstancesAttribute", {"InstanceIds": [ins], "SecurityGroups": ["sg-bad"]}) == "InvalidSgId.Malformed"
+    assert bound(fresh, ins) == [groups[5], groups[0]]
+    fresh.c("DisassociateSecurityGroups", {"SecurityGroupIds": [groups[5]], "InstanceIds": [ins]})
+    assert bound(fresh, ins) == [groups[0]]
+    assert error_code(fresh.c, "AssociateSecurityGroups", {"SecurityGroupIds": [groups[1]], "InstanceIds": ["ins-00000000"]}) == "InvalidInstanceId.NotFound"
+    assert error_code(fresh.c, "AssociateSecurityGroups", {"SecurityGroupIds": [groups[1]], "InstanceIds": ["i-1"]}) == "InvalidInstanceId.Malformed"
+    assert error_code(fresh.c, "AssociateSecurityGroups", {"SecurityGroupIds": ["sg-00000000"], "InstanceIds": [ins]}) == "InvalidSecurityGroupId.NotFound"
+    fresh.c("ModifyInstancesAttribute", {"InstanceIds": [ins], "InstanceName": "renamed"})
+    assert fresh.c("DescribeInstances", {"InstanceIds": [ins]})["InstanceSet"][0]["InstanceName"] == "renamed"
+
+
+def test_describe_instance_ruleset(fresh):
+    web = register(fresh, "10.0.0.1")
+    db = register(fresh, "10.0.0.2", "fd00::2")
+    g_web = fresh.group("web")
+    g_db = fresh.group("db")
+    ipm = fresh.v("CreateAddressTemplate", {"AddressTemplateName": "ops", "Addresses": ["192.0.2.0/24"]})["AddressTemplate"]["AddressTemplateId"]
+    fresh.v("CreateSecurityGroupPolicies", {"SecurityGroupId": g_db, "SecurityGroupPolicySet": {"Ingress": [
+        {"Protocol": "TCP", "Port": "5432", "SecurityGroupId": g_web, "Action": "ACCEPT"},
+        {"Protocol": "TCP", "Port": "22", "AddressTemplate": {"AddressId": ipm}, "Action": "ACCEPT"},
+    ]}})
+    fresh.v("CreateSecurityGroupPolicies", {"SecurityGroupId": g_web, "SecurityGroupPolicySet": {"Ingress": [
+        {"Protocol": "ALL", "CidrBlock": "0.0.0.0/0", "Action": "DROP"},
+    ]}})
+    fresh.c("AssociateSecurityGroups", {"SecurityGroupIds": [g_web], "InstanceIds": [web]})
+    fresh.c("AssociateSecurityGroups", {"SecurityGroupIds": [g_db], "InstanceIds": [db]})
+    fresh.c("AssociateSecurityGroups", {"SecurityGroupIds": [g_web], "InstanceIds": [db]})
+    rs = fresh.p("DescribeInstanceRuleset", {"InstanceId": db})["Ruleset"]
+    assert rs["InstanceId"] == db and rs["SecurityGroupIds"] == [g_db, g_web]
+    assert isinstance(rs["Revision"], int) and rs["Revision"] > 0
+    ing = rs["Ingress"]
+    assert [(r["SecurityGroupId"], r["PolicyIndex"], r["Protocol"], r["Port"], r["Action"]) for r in ing] == [
+        (g_db, 0, "TCP", "5432", "ACCEPT"),
+        (g_db, 1, "TCP", "22", "ACCEPT"),
+        (g_web, 0, "ALL", "ALL", "DROP"),
+    ]
+    # The group reference resolves to the private IPs of the instances bound to it.
+    assert ing[0]["CidrBlocks"] == ["10.0.0.1/32", "10.0.0.2/32"] and ing[0]["Ipv6CidrBlocks"] == ["fd00::2/128"]
+    assert ing[1]["CidrBlocks"] == ["192.0.2.0/24"]
+    assert rs["Egress"] == []
+    # Membership changes show up, with a newer revision.
+    fresh.c("DisassociateSecurityGroups", {"SecurityGroupIds": [g_web], "InstanceIds": [web]})
+    rs2 = fresh.p("DescribeInstanceRuleset", {"InstanceId": db})["Ruleset"]
+    assert rs2["Revision"] > rs["Revision"]
+    assert rs2["Ingress"][0]["CidrBlocks"] == ["10.0.0.2/32"]
+    assert error_code(fresh.p, "DescribeInstanceRuleset", {"InstanceId": "ins-00000000"}) == "ResourceNotFound"
