@@ -1,0 +1,538 @@
+//! Resolution (DESIGN.md sections 2 and 4): an instance's bound groups, in
+//! binding order, become one ordered rule list per direction in which every
+//! reference is expanded. A `SecurityGroupId` peer becomes the private IPs of
+//! the instances bound to that group (both families), an address template
+//! or template group becomes its entries, a service template or group
+//! becomes its protocols and ports. The result, a [`Ruleset`], is what the
+//! server sends to agents and what evaluation, connection tracking and the
+//! header-space algebra work on: nothing downstream looks anything up.
+//!
+//! A parsed [`Policy`] still holds names; a [`ResolvedRule`] holds sets.
+//! The only way to a `ResolvedRule` is [`resolve`] (or its constructor,
+//! which normalises), so a rule with an unexpanded reference cannot be
+//! evaluated (the "parsed vs resolved" typestate of STYLE.md).
+//!
+//! Choices: a reference to a group with no members, or to an empty template,
+//! matches nothing (the rule stays in the list, at its index, deciding no
+//! packet). A group bound twice to an instance contributes its rules twice.
+
+use crate::codec;
+use crate::error::PolicyError;
+use palisade_model::{
+    Action, AddrRange, AddressTemplate, AddressTemplateGroup, AddressTemplateGroupId,
+    AddressTemplateId, Direction, Fleet, InstanceId, Peer, Policy, PolicySet, PortRange, Protocol,
+    SecurityGroupId, Service, ServiceTemplate, ServiceTemplateGroup, ServiceTemplateGroupId,
+    ServiceTemplateId,
+};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+
+/// Read access to what resolution needs: groups, their membership, and
+/// templates. The fleet file implements it; the server implements it for a
+/// store snapshot.
+pub trait Catalog {
+    /// The rules of group `id`; `None` when there is no such group.
+    fn policies(&self, id: &SecurityGroupId) -> Option<&PolicySet>;
+
+    /// The private IPs (both families) of every instance bound to group `id`.
+    /// Only asked for groups whose `policies` exist.
+    fn member_ips(&self, id: &SecurityGroupId) -> Vec<IpAddr>;
+
+    /// The address template `id`.
+    fn address_template(&self, id: &AddressTemplateId) -> Option<&AddressTemplate>;
+
+    /// The address template group `id`.
+    fn address_template_group(&self, id: &AddressTemplateGroupId) -> Option<&AddressTemplateGroup>;
+
+    /// The service template `id`.
+    fn service_template(&self, id: &ServiceTemplateId) -> Option<&ServiceTemplate>;
+
+    /// The service template group `id`.
+    fn service_template_group(&self, id: &ServiceTemplateGroupId) -> Option<&ServiceTemplateGroup>;
+}
+
+impl Catalog for Fleet {
+    fn policies(&self, id: &SecurityGroupId) -> Option<&PolicySet> {
+        self.group(id).map(|g| &g.policies)
+    }
+
+    fn member_ips(&self, id: &SecurityGroupId) -> Vec<IpAddr> {
+        self.members(id)
+            .flat_map(|i| i.private_ips.iter().copied())
+            .collect()
+    }
+
+    fn address_template(&self, id: &AddressTemplateId) -> Option<&AddressTemplate> {
+        Fleet::address_template(self, id)
+    }
+
+    fn address_template_group(&self, id: &AddressTemplateGroupId) -> Option<&AddressTemplateGroup> {
+        Fleet::address_template_group(self, id)
+    }
+
+    fn service_template(&self, id: &ServiceTemplateId) -> Option<&ServiceTemplate> {
+        Fleet::service_template(self, id)
+    }
+
+    fn service_template_group(&self, id: &ServiceTemplateGroupId) -> Option<&ServiceTemplateGroup> {
+        Fleet::service_template_group(self, id)
+    }
+}
+
+/// Where a rule comes from: its group, its direction and its `PolicyIndex`.
+///
+/// JSON: `{"security_group_id": "sg-...", "direction": "ingress", "policy_index": 0}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RuleOrigin {
+    /// The group holding the rule.
+    pub security_group_id: SecurityGroupId,
+    /// The rule's list.
+    #[serde(with = "codec::direction")]
+    pub direction: Direction,
+    /// The rule's position in its group's list (`PolicyIndex`), 0 first.
+    pub policy_index: usize,
+}
+
+impl fmt::Display for RuleOrigin {
+    /// `sg-1a2b3c4d Ingress[2]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}[{}]",
+            self.security_group_id,
+            self.direction.wire_name(),
+            self.policy_index
+        )
+    }
+}
+
+/// The protocols a service matches: one IP protocol number, or all.
+///
+/// JSON: `"ALL"` or the number (`6`); names (`"tcp"`) are accepted on input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProtocolMatch {
+    /// Every protocol number.
+    All,
+    /// This IP protocol number only.
+    Number(u8),
+}
+
+impl ProtocolMatch {
+    /// The match for a rule's protocol.
+    pub fn of(protocol: Protocol) -> Self {
+        protocol
+            .number()
+            .map_or(ProtocolMatch::All, ProtocolMatch::Number)
+    }
+
+    /// Whether protocol number `p` is matched.
+    pub fn matches(self, p: u8) -> bool {
+        match self {
+            ProtocolMatch::All => true,
+            ProtocolMatch::Number(n) => n == p,
+        }
+    }
+
+    /// Parses `all`, a protocol name (`tcp`, `udp`, `icmp`, `icmpv6`,
+    /// `gre`, a few more) or a number 0-255, case-insensitively.
+    pub fn parse_field(field: &str, value: &str) -> Result<Self, PolicyError> {
+        if value.trim().eq_ignore_ascii_case("all") {
+            return Ok(ProtocolMatch::All);
+        }
+        crate::eval::parse_protocol(field, value).map(ProtocolMatch::Number)
+    }
+}
+
+impl fmt::Display for ProtocolMatch {
+    /// `ALL`, a known name (`TCP`, `ICMPv6`) or the number.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolMatch::All => f.write_str("ALL"),
+            ProtocolMatch::Number(n) => f.write_str(&crate::eval::protocol_name(*n)),
+        }
+    }
+}
+
+impl Serialize for ProtocolMatch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ProtocolMatch::All => s.serialize_str("ALL"),
+            ProtocolMatch::Number(n) => s.serialize_u8(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProtocolMatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Number(u8),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Number(n) => Ok(ProtocolMatch::Number(n)),
+            Repr::Text(t) => {
+                ProtocolMatch::parse_field("protocol", &t).map_err(serde::de::Error::custom)
+            }
+        }
+    }
+}
+
+/// One (protocol, ports) pair a rule matches. The ports count only for TCP
+/// (6) and UDP (17); for every other protocol any packet of the protocol
+/// matches whatever `ports` say. A TCP or UDP packet matches when its
+/// destination port (ingress) or the peer's port (egress) is in `ports`.
+///
+/// JSON: `{"protocol": 6, "ports": "80,443"}` (`"ports": "ALL"` for every port).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceMatch {
+    /// The protocol(s).
+    pub protocol: ProtocolMatch,
+    /// The ports, sorted and merged; `ALL` is `0-65535`.
+    #[serde(with = "codec::ports")]
+    pub ports: Vec<PortRange>,
+}
+
+impl ServiceMatch {
+    /// Whether a packet of `protocol` with destination port `port` matches.
+    /// `port` is ignored unless the protocol is TCP or UDP, and a TCP/UDP
+    /// packet without a port is taken as port 0 (only `ALL` covers it).
+    pub fn matches(&self, protocol: u8, port: Option<u16>) -> bool {
+        if !self.protocol.matches(protocol) {
+            return false;
+        }
+        if !crate::has_ports(protocol) {
+            return true;
+        }
+        let port = port.unwrap_or(0);
+        self.ports.iter().any(|r| r.contains(port))
+    }
+}
+
+/// A rule with every reference expanded: its origin, its action, the rule
+/// as written (for display), and what it matches as sets. A packet matches
+/// when one of `services` and one of `peers` match it.
+///
+/// JSON: `{"security_group_id", "direction", "policy_index", "action":
+/// "ACCEPT"|"DROP", "policy": {tccli fields of the rule}, "services":
+/// [{"protocol", "ports"}], "peers": ["10.0.0.0/16", "10.0.1.7", "a-b", ...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RuleRepr", into = "RuleRepr")]
+pub struct ResolvedRule {
+    origin: RuleOrigin,
+    action: Action,
+    policy: Policy,
+    services: Vec<ServiceMatch>,
+    peers: Vec<AddrRange>,
+}
+
+impl ResolvedRule {
+    /// A resolved rule; `services` and `peers` are sorted and merged here.
+    pub fn new(
+        origin: RuleOrigin,
+        action: Action,
+        policy: Policy,
+        services: Vec<ServiceMatch>,
+        peers: Vec<AddrRange>,
+    ) -> Self {
+        Self {
+            origin,
+            action,
+            policy,
+            services: normalize_services(services),
+            peers: merge_addr_ranges(peers),
+        }
+    }
+
+    /// Where the rule comes from.
+    pub fn origin(&self) -> &RuleOrigin {
+        &self.origin
+    }
+
+    /// ACCEPT or DROP.
+    pub fn action(&self) -> Action {
+        self.action
+    }
+
+    /// The rule as written in its group.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The (protocol, ports) pairs matched, one per protocol, sorted.
+    pub fn services(&self) -> &[ServiceMatch] {
+        &self.services
+    }
+
+    /// The peer addresses matched, sorted (IPv4 first) and merged.
+    pub fn peers(&self) -> &[AddrRange] {
+        &self.peers
+    }
+
+    /// Whether the peer `ip` is one of the rule's peers (an IPv4 address
+    /// never matches an IPv6 range and the other way round).
+    pub fn matches_peer(&self, ip: IpAddr) -> bool {
+        let probe = AddrRange::single(ip);
+        // Peers are sorted by (family, lo) and disjoint: the candidate is the
+        // last range starting at or before `ip`.
+        let i = self
+            .peers
+            .partition_point(|r| (r.family(), r.lo()) <= (probe.family(), probe.lo()));
+        i > 0 && self.peers[i - 1].contains(ip)
+    }
+
+    /// Whether a packet with this protocol, peer and destination port
+    /// matches (see [`ServiceMatch::matches`] for the port).
+    pub fn matches(&self, protocol: u8, peer: IpAddr, port: Option<u16>) -> bool {
+        self.services.iter().any(|s| s.matches(protocol, port)) && self.matches_peer(peer)
+    }
+}
+
+/// An instance's effective rules: its groups' lists concatenated in binding
+/// order, per direction. A packet no rule matches is dropped.
+///
+/// JSON: `{"security_groups": ["sg-..."], "ingress": [rule...], "egress": [rule...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ruleset {
+    /// The groups, in binding order.
+    pub security_groups: Vec<SecurityGroupId>,
+    /// Ingress rules, highest priority first.
+    pub ingress: Vec<ResolvedRule>,
+    /// Egress rules, highest priority first.
+    pub egress: Vec<ResolvedRule>,
+}
+
+impl Ruleset {
+    /// The list of one direction.
+    pub fn rules(&self, direction: Direction) -> &[ResolvedRule] {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+}
+
+/// Resolves the groups `groups` (binding order) into one ruleset. Fails on
+/// a bound group, referenced group or template that the catalog lacks.
+pub fn resolve<C: Catalog + ?Sized>(
+    catalog: &C,
+    groups: &[SecurityGroupId],
+) -> Result<Ruleset, PolicyError> {
+    let mut set = Ruleset {
+        security_groups: groups.to_vec(),
+        ..Ruleset::default()
+    };
+    for gid in groups {
+        let policies = catalog
+            .policies(gid)
+            .ok_or_else(|| PolicyError::UnknownBoundGroup {
+                id: gid.to_string(),
+            })?;
+        for direction in Direction::BOTH {
+            for (index, policy) in policies.rules(direction).iter().enumerate() {
+                let origin = RuleOrigin {
+                    security_group_id: gid.clone(),
+                    direction,
+                    policy_index: index,
+                };
+                let rule = resolve_policy(catalog, origin, policy)?;
+                match direction {
+                    Direction::Ingress => set.ingress.push(rule),
+                    Direction::Egress => set.egress.push(rule),
+                }
+            }
+        }
+    }
+    Ok(set)
+}
+
+/// Resolves one rule of group `origin.security_group_id`.
+pub fn resolve_policy<C: Catalog + ?Sized>(
+    catalog: &C,
+    origin: RuleOrigin,
+    policy: &Policy,
+) -> Result<ResolvedRule, PolicyError> {
+    let services = resolve_service(catalog, &origin, &policy.service)?;
+    let peers = resolve_peer(catalog, &origin, &policy.peer)?;
+    Ok(ResolvedRule::new(
+        origin,
+        policy.action,
+        policy.clone(),
+        services,
+        peers,
+    ))
+}
+
+/// Resolves the groups bound to fleet instance `id`.
+pub fn resolve_instance(fleet: &Fleet, id: &InstanceId) -> Result<Ruleset, PolicyError> {
+    let instance = fleet
+        .instance(id)
+        .ok_or_else(|| PolicyError::UnknownInstance { id: id.to_string() })?;
+    resolve(fleet, &instance.security_groups)
+}
+
+fn resolve_service<C: Catalog + ?Sized>(
+    catalog: &C,
+    origin: &RuleOrigin,
+    service: &Service,
+) -> Result<Vec<ServiceMatch>, PolicyError> {
+    let entry = |protocol: Protocol, ports: &palisade_model::Ports| ServiceMatch {
+        protocol: ProtocolMatch::of(protocol),
+        ports: if protocol.has_ports() {
+            ports.ranges()
+        } else {
+            vec![crate::all_ports()]
+        },
+    };
+    let template = |id: &ServiceTemplateId| {
+        catalog
+            .service_template(id)
+            .map(|t| {
+                t.services
+                    .iter()
+                    .map(|e| entry(e.protocol, &e.ports))
+                    .collect::<Vec<_>>()
+            })
+            .ok_or_else(|| PolicyError::UnknownServiceTemplate {
+                origin: origin.clone(),
+                id: id.to_string(),
+            })
+    };
+    match service {
+        Service::Protocol { protocol, ports } => Ok(vec![entry(*protocol, ports)]),
+        Service::Template(id) => template(id),
+        Service::TemplateGroup(gid) => {
+            let group = catalog.service_template_group(gid).ok_or_else(|| {
+                PolicyError::UnknownServiceTemplateGroup {
+                    origin: origin.clone(),
+                    id: gid.to_string(),
+                }
+            })?;
+            let mut out = Vec::new();
+            for id in &group.templates {
+                out.extend(template(id)?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn resolve_peer<C: Catalog + ?Sized>(
+    catalog: &C,
+    origin: &RuleOrigin,
+    peer: &Peer,
+) -> Result<Vec<AddrRange>, PolicyError> {
+    let template = |id: &AddressTemplateId| {
+        catalog
+            .address_template(id)
+            .map(|t| t.addresses.iter().map(|a| a.range()).collect::<Vec<_>>())
+            .ok_or_else(|| PolicyError::UnknownAddressTemplate {
+                origin: origin.clone(),
+                id: id.to_string(),
+            })
+    };
+    match peer {
+        Peer::Cidr(c) | Peer::Ipv6Cidr(c) => Ok(vec![c.range()]),
+        Peer::SecurityGroup(id) => {
+            if catalog.policies(id).is_none() {
+                return Err(PolicyError::UnknownReferencedGroup {
+                    origin: origin.clone(),
+                    id: id.to_string(),
+                });
+            }
+            Ok(catalog
+                .member_ips(id)
+                .into_iter()
+                .map(AddrRange::single)
+                .collect())
+        }
+        Peer::AddressTemplate(id) => template(id),
+        Peer::AddressTemplateGroup(gid) => {
+            let group = catalog.address_template_group(gid).ok_or_else(|| {
+                PolicyError::UnknownAddressTemplateGroup {
+                    origin: origin.clone(),
+                    id: gid.to_string(),
+                }
+            })?;
+            let mut out = Vec::new();
+            for id in &group.templates {
+                out.extend(template(id)?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Sorts address ranges (IPv4 first) and merges overlapping or adjacent ones.
+pub fn merge_addr_ranges(mut ranges: Vec<AddrRange>) -> Vec<AddrRange> {
+    ranges.sort();
+    let mut out: Vec<AddrRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        if let Some(last) = out.last_mut() {
+            if last.family() == r.family() && r.lo() <= last.hi().saturating_add(1) {
+                if r.hi() > last.hi() {
+                    if let Some(m) = AddrRange::new(r.family(), last.lo(), r.hi()) {
+                        *last = m;
+                    }
+                }
+                continue;
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// One entry per protocol, sorted, ports merged.
+fn normalize_services(mut services: Vec<ServiceMatch>) -> Vec<ServiceMatch> {
+    services.sort_by_key(|s| s.protocol);
+    let mut out: Vec<ServiceMatch> = Vec::with_capacity(services.len());
+    for s in services {
+        match out.last_mut() {
+            Some(last) if last.protocol == s.protocol => last.ports.extend(s.ports),
+            _ => out.push(s),
+        }
+    }
+    for s in &mut out {
+        s.ports = palisade_model::proto::merge_ranges(&s.ports);
+    }
+    out
+}
+
+/// The JSON shape of a `ResolvedRule`.
+#[derive(Serialize, Deserialize)]
+struct RuleRepr {
+    #[serde(flatten)]
+    origin: RuleOrigin,
+    #[serde(with = "codec::action")]
+    action: Action,
+    policy: palisade_model::wire::SecurityGroupPolicy,
+    services: Vec<ServiceMatch>,
+    #[serde(with = "codec::addr_ranges")]
+    peers: Vec<AddrRange>,
+}
+
+impl From<ResolvedRule> for RuleRepr {
+    fn from(r: ResolvedRule) -> Self {
+        RuleRepr {
+            policy: r.policy.to_wire_compact(),
+            origin: r.origin,
+            action: r.action,
+            services: r.services,
+            peers: r.peers,
+        }
+    }
+}
+
+impl TryFrom<RuleRepr> for ResolvedRule {
+    type Error = String;
+
+    fn try_from(r: RuleRepr) -> Result<Self, String> {
+        let policy = Policy::from_wire(&r.policy).map_err(|e| format!("policy: {e}"))?;
+        Ok(ResolvedRule::new(
+            r.origin, r.action, policy, r.services, r.peers,
+        ))
+    }
+}

@@ -1,0 +1,686 @@
+//! Header-space algebra (DESIGN.md section 2, used by sections 3 and 7 and
+//! by the analysis of `check`, `diff` and `reach`): exact sets of packets
+//! over (protocol 0-255, address family and address, port 0-65535), with
+//! union, intersection, difference, complement, emptiness, membership, a
+//! witness packet, and equality as sets.
+//!
+//! The port only exists for TCP (6) and UDP (17). For every other protocol
+//! a set always spans all ports, so a packet of such a protocol is in a set
+//! whatever port it carries, exactly as first-match evaluation ignores it.
+//!
+//! Representation: a nested, canonical interval map. The protocol axis is
+//! split into sorted, disjoint runs, each holding one address set per
+//! family; each address axis is split into runs each holding a port set; a
+//! port set is a list of sorted, disjoint port ranges. Adjacent runs with
+//! equal contents are always merged and empty contents are never stored, so
+//! two sets are equal exactly when their representations are (derived
+//! `PartialEq` is set equality), and the leaves are disjoint boxes.
+//! Operations sweep sorted runs and only look at the part of the larger
+//! operand that the smaller one spans; `union_with` splices in place.
+
+use crate::eval::Packet;
+use palisade_model::addr::{ip_to_u128, u128_to_ip};
+use palisade_model::{AddrRange, Direction, Family, PortRange};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::ops::Range;
+
+/// A set of packets of one direction (the direction is not part of the set).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct PacketSet {
+    protos: Level<u8, FamilySet>,
+}
+
+/// One box of a set: protocols `protocol_lo..=protocol_hi`, the addresses
+/// `peers` (one family), the ports `ports`. For protocols other than TCP and
+/// UDP the ports are always 0-65535.
+///
+/// JSON: `{"protocols": [6, 6], "peers": "10.0.0.0/8", "ports": [80, 90]}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "BoxRepr", into = "BoxRepr")]
+pub struct PacketBox {
+    /// First protocol number.
+    pub protocol_lo: u8,
+    /// Last protocol number.
+    pub protocol_hi: u8,
+    /// The peer addresses.
+    pub peers: AddrRange,
+    /// The ports.
+    pub ports: PortRange,
+}
+
+impl PacketSet {
+    /// The empty set.
+    pub fn empty() -> PacketSet {
+        PacketSet::default()
+    }
+
+    /// Every packet of both families.
+    pub fn everything() -> PacketSet {
+        let mut s = PacketSet::from_box(&PacketBox {
+            protocol_lo: 0,
+            protocol_hi: u8::MAX,
+            peers: AddrRange::everything(Family::V4),
+            ports: crate::all_ports(),
+        });
+        s.union_with(&PacketSet::from_box(&PacketBox {
+            protocol_lo: 0,
+            protocol_hi: u8::MAX,
+            peers: AddrRange::everything(Family::V6),
+            ports: crate::all_ports(),
+        }));
+        s
+    }
+
+    /// The packets of a box; the ports are widened to all ports for the
+    /// protocols other than TCP and UDP, and an inverted protocol range is empty.
+    pub fn from_box(b: &PacketBox) -> PacketSet {
+        let ports = PortSet::single(b.ports.lo(), b.ports.hi());
+        let mut protos = ProtoPorts::default();
+        protos.add(b.protocol_lo, b.protocol_hi, &ports);
+        PacketSet::product(&protos, &[b.peers])
+    }
+
+    /// The packets of a protocol-and-port set times a list of address ranges.
+    fn product(protos: &ProtoPorts, peers: &[AddrRange]) -> PacketSet {
+        let mut v4: Vec<(u128, u128)> = Vec::new();
+        let mut v6: Vec<(u128, u128)> = Vec::new();
+        for r in crate::resolve::merge_addr_ranges(peers.to_vec()) {
+            match r.family() {
+                Family::V4 => v4.push((r.lo(), r.hi())),
+                Family::V6 => v6.push((r.lo(), r.hi())),
+            }
+        }
+        let mut out = Level::default();
+        for run in &protos.0.runs {
+            let addrs = |list: &[(u128, u128)]| Level {
+                runs: list
+                    .iter()
+                    .map(|&(lo, hi)| Run {
+                        lo,
+                        hi,
+                        val: run.val.clone(),
+                    })
+                    .collect(),
+            };
+            let fam = FamilySet {
+                v4: addrs(&v4),
+                v6: addrs(&v6),
+            };
+            if !fam.is_empty() {
+                push_run(&mut out.runs, run.lo, run.hi, fam);
+            }
+        }
+        PacketSet { protos: out }
+    }
+
+    /// Whether the set holds no packet.
+    pub fn is_empty(&self) -> bool {
+        self.protos.runs.is_empty()
+    }
+
+    /// Whether the set holds `packet` (its direction is not looked at; its
+    /// port only for TCP and UDP, a missing one counting as 0).
+    pub fn contains(&self, packet: &Packet) -> bool {
+        self.contains_point(packet.protocol, packet.peer, packet.port)
+    }
+
+    /// Whether the set holds the packet (protocol, peer, port); see [`PacketSet::contains`].
+    pub fn contains_point(&self, protocol: u8, peer: IpAddr, port: Option<u16>) -> bool {
+        let port = if crate::has_ports(protocol) {
+            port.unwrap_or(0)
+        } else {
+            0
+        };
+        let Some(fam) = self.protos.get(protocol) else {
+            return false;
+        };
+        let addrs = match peer {
+            IpAddr::V4(_) => &fam.v4,
+            IpAddr::V6(_) => &fam.v6,
+        };
+        addrs
+            .get(ip_to_u128(peer))
+            .is_some_and(|ports| ports.get(port).is_some())
+    }
+
+    /// The union.
+    pub fn union(&self, other: &PacketSet) -> PacketSet {
+        let mut out = self.clone();
+        out.union_with(other);
+        out
+    }
+
+    /// Adds every packet of `other` to `self`, in place.
+    pub fn union_with(&mut self, other: &PacketSet) {
+        self.protos.union_with(&other.protos);
+    }
+
+    /// The intersection.
+    pub fn intersection(&self, other: &PacketSet) -> PacketSet {
+        PacketSet {
+            protos: self.protos.intersect(&other.protos).unwrap_or_default(),
+        }
+    }
+
+    /// The packets of `self` that are not in `other`.
+    pub fn difference(&self, other: &PacketSet) -> PacketSet {
+        PacketSet {
+            protos: self.protos.subtract(&other.protos).unwrap_or_default(),
+        }
+    }
+
+    /// Every packet not in `self`.
+    pub fn complement(&self) -> PacketSet {
+        PacketSet::everything().difference(self)
+    }
+
+    /// Whether every packet of `self` is in `other`.
+    pub fn is_subset(&self, other: &PacketSet) -> bool {
+        self.difference(other).is_empty()
+    }
+
+    /// Whether the two sets share a packet.
+    pub fn intersects(&self, other: &PacketSet) -> bool {
+        !self.intersection(other).is_empty()
+    }
+
+    /// The set as disjoint boxes, sorted by protocol, family, address, port.
+    pub fn boxes(&self) -> Vec<PacketBox> {
+        let mut out = Vec::new();
+        for p in &self.protos.runs {
+            for (family, level) in [(Family::V4, &p.val.v4), (Family::V6, &p.val.v6)] {
+                for a in &level.runs {
+                    let Some(peers) = AddrRange::new(family, a.lo, a.hi) else {
+                        continue;
+                    };
+                    for port in &a.val.runs {
+                        if let Some(ports) = PortRange::new(port.lo, port.hi) {
+                            out.push(PacketBox {
+                                protocol_lo: p.lo,
+                                protocol_hi: p.hi,
+                                peers,
+                                ports,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The number of boxes [`PacketSet::boxes`] would return.
+    pub fn box_count(&self) -> usize {
+        self.protos
+            .runs
+            .iter()
+            .map(|p| {
+                [&p.val.v4, &p.val.v6]
+                    .iter()
+                    .map(|l| l.runs.iter().map(|a| a.val.runs.len()).sum::<usize>())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// A packet of the set, in `direction`, or `None` when it is empty. It
+    /// prefers TCP, then UDP, ICMP, ICMPv6, GRE, then the lowest protocol;
+    /// the lowest address; the lowest port above 0 when there is one.
+    pub fn witness(&self, direction: Direction) -> Option<Packet> {
+        let preferred = [6u8, 17, 1, 58, 47];
+        let protocol = preferred
+            .iter()
+            .copied()
+            .find(|p| self.protos.get(*p).is_some())
+            .or_else(|| self.protos.runs.first().map(|r| r.lo))?;
+        let fam = self.protos.get(protocol)?;
+        let (family, addrs) = if fam.v4.runs.is_empty() {
+            (Family::V6, &fam.v6)
+        } else {
+            (Family::V4, &fam.v4)
+        };
+        let a = addrs.runs.first()?;
+        let port = if crate::has_ports(protocol) {
+            let p = a
+                .val
+                .runs
+                .iter()
+                .find(|r| r.hi >= 1)
+                .map_or_else(|| a.val.runs.first().map_or(0, |r| r.lo), |r| r.lo.max(1));
+            Some(p)
+        } else {
+            None
+        };
+        Some(Packet {
+            direction,
+            protocol,
+            peer: u128_to_ip(family, a.lo),
+            port,
+        })
+    }
+}
+
+impl FromIterator<PacketBox> for PacketSet {
+    fn from_iter<I: IntoIterator<Item = PacketBox>>(iter: I) -> Self {
+        let mut s = PacketSet::empty();
+        for b in iter {
+            s.union_with(&PacketSet::from_box(&b));
+        }
+        s
+    }
+}
+
+/// Protocol runs each holding a port set: the service part of a rule.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProtoPorts(Level<u8, PortSet>);
+
+impl ProtoPorts {
+    /// Adds protocols `lo..=hi` with `ports` (widened to every port for the
+    /// protocols without ports).
+    pub(crate) fn add(&mut self, lo: u8, hi: u8, ports: &PortSet) {
+        if lo > hi {
+            return;
+        }
+        // The protocol axis cut where ports start and stop counting.
+        const SEGMENTS: [(u8, u8, bool); 5] = [
+            (0, 5, false),
+            (6, 6, true),
+            (7, 16, false),
+            (17, 17, true),
+            (18, 255, false),
+        ];
+        let full = PortSet::single(0, u16::MAX);
+        let mut add = Level::default();
+        for (slo, shi, has_ports) in SEGMENTS {
+            let (a, b) = (lo.max(slo), hi.min(shi));
+            if a > b {
+                continue;
+            }
+            let val = if has_ports { ports } else { &full };
+            if !val.is_empty() {
+                push_run(&mut add.runs, a, b, val.clone());
+            }
+        }
+        self.0.union_with(&add);
+    }
+
+    /// The packets of these services from `peers`.
+    pub(crate) fn times(&self, peers: &[AddrRange]) -> PacketSet {
+        PacketSet::product(self, peers)
+    }
+}
+
+/// A set of ports.
+pub(crate) type PortSet = Level<u16, ()>;
+
+impl PortSet {
+    /// The ports `lo..=hi`.
+    pub(crate) fn single(lo: u16, hi: u16) -> PortSet {
+        let mut l = Level::default();
+        if lo <= hi {
+            l.runs.push(Run { lo, hi, val: () });
+        }
+        l
+    }
+
+    /// The ports of `ranges`.
+    pub(crate) fn of(ranges: &[PortRange]) -> PortSet {
+        let mut l = Level::default();
+        for r in palisade_model::proto::merge_ranges(ranges) {
+            push_run(&mut l.runs, r.lo(), r.hi(), ());
+        }
+        l
+    }
+}
+
+/// The address sets of both families, each mapping addresses to port sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct FamilySet {
+    v4: Level<u128, PortSet>,
+    v6: Level<u128, PortSet>,
+}
+
+impl FamilySet {
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+}
+
+impl Value for FamilySet {
+    fn union_with(&mut self, other: &Self) {
+        self.v4.union_with(&other.v4);
+        self.v6.union_with(&other.v6);
+    }
+
+    fn intersect(&self, other: &Self) -> Option<Self> {
+        let s = FamilySet {
+            v4: self.v4.intersect(&other.v4).unwrap_or_default(),
+            v6: self.v6.intersect(&other.v6).unwrap_or_default(),
+        };
+        (!s.is_empty()).then_some(s)
+    }
+
+    fn subtract(&self, other: &Self) -> Option<Self> {
+        let s = FamilySet {
+            v4: self.v4.subtract(&other.v4).unwrap_or_default(),
+            v6: self.v6.subtract(&other.v6).unwrap_or_default(),
+        };
+        (!s.is_empty()).then_some(s)
+    }
+}
+
+/// A bound of an interval axis.
+pub(crate) trait Key: Copy + Ord + std::fmt::Debug {
+    /// The next value, if any.
+    fn next(self) -> Option<Self>;
+    /// The previous value, if any.
+    fn prev(self) -> Option<Self>;
+}
+
+macro_rules! key {
+    ($t:ty) => {
+        impl Key for $t {
+            fn next(self) -> Option<Self> {
+                self.checked_add(1)
+            }
+            fn prev(self) -> Option<Self> {
+                self.checked_sub(1)
+            }
+        }
+    };
+}
+key!(u8);
+key!(u16);
+key!(u128);
+
+/// The contents of a run: a set (the nested axes), never empty when stored.
+pub(crate) trait Value: Clone + Eq {
+    /// `self |= other`.
+    fn union_with(&mut self, other: &Self);
+    /// `self & other`, `None` when empty.
+    fn intersect(&self, other: &Self) -> Option<Self>;
+    /// `self - other`, `None` when empty.
+    fn subtract(&self, other: &Self) -> Option<Self>;
+}
+
+impl Value for () {
+    fn union_with(&mut self, _: &Self) {}
+    fn intersect(&self, _: &Self) -> Option<Self> {
+        Some(())
+    }
+    fn subtract(&self, _: &Self) -> Option<Self> {
+        None
+    }
+}
+
+/// The keys `lo..=hi`, all mapped to `val`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Run<K, V> {
+    lo: K,
+    hi: K,
+    val: V,
+}
+
+/// A canonical interval map: runs sorted, disjoint, never empty-valued,
+/// adjacent runs never holding equal values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Level<K, V> {
+    runs: Vec<Run<K, V>>,
+}
+
+impl<K, V> Default for Level<K, V> {
+    fn default() -> Self {
+        Level { runs: Vec::new() }
+    }
+}
+
+impl<K: Key, V: Value> Level<K, V> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The value at `k`.
+    fn get(&self, k: K) -> Option<&V> {
+        let i = self.runs.partition_point(|r| r.hi < k);
+        self.runs.get(i).filter(|r| r.lo <= k).map(|r| &r.val)
+    }
+
+    /// The span `first.lo..=last.hi`, if not empty.
+    fn span(&self) -> Option<(K, K)> {
+        Some((self.runs.first()?.lo, self.runs.last()?.hi))
+    }
+}
+
+/// The indices of the runs that meet `lo..=hi`.
+fn window<K: Key, V>(runs: &[Run<K, V>], lo: K, hi: K) -> Range<usize> {
+    let start = runs.partition_point(|r| r.hi < lo);
+    let end = runs.partition_point(|r| r.lo <= hi).max(start);
+    start..end
+}
+
+/// Appends a run, merging it into the last one when adjacent and equal.
+fn push_run<K: Key, V: Eq>(runs: &mut Vec<Run<K, V>>, lo: K, hi: K, val: V) {
+    if let Some(last) = runs.last_mut() {
+        if last.hi.next() == Some(lo) && last.val == val {
+            last.hi = hi;
+            return;
+        }
+    }
+    runs.push(Run { lo, hi, val });
+}
+
+/// Cuts the keys covered by `a` or `b` (both sorted and disjoint) into
+/// pieces on which each side is constant, calling `emit(lo, hi, a index,
+/// b index)` for each in order.
+fn sweep<K: Key, A, B>(
+    a: &[Run<K, A>],
+    b: &[Run<K, B>],
+    mut emit: impl FnMut(K, K, Option<usize>, Option<usize>),
+) {
+    let (mut i, mut j) = (0usize, 0usize);
+    // Every key below `cur` is done; `None` once the top key is done.
+    let mut cur: Option<K> = a
+        .first()
+        .map(|r| r.lo)
+        .into_iter()
+        .chain(b.first().map(|r| r.lo))
+        .min();
+    while let Some(c) = cur {
+        match (a.get(i), b.get(j)) {
+            (None, None) => return,
+            (Some(x), None) => {
+                emit(x.lo.max(c), x.hi, Some(i), None);
+                i += 1;
+                cur = x.hi.next();
+            }
+            (None, Some(y)) => {
+                emit(y.lo.max(c), y.hi, None, Some(j));
+                j += 1;
+                cur = y.hi.next();
+            }
+            (Some(x), Some(y)) => {
+                let xs = x.lo.max(c);
+                let ys = y.lo.max(c);
+                if xs < ys {
+                    // ys > xs, so ys has a predecessor.
+                    let end = ys.prev().map_or(x.hi, |p| x.hi.min(p));
+                    emit(xs, end, Some(i), None);
+                    if end == x.hi {
+                        i += 1;
+                    }
+                    cur = end.next();
+                } else if ys < xs {
+                    let end = xs.prev().map_or(y.hi, |p| y.hi.min(p));
+                    emit(ys, end, None, Some(j));
+                    if end == y.hi {
+                        j += 1;
+                    }
+                    cur = end.next();
+                } else {
+                    let end = x.hi.min(y.hi);
+                    emit(xs, end, Some(i), Some(j));
+                    if end == x.hi {
+                        i += 1;
+                    }
+                    if end == y.hi {
+                        j += 1;
+                    }
+                    cur = end.next();
+                }
+            }
+        }
+    }
+}
+
+/// Combines two run lists piecewise with `f`, merging equal neighbours.
+fn merge<K: Key, V: Value>(
+    a: &[Run<K, V>],
+    b: &[Run<K, V>],
+    f: impl Fn(Option<&V>, Option<&V>) -> Option<V>,
+) -> Vec<Run<K, V>> {
+    let mut out = Vec::new();
+    sweep(a, b, |lo, hi, i, j| {
+        let va = i.and_then(|i| a.get(i)).map(|r| &r.val);
+        let vb = j.and_then(|j| b.get(j)).map(|r| &r.val);
+        if let Some(v) = f(va, vb) {
+            push_run(&mut out, lo, hi, v);
+        }
+    });
+    out
+}
+
+impl<K: Key, V: Value> Value for Level<K, V> {
+    fn union_with(&mut self, other: &Self) {
+        let Some((lo, hi)) = other.span() else {
+            return;
+        };
+        if self.runs.is_empty() {
+            self.runs.clone_from(&other.runs);
+            return;
+        }
+        // Neighbours that merely touch `other` join the window so that
+        // equal adjacent runs are merged.
+        let w = window(&self.runs, lo.prev().unwrap_or(lo), hi.next().unwrap_or(hi));
+        let start = w.start;
+        let old: Vec<Run<K, V>> = self.runs.drain(w).collect();
+        let mut his: Vec<K> = Vec::with_capacity(old.len());
+        let mut vals: Vec<Option<V>> = Vec::with_capacity(old.len());
+        for r in &old {
+            his.push(r.hi);
+        }
+        let spans: Vec<Run<K, ()>> = old
+            .iter()
+            .map(|r| Run {
+                lo: r.lo,
+                hi: r.hi,
+                val: (),
+            })
+            .collect();
+        vals.extend(old.into_iter().map(|r| Some(r.val)));
+        let mut merged: Vec<Run<K, V>> = Vec::with_capacity(spans.len() + other.runs.len());
+        sweep(&spans, &other.runs, |plo, phi, i, j| {
+            // The last piece of an old run takes its value; earlier pieces copy it.
+            let mine = i.and_then(|i| {
+                if his.get(i) == Some(&phi) {
+                    vals.get_mut(i).and_then(Option::take)
+                } else {
+                    vals.get(i).cloned().flatten()
+                }
+            });
+            let theirs = j.and_then(|j| other.runs.get(j)).map(|r| &r.val);
+            let v = match (mine, theirs) {
+                (Some(mut m), Some(t)) => {
+                    m.union_with(t);
+                    m
+                }
+                (Some(m), None) => m,
+                (None, Some(t)) => t.clone(),
+                (None, None) => return,
+            };
+            push_run(&mut merged, plo, phi, v);
+        });
+        let n = merged.len();
+        self.runs.splice(start..start, merged);
+        coalesce_at(&mut self.runs, start + n);
+        coalesce_at(&mut self.runs, start);
+    }
+
+    fn intersect(&self, other: &Self) -> Option<Self> {
+        let ((alo, ahi), (blo, bhi)) = (self.span()?, other.span()?);
+        let a = self.runs.get(window(&self.runs, blo, bhi))?;
+        let b = other.runs.get(window(&other.runs, alo, ahi))?;
+        let runs = merge(a, b, |x, y| match (x, y) {
+            (Some(x), Some(y)) => x.intersect(y),
+            _ => None,
+        });
+        (!runs.is_empty()).then_some(Level { runs })
+    }
+
+    fn subtract(&self, other: &Self) -> Option<Self> {
+        let (lo, hi) = self.span()?;
+        let b = other
+            .runs
+            .get(window(&other.runs, lo, hi))
+            .unwrap_or_default();
+        let runs = merge(&self.runs, b, |x, y| match (x, y) {
+            (Some(x), Some(y)) => x.subtract(y),
+            (Some(x), None) => Some(x.clone()),
+            _ => None,
+        });
+        (!runs.is_empty()).then_some(Level { runs })
+    }
+}
+
+/// Merges runs `i - 1` and `i` when adjacent and equal.
+fn coalesce_at<K: Key, V: Eq>(runs: &mut Vec<Run<K, V>>, i: usize) {
+    let Some(prev) = i.checked_sub(1) else {
+        return;
+    };
+    let mergeable = match (runs.get(prev), runs.get(i)) {
+        (Some(a), Some(b)) => a.hi.next() == Some(b.lo) && a.val == b.val,
+        _ => false,
+    };
+    if mergeable {
+        let hi = runs[i].hi;
+        runs[prev].hi = hi;
+        runs.remove(i);
+    }
+}
+
+/// The JSON shape of a `PacketBox`.
+#[derive(Serialize, Deserialize)]
+struct BoxRepr {
+    protocols: [u8; 2],
+    #[serde(with = "crate::codec::addr_range")]
+    peers: AddrRange,
+    ports: [u16; 2],
+}
+
+impl From<PacketBox> for BoxRepr {
+    fn from(b: PacketBox) -> Self {
+        BoxRepr {
+            protocols: [b.protocol_lo, b.protocol_hi],
+            peers: b.peers,
+            ports: [b.ports.lo(), b.ports.hi()],
+        }
+    }
+}
+
+impl TryFrom<BoxRepr> for PacketBox {
+    type Error = String;
+
+    fn try_from(r: BoxRepr) -> Result<Self, String> {
+        if r.protocols[0] > r.protocols[1] {
+            return Err("protocols: first above last".to_string());
+        }
+        let ports = PortRange::new(r.ports[0], r.ports[1])
+            .ok_or_else(|| "ports: first above last".to_string())?;
+        Ok(PacketBox {
+            protocol_lo: r.protocols[0],
+            protocol_hi: r.protocols[1],
+            peers: r.peers,
+            ports,
+        })
+    }
+}
