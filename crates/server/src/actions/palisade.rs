@@ -2,17 +2,24 @@
 //! deregister instances (nodes), and show an instance's resolved ruleset —
 //! its groups' rules in binding order with group references and templates
 //! expanded to address sets — together with the store revision it was
-//! computed at. This is what an agent enforces.
+//! computed at (resolution is the `policy` crate's). This is what an agent
+//! enforces.
 
 use super::cvm::check_instance_id;
 use super::{map_insert, new_id, now, reply, rules_of, Ctx, Reply};
 use crate::error::ApiError;
 use crate::params::Params;
-use palisade_model::policy::{Direction, Peer, Policy, Service};
-use palisade_model::{AddressEntry, Family, ServiceEntry};
+use palisade_model::policy::{Direction, PolicySet};
+use palisade_model::{
+    AddressEntry, AddressTemplate, AddressTemplateGroup, AddressTemplateGroupId, AddressTemplateId,
+    Family, SecurityGroupId, ServiceEntry, ServiceTemplate, ServiceTemplateGroup,
+    ServiceTemplateGroupId, ServiceTemplateId,
+};
+use palisade_policy::{Catalog, ProtocolMatch, ResolvedRule};
 use palisade_store::{InstanceRecord, TemplateKind, Tx};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 #[derive(Deserialize)]
@@ -132,7 +139,8 @@ pub fn deregister(ctx: &Ctx<'_>, p: &Params) -> Reply {
 }
 
 /// `DescribeInstanceRuleset`: `InstanceId` -> the resolved ordered rules of
-/// each direction and the store revision.
+/// each direction and the store revision, computed by the `policy` crate's
+/// resolution on one read snapshot.
 pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
     p.allow_only(&["InstanceId"])?;
     let id = p.req_str("InstanceId")?;
@@ -142,137 +150,205 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
             .instance(ctx.account, &id)?
             .ok_or_else(|| ApiError::not_found("InstanceId", &id))?;
         let revision = tx.revision()?;
-        let mut ingress = Vec::new();
-        let mut egress = Vec::new();
-        for gid in &ins.security_group_ids {
-            let Some(g) = tx.group(ctx.account, gid)? else {
-                continue;
-            };
-            for dir in Direction::BOTH {
-                for (index, rule) in rules_of(&g, dir)?.iter().enumerate() {
-                    let resolved = resolve(tx, ctx.account, gid, index, rule)?;
-                    match dir {
-                        Direction::Ingress => ingress.extend(resolved),
-                        Direction::Egress => egress.extend(resolved),
-                    }
-                }
-            }
-        }
+        let snapshot = Snapshot::load(tx, ctx.account)?;
+        let groups = ins
+            .security_group_ids
+            .iter()
+            .map(|g| SecurityGroupId::parse_field("SecurityGroupIds", g))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ruleset = palisade_policy::resolve(&snapshot, &groups)
+            .map_err(|e| ApiError::internal(format!("resolving {id}: {e}")))?;
+        let view = |dir: Direction| -> Vec<Value> {
+            ruleset.rules(dir).iter().flat_map(rule_json).collect()
+        };
         Ok(json!({
             "InstanceId": ins.id,
             "Revision": revision,
             "SecurityGroupIds": ins.security_group_ids,
             "PrivateIpAddresses": ins.private_ips,
-            "Ingress": ingress,
-            "Egress": egress,
+            "Ingress": view(Direction::Ingress),
+            "Egress": view(Direction::Egress),
         }))
     })?;
     reply(json!({ "Ruleset": out }))
 }
 
-fn members(
-    tx: &dyn Tx,
-    account: &str,
-    id: &str,
-    kind: TemplateKind,
-) -> Result<Vec<String>, ApiError> {
-    Ok(tx
-        .template(account, id)?
-        .filter(|t| t.kind == kind)
-        .map(|t| t.members)
-        .unwrap_or_default())
-}
-
-/// One resolved entry per service of the rule, each with the full address set.
-fn resolve(
-    tx: &dyn Tx,
-    account: &str,
-    group: &str,
-    index: usize,
-    rule: &Policy,
-) -> Result<Vec<Value>, ApiError> {
+/// One entry per (protocol, ports) of a resolved rule, with its peers as
+/// CIDR lists.
+fn rule_json(rule: &ResolvedRule) -> Vec<Value> {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
-    let mut push_entry = |text: &str| -> Result<(), ApiError> {
-        let e = AddressEntry::parse_field("Addresses", text)?;
-        for c in e.range().to_cidrs() {
+    for range in rule.peers() {
+        for c in range.to_cidrs() {
             match c.family() {
                 Family::V4 => v4.push(c.to_string()),
                 Family::V6 => v6.push(c.to_string()),
             }
         }
-        Ok(())
-    };
-    match &rule.peer {
-        Peer::Cidr(c) | Peer::Ipv6Cidr(c) => push_entry(&c.to_string())?,
-        Peer::SecurityGroup(g) => {
-            for ins in tx.group_instances(account, g.as_str())? {
-                if let Some(i) = tx.instance(account, &ins)? {
-                    for ip in &i.private_ips {
-                        push_entry(ip)?;
+    }
+    let origin = rule.origin();
+    let wire = rule.policy().to_wire(origin.policy_index);
+    rule.services()
+        .iter()
+        .map(|s| {
+            let port = match s.protocol {
+                ProtocolMatch::Number(n) if palisade_policy::has_ports(n) => {
+                    let all =
+                        s.ports.len() == 1 && s.ports[0].lo() == 0 && s.ports[0].hi() == u16::MAX;
+                    if all {
+                        "ALL".to_string()
+                    } else {
+                        s.ports
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
                     }
                 }
-            }
-        }
-        Peer::AddressTemplate(t) => {
-            for a in members(tx, account, t.as_str(), TemplateKind::Address)? {
-                push_entry(&a)?;
-            }
-        }
-        Peer::AddressTemplateGroup(t) => {
-            for m in members(tx, account, t.as_str(), TemplateKind::AddressGroup)? {
-                for a in members(tx, account, &m, TemplateKind::Address)? {
-                    push_entry(&a)?;
-                }
-            }
-        }
-    }
-    let services: Vec<(String, String)> = match &rule.service {
-        Service::Protocol { protocol, ports } => {
-            vec![(protocol.as_str().to_string(), ports.to_string())]
-        }
-        Service::Template(t) => {
-            service_entries(&members(tx, account, t.as_str(), TemplateKind::Service)?)?
-        }
-        Service::TemplateGroup(t) => {
-            let mut all = Vec::new();
-            for m in members(tx, account, t.as_str(), TemplateKind::ServiceGroup)? {
-                all.extend(service_entries(&members(
-                    tx,
-                    account,
-                    &m,
-                    TemplateKind::Service,
-                )?)?);
-            }
-            all
-        }
-    };
-    let wire = rule.to_wire(index);
-    Ok(services
-        .into_iter()
-        .map(|(protocol, port)| {
+                _ => "ALL".to_string(),
+            };
             json!({
-                "SecurityGroupId": group,
-                "PolicyIndex": index,
-                "Protocol": protocol,
+                "SecurityGroupId": origin.security_group_id.as_str(),
+                "PolicyIndex": origin.policy_index,
+                "Protocol": s.protocol.to_string(),
                 "Port": port,
-                "Action": rule.action.as_str(),
+                "Action": rule.action().as_str(),
                 "Peer": peer_json(&wire),
                 "CidrBlocks": v4,
                 "Ipv6CidrBlocks": v6,
-                "PolicyDescription": rule.description,
+                "PolicyDescription": rule.policy().description,
             })
         })
-        .collect())
+        .collect()
 }
 
-fn service_entries(list: &[String]) -> Result<Vec<(String, String)>, ApiError> {
-    list.iter()
-        .map(|s| {
-            let e = ServiceEntry::parse_field("Services", s)?;
-            Ok((e.protocol.as_str().to_string(), e.ports.to_string()))
-        })
-        .collect()
+/// Everything resolution may look up, read from one store snapshot of an
+/// account.
+#[derive(Default)]
+struct Snapshot {
+    policies: HashMap<SecurityGroupId, PolicySet>,
+    members: HashMap<SecurityGroupId, Vec<IpAddr>>,
+    address_templates: HashMap<AddressTemplateId, AddressTemplate>,
+    address_groups: HashMap<AddressTemplateGroupId, AddressTemplateGroup>,
+    service_templates: HashMap<ServiceTemplateId, ServiceTemplate>,
+    service_groups: HashMap<ServiceTemplateGroupId, ServiceTemplateGroup>,
+}
+
+impl Snapshot {
+    fn load(tx: &dyn Tx, account: &str) -> Result<Self, ApiError> {
+        let mut s = Snapshot::default();
+        for g in tx.groups(account)? {
+            let id = SecurityGroupId::parse_field("SecurityGroupId", &g.id)?;
+            let set = PolicySet {
+                version: Some(g.version),
+                ingress: rules_of(&g, Direction::Ingress)?,
+                egress: rules_of(&g, Direction::Egress)?,
+            };
+            s.policies.insert(id, set);
+        }
+        for i in tx.instances(account)? {
+            let ips: Vec<IpAddr> = i
+                .private_ips
+                .iter()
+                .filter_map(|ip| ip.parse().ok())
+                .collect();
+            for g in &i.security_group_ids {
+                let id = SecurityGroupId::parse_field("SecurityGroupId", g)?;
+                s.members.entry(id).or_default().extend(ips.iter().copied());
+            }
+        }
+        for t in tx.templates(account, TemplateKind::Address)? {
+            let id = AddressTemplateId::parse_field("AddressTemplateId", &t.id)?;
+            let addresses = t
+                .members
+                .iter()
+                .map(|a| AddressEntry::parse_field("Addresses", a))
+                .collect::<Result<_, _>>()?;
+            s.address_templates.insert(
+                id.clone(),
+                AddressTemplate {
+                    id,
+                    name: t.name,
+                    addresses,
+                },
+            );
+        }
+        for t in tx.templates(account, TemplateKind::AddressGroup)? {
+            let id = AddressTemplateGroupId::parse_field("AddressTemplateGroupId", &t.id)?;
+            let templates = t
+                .members
+                .iter()
+                .map(|m| AddressTemplateId::parse_field("AddressTemplateIds", m))
+                .collect::<Result<_, _>>()?;
+            s.address_groups.insert(
+                id.clone(),
+                AddressTemplateGroup {
+                    id,
+                    name: t.name,
+                    templates,
+                },
+            );
+        }
+        for t in tx.templates(account, TemplateKind::Service)? {
+            let id = ServiceTemplateId::parse_field("ServiceTemplateId", &t.id)?;
+            let services = t
+                .members
+                .iter()
+                .map(|e| ServiceEntry::parse_field("Services", e))
+                .collect::<Result<_, _>>()?;
+            s.service_templates.insert(
+                id.clone(),
+                ServiceTemplate {
+                    id,
+                    name: t.name,
+                    services,
+                },
+            );
+        }
+        for t in tx.templates(account, TemplateKind::ServiceGroup)? {
+            let id = ServiceTemplateGroupId::parse_field("ServiceTemplateGroupId", &t.id)?;
+            let templates = t
+                .members
+                .iter()
+                .map(|m| ServiceTemplateId::parse_field("ServiceTemplateIds", m))
+                .collect::<Result<_, _>>()?;
+            s.service_groups.insert(
+                id.clone(),
+                ServiceTemplateGroup {
+                    id,
+                    name: t.name,
+                    templates,
+                },
+            );
+        }
+        Ok(s)
+    }
+}
+
+impl Catalog for Snapshot {
+    fn policies(&self, id: &SecurityGroupId) -> Option<&PolicySet> {
+        self.policies.get(id)
+    }
+
+    fn member_ips(&self, id: &SecurityGroupId) -> Vec<IpAddr> {
+        self.members.get(id).cloned().unwrap_or_default()
+    }
+
+    fn address_template(&self, id: &AddressTemplateId) -> Option<&AddressTemplate> {
+        self.address_templates.get(id)
+    }
+
+    fn address_template_group(&self, id: &AddressTemplateGroupId) -> Option<&AddressTemplateGroup> {
+        self.address_groups.get(id)
+    }
+
+    fn service_template(&self, id: &ServiceTemplateId) -> Option<&ServiceTemplate> {
+        self.service_templates.get(id)
+    }
+
+    fn service_template_group(&self, id: &ServiceTemplateGroupId) -> Option<&ServiceTemplateGroup> {
+        self.service_groups.get(id)
+    }
 }
 
 fn peer_json(w: &palisade_model::wire::SecurityGroupPolicy) -> Value {
