@@ -6,6 +6,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod explain_cmd;
 mod output;
 mod server_cmds;
 mod tke_cmd;
@@ -34,6 +35,8 @@ enum Command {
     Tke(tke_cmd::TkeCommand),
     /// Check a fleet file or a tccli-printed group for every rule violation.
     Validate(validate_cmd::ValidateArgs),
+    /// Say what an instance's groups do with a packet, and which rule decided.
+    Explain(explain_cmd::ExplainArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Account(cmd) => server_cmds::account(cmd),
         Command::Tke(cmd) => tke_cmd::run(cmd),
         Command::Validate(args) => validate_cmd::run(args),
+        Command::Explain(args) => explain_cmd::run(args),
     };
     match result {
         Ok(code) => code,

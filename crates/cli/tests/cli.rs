@@ -212,3 +212,226 @@ fn validate_reads_tccli_output() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cannot read"));
 }
+
+fn explain(args: &[&str]) -> (Option<i32>, Value) {
+    let fleet = example();
+    let mut all = vec!["explain", "--fleet", &fleet, "--instance", "ins-node0001"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--output", "json"]);
+    let o = palisade(&all);
+    let v = serde_json::from_str(&stdout(&o)).unwrap_or(Value::Null);
+    (o.status.code(), v)
+}
+
+#[test]
+fn explain_names_the_deciding_rule_across_groups() {
+    // the first bound group's DROP decides before the second group's NodePort ACCEPT is looked at
+    let (code, v) = explain(&[
+        "--direction",
+        "ingress",
+        "--protocol",
+        "tcp",
+        "--peer",
+        "198.51.100.7",
+        "--port",
+        "23",
+    ]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["action"], "DROP");
+    assert_eq!(v["matched"]["security_group_id"], "sg-ops00001");
+    assert_eq!(v["matched"]["direction"], "ingress");
+    assert_eq!(v["matched"]["policy_index"], 0);
+
+    // the second group decides when the first has no match
+    let (code, v) = explain(&[
+        "--direction",
+        "ingress",
+        "--protocol",
+        "udp",
+        "--peer",
+        "198.51.100.7",
+        "--port",
+        "32768",
+    ]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v["matched"]["security_group_id"], "sg-node0001");
+    assert_eq!(v["matched"]["policy_index"], 3);
+    assert_eq!(
+        v["security_groups"],
+        serde_json::json!(["sg-ops00001", "sg-node0001"])
+    );
+
+    // address template with an IP range, inside and just outside
+    let (_, v) = explain(&[
+        "--direction",
+        "ingress",
+        "--protocol",
+        "tcp",
+        "--peer",
+        "192.0.2.20",
+        "--port",
+        "22",
+    ]);
+    assert_eq!(v["action"], "ACCEPT");
+    assert_eq!(v["matched"]["policy_index"], 1);
+    let (code, v) = explain(&[
+        "--direction",
+        "ingress",
+        "--protocol",
+        "tcp",
+        "--peer",
+        "192.0.2.21",
+        "--port",
+        "22",
+    ]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["matched"], Value::Null);
+    assert_eq!(v["action"], "DROP");
+}
+
+#[test]
+fn explain_default_drop_ipv6_and_icmp() {
+    let (code, v) = explain(&[
+        "--direction",
+        "ingress",
+        "--protocol",
+        "icmpv6",
+        "--peer",
+        "2001:db8::1",
+    ]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["matched"], Value::Null);
+    assert!(v["reason"].as_str().unwrap().contains("default drop"));
+    let (code, v) = explain(&[
+        "--direction",
+        "ingress",
+        "--protocol",
+        "icmp",
+        "--peer",
+        "203.0.113.50",
+    ]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v["matched"]["policy_index"], 4);
+    let (code, v) = explain(&[
+        "--direction",
+        "egress",
+        "--protocol",
+        "tcp",
+        "--peer",
+        "2001:db8::1",
+        "--port",
+        "443",
+    ]);
+    assert_eq!(code, Some(1), "egress to IPv6 has no rule: {v}");
+}
+
+#[test]
+fn explain_human_form_and_bad_input() {
+    let fleet = example();
+    let o = palisade(&[
+        "explain",
+        "--fleet",
+        &fleet,
+        "--instance",
+        "ins-node0001",
+        "--direction",
+        "ingress",
+        "--protocol",
+        "tcp",
+        "--peer",
+        "203.0.113.9",
+        "--port",
+        "22",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(
+        out.contains("sg-ops00001 Ingress[1]") && out.contains("ssh from the office"),
+        "{out}"
+    );
+
+    for (args, needle) in [
+        (
+            vec![
+                "--direction",
+                "sideways",
+                "--protocol",
+                "tcp",
+                "--peer",
+                "192.0.2.1",
+                "--port",
+                "1",
+            ],
+            "--direction",
+        ),
+        (
+            vec![
+                "--direction",
+                "ingress",
+                "--protocol",
+                "tcp",
+                "--peer",
+                "192.0.2.300",
+                "--port",
+                "1",
+            ],
+            "--peer",
+        ),
+        (
+            vec![
+                "--direction",
+                "ingress",
+                "--protocol",
+                "tcp",
+                "--peer",
+                "192.0.2.1",
+                "--port",
+                "70000",
+            ],
+            "--port",
+        ),
+        (
+            vec![
+                "--direction",
+                "ingress",
+                "--protocol",
+                "tcp",
+                "--peer",
+                "192.0.2.1",
+            ],
+            "--port",
+        ),
+        (
+            vec![
+                "--direction",
+                "ingress",
+                "--protocol",
+                "bogus",
+                "--peer",
+                "192.0.2.1",
+            ],
+            "--protocol",
+        ),
+    ] {
+        let mut all = vec!["explain", "--fleet", &fleet, "--instance", "ins-node0001"];
+        all.extend(args);
+        let o = palisade(&all);
+        assert_eq!(o.status.code(), Some(2), "{all:?}");
+        assert!(stderr(&o).contains(needle), "{all:?}: {}", stderr(&o));
+    }
+    let o = palisade(&[
+        "explain",
+        "--fleet",
+        &fleet,
+        "--instance",
+        "ins-zzzzzzzz",
+        "--direction",
+        "ingress",
+        "--protocol",
+        "icmp",
+        "--peer",
+        "192.0.2.1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("ins-zzzzzzzz"));
+}
