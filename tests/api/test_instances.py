@@ -106,3 +106,28 @@ def test_describe_instance_ruleset(fresh):
     assert rs2["Revision"] > rs["Revision"]
     assert rs2["Ingress"][0]["CidrBlocks"] == ["10.0.0.2/32"]
     assert error_code(fresh.p, "DescribeInstanceRuleset", {"InstanceId": "ins-00000000"}) == "ResourceNotFound"
+
+
+def test_ruleset_long_poll(fresh):
+    import threading
+    import time
+
+    ins = register(fresh, "10.0.0.1")
+    sg = fresh.group("lp")
+    fresh.c("AssociateSecurityGroups", {"SecurityGroupIds": [sg], "InstanceIds": [ins]})
+    rs = fresh.p("DescribeInstanceRuleset", {"InstanceId": ins})["Ruleset"]
+    assert rs["Changed"] is True and rs["Ingress"] == []
+    rev = rs["Revision"]
+    # Nothing changes: the wait ends after WaitSeconds with Changed false.
+    t0 = time.time()
+    rs = fresh.p("DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rev, "WaitSeconds": 1})["Ruleset"]
+    assert rs["Changed"] is False and rs["Revision"] == rev and time.time() - t0 >= 0.9
+    # A change while waiting wakes the poll at once.
+    timer = threading.Timer(0.3, lambda: fresh.v("CreateSecurityGroupPolicies", {"SecurityGroupId": sg, "SecurityGroupPolicySet": {"Ingress": [{"Protocol": "TCP", "Port": "22", "CidrBlock": "10.0.0.0/8", "Action": "ACCEPT"}]}}))
+    timer.start()
+    t0 = time.time()
+    rs = fresh.p("DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rev, "WaitSeconds": 20})["Ruleset"]
+    timer.join()
+    assert rs["Changed"] is True and rs["Revision"] > rev and time.time() - t0 < 10
+    assert [(r["Protocol"], r["Port"], r["CidrBlocks"]) for r in rs["Ingress"]] == [("TCP", "22", ["10.0.0.0/8"])]
+    assert error_code(fresh.p, "DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rev, "WaitSeconds": 51}) == "InvalidParameterValue.Range"

@@ -16,7 +16,7 @@ use palisade_model::{
     ServiceTemplateGroupId, ServiceTemplateId,
 };
 use palisade_policy::{Catalog, ProtocolMatch, ResolvedRule};
-use palisade_store::{InstanceRecord, TemplateKind, Tx};
+use palisade_store::{InstanceRecord, Store, TemplateKind, Tx};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -142,9 +142,20 @@ pub fn deregister(ctx: &Ctx<'_>, p: &Params) -> Reply {
 /// each direction and the store revision, computed by the `policy` crate's
 /// resolution on one read snapshot.
 pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
-    p.allow_only(&["InstanceId"])?;
+    p.allow_only(&["InstanceId", "AfterRevision", "WaitSeconds"])?;
     let id = p.req_str("InstanceId")?;
     check_instance_id(&id)?;
+    let after = p.opt_uint("AfterRevision")?;
+    let wait = p.opt_uint("WaitSeconds")?.unwrap_or(0);
+    if wait > MAX_WAIT_SECONDS {
+        return Err(ApiError::new(
+            "InvalidParameterValue.Range",
+            format!("WaitSeconds {wait}: at most {MAX_WAIT_SECONDS}"),
+        ));
+    }
+    if let (Some(after), true) = (after, wait > 0) {
+        wait_for_revision(ctx, after, std::time::Duration::from_secs(wait))?;
+    }
     let out = ctx.read(|tx| {
         let ins = tx
             .instance(ctx.account, &id)?
@@ -168,9 +179,31 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
             "PrivateIpAddresses": ins.private_ips,
             "Ingress": view(Direction::Ingress),
             "Egress": view(Direction::Egress),
+            "Changed": after.is_none_or(|a| revision > a),
         }))
     })?;
     reply(json!({ "Ruleset": out }))
+}
+
+/// The longest long-poll `DescribeInstanceRuleset` accepts; below the SDKs'
+/// default 60 s request timeout.
+const MAX_WAIT_SECONDS: u64 = 50;
+
+/// Long-poll: blocks (this runs on a blocking thread) until the store
+/// revision passes `after` or `wait` elapses. Any committed change counts:
+/// the agent computes the minimal kernel change from the snapshot itself.
+fn wait_for_revision(ctx: &Ctx<'_>, after: u64, wait: std::time::Duration) -> Result<(), ApiError> {
+    let mut rx = ctx.store.watch_revision();
+    if ctx.store.revision()? > after {
+        return Ok(());
+    }
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return Ok(());
+    };
+    // A timeout simply ends the wait; the answer then says Changed: false.
+    let _ =
+        handle.block_on(async { tokio::time::timeout(wait, rx.wait_for(|r| *r > after)).await });
+    Ok(())
 }
 
 /// One entry per (protocol, ports) of a resolved rule, with its peers as
