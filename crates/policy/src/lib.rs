@@ -53,3 +53,6 @@ pub(crate) fn all_ports() -> palisade_model::PortRange {
     // 0 <= 65535, so `new` returns Some; the fallback is never taken.
     palisade_model::PortRange::new(0, u16::MAX).unwrap_or(palisade_model::PortRange::single(0))
 }
+
+#[cfg(test)]
+pub(crate) mod fixtures;

@@ -536,3 +536,240 @@ impl TryFrom<RuleRepr> for ResolvedRule {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{fleet, sg};
+
+    fn node() -> Ruleset {
+        resolve_instance(&fleet(), &"ins-node0001".parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn concatenates_groups_in_binding_order_with_origins() {
+        let rs = node();
+        let origins: Vec<String> = rs.ingress.iter().map(|r| r.origin().to_string()).collect();
+        assert_eq!(origins[0], "sg-first001 Ingress[0]");
+        assert_eq!(origins[3], "sg-first001 Ingress[3]");
+        assert_eq!(origins[4], "sg-second01 Ingress[0]");
+        assert_eq!(rs.ingress.len(), 4 + 8);
+        assert_eq!(rs.egress.len(), 2);
+        assert!(rs
+            .egress
+            .iter()
+            .all(|r| r.origin().direction == Direction::Egress));
+        // Binding order is the order given, not the file's.
+        let swapped = resolve(&fleet(), &[sg("sg-second01"), sg("sg-first001")]).unwrap();
+        assert_eq!(
+            swapped.ingress[0].origin().security_group_id,
+            sg("sg-second01")
+        );
+    }
+
+    #[test]
+    fn expands_references_and_templates_into_sets() {
+        let rs = node();
+        let peers = |i: usize| -> Vec<String> {
+            rs.ingress[i]
+                .peers()
+                .iter()
+                .map(|r| codec::format_addr_range(*r))
+                .collect()
+        };
+        assert_eq!(peers(0), vec!["0.0.0.0/0"]);
+        assert_eq!(peers(1), vec!["192.0.2.10-192.0.2.20", "203.0.113.0/24"]);
+        // Members of sg-web00001, both families, IPv4 first, adjacent merged.
+        assert_eq!(peers(2), vec!["10.1.0.5-10.1.0.6", "2001:db8:ff::5"]);
+        assert!(peers(3).is_empty());
+        assert_eq!(
+            peers(9),
+            vec![
+                "2001:db9::1",
+                "2001:db9:2::/48",
+                "2001:db9:3::1-2001:db9:3::ff"
+            ]
+        );
+        let services = |i: usize| -> Vec<String> {
+            rs.ingress[i]
+                .services()
+                .iter()
+                .map(|s| format!("{} {}", s.protocol, codec::format_ports(&s.ports)))
+                .collect()
+        };
+        assert_eq!(services(0), vec!["TCP 23"]);
+        // A service template group: tcp:53, udp:53, icmpv6, sorted by number.
+        assert_eq!(services(7), vec!["TCP 53", "UDP 53", "ICMPv6 ALL"]);
+        assert_eq!(services(8), vec!["ALL ALL"]);
+        // tcp:80,443 and tcp:8000-8100 from one template merge into one entry.
+        assert_eq!(services(10), vec!["TCP 80,443,8000-8100"]);
+        // ICMP with Port ALL: every port (ports do not count for ICMP).
+        assert_eq!(services(5), vec!["ICMP ALL"]);
+    }
+
+    #[test]
+    fn membership_changes_show_in_the_next_resolution() {
+        let mut f = fleet();
+        let before = resolve(&f, &[sg("sg-first001")]).unwrap();
+        f.instances[2].private_ips.push("10.1.0.7".parse().unwrap());
+        f.instances[3].security_groups.push(sg("sg-empty001"));
+        let after = resolve(&f, &[sg("sg-first001")]).unwrap();
+        assert_eq!(
+            codec::format_addr_range(after.ingress[2].peers()[0]),
+            "10.1.0.5-10.1.0.7"
+        );
+        assert_ne!(before, after);
+        assert_eq!(
+            after.ingress[3].peers(),
+            &[AddrRange::single("10.0.0.99".parse().unwrap())]
+        );
+    }
+
+    #[test]
+    fn missing_things_are_errors_naming_them() {
+        let f = fleet();
+        let e = resolve(&f, &[sg("sg-nothere1")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ResourceNotFound: security group \"sg-nothere1\" is bound but does not exist"
+        );
+        let e = resolve_instance(&f, &"ins-nothere1".parse().unwrap()).unwrap_err();
+        assert!(matches!(e, PolicyError::UnknownInstance { .. }));
+        // A fleet is consistent by construction; break it by hand.
+        let mut g = f.clone();
+        g.security_groups.retain(|s| s.id.as_str() != "sg-web00001");
+        let e = resolve(&g, &[sg("sg-first001")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ResourceNotFound: sg-first001 Ingress[2]: SecurityGroupId \"sg-web00001\" does not exist"
+        );
+        let mut g = f.clone();
+        g.address_templates.clear();
+        let e = resolve(&g, &[sg("sg-first001")]).unwrap_err();
+        assert!(
+            matches!(e, PolicyError::UnknownAddressTemplate { .. }),
+            "{e}"
+        );
+        let e = resolve(&g, &[sg("sg-second01")]).unwrap_err();
+        assert!(
+            matches!(e, PolicyError::UnknownAddressTemplate { .. }),
+            "{e}"
+        );
+        let mut g = f.clone();
+        g.address_template_groups.clear();
+        let e = resolve(&g, &[sg("sg-second01")]).unwrap_err();
+        assert!(
+            matches!(e, PolicyError::UnknownAddressTemplateGroup { .. }),
+            "{e}"
+        );
+        let mut g = f.clone();
+        g.service_templates.clear();
+        let e = resolve(&g, &[sg("sg-second01")]).unwrap_err();
+        assert!(
+            matches!(e, PolicyError::UnknownServiceTemplate { .. }),
+            "{e}"
+        );
+        let mut g = f;
+        g.service_template_groups.clear();
+        let e = resolve(&g, &[sg("sg-second01")]).unwrap_err();
+        assert!(
+            matches!(e, PolicyError::UnknownServiceTemplateGroup { .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn empty_templates_match_nothing() {
+        let mut f = fleet();
+        f.address_templates[0].addresses.clear();
+        f.service_templates[2].services.clear();
+        let rs = resolve(&f, &[sg("sg-first001"), sg("sg-second01")]).unwrap();
+        assert!(rs.ingress[1].peers().is_empty());
+        assert!(rs.ingress[10].services().is_empty());
+        let p = crate::fixtures::pkt(Direction::Ingress, 6, "203.0.113.1", Some(22));
+        // Falls through to sg-second01's TCP 22-23 rule.
+        assert_eq!(
+            crate::eval::evaluate(&rs, &p).matched.unwrap().to_string(),
+            "sg-second01 Ingress[0]"
+        );
+    }
+
+    #[test]
+    fn json_shape_is_stable_and_round_trips() {
+        let rs = node();
+        let v: serde_json::Value = serde_json::to_value(&rs).unwrap();
+        assert_eq!(
+            v["security_groups"],
+            serde_json::json!(["sg-first001", "sg-second01"])
+        );
+        assert_eq!(
+            v["ingress"][0],
+            serde_json::json!({
+                "security_group_id": "sg-first001",
+                "direction": "ingress",
+                "policy_index": 0,
+                "action": "DROP",
+                "policy": {"Protocol": "TCP", "Port": "23", "CidrBlock": "0.0.0.0/0",
+                           "Action": "DROP", "PolicyDescription": "no telnet"},
+                "services": [{"protocol": 6, "ports": "23"}],
+                "peers": ["0.0.0.0/0"]
+            })
+        );
+        assert_eq!(
+            v["ingress"][8]["services"],
+            serde_json::json!([{"protocol": "ALL", "ports": "ALL"}])
+        );
+        assert_eq!(
+            v["ingress"][2]["peers"],
+            serde_json::json!(["10.1.0.5-10.1.0.6", "2001:db8:ff::5"])
+        );
+        let text = serde_json::to_string(&rs).unwrap();
+        let back: Ruleset = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, rs);
+        // Input is normalised and names are accepted for protocols.
+        let rule: ResolvedRule = serde_json::from_value(serde_json::json!({
+            "security_group_id": "sg-abcdefgh", "direction": "Egress", "policy_index": 2,
+            "action": "accept", "policy": {"Protocol": "udp", "Port": "53", "CidrBlock": "10.0.0.0/8", "Action": "ACCEPT"},
+            "services": [{"protocol": "udp", "ports": "54,53"}, {"protocol": 17, "ports": "1000"}],
+            "peers": ["10.0.0.1", "10.0.0.0"]
+        }))
+        .unwrap();
+        assert_eq!(codec::format_ports(&rule.services()[0].ports), "53-54,1000");
+        assert_eq!(rule.services().len(), 1);
+        assert_eq!(codec::format_addr_range(rule.peers()[0]), "10.0.0.0/31");
+        for bad in [
+            serde_json::json!({"security_group_id": "sg-abcdefgh", "direction": "up", "policy_index": 0,
+                "action": "ACCEPT", "policy": {}, "services": [], "peers": []}),
+            serde_json::json!({"security_group_id": "sg-abcdefgh", "direction": "ingress", "policy_index": 0,
+                "action": "ACCEPT", "policy": {"Protocol": "tcp", "CidrBlock": "x", "Action": "ACCEPT"},
+                "services": [], "peers": []}),
+            serde_json::json!({"security_group_id": "sg-abcdefgh", "direction": "ingress", "policy_index": 0,
+                "action": "ACCEPT", "policy": {"Protocol": "tcp", "CidrBlock": "10.0.0.0/8", "Action": "ACCEPT"},
+                "services": [{"protocol": 300, "ports": "ALL"}], "peers": []}),
+            serde_json::json!({"security_group_id": "sg-abcdefgh", "direction": "ingress", "policy_index": 0,
+                "action": "ACCEPT", "policy": {"Protocol": "tcp", "CidrBlock": "10.0.0.0/8", "Action": "ACCEPT"},
+                "services": [], "peers": ["10.0.0.1/8"]}),
+        ] {
+            assert!(serde_json::from_value::<ResolvedRule>(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn protocol_match_parses_names_numbers_and_all() {
+        assert_eq!(
+            ProtocolMatch::parse_field("p", "ALL").unwrap(),
+            ProtocolMatch::All
+        );
+        assert_eq!(
+            ProtocolMatch::parse_field("p", "gre").unwrap(),
+            ProtocolMatch::Number(47)
+        );
+        assert_eq!(
+            ProtocolMatch::parse_field("p", "0").unwrap(),
+            ProtocolMatch::Number(0)
+        );
+        assert!(ProtocolMatch::parse_field("p", "999").is_err());
+        assert!(ProtocolMatch::of(Protocol::All).matches(200));
+        assert!(!ProtocolMatch::of(Protocol::Tcp).matches(17));
+    }
+}
