@@ -52,3 +52,50 @@ def test_acknowledged_writes_survive_kill_9():
         assert error_code(api.v, "DeleteSecurityGroup", {"SecurityGroupId": "sg-00000000"}) == "ResourceNotFound"
     finally:
         srv.stop()
+
+
+def test_https_with_tls_cert_and_key(tmp_path):
+    import shutil
+
+    from tencentcloud.common.profile.client_profile import ClientProfile
+    from tencentcloud.common.profile.http_profile import HttpProfile
+    from tencentcloud.vpc.v20170312 import vpc_client
+
+    from conftest import REGION, free_port, typed
+    from tencentcloud.vpc.v20170312 import models as vpc_models
+    from tencentcloud.common import credential
+
+    if not shutil.which("openssl"):
+        import pytest
+
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    port = free_port()
+    data = tmp_path / "data"
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data),
+                             "--tls-cert", str(cert), "--tls-key", str(key)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        import socket
+        import time
+
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        creds = json.loads((data / "admin-credentials.json").read_text())
+        prof = ClientProfile(httpProfile=HttpProfile(protocol="https", endpoint=f"127.0.0.1:{port}", certification=str(cert)))
+        client = vpc_client.VpcClient(credential.Credential(creds["SecretId"], creds["SecretKey"]), REGION, prof)
+        r = typed(client, vpc_models, "CreateSecurityGroup", {"GroupName": "tls", "GroupDescription": "over https"})
+        assert r["SecurityGroup"]["SecurityGroupName"] == "tls"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        log.close()

@@ -226,3 +226,47 @@ def test_unknown_parameters(fresh):
     assert error_code(raw, {"SecurityGroupId": sg, "SecurityGroupPolicySet": {"Ingress": [dict(SSH, Protocl="TCP")]}}) == "UnknownParameter"
     assert error_code(raw, {"SecurityGroupId": sg, "Colour": "red", "SecurityGroupPolicySet": {"Ingress": [SSH]}}) == "UnknownParameter"
     assert fresh.rules(sg) == before
+
+
+def test_concurrent_writers_with_the_same_version(fresh, server):
+    """Version is checked inside the write transaction: of several writers
+    racing with the same Version exactly one wins."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import Api
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
+    sg = fresh.group()
+    add(fresh, sg, "Ingress", [SSH])
+    version = fresh.rules(sg)["Version"]
+
+    def write(i):
+        api = Api(server, fresh.creds)  # one client per thread
+        try:
+            add(api, sg, "Ingress", [dict(SSH, Port=str(3000 + i))], Version=version)
+            return "ok"
+        except TencentCloudSDKException as e:
+            return e.get_code()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(write, range(8)))
+    assert results.count("ok") == 1
+    assert set(results) == {"ok", "UnsupportedOperation.VersionMismatch"}
+    s = fresh.rules(sg)
+    assert len(s["Ingress"]) == 2 and int(s["Version"]) == int(version) + 1
+
+
+def test_malformed_body(fresh):
+
+    from test_auth_envelope import raw
+
+    class S:
+        endpoint = fresh.endpoint
+
+        @staticmethod
+        def admin_credentials():
+            return fresh.creds
+
+    for body in [b"not json", b"[1,2]"]:
+        _, ctype, r = raw(S, "DescribeSecurityGroups", body=body)
+        assert ctype == "application/json" and r["Error"]["Code"] == "InvalidParameter"
