@@ -4,7 +4,7 @@ association statistics, field by field."""
 
 import re
 
-from conftest import error_code
+from palisade_api import error_code
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 SG_ID = re.compile(r"^sg-[a-z0-9]{8}$")

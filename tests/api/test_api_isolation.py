@@ -3,7 +3,7 @@ another account's resources; it gets ResourceNotFound (CVM:
 InvalidSecurityGroupId.NotFound / InvalidInstanceId.NotFound), as if they did
 not exist, and nothing changes."""
 
-from conftest import Api, error_code
+from palisade_api import Api, error_code
 
 
 def test_other_accounts_resources_are_invisible(server, fresh):

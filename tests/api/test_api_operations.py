@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from conftest import BIN, Api, Server, error_code
+from palisade_api import BIN, Api, Server, error_code
 
 
 def test_admin_credentials_file(server):
@@ -61,7 +61,7 @@ def test_https_with_tls_cert_and_key(tmp_path):
     from tencentcloud.common.profile.http_profile import HttpProfile
     from tencentcloud.vpc.v20170312 import vpc_client
 
-    from conftest import REGION, free_port, typed
+    from palisade_api import REGION, free_port, typed
     from tencentcloud.vpc.v20170312 import models as vpc_models
     from tencentcloud.common import credential
 

@@ -14,7 +14,7 @@ from tencentcloud.common import credential
 from tencentcloud.common.common_client import CommonClient
 from tencentcloud.vpc.v20170312 import vpc_client
 
-from conftest import REGION, Api, error_code, profile
+from palisade_api import REGION, Api, error_code, profile
 
 
 def sign(secret_id, secret_key, service, host, body, ts, content_type="application/json"):

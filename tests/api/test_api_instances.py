@@ -5,7 +5,7 @@ through the typed CVM client, with the ordered list and the 5-group limit."""
 
 import re
 
-from conftest import error_code
+from palisade_api import error_code
 
 
 def register(api, *ips, **kw):

@@ -4,7 +4,7 @@ a template in use cannot be deleted."""
 
 import re
 
-from conftest import error_code
+from palisade_api import error_code
 
 
 def test_address_templates_and_groups(fresh):

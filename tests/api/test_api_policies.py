@@ -5,7 +5,7 @@ every failed call leaves the policy set exactly as it was."""
 
 import pytest
 
-from conftest import error_code
+from palisade_api import error_code
 
 SSH = {"Protocol": "TCP", "Port": "22", "CidrBlock": "10.0.0.0/8", "Action": "ACCEPT", "PolicyDescription": "ssh"}
 WEB = {"Protocol": "tcp", "Port": "80,443", "CidrBlock": "0.0.0.0/0", "Action": "accept"}
@@ -233,7 +233,7 @@ def test_concurrent_writers_with_the_same_version(fresh, server):
     racing with the same Version exactly one wins."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from conftest import Api
+    from palisade_api import Api
     from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
     sg = fresh.group()
@@ -258,7 +258,7 @@ def test_concurrent_writers_with_the_same_version(fresh, server):
 
 def test_malformed_body(fresh):
 
-    from test_auth_envelope import raw
+    from test_api_auth_envelope import raw
 
     class S:
         endpoint = fresh.endpoint
