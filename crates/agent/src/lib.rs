@@ -1,1 +1,28 @@
-//! placeholder
+//! Palisade's data plane (DESIGN.md sections 3 and 4): the agent that makes
+//! one node's security groups real in the kernel.
+//!
+//! - [`snapshot`]: the resolved, ordered rules of one instance at a revision;
+//! - [`compile`]: the pure compiler from a snapshot to the nft program of
+//!   table `inet palisade` (hooks, baseline, first-match order, counters,
+//!   named sets, conntrack-mark generations for revoked connections);
+//! - [`dataplane`]: the `Dataplane` trait and an in-memory fake;
+//! - [`nft`]: the `nft` implementation (optionally inside a network namespace);
+//! - [`client`] and [`tc3`]: the TC3-signed calls to the server's `palisade` service;
+//! - [`agent`]: the sync and reconcile loop.
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod client;
+pub mod compile;
+pub mod dataplane;
+pub mod error;
+pub mod nft;
+pub mod snapshot;
+pub mod tc3;
+
+pub use compile::{compile, CompileOptions, Compiled};
+pub use dataplane::{Counter, Dataplane, FakeDataplane, LiveTable};
+pub use error::AgentError;
+pub use nft::NftDataplane;
+pub use snapshot::Snapshot;

@@ -1,0 +1,473 @@
+//! The sync and reconcile loop (DESIGN.md section 4). Each [`Agent::step`]:
+//!
+//! 1. asks the server for the instance's snapshot (registering the instance
+//!    first if the server does not know it) and compiles it;
+//! 2. reconciles the kernel with the last good compilation: nothing to do
+//!    when the loaded table is the one it loaded (same fingerprint); element
+//!    updates when only set membership changed; a whole-table replace
+//!    otherwise, including when the table was deleted or edited by hand;
+//! 3. reports the applied revision, counters and last error, when the
+//!    server supports it.
+//!
+//! Fail-static: a server that cannot be reached, or a snapshot that does
+//! not compile, leaves the kernel as it is; the agent never deletes the
+//! table, not even on exit. A restart ends in the same reconcile: the same
+//! rules compile to the same generations, so established connections that
+//! are still allowed are not disturbed.
+
+use crate::client::{AgentStatus, ControlPlane, RuleCounter};
+use crate::compile::{compile, CompileOptions, Compiled};
+use crate::dataplane::Dataplane;
+use crate::error::AgentError;
+use crate::snapshot::Snapshot;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The instance this agent enforces.
+    pub instance_id: String,
+    /// Compiler options (uplinks).
+    pub compile: CompileOptions,
+    /// Private IPs to register the instance with when the server lacks it.
+    pub private_ips: Vec<String>,
+    /// Time between steps (at most 1 s for the 2 s restore promise).
+    pub interval: Duration,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The instance was registered with the server.
+    Registered,
+    /// A new revision was loaded by replacing the table.
+    Replaced {
+        /// The revision.
+        revision: u64,
+    },
+    /// A new revision was loaded by set element updates.
+    Updated {
+        /// The revision.
+        revision: u64,
+    },
+    /// The table was missing or edited and was restored.
+    Restored {
+        /// The revision restored.
+        revision: u64,
+    },
+    /// The server could not be asked; the kernel keeps its rules.
+    ServerUnavailable(String),
+    /// Loading or reading the kernel table failed.
+    DataplaneFailed(String),
+    /// The snapshot was refused (bad JSON, bad options).
+    Rejected(String),
+}
+
+struct Applied {
+    revision: u64,
+    compiled: Compiled,
+    fingerprint: String,
+}
+
+/// One node's agent over a dataplane and a control plane.
+pub struct Agent<D: Dataplane, C: ControlPlane> {
+    dataplane: D,
+    control: C,
+    config: AgentConfig,
+    desired: Option<(u64, Compiled)>,
+    applied: Option<Applied>,
+    registered: bool,
+    report_supported: bool,
+    last_error: String,
+    last_report: Option<Instant>,
+}
+
+impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
+    /// A new agent; nothing happens until [`Agent::step`].
+    pub fn new(dataplane: D, control: C, config: AgentConfig) -> Self {
+        Self {
+            dataplane,
+            control,
+            config,
+            desired: None,
+            applied: None,
+            registered: false,
+            report_supported: true,
+            last_error: String::new(),
+            last_report: None,
+        }
+    }
+
+    /// The dataplane (for tests).
+    pub fn dataplane(&mut self) -> &mut D {
+        &mut self.dataplane
+    }
+
+    /// The control plane (for tests).
+    pub fn control(&mut self) -> &mut C {
+        &mut self.control
+    }
+
+    /// The revision the kernel holds, if the agent loaded one.
+    pub fn applied_revision(&self) -> Option<u64> {
+        self.applied.as_ref().map(|a| a.revision)
+    }
+
+    /// The compiled program the agent wants loaded.
+    pub fn desired(&self) -> Option<&Compiled> {
+        self.desired.as_ref().map(|(_, c)| c)
+    }
+
+    /// Fetches, compiles, reconciles and reports once.
+    pub fn step(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.sync(&mut events);
+        self.reconcile(&mut events);
+        self.report(&events);
+        events
+    }
+
+    /// Steps every `interval` until `stop` is set; `on_event` sees each event.
+    pub fn run(&mut self, stop: &AtomicBool, mut on_event: impl FnMut(&Event)) {
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            for e in self.step() {
+                on_event(&e);
+            }
+            let spent = started.elapsed();
+            if spent < self.config.interval {
+                std::thread::sleep(self.config.interval - spent);
+            }
+        }
+    }
+
+    fn sync(&mut self, events: &mut Vec<Event>) {
+        let wire = match self.fetch(events) {
+            Ok(w) => w,
+            Err(e) => {
+                self.last_error = e.to_string();
+                events.push(Event::ServerUnavailable(e.to_string()));
+                return;
+            }
+        };
+        if self
+            .desired
+            .as_ref()
+            .is_some_and(|(rev, _)| *rev == wire.revision)
+        {
+            return;
+        }
+        let compiled = Snapshot::try_from(&wire)
+            .and_then(|s| compile(&s, &self.config.compile).map_err(AgentError::from));
+        match compiled {
+            Ok(c) => self.desired = Some((wire.revision, c)),
+            Err(e) => {
+                self.last_error = e.to_string();
+                events.push(Event::Rejected(e.to_string()));
+            }
+        }
+    }
+
+    fn fetch(
+        &mut self,
+        events: &mut Vec<Event>,
+    ) -> Result<crate::snapshot::WireRuleset, AgentError> {
+        match self.control.ruleset(&self.config.instance_id) {
+            Err(e)
+                if !self.registered
+                    && e.api_code()
+                        .is_some_and(|c| c.starts_with("ResourceNotFound")) =>
+            {
+                if self.config.private_ips.is_empty() {
+                    return Err(e);
+                }
+                self.control
+                    .register(&self.config.instance_id, &self.config.private_ips)?;
+                self.registered = true;
+                events.push(Event::Registered);
+                self.control.ruleset(&self.config.instance_id)
+            }
+            other => {
+                if other.is_ok() {
+                    self.registered = true;
+                }
+                other
+            }
+        }
+    }
+
+    fn reconcile(&mut self, events: &mut Vec<Event>) {
+        let Some((revision, desired)) = self.desired.clone() else {
+            return;
+        };
+        let live = match self.dataplane.read() {
+            Ok(l) => l,
+            Err(e) => {
+                self.last_error = e.to_string();
+                events.push(Event::DataplaneFailed(e.to_string()));
+                return;
+            }
+        };
+        let intact = match (&self.applied, &live) {
+            (Some(a), Some(l)) => a.fingerprint == l.fingerprint,
+            _ => false,
+        };
+        let result = match &self.applied {
+            Some(a) if intact && a.compiled == desired => return,
+            Some(a) if intact => match desired.set_deltas(&a.compiled) {
+                Some(deltas) => self
+                    .dataplane
+                    .apply_deltas(&desired, &deltas)
+                    .or_else(|_| self.dataplane.apply(&desired))
+                    .map(|()| Event::Updated { revision }),
+                None => self
+                    .dataplane
+                    .apply(&desired)
+                    .map(|()| Event::Replaced { revision }),
+            },
+            Some(a) if a.compiled == desired => self
+                .dataplane
+                .apply(&desired)
+                .map(|()| Event::Restored { revision }),
+            _ => self
+                .dataplane
+                .apply(&desired)
+                .map(|()| Event::Replaced { revision }),
+        };
+        let event = match result {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.last_error = e.to_string();
+                events.push(Event::DataplaneFailed(e.to_string()));
+                return;
+            }
+        };
+        match self.dataplane.read() {
+            Ok(Some(l)) => {
+                self.applied = Some(Applied {
+                    revision,
+                    compiled: desired,
+                    fingerprint: l.fingerprint,
+                });
+                self.last_error.clear();
+                events.push(event);
+            }
+            Ok(None) => {
+                self.applied = None;
+                events.push(Event::DataplaneFailed(
+                    "the table vanished right after loading".into(),
+                ));
+            }
+            Err(e) => {
+                self.applied = None;
+                events.push(Event::DataplaneFailed(e.to_string()));
+            }
+        }
+    }
+
+    fn report(&mut self, events: &[Event]) {
+        if !self.report_supported {
+            return;
+        }
+        let due = match self.last_report {
+            None => true,
+            Some(t) => t.elapsed() >= Duration::from_secs(10),
+        };
+        if events.is_empty() && !due {
+            return;
+        }
+        let counters = match self.dataplane.read() {
+            Ok(Some(l)) => l
+                .counters
+                .into_iter()
+                .map(|(rule, c)| RuleCounter {
+                    rule,
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let status = AgentStatus {
+            instance_id: self.config.instance_id.clone(),
+            applied_revision: self.applied_revision(),
+            error: self.last_error.clone(),
+            counters,
+        };
+        self.last_report = Some(Instant::now());
+        if let Err(e) = self.control.report(&status) {
+            // A server without the action: stop asking.
+            if e.api_code()
+                .is_some_and(|c| c == "InvalidAction" || c.starts_with("InvalidAction"))
+            {
+                self.report_supported = false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::AgentStatus;
+    use crate::dataplane::FakeDataplane;
+    use crate::snapshot::{WirePeer, WireRule, WireRuleset};
+
+    #[derive(Default)]
+    struct FakeServer {
+        ruleset: Option<WireRuleset>,
+        down: bool,
+        registered: Vec<String>,
+        reports: Vec<AgentStatus>,
+    }
+
+    impl ControlPlane for FakeServer {
+        fn ruleset(&mut self, id: &str) -> Result<WireRuleset, AgentError> {
+            if self.down {
+                return Err(AgentError::Transport {
+                    action: "DescribeInstanceRuleset".into(),
+                    message: "connection refused".into(),
+                });
+            }
+            match &self.ruleset {
+                Some(r) => Ok(r.clone()),
+                None => Err(AgentError::Api {
+                    action: "DescribeInstanceRuleset".into(),
+                    code: "ResourceNotFound".into(),
+                    message: id.to_string(),
+                }),
+            }
+        }
+        fn register(&mut self, id: &str, _ips: &[String]) -> Result<(), AgentError> {
+            self.registered.push(id.into());
+            self.ruleset = Some(ruleset(1, &[]));
+            Ok(())
+        }
+        fn report(&mut self, s: &AgentStatus) -> Result<(), AgentError> {
+            self.reports.push(s.clone());
+            Ok(())
+        }
+    }
+
+    fn ruleset(revision: u64, members: &[&str]) -> WireRuleset {
+        WireRuleset {
+            instance_id: "ins-node0001".into(),
+            revision,
+            ingress: vec![WireRule {
+                security_group_id: "sg-a".into(),
+                policy_index: 0,
+                protocol: "TCP".into(),
+                port: Some("22".into()),
+                action: "ACCEPT".into(),
+                peer: Some(WirePeer {
+                    security_group_id: Some("sg-b".into()),
+                    address_template: None,
+                }),
+                cidr_blocks: members.iter().map(|s| s.to_string()).collect(),
+                ipv6_cidr_blocks: vec![],
+            }],
+            egress: vec![],
+        }
+    }
+
+    fn agent(server: FakeServer) -> Agent<FakeDataplane, FakeServer> {
+        Agent::new(
+            FakeDataplane::new(),
+            server,
+            AgentConfig {
+                instance_id: "ins-node0001".into(),
+                compile: CompileOptions {
+                    uplinks: vec!["eth0".into()],
+                },
+                private_ips: vec!["198.18.0.11".into()],
+                interval: Duration::from_millis(10),
+            },
+        )
+    }
+
+    #[test]
+    fn registers_then_applies_then_idles() {
+        let mut a = agent(FakeServer::default());
+        let ev = a.step();
+        assert_eq!(ev, vec![Event::Registered, Event::Replaced { revision: 1 }]);
+        assert_eq!(a.control().registered, vec!["ins-node0001".to_string()]);
+        assert!(a.step().is_empty());
+        assert_eq!(a.dataplane().log, vec!["apply".to_string()]);
+        assert_eq!(a.control().reports[0].applied_revision, Some(1));
+    }
+
+    #[test]
+    fn membership_change_is_an_element_update_and_rules_change_a_replace() {
+        let mut a = agent(FakeServer {
+            ruleset: Some(ruleset(2, &["198.18.0.1"])),
+            ..Default::default()
+        });
+        a.step();
+        a.control().ruleset = Some(ruleset(3, &["198.18.0.1", "198.18.0.9"]));
+        assert_eq!(a.step(), vec![Event::Updated { revision: 3 }]);
+        let set = &a.dataplane().table.as_ref().unwrap().sets[0];
+        assert_eq!(set.elements.len(), 2);
+        let mut r = ruleset(4, &["198.18.0.1"]);
+        r.ingress[0].port = Some("23".into());
+        a.control().ruleset = Some(r);
+        assert_eq!(a.step(), vec![Event::Replaced { revision: 4 }]);
+        assert_eq!(a.dataplane().log, vec!["apply", "deltas 1", "apply"]);
+    }
+
+    #[test]
+    fn deleted_or_edited_table_is_restored() {
+        let mut a = agent(FakeServer {
+            ruleset: Some(ruleset(2, &[])),
+            ..Default::default()
+        });
+        a.step();
+        a.dataplane().delete_table();
+        assert_eq!(a.step(), vec![Event::Restored { revision: 2 }]);
+        a.dataplane().tamper();
+        assert_eq!(a.step(), vec![Event::Restored { revision: 2 }]);
+        assert!(a.step().is_empty());
+    }
+
+    #[test]
+    fn server_down_is_fail_static() {
+        let mut a = agent(FakeServer {
+            ruleset: Some(ruleset(2, &[])),
+            ..Default::default()
+        });
+        a.step();
+        a.control().down = true;
+        let ev = a.step();
+        assert!(matches!(ev.as_slice(), [Event::ServerUnavailable(_)]));
+        assert!(a.dataplane().table.is_some(), "rules stay");
+        // And the kernel is still reconciled with the last good snapshot.
+        a.dataplane().delete_table();
+        let ev = a.step();
+        assert!(ev.contains(&Event::Restored { revision: 2 }));
+    }
+
+    #[test]
+    fn dataplane_failure_is_retried() {
+        let mut a = agent(FakeServer {
+            ruleset: Some(ruleset(2, &[])),
+            ..Default::default()
+        });
+        a.dataplane().fail_next = Some("boom".into());
+        assert!(matches!(a.step().as_slice(), [Event::DataplaneFailed(_)]));
+        assert_eq!(a.step(), vec![Event::Replaced { revision: 2 }]);
+    }
+
+    #[test]
+    fn bad_snapshot_keeps_the_old_rules() {
+        let mut a = agent(FakeServer {
+            ruleset: Some(ruleset(2, &[])),
+            ..Default::default()
+        });
+        a.step();
+        let mut bad = ruleset(3, &[]);
+        bad.ingress[0].protocol = "SCTP".into();
+        a.control().ruleset = Some(bad);
+        assert!(matches!(a.step().as_slice(), [Event::Rejected(_)]));
+        assert_eq!(a.applied_revision(), Some(2));
+    }
+}

@@ -1,0 +1,174 @@
+//! The agent's side of the `palisade` service (version `2026-11-01`,
+//! DESIGN.md section 4): TC3-signed `POST /` calls with Tencent's envelope.
+//! [`ControlPlane`] is the trait the sync loop uses, so it is tested with a
+//! fake; [`HttpControlPlane`] is the real client.
+
+use crate::error::AgentError;
+use crate::snapshot::WireRuleset;
+use crate::tc3;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// The service name in the credential scope.
+pub const SERVICE: &str = "palisade";
+/// The API version of the service.
+pub const VERSION: &str = "2026-11-01";
+
+/// What the agent reports after each change (see `docs/agent.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentStatus {
+    /// The instance.
+    pub instance_id: String,
+    /// The revision whose rules the kernel holds, if any.
+    pub applied_revision: Option<u64>,
+    /// The last error, empty when the last step succeeded.
+    pub error: String,
+    /// Per-rule counters: `{"Rule": "sg-1a2b3c4d ingress 3", "Packets": n, "Bytes": n}`.
+    pub counters: Vec<RuleCounter>,
+}
+
+/// One rule's counter in a report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RuleCounter {
+    /// The rule's comment.
+    pub rule: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// The calls the agent makes.
+pub trait ControlPlane {
+    /// The instance's resolved ruleset (`DescribeInstanceRuleset`).
+    fn ruleset(&mut self, instance_id: &str) -> Result<WireRuleset, AgentError>;
+    /// Creates the instance with these private IPs (`RegisterInstances`).
+    fn register(&mut self, instance_id: &str, private_ips: &[String]) -> Result<(), AgentError>;
+    /// Reports the applied revision, counters and errors (`ReportAgentStatus`).
+    fn report(&mut self, status: &AgentStatus) -> Result<(), AgentError>;
+}
+
+/// A TC3-signing HTTP(S) client of one server.
+pub struct HttpControlPlane {
+    endpoint: String,
+    host: String,
+    secret_id: String,
+    secret_key: String,
+    http: ureq::Agent,
+}
+
+impl HttpControlPlane {
+    /// A client of `endpoint` (`http://HOST:PORT` or `https://...`).
+    pub fn new(
+        endpoint: &str,
+        secret_id: &str,
+        secret_key: &str,
+        timeout: Duration,
+    ) -> Result<Self, AgentError> {
+        let endpoint = endpoint.trim_end_matches('/').to_string();
+        let rest = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"))
+            .ok_or_else(|| AgentError::Transport {
+                action: "--server".into(),
+                message: format!("{endpoint:?}: expected http://HOST:PORT or https://HOST:PORT"),
+            })?;
+        let host = rest.split('/').next().unwrap_or_default().to_string();
+        if host.is_empty() {
+            return Err(AgentError::Transport {
+                action: "--server".into(),
+                message: format!("{endpoint:?}: no host"),
+            });
+        }
+        Ok(Self {
+            endpoint,
+            host,
+            secret_id: secret_id.to_string(),
+            secret_key: secret_key.to_string(),
+            http: ureq::AgentBuilder::new().timeout(timeout).build(),
+        })
+    }
+
+    /// Calls `action` with `params`; returns the `Response` object.
+    pub fn call(&self, action: &str, params: &Value) -> Result<Value, AgentError> {
+        let body = params.to_string();
+        let ts = time::OffsetDateTime::now_utc().unix_timestamp();
+        let content_type = "application/json";
+        let auth = tc3::authorization(
+            &self.secret_id,
+            &self.secret_key,
+            SERVICE,
+            content_type,
+            &self.host,
+            body.as_bytes(),
+            ts,
+        );
+        let transport = |message: String| AgentError::Transport {
+            action: action.to_string(),
+            message,
+        };
+        let resp = self
+            .http
+            .post(&format!("{}/", self.endpoint))
+            .set("Content-Type", content_type)
+            .set("Host", &self.host)
+            .set("X-TC-Action", action)
+            .set("X-TC-Version", VERSION)
+            .set("X-TC-Timestamp", &ts.to_string())
+            .set("X-TC-Region", "ap-guangzhou")
+            .set("Authorization", &auth)
+            .send_string(&body)
+            .map_err(|e| transport(e.to_string()))?;
+        let text = resp
+            .into_string()
+            .map_err(|e| transport(format!("reading the answer: {e}")))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| transport(format!("the answer is not JSON: {e}")))?;
+        let response = v
+            .get("Response")
+            .cloned()
+            .ok_or_else(|| transport("the answer has no Response".into()))?;
+        if let Some(err) = response.get("Error") {
+            return Err(AgentError::Api {
+                action: action.to_string(),
+                code: err
+                    .get("Code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("InternalError")
+                    .to_string(),
+                message: err
+                    .get("Message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+        }
+        Ok(response)
+    }
+}
+
+impl ControlPlane for HttpControlPlane {
+    fn ruleset(&mut self, instance_id: &str) -> Result<WireRuleset, AgentError> {
+        let r = self.call(
+            "DescribeInstanceRuleset",
+            &json!({ "InstanceId": instance_id }),
+        )?;
+        let rs = r.get("Ruleset").cloned().unwrap_or(Value::Null);
+        serde_json::from_value(rs).map_err(|e| AgentError::BadRuleset(e.to_string()))
+    }
+
+    fn register(&mut self, instance_id: &str, private_ips: &[String]) -> Result<(), AgentError> {
+        self.call(
+            "RegisterInstances",
+            &json!({ "Instances": [{ "InstanceId": instance_id, "PrivateIpAddresses": private_ips }] }),
+        )
+        .map(|_| ())
+    }
+
+    fn report(&mut self, status: &AgentStatus) -> Result<(), AgentError> {
+        let params = serde_json::to_value(status).unwrap_or(Value::Null);
+        self.call("ReportAgentStatus", &params).map(|_| ())
+    }
+}

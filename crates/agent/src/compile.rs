@@ -1,0 +1,833 @@
+//! The pure compiler (DESIGN.md section 3): one instance's [`Snapshot`] in,
+//! the nft program for table `inet palisade` out. No I/O, so every line is
+//! tested without root; the [`crate::dataplane`] loads what this produces.
+//!
+//! The table has two base chains:
+//!
+//! - `ingress`, hooked at `prerouting` priority -150 (after conntrack at
+//!   -200, before DNAT at -100), for packets arriving on an uplink: it sees
+//!   `NodeIP:NodePort` before kube-proxy rewrites it;
+//! - `egress`, hooked at `postrouting` priority 150 (after SNAT at 100), for
+//!   packets leaving on an uplink, with the addresses they carry on the wire.
+//!
+//! Each chain runs the baseline (IPv6 ND / RS / RA accepted, `ct state
+//! invalid` dropped, related packets and replies of tracked connections
+//! accepted), then the fast path for established flows stamped by the
+//! current generation, then every rule in first-match order (a `counter` and
+//! `comment "sg-xxxx ingress 3"` on each), then a counted default drop.
+//!
+//! Revoked connections (DESIGN.md section 2): a rule that accepts a packet
+//! stamps the flow's conntrack mark with the direction's *generation* (the
+//! low 16 bits for ingress, the high 16 for egress). The generation is a
+//! hash of the direction's compiled rules and the contents of the sets they
+//! use, so it changes exactly when what the direction allows changes. An
+//! established packet in the original direction whose stamp equals the
+//! current generation is accepted at once (one conntrack lookup, one
+//! compare); one with another stamp falls through to the rules again and is
+//! either re-stamped (still allowed) or dropped (revoked). Replies are never
+//! re-checked, as in the cloud.
+//!
+//! Peers that are references (a group, an address template) become named
+//! interval sets, one per family (`sg_1a2b3c4d_v4`), so that membership
+//! changes are element updates; literal CIDRs are written inline. Protocols
+//! without ports are matched with `meta l4proto`, never `th dport` (which
+//! reads an ICMP checksum).
+
+use crate::snapshot::{Rule, ServiceMatch, Snapshot};
+use palisade_model::addr::u128_to_ip;
+use palisade_model::{Action, AddrRange, Direction, Family};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// The table's family and name.
+pub const TABLE: &str = "inet palisade";
+/// The ingress base chain's priority: after conntrack (-200), before DNAT (-100).
+pub const INGRESS_PRIORITY: i32 = -150;
+/// The egress base chain's priority: after SNAT (100).
+pub const EGRESS_PRIORITY: i32 = 150;
+/// Conntrack mark bits holding the ingress generation.
+pub const INGRESS_MARK_MASK: u32 = 0x0000_ffff;
+/// Conntrack mark bits holding the egress generation.
+pub const EGRESS_MARK_MASK: u32 = 0xffff_0000;
+
+/// What the compiler needs besides the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// The node's uplink interface names (at least one).
+    pub uplinks: Vec<String>,
+}
+
+/// Why a snapshot cannot be compiled.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    /// No uplink interface was given.
+    #[error("at least one uplink interface is needed (--uplink)")]
+    NoUplink,
+    /// An interface name nft would not take or that could break the script.
+    #[error(
+        "--uplink {0:?}: an interface name is 1-15 characters of letters, digits, and . _ - @ :"
+    )]
+    BadUplink(String),
+}
+
+/// A named interval set of one family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedSet {
+    /// The set's name in the table.
+    pub name: String,
+    /// Its address family.
+    pub family: Family,
+    /// Sorted, disjoint, non-adjacent ranges.
+    pub elements: Vec<AddrRange>,
+}
+
+/// One base chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// `ingress` or `egress`.
+    pub name: &'static str,
+    /// `prerouting` or `postrouting`.
+    pub hook: &'static str,
+    /// The hook priority.
+    pub priority: i32,
+    /// The rules, each a line of nft syntax.
+    pub rules: Vec<String>,
+}
+
+/// The compiled program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled {
+    /// The named sets, sorted by name.
+    pub sets: Vec<NamedSet>,
+    /// `ingress`, then `egress`.
+    pub chains: Vec<Chain>,
+    /// The ingress generation stamped into conntrack marks (never 0).
+    pub ingress_generation: u16,
+    /// The egress generation (never 0).
+    pub egress_generation: u16,
+    /// The rules with generations left out: two compilations with equal
+    /// `shape` differ only in set elements.
+    pub shape: String,
+}
+
+/// Adds or removes elements of one named set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetDelta {
+    /// The set.
+    pub name: String,
+    /// Elements to add.
+    pub add: Vec<AddrRange>,
+    /// Elements to remove.
+    pub delete: Vec<AddrRange>,
+}
+
+/// Compiles one instance's snapshot.
+pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, CompileError> {
+    if opts.uplinks.is_empty() {
+        return Err(CompileError::NoUplink);
+    }
+    for u in &opts.uplinks {
+        let ok = !u.is_empty()
+            && u.len() <= 15
+            && u.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-@:".contains(&b));
+        if !ok {
+            return Err(CompileError::BadUplink(u.clone()));
+        }
+    }
+    let mut sets: BTreeMap<String, NamedSet> = BTreeMap::new();
+    let mut chains = Vec::new();
+    let mut gens = [0u16; 2];
+    let mut shape = String::new();
+    for (slot, direction) in [Direction::Ingress, Direction::Egress]
+        .into_iter()
+        .enumerate()
+    {
+        let mut matchers = Vec::new();
+        let mut used_sets = Vec::new();
+        for rule in snapshot.rules(direction) {
+            for (m, set) in rule_matchers(rule, direction, &mut sets) {
+                if let Some(s) = set {
+                    used_sets.push(s);
+                }
+                matchers.push((m, rule.action, comment(rule, direction)));
+            }
+        }
+        // The generation: what this direction allows, hashed.
+        let mut h = Sha256::new();
+        for (m, action, c) in &matchers {
+            h.update(format!("{m}|{action}|{c}\n").as_bytes());
+            let _ = writeln!(shape, "{direction} {m} {action} {c}");
+        }
+        used_sets.sort();
+        used_sets.dedup();
+        for name in &used_sets {
+            if let Some(s) = sets.get(name) {
+                h.update(name.as_bytes());
+                for e in &s.elements {
+                    h.update(format!(" {}", element(*e)).as_bytes());
+                }
+                h.update(b"\n");
+            }
+        }
+        let digest = h.finalize();
+        let gen = u16::from_be_bytes([digest[0], digest[1]]).max(1);
+        gens[slot] = gen;
+        chains.push(build_chain(direction, &opts.uplinks, gen, &matchers));
+    }
+    Ok(Compiled {
+        sets: sets.into_values().collect(),
+        chains,
+        ingress_generation: gens[0],
+        egress_generation: gens[1],
+        shape,
+    })
+}
+
+impl Compiled {
+    /// The whole table as one `nft -f` transaction that replaces whatever
+    /// table `inet palisade` holds (`add` + `delete` + definition, so it
+    /// works whether or not the table exists). Packets see the old table or
+    /// the new one, never a mix.
+    pub fn script(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# Palisade: generated by palisade-agent (DESIGN.md section 3); edits are reverted."
+        );
+        let _ = writeln!(out, "add table {TABLE}");
+        let _ = writeln!(out, "delete table {TABLE}");
+        let _ = writeln!(out, "table {TABLE} {{");
+        let _ = writeln!(
+            out,
+            "\tcomment \"managed by palisade-agent; generations ingress {:#06x} egress {:#06x}\"",
+            self.ingress_generation, self.egress_generation
+        );
+        for s in &self.sets {
+            let _ = writeln!(out, "\tset {} {{", s.name);
+            let _ = writeln!(out, "\t\ttype {}", set_type(s.family));
+            let _ = writeln!(out, "\t\tflags interval");
+            if !s.elements.is_empty() {
+                let list: Vec<String> = s.elements.iter().map(|e| element(*e)).collect();
+                let _ = writeln!(out, "\t\telements = {{ {} }}", list.join(", "));
+            }
+            let _ = writeln!(out, "\t}}");
+        }
+        for c in &self.chains {
+            let _ = writeln!(out, "\tchain {} {{", c.name);
+            let _ = writeln!(
+                out,
+                "\t\ttype filter hook {} priority {}; policy accept;",
+                c.hook, c.priority
+            );
+            for r in &c.rules {
+                let _ = writeln!(out, "\t\t{r}");
+            }
+            let _ = writeln!(out, "\t}}");
+        }
+        let _ = writeln!(out, "}}");
+        out
+    }
+
+    /// The number of set elements the table holds.
+    pub fn element_count(&self) -> usize {
+        self.sets.iter().map(|s| s.elements.len()).sum()
+    }
+
+    /// When `self` differs from `old` only in set elements: the element
+    /// changes, one entry per changed set.
+    pub fn set_deltas(&self, old: &Compiled) -> Option<Vec<SetDelta>> {
+        if self.shape != old.shape
+            || self.sets.len() != old.sets.len()
+            || self
+                .sets
+                .iter()
+                .zip(&old.sets)
+                .any(|(a, b)| a.name != b.name || a.family != b.family)
+        {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (new, old) in self.sets.iter().zip(&old.sets) {
+            let add: Vec<AddrRange> = new
+                .elements
+                .iter()
+                .filter(|e| !old.elements.contains(e))
+                .copied()
+                .collect();
+            let delete: Vec<AddrRange> = old
+                .elements
+                .iter()
+                .filter(|e| !new.elements.contains(e))
+                .copied()
+                .collect();
+            if !add.is_empty() || !delete.is_empty() {
+                out.push(SetDelta {
+                    name: new.name.clone(),
+                    add,
+                    delete,
+                });
+            }
+        }
+        Some(out)
+    }
+
+    /// One `nft -f` transaction applying `deltas` and rewriting both chains
+    /// with the new generations: membership and the stamp change together.
+    /// Deletes come first so a range that grew (`a` -> `a-b`) never overlaps.
+    pub fn delta_script(&self, deltas: &[SetDelta]) -> String {
+        let mut out = String::new();
+        for d in deltas {
+            if !d.delete.is_empty() {
+                let list: Vec<String> = d.delete.iter().map(|e| element(*e)).collect();
+                let _ = writeln!(
+                    out,
+                    "delete element {TABLE} {} {{ {} }}",
+                    d.name,
+                    list.join(", ")
+                );
+            }
+        }
+        for d in deltas {
+            if !d.add.is_empty() {
+                let list: Vec<String> = d.add.iter().map(|e| element(*e)).collect();
+                let _ = writeln!(
+                    out,
+                    "add element {TABLE} {} {{ {} }}",
+                    d.name,
+                    list.join(", ")
+                );
+            }
+        }
+        for c in &self.chains {
+            let _ = writeln!(out, "flush chain {TABLE} {}", c.name);
+            for r in &c.rules {
+                let _ = writeln!(out, "add rule {TABLE} {} {r}", c.name);
+            }
+        }
+        out
+    }
+}
+
+/// A rule's counter key and comment: `sg-1a2b3c4d ingress 3`.
+pub fn comment(rule: &Rule, direction: Direction) -> String {
+    format!(
+        "{} {} {}",
+        sanitize_comment(&rule.group),
+        direction.as_str(),
+        rule.index
+    )
+}
+
+/// The comment of a baseline rule, e.g. `palisade ingress default drop`.
+pub fn baseline_comment(direction: Direction, what: &str) -> String {
+    format!("palisade {} {what}", direction.as_str())
+}
+
+/// An address range as an nft set element or value: `198.51.100.7`,
+/// `198.51.100.0/24` or `198.51.100.7-198.51.100.9`.
+pub fn element(r: AddrRange) -> String {
+    palisade_policy::codec::format_addr_range(r)
+}
+
+fn set_type(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "ipv4_addr",
+        Family::V6 => "ipv6_addr",
+    }
+}
+
+fn sanitize_comment(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.:".contains(*c))
+        .take(64)
+        .collect()
+}
+
+fn set_name(peer_ref: &str, family: Family) -> Option<String> {
+    let base: String = peer_ref
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if !base.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    let fam = match family {
+        Family::V4 => "v4",
+        Family::V6 => "v6",
+    };
+    Some(format!("{base}_{fam}"))
+}
+
+/// The nft match expressions of a rule (one per family and service), each
+/// with the named set it uses, if any.
+fn rule_matchers(
+    rule: &Rule,
+    direction: Direction,
+    sets: &mut BTreeMap<String, NamedSet>,
+) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        let peers: Vec<AddrRange> = rule
+            .peers
+            .iter()
+            .filter(|r| r.family() == family)
+            .copied()
+            .collect();
+        let (prefix, field) = match (family, direction) {
+            (Family::V4, Direction::Ingress) => ("ip", "saddr"),
+            (Family::V4, Direction::Egress) => ("ip", "daddr"),
+            (Family::V6, Direction::Ingress) => ("ip6", "saddr"),
+            (Family::V6, Direction::Egress) => ("ip6", "daddr"),
+        };
+        let named = rule.peer_ref.as_deref().and_then(|r| set_name(r, family));
+        let (peer_match, set) = match named {
+            // A reference: always a named set, even when empty today, so a
+            // member joining later is one element add.
+            Some(name) => {
+                sets.entry(name.clone()).or_insert_with(|| NamedSet {
+                    name: name.clone(),
+                    family,
+                    elements: peers.clone(),
+                });
+                (format!("{prefix} {field} @{name}"), Some(name))
+            }
+            None if peers.is_empty() => continue,
+            None if peers == [AddrRange::everything(family)] => (
+                match family {
+                    Family::V4 => "meta nfproto ipv4".to_string(),
+                    Family::V6 => "meta nfproto ipv6".to_string(),
+                },
+                None,
+            ),
+            None => {
+                let list: Vec<String> = peers.iter().map(|e| element(*e)).collect();
+                let value = if list.len() == 1 {
+                    list.join("")
+                } else {
+                    format!("{{ {} }}", list.join(", "))
+                };
+                (format!("{prefix} {field} {value}"), None)
+            }
+        };
+        for service in &rule.services {
+            let Some(l4) = service_match(service) else {
+                continue;
+            };
+            let m = if l4.is_empty() {
+                peer_match.clone()
+            } else {
+                format!("{peer_match} {l4}")
+            };
+            out.push((m, set.clone()));
+        }
+    }
+    out
+}
+
+/// The transport part of a match; `None` when the service matches nothing
+/// (TCP or UDP with no port); empty when it matches every protocol.
+fn service_match(s: &ServiceMatch) -> Option<String> {
+    let Some(proto) = s.protocol else {
+        return Some(String::new());
+    };
+    let name = match proto {
+        6 => "tcp",
+        17 => "udp",
+        1 => "icmp",
+        58 => "ipv6-icmp",
+        47 => "gre",
+        _ => "",
+    };
+    let l4 = if name.is_empty() {
+        format!("meta l4proto {proto}")
+    } else {
+        format!("meta l4proto {name}")
+    };
+    if proto != 6 && proto != 17 {
+        return Some(l4);
+    }
+    let ports = palisade_model::proto::merge_ranges(&s.ports);
+    if ports.is_empty() {
+        return None;
+    }
+    if ports.len() == 1 && ports[0].lo() == 0 && ports[0].hi() == u16::MAX {
+        return Some(l4);
+    }
+    let list: Vec<String> = ports
+        .iter()
+        .map(|r| {
+            if r.lo() == r.hi() {
+                r.lo().to_string()
+            } else {
+                format!("{}-{}", r.lo(), r.hi())
+            }
+        })
+        .collect();
+    let value = if list.len() == 1 {
+        list.join("")
+    } else {
+        format!("{{ {} }}", list.join(", "))
+    };
+    Some(format!("{name} dport {value}"))
+}
+
+fn build_chain(
+    direction: Direction,
+    uplinks: &[String],
+    gen: u16,
+    matchers: &[(String, Action, String)],
+) -> Chain {
+    let (name, hook, priority, ifname, keep, stamp) = match direction {
+        Direction::Ingress => (
+            "ingress",
+            "prerouting",
+            INGRESS_PRIORITY,
+            "iifname",
+            EGRESS_MARK_MASK,
+            u32::from(gen),
+        ),
+        Direction::Egress => (
+            "egress",
+            "postrouting",
+            EGRESS_PRIORITY,
+            "oifname",
+            INGRESS_MARK_MASK,
+            u32::from(gen) << 16,
+        ),
+    };
+    let mask = !keep;
+    let bc = |what: &str| baseline_comment(direction, what);
+    let ifaces: Vec<String> = uplinks.iter().map(|u| format!("\"{u}\"")).collect();
+    let mut rules = vec![
+        format!("{ifname} != {{ {} }} return", ifaces.join(", ")),
+        format!(
+            "icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert }} counter accept comment \"{}\"",
+            bc("nd")
+        ),
+        format!("ct state invalid counter drop comment \"{}\"", bc("invalid")),
+        format!("ct state related counter accept comment \"{}\"", bc("related")),
+        format!(
+            "ct direction reply ct state established counter accept comment \"{}\"",
+            bc("reply")
+        ),
+        format!(
+            "ct direction original ct state established ct mark and {mask:#010x} == {stamp:#010x} counter accept comment \"{}\"",
+            bc("current")
+        ),
+    ];
+    for (m, action, c) in matchers {
+        let verdict = match action {
+            Action::Accept => {
+                format!("ct mark set ct mark and {keep:#010x} or {stamp:#010x} accept")
+            }
+            Action::Drop => "drop".to_string(),
+        };
+        rules.push(format!("{m} counter {verdict} comment \"{c}\""));
+    }
+    rules.push(format!("counter drop comment \"{}\"", bc("default drop")));
+    Chain {
+        name,
+        hook,
+        priority,
+        rules,
+    }
+}
+
+/// The IP of a range's first address (for tests and messages).
+pub fn first_ip(r: AddrRange) -> std::net::IpAddr {
+    u128_to_ip(r.family(), r.lo())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_model::PortRange;
+    use palisade_policy::codec::parse_addr_range;
+
+    fn rule(
+        group: &str,
+        index: usize,
+        action: Action,
+        proto: Option<u8>,
+        ports: &[(u16, u16)],
+        peers: &[&str],
+    ) -> Rule {
+        Rule {
+            group: group.into(),
+            index,
+            action,
+            services: vec![ServiceMatch {
+                protocol: proto,
+                ports: if ports.is_empty() {
+                    ServiceMatch::all_ports(proto).ports
+                } else {
+                    ports
+                        .iter()
+                        .map(|(a, b)| PortRange::new(*a, *b).unwrap())
+                        .collect()
+                },
+            }],
+            peers: peers
+                .iter()
+                .map(|p| parse_addr_range("t", p).unwrap())
+                .collect(),
+            peer_ref: None,
+        }
+    }
+
+    fn opts() -> CompileOptions {
+        CompileOptions {
+            uplinks: vec!["eth0".into()],
+        }
+    }
+
+    fn seed_node() -> Snapshot {
+        Snapshot {
+            instance_id: "ins-node0001".into(),
+            revision: 3,
+            ingress: vec![
+                rule(
+                    "sg-node0001",
+                    0,
+                    Action::Accept,
+                    None,
+                    &[],
+                    &["198.19.0.0/16"],
+                ),
+                rule(
+                    "sg-node0001",
+                    1,
+                    Action::Accept,
+                    None,
+                    &[],
+                    &["198.18.0.0/16"],
+                ),
+                rule(
+                    "sg-node0001",
+                    2,
+                    Action::Accept,
+                    Some(6),
+                    &[(30000, 32768)],
+                    &["0.0.0.0/0"],
+                ),
+                rule(
+                    "sg-node0001",
+                    3,
+                    Action::Accept,
+                    Some(17),
+                    &[(30000, 32768)],
+                    &["0.0.0.0/0"],
+                ),
+                rule(
+                    "sg-node0001",
+                    4,
+                    Action::Accept,
+                    Some(1),
+                    &[],
+                    &["0.0.0.0/0"],
+                ),
+            ],
+            egress: vec![rule(
+                "sg-node0001",
+                0,
+                Action::Accept,
+                None,
+                &[],
+                &["0.0.0.0/0"],
+            )],
+        }
+    }
+
+    #[test]
+    fn seed_node_group_compiles_to_the_expected_rules() {
+        let c = compile(&seed_node(), &opts()).unwrap();
+        let ingress = &c.chains[0];
+        assert_eq!(ingress.hook, "prerouting");
+        assert_eq!(ingress.priority, -150);
+        assert_eq!(ingress.rules[0], "iifname != { \"eth0\" } return");
+        let g = c.ingress_generation;
+        let body: Vec<&str> = ingress.rules[6..].iter().map(String::as_str).collect();
+        let acc = format!("ct mark set ct mark and 0xffff0000 or {:#010x} accept", g);
+        assert_eq!(
+            body,
+            vec![
+                format!("ip saddr 198.19.0.0/16 counter {acc} comment \"sg-node0001 ingress 0\""),
+                format!("ip saddr 198.18.0.0/16 counter {acc} comment \"sg-node0001 ingress 1\""),
+                format!("meta nfproto ipv4 tcp dport 30000-32768 counter {acc} comment \"sg-node0001 ingress 2\""),
+                format!("meta nfproto ipv4 udp dport 30000-32768 counter {acc} comment \"sg-node0001 ingress 3\""),
+                format!("meta nfproto ipv4 meta l4proto icmp counter {acc} comment \"sg-node0001 ingress 4\""),
+                "counter drop comment \"palisade ingress default drop\"".to_string(),
+            ]
+        );
+        let egress = &c.chains[1];
+        assert_eq!((egress.hook, egress.priority), ("postrouting", 150));
+        assert!(egress.rules[0].starts_with("oifname != "));
+        assert!(egress.rules[6].contains(&format!(
+            "or {:#010x} accept",
+            u32::from(c.egress_generation) << 16
+        )));
+        assert!(c.script().contains(
+            "add table inet palisade\ndelete table inet palisade\ntable inet palisade {"
+        ));
+    }
+
+    #[test]
+    fn baseline_comes_first_in_order() {
+        let c = compile(&Snapshot::default(), &opts()).unwrap();
+        let r = &c.chains[0].rules;
+        assert!(r[1].starts_with("icmpv6 type { nd-neighbor-solicit"));
+        assert!(r[2].starts_with("ct state invalid counter drop"));
+        assert!(r[3].starts_with("ct state related"));
+        assert!(r[4].starts_with("ct direction reply ct state established"));
+        assert!(r[5].contains("ct mark and 0x0000ffff =="));
+        assert_eq!(r.len(), 7, "no rules: baseline then default drop");
+    }
+
+    #[test]
+    fn protocols_without_ports_never_use_th_dport() {
+        let s = Snapshot {
+            ingress: vec![
+                rule("sg-a", 0, Action::Drop, Some(1), &[], &["192.0.2.0/24"]),
+                rule("sg-a", 1, Action::Accept, Some(58), &[], &["2001:db8::/32"]),
+                rule(
+                    "sg-a",
+                    2,
+                    Action::Accept,
+                    Some(47),
+                    &[],
+                    &["192.0.2.1", "2001:db8::1"],
+                ),
+                rule(
+                    "sg-a",
+                    3,
+                    Action::Accept,
+                    Some(6),
+                    &[(22, 22), (80, 80), (8000, 8100)],
+                    &["192.0.2.1"],
+                ),
+            ],
+            ..Default::default()
+        };
+        let c = compile(&s, &opts()).unwrap();
+        let text = c.script();
+        assert!(!text.contains("th dport"));
+        assert!(text.contains(
+            "ip saddr 192.0.2.0/24 meta l4proto icmp counter drop comment \"sg-a ingress 0\""
+        ));
+        assert!(text.contains("ip6 saddr 2001:db8::/32 meta l4proto ipv6-icmp counter"));
+        assert!(text.contains("ip saddr 192.0.2.1 meta l4proto gre counter"));
+        assert!(text.contains("ip6 saddr 2001:db8::1 meta l4proto gre counter"));
+        assert!(text.contains("ip saddr 192.0.2.1 tcp dport { 22, 80, 8000-8100 } counter"));
+    }
+
+    #[test]
+    fn references_become_named_sets_and_deltas() {
+        let mut r = rule(
+            "sg-a",
+            0,
+            Action::Accept,
+            None,
+            &[],
+            &["198.18.0.1", "198.18.0.5"],
+        );
+        r.peer_ref = Some("sg-b".into());
+        let s1 = Snapshot {
+            ingress: vec![r.clone()],
+            egress: vec![r.clone()],
+            ..Default::default()
+        };
+        let c1 = compile(&s1, &opts()).unwrap();
+        assert_eq!(c1.sets.len(), 2);
+        assert_eq!(c1.sets[0].name, "sg_b_v4");
+        assert_eq!(c1.sets[1].name, "sg_b_v6");
+        assert!(c1.sets[1].elements.is_empty());
+        let text = c1.script();
+        assert!(text.contains("ip saddr @sg_b_v4"));
+        assert!(text.contains("ip6 saddr @sg_b_v6"));
+        assert!(text.contains("ip daddr @sg_b_v4"));
+        assert!(text.contains("elements = { 198.18.0.1, 198.18.0.5 }"));
+
+        r.peers = vec![
+            parse_addr_range("t", "198.18.0.1").unwrap(),
+            parse_addr_range("t", "2001:db8::7").unwrap(),
+        ];
+        let s2 = Snapshot {
+            ingress: vec![r.clone()],
+            egress: vec![r],
+            ..Default::default()
+        };
+        let c2 = compile(&s2, &opts()).unwrap();
+        assert_ne!(
+            c1.ingress_generation, c2.ingress_generation,
+            "membership change is a new generation"
+        );
+        let d = c2.set_deltas(&c1).unwrap();
+        assert_eq!(d.len(), 2);
+        let script = c2.delta_script(&d);
+        assert!(script.starts_with("delete element inet palisade sg_b_v4 { 198.18.0.5 }\nadd element inet palisade sg_b_v6 { 2001:db8::7 }\nflush chain inet palisade ingress\n"));
+        // A different rule list is no delta.
+        assert!(compile(&seed_node(), &opts())
+            .unwrap()
+            .set_deltas(&c1)
+            .is_none());
+    }
+
+    #[test]
+    fn same_rules_same_generation() {
+        let a = compile(&seed_node(), &opts()).unwrap();
+        let b = compile(&seed_node(), &opts()).unwrap();
+        assert_eq!(a, b);
+        let mut changed = seed_node();
+        changed.ingress.remove(0);
+        let c = compile(&changed, &opts()).unwrap();
+        assert_ne!(a.ingress_generation, c.ingress_generation);
+        assert_eq!(
+            a.egress_generation, c.egress_generation,
+            "egress unchanged keeps its stamp"
+        );
+    }
+
+    #[test]
+    fn bad_uplinks_are_refused() {
+        for bad in ["", "eth0\" accept", "a very long interface name", "eth 0"] {
+            let o = CompileOptions {
+                uplinks: vec![bad.into()],
+            };
+            assert!(compile(&Snapshot::default(), &o).is_err(), "{bad}");
+        }
+        let o = CompileOptions { uplinks: vec![] };
+        assert_eq!(
+            compile(&Snapshot::default(), &o),
+            Err(CompileError::NoUplink)
+        );
+    }
+
+    #[test]
+    fn empty_port_list_and_empty_peers_compile_to_no_rule() {
+        let s = Snapshot {
+            ingress: vec![
+                Rule {
+                    services: vec![ServiceMatch {
+                        protocol: Some(6),
+                        ports: vec![],
+                    }],
+                    ..rule("sg-a", 0, Action::Accept, Some(6), &[], &["192.0.2.1"])
+                },
+                rule("sg-a", 1, Action::Accept, None, &[], &[]),
+            ],
+            ..Default::default()
+        };
+        let c = compile(&s, &opts()).unwrap();
+        assert_eq!(c.chains[0].rules.len(), 7);
+    }
+}

@@ -1,0 +1,140 @@
+//! The `Dataplane` trait: everything that needs root sits behind it
+//! (DESIGN.md section 1, the kube-proxy / knftables split of STYLE.md). The
+//! sync and reconcile logic of [`crate::agent`] is written against the
+//! trait and tested with [`FakeDataplane`]; [`crate::nft::NftDataplane`] is
+//! the real one.
+
+use crate::compile::{Compiled, SetDelta};
+use crate::error::AgentError;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// A rule counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Counter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// What the kernel holds now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveTable {
+    /// A hash of the table's definition with counters and handles left out:
+    /// it changes when anyone edits the table.
+    pub fingerprint: String,
+    /// Counters summed per rule comment (`sg-1a2b3c4d ingress 3`,
+    /// `palisade ingress default drop`, ...).
+    pub counters: BTreeMap<String, Counter>,
+}
+
+/// Loads compiled rulesets into a packet filter and reads them back.
+pub trait Dataplane {
+    /// Replaces the whole table with `compiled`, atomically for the rules:
+    /// packets see the old rule list or the new one.
+    fn apply(&mut self, compiled: &Compiled) -> Result<(), AgentError>;
+
+    /// Applies element changes of named sets and rewrites the chains with
+    /// `compiled`'s generations, in one transaction. `compiled` must differ
+    /// from what is loaded only in set elements (see
+    /// [`Compiled::set_deltas`]).
+    fn apply_deltas(&mut self, compiled: &Compiled, deltas: &[SetDelta]) -> Result<(), AgentError>;
+
+    /// Reads the table, or `None` when there is none.
+    fn read(&mut self) -> Result<Option<LiveTable>, AgentError>;
+}
+
+/// An in-memory dataplane for tests: it holds the last program, lets a test
+/// delete or edit it "by hand", and records what was done.
+#[derive(Debug, Default)]
+pub struct FakeDataplane {
+    /// The loaded program (sets updated by deltas), if any.
+    pub table: Option<Compiled>,
+    /// Set when the table was edited behind the agent's back.
+    pub tampered: bool,
+    /// Counters to report.
+    pub counters: BTreeMap<String, Counter>,
+    /// One entry per operation: `apply`, `deltas N`.
+    pub log: Vec<String>,
+    /// When set, the next operation fails with this message.
+    pub fail_next: Option<String>,
+}
+
+impl FakeDataplane {
+    /// An empty kernel.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Simulates `nft delete table inet palisade`.
+    pub fn delete_table(&mut self) {
+        self.table = None;
+    }
+
+    /// Simulates someone adding a rule by hand.
+    pub fn tamper(&mut self) {
+        self.tampered = true;
+    }
+
+    fn check_failure(&mut self) -> Result<(), AgentError> {
+        match self.fail_next.take() {
+            Some(msg) => Err(AgentError::Nft {
+                command: "fake".into(),
+                stderr: msg,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Dataplane for FakeDataplane {
+    fn apply(&mut self, compiled: &Compiled) -> Result<(), AgentError> {
+        self.check_failure()?;
+        self.table = Some(compiled.clone());
+        self.tampered = false;
+        self.log.push("apply".into());
+        Ok(())
+    }
+
+    fn apply_deltas(&mut self, compiled: &Compiled, deltas: &[SetDelta]) -> Result<(), AgentError> {
+        self.check_failure()?;
+        let Some(table) = self.table.as_mut() else {
+            return Err(AgentError::Nft {
+                command: "fake".into(),
+                stderr: "No such file or directory: table inet palisade".into(),
+            });
+        };
+        for d in deltas {
+            let Some(set) = table.sets.iter_mut().find(|s| s.name == d.name) else {
+                return Err(AgentError::Nft {
+                    command: "fake".into(),
+                    stderr: format!("no set {}", d.name),
+                });
+            };
+            set.elements.retain(|e| !d.delete.contains(e));
+            set.elements.extend(d.add.iter().copied());
+            set.elements.sort();
+        }
+        table.chains = compiled.chains.clone();
+        table.ingress_generation = compiled.ingress_generation;
+        table.egress_generation = compiled.egress_generation;
+        self.log.push(format!("deltas {}", deltas.len()));
+        Ok(())
+    }
+
+    fn read(&mut self) -> Result<Option<LiveTable>, AgentError> {
+        self.check_failure()?;
+        Ok(self.table.as_ref().map(|t| {
+            let mut h = Sha256::new();
+            h.update(t.script().as_bytes());
+            if self.tampered {
+                h.update(b"tampered");
+            }
+            LiveTable {
+                fingerprint: hex::encode(h.finalize()),
+                counters: self.counters.clone(),
+            }
+        }))
+    }
+}

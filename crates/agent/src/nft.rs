@@ -1,0 +1,330 @@
+//! The real [`Dataplane`]: `nft -f -` for programs (text in) and
+//! `nft -j list table inet palisade` for reading (JSON out), as kube-proxy's
+//! nftables backend does. With a network namespace name, every command runs
+//! through `ip netns exec NAME` (no `setns`, so no unsafe code).
+//!
+//! Atomicity and size: a program of up to [`NftDataplane::chunk`] set
+//! elements is one transaction (`add table` / `delete table` / definition).
+//! A larger one is staged so that no single netlink batch grows without
+//! bound (the kernel answers ENOBUFS to huge ones) while the rule switch
+//! stays atomic: the sets are created under alternate names (suffix `_s`)
+//! and filled in chunks while the old chains keep filtering, then one last
+//! transaction replaces both chains, pointing them at the new sets, and
+//! deletes the old sets.
+
+use crate::compile::{Compiled, SetDelta, TABLE};
+use crate::dataplane::{Counter, Dataplane, LiveTable};
+use crate::error::AgentError;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+/// The default largest number of set elements sent in one transaction.
+pub const DEFAULT_CHUNK: usize = 20_000;
+
+/// Drives nftables through the `nft` command.
+#[derive(Debug, Clone)]
+pub struct NftDataplane {
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
+    /// Largest number of set elements per transaction.
+    pub chunk: usize,
+}
+
+impl NftDataplane {
+    /// A dataplane for the current namespace, or for `netns`.
+    pub fn new(netns: Option<String>) -> Self {
+        Self {
+            netns,
+            chunk: DEFAULT_CHUNK,
+        }
+    }
+
+    /// Runs `nft ARGS`, with `stdin` piped in when given; returns stdout.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, AgentError> {
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.as_str(), "nft"]);
+                c
+            }
+            None => Command::new("nft"),
+        };
+        cmd.args(args);
+        let command = format!(
+            "{}nft {}",
+            self.netns
+                .as_ref()
+                .map(|n| format!("ip netns exec {n} "))
+                .unwrap_or_default(),
+            args.join(" ")
+        );
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|source| AgentError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes())
+                .map_err(|source| AgentError::Spawn {
+                    command: command.clone(),
+                    source,
+                })?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|source| AgentError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(AgentError::Nft {
+                command,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Loads one program (one transaction).
+    pub fn load(&self, script: &str) -> Result<(), AgentError> {
+        self.run(&["-f", "-"], Some(script)).map(|_| ())
+    }
+
+    /// The table's JSON listing, or `None` when there is no table.
+    pub fn list_json(&self) -> Result<Option<Value>, AgentError> {
+        match self.run(&["-j", "list", "table", "inet", "palisade"], None) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| AgentError::NftJson(e.to_string())),
+            Err(AgentError::Nft { stderr, .. }) if stderr.contains("No such file or directory") => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn apply_staged(&self, compiled: &Compiled) -> Result<(), AgentError> {
+        let live = self.list_json()?;
+        let (live_sets, live_chains) = live.as_ref().map(names).unwrap_or_default();
+        let suffix = if live_sets.iter().any(|s| s.ends_with("_s")) {
+            ""
+        } else {
+            "_s"
+        };
+        let mut staged = compiled.clone();
+        for set in &mut staged.sets {
+            let new = format!("{}{suffix}", set.name);
+            for chain in &mut staged.chains {
+                for r in &mut chain.rules {
+                    *r = r.replace(&format!("@{} ", set.name), &format!("@{new} "));
+                }
+            }
+            set.name = new;
+        }
+        // 1. The new sets, empty, next to the live chains.
+        let mut prep = format!("add table {TABLE}\n");
+        for s in &staged.sets {
+            let ty = match s.family {
+                palisade_model::Family::V4 => "ipv4_addr",
+                palisade_model::Family::V6 => "ipv6_addr",
+            };
+            let _ = writeln!(
+                prep,
+                "add set {TABLE} {} {{ type {ty}; flags interval; }}\nflush set {TABLE} {}",
+                s.name, s.name
+            );
+        }
+        self.load(&prep)?;
+        // 2. Their elements, a chunk per transaction.
+        for s in &staged.sets {
+            for part in s.elements.chunks(self.chunk.max(1)) {
+                let list: Vec<String> = part.iter().map(|e| crate::compile::element(*e)).collect();
+                self.load(&format!(
+                    "add element {TABLE} {} {{ {} }}\n",
+                    s.name,
+                    list.join(", ")
+                ))?;
+            }
+        }
+        // 3. One transaction: the chains switch to the new sets; old sets go.
+        let mut fin = String::new();
+        for c in &live_chains {
+            let _ = writeln!(fin, "flush chain {TABLE} {c}\ndelete chain {TABLE} {c}");
+        }
+        for s in &live_sets {
+            if !staged.sets.iter().any(|n| &n.name == s) {
+                let _ = writeln!(fin, "delete set {TABLE} {s}");
+            }
+        }
+        let _ = writeln!(fin, "table {TABLE} {{");
+        for c in &staged.chains {
+            let _ = writeln!(
+                fin,
+                "\tchain {} {{\n\t\ttype filter hook {} priority {}; policy accept;",
+                c.name, c.hook, c.priority
+            );
+            for r in &c.rules {
+                let _ = writeln!(fin, "\t\t{r}");
+            }
+            let _ = writeln!(fin, "\t}}");
+        }
+        let _ = writeln!(fin, "}}");
+        self.load(&fin)
+    }
+}
+
+impl Dataplane for NftDataplane {
+    fn apply(&mut self, compiled: &Compiled) -> Result<(), AgentError> {
+        if compiled.element_count() <= self.chunk {
+            return self.load(&compiled.script());
+        }
+        match self.apply_staged(compiled) {
+            Ok(()) => Ok(()),
+            // A table someone broke by hand (a chain we cannot delete, say):
+            // drop it and stage from nothing.
+            Err(_) => {
+                self.load(&format!("add table {TABLE}\ndelete table {TABLE}\n"))?;
+                self.apply_staged(compiled)
+            }
+        }
+    }
+
+    fn apply_deltas(&mut self, compiled: &Compiled, deltas: &[SetDelta]) -> Result<(), AgentError> {
+        let changes: usize = deltas.iter().map(|d| d.add.len() + d.delete.len()).sum();
+        if changes > self.chunk {
+            return self.apply(compiled);
+        }
+        self.load(&compiled.delta_script(deltas))
+    }
+
+    fn read(&mut self) -> Result<Option<LiveTable>, AgentError> {
+        let Some(json) = self.list_json()? else {
+            return Ok(None);
+        };
+        Ok(Some(live_table(&json)))
+    }
+}
+
+/// Counters per comment and a fingerprint of the definition.
+pub fn live_table(json: &Value) -> LiveTable {
+    let mut counters: BTreeMap<String, Counter> = BTreeMap::new();
+    let items = json
+        .get("nftables")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut normalized = Vec::new();
+    for mut item in items {
+        if item.get("metainfo").is_some() {
+            continue;
+        }
+        if let Some(rule) = item.get("rule") {
+            let comment = rule
+                .get("comment")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            for e in rule
+                .get("expr")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(c) = e.get("counter") {
+                    let entry = counters.entry(comment.clone()).or_default();
+                    entry.packets += c.get("packets").and_then(Value::as_u64).unwrap_or(0);
+                    entry.bytes += c.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+                }
+            }
+        }
+        strip(&mut item);
+        normalized.push(item);
+    }
+    let text = serde_json::to_string(&normalized).unwrap_or_default();
+    LiveTable {
+        fingerprint: hex::encode(Sha256::digest(text.as_bytes())),
+        counters,
+    }
+}
+
+/// Removes what changes without anyone editing the table: handles and
+/// counter values.
+fn strip(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.remove("handle");
+            if let Some(Value::Object(c)) = map.get_mut("counter") {
+                c.remove("packets");
+                c.remove("bytes");
+            }
+            for (_, child) in map.iter_mut() {
+                strip(child);
+            }
+        }
+        Value::Array(list) => list.iter_mut().for_each(strip),
+        _ => {}
+    }
+}
+
+/// The set and chain names of a listing.
+fn names(json: &Value) -> (Vec<String>, Vec<String>) {
+    let mut sets = Vec::new();
+    let mut chains = Vec::new();
+    for item in json
+        .get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(n) = item.pointer("/set/name").and_then(Value::as_str) {
+            sets.push(n.to_string());
+        }
+        if let Some(n) = item.pointer("/chain/name").and_then(Value::as_str) {
+            chains.push(n.to_string());
+        }
+    }
+    (sets, chains)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_sum_per_comment_and_fingerprint_ignores_them() {
+        let mk = |p: u64| {
+            serde_json::json!({"nftables": [
+                {"metainfo": {"version": "1.0.6"}},
+                {"table": {"family": "inet", "name": "palisade", "handle": 4}},
+                {"rule": {"chain": "ingress", "handle": 12, "comment": "sg-a ingress 0",
+                  "expr": [{"counter": {"packets": p, "bytes": 10 * p}}, {"accept": null}]}},
+                {"rule": {"chain": "ingress", "handle": 13, "comment": "sg-a ingress 0",
+                  "expr": [{"counter": {"packets": 1, "bytes": 1}}, {"accept": null}]}}
+            ]})
+        };
+        let a = live_table(&mk(5));
+        let b = live_table(&mk(7));
+        assert_eq!(
+            a.counters["sg-a ingress 0"],
+            Counter {
+                packets: 6,
+                bytes: 51
+            }
+        );
+        assert_eq!(a.fingerprint, b.fingerprint);
+        let mut edited = mk(5);
+        edited["nftables"][2]["rule"]["expr"][1] = serde_json::json!({"drop": null});
+        assert_ne!(live_table(&edited).fingerprint, a.fingerprint);
+        assert_eq!(live_table(&serde_json::json!({})).counters.len(), 0);
+    }
+}
