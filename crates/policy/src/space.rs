@@ -684,3 +684,213 @@ impl TryFrom<BoxRepr> for PacketBox {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{addr_range, packet, pkt, port_range};
+    use proptest::prelude::*;
+    use Direction::Ingress;
+
+    fn bx(plo: u8, phi: u8, peers: &str, plo_port: u16, phi_port: u16) -> PacketBox {
+        PacketBox {
+            protocol_lo: plo,
+            protocol_hi: phi,
+            peers: crate::codec::parse_addr_range("t", peers).unwrap(),
+            ports: PortRange::new(plo_port, phi_port).unwrap(),
+        }
+    }
+
+    #[test]
+    fn ports_only_count_for_tcp_and_udp() {
+        // ICMP "port 80" is every ICMP packet.
+        let s = PacketSet::from_box(&bx(1, 1, "10.0.0.0/8", 80, 80));
+        assert!(s.contains(&pkt(Ingress, 1, "10.1.2.3", None)));
+        assert!(s.contains(&pkt(Ingress, 1, "10.1.2.3", Some(9))));
+        assert_eq!(s, PacketSet::from_box(&bx(1, 1, "10.0.0.0/8", 0, 65535)));
+        // Protocols 0-255 with port 80: TCP and UDP only on 80, the rest whole.
+        let s = PacketSet::from_box(&bx(0, 255, "10.0.0.0/8", 80, 80));
+        assert!(s.contains(&pkt(Ingress, 6, "10.0.0.1", Some(80))));
+        assert!(!s.contains(&pkt(Ingress, 6, "10.0.0.1", Some(81))));
+        assert!(!s.contains(&pkt(Ingress, 17, "10.0.0.1", None)));
+        assert!(s.contains(&pkt(Ingress, 47, "10.0.0.1", Some(81))));
+        assert_eq!(s.box_count(), 5);
+        let boxes = s.boxes();
+        assert_eq!((boxes[1].protocol_lo, boxes[1].ports.lo()), (6, 80));
+        // All ports of every protocol coalesce into one box.
+        let all = PacketSet::from_box(&bx(0, 255, "0.0.0.0/0", 0, 65535));
+        assert_eq!(all.box_count(), 1);
+        assert_eq!(PacketSet::everything().box_count(), 2);
+        assert!(PacketSet::everything().complement().is_empty());
+    }
+
+    #[test]
+    fn families_never_mix() {
+        let v4 = PacketSet::from_box(&bx(6, 6, "0.0.0.0/0", 0, 65535));
+        assert!(!v4.contains(&pkt(Ingress, 6, "::", Some(1))));
+        assert!(!v4.contains(&pkt(Ingress, 6, "::ffff:10.0.0.1", Some(1))));
+        let v6 = PacketSet::from_box(&bx(6, 6, "::/0", 0, 65535));
+        assert!(v4.intersection(&v6).is_empty());
+        assert_eq!(v4.union(&v6).difference(&v6), v4);
+    }
+
+    #[test]
+    fn witness_is_in_the_set_and_readable() {
+        let s = PacketSet::from_box(&bx(0, 255, "192.0.2.0/24", 0, 65535));
+        let w = s.witness(Ingress).unwrap();
+        assert_eq!(w, pkt(Ingress, 6, "192.0.2.0", Some(1)));
+        let s = PacketSet::from_box(&bx(50, 50, "2001:db8::/64", 0, 0));
+        assert_eq!(
+            s.witness(Ingress).unwrap(),
+            pkt(Ingress, 50, "2001:db8::", None)
+        );
+        let s = PacketSet::from_box(&bx(17, 17, "10.0.0.1", 0, 0));
+        assert_eq!(s.witness(Ingress).unwrap().port, Some(0));
+        assert!(PacketSet::empty().witness(Ingress).is_none());
+    }
+
+    #[test]
+    fn box_json_shape() {
+        let b = bx(6, 6, "10.0.0.0/8", 80, 90);
+        let j = serde_json::to_string(&b).unwrap();
+        assert_eq!(
+            j,
+            r#"{"protocols":[6,6],"peers":"10.0.0.0/8","ports":[80,90]}"#
+        );
+        assert_eq!(serde_json::from_str::<PacketBox>(&j).unwrap(), b);
+        assert!(serde_json::from_str::<PacketBox>(
+            r#"{"protocols":[7,6],"peers":"10.0.0.0/8","ports":[80,90]}"#
+        )
+        .is_err());
+    }
+
+    fn a_box() -> impl Strategy<Value = PacketBox> {
+        (
+            crate::fixtures::protocol(),
+            0u8..3,
+            addr_range(),
+            port_range(),
+        )
+            .prop_map(|(p, w, peers, ports)| PacketBox {
+                protocol_lo: p,
+                protocol_hi: p.saturating_add(w),
+                peers,
+                ports,
+            })
+    }
+
+    fn boxes() -> impl Strategy<Value = Vec<PacketBox>> {
+        prop::collection::vec(a_box(), 0..6)
+    }
+
+    /// Brute force: is the packet in one of the boxes (ports widened for
+    /// protocols without ports)?
+    fn in_boxes(bs: &[PacketBox], p: &Packet) -> bool {
+        bs.iter().any(|b| {
+            (b.protocol_lo..=b.protocol_hi).contains(&p.protocol)
+                && b.peers.contains(p.peer)
+                && (!crate::has_ports(p.protocol) || b.ports.contains(p.port.unwrap_or(0)))
+        })
+    }
+
+    fn set(bs: &[PacketBox]) -> PacketSet {
+        bs.iter().copied().collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn membership_matches_brute_force(bs in boxes(), ps in prop::collection::vec(packet(), 40)) {
+            let s = set(&bs);
+            for p in &ps {
+                prop_assert_eq!(s.contains(p), in_boxes(&bs, p), "{}", p);
+            }
+            // Box edges and their neighbours.
+            for b in &bs {
+                for n in [b.peers.lo().wrapping_sub(1), b.peers.lo(), b.peers.hi(), b.peers.hi().wrapping_add(1)] {
+                    for proto in [b.protocol_lo, b.protocol_hi, b.protocol_lo.wrapping_sub(1), b.protocol_hi.wrapping_add(1)] {
+                        for port in [b.ports.lo(), b.ports.hi(), b.ports.lo().wrapping_sub(1), b.ports.hi().wrapping_add(1)] {
+                            let p = Packet {
+                                direction: Ingress,
+                                protocol: proto,
+                                peer: u128_to_ip(b.peers.family(), n & b.peers.family().max()),
+                                port: Some(port),
+                            };
+                            prop_assert_eq!(s.contains(&p), in_boxes(&bs, &p), "{}", p);
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn boxes_are_disjoint_and_rebuild_the_set(bs in boxes(), ps in prop::collection::vec(packet(), 20)) {
+            let s = set(&bs);
+            let out = s.boxes();
+            prop_assert_eq!(out.len(), s.box_count());
+            for (i, a) in out.iter().enumerate() {
+                // Normalised: protocols without ports span every port.
+                let portless = (a.protocol_lo..=a.protocol_hi).any(|p| !crate::has_ports(p));
+                prop_assert!(!portless || (a.ports.lo() == 0 && a.ports.hi() == u16::MAX));
+                for b in &out[i + 1..] {
+                    prop_assert!(PacketSet::from_box(a).intersection(&PacketSet::from_box(b)).is_empty());
+                }
+            }
+            let rebuilt: PacketSet = out.iter().copied().collect();
+            prop_assert_eq!(&rebuilt, &s);
+            // The same boxes in another order give an equal set.
+            let mut rev = bs.clone();
+            rev.reverse();
+            prop_assert_eq!(set(&rev), s.clone());
+            for p in &ps {
+                prop_assert_eq!(in_boxes(&out, p), s.contains(p));
+            }
+            match s.witness(Ingress) {
+                Some(w) => prop_assert!(s.contains(&w)),
+                None => prop_assert!(s.is_empty()),
+            }
+        }
+
+        #[test]
+        fn set_algebra_laws(a in boxes(), b in boxes(), c in boxes(), ps in prop::collection::vec(packet(), 30)) {
+            let (a, b, c) = (set(&a), set(&b), set(&c));
+            let u = a.union(&b);
+            let i = a.intersection(&b);
+            let d = a.difference(&b);
+            prop_assert_eq!(&u, &b.union(&a));
+            prop_assert_eq!(&i, &b.intersection(&a));
+            prop_assert_eq!(&d, &a.intersection(&b.complement()));
+            prop_assert_eq!(&d.union(&i), &a);
+            prop_assert!(d.intersection(&b).is_empty());
+            prop_assert_eq!(&u.complement(), &a.complement().intersection(&b.complement()));
+            prop_assert_eq!(&i.complement(), &a.complement().union(&b.complement()));
+            prop_assert_eq!(&a.complement().complement(), &a);
+            prop_assert!(a.difference(&a).is_empty());
+            prop_assert_eq!(&a.union(&a), &a);
+            prop_assert_eq!(&a.intersection(&a), &a);
+            prop_assert_eq!(a.union(&b.intersection(&c)), u.intersection(&a.union(&c)));
+            prop_assert_eq!(a.intersection(&b.union(&c)), i.union(&a.intersection(&c)));
+            prop_assert_eq!(a.union(&b).union(&c), a.union(&b.union(&c)));
+            prop_assert!(i.is_subset(&a) && a.is_subset(&u));
+            prop_assert_eq!(a.intersects(&b), !i.is_empty());
+            prop_assert_eq!(a.union(&PacketSet::everything()), PacketSet::everything());
+            prop_assert_eq!(a.intersection(&PacketSet::empty()), PacketSet::empty());
+            let mut inplace = a.clone();
+            inplace.union_with(&b);
+            prop_assert_eq!(&inplace, &u);
+            for p in &ps {
+                prop_assert_eq!(u.contains(p), a.contains(p) || b.contains(p));
+                prop_assert_eq!(i.contains(p), a.contains(p) && b.contains(p));
+                prop_assert_eq!(d.contains(p), a.contains(p) && !b.contains(p));
+                prop_assert_eq!(a.complement().contains(p), !a.contains(p));
+            }
+            for s in [&u, &i, &d] {
+                match s.witness(Ingress) {
+                    Some(w) => prop_assert!(s.contains(&w)),
+                    None => prop_assert!(s.is_empty()),
+                }
+            }
+        }
+    }
+}
