@@ -131,3 +131,33 @@ def test_ruleset_long_poll(fresh):
     assert rs["Changed"] is True and rs["Revision"] > rev and time.time() - t0 < 10
     assert [(r["Protocol"], r["Port"], r["CidrBlocks"]) for r in rs["Ingress"]] == [("TCP", "22", ["10.0.0.0/8"])]
     assert error_code(fresh.p, "DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rev, "WaitSeconds": 51}) == "InvalidParameterValue.Range"
+
+
+def test_instance_scoped_agent_credential(server, fresh):
+    import json
+    import subprocess
+
+    from palisade_api import BIN, Api
+
+    ins = register(fresh, "10.0.0.1")
+    other = register(fresh, "10.0.0.2")
+    account = [a for a in json.loads(subprocess.run(
+        [BIN, "account", "list", "--data-dir", str(server.data_dir), "--output", "json"],
+        check=True, capture_output=True, text=True).stdout) if a["AccountId"] == fresh.creds["AccountId"]][0]
+    assert "SecretKey" not in account
+    out = subprocess.run([BIN, "account", "instance-key", "--account", account["Name"], "--instance", ins,
+                          "--data-dir", str(server.data_dir), "--output", "json"], check=True, capture_output=True, text=True)
+    key = json.loads(out.stdout)
+    assert key["InstanceId"] == ins and key["AccountId"] == fresh.creds["AccountId"]
+    agent = Api(server, key)
+    rs = agent.p("DescribeInstanceRuleset", {"InstanceId": ins})["Ruleset"]
+    assert rs["InstanceId"] == ins
+    assert error_code(agent.p, "DescribeInstanceRuleset", {"InstanceId": other}) == "AuthFailure.UnauthorizedOperation"
+    assert error_code(agent.v, "DescribeSecurityGroups") == "AuthFailure.UnauthorizedOperation"
+    assert error_code(agent.p, "DeregisterInstances", {"InstanceIds": [ins]}) == "AuthFailure.UnauthorizedOperation"
+    bad = subprocess.run([BIN, "account", "instance-key", "--account", account["Name"], "--instance", "ins-00000000",
+                          "--data-dir", str(server.data_dir)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "not registered" in bad.stderr
+    # Deregistering the instance revokes its agent's credential.
+    fresh.p("DeregisterInstances", {"InstanceIds": [ins]})
+    assert error_code(agent.p, "DescribeInstanceRuleset", {"InstanceId": ins}) == "AuthFailure.SecretIdNotFound"

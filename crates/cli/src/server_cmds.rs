@@ -32,6 +32,26 @@ pub enum AccountCommand {
     Create(AccountCreateArgs),
     /// List accounts (names, ids and SecretIds; never secret keys).
     List(AccountListArgs),
+    /// Create a credential for one instance's agent: it may only read that
+    /// instance's ruleset.
+    InstanceKey(InstanceKeyArgs),
+}
+
+/// `palisade account instance-key`.
+#[derive(Args)]
+pub struct InstanceKeyArgs {
+    /// The account that owns the instance.
+    #[arg(long, default_value = "admin")]
+    account: String,
+    /// The instance (`ins-...`, registered with RegisterInstances).
+    #[arg(long)]
+    instance: String,
+    /// The server's data directory.
+    #[arg(long, default_value = "./palisade-data")]
+    data_dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 /// `palisade account create`.
@@ -94,6 +114,39 @@ pub fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
                     println!("AccountId: {}", acc.id);
                     println!("SecretId:  {}", acc.secret_id);
                     println!("SecretKey: {}", acc.secret_key);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AccountCommand::InstanceKey(a) => {
+            let store = SqliteStore::open_dir(&a.data_dir)
+                .with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
+            let owner = store
+                .account_by_name(&a.account)?
+                .with_context(|| format!("no account named {:?}", a.account))?;
+            let key = store
+                .create_instance_key(&owner.id, &a.instance)
+                .with_context(|| {
+                    format!(
+                        "instance {:?} is not registered in account {:?}",
+                        a.instance, a.account
+                    )
+                })?;
+            match a.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "AccountId": key.account_id,
+                        "InstanceId": key.instance_id,
+                        "SecretId": key.secret_id,
+                        "SecretKey": key.secret_key,
+                    })
+                ),
+                Output::Text => {
+                    println!("AccountId:  {}", key.account_id);
+                    println!("InstanceId: {}", key.instance_id);
+                    println!("SecretId:   {}", key.secret_id);
+                    println!("SecretKey:  {}", key.secret_key);
                 }
             }
             Ok(ExitCode::SUCCESS)

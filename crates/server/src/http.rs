@@ -184,16 +184,16 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
             return Err(ApiError::missing("X-TC-Action"));
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let mut account = None;
-        let lookup = |secret_id: &str| match state.store.account_by_secret_id(secret_id) {
-            Ok(Some(a)) => {
-                let key = a.secret_key.clone();
-                account = Some(a);
+        let mut credential = None;
+        let lookup = |secret_id: &str| match state.store.credential(secret_id) {
+            Ok(Some(c)) => {
+                let key = c.secret_key.clone();
+                credential = Some(c);
                 Some(key)
             }
             Ok(None) => None,
             Err(e) => {
-                tracing::error!(error = %e, "account lookup failed");
+                tracing::error!(error = %e, "credential lookup failed");
                 None
             }
         };
@@ -205,10 +205,14 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
             lookup,
         )
         .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
-        let account =
-            account.ok_or_else(|| ApiError::internal("verified request without account"))?;
+        let credential =
+            credential.ok_or_else(|| ApiError::internal("verified request without credential"))?;
+        let account = &credential.account;
         out.service = verified.service.clone();
-        out.account = account.name.clone();
+        out.account = match &credential.instance_scope {
+            None => account.name.clone(),
+            Some(ins) => format!("{}/{ins}", account.name),
+        };
         let expected = match verified.service.as_str() {
             "vpc" | "cvm" => TENCENT_VERSION,
             "palisade" => PALISADE_VERSION,
@@ -233,6 +237,9 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
             ));
         }
         let params = Params::from_body(body)?;
+        if let Some(ins) = &credential.instance_scope {
+            check_scope(ins, &verified.service, &out.action, &params)?;
+        }
         let ctx = Ctx {
             store: &state.store,
             account: &account.id,
@@ -241,6 +248,22 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
         actions::dispatch(&ctx, &verified.service, &out.action, &params)
     })();
     out
+}
+
+/// What an agent credential (scoped to instance `ins`) may do: read that
+/// instance's ruleset, nothing else.
+fn check_scope(ins: &str, service: &str, action: &str, params: &Params) -> Result<(), ApiError> {
+    let own = service == "palisade"
+        && action == "DescribeInstanceRuleset"
+        && params.opt_str("InstanceId")?.as_deref() == Some(ins);
+    if own {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            "AuthFailure.UnauthorizedOperation",
+            format!("this credential belongs to the agent of {ins}: it may only call palisade DescribeInstanceRuleset for {ins}"),
+        ))
+    }
 }
 
 fn envelope(request_id: &str, result: Result<Map<String, Value>, ApiError>) -> Response {

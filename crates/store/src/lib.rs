@@ -257,6 +257,44 @@ pub trait Store: Send + Sync + 'static {
     fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError>;
     /// All accounts (without their secret keys being used by the caller).
     fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+
+    /// Creates a credential for an agent: it acts for `account_id` and may
+    /// only read the ruleset of `instance_id`, which must be an instance of
+    /// that account ([`StoreError::NotFound`] otherwise).
+    fn create_instance_key(
+        &self,
+        account_id: &str,
+        instance_id: &str,
+    ) -> Result<InstanceKey, StoreError>;
+
+    /// Resolves a SecretId to whoever holds it: an account, or an agent
+    /// credential scoped to one instance.
+    fn credential(&self, secret_id: &str) -> Result<Option<Credential>, StoreError>;
+}
+
+/// A credential scoped to one instance, for that instance's agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceKey {
+    /// The account the instance belongs to.
+    pub account_id: String,
+    /// The only instance this credential may read.
+    pub instance_id: String,
+    /// `AKID` plus 32 alphanumerics.
+    pub secret_id: String,
+    /// The HMAC secret. Never logged.
+    pub secret_key: String,
+}
+
+/// Whoever holds a SecretId.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// The account acted for.
+    pub account: Account,
+    /// The secret key of this SecretId (the account's own, or the agent key's).
+    pub secret_key: String,
+    /// `Some(instance)` for an agent credential: it may read that instance's
+    /// ruleset and nothing else.
+    pub instance_scope: Option<String>,
 }
 
 /// `prefix` followed by `n` random lower-case alphanumerics.

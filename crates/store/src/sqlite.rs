@@ -12,8 +12,8 @@
 //! `BEGIN IMMEDIATE` so a read-then-write never hits a lock upgrade failure.
 
 use crate::{
-    random_id, Account, GroupRecord, InstanceRecord, RuleRecord, Store, StoreError, TemplateKind,
-    TemplateRecord, Tx,
+    random_id, Account, Credential, GroupRecord, InstanceKey, InstanceRecord, RuleRecord, Store,
+    StoreError, TemplateKind, TemplateRecord, Tx,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::Path;
@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS bindings (
     account_id TEXT NOT NULL, instance_id TEXT NOT NULL, position INTEGER NOT NULL,
     group_id TEXT NOT NULL, PRIMARY KEY (instance_id, position));
 CREATE INDEX IF NOT EXISTS bindings_group ON bindings (account_id, group_id);
+CREATE TABLE IF NOT EXISTS instance_keys (
+    secret_id TEXT PRIMARY KEY, secret_key TEXT NOT NULL, account_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL, created_time TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS instance_keys_instance ON instance_keys (instance_id);
 ";
 
 impl SqliteStore {
@@ -221,6 +225,67 @@ impl Store for SqliteStore {
         account_where(&self.lock(), "name", name)
     }
 
+    fn create_instance_key(
+        &self,
+        account_id: &str,
+        instance_id: &str,
+    ) -> Result<InstanceKey, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: Option<String> = tx
+            .query_row(
+                "SELECT id FROM instances WHERE account_id = ?1 AND id = ?2",
+                [account_id, instance_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(instance_id.to_string()));
+        }
+        let key = InstanceKey {
+            account_id: account_id.to_string(),
+            instance_id: instance_id.to_string(),
+            secret_id: random_alnum("AKID", 32),
+            secret_key: random_alnum("", 32),
+        };
+        tx.execute(
+            "INSERT INTO instance_keys (secret_id, secret_key, account_id, instance_id, created_time) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key.secret_id, key.secret_key, key.account_id, key.instance_id, crate::now_string()],
+        )?;
+        tx.commit()?;
+        Ok(key)
+    }
+
+    fn credential(&self, secret_id: &str) -> Result<Option<Credential>, StoreError> {
+        let conn = self.lock();
+        if let Some(account) = account_where(&conn, "secret_id", secret_id)? {
+            let secret_key = account.secret_key.clone();
+            return Ok(Some(Credential {
+                account,
+                secret_key,
+                instance_scope: None,
+            }));
+        }
+        let key: Option<(String, String, String)> = conn
+            .query_row(
+                "SELECT secret_key, account_id, instance_id FROM instance_keys WHERE secret_id = ?1",
+                [secret_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((secret_key, account_id, instance_id)) = key else {
+            return Ok(None);
+        };
+        let Some(account) = account_where(&conn, "id", &account_id)? else {
+            return Ok(None);
+        };
+        Ok(Some(Credential {
+            account,
+            secret_key,
+            instance_scope: Some(instance_id),
+        }))
+    }
+
     fn accounts(&self) -> Result<Vec<Account>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
@@ -258,7 +323,7 @@ fn account_where(
     column: &str,
     value: &str,
 ) -> Result<Option<Account>, StoreError> {
-    // `column` is one of two literals chosen by this file, never user input.
+    // `column` is a literal chosen by this file, never user input.
     let sql = format!(
         "SELECT id, name, secret_id, secret_key, created_time FROM accounts WHERE {column} = ?1"
     );
@@ -689,6 +754,9 @@ impl Tx for SqliteTx<'_> {
         }
         self.tx
             .execute("DELETE FROM bindings WHERE instance_id = ?1", [id])?;
+        // A deregistered instance's agent credentials die with it.
+        self.tx
+            .execute("DELETE FROM instance_keys WHERE instance_id = ?1", [id])?;
         self.dirty = true;
         Ok(())
     }
@@ -883,6 +951,42 @@ mod tests {
             .expect("read")
             .is_some());
         assert!(store.account_by_name("alice").expect("lookup").is_some());
+    }
+
+    #[test]
+    fn instance_keys_are_scoped_and_die_with_their_instance() {
+        let (_dir, store) = open();
+        let acc = store.create_account("ops").expect("account");
+        assert!(store.create_instance_key(&acc.id, "ins-00000001").is_err());
+        let ins = InstanceRecord {
+            id: "ins-00000001".into(),
+            name: "n".into(),
+            private_ips: vec!["10.0.0.1".into()],
+            created_time: "t".into(),
+            security_group_ids: vec![],
+        };
+        store
+            .write(|tx| tx.insert_instance(&acc.id, &ins))
+            .expect("insert");
+        let key = store
+            .create_instance_key(&acc.id, "ins-00000001")
+            .expect("key");
+        let cred = store
+            .credential(&key.secret_id)
+            .expect("lookup")
+            .expect("found");
+        assert_eq!(cred.account.id, acc.id);
+        assert_eq!(cred.secret_key, key.secret_key);
+        assert_eq!(cred.instance_scope.as_deref(), Some("ins-00000001"));
+        let own = store
+            .credential(&acc.secret_id)
+            .expect("lookup")
+            .expect("found");
+        assert_eq!(own.instance_scope, None);
+        store
+            .write(|tx| tx.delete_instance(&acc.id, "ins-00000001"))
+            .expect("delete");
+        assert!(store.credential(&key.secret_id).expect("lookup").is_none());
     }
 
     #[test]
