@@ -138,3 +138,34 @@ impl Dataplane for FakeDataplane {
         }))
     }
 }
+
+/// `--dry-run`: prints each program it is asked to load to standard output
+/// and loads nothing. It reports back what it "loaded", so a running agent
+/// prints once per change, not once per second.
+#[derive(Debug, Default)]
+pub struct DryRunDataplane {
+    inner: FakeDataplane,
+}
+
+impl DryRunDataplane {
+    /// A dry run.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Dataplane for DryRunDataplane {
+    fn apply(&mut self, compiled: &Compiled) -> Result<(), AgentError> {
+        println!("{}", compiled.script());
+        self.inner.apply(compiled)
+    }
+
+    fn apply_deltas(&mut self, compiled: &Compiled, deltas: &[SetDelta]) -> Result<(), AgentError> {
+        println!("{}", compiled.delta_script(deltas));
+        self.inner.apply_deltas(compiled, deltas)
+    }
+
+    fn read(&mut self) -> Result<Option<LiveTable>, AgentError> {
+        self.inner.read()
+    }
+}

@@ -17,12 +17,13 @@ pub mod client;
 pub mod compile;
 pub mod dataplane;
 pub mod error;
+pub mod host;
 pub mod nft;
 pub mod snapshot;
 pub mod tc3;
 
 pub use compile::{compile, CompileOptions, Compiled};
-pub use dataplane::{Counter, Dataplane, FakeDataplane, LiveTable};
+pub use dataplane::{Counter, Dataplane, DryRunDataplane, FakeDataplane, LiveTable};
 pub use error::AgentError;
 pub use nft::NftDataplane;
 pub use snapshot::Snapshot;

@@ -1,0 +1,188 @@
+//! `palisade agent` (the per-node data plane, DESIGN.md sections 3 and 4)
+//! and `palisade nft compile` (the same compiler, offline on a fleet file,
+//! so anyone can read and `nft -c -f` a node's program without a server).
+//! The work happens in the `palisade-agent` crate; this module parses the
+//! options and prints.
+
+use anyhow::Context as _;
+use palisade_agent::agent::{Agent, AgentConfig, Event};
+use palisade_agent::client::HttpControlPlane;
+use palisade_agent::{compile, CompileOptions, Dataplane, DryRunDataplane, NftDataplane, Snapshot};
+use palisade_model::{Fleet, InstanceId};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// `palisade agent`.
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// The server, `http://HOST:PORT` or `https://HOST:PORT`.
+    #[arg(long, env = "PALISADE_SERVER")]
+    server: String,
+    /// SecretId of the credential.
+    #[arg(long, env = "PALISADE_SECRET_ID")]
+    secret_id: String,
+    /// SecretKey of the credential (prefer the environment variable).
+    #[arg(long, env = "PALISADE_SECRET_KEY", hide_env_values = true)]
+    secret_key: String,
+    /// The instance this node is (`ins-...`).
+    #[arg(long)]
+    instance_id: String,
+    /// The node's uplink interface(s); repeat or separate with commas.
+    #[arg(long, required = true, value_delimiter = ',')]
+    uplink: Vec<String>,
+    /// Apply inside this network namespace (`ip netns exec NAME`).
+    #[arg(long)]
+    netns: Option<String>,
+    /// Private IPs to register the instance with if the server lacks it
+    /// (default: the uplink's global addresses).
+    #[arg(long, value_delimiter = ',')]
+    private_ip: Vec<String>,
+    /// Sync once and exit (0 when the kernel holds the server's revision).
+    #[arg(long)]
+    once: bool,
+    /// Print the nft programs instead of loading them.
+    #[arg(long)]
+    dry_run: bool,
+    /// Milliseconds between syncs (at most 1000 keeps the 2 s restore promise).
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+}
+
+/// `palisade nft ...`.
+#[derive(clap::Subcommand)]
+pub enum NftCommand {
+    /// Print the nft program an instance of a fleet file gets.
+    Compile(CompileArgs),
+}
+
+/// `palisade nft compile`.
+#[derive(clap::Args)]
+pub struct CompileArgs {
+    /// The fleet file (YAML or JSON).
+    #[arg(long)]
+    fleet: PathBuf,
+    /// The instance (`ins-...`).
+    #[arg(long)]
+    instance: String,
+    /// The node's uplink interface(s); repeat or separate with commas.
+    #[arg(long, required = true, value_delimiter = ',')]
+    uplink: Vec<String>,
+}
+
+/// Runs `palisade agent`.
+pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let private_ips = if args.private_ip.is_empty() {
+        let mut ips = Vec::new();
+        for u in &args.uplink {
+            ips.extend(
+                palisade_agent::host::uplink_addresses(args.netns.as_deref(), u)
+                    .with_context(|| format!("reading the addresses of --uplink {u}"))?,
+            );
+        }
+        ips
+    } else {
+        args.private_ip.clone()
+    };
+    let control = HttpControlPlane::new(
+        &args.server,
+        &args.secret_id,
+        &args.secret_key,
+        Duration::from_secs(10),
+    )?;
+    let config = AgentConfig {
+        instance_id: args.instance_id.clone(),
+        compile: CompileOptions {
+            uplinks: args.uplink.clone(),
+        },
+        private_ips,
+        interval: Duration::from_millis(args.interval_ms.clamp(50, 60_000)),
+    };
+    if args.dry_run {
+        run(
+            Agent::new(DryRunDataplane::new(), control, config),
+            args.once,
+        )
+    } else {
+        run(
+            Agent::new(NftDataplane::new(args.netns.clone()), control, config),
+            args.once,
+        )
+    }
+}
+
+fn run<D: Dataplane>(
+    mut agent: Agent<D, HttpControlPlane>,
+    once: bool,
+) -> anyhow::Result<ExitCode> {
+    if once {
+        let events = agent.step();
+        let mut failed = false;
+        for e in &events {
+            failed |= matches!(
+                e,
+                Event::ServerUnavailable(_) | Event::DataplaneFailed(_) | Event::Rejected(_)
+            );
+            log(e);
+        }
+        return Ok(if failed || agent.applied_revision().is_none() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    // Runs until killed; the kernel keeps the rules after that (fail-static).
+    let stop = AtomicBool::new(false);
+    agent.run(&stop, log);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log(e: &Event) {
+    match e {
+        Event::Registered => eprintln!("agent: registered the instance with the server"),
+        Event::Replaced { revision } => eprintln!("agent: loaded revision {revision}"),
+        Event::Updated { revision } => {
+            eprintln!("agent: loaded revision {revision} (set elements only)")
+        }
+        Event::Restored { revision } => eprintln!(
+            "agent: table inet palisade was missing or edited; restored revision {revision}"
+        ),
+        Event::ServerUnavailable(m) => {
+            eprintln!("agent: server unavailable, keeping the rules: {m}")
+        }
+        Event::DataplaneFailed(m) => eprintln!("agent: loading the rules failed: {m}"),
+        Event::Rejected(m) => eprintln!("agent: snapshot refused, keeping the rules: {m}"),
+    }
+}
+
+/// Runs `palisade nft ...`.
+pub fn nft(cmd: NftCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        NftCommand::Compile(args) => {
+            let text = std::fs::read_to_string(&args.fleet)
+                .with_context(|| format!("cannot read {}", args.fleet.display()))?;
+            let fleet = match Fleet::parse(&text) {
+                Ok(f) => f,
+                Err(problems) => {
+                    for p in problems {
+                        eprintln!("{}: {p}", args.fleet.display());
+                    }
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let id = InstanceId::parse_field("--instance", &args.instance)?;
+            let ruleset = palisade_policy::resolve_instance(&fleet, &id)?;
+            let mut snapshot = Snapshot::from(&ruleset);
+            snapshot.instance_id = args.instance.clone();
+            let compiled = compile(
+                &snapshot,
+                &CompileOptions {
+                    uplinks: args.uplink,
+                },
+            )?;
+            print!("{}", compiled.script());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
