@@ -556,3 +556,323 @@ fn invalid(why: &str) -> Decision {
         why: why.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{ip, sg};
+    use crate::resolve::resolve;
+    use palisade_model::Fleet;
+    use Direction::{Egress, Ingress};
+
+    const FLEET: &str = r#"
+security_groups:
+  - id: sg-host0001
+    policies:
+      Ingress:
+        - {Protocol: TCP, Port: "22", CidrBlock: 203.0.113.0/24, Action: ACCEPT}
+        - {Protocol: UDP, Port: "53", CidrBlock: 0.0.0.0/0, Action: ACCEPT}
+        - {Protocol: GRE, CidrBlock: 198.51.100.1, Action: ACCEPT}
+      Egress:
+        - {Protocol: UDP, Port: "123", CidrBlock: 0.0.0.0/0, Action: ACCEPT}
+        - {Protocol: ICMPv6, Ipv6CidrBlock: "::/0", Action: ACCEPT}
+        - {Protocol: TCP, Port: "443", CidrBlock: 0.0.0.0/0, Action: ACCEPT}
+instances:
+  - {id: ins-host0001, private_ips: [10.0.0.11], security_groups: [sg-host0001]}
+"#;
+
+    fn fleet() -> Fleet {
+        Fleet::parse(FLEET).unwrap()
+    }
+
+    fn ruleset(f: &Fleet) -> Ruleset {
+        resolve(f, &[sg("sg-host0001")]).unwrap()
+    }
+
+    /// The ruleset with ingress rule `i` removed.
+    fn without_ingress(i: usize) -> Ruleset {
+        let mut f = fleet();
+        f.security_groups[0].policies.ingress.remove(i);
+        ruleset(&f)
+    }
+
+    const LOCAL: &str = "10.0.0.11";
+
+    fn ssh(direction: Direction, client: &str, client_port: u16) -> SimPacket {
+        SimPacket::tcp(direction, ip(LOCAL), 22, ip(client), client_port)
+    }
+
+    fn reason(d: &Decision) -> &Reason {
+        &d.reason
+    }
+
+    #[test]
+    fn first_packet_is_checked_and_replies_pass_unchecked() {
+        let mut ct = Conntrack::new(ruleset(&fleet()));
+        let syn = ssh(Ingress, "203.0.113.5", 40000);
+        let d = ct.packet(&syn);
+        assert_eq!(d.action, Action::Accept);
+        assert!(
+            matches!(reason(&d), Reason::New { verdict } if verdict.matched.as_ref().unwrap().policy_index == 0)
+        );
+        // Egress has no rule for TCP from port 22 to 203.0.113.5:40000: the
+        // reply passes anyway, without a look at the egress list.
+        let reply = ct.packet(&syn.reply());
+        assert_eq!(
+            (reply.action, reply.reason),
+            (Action::Accept, Reason::Reply)
+        );
+        let again = ct.packet(&syn);
+        assert_eq!(
+            (again.action, again.reason),
+            (Action::Accept, Reason::Established)
+        );
+        // The same egress packet with no flow behind it is checked and dropped.
+        let lone = ct.packet(&ssh(Egress, "203.0.113.5", 40001));
+        assert_eq!(lone.action, Action::Drop);
+        assert_eq!(
+            lone.reason,
+            Reason::New {
+                verdict: Verdict::default_drop()
+            }
+        );
+        // A client outside 203.0.113.0/24 is refused and no flow is made.
+        assert_eq!(
+            ct.packet(&ssh(Ingress, "192.0.2.1", 40000)).action,
+            Action::Drop
+        );
+        assert_eq!(
+            ct.packet(&ssh(Egress, "192.0.2.1", 40000)).action,
+            Action::Drop
+        );
+        assert_eq!(ct.flows().count(), 1);
+        // Egress-initiated flows: replies come in although ingress has no rule.
+        let ntp = SimPacket::udp(Egress, ip(LOCAL), 50123, ip("192.0.2.123"), 123);
+        assert_eq!(ct.packet(&ntp).action, Action::Accept);
+        assert_eq!(ct.packet(&ntp.reply()).reason, Reason::Reply);
+        // Other protocols are tracked by addresses.
+        let gre = SimPacket::other(Ingress, 47, ip(LOCAL), ip("198.51.100.1"));
+        assert_eq!(ct.packet(&gre).action, Action::Accept);
+        assert_eq!(ct.packet(&gre.reply()).reason, Reason::Reply);
+        let gre2 = SimPacket::other(Egress, 47, ip(LOCAL), ip("198.51.100.2"));
+        assert_eq!(ct.packet(&gre2).action, Action::Drop);
+    }
+
+    #[test]
+    fn echo_is_tracked_by_identifier_and_requester() {
+        let mut ct = Conntrack::new(ruleset(&fleet()));
+        let local6 = ip("2001:db8::11");
+        let ping = SimPacket::echo_request(Egress, local6, ip("2001:db8::1"), 7);
+        assert_eq!(ping.protocol(), crate::ICMPV6);
+        assert_eq!(ct.packet(&ping).action, Action::Accept);
+        assert_eq!(ct.packet(&ping.reply()).reason, Reason::Reply);
+        // A reply with another identifier belongs to nothing: invalid.
+        let stray = SimPacket::echo_request(Egress, local6, ip("2001:db8::1"), 8).reply();
+        assert!(matches!(ct.packet(&stray).reason, Reason::Invalid { .. }));
+        // A request from the other side is a new flow, checked on ingress.
+        let theirs = SimPacket::echo_request(Ingress, local6, ip("2001:db8::1"), 7);
+        assert_eq!(ct.packet(&theirs).action, Action::Drop);
+        // IPv4 ping out: no egress rule for ICMP.
+        let ping4 = SimPacket::echo_request(Egress, ip(LOCAL), ip("192.0.2.1"), 1);
+        assert_eq!(ping4.protocol(), crate::ICMP);
+        assert_eq!(ct.packet(&ping4).action, Action::Drop);
+    }
+
+    #[test]
+    fn related_icmp_errors_pass() {
+        let mut ct = Conntrack::new(ruleset(&fleet()));
+        let ntp = SimPacket::udp(Egress, ip(LOCAL), 50123, ip("192.0.2.123"), 123);
+        ct.packet(&ntp);
+        // A router says the NTP server is unreachable: no ingress rule
+        // allows ICMP, but the error is related to a tracked flow.
+        let err = SimPacket::icmp_error(Ingress, ip(LOCAL), ip("198.18.0.1"), ntp.clone());
+        assert_eq!(ct.packet(&err).reason, Reason::Related);
+        // The error quoting the reply direction is related too.
+        let err2 = SimPacket::icmp_error(Ingress, ip(LOCAL), ip("198.18.0.1"), ntp.reply());
+        assert_eq!(ct.packet(&err2).reason, Reason::Related);
+        // Our own error about an accepted inbound packet goes out.
+        let dns = SimPacket::udp(Ingress, ip(LOCAL), 53, ip("192.0.2.9"), 5353);
+        ct.packet(&dns);
+        let unreachable = SimPacket::icmp_error(Egress, ip(LOCAL), ip("192.0.2.9"), dns);
+        assert_eq!(ct.packet(&unreachable).action, Action::Accept);
+        // An error about no tracked flow, or about an error, is invalid.
+        let other = SimPacket::udp(Egress, ip(LOCAL), 50124, ip("192.0.2.123"), 123);
+        let bogus = SimPacket::icmp_error(Ingress, ip(LOCAL), ip("198.18.0.1"), other);
+        assert!(matches!(ct.packet(&bogus).reason, Reason::Invalid { .. }));
+        let nested = SimPacket::icmp_error(Ingress, ip(LOCAL), ip("198.18.0.1"), err);
+        assert!(matches!(ct.packet(&nested).reason, Reason::Invalid { .. }));
+        // Mixed families are invalid.
+        let mixed = SimPacket::udp(Egress, ip(LOCAL), 1, ip("2001:db8::1"), 123);
+        assert!(matches!(ct.packet(&mixed).reason, Reason::Invalid { .. }));
+    }
+
+    #[test]
+    fn a_rule_change_cuts_revoked_flows_and_leaves_the_others() {
+        let mut ct = Conntrack::new(ruleset(&fleet()));
+        let ssh_a = ssh(Ingress, "203.0.113.5", 40000);
+        let dns = SimPacket::udp(Ingress, ip(LOCAL), 53, ip("192.0.2.9"), 5353);
+        let https = SimPacket::tcp(Egress, ip(LOCAL), 41000, ip("192.0.2.80"), 443);
+        for p in [&ssh_a, &dns, &https] {
+            assert_eq!(ct.packet(p).action, Action::Accept);
+        }
+        // Remove the SSH rule.
+        let replaced = ct.replace_ruleset(without_ingress(0));
+        assert_eq!(replaced.cut, vec![ssh_a.flow_key().unwrap()]);
+        assert!(replaced.restored.is_empty());
+        // The cut flow: original direction dropped, replies dropped, errors dropped.
+        assert_eq!(
+            (ct.packet(&ssh_a).action, ct.packet(&ssh_a).reason),
+            (Action::Drop, Reason::Cut)
+        );
+        assert_eq!(ct.packet(&ssh_a.reply()).reason, Reason::Cut);
+        let err = SimPacket::icmp_error(Egress, ip(LOCAL), ip("203.0.113.5"), ssh_a.clone());
+        assert_eq!(ct.packet(&err).action, Action::Drop);
+        // New SSH connections are refused at once.
+        assert_eq!(
+            ct.packet(&ssh(Ingress, "203.0.113.6", 40000)).action,
+            Action::Drop
+        );
+        // Still-allowed flows are not disturbed, their index moved up by one.
+        assert_eq!(ct.packet(&dns).reason, Reason::Established);
+        assert_eq!(ct.packet(&dns.reply()).reason, Reason::Reply);
+        assert_eq!(ct.packet(&https.reply()).reason, Reason::Reply);
+        let dns_flow = ct.flow(&dns.flow_key().unwrap()).unwrap();
+        assert_eq!(
+            (dns_flow.cut, dns_flow.accepted_by.policy_index),
+            (false, 0)
+        );
+        // Putting the rule back restores the flow.
+        let replaced = ct.replace_ruleset(ruleset(&fleet()));
+        assert_eq!(replaced.restored, vec![ssh_a.flow_key().unwrap()]);
+        assert!(replaced.cut.is_empty());
+        assert_eq!(ct.packet(&ssh_a).reason, Reason::Established);
+        assert_eq!(ct.packet(&ssh_a.reply()).reason, Reason::Reply);
+        // An empty ruleset cuts everything.
+        let replaced = ct.replace_ruleset(Ruleset::default());
+        assert_eq!(replaced.cut.len(), 3);
+        assert!(ct.flows().all(|f| f.cut));
+    }
+
+    #[test]
+    fn a_cut_flow_does_not_come_back_through_the_other_direction() {
+        // Egress allows everything; revoke ingress SSH. Without the tombstone
+        // the server's next segment would open a new egress flow and the
+        // client's packets would pass as its replies.
+        let mut f = fleet();
+        f.security_groups[0].policies.egress = Fleet::parse(
+            "security_groups: [{id: sg-aaaaaaaa, policies: {Egress: [{Protocol: ALL, CidrBlock: 0.0.0.0/0, Action: ACCEPT}]}}]",
+        )
+        .unwrap()
+        .security_groups[0]
+            .policies
+            .egress
+            .clone();
+        let mut ct = Conntrack::new(ruleset(&f));
+        let syn = ssh(Ingress, "203.0.113.5", 40000);
+        ct.packet(&syn);
+        f.security_groups[0].policies.ingress.remove(0);
+        ct.replace_ruleset(ruleset(&f));
+        assert_eq!(ct.packet(&syn.reply()).action, Action::Drop);
+        assert_eq!(ct.packet(&syn).action, Action::Drop);
+    }
+
+    #[test]
+    fn events_replay_from_json() {
+        let syn = ssh(Ingress, "203.0.113.5", 40000);
+        let events = vec![
+            Event::Packet {
+                packet: syn.clone(),
+            },
+            Event::Packet {
+                packet: syn.reply(),
+            },
+            Event::ReplaceRuleset {
+                ruleset: without_ingress(0),
+            },
+            Event::Packet {
+                packet: syn.clone(),
+            },
+        ];
+        let text = serde_json::to_string(&events).unwrap();
+        let back: Vec<Event> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, events);
+        let steps = Conntrack::new(ruleset(&fleet())).run(&back);
+        let v = serde_json::to_value(&steps).unwrap();
+        assert_eq!(v[0]["decision"]["action"], "ACCEPT");
+        assert_eq!(v[0]["decision"]["reason"], "new");
+        assert_eq!(v[0]["decision"]["verdict"]["matched"]["policy_index"], 0);
+        assert_eq!(v[1]["decision"]["reason"], "reply");
+        assert_eq!(v[2]["step"], "replaced");
+        assert_eq!(v[2]["replaced"]["cut"][0]["ids"]["kind"], "ports");
+        assert_eq!(
+            v[3]["decision"],
+            serde_json::json!({"action": "DROP", "reason": "cut"})
+        );
+        let p = serde_json::to_value(&syn).unwrap();
+        assert_eq!(
+            p,
+            serde_json::json!({"direction": "ingress", "local": "10.0.0.11", "remote": "203.0.113.5",
+                "transport": {"kind": "tcp", "local_port": 22, "remote_port": 40000}})
+        );
+    }
+
+    mod properties {
+        use super::*;
+        use crate::eval::evaluate;
+        use crate::fixtures::{packet, rules};
+        use crate::resolve::ResolvedRule;
+        use proptest::prelude::*;
+
+        fn to_sim(p: &crate::eval::Packet) -> SimPacket {
+            let local = match p.peer {
+                IpAddr::V4(_) => ip("10.255.255.254"),
+                IpAddr::V6(_) => ip("2001:db8:ffff::fe"),
+            };
+            let port = p.port.unwrap_or(0);
+            match p.protocol {
+                crate::TCP => SimPacket::tcp(p.direction, local, port, p.peer, 33333),
+                crate::UDP => SimPacket::udp(p.direction, local, port, p.peer, 33333),
+                n => SimPacket::other(p.direction, n, local, p.peer),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// New flows get the evaluator's verdict; after a change, a flow is
+            /// cut exactly when the new rules refuse its first packet.
+            #[test]
+            fn tracker_agrees_with_the_evaluator(
+                before in rules(8),
+                after in rules(8),
+                ps in prop::collection::vec(packet(), 30),
+            ) {
+                let rs = |rules: Vec<ResolvedRule>| Ruleset { ingress: rules, ..Ruleset::default() };
+                let (before, after) = (rs(before), rs(after));
+                let mut ct = Conntrack::new(before.clone());
+                for p in &ps {
+                    let sim = to_sim(p);
+                    let fresh = ct.flow(&sim.flow_key().unwrap()).is_none();
+                    let d = ct.packet(&sim);
+                    if fresh {
+                        prop_assert_eq!(d.action, evaluate(&before, &sim.rule_packet()).action);
+                    } else {
+                        prop_assert_eq!(d.action, Action::Accept);
+                    }
+                }
+                let tracked: Vec<Flow> = ct.flows().cloned().collect();
+                let replaced = ct.replace_ruleset(after.clone());
+                for f in &tracked {
+                    let refused = evaluate(&after, &f.first).action == Action::Drop;
+                    prop_assert_eq!(replaced.cut.contains(&f.key), refused);
+                    let sim = ps.iter().map(to_sim).find(|s| s.flow_key().as_ref() == Some(&f.key));
+                    if let Some(sim) = sim {
+                        let expect = if refused { Action::Drop } else { Action::Accept };
+                        prop_assert_eq!(ct.packet(&sim).action, expect);
+                        prop_assert_eq!(ct.packet(&sim.reply()).action, expect);
+                    }
+                }
+            }
+        }
+    }
+}
