@@ -35,6 +35,16 @@ def test_address_templates_and_groups(fresh):
     r = fresh.v("DescribeAddressTemplateGroups")
     assert r["TotalCount"] == 1 and r["AddressTemplateGroupSet"][0]["AddressTemplateIdSet"] == [ipm]
 
+    # Modify the group: rename, and members must exist (a failed call changes nothing).
+    ipm2 = fresh.v("CreateAddressTemplate", {"AddressTemplateName": "lab", "Addresses": ["fd00::/64"]})["AddressTemplate"]["AddressTemplateId"]
+    fresh.v("ModifyAddressTemplateGroupAttribute", {"AddressTemplateGroupId": ipmg, "AddressTemplateGroupName": "all2", "AddressTemplateIds": [ipm, ipm2]})
+    before = fresh.v("DescribeAddressTemplateGroups")["AddressTemplateGroupSet"]
+    assert before[0]["AddressTemplateGroupName"] == "all2" and before[0]["AddressTemplateIdSet"] == [ipm, ipm2]
+    assert [m["AddressTemplateId"] for m in before[0]["AddressTemplateSet"]] == [ipm, ipm2]
+    assert error_code(fresh.v, "ModifyAddressTemplateGroupAttribute", {"AddressTemplateGroupId": ipmg, "AddressTemplateIds": [ipm, "ipm-00000000"]}) == "ResourceNotFound"
+    assert fresh.v("DescribeAddressTemplateGroups")["AddressTemplateGroupSet"] == before
+    fresh.v("ModifyAddressTemplateGroupAttribute", {"AddressTemplateGroupId": ipmg, "AddressTemplateIds": [ipm]})
+    fresh.v("DeleteAddressTemplate", {"AddressTemplateId": ipm2})
     # In use by a template group: cannot be deleted.
     assert error_code(fresh.v, "DeleteAddressTemplate", {"AddressTemplateId": ipm}) == "ResourceInUse"
     sg = fresh.group()
