@@ -73,12 +73,8 @@ pub fn parse_addr_range(field: &str, text: &str) -> Result<AddrRange, PolicyErro
             ))
         }
     };
-    let host = if len == 0 {
-        family.max()
-    } else {
-        // len >= 1, so the shift is below 128.
-        (family.max() >> len) & family.max()
-    };
+    // The host bits: all of them for /0, none for a full-length prefix.
+    let host = family.max().checked_shr(len).unwrap_or(0);
     let lo = ip_to_u128(addr);
     if lo & host != 0 {
         return Err(PolicyError::malformed(
@@ -247,6 +243,14 @@ mod tests {
             parse_addr_range("f", "0.0.0.0/8").unwrap().hi(),
             0x00ff_ffff
         );
+        for (full, bare) in [
+            ("10.0.0.1/32", "10.0.0.1"),
+            ("2001:db8::1/128", "2001:db8::1"),
+        ] {
+            let r = parse_addr_range("f", full).unwrap();
+            assert_eq!(format_addr_range(r), bare);
+        }
+        assert!(parse_addr_range("f", "2001:db8::1/129").is_err());
         for bad in [
             "10.0.0.1/24",
             "10.0.0.0/33",
@@ -269,6 +273,33 @@ mod tests {
         }
         for bad in ["65536", "x", "5-1", "1,,2", "-1"] {
             assert!(parse_ports("f", bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The panic contract: parsers answer every string with a value or an error.
+        #[test]
+        fn parsers_never_panic(text in ".{0,40}", a in "[0-9a-fA-F:./ -]{0,40}") {
+            for t in [&text, &a] {
+                let _ = parse_addr_range("f", t);
+                let _ = parse_ports("f", t);
+                let _ = crate::eval::parse_protocol("f", t);
+                let _ = crate::eval::parse_port("f", t);
+                let _ = crate::eval::Packet::parse(t, t, t, Some(t));
+                let _ = crate::resolve::ProtocolMatch::parse_field("f", t);
+                let _ = serde_json::from_str::<crate::resolve::Ruleset>(t);
+                let _ = serde_json::from_str::<crate::conntrack::Event>(t);
+            }
+        }
+
+        /// Whatever parses, prints back to text that parses to the same value.
+        #[test]
+        fn addr_ranges_print_and_parse_back(lo in proptest::prelude::any::<u128>(), w in proptest::prelude::any::<u128>(), v6 in proptest::prelude::any::<bool>()) {
+            let f = if v6 { Family::V6 } else { Family::V4 };
+            let lo = lo & f.max();
+            let hi = lo.saturating_add(w % 1_000_000).min(f.max());
+            let r = AddrRange::new(f, lo, hi).unwrap();
+            proptest::prop_assert_eq!(parse_addr_range("f", &format_addr_range(r)).unwrap(), r);
         }
     }
 }

@@ -312,6 +312,13 @@ impl Ruleset {
             Direction::Egress => &self.egress,
         }
     }
+
+    /// The rule with this origin (to show the rule behind a verdict).
+    pub fn rule(&self, origin: &RuleOrigin) -> Option<&ResolvedRule> {
+        self.rules(origin.direction)
+            .iter()
+            .find(|r| r.origin() == origin)
+    }
 }
 
 /// Resolves the groups `groups` (binding order) into one ruleset. Fails on
@@ -559,6 +566,15 @@ mod tests {
             .egress
             .iter()
             .all(|r| r.origin().direction == Direction::Egress));
+        // The rule behind a verdict, for display.
+        let origin = &rs.ingress[1].origin().clone();
+        assert_eq!(
+            rs.rule(origin).unwrap().policy().to_string(),
+            "ACCEPT TCP 22 peer ipm-office01"
+        );
+        // The catalog works as a trait object too (the server's store snapshot).
+        let dynamic: &dyn Catalog = &fleet();
+        assert_eq!(resolve(dynamic, &rs.security_groups).unwrap(), rs);
         // Binding order is the order given, not the file's.
         let swapped = resolve(&fleet(), &[sg("sg-second01"), sg("sg-first001")]).unwrap();
         assert_eq!(
