@@ -23,6 +23,18 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Log format on stderr (filter with RUST_LOG).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How `serve` writes its log.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `palisade account ...`.
@@ -94,6 +106,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.data_dir,
         tls: args.tls_cert.zip(args.tls_key),
         limits: palisade_model::Limits::default(),
+        log_json: args.log_format == LogFormat::Json,
     };
     palisade_server::run_blocking(config).context("palisade serve")?;
     Ok(ExitCode::SUCCESS)

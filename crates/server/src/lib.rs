@@ -56,6 +56,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Quotas.
     pub limits: Limits,
+    /// Log one JSON object per line instead of human-readable text.
+    pub log_json: bool,
 }
 
 /// The JSON printed by `palisade account create --output json` and written
@@ -109,15 +111,7 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// Opens the store, bootstraps the admin account and serves until SIGINT or
 /// SIGTERM. Builds its own tokio runtime.
 pub fn run_blocking(config: Config) -> Result<(), ServerError> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    init_logging(config.log_json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -126,6 +120,24 @@ pub fn run_blocking(config: Config) -> Result<(), ServerError> {
             source,
         })?;
     runtime.block_on(run(config))
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or as
+/// one JSON object per line. Does nothing if a subscriber is already set.
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }
 
 /// The async body of [`run_blocking`].
