@@ -155,6 +155,23 @@ def test_instance_scoped_agent_credential(server, fresh):
     assert error_code(agent.p, "DescribeInstanceRuleset", {"InstanceId": other}) == "AuthFailure.UnauthorizedOperation"
     assert error_code(agent.v, "DescribeSecurityGroups") == "AuthFailure.UnauthorizedOperation"
     assert error_code(agent.p, "DeregisterInstances", {"InstanceIds": [ins]}) == "AuthFailure.UnauthorizedOperation"
+    # The agent confirms its instance, reports status; the owner sees it.
+    assert agent.p("RegisterInstances", {"Instances": [{"InstanceId": ins, "PrivateIpAddresses": ["10.0.0.1"]}]})["InstanceIdSet"] == [ins]
+    assert error_code(agent.p, "RegisterInstances", {"Instances": [{"InstanceId": other, "PrivateIpAddresses": ["10.0.0.1"]}]}) == "AuthFailure.UnauthorizedOperation"
+    rev = rs["Revision"]
+    agent.p("ReportInstanceStatus", {"InstanceId": ins, "AppliedRevision": rev, "Errors": ["nft: none"],
+                                     "Counters": [{"SecurityGroupId": "sg-00000001", "Direction": "ingress", "PolicyIndex": 0, "Packets": 5, "Bytes": 300}]})
+    st = fresh.p("DescribeInstanceStatus", {"InstanceIds": [ins, other]})
+    assert st["Revision"] == rev, "a status report is not a configuration change"
+    mine, theirs = st["InstanceStatusSet"]
+    assert mine["InstanceId"] == ins and mine["Reported"] is True and mine["AppliedRevision"] == rev and mine["ReportedTime"]
+    assert mine["Counters"] == [{"SecurityGroupId": "sg-00000001", "Direction": "Ingress", "PolicyIndex": 0, "Packets": 5, "Bytes": 300}]
+    assert mine["Errors"] == ["nft: none"]
+    assert theirs == {"InstanceId": other, "Reported": False, "ReportedTime": "", "AppliedRevision": 0, "Counters": [], "Errors": []}
+    assert error_code(agent.p, "ReportInstanceStatus", {"InstanceId": other, "AppliedRevision": 1}) == "AuthFailure.UnauthorizedOperation"
+    assert error_code(agent.p, "DescribeInstanceStatus", {}) == "AuthFailure.UnauthorizedOperation"
+    assert error_code(fresh.p, "ReportInstanceStatus", {"InstanceId": ins}) == "MissingParameter"
+    assert error_code(fresh.p, "ReportInstanceStatus", {"InstanceId": ins, "AppliedRevision": 1, "Counters": [{"SecurityGroupId": "sg-1", "Direction": "in", "PolicyIndex": 0, "Packets": 0, "Bytes": 0}]}) == "InvalidParameterValue.Malformed"
     bad = subprocess.run([BIN, "account", "instance-key", "--account", account["Name"], "--instance", "ins-00000000",
                           "--data-dir", str(server.data_dir)], capture_output=True, text=True)
     assert bad.returncode != 0 and "not registered" in bad.stderr

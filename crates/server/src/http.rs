@@ -251,17 +251,30 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
 }
 
 /// What an agent credential (scoped to instance `ins`) may do: read that
-/// instance's ruleset, nothing else.
+/// instance's ruleset, report its status, and confirm (re-register) it.
 fn check_scope(ins: &str, service: &str, action: &str, params: &Params) -> Result<(), ApiError> {
     let own = service == "palisade"
-        && action == "DescribeInstanceRuleset"
-        && params.opt_str("InstanceId")?.as_deref() == Some(ins);
+        && match action {
+            "DescribeInstanceRuleset" | "ReportInstanceStatus" => {
+                params.opt_str("InstanceId")?.as_deref() == Some(ins)
+            }
+            "RegisterInstances" => params
+                .opt_typed::<Vec<serde_json::Map<String, Value>>>("Instances")?
+                .is_some_and(|list| {
+                    list.len() == 1
+                        && list[0].get("InstanceId").and_then(Value::as_str) == Some(ins)
+                }),
+            _ => false,
+        };
     if own {
         Ok(())
     } else {
         Err(ApiError::new(
             "AuthFailure.UnauthorizedOperation",
-            format!("this credential belongs to the agent of {ins}: it may only call palisade DescribeInstanceRuleset for {ins}"),
+            format!(
+                "this credential belongs to the agent of {ins}: it may only call palisade \
+                 DescribeInstanceRuleset, ReportInstanceStatus or RegisterInstances for {ins}"
+            ),
         ))
     }
 }

@@ -270,6 +270,24 @@ pub trait Store: Send + Sync + 'static {
     /// Resolves a SecretId to whoever holds it: an account, or an agent
     /// credential scoped to one instance.
     fn credential(&self, secret_id: &str) -> Result<Option<Credential>, StoreError>;
+
+    /// Records what an instance's agent last reported (applied revision,
+    /// counters, errors) as opaque JSON. Status is not configuration: it
+    /// does not bump the revision (agents waiting on it are not woken).
+    /// [`StoreError::NotFound`] when the account has no such instance.
+    fn put_instance_status(
+        &self,
+        account: &str,
+        instance_id: &str,
+        status: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+
+    /// The last report of every instance of the account that has one:
+    /// `(instance id, report, time received)`.
+    fn instance_statuses(
+        &self,
+        account: &str,
+    ) -> Result<Vec<(String, serde_json::Value, String)>, StoreError>;
 }
 
 /// A credential scoped to one instance, for that instance's agent.

@@ -58,6 +58,9 @@ CREATE TABLE IF NOT EXISTS instance_keys (
     secret_id TEXT PRIMARY KEY, secret_key TEXT NOT NULL, account_id TEXT NOT NULL,
     instance_id TEXT NOT NULL, created_time TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS instance_keys_instance ON instance_keys (instance_id);
+CREATE TABLE IF NOT EXISTS instance_status (
+    instance_id TEXT PRIMARY KEY, account_id TEXT NOT NULL, body TEXT NOT NULL,
+    reported_time TEXT NOT NULL);
 ";
 
 impl SqliteStore {
@@ -284,6 +287,56 @@ impl Store for SqliteStore {
             secret_key,
             instance_scope: Some(instance_id),
         }))
+    }
+
+    fn put_instance_status(
+        &self,
+        account: &str,
+        instance_id: &str,
+        status: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: Option<String> = tx
+            .query_row(
+                "SELECT id FROM instances WHERE account_id = ?1 AND id = ?2",
+                [account, instance_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(instance_id.to_string()));
+        }
+        tx.execute(
+            "INSERT INTO instance_status (instance_id, account_id, body, reported_time) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (instance_id) DO UPDATE SET body = excluded.body, reported_time = excluded.reported_time",
+            params![instance_id, account, to_json(status)?, crate::now_string()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn instance_statuses(
+        &self,
+        account: &str,
+    ) -> Result<Vec<(String, serde_json::Value, String)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT instance_id, body, reported_time FROM instance_status WHERE account_id = ?1 ORDER BY instance_id",
+        )?;
+        let rows = stmt.query_map([account], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, body, time) = row?;
+            out.push((id, from_json(&body)?, time));
+        }
+        Ok(out)
     }
 
     fn accounts(&self) -> Result<Vec<Account>, StoreError> {
@@ -754,9 +807,11 @@ impl Tx for SqliteTx<'_> {
         }
         self.tx
             .execute("DELETE FROM bindings WHERE instance_id = ?1", [id])?;
-        // A deregistered instance's agent credentials die with it.
+        // A deregistered instance's agent credentials and status die with it.
         self.tx
             .execute("DELETE FROM instance_keys WHERE instance_id = ?1", [id])?;
+        self.tx
+            .execute("DELETE FROM instance_status WHERE instance_id = ?1", [id])?;
         self.dirty = true;
         Ok(())
     }

@@ -86,6 +86,8 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("palisade", "RegisterInstances"),
     ("palisade", "DeregisterInstances"),
     ("palisade", "DescribeInstanceRuleset"),
+    ("palisade", "ReportInstanceStatus"),
+    ("palisade", "DescribeInstanceStatus"),
 ];
 
 /// Runs one action.
@@ -115,6 +117,8 @@ pub fn dispatch(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Reply
         ("palisade", "RegisterInstances") => palisade::register(ctx, p),
         ("palisade", "DeregisterInstances") => palisade::deregister(ctx, p),
         ("palisade", "DescribeInstanceRuleset") => palisade::describe_ruleset(ctx, p),
+        ("palisade", "ReportInstanceStatus") => palisade::report_status(ctx, p),
+        ("palisade", "DescribeInstanceStatus") => palisade::describe_status(ctx, p),
         _ => Err(ApiError::new(
             "InvalidAction",
             format!("action {action:?} of service {service:?} does not exist or is not supported by Palisade"),

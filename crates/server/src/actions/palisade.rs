@@ -1,5 +1,6 @@
 //! Palisade's own service (`palisade`, version `2026-11-01`): register and
-//! deregister instances (nodes), and show an instance's resolved ruleset —
+//! deregister instances (nodes), take their agents' status reports (applied
+//! revision, per-rule counters, errors), and show an instance's resolved ruleset —
 //! its groups' rules in binding order with group references and templates
 //! expanded to address sets — together with the store revision it was
 //! computed at (resolution is the `policy` crate's). This is what an agent
@@ -30,8 +31,8 @@ struct NewInstance {
     private_ip_addresses: Option<Vec<String>>,
 }
 
-/// `RegisterInstances`: creates instances (or updates the name and IPs of
-/// ones that exist); ids are generated when absent.
+/// `RegisterInstances`: creates instances (or updates the name, when given,
+/// and IPs of ones that exist); ids are generated when absent.
 pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
     p.allow_only(&["Instances"])?;
     let list: Vec<NewInstance> = p.req_typed("Instances")?;
@@ -77,8 +78,8 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
                 )
             })?;
         }
-        let name = i.instance_name.unwrap_or_default();
-        if name.chars().count() > 60 {
+        let name = i.instance_name;
+        if name.as_deref().is_some_and(|n| n.chars().count() > 60) {
             return Err(ApiError::new(
                 "InvalidParameterValue.TooLong",
                 format!("Instances[{n}].InstanceName: longer than 60 characters"),
@@ -96,15 +97,20 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
                 .flatten()
             {
                 Some(mut existing) => {
-                    existing.name = name;
-                    existing.private_ips = ips;
-                    tx.update_instance(ctx.account, &existing)?;
+                    // Re-registering unchanged (an agent confirming its
+                    // instance) writes nothing, so it wakes no agent.
+                    let name = name.unwrap_or_else(|| existing.name.clone());
+                    if existing.name != name || existing.private_ips != ips {
+                        existing.name = name;
+                        existing.private_ips = ips;
+                        tx.update_instance(ctx.account, &existing)?;
+                    }
                     ids.push(existing.id);
                 }
                 None => {
                     let rec = InstanceRecord {
                         id: id.unwrap_or_else(|| new_id("ins-")),
-                        name,
+                        name: name.unwrap_or_default(),
                         private_ips: ips,
                         created_time: now(),
                         security_group_ids: Vec::new(),
@@ -183,6 +189,117 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
         }))
     })?;
     reply(json!({ "Ruleset": out }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct Counter {
+    security_group_id: String,
+    direction: String,
+    policy_index: u64,
+    packets: u64,
+    bytes: u64,
+}
+
+const MAX_COUNTERS: usize = 20_000;
+const MAX_ERRORS: usize = 100;
+const MAX_ERROR_CHARS: usize = 2_000;
+
+/// `ReportInstanceStatus`: an agent says which revision it applied, its
+/// per-rule counters and its errors. Kept (last report wins) and shown by
+/// `DescribeInstanceStatus`; does not bump the store revision.
+pub fn report_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
+    p.allow_only(&["InstanceId", "AppliedRevision", "Counters", "Errors"])?;
+    let id = p.req_str("InstanceId")?;
+    check_instance_id(&id)?;
+    let applied = p
+        .opt_uint("AppliedRevision")?
+        .ok_or_else(|| ApiError::missing("AppliedRevision"))?;
+    let counters: Vec<Counter> = p.opt_typed("Counters")?.unwrap_or_default();
+    if counters.len() > MAX_COUNTERS {
+        return Err(ApiError::new(
+            "InvalidParameterValue.LimitExceeded",
+            format!(
+                "Counters: {} entries, at most {MAX_COUNTERS}",
+                counters.len()
+            ),
+        ));
+    }
+    let mut counters_json = Vec::with_capacity(counters.len());
+    for (n, c) in counters.iter().enumerate() {
+        SecurityGroupId::parse_field(
+            &format!("Counters[{n}].SecurityGroupId"),
+            &c.security_group_id,
+        )?;
+        let dir = Direction::parse_field(&format!("Counters[{n}].Direction"), &c.direction)?;
+        counters_json.push(json!({
+            "SecurityGroupId": c.security_group_id,
+            "Direction": dir.wire_name(),
+            "PolicyIndex": c.policy_index,
+            "Packets": c.packets,
+            "Bytes": c.bytes,
+        }));
+    }
+    let errors = p.opt_str_list("Errors")?.unwrap_or_default();
+    if errors.len() > MAX_ERRORS || errors.iter().any(|e| e.chars().count() > MAX_ERROR_CHARS) {
+        return Err(ApiError::new(
+            "InvalidParameterValue.LimitExceeded",
+            format!(
+                "Errors: at most {MAX_ERRORS} messages of at most {MAX_ERROR_CHARS} characters"
+            ),
+        ));
+    }
+    let body = json!({ "AppliedRevision": applied, "Counters": counters_json, "Errors": errors });
+    match ctx.store.put_instance_status(ctx.account, &id, &body) {
+        Ok(()) => reply(json!({})),
+        Err(palisade_store::StoreError::NotFound(_)) => Err(ApiError::not_found("InstanceId", &id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `DescribeInstanceStatus`: `InstanceIds` (optional) -> `InstanceStatusSet`
+/// with each instance's last report and the current store revision, so a
+/// lagging agent shows as `AppliedRevision < Revision`.
+pub fn describe_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
+    p.allow_only(&["InstanceIds"])?;
+    let ids = p.opt_str_list("InstanceIds")?;
+    if let Some(ids) = &ids {
+        for id in ids {
+            check_instance_id(id)?;
+        }
+    }
+    let (revision, instances) = ctx.read(|tx| Ok((tx.revision()?, tx.instances(ctx.account)?)))?;
+    let reports = ctx.store.instance_statuses(ctx.account)?;
+    let mut set = Vec::new();
+    for ins in instances {
+        if ids.as_ref().is_some_and(|ids| !ids.contains(&ins.id)) {
+            continue;
+        }
+        let report = reports.iter().find(|(id, _, _)| id == &ins.id);
+        let (body, time) = match report {
+            Some((_, body, time)) => (body.clone(), time.clone()),
+            None => (
+                json!({ "AppliedRevision": 0, "Counters": [], "Errors": [] }),
+                String::new(),
+            ),
+        };
+        set.push(json!({
+            "InstanceId": ins.id,
+            "Reported": report.is_some(),
+            "ReportedTime": time,
+            "AppliedRevision": body["AppliedRevision"],
+            "Counters": body["Counters"],
+            "Errors": body["Errors"],
+        }));
+    }
+    if let Some(ids) = &ids {
+        for id in ids {
+            if !set.iter().any(|s| s["InstanceId"] == json!(id)) {
+                return Err(ApiError::not_found("InstanceIds", id));
+            }
+        }
+    }
+    reply(json!({ "InstanceStatusSet": set, "Revision": revision }))
 }
 
 /// The longest long-poll `DescribeInstanceRuleset` accepts; below the SDKs'
