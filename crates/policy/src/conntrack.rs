@@ -837,7 +837,7 @@ instances:
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(64))]
+            #![proptest_config(crate::fixtures::cases(64))]
 
             /// New flows get the evaluator's verdict; after a change, a flow is
             /// cut exactly when the new rules refuse its first packet.

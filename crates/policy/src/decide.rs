@@ -112,7 +112,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(128))]
+        #![proptest_config(crate::fixtures::cases(128))]
 
         #[test]
         fn sets_agree_with_first_match_on_random_packets(
@@ -251,6 +251,75 @@ mod tests {
         let boxes: usize = d.decided.iter().map(PacketSet::box_count).sum();
         println!(
             "decompose 1000 rules / 3000 peer ranges: {elapsed:?}, {boxes} decided boxes, accepted {} boxes",
+            d.accepted.box_count()
+        );
+        assert!(elapsed.as_millis() < 1000, "{elapsed:?}");
+    }
+
+    #[test]
+    #[ignore = "timing; run with --release -- --ignored --nocapture"]
+    fn fragmented_lists_timing() {
+        use crate::resolve::{ProtocolMatch, ServiceMatch};
+        use palisade_model::{AddrRange, Family, PortRange};
+        let mut seed: u64 = 42;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Every rule: 10 scattered ports on TCP and UDP, 8 scattered peers
+        // (a 2,000-member group is the extreme at the end).
+        let mut rules: Vec<ResolvedRule> = (0..1000)
+            .map(|i| {
+                let ports: Vec<PortRange> = (0..10)
+                    .map(|_| PortRange::single((next() % 65535) as u16 + 1))
+                    .collect();
+                let services = vec![
+                    ServiceMatch {
+                        protocol: ProtocolMatch::Number(6),
+                        ports: ports.clone(),
+                    },
+                    ServiceMatch {
+                        protocol: ProtocolMatch::Number(17),
+                        ports,
+                    },
+                ];
+                let peers: Vec<AddrRange> = (0..8)
+                    .map(|_| {
+                        let lo = (0x0a00_0000 + u128::from(next() % 0x00ff_ffff)) & !0xff;
+                        AddrRange::new(Family::V4, lo, lo + 255).unwrap()
+                    })
+                    .collect();
+                let action = if next() % 3 == 0 {
+                    Action::Drop
+                } else {
+                    Action::Accept
+                };
+                crate::fixtures::rule(i, action, services, peers)
+            })
+            .collect();
+        let members: Vec<AddrRange> = (0..2000)
+            .map(|_| {
+                let n = 0x0a00_0000 + u128::from(next() % 0x00ff_ffff);
+                AddrRange::new(Family::V4, n, n).unwrap()
+            })
+            .collect();
+        rules.push(crate::fixtures::rule(
+            1000,
+            Action::Accept,
+            vec![ServiceMatch {
+                protocol: ProtocolMatch::All,
+                ports: vec![crate::all_ports()],
+            }],
+            members,
+        ));
+        let t = std::time::Instant::now();
+        let d = decompose(&rules);
+        let elapsed = t.elapsed();
+        let boxes: usize = d.decided.iter().map(PacketSet::box_count).sum();
+        println!(
+            "decompose 1001 fragmented rules (10,000 peer ranges, 20,000 ports): {elapsed:?}, {boxes} decided boxes, accepted {} boxes",
             d.accepted.box_count()
         );
         assert!(elapsed.as_millis() < 1000, "{elapsed:?}");

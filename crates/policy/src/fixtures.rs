@@ -307,3 +307,13 @@ pub fn boundary_packets(rules: &[ResolvedRule]) -> Vec<Packet> {
     }
     out
 }
+
+/// A proptest configuration with `default` cases, or `PROPTEST_CASES`
+/// when set (for long runs: `PROPTEST_CASES=5000 cargo test --release`).
+pub fn cases(default: u32) -> ProptestConfig {
+    let n = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    ProptestConfig::with_cases(n)
+}

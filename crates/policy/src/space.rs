@@ -15,8 +15,9 @@
 //! equal contents are always merged and empty contents are never stored, so
 //! two sets are equal exactly when their representations are (derived
 //! `PartialEq` is set equality), and the leaves are disjoint boxes.
-//! Operations sweep sorted runs and only look at the part of the larger
-//! operand that the smaller one spans; `union_with` splices in place.
+//! Operations sweep sorted runs and jump by binary search over the parts
+//! of the larger operand that the smaller one does not meet; `union_with`
+//! moves the untouched runs of the left operand instead of copying them.
 
 use crate::eval::Packet;
 use palisade_model::addr::{ip_to_u128, u128_to_ip};
@@ -472,10 +473,13 @@ fn push_run<K: Key, V: Eq>(runs: &mut Vec<Run<K, V>>, lo: K, hi: K, val: V) {
 
 /// Cuts the keys covered by `a` or `b` (both sorted and disjoint) into
 /// pieces on which each side is constant, calling `emit(lo, hi, a index,
-/// b index)` for each in order.
+/// b index)` for each in order. Pieces covered by one side only are left
+/// out when `keep` says so, and then the sweep jumps over them by binary
+/// search, so that a small operand costs little against a large one.
 fn sweep<K: Key, A, B>(
     a: &[Run<K, A>],
     b: &[Run<K, B>],
+    keep: Keep,
     mut emit: impl FnMut(K, K, Option<usize>, Option<usize>),
 ) {
     let (mut i, mut j) = (0usize, 0usize);
@@ -490,11 +494,17 @@ fn sweep<K: Key, A, B>(
         match (a.get(i), b.get(j)) {
             (None, None) => return,
             (Some(x), None) => {
+                if !keep.a_only {
+                    return;
+                }
                 emit(x.lo.max(c), x.hi, Some(i), None);
                 i += 1;
                 cur = x.hi.next();
             }
             (None, Some(y)) => {
+                if !keep.b_only {
+                    return;
+                }
                 emit(y.lo.max(c), y.hi, None, Some(j));
                 j += 1;
                 cur = y.hi.next();
@@ -503,6 +513,13 @@ fn sweep<K: Key, A, B>(
                 let xs = x.lo.max(c);
                 let ys = y.lo.max(c);
                 if xs < ys {
+                    if !keep.a_only {
+                        i += a
+                            .get(i..)
+                            .map_or(0, |rest| rest.partition_point(|r| r.hi < ys));
+                        cur = Some(ys);
+                        continue;
+                    }
                     // ys > xs, so ys has a predecessor.
                     let end = ys.prev().map_or(x.hi, |p| x.hi.min(p));
                     emit(xs, end, Some(i), None);
@@ -511,6 +528,13 @@ fn sweep<K: Key, A, B>(
                     }
                     cur = end.next();
                 } else if ys < xs {
+                    if !keep.b_only {
+                        j += b
+                            .get(j..)
+                            .map_or(0, |rest| rest.partition_point(|r| r.hi < xs));
+                        cur = Some(xs);
+                        continue;
+                    }
                     let end = xs.prev().map_or(y.hi, |p| y.hi.min(p));
                     emit(ys, end, None, Some(j));
                     if end == y.hi {
@@ -533,14 +557,22 @@ fn sweep<K: Key, A, B>(
     }
 }
 
+/// Which one-sided pieces a sweep must report.
+#[derive(Debug, Clone, Copy)]
+struct Keep {
+    a_only: bool,
+    b_only: bool,
+}
+
 /// Combines two run lists piecewise with `f`, merging equal neighbours.
 fn merge<K: Key, V: Value>(
     a: &[Run<K, V>],
     b: &[Run<K, V>],
+    keep: Keep,
     f: impl Fn(Option<&V>, Option<&V>) -> Option<V>,
 ) -> Vec<Run<K, V>> {
     let mut out = Vec::new();
-    sweep(a, b, |lo, hi, i, j| {
+    sweep(a, b, keep, |lo, hi, i, j| {
         let va = i.and_then(|i| a.get(i)).map(|r| &r.val);
         let vb = j.and_then(|j| b.get(j)).map(|r| &r.val);
         if let Some(v) = f(va, vb) {
@@ -552,65 +584,65 @@ fn merge<K: Key, V: Value>(
 
 impl<K: Key, V: Value> Value for Level<K, V> {
     fn union_with(&mut self, other: &Self) {
-        let Some((lo, hi)) = other.span() else {
+        if other.runs.is_empty() {
             return;
-        };
+        }
         if self.runs.is_empty() {
             self.runs.clone_from(&other.runs);
             return;
         }
-        // Neighbours that merely touch `other` join the window so that
-        // equal adjacent runs are merged.
-        let w = window(&self.runs, lo.prev().unwrap_or(lo), hi.next().unwrap_or(hi));
-        let start = w.start;
-        let old: Vec<Run<K, V>> = self.runs.drain(w).collect();
-        let mut his: Vec<K> = Vec::with_capacity(old.len());
-        let mut vals: Vec<Option<V>> = Vec::with_capacity(old.len());
-        for r in &old {
-            his.push(r.hi);
+        // Cut `other` into clusters whose windows in `self` (the runs they
+        // meet or touch) are disjoint; runs of `self` outside every window
+        // are moved over untouched.
+        let mut clusters: Vec<(Range<usize>, Range<usize>)> = Vec::new();
+        for (k, r) in other.runs.iter().enumerate() {
+            let w = window(
+                &self.runs,
+                r.lo.prev().unwrap_or(r.lo),
+                r.hi.next().unwrap_or(r.hi),
+            );
+            match clusters.last_mut() {
+                Some((theirs, mine)) if w.start < mine.end => {
+                    theirs.end = k + 1;
+                    mine.end = mine.end.max(w.end);
+                }
+                _ => clusters.push((k..k + 1, w)),
+            }
         }
-        let spans: Vec<Run<K, ()>> = old
-            .iter()
-            .map(|r| Run {
-                lo: r.lo,
-                hi: r.hi,
-                val: (),
-            })
-            .collect();
-        vals.extend(old.into_iter().map(|r| Some(r.val)));
-        let mut merged: Vec<Run<K, V>> = Vec::with_capacity(spans.len() + other.runs.len());
-        sweep(&spans, &other.runs, |plo, phi, i, j| {
-            // The last piece of an old run takes its value; earlier pieces copy it.
-            let mine = i.and_then(|i| {
-                if his.get(i) == Some(&phi) {
-                    vals.get_mut(i).and_then(Option::take)
-                } else {
-                    vals.get(i).cloned().flatten()
-                }
-            });
-            let theirs = j.and_then(|j| other.runs.get(j)).map(|r| &r.val);
-            let v = match (mine, theirs) {
-                (Some(mut m), Some(t)) => {
-                    m.union_with(t);
-                    m
-                }
-                (Some(m), None) => m,
-                (None, Some(t)) => t.clone(),
-                (None, None) => return,
+        let old = std::mem::take(&mut self.runs);
+        let mut out: Vec<Run<K, V>> = Vec::with_capacity(old.len() + other.runs.len());
+        let mut rest = old.into_iter();
+        let mut pos = 0usize;
+        for (theirs, mine) in clusters {
+            let untouched = mine.start.saturating_sub(pos);
+            let mut moved = rest.by_ref().take(untouched);
+            if let Some(first) = moved.next() {
+                push_run(&mut out, first.lo, first.hi, first.val);
+            }
+            out.extend(moved);
+            let win: Vec<Run<K, V>> = rest.by_ref().take(mine.len()).collect();
+            pos = mine.end.max(pos);
+            let Some(their_runs) = other.runs.get(theirs) else {
+                continue;
             };
-            push_run(&mut merged, plo, phi, v);
-        });
-        let n = merged.len();
-        self.runs.splice(start..start, merged);
-        coalesce_at(&mut self.runs, start + n);
-        coalesce_at(&mut self.runs, start);
+            union_window(&mut out, win, their_runs);
+        }
+        if let Some(first) = rest.next() {
+            push_run(&mut out, first.lo, first.hi, first.val);
+        }
+        out.extend(rest);
+        self.runs = out;
     }
 
     fn intersect(&self, other: &Self) -> Option<Self> {
         let ((alo, ahi), (blo, bhi)) = (self.span()?, other.span()?);
         let a = self.runs.get(window(&self.runs, blo, bhi))?;
         let b = other.runs.get(window(&other.runs, alo, ahi))?;
-        let runs = merge(a, b, |x, y| match (x, y) {
+        let keep = Keep {
+            a_only: false,
+            b_only: false,
+        };
+        let runs = merge(a, b, keep, |x, y| match (x, y) {
             (Some(x), Some(y)) => x.intersect(y),
             _ => None,
         });
@@ -623,7 +655,11 @@ impl<K: Key, V: Value> Value for Level<K, V> {
             .runs
             .get(window(&other.runs, lo, hi))
             .unwrap_or_default();
-        let runs = merge(&self.runs, b, |x, y| match (x, y) {
+        let keep = Keep {
+            a_only: true,
+            b_only: false,
+        };
+        let runs = merge(&self.runs, b, keep, |x, y| match (x, y) {
             (Some(x), Some(y)) => x.subtract(y),
             (Some(x), None) => Some(x.clone()),
             _ => None,
@@ -632,20 +668,48 @@ impl<K: Key, V: Value> Value for Level<K, V> {
     }
 }
 
-/// Merges runs `i - 1` and `i` when adjacent and equal.
-fn coalesce_at<K: Key, V: Eq>(runs: &mut Vec<Run<K, V>>, i: usize) {
-    let Some(prev) = i.checked_sub(1) else {
-        return;
+/// Appends to `out` the union of `mine` (runs of the left operand, taken
+/// by value) and `theirs`, merging equal neighbours.
+fn union_window<K: Key, V: Value>(
+    out: &mut Vec<Run<K, V>>,
+    mine: Vec<Run<K, V>>,
+    theirs: &[Run<K, V>],
+) {
+    let his: Vec<K> = mine.iter().map(|r| r.hi).collect();
+    let spans: Vec<Run<K, ()>> = mine
+        .iter()
+        .map(|r| Run {
+            lo: r.lo,
+            hi: r.hi,
+            val: (),
+        })
+        .collect();
+    let mut vals: Vec<Option<V>> = mine.into_iter().map(|r| Some(r.val)).collect();
+    let keep = Keep {
+        a_only: true,
+        b_only: true,
     };
-    let mergeable = match (runs.get(prev), runs.get(i)) {
-        (Some(a), Some(b)) => a.hi.next() == Some(b.lo) && a.val == b.val,
-        _ => false,
-    };
-    if mergeable {
-        let hi = runs[i].hi;
-        runs[prev].hi = hi;
-        runs.remove(i);
-    }
+    sweep(&spans, theirs, keep, |plo, phi, i, j| {
+        // The last piece of a run takes its value; earlier pieces copy it.
+        let m = i.and_then(|i| {
+            if his.get(i) == Some(&phi) {
+                vals.get_mut(i).and_then(Option::take)
+            } else {
+                vals.get(i).cloned().flatten()
+            }
+        });
+        let t = j.and_then(|j| theirs.get(j)).map(|r| &r.val);
+        let v = match (m, t) {
+            (Some(mut m), Some(t)) => {
+                m.union_with(t);
+                m
+            }
+            (Some(m), None) => m,
+            (None, Some(t)) => t.clone(),
+            (None, None) => return,
+        };
+        push_run(out, plo, phi, v);
+    });
 }
 
 /// The JSON shape of a `PacketBox`.
@@ -798,7 +862,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200))]
+        #![proptest_config(crate::fixtures::cases(200))]
 
         #[test]
         fn membership_matches_brute_force(bs in boxes(), ps in prop::collection::vec(packet(), 40)) {
