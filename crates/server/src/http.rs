@@ -98,18 +98,19 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
             )),
         },
         Some(body) => {
-            let st = state.clone();
-            let headers = parts.headers;
+            let headers = Arc::new(parts.headers);
+            let body = Arc::new(body);
             let method = parts.method.to_string();
-            match tokio::task::spawn_blocking(move || handle(&st, &method, &headers, &body)).await {
-                Ok(o) => o,
-                Err(e) => Outcome {
-                    service: String::new(),
-                    action: String::new(),
-                    account: String::new(),
-                    result: Err(ApiError::internal(format!("request task failed: {e}"))),
-                },
+            let mut outcome = run_handle(&state, &method, &headers, &body).await;
+            // Long-poll of DescribeInstanceRuleset: wait here, on the async
+            // side, so a waiting agent holds no blocking thread; then answer
+            // afresh (the signature window, 300 s, outlasts any wait).
+            if let Some((after, wait)) = long_poll(&outcome, &body) {
+                let mut rx = state.store.watch_revision();
+                let _ = tokio::time::timeout(wait, rx.wait_for(|r| *r > after)).await;
+                outcome = run_handle(&state, &method, &headers, &body).await;
             }
+            outcome
         }
     };
     let elapsed = started.elapsed();
@@ -135,6 +136,45 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
         ),
     }
     envelope(&request_id, outcome.result)
+}
+
+async fn run_handle(
+    state: &Arc<AppState>,
+    method: &str,
+    headers: &Arc<HeaderMap>,
+    body: &Arc<Vec<u8>>,
+) -> Outcome {
+    let (st, method, headers, body) = (
+        state.clone(),
+        method.to_string(),
+        headers.clone(),
+        body.clone(),
+    );
+    match tokio::task::spawn_blocking(move || handle(&st, &method, &headers, &body)).await {
+        Ok(o) => o,
+        Err(e) => Outcome {
+            service: String::new(),
+            action: String::new(),
+            account: String::new(),
+            result: Err(ApiError::internal(format!("request task failed: {e}"))),
+        },
+    }
+}
+
+/// `Some((AfterRevision, WaitSeconds))` when `outcome` is an unchanged
+/// `DescribeInstanceRuleset` answer whose request asked to wait.
+fn long_poll(outcome: &Outcome, body: &[u8]) -> Option<(u64, std::time::Duration)> {
+    if outcome.service != "palisade" || outcome.action != "DescribeInstanceRuleset" {
+        return None;
+    }
+    let fields = outcome.result.as_ref().ok()?;
+    if fields.get("Ruleset")?.get("Changed")? != &Value::Bool(false) {
+        return None;
+    }
+    let params = Params::from_body(body).ok()?;
+    let after = params.opt_uint("AfterRevision").ok()??;
+    let wait = params.opt_uint("WaitSeconds").ok()??;
+    (wait > 0).then(|| (after, std::time::Duration::from_secs(wait)))
 }
 
 /// Reads the body up to [`MAX_BODY_BYTES`]. A larger body is read on (and

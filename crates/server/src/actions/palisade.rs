@@ -159,9 +159,6 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
             format!("WaitSeconds {wait}: at most {MAX_WAIT_SECONDS}"),
         ));
     }
-    if let (Some(after), true) = (after, wait > 0) {
-        wait_for_revision(ctx, after, std::time::Duration::from_secs(wait))?;
-    }
     let out = ctx.read(|tx| {
         let ins = tx
             .instance(ctx.account, &id)?
@@ -303,25 +300,9 @@ pub fn describe_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
 }
 
 /// The longest long-poll `DescribeInstanceRuleset` accepts; below the SDKs'
-/// default 60 s request timeout.
+/// default 60 s request timeout. The wait itself happens in the HTTP layer
+/// (`http::long_poll`), off the blocking threads.
 const MAX_WAIT_SECONDS: u64 = 50;
-
-/// Long-poll: blocks (this runs on a blocking thread) until the store
-/// revision passes `after` or `wait` elapses. Any committed change counts:
-/// the agent computes the minimal kernel change from the snapshot itself.
-fn wait_for_revision(ctx: &Ctx<'_>, after: u64, wait: std::time::Duration) -> Result<(), ApiError> {
-    let mut rx = ctx.store.watch_revision();
-    if ctx.store.revision()? > after {
-        return Ok(());
-    }
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return Ok(());
-    };
-    // A timeout simply ends the wait; the answer then says Changed: false.
-    let _ =
-        handle.block_on(async { tokio::time::timeout(wait, rx.wait_for(|r| *r > after)).await });
-    Ok(())
-}
 
 /// One entry per (protocol, ports) of a resolved rule, with its peers as
 /// CIDR lists.
