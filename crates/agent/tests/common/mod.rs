@@ -311,3 +311,60 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The node's address in [`pair`].
+pub const NODE: &str = "198.18.0.11";
+/// The node's IPv6 address in [`pair`].
+pub const NODE6: &str = "2001:db8::11";
+/// The peer's main address in [`pair`].
+pub const PEER: &str = "198.18.0.2";
+/// Extra peer addresses: other documentation / benchmark ranges, routed.
+pub const PEER_POOL_V4: [&str; 10] = [
+    "198.18.0.2",
+    "198.18.0.3",
+    "198.18.0.4",
+    "192.0.2.1",
+    "192.0.2.130",
+    "198.51.100.7",
+    "198.51.100.200",
+    "203.0.113.5",
+    "198.19.3.4",
+    "198.19.200.1",
+];
+/// Extra IPv6 peer addresses.
+pub const PEER_POOL_V6: [&str; 4] = [
+    "2001:db8::2",
+    "2001:db8:1::5",
+    "2001:db8:ff::1",
+    "2001:db8:ff::80",
+];
+
+/// Two namespaces, `node` (uplink `eth0`) and `peer`, on one link; the
+/// peer holds every pool address and the node routes them to it.
+pub fn pair() -> Lab {
+    let mut lab = Lab::new();
+    lab.add_ns("node");
+    lab.add_ns("peer");
+    lab.link("node", "eth0", "peer", "eth0");
+    lab.addr("node", "eth0", &format!("{NODE}/24"));
+    lab.addr("node", "eth0", &format!("{NODE6}/64"));
+    lab.addr("peer", "eth0", &format!("{PEER}/24"));
+    lab.addr("peer", "eth0", "2001:db8::2/64");
+    for a in PEER_POOL_V4.iter().skip(1) {
+        if a.starts_with("198.18.0.") {
+            lab.addr("peer", "eth0", &format!("{a}/24"));
+        } else {
+            lab.addr("peer", "eth0", &format!("{a}/32"));
+            lab.route("node", &[&format!("{a}/32"), "via", PEER]);
+        }
+    }
+    for a in PEER_POOL_V6.iter().skip(1) {
+        lab.addr("peer", "eth0", &format!("{a}/128"));
+        lab.route("node", &[&format!("{a}/128"), "via", "2001:db8::2"]);
+    }
+    lab.route("peer", &["default", "via", NODE]);
+    lab.route("peer", &["2001:db8::/32", "via", NODE6]);
+    lab.serve("node", &[22, 80, 8080, 9090]);
+    lab.serve("peer", &[22, 80, 8080, 9090]);
+    lab
+}
