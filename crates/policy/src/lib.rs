@@ -1,7 +1,7 @@
 //! Palisade's semantics (DESIGN.md section 2), with no HTTP, SQL or nft in
 //! sight:
 //!
-//! - [`resolve`]: an instance's bound groups, in binding order, into one
+//! - [`mod@resolve`]: an instance's bound groups, in binding order, into one
 //!   ordered [`Ruleset`] per direction with every group reference and
 //!   template expanded (sections 2 and 4);
 //! - [`eval`]: first-match evaluation of a packet to a [`Verdict`] naming
@@ -12,6 +12,8 @@
 //!   each rule decides under first match, and the set a list accepts.
 //!
 //! Panic contract: no public function panics on any input.
+
+#![warn(missing_docs)]
 
 pub mod codec;
 pub mod conntrack;
@@ -26,8 +28,8 @@ pub use decide::{accepted, decided_sets, decompose, rule_space, Decomposition};
 pub use error::{PolicyError, ResolveError};
 pub use eval::{evaluate, first_match, parse_protocol, Packet, Verdict};
 pub use resolve::{
-    resolve, resolve_instance, Catalog, ProtocolMatch, ResolvedRule, RuleOrigin, Ruleset,
-    ServiceMatch,
+    resolve, resolve_instance, Catalog, FleetIndex, ProtocolMatch, ResolvedRule, Resolver,
+    RuleOrigin, Ruleset, ServiceMatch,
 };
 pub use space::{PacketBox, PacketSet};
 

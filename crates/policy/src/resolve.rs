@@ -25,6 +25,7 @@ use palisade_model::{
     ServiceTemplateId,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -321,6 +322,126 @@ impl Ruleset {
     }
 }
 
+/// A [`Catalog`] over a fleet with hash-map lookups and membership computed
+/// once, for resolving many instances (the fleet's own lookups scan lists).
+#[derive(Debug, Clone)]
+pub struct FleetIndex<'a> {
+    groups: HashMap<&'a SecurityGroupId, &'a PolicySet>,
+    members: HashMap<&'a SecurityGroupId, Vec<IpAddr>>,
+    address_templates: HashMap<&'a AddressTemplateId, &'a AddressTemplate>,
+    address_template_groups: HashMap<&'a AddressTemplateGroupId, &'a AddressTemplateGroup>,
+    service_templates: HashMap<&'a ServiceTemplateId, &'a ServiceTemplate>,
+    service_template_groups: HashMap<&'a ServiceTemplateGroupId, &'a ServiceTemplateGroup>,
+}
+
+impl<'a> FleetIndex<'a> {
+    /// Indexes `fleet`.
+    pub fn new(fleet: &'a Fleet) -> Self {
+        let mut members: HashMap<&SecurityGroupId, Vec<IpAddr>> = HashMap::new();
+        for i in &fleet.instances {
+            for g in &i.security_groups {
+                members.entry(g).or_default().extend(&i.private_ips);
+            }
+        }
+        FleetIndex {
+            groups: fleet
+                .security_groups
+                .iter()
+                .map(|g| (&g.id, &g.policies))
+                .collect(),
+            members,
+            address_templates: fleet.address_templates.iter().map(|t| (&t.id, t)).collect(),
+            address_template_groups: fleet
+                .address_template_groups
+                .iter()
+                .map(|t| (&t.id, t))
+                .collect(),
+            service_templates: fleet.service_templates.iter().map(|t| (&t.id, t)).collect(),
+            service_template_groups: fleet
+                .service_template_groups
+                .iter()
+                .map(|t| (&t.id, t))
+                .collect(),
+        }
+    }
+}
+
+impl Catalog for FleetIndex<'_> {
+    fn policies(&self, id: &SecurityGroupId) -> Option<&PolicySet> {
+        self.groups.get(id).copied()
+    }
+
+    fn member_ips(&self, id: &SecurityGroupId) -> Vec<IpAddr> {
+        self.members.get(id).cloned().unwrap_or_default()
+    }
+
+    fn address_template(&self, id: &AddressTemplateId) -> Option<&AddressTemplate> {
+        self.address_templates.get(id).copied()
+    }
+
+    fn address_template_group(&self, id: &AddressTemplateGroupId) -> Option<&AddressTemplateGroup> {
+        self.address_template_groups.get(id).copied()
+    }
+
+    fn service_template(&self, id: &ServiceTemplateId) -> Option<&ServiceTemplate> {
+        self.service_templates.get(id).copied()
+    }
+
+    fn service_template_group(&self, id: &ServiceTemplateGroupId) -> Option<&ServiceTemplateGroup> {
+        self.service_template_groups.get(id).copied()
+    }
+}
+
+/// Resolves many group lists against one catalog, resolving each group
+/// once: a group's resolved rules do not depend on the instance it is
+/// bound to. For `check` over a whole fleet, or a server computing every
+/// agent's snapshot after one change.
+pub struct Resolver<'c, C: Catalog + ?Sized> {
+    catalog: &'c C,
+    cache: HashMap<SecurityGroupId, Result<GroupRules, PolicyError>>,
+}
+
+/// One group's resolved rules, per direction.
+type GroupRules = (Vec<ResolvedRule>, Vec<ResolvedRule>);
+
+impl<'c, C: Catalog + ?Sized> Resolver<'c, C> {
+    /// A resolver with an empty cache.
+    pub fn new(catalog: &'c C) -> Self {
+        Resolver {
+            catalog,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The same as [`resolve`], from the cache where possible.
+    pub fn resolve(&mut self, groups: &[SecurityGroupId]) -> Result<Ruleset, PolicyError> {
+        let mut set = Ruleset {
+            security_groups: groups.to_vec(),
+            ..Ruleset::default()
+        };
+        for gid in groups {
+            let catalog = self.catalog;
+            let rules = self
+                .cache
+                .entry(gid.clone())
+                .or_insert_with(|| resolve_group(catalog, gid))
+                .as_ref()
+                .map_err(Clone::clone)?;
+            set.ingress.extend(rules.0.iter().cloned());
+            set.egress.extend(rules.1.iter().cloned());
+        }
+        Ok(set)
+    }
+}
+
+fn resolve_group<C: Catalog + ?Sized>(
+    catalog: &C,
+    gid: &SecurityGroupId,
+) -> Result<GroupRules, PolicyError> {
+    let one = resolve(catalog, std::slice::from_ref(gid))?;
+    Ok((one.ingress, one.egress))
+}
+
 /// Resolves the groups `groups` (binding order) into one ruleset. Fails on
 /// a bound group, referenced group or template that the catalog lacks.
 pub fn resolve<C: Catalog + ?Sized>(
@@ -575,6 +696,17 @@ mod tests {
         // The catalog works as a trait object too (the server's store snapshot).
         let dynamic: &dyn Catalog = &fleet();
         assert_eq!(resolve(dynamic, &rs.security_groups).unwrap(), rs);
+        // The index and the caching resolver agree with the plain fleet.
+        let f = fleet();
+        let index = FleetIndex::new(&f);
+        let mut cached = Resolver::new(&index);
+        for i in &f.instances {
+            let plain = resolve(&f, &i.security_groups).unwrap();
+            assert_eq!(resolve(&index, &i.security_groups).unwrap(), plain);
+            assert_eq!(cached.resolve(&i.security_groups).unwrap(), plain);
+            assert_eq!(cached.resolve(&i.security_groups).unwrap(), plain);
+        }
+        assert!(cached.resolve(&[sg("sg-nothere1")]).is_err());
         // Binding order is the order given, not the file's.
         let swapped = resolve(&fleet(), &[sg("sg-second01"), sg("sg-first001")]).unwrap();
         assert_eq!(
