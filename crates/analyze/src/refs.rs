@@ -1,0 +1,100 @@
+//! `REF001`: rules that reference something empty: a group no instance is
+//! bound to (or whose instances have no private IP), an address template
+//! with no address, a service template with no service, or a template
+//! group whose templates are all empty. Such a rule matches nothing: on an
+//! ACCEPT rule it allows nothing, on a DROP rule it protects nothing.
+//! (`REF002`, references to things that do not exist, comes from
+//! [`crate::load`].)
+
+use crate::engine::Engine;
+use crate::finding::{CheckId, Finding};
+use palisade_model::{Action, Direction, Peer, Service};
+use palisade_policy::RuleOrigin;
+use std::collections::HashSet;
+
+pub(crate) fn run(e: &Engine<'_>, placeholders: &HashSet<String>, out: &mut Vec<Finding>) {
+    let fleet = e.fleet();
+    let address_empty = |id: &palisade_model::AddressTemplateId| {
+        fleet
+            .address_template(id)
+            .is_some_and(|t| t.addresses.is_empty())
+    };
+    let service_empty = |id: &palisade_model::ServiceTemplateId| {
+        fleet
+            .service_template(id)
+            .is_some_and(|t| t.services.is_empty())
+    };
+    for g in &fleet.security_groups {
+        for direction in Direction::BOTH {
+            for (index, rule) in g.policies.rules(direction).iter().enumerate() {
+                let mut empty: Vec<String> = Vec::new();
+                match &rule.peer {
+                    Peer::SecurityGroup(id) if e.members(id).is_empty() => {
+                        empty.push(if e.has_members(id) {
+                            format!("group {id}, whose instances have no private IP")
+                        } else {
+                            format!("group {id}, which no instance is bound to")
+                        });
+                    }
+                    Peer::AddressTemplate(id)
+                        if address_empty(id) && !placeholders.contains(id.as_str()) =>
+                    {
+                        empty.push(format!("address template {id}, which holds no address"));
+                    }
+                    Peer::AddressTemplateGroup(id) => {
+                        if let Some(t) = fleet.address_template_group(id) {
+                            if t.templates.iter().all(address_empty) {
+                                empty.push(format!(
+                                    "address template group {id}, whose templates hold no address"
+                                ));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                match &rule.service {
+                    Service::Template(id)
+                        if service_empty(id) && !placeholders.contains(id.as_str()) =>
+                    {
+                        empty.push(format!("service template {id}, which holds no service"));
+                    }
+                    Service::TemplateGroup(id) => {
+                        if let Some(t) = fleet.service_template_group(id) {
+                            if t.templates.iter().all(service_empty) {
+                                empty.push(format!(
+                                    "service template group {id}, whose templates hold no service"
+                                ));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                if empty.is_empty() {
+                    continue;
+                }
+                let origin = RuleOrigin {
+                    security_group_id: g.id.clone(),
+                    direction,
+                    policy_index: index,
+                };
+                let effect = match rule.action {
+                    Action::Drop => {
+                        "on a DROP rule this protects nothing: the traffic it was meant to stop \
+                         falls through to the rules below"
+                    }
+                    Action::Accept => "on an ACCEPT rule this allows nothing",
+                };
+                out.push(Finding::new(
+                    CheckId::Ref001,
+                    format!(
+                        "{origin} ({rule}) references {}, so it matches nothing; {effect}. Fix: \
+                         bind instances to the group or fill the template, or point the rule at \
+                         what you meant",
+                        empty.join(" and ")
+                    ),
+                    e.rule_location(&origin),
+                ));
+            }
+        }
+    }
+}
