@@ -298,10 +298,13 @@ impl ResolvedRule {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ruleset {
     /// The groups, in binding order.
+    #[serde(default)]
     pub security_groups: Vec<SecurityGroupId>,
     /// Ingress rules, highest priority first.
+    #[serde(default)]
     pub ingress: Vec<ResolvedRule>,
     /// Egress rules, highest priority first.
+    #[serde(default)]
     pub egress: Vec<ResolvedRule>,
 }
 
@@ -624,7 +627,11 @@ fn normalize_services(mut services: Vec<ServiceMatch>) -> Vec<ServiceMatch> {
         }
     }
     for s in &mut out {
-        s.ports = palisade_model::proto::merge_ranges(&s.ports);
+        s.ports = match s.protocol {
+            // Ports mean nothing to this protocol: show that it takes them all.
+            ProtocolMatch::Number(n) if !crate::has_ports(n) => vec![crate::all_ports()],
+            _ => palisade_model::proto::merge_ranges(&s.ports),
+        };
     }
     out
 }
@@ -885,6 +892,16 @@ mod tests {
         assert_eq!(codec::format_ports(&rule.services()[0].ports), "53-54,1000");
         assert_eq!(rule.services().len(), 1);
         assert_eq!(codec::format_addr_range(rule.peers()[0]), "10.0.0.0/31");
+        // Ports on a protocol without ports are shown as ALL (they never count).
+        let rule: ResolvedRule = serde_json::from_value(serde_json::json!({
+            "security_group_id": "sg-abcdefgh", "direction": "ingress", "policy_index": 0,
+            "action": "DROP", "policy": {"Protocol": "icmp", "CidrBlock": "10.0.0.0/8", "Action": "DROP"},
+            "services": [{"protocol": "icmp", "ports": "80"}], "peers": []
+        }))
+        .unwrap();
+        assert_eq!(codec::format_ports(&rule.services()[0].ports), "ALL");
+        let empty: Ruleset = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, Ruleset::default());
         for bad in [
             serde_json::json!({"security_group_id": "sg-abcdefgh", "direction": "up", "policy_index": 0,
                 "action": "ACCEPT", "policy": {}, "services": [], "peers": []}),
