@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 /// One request's parameters.
+#[derive(Debug)]
 pub struct Params {
     map: Map<String, Value>,
 }
@@ -183,8 +184,10 @@ impl Params {
                 .and_then(Value::as_str)
                 .ok_or_else(|| ApiError::missing("Filters.Name"))?
                 .to_string();
-            let ok = known.iter().any(|k| {
-                *k == name || (k.ends_with(':') && name.starts_with(k) && name.len() > k.len())
+            let ok = known.iter().any(|k| match k.strip_suffix(':') {
+                // `tag:` stands for `tag:<key>` with a non-empty key.
+                Some(_) => name.starts_with(k) && name.len() > k.len(),
+                None => *k == name,
             });
             if !ok {
                 return Err(ApiError::new(
@@ -250,4 +253,93 @@ fn type_error(name: &str, expected: &str) -> ApiError {
 /// The `[offset, offset+limit)` window of `items`.
 pub fn paginate<T>(items: Vec<T>, offset: usize, limit: usize) -> Vec<T> {
     items.into_iter().skip(offset).take(limit).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(json: &str) -> Params {
+        Params::from_body(json.as_bytes()).expect("object")
+    }
+
+    #[test]
+    fn body_must_be_an_object_or_empty() {
+        assert!(Params::from_body(b"").is_ok());
+        assert!(Params::from_body(b"  \n").is_ok());
+        for bad in [&b"[]"[..], b"1", b"{", b"\"x\""] {
+            let err = Params::from_body(bad).expect_err("error");
+            assert_eq!(err.code, "InvalidParameter");
+        }
+    }
+
+    #[test]
+    fn unknown_missing_and_mistyped_parameters() {
+        let p = params(r#"{"A": "x", "N": 5, "L": ["a"], "B": true, "Z": null}"#);
+        assert_eq!(
+            p.allow_only(&["A", "N", "L", "B"]).expect_err("Z").code,
+            "UnknownParameter"
+        );
+        assert_eq!(
+            p.req_str("Missing").expect_err("missing").code,
+            "MissingParameter"
+        );
+        assert_eq!(
+            p.req_str("Z").expect_err("null is absent").code,
+            "MissingParameter"
+        );
+        assert_eq!(p.req_str("N").expect("number as text"), "5");
+        assert_eq!(p.opt_str("L").expect_err("list").code, "InvalidParameter");
+        assert_eq!(
+            p.opt_str_list("A").expect_err("string").code,
+            "InvalidParameter"
+        );
+        assert_eq!(p.opt_bool("B").expect("bool"), Some(true));
+        assert_eq!(p.opt_uint("N").expect("uint"), Some(5));
+        assert_eq!(
+            p.opt_uint("A").expect_err("text").code,
+            "InvalidParameterValue.Malformed"
+        );
+        let empty = params(r#"{"L": []}"#);
+        assert_eq!(
+            empty.req_str_list("L").expect_err("empty").code,
+            "InvalidParameterValue.Empty"
+        );
+    }
+
+    #[test]
+    fn filters_and_pages() {
+        let p = params(
+            r#"{"Filters": [{"Name": "tag:env", "Values": ["prod", 1]}], "Offset": "2", "Limit": 3}"#,
+        );
+        let f = p.filters(&["security-group-id", "tag:"]).expect("filters");
+        assert_eq!(f[0].name, "tag:env");
+        assert_eq!(f[0].values, vec!["prod", "1"]);
+        assert_eq!(p.page(100).expect("page"), (2, 3));
+        assert_eq!(
+            p.filters(&["security-group-id"])
+                .err()
+                .expect("unknown")
+                .code,
+            "InvalidParameter.FilterInvalidKey"
+        );
+        let bare_tag = params(r#"{"Filters": [{"Name": "tag:", "Values": []}]}"#);
+        assert!(bare_tag.filters(&["tag:"]).is_err());
+        let extra = params(r#"{"Filters": [{"Name": "x", "Values": [], "Op": "eq"}]}"#);
+        assert_eq!(
+            extra.filters(&["x"]).expect_err("op").code,
+            "UnknownParameter"
+        );
+        assert_eq!(
+            params(r#"{"Limit": "101"}"#)
+                .page(100)
+                .err()
+                .expect("big")
+                .code,
+            "InvalidParameterValue.Range"
+        );
+        assert_eq!(params("{}").page(100).expect("defaults"), (0, 20));
+        assert_eq!(paginate(vec![1, 2, 3, 4], 1, 2), vec![2, 3]);
+        assert!(paginate(vec![1], 5, 2).is_empty());
+    }
 }

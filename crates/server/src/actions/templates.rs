@@ -496,3 +496,55 @@ fn object_json(
     m.insert(spec.out_extra.into(), Value::Array(extra));
     Ok(Value::Object(m))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_every_template_action_and_nothing_else() {
+        let cases = [
+            ("CreateAddressTemplate", TemplateKind::Address, "Create"),
+            (
+                "DescribeAddressTemplates",
+                TemplateKind::Address,
+                "Describe",
+            ),
+            (
+                "ModifyAddressTemplateAttribute",
+                TemplateKind::Address,
+                "Modify",
+            ),
+            (
+                "DeleteAddressTemplateGroup",
+                TemplateKind::AddressGroup,
+                "Delete",
+            ),
+            (
+                "DescribeAddressTemplateGroups",
+                TemplateKind::AddressGroup,
+                "Describe",
+            ),
+            (
+                "ModifyServiceTemplateGroupAttribute",
+                TemplateKind::ServiceGroup,
+                "Modify",
+            ),
+            ("CreateServiceTemplate", TemplateKind::Service, "Create"),
+        ];
+        for (action, kind, verb) in cases {
+            let (spec, v) = route(action).expect(action);
+            assert_eq!((spec.kind, v), (kind, verb), "{action}");
+        }
+        for action in [
+            "CreateAddressTemplates",
+            "DescribeAddressTemplate",
+            "ModifyAddressTemplate",
+            "DescribeAddressTemplateInstances",
+            "DescribeServiceTemplateGroupInstances",
+            "CreateDefaultSecurityGroup",
+        ] {
+            assert!(route(action).is_none(), "{action}");
+        }
+    }
+}
