@@ -317,10 +317,7 @@ mod tests {
         assert_eq!(f[0].values, vec!["prod", "1"]);
         assert_eq!(p.page(100).expect("page"), (2, 3));
         assert_eq!(
-            p.filters(&["security-group-id"])
-                .err()
-                .expect("unknown")
-                .code,
+            p.filters(&["security-group-id"]).expect_err("unknown").code,
             "InvalidParameter.FilterInvalidKey"
         );
         let bare_tag = params(r#"{"Filters": [{"Name": "tag:", "Values": []}]}"#);
@@ -333,8 +330,7 @@ mod tests {
         assert_eq!(
             params(r#"{"Limit": "101"}"#)
                 .page(100)
-                .err()
-                .expect("big")
+                .expect_err("big")
                 .code,
             "InvalidParameterValue.Range"
         );
