@@ -22,16 +22,27 @@
 //!   re-checked as its first packet: still accepted, it is not disturbed
 //!   (its deciding rule is updated); no longer accepted, it is **cut**.
 //!
-//! Choice (docs: Palisade departs from AWS here, DESIGN.md section 2): a cut
-//! flow is kept as a tombstone and every later packet of it is dropped, in
-//! the original direction *and* in the reply direction, and so are ICMP
-//! errors about it. Dropping the flow's entry instead would let a reply be
-//! taken for the first packet of a new flow in the other direction, which a
-//! permissive egress list would accept, reviving the connection from the
-//! other end; the tombstone closes that door. A later rule change that
-//! allows the flow again restores it. Flows never time out here (the
-//! simulator has no clock); TCP flags and states are not modelled (Linux
-//! picks up mid-stream TCP as new by default).
+//! Choice (Palisade departs from AWS here, DESIGN.md section 2): by default
+//! ([`CutMode::BothDirections`]) a cut flow is kept as a tombstone and every
+//! later packet of it is dropped, in the original direction *and* in the
+//! reply direction, and so are ICMP errors about it. Passing replies would
+//! let a server keep streaming to a client whose access was revoked (a UDP
+//! stream refreshes its conntrack entry forever); forgetting the flow
+//! instead would let a reply be taken for the first packet of a new flow in
+//! the other direction, which a permissive egress list would accept,
+//! reviving the connection from the other end. The tombstone closes both
+//! doors. A later rule change that allows the flow again restores it.
+//!
+//! [`CutMode::OriginalDirection`] models the narrower reading of DESIGN.md
+//! section 2 ("its next packets in the original direction are dropped"),
+//! which is what a kernel ruleset gives when it re-checks only
+//! original-direction packets whose conntrack mark is stale and accepts
+//! `ct direction reply` and `ct state related` unconditionally: replies and
+//! related errors of a cut flow still pass. Differential tests against such
+//! a kernel ruleset use this mode.
+//!
+//! Flows never time out here (the simulator has no clock); TCP flags and
+//! states are not modelled (Linux picks up mid-stream TCP as new by default).
 
 use crate::codec;
 use crate::eval::{evaluate, Packet, Verdict};
@@ -399,19 +410,39 @@ pub enum Step {
     },
 }
 
+/// What happens to the packets of a flow a rule change cut.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CutMode {
+    /// Every packet of the flow, either way, and ICMP errors about it, is
+    /// dropped (Palisade's semantics).
+    #[default]
+    BothDirections,
+    /// Only packets in the flow's original direction are dropped; replies
+    /// and related ICMP errors still pass.
+    OriginalDirection,
+}
+
 /// The connection tracker of one instance.
 #[derive(Debug, Clone, Default)]
 pub struct Conntrack {
     ruleset: Ruleset,
     flows: BTreeMap<FlowKey, Flow>,
+    cut_mode: CutMode,
 }
 
 impl Conntrack {
-    /// A tracker with no flows under `ruleset`.
+    /// A tracker with no flows under `ruleset`, cutting revoked flows both ways.
     pub fn new(ruleset: Ruleset) -> Conntrack {
+        Conntrack::with_cut_mode(ruleset, CutMode::default())
+    }
+
+    /// A tracker with no flows under `ruleset` that treats cut flows as `cut_mode` says.
+    pub fn with_cut_mode(ruleset: Ruleset, cut_mode: CutMode) -> Conntrack {
         Conntrack {
             ruleset,
             flows: BTreeMap::new(),
+            cut_mode,
         }
     }
 
@@ -457,15 +488,15 @@ impl Conntrack {
             return invalid("no flow key");
         };
         if let Some(flow) = self.flows.get(&key) {
-            if flow.cut {
+            let original = p.direction == flow.original;
+            if flow.cut && (original || self.cut_mode == CutMode::BothDirections) {
                 return drop(Reason::Cut);
             }
-            let reason = if p.direction == flow.original {
+            return accept(if original {
                 Reason::Established
             } else {
                 Reason::Reply
-            };
-            return accept(reason);
+            });
         }
         if matches!(p.transport, Transport::EchoReply { .. }) {
             return invalid("an echo reply to no tracked request");
@@ -523,7 +554,7 @@ impl Conntrack {
         }
         let flow = quoted.flow_key().and_then(|k| self.flows.get(&k));
         match flow {
-            Some(f) if f.cut => drop(Reason::Cut),
+            Some(f) if f.cut && self.cut_mode == CutMode::BothDirections => drop(Reason::Cut),
             Some(_) => accept(Reason::Related),
             None => invalid("an ICMP error about no tracked flow"),
         }
@@ -774,6 +805,22 @@ instances:
         ct.replace_ruleset(ruleset(&f));
         assert_eq!(ct.packet(&syn.reply()).action, Action::Drop);
         assert_eq!(ct.packet(&syn).action, Action::Drop);
+    }
+
+    #[test]
+    fn original_direction_mode_lets_replies_of_cut_flows_pass() {
+        let mut ct = Conntrack::with_cut_mode(ruleset(&fleet()), CutMode::OriginalDirection);
+        let syn = ssh(Ingress, "203.0.113.5", 40000);
+        let dns = SimPacket::udp(Ingress, ip(LOCAL), 53, ip("192.0.2.9"), 5353);
+        ct.packet(&syn);
+        ct.packet(&dns);
+        let replaced = ct.replace_ruleset(without_ingress(0));
+        assert_eq!(replaced.cut, vec![syn.flow_key().unwrap()]);
+        assert_eq!(ct.packet(&syn).reason, Reason::Cut);
+        assert_eq!(ct.packet(&syn.reply()).reason, Reason::Reply);
+        let err = SimPacket::icmp_error(Egress, ip(LOCAL), ip("203.0.113.5"), syn.clone());
+        assert_eq!(ct.packet(&err).reason, Reason::Related);
+        assert_eq!(ct.packet(&dns).reason, Reason::Established);
     }
 
     #[test]

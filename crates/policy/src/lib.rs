@@ -23,7 +23,7 @@ pub mod eval;
 pub mod resolve;
 pub mod space;
 
-pub use conntrack::{Conntrack, Decision, Event, FlowKey, Reason, SimPacket, Transport};
+pub use conntrack::{Conntrack, CutMode, Decision, Event, FlowKey, Reason, SimPacket, Transport};
 pub use decide::{accepted, decided_sets, decompose, rule_space, Decomposition};
 pub use error::{PolicyError, ResolveError};
 pub use eval::{evaluate, first_match, parse_protocol, Packet, Verdict};
