@@ -178,3 +178,41 @@ def test_instance_scoped_agent_credential(server, fresh):
     # Deregistering the instance revokes its agent's credential.
     fresh.p("DeregisterInstances", {"InstanceIds": [ins]})
     assert error_code(agent.p, "DescribeInstanceRuleset", {"InstanceId": ins}) == "AuthFailure.SecretIdNotFound"
+
+
+def test_many_long_polls_do_not_starve_the_api(server, fresh):
+    """600 agents waiting (more than tokio's 512 blocking threads): other
+    requests still answer at once, and one change wakes every poll."""
+    import json
+    import threading
+    import time
+
+    from test_api_auth_envelope import raw
+
+    ins = register(fresh, "10.0.0.1")
+    rev = fresh.p("DescribeInstanceRuleset", {"InstanceId": ins})["Ruleset"]["Revision"]
+    body = json.dumps({"InstanceId": ins, "AfterRevision": rev, "WaitSeconds": 30}).encode()
+    results = []
+
+    class Creds:
+        endpoint = server.endpoint
+
+        @staticmethod
+        def admin_credentials():
+            return fresh.creds
+
+    def poll():
+        _, _, r = raw(Creds, "DescribeInstanceRuleset", body=body, version="2026-11-01", service="palisade")
+        results.append(r["Ruleset"]["Changed"])
+
+    threads = [threading.Thread(target=poll) for _ in range(600)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    t0 = time.time()
+    fresh.v("DescribeSecurityGroupLimits")
+    assert time.time() - t0 < 2
+    fresh.group("wake")
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == 600 and all(results)
