@@ -262,6 +262,20 @@ impl PacketSet {
     }
 }
 
+/// JSON: the list of disjoint boxes, `[{"protocols": [6, 6], "peers": "10.0.0.0/8", "ports": [80, 80]}, ...]`;
+/// any list of boxes (overlapping or not) is accepted on input.
+impl Serialize for PacketSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.boxes().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PacketSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Vec::<PacketBox>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 impl FromIterator<PacketBox> for PacketSet {
     fn from_iter<I: IntoIterator<Item = PacketBox>>(iter: I) -> Self {
         let mut s = PacketSet::empty();
@@ -786,6 +800,32 @@ mod tests {
         assert_eq!(all.box_count(), 1);
         assert_eq!(PacketSet::everything().box_count(), 2);
         assert!(PacketSet::everything().complement().is_empty());
+    }
+
+    #[test]
+    fn equality_is_set_equality() {
+        let halves: PacketSet = [
+            bx(6, 6, "10.0.0.0-10.0.0.9", 80, 89),
+            bx(6, 6, "10.0.0.10-10.0.0.19", 80, 89),
+            bx(6, 6, "10.0.0.0/27", 90, 99),
+            bx(6, 6, "10.0.0.5", 85, 95),
+        ]
+        .into_iter()
+        .collect();
+        let whole: PacketSet = [
+            bx(6, 6, "10.0.0.0-10.0.0.19", 80, 99),
+            bx(6, 6, "10.0.0.20-10.0.0.31", 90, 99),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(halves, whole);
+        assert_eq!(halves.box_count(), 2);
+        let j = serde_json::to_string(&whole).unwrap();
+        assert_eq!(
+            j,
+            r#"[{"protocols":[6,6],"peers":"10.0.0.0-10.0.0.19","ports":[80,99]},{"protocols":[6,6],"peers":"10.0.0.20-10.0.0.31","ports":[90,99]}]"#
+        );
+        assert_eq!(serde_json::from_str::<PacketSet>(&j).unwrap(), halves);
     }
 
     #[test]
