@@ -37,9 +37,9 @@ mod refs;
 mod tke_checks;
 
 pub use check::{check, check_text, CheckOptions, Report, SensitivePort};
-// pub use diff::{diff, DiffReport};
+pub use diff::{diff, DiffReport};
 pub use engine::Engine;
 pub use error::{AnalyzeError, LoadError};
 pub use finding::{CheckId, Finding, Location, Severity};
 pub use load::{load, Loaded};
-// pub use reach::{reach, Endpoint, ReachQuery, ReachReport};
+pub use reach::{reach, Endpoint, ReachQuery, ReachReport};

@@ -1,0 +1,349 @@
+//! `palisade check`, `palisade diff`, `palisade reach`: the analysis of
+//! the `analyze` crate on fleet files (DESIGN.md section 1; the ids and
+//! their fixes are in `docs/checks.md`). Exit codes: `check` 0 when nothing
+//! at or above `--fail-on` was found, 1 otherwise; `diff` 0 for no change in
+//! effect, 1 for any; `reach` 0 when the traffic gets through (with a
+//! protocol) or something does (without), 1 otherwise; 2 on unusable input.
+
+use crate::output::Format;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use palisade_analyze::check::check_loaded;
+use palisade_analyze::{
+    diff as semantic_diff, load, reach as reach_query, sarif, CheckOptions, Endpoint, Loaded,
+    ReachQuery, SensitivePort, Severity,
+};
+use palisade_model::InstanceId;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `println!` that does not panic when stdout is closed early (`| head`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// Prints `value` as pretty JSON on stdout.
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    say!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `--output` of `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum CheckFormat {
+    /// A table for people.
+    #[default]
+    Table,
+    /// `{"findings": [...]}` for scripts.
+    Json,
+    /// SARIF 2.1.0 for code-scanning tools.
+    Sarif,
+}
+
+/// `--fail-on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum FailOn {
+    /// Any finding fails.
+    Info,
+    /// Warnings and errors fail.
+    Warning,
+    /// Only errors fail.
+    #[default]
+    Error,
+}
+
+impl From<FailOn> for Severity {
+    fn from(f: FailOn) -> Severity {
+        match f {
+            FailOn::Info => Severity::Info,
+            FailOn::Warning => Severity::Warning,
+            FailOn::Error => Severity::Error,
+        }
+    }
+}
+
+/// `palisade check`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The fleet file (YAML or JSON).
+    pub fleet: PathBuf,
+    /// table, json or sarif.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: CheckFormat,
+    /// Exit 1 when a finding of this severity or above is found.
+    #[arg(long, value_enum, default_value_t)]
+    pub fail_on: FailOn,
+    /// A sensitive port for EXP001 (`tcp:22`, `udp:3389`, `22`); repeat it.
+    /// Replaces the defaults (TCP 22, 3389, 2379, 2380, 10250, 6443; UDP 3389).
+    #[arg(long = "sensitive-port", value_name = "PROTO:PORT")]
+    pub sensitive_ports: Vec<String>,
+    /// LIM001: rules per direction per group after template expansion.
+    #[arg(long, default_value_t = 1000)]
+    pub max_expanded_rules: usize,
+}
+
+/// Runs `check`.
+pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let loaded = read_fleet(&args.fleet)?;
+    let mut options = CheckOptions {
+        expanded_rules_per_direction: args.max_expanded_rules,
+        ..CheckOptions::default()
+    };
+    if !args.sensitive_ports.is_empty() {
+        options.sensitive_ports = args
+            .sensitive_ports
+            .iter()
+            .map(|s| SensitivePort::parse(s))
+            .collect::<Result<_, _>>()?;
+    }
+    let report = check_loaded(&loaded, &options)?;
+    match args.output {
+        CheckFormat::Json => print_json(&report)?,
+        CheckFormat::Sarif => print_json(&sarif::to_sarif(
+            &report.findings,
+            &args.fleet.display().to_string(),
+        ))?,
+        CheckFormat::Table => {
+            if !report.findings.is_empty() {
+                let mut t = table(&["ID", "Severity", "Where", "Finding"]);
+                for f in &report.findings {
+                    let mut text = f.message.clone();
+                    if let Some(w) = &f.witness {
+                        text.push_str(&format!("\nwitness: {w}"));
+                    }
+                    t.add_row(vec![
+                        f.id.to_string(),
+                        f.severity.to_string(),
+                        f.location.to_string(),
+                        text,
+                    ]);
+                }
+                say!("{t}");
+            }
+            let (e, w, i) = report.counts();
+            say!(
+                "{}: {e} error(s), {w} warning(s), {i} info",
+                args.fleet.display()
+            );
+        }
+    }
+    Ok(if report.fails(args.fail_on.into()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `palisade diff`.
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The fleet file before the change.
+    pub old: PathBuf,
+    /// The fleet file after the change.
+    pub new: PathBuf,
+    /// Only this instance (`ins-...`).
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// table or json.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// Runs `diff`.
+pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let old = read_fleet(&args.old)?;
+    let new = read_fleet(&args.new)?;
+    note_missing(&args.old, &old);
+    note_missing(&args.new, &new);
+    let instance = args
+        .instance
+        .as_deref()
+        .map(|s| InstanceId::parse_field("--instance", s))
+        .transpose()?;
+    let report = semantic_diff(&old.fleet, &new.fleet, instance.as_ref())?;
+    match args.output {
+        Format::Json => print_json(&report)?,
+        Format::Table => {
+            if !report.changed {
+                say!("no change in effect");
+            }
+            for d in &report.instances {
+                say!(
+                    "{} {} ({}): groups [{}] -> [{}]",
+                    d.instance,
+                    d.direction,
+                    d.status,
+                    d.old_groups.join(", "),
+                    d.new_groups.join(", ")
+                );
+                let mut t = table(&["Change", "Protocols", "Peers", "Ports", "Witness", "Old", "New"]);
+                for (kind, list) in [
+                    ("+ accepted", &d.newly_accepted),
+                    ("- dropped", &d.newly_dropped),
+                ] {
+                    for c in list {
+                        let b = &c.packets;
+                        let protos = if b.protocol_lo == b.protocol_hi {
+                            palisade_policy::eval::protocol_name(b.protocol_lo)
+                        } else if (b.protocol_lo, b.protocol_hi) == (0, 255) {
+                            "ALL".to_string()
+                        } else {
+                            format!("{}-{}", b.protocol_lo, b.protocol_hi)
+                        };
+                        t.add_row(vec![
+                            kind.to_string(),
+                            protos,
+                            palisade_policy::codec::format_addr_range(b.peers),
+                            palisade_policy::codec::format_ports(&[b.ports]),
+                            c.witness.to_string(),
+                            c.old.to_string(),
+                            c.new.to_string(),
+                        ]);
+                    }
+                }
+                say!("{t}");
+                let shown = d.newly_accepted.len() + d.newly_dropped.len();
+                let all = d.newly_accepted_boxes + d.newly_dropped_boxes;
+                if shown < all {
+                    say!("  ({shown} of {all} boxes shown; --output json lists the counts)");
+                }
+            }
+        }
+    }
+    Ok(if report.changed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `palisade reach`.
+#[derive(Args, Debug)]
+pub struct ReachArgs {
+    /// The fleet file.
+    pub fleet: PathBuf,
+    /// The source: an instance (`ins-...`), an IP, a CIDR or a first-last range.
+    #[arg(long)]
+    pub from: String,
+    /// The destination: an instance, an IP, a CIDR or a range.
+    #[arg(long)]
+    pub to: String,
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, `gre` or a number; omit it for everything that gets through.
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// The destination port (TCP and UDP).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// table or json.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// Runs `reach`.
+pub fn reach(args: ReachArgs) -> anyhow::Result<ExitCode> {
+    let loaded = read_fleet(&args.fleet)?;
+    note_missing(&args.fleet, &loaded);
+    let fleet = &loaded.fleet;
+    if args.port.is_some() && args.protocol.is_none() {
+        anyhow::bail!("--port: give --protocol too (tcp or udp)");
+    }
+    let protocol = args
+        .protocol
+        .as_deref()
+        .map(|p| palisade_policy::parse_protocol("--protocol", p))
+        .transpose()?;
+    let query = ReachQuery {
+        from: Endpoint::parse(fleet, "--from", &args.from)?,
+        to: Endpoint::parse(fleet, "--to", &args.to)?,
+        protocol,
+        port: args.port,
+    };
+    let report = reach_query(fleet, &query)?;
+    match args.output {
+        Format::Json => print_json(&report)?,
+        Format::Table => {
+            let what = match (report.protocol, report.port) {
+                (Some(p), Some(port)) if palisade_policy::has_ports(p) => {
+                    format!("{} {port}", palisade_policy::eval::protocol_name(p))
+                }
+                (Some(p), _) => palisade_policy::eval::protocol_name(p),
+                (None, _) => "traffic".to_string(),
+            };
+            match report.reachable {
+                Some(ok) => {
+                    say!(
+                        "{} -> {} {what}: {}",
+                        report.from.id,
+                        report.to.id,
+                        if ok { "reachable" } else { "NOT reachable" }
+                    );
+                    for (side, d) in [
+                        ("source egress", &report.source_egress),
+                        ("destination ingress", &report.destination_ingress),
+                    ] {
+                        match d {
+                            Some(d) => say!(
+                                "  {side}: {} {}",
+                                d.action,
+                                match (&d.matched, &d.rule) {
+                                    (Some(o), Some(r)) => format!("by {o} ({r}) for {}", d.packet),
+                                    _ => format!("(no rule matched: default drop) for {}", d.packet),
+                                }
+                            ),
+                            None => say!("  {side}: no rules (addresses outside the fleet)"),
+                        }
+                    }
+                }
+                None => {
+                    let allowed = report.allowed.clone().unwrap_or_default();
+                    if allowed.is_empty() {
+                        say!("{} -> {}: nothing gets through", report.from.id, report.to.id);
+                    } else {
+                        say!("{} -> {}: what gets through", report.from.id, report.to.id);
+                        let mut t = table(&["Protocols", "Ports"]);
+                        for a in &allowed {
+                            t.add_row(vec![a.protocols.clone(), a.ports.clone()]);
+                        }
+                        say!("{t}");
+                    }
+                }
+            }
+        }
+    }
+    let ok = match report.reachable {
+        Some(ok) => ok,
+        None => report.allowed.as_ref().is_some_and(|a| !a.is_empty()),
+    };
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The shared table, at most 140 columns wide when stdout is not a
+/// terminal (a pipe or a file has no width, and long messages must wrap).
+fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = crate::output::table(header);
+    if t.width().is_none() {
+        t.set_width(140);
+    }
+    t
+}
+
+/// Reads and leniently loads a fleet file (missing references and exceeded
+/// limits do not stop analysis; anything else is unusable input).
+fn read_fleet(path: &Path) -> anyhow::Result<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    load(&text).with_context(|| format!("{} cannot be analysed", path.display()))
+}
+
+fn note_missing(path: &Path, loaded: &Loaded) {
+    if !loaded.findings.is_empty() {
+        esay!(
+            "note: {}: {} missing reference(s) are analysed as matching nothing (see `palisade check`)",
+            path.display(),
+            loaded.findings.len()
+        );
+    }
+}
