@@ -340,7 +340,7 @@ fn read_fleet(path: &Path) -> anyhow::Result<Loaded> {
 
 fn note_missing(path: &Path, loaded: &Loaded) {
     if !loaded.findings.is_empty() {
-        esay!(
+        eprintln!(
             "note: {}: {} missing reference(s) are analysed as matching nothing (see `palisade check`)",
             path.display(),
             loaded.findings.len()
