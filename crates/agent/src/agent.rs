@@ -128,7 +128,9 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
         events
     }
 
-    /// Steps every `interval` until `stop` is set; `on_event` sees each event.
+    /// Steps until `stop` is set, at least `interval` apart (a long poll
+    /// of the server takes up to `interval` itself); `on_event` sees each
+    /// event.
     pub fn run(&mut self, stop: &AtomicBool, mut on_event: impl FnMut(&Event)) {
         while !stop.load(Ordering::Relaxed) {
             let started = Instant::now();
@@ -173,7 +175,9 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
         &mut self,
         events: &mut Vec<Event>,
     ) -> Result<crate::snapshot::WireRuleset, AgentError> {
-        match self.control.ruleset(&self.config.instance_id) {
+        let after = self.desired.as_ref().map(|(rev, _)| *rev);
+        let wait = self.config.interval.max(Duration::from_secs(1));
+        match self.control.ruleset(&self.config.instance_id, after, wait) {
             Err(e)
                 if !self.registered
                     && e.api_code()
@@ -186,7 +190,7 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
                     .register(&self.config.instance_id, &self.config.private_ips)?;
                 self.registered = true;
                 events.push(Event::Registered);
-                self.control.ruleset(&self.config.instance_id)
+                self.control.ruleset(&self.config.instance_id, None, wait)
             }
             other => {
                 if other.is_ok() {
@@ -277,22 +281,42 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
         if events.is_empty() && !due {
             return;
         }
+        let Some(applied_revision) = self.applied_revision() else {
+            return;
+        };
         let counters = match self.dataplane.read() {
             Ok(Some(l)) => l
                 .counters
                 .into_iter()
-                .map(|(rule, c)| RuleCounter {
-                    rule,
-                    packets: c.packets,
-                    bytes: c.bytes,
+                .filter_map(|(comment, c)| {
+                    let mut parts = comment.split(' ');
+                    let (Some(group), Some(direction), Some(index), None) =
+                        (parts.next(), parts.next(), parts.next(), parts.next())
+                    else {
+                        return None;
+                    };
+                    if !group.starts_with("sg-") {
+                        return None;
+                    }
+                    Some(RuleCounter {
+                        security_group_id: group.to_string(),
+                        direction: direction.to_string(),
+                        policy_index: index.parse().ok()?,
+                        packets: c.packets,
+                        bytes: c.bytes,
+                    })
                 })
                 .collect(),
             _ => Vec::new(),
         };
         let status = AgentStatus {
             instance_id: self.config.instance_id.clone(),
-            applied_revision: self.applied_revision(),
-            error: self.last_error.clone(),
+            applied_revision,
+            errors: if self.last_error.is_empty() {
+                Vec::new()
+            } else {
+                vec![self.last_error.clone()]
+            },
             counters,
         };
         self.last_report = Some(Instant::now());
@@ -323,7 +347,12 @@ mod tests {
     }
 
     impl ControlPlane for FakeServer {
-        fn ruleset(&mut self, id: &str) -> Result<WireRuleset, AgentError> {
+        fn ruleset(
+            &mut self,
+            id: &str,
+            _after: Option<u64>,
+            _wait: Duration,
+        ) -> Result<WireRuleset, AgentError> {
             if self.down {
                 return Err(AgentError::Transport {
                     action: "DescribeInstanceRuleset".into(),
@@ -354,6 +383,7 @@ mod tests {
         WireRuleset {
             instance_id: "ins-node0001".into(),
             revision,
+            changed: true,
             ingress: vec![WireRule {
                 security_group_id: "sg-a".into(),
                 policy_index: 0,
@@ -394,7 +424,7 @@ mod tests {
         assert_eq!(a.control().registered, vec!["ins-node0001".to_string()]);
         assert!(a.step().is_empty());
         assert_eq!(a.dataplane().log, vec!["apply".to_string()]);
-        assert_eq!(a.control().reports[0].applied_revision, Some(1));
+        assert_eq!(a.control().reports[0].applied_revision, 1);
     }
 
     #[test]
@@ -465,7 +495,7 @@ mod tests {
         });
         a.step();
         let mut bad = ruleset(3, &[]);
-        bad.ingress[0].protocol = "SCTP".into();
+        bad.ingress[0].protocol = "NOPE".into();
         a.control().ruleset = Some(bad);
         assert!(matches!(a.step().as_slice(), [Event::Rejected(_)]));
         assert_eq!(a.applied_revision(), Some(2));

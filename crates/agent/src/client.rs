@@ -14,39 +14,66 @@ pub const SERVICE: &str = "palisade";
 /// The API version of the service.
 pub const VERSION: &str = "2026-11-01";
 
-/// What the agent reports after each change (see `docs/agent.md`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
+/// What the agent reports (`ReportInstanceStatus`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentStatus {
     /// The instance.
     pub instance_id: String,
-    /// The revision whose rules the kernel holds, if any.
-    pub applied_revision: Option<u64>,
-    /// The last error, empty when the last step succeeded.
-    pub error: String,
-    /// Per-rule counters: `{"Rule": "sg-1a2b3c4d ingress 3", "Packets": n, "Bytes": n}`.
+    /// The revision whose rules the kernel holds.
+    pub applied_revision: u64,
+    /// Errors since the last success (empty when healthy).
+    pub errors: Vec<String>,
+    /// Per-rule counters.
     pub counters: Vec<RuleCounter>,
 }
 
-/// One rule's counter in a report.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
+/// One rule's kernel counter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleCounter {
-    /// The rule's comment.
-    pub rule: String,
+    /// The rule's group.
+    pub security_group_id: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// Its `PolicyIndex`.
+    pub policy_index: u64,
     /// Packets.
     pub packets: u64,
     /// Bytes.
     pub bytes: u64,
 }
 
+impl AgentStatus {
+    /// The `ReportInstanceStatus` parameters.
+    pub fn to_params(&self) -> Value {
+        json!({
+            "InstanceId": self.instance_id,
+            "AppliedRevision": self.applied_revision,
+            "Errors": self.errors.iter().map(|e| e.chars().take(2000).collect::<String>()).take(100).collect::<Vec<_>>(),
+            "Counters": self.counters.iter().map(|c| json!({
+                "SecurityGroupId": c.security_group_id,
+                "Direction": c.direction,
+                "PolicyIndex": c.policy_index,
+                "Packets": c.packets,
+                "Bytes": c.bytes,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// The calls the agent makes.
 pub trait ControlPlane {
-    /// The instance's resolved ruleset (`DescribeInstanceRuleset`).
-    fn ruleset(&mut self, instance_id: &str) -> Result<WireRuleset, AgentError>;
+    /// The instance's resolved ruleset (`DescribeInstanceRuleset`). With
+    /// `after`, the server may hold the answer up to `wait` until its
+    /// revision passes `after` (long poll).
+    fn ruleset(
+        &mut self,
+        instance_id: &str,
+        after: Option<u64>,
+        wait: Duration,
+    ) -> Result<WireRuleset, AgentError>;
     /// Creates the instance with these private IPs (`RegisterInstances`).
     fn register(&mut self, instance_id: &str, private_ips: &[String]) -> Result<(), AgentError>;
-    /// Reports the applied revision, counters and errors (`ReportAgentStatus`).
+    /// Reports the applied revision, counters and errors (`ReportInstanceStatus`).
     fn report(&mut self, status: &AgentStatus) -> Result<(), AgentError>;
 }
 
@@ -91,15 +118,26 @@ impl HttpControlPlane {
         })
     }
 
-    /// Calls `action` with `params`; returns the `Response` object.
+    /// Calls `action` of the `palisade` service; returns the `Response` object.
     pub fn call(&self, action: &str, params: &Value) -> Result<Value, AgentError> {
+        self.call_service(SERVICE, VERSION, action, params)
+    }
+
+    /// Calls `action` of any service (`vpc`, `cvm` at `2017-03-12`, ...).
+    pub fn call_service(
+        &self,
+        service: &str,
+        version: &str,
+        action: &str,
+        params: &Value,
+    ) -> Result<Value, AgentError> {
         let body = params.to_string();
         let ts = time::OffsetDateTime::now_utc().unix_timestamp();
         let content_type = "application/json";
         let auth = tc3::authorization(
             &self.secret_id,
             &self.secret_key,
-            SERVICE,
+            service,
             content_type,
             &self.host,
             body.as_bytes(),
@@ -115,7 +153,7 @@ impl HttpControlPlane {
             .set("Content-Type", content_type)
             .set("Host", &self.host)
             .set("X-TC-Action", action)
-            .set("X-TC-Version", VERSION)
+            .set("X-TC-Version", version)
             .set("X-TC-Timestamp", &ts.to_string())
             .set("X-TC-Region", "ap-guangzhou")
             .set("Authorization", &auth)
@@ -150,11 +188,18 @@ impl HttpControlPlane {
 }
 
 impl ControlPlane for HttpControlPlane {
-    fn ruleset(&mut self, instance_id: &str) -> Result<WireRuleset, AgentError> {
-        let r = self.call(
-            "DescribeInstanceRuleset",
-            &json!({ "InstanceId": instance_id }),
-        )?;
+    fn ruleset(
+        &mut self,
+        instance_id: &str,
+        after: Option<u64>,
+        wait: Duration,
+    ) -> Result<WireRuleset, AgentError> {
+        let mut params = json!({ "InstanceId": instance_id });
+        if let Some(after) = after {
+            params["AfterRevision"] = json!(after);
+            params["WaitSeconds"] = json!(wait.as_secs());
+        }
+        let r = self.call("DescribeInstanceRuleset", &params)?;
         let rs = r.get("Ruleset").cloned().unwrap_or(Value::Null);
         serde_json::from_value(rs).map_err(|e| AgentError::BadRuleset(e.to_string()))
     }
@@ -168,7 +213,7 @@ impl ControlPlane for HttpControlPlane {
     }
 
     fn report(&mut self, status: &AgentStatus) -> Result<(), AgentError> {
-        let params = serde_json::to_value(status).unwrap_or(Value::Null);
-        self.call("ReportAgentStatus", &params).map(|_| ())
+        self.call("ReportInstanceStatus", &status.to_params())
+            .map(|_| ())
     }
 }

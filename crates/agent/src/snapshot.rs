@@ -10,7 +10,7 @@
 //! sets, so that a membership change is an element update, not a new rule.
 
 use crate::error::AgentError;
-use palisade_model::{Action, AddrRange, Direction, Peer, PortRange, Ports, Protocol};
+use palisade_model::{Action, AddrRange, Direction, Peer, PortRange};
 use palisade_policy::resolve::{ProtocolMatch, Ruleset};
 use serde::Deserialize;
 
@@ -124,12 +124,19 @@ pub struct WireRuleset {
     pub instance_id: String,
     /// The store revision.
     pub revision: u64,
+    /// False when a long poll ended without a revision newer than asked for.
+    #[serde(default = "yes")]
+    pub changed: bool,
     /// Ingress entries (one per rule and service), in order.
     #[serde(default)]
     pub ingress: Vec<WireRule>,
     /// Egress entries, in order.
     #[serde(default)]
     pub egress: Vec<WireRule>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One resolved entry of the server's answer.
@@ -204,14 +211,18 @@ impl TryFrom<&WireRuleset> for Snapshot {
 }
 
 fn wire_rule(r: &WireRule) -> Result<Rule, String> {
-    let protocol = Protocol::parse_field("Protocol", &r.protocol).map_err(|e| e.to_string())?;
-    let ports = if protocol.has_ports() {
-        let text = r.port.as_deref().unwrap_or("ALL");
-        Ports::parse_field("Port", text)
-            .map_err(|e| e.to_string())?
-            .ranges()
-    } else {
-        Vec::new()
+    let protocol =
+        match ProtocolMatch::parse_field("Protocol", &r.protocol).map_err(|e| e.to_string())? {
+            ProtocolMatch::All => None,
+            ProtocolMatch::Number(n) => Some(n),
+        };
+    let service = match protocol {
+        Some(n) if palisade_policy::has_ports(n) => ServiceMatch {
+            protocol,
+            ports: palisade_policy::codec::parse_ports("Port", r.port.as_deref().unwrap_or("ALL"))
+                .map_err(|e| e.to_string())?,
+        },
+        _ => ServiceMatch::all_ports(protocol),
     };
     let action = Action::parse_field("Action", &r.action).map_err(|e| e.to_string())?;
     let mut peers = Vec::new();
@@ -234,14 +245,6 @@ fn wire_rule(r: &WireRule) -> Result<Rule, String> {
                 })
             })
     });
-    let service = if protocol.has_ports() {
-        ServiceMatch {
-            protocol: protocol.number(),
-            ports,
-        }
-    } else {
-        ServiceMatch::all_ports(protocol.number())
-    };
     Ok(Rule {
         group: r.security_group_id.clone(),
         index: r.policy_index,
@@ -282,7 +285,7 @@ mod tests {
     #[test]
     fn bad_server_json_is_an_error() {
         let json = r#"{"InstanceId":"ins-1","Revision":7,
-          "Ingress":[{"SecurityGroupId":"sg-a","PolicyIndex":0,"Protocol":"SCTP","Port":"ALL",
+          "Ingress":[{"SecurityGroupId":"sg-a","PolicyIndex":0,"Protocol":"NOPE","Port":"ALL",
              "Action":"ACCEPT","CidrBlocks":[]}]}"#;
         let w: WireRuleset = serde_json::from_str(json).unwrap();
         assert!(Snapshot::try_from(&w).is_err());
