@@ -10,7 +10,7 @@
 use crate::engine::{Engine, ListEffect};
 use crate::error::AnalyzeError;
 use palisade_model::{Direction, Fleet, InstanceId, SecurityGroupId};
-use palisade_policy::{PacketBox, PacketSet, Packet, Verdict};
+use palisade_policy::{Packet, PacketBox, PacketSet, Verdict};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::rc::Rc;

@@ -245,13 +245,13 @@ pub fn reach(fleet: &Fleet, query: &ReachQuery) -> Result<ReachReport, AnalyzeEr
             for f in &families {
                 let (s, d) = (from.ranges(*f), to.ranges(*f));
                 if let Some(eff) = &from.effect {
-                    let missing = packets(0, u8::MAX, &d, (0, u16::MAX))
-                        .difference(&eff.egress.accepted);
+                    let missing =
+                        packets(0, u8::MAX, &d, (0, u16::MAX)).difference(&eff.egress.accepted);
                     allowed = allowed.difference(&project(&missing));
                 }
                 if let Some(eff) = &to.effect {
-                    let missing = packets(0, u8::MAX, &s, (0, u16::MAX))
-                        .difference(&eff.ingress.accepted);
+                    let missing =
+                        packets(0, u8::MAX, &s, (0, u16::MAX)).difference(&eff.ingress.accepted);
                     allowed = allowed.difference(&project(&missing));
                 }
             }
@@ -309,8 +309,11 @@ fn resolve_side(e: &mut Engine<'_>, ep: &Endpoint, field: &str) -> Result<Resolv
                 });
             }
             let groups = inst.security_groups.clone();
-            let addresses: Vec<AddrRange> =
-                inst.private_ips.iter().map(|ip| AddrRange::single(*ip)).collect();
+            let addresses: Vec<AddrRange> = inst
+                .private_ips
+                .iter()
+                .map(|ip| AddrRange::single(*ip))
+                .collect();
             Ok(Resolved {
                 side: Side {
                     kind: "instance",

@@ -179,7 +179,15 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
                     d.old_groups.join(", "),
                     d.new_groups.join(", ")
                 );
-                let mut t = table(&["Change", "Protocols", "Peers", "Ports", "Witness", "Old", "New"]);
+                let mut t = table(&[
+                    "Change",
+                    "Protocols",
+                    "Peers",
+                    "Ports",
+                    "Witness",
+                    "Old",
+                    "New",
+                ]);
                 for (kind, list) in [
                     ("+ accepted", &d.newly_accepted),
                     ("- dropped", &d.newly_dropped),
@@ -290,7 +298,8 @@ pub fn reach(args: ReachArgs) -> anyhow::Result<ExitCode> {
                                 d.action,
                                 match (&d.matched, &d.rule) {
                                     (Some(o), Some(r)) => format!("by {o} ({r}) for {}", d.packet),
-                                    _ => format!("(no rule matched: default drop) for {}", d.packet),
+                                    _ =>
+                                        format!("(no rule matched: default drop) for {}", d.packet),
                                 }
                             ),
                             None => say!("  {side}: no rules (addresses outside the fleet)"),
@@ -300,7 +309,11 @@ pub fn reach(args: ReachArgs) -> anyhow::Result<ExitCode> {
                 None => {
                     let allowed = report.allowed.clone().unwrap_or_default();
                     if allowed.is_empty() {
-                        say!("{} -> {}: nothing gets through", report.from.id, report.to.id);
+                        say!(
+                            "{} -> {}: nothing gets through",
+                            report.from.id,
+                            report.to.id
+                        );
                     } else {
                         say!("{} -> {}: what gets through", report.from.id, report.to.id);
                         let mut t = table(&["Protocols", "Ports"]);
@@ -317,7 +330,11 @@ pub fn reach(args: ReachArgs) -> anyhow::Result<ExitCode> {
         Some(ok) => ok,
         None => report.allowed.as_ref().is_some_and(|a| !a.is_empty()),
     };
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The shared table, at most 140 columns wide when stdout is not a
@@ -333,8 +350,8 @@ fn table(header: &[&str]) -> comfy_table::Table {
 /// Reads and leniently loads a fleet file (missing references and exceeded
 /// limits do not stop analysis; anything else is unusable input).
 fn read_fleet(path: &Path) -> anyhow::Result<Loaded> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     load(&text).with_context(|| format!("{} cannot be analysed", path.display()))
 }
 

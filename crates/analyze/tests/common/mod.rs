@@ -210,7 +210,11 @@ pub fn triggers(id: CheckId, on: &Fx, off: &Fx) -> Vec<Finding> {
     for f in &got {
         assert_eq!(f.severity, id.severity());
         assert!(!f.message.is_empty());
-        assert!(f.message.contains("Fix") || f.message.contains("fix") || f.id == CheckId::Ref002, "{}", f.message);
+        assert!(
+            f.message.contains("Fix") || f.message.contains("fix") || f.id == CheckId::Ref002,
+            "{}",
+            f.message
+        );
     }
     got
 }
