@@ -230,20 +230,19 @@ fn check_members(
 }
 
 fn load(ctx: &Ctx<'_>, tx: &dyn Tx, spec: &Spec, id: &str) -> Result<TemplateRecord, ApiError> {
-    let ok = id.strip_prefix(spec.prefix).is_some_and(|r| {
-        r.len() == 8
-            && r.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    });
-    if !ok {
-        return Err(ApiError::malformed(
-            spec.id,
-            id,
-            &format!(
-                "expected {} followed by 8 lower-case letters or digits",
-                spec.prefix
-            ),
-        ));
+    match spec.kind {
+        TemplateKind::Address => {
+            palisade_model::AddressTemplateId::parse_field(spec.id, id)?;
+        }
+        TemplateKind::AddressGroup => {
+            palisade_model::AddressTemplateGroupId::parse_field(spec.id, id)?;
+        }
+        TemplateKind::Service => {
+            palisade_model::ServiceTemplateId::parse_field(spec.id, id)?;
+        }
+        TemplateKind::ServiceGroup => {
+            palisade_model::ServiceTemplateGroupId::parse_field(spec.id, id)?;
+        }
     }
     match tx.template(ctx.account, id)? {
         Some(t) if t.kind == spec.kind => Ok(t),
