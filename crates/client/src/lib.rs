@@ -1,0 +1,264 @@
+//! A client of Palisade's Tencent-compatible API, for the commands that talk
+//! to a server (`export`, `plan`, `apply`, `tke apply`): TC3-HMAC-SHA256
+//! signing as `shared/reference/tencent-api.md` states it, credentials from
+//! a file (the JSON `palisade account create` prints) or from
+//! `TENCENTCLOUD_SECRET_ID` / `TENCENTCLOUD_SECRET_KEY` as tccli reads them,
+//! and Tencent's error envelope turned into [`ClientError::Api`].
+
+pub mod tc3;
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+/// The API version of a service: `vpc` and `cvm` are Tencent's
+/// `2017-03-12`, `palisade` is Palisade's own `2026-11-01`.
+pub fn version_of(service: &str) -> &'static str {
+    match service {
+        "palisade" => "2026-11-01",
+        _ => "2017-03-12",
+    }
+}
+
+/// What can go wrong talking to the server.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with a Tencent error.
+    #[error("{code}: {message} (RequestId {request_id})")]
+    Api {
+        /// The Tencent error code, e.g. `UnsupportedOperation.VersionMismatch`.
+        code: String,
+        /// The server's message.
+        message: String,
+        /// The request's id.
+        request_id: String,
+    },
+    /// The server could not be reached or answered something that is not the API.
+    #[error("cannot talk to {url}: {why}")]
+    Transport {
+        /// The server URL.
+        url: String,
+        /// What failed.
+        why: String,
+    },
+    /// No usable credentials.
+    #[error("credentials: {0}")]
+    Credentials(String),
+}
+
+impl ClientError {
+    /// The Tencent error code, for API errors.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A SecretId and SecretKey.
+#[derive(Clone, Deserialize)]
+pub struct Credentials {
+    /// `SecretId`.
+    #[serde(rename = "SecretId")]
+    pub secret_id: String,
+    /// `SecretKey`.
+    #[serde(rename = "SecretKey")]
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    // The key never appears in logs or error messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("secret_id", &self.secret_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Reads `file` (the JSON of `palisade account create --output json`)
+    /// when given, else `TENCENTCLOUD_SECRET_ID` and `TENCENTCLOUD_SECRET_KEY`.
+    pub fn load(file: Option<&Path>) -> Result<Credentials, ClientError> {
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ClientError::Credentials(format!("cannot read {}: {e}", path.display()))
+            })?;
+            return serde_json::from_str(&text).map_err(|e| {
+                ClientError::Credentials(format!(
+                    "{}: expected {{\"SecretId\": ..., \"SecretKey\": ...}}: {e}",
+                    path.display()
+                ))
+            });
+        }
+        let id = std::env::var("TENCENTCLOUD_SECRET_ID").unwrap_or_default();
+        let key = std::env::var("TENCENTCLOUD_SECRET_KEY").unwrap_or_default();
+        if id.is_empty() || key.is_empty() {
+            return Err(ClientError::Credentials(
+                "give --credentials FILE or set TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY"
+                    .to_string(),
+            ));
+        }
+        Ok(Credentials {
+            secret_id: id,
+            secret_key: key,
+        })
+    }
+}
+
+/// A signed-request client of one server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    url: String,
+    host: String,
+    credentials: Credentials,
+    region: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client of the server at `url` (`http://127.0.0.1:9180` or `https://...`).
+    pub fn new(url: &str, credentials: Credentials) -> Result<Client, ClientError> {
+        let trimmed = url.trim_end_matches('/');
+        let host = trimmed
+            .strip_prefix("http://")
+            .or_else(|| trimmed.strip_prefix("https://"))
+            .filter(|h| !h.is_empty() && !h.contains('/'))
+            .ok_or_else(|| ClientError::Transport {
+                url: url.to_string(),
+                why: "expected http://HOST:PORT or https://HOST:PORT".to_string(),
+            })?
+            .to_string();
+        Ok(Client {
+            url: format!("{trimmed}/"),
+            host,
+            credentials,
+            region: "ap-guangzhou".to_string(),
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(60))
+                .build(),
+        })
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Calls `action` of `service` with `params`; the `Response` object
+    /// without its `RequestId` on success.
+    pub fn call(&self, service: &str, action: &str, params: &Value) -> Result<Value, ClientError> {
+        let body = serde_json::to_vec(params).map_err(|e| self.transport(e))?;
+        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let content_type = "application/json";
+        let authorization = tc3::authorization(
+            &self.credentials.secret_id,
+            &self.credentials.secret_key,
+            service,
+            content_type,
+            &self.host,
+            &body,
+            timestamp,
+        );
+        let response = self
+            .agent
+            .post(&self.url)
+            .set("Content-Type", content_type)
+            .set("Host", &self.host)
+            .set("X-TC-Action", action)
+            .set("X-TC-Version", version_of(service))
+            .set("X-TC-Region", &self.region)
+            .set("X-TC-Timestamp", &timestamp.to_string())
+            .set("X-TC-Language", "en-US")
+            .set("Authorization", &authorization)
+            .send_bytes(&body);
+        let response = match response {
+            Ok(r) => r,
+            Err(ureq::Error::Status(code, _)) => {
+                return Err(self.transport(format!("HTTP status {code}")))
+            }
+            Err(e) => return Err(self.transport(e)),
+        };
+        let value: Value = response.into_json().map_err(|e| self.transport(e))?;
+        let mut inner = match value {
+            Value::Object(mut m) => m.remove("Response").unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        if !inner.is_object() {
+            return Err(self.transport("the answer has no Response object"));
+        }
+        let request_id = inner["RequestId"].as_str().unwrap_or_default().to_string();
+        if let Some(err) = inner.get("Error") {
+            return Err(ClientError::Api {
+                code: err["Code"].as_str().unwrap_or_default().to_string(),
+                message: err["Message"].as_str().unwrap_or_default().to_string(),
+                request_id,
+            });
+        }
+        if let Some(m) = inner.as_object_mut() {
+            m.remove("RequestId");
+        }
+        Ok(inner)
+    }
+
+    /// Calls a `vpc` action.
+    pub fn vpc(&self, action: &str, params: &Value) -> Result<Value, ClientError> {
+        self.call("vpc", action, params)
+    }
+
+    /// Calls a `cvm` action.
+    pub fn cvm(&self, action: &str, params: &Value) -> Result<Value, ClientError> {
+        self.call("cvm", action, params)
+    }
+
+    /// Calls a `palisade` action.
+    pub fn palisade(&self, action: &str, params: &Value) -> Result<Value, ClientError> {
+        self.call("palisade", action, params)
+    }
+
+    /// Calls a paginated `Describe*` action (string `Offset`/`Limit`, as
+    /// Tencent's VPC API takes them) and gathers every item of `set_field`.
+    pub fn describe_all(
+        &self,
+        service: &str,
+        action: &str,
+        set_field: &str,
+        mut params: Value,
+    ) -> Result<Vec<Value>, ClientError> {
+        const PAGE: u64 = 100;
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            if let Some(m) = params.as_object_mut() {
+                let (o, l) = if service == "vpc" {
+                    (
+                        Value::from(offset.to_string()),
+                        Value::from(PAGE.to_string()),
+                    )
+                } else {
+                    (Value::from(offset), Value::from(PAGE))
+                };
+                m.insert("Offset".into(), o);
+                m.insert("Limit".into(), l);
+            }
+            let page = self.call(service, action, &params)?;
+            let items = page[set_field].as_array().cloned().unwrap_or_default();
+            let total = page["TotalCount"].as_u64().unwrap_or(0);
+            let got = items.len() as u64;
+            out.extend(items);
+            offset += got;
+            if got == 0 || offset >= total {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn transport(&self, why: impl std::fmt::Display) -> ClientError {
+        ClientError::Transport {
+            url: self.url.clone(),
+            why: why.to_string(),
+        }
+    }
+}
