@@ -23,6 +23,9 @@ use crate::snapshot::Snapshot;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// How often counters are reported when nothing changes.
+pub const REPORT_EVERY: Duration = Duration::from_secs(5);
+
 /// How the agent runs.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -276,7 +279,7 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
         }
         let due = match self.last_report {
             None => true,
-            Some(t) => t.elapsed() >= Duration::from_secs(10),
+            Some(t) => t.elapsed() >= REPORT_EVERY,
         };
         if events.is_empty() && !due {
             return;
