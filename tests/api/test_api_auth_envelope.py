@@ -102,8 +102,12 @@ def test_body_over_10_mb_is_refused(server):
 
 def test_metrics(server, admin):
     admin.v("DescribeSecurityGroupLimits")
+    error_code(admin.vpc.call_json, "Made-Up-Action-1234", {})
     with urllib.request.urlopen(f"http://{server.endpoint}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     assert 'palisade_api_requests_total{service="vpc",action="DescribeSecurityGroupLimits",code="OK"}' in text
     assert "palisade_api_request_duration_seconds_bucket" in text
     assert "palisade_store_revision " in text
+    # Unknown actions are counted under one label, not one each.
+    assert "Made-Up-Action-1234" not in text
+    assert 'palisade_api_requests_total{service="unknown",action="unknown",code="InvalidAction"}' in text

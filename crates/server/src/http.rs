@@ -89,7 +89,7 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let body = read_body(body).await;
     let outcome = match body {
         None => Outcome {
-            service: header_str(&parts.headers, "x-tc-service"),
+            service: String::new(),
             action: header_str(&parts.headers, "x-tc-action"),
             account: String::new(),
             result: Err(ApiError::new(
@@ -118,12 +118,19 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
         Ok(_) => "OK".to_string(),
         Err(e) => e.code.to_string(),
     };
-    state.metrics.observe(
-        &outcome.service,
-        &outcome.action,
-        &code,
-        elapsed.as_secs_f64(),
-    );
+    // Label only known (service, action) pairs, so that arbitrary action
+    // names sent by anyone cannot grow the metrics without bound.
+    let known = actions::ACTIONS
+        .iter()
+        .any(|(s, a)| *s == outcome.service && *a == outcome.action);
+    let (service_label, action_label) = if known {
+        (outcome.service.as_str(), outcome.action.as_str())
+    } else {
+        ("unknown", "unknown")
+    };
+    state
+        .metrics
+        .observe(service_label, action_label, &code, elapsed.as_secs_f64());
     match &outcome.result {
         Ok(_) => tracing::info!(
             request_id = %request_id, service = %outcome.service, action = %outcome.action,
