@@ -42,9 +42,9 @@ fn within(e: &Engine<'_>, s: &DirSummary, out: &mut Vec<Finding>) {
         let (Some(space), Some(decided)) = (s.spaces.get(i), s.decided.get(i)) else {
             continue;
         };
-        let (own, other) = match rule.action() {
-            Action::Accept => (&accepted, &dropped),
-            Action::Drop => (&dropped, &accepted),
+        let other = match rule.action() {
+            Action::Accept => &dropped,
+            Action::Drop => &accepted,
         };
         if !space.is_empty() {
             if decided.is_empty() {
@@ -57,9 +57,9 @@ fn within(e: &Engine<'_>, s: &DirSummary, out: &mut Vec<Finding>) {
                         Finding::new(
                             CheckId::Ano002,
                             format!(
-                                "{} ({}) can never match: {} above it already {} every packet it \
-                                 matches. Fix: remove it (nothing changes), or move it above them \
-                                 if it documents intent",
+                                "{} ({}) can never match: the rules above it ({}) already {} \
+                                 every packet it matches. Fix: remove it (nothing changes), or \
+                                 move it above them if it documents intent",
                                 rule.origin(),
                                 rule.policy(),
                                 covering,
@@ -72,21 +72,20 @@ fn within(e: &Engine<'_>, s: &DirSummary, out: &mut Vec<Finding>) {
                 } else {
                     let w = conflict.witness(dir);
                     let by = earlier(s, i, space, Some(rule.action()));
-                    let _ = own;
                     out.push(
                         Finding::new(
                             CheckId::Ano001,
                             format!(
-                                "{} ({}) is shadowed: it can never match, because {} above it \
-                                 decide every packet it matches, and {} {} some of them (e.g. {}). \
-                                 Fix: move the rule above {}, or remove it if the earlier \
-                                 verdict is what you want",
+                                "{} ({}) is shadowed: it can never match, because the rules \
+                                 above it ({}) decide every packet it matches, some the other \
+                                 way: e.g. {} is {} by {}. Fix: move the rule above {}, or \
+                                 remove it if the earlier verdict is what you want",
                                 rule.origin(),
                                 rule.policy(),
                                 covering,
-                                by,
-                                verb(opposite(rule.action())),
                                 w.map(|w| w.to_string()).unwrap_or_default(),
+                                past(opposite(rule.action())),
+                                by,
                                 by
                             ),
                             e.rule_location(rule.origin()),

@@ -49,7 +49,10 @@ fn an_edited_rule_shows_newly_accepted_and_newly_dropped_boxes_with_witnesses() 
     assert!(r.changed);
     assert_eq!(r.instances.len(), 1);
     let d = &r.instances[0];
-    assert_eq!((d.instance.as_str(), d.direction), ("ins-db000001", "ingress"));
+    assert_eq!(
+        (d.instance.as_str(), d.direction),
+        ("ins-db000001", "ingress")
+    );
     assert_eq!(d.newly_accepted.len(), 1);
     assert_eq!(d.newly_dropped.len(), 1);
     let acc = &d.newly_accepted[0];
@@ -61,14 +64,22 @@ fn an_edited_rule_shows_newly_accepted_and_newly_dropped_boxes_with_witnesses() 
     assert_eq!(drop.witness.port, Some(22));
     assert_eq!(drop.witness.peer.to_string(), "203.0.113.0");
     let v = serde_json::to_value(&r).unwrap();
-    assert_eq!(v["instances"][0]["newly_accepted"][0]["box"]["ports"], serde_json::json!([2222, 2222]));
-    assert_eq!(v["instances"][0]["newly_accepted"][0]["box"]["peers"], "203.0.113.0/24");
+    assert_eq!(
+        v["instances"][0]["newly_accepted"][0]["box"]["ports"],
+        serde_json::json!([2222, 2222])
+    );
+    assert_eq!(
+        v["instances"][0]["newly_accepted"][0]["box"]["peers"],
+        "203.0.113.0/24"
+    );
 }
 
 #[test]
 fn membership_change_with_no_rule_edited_shows_its_effect() {
     let a = app_db(vec![rule("TCP", "5432", "sg-app00001", "ACCEPT")]);
-    let b = a.clone().instance("ins-app00002", "10.3.0.6", &["sg-app00001"]);
+    let b = a
+        .clone()
+        .instance("ins-app00002", "10.3.0.6", &["sg-app00001"]);
     let r = diff(&fleet(&a), &fleet(&b), Some(&ins("ins-db000001"))).unwrap();
     assert!(r.changed);
     let d = &r.instances[0];
@@ -86,9 +97,18 @@ fn membership_change_with_no_rule_edited_shows_its_effect() {
 #[test]
 fn binding_order_and_template_content_changes_show() {
     let groups = Fx::empty()
-        .group("sg-deny0001", vec![rule("TCP", "22", "0.0.0.0/0", "DROP")], vec![])
-        .group("sg-allow001", vec![rule("TCP", "22", "ipm-admins01", "ACCEPT")], vec![]);
-    let tmpl = |a: &str| format!("address_templates:\n  - {{id: ipm-admins01, addresses: [{a}]}}\n");
+        .group(
+            "sg-deny0001",
+            vec![rule("TCP", "22", "0.0.0.0/0", "DROP")],
+            vec![],
+        )
+        .group(
+            "sg-allow001",
+            vec![rule("TCP", "22", "ipm-admins01", "ACCEPT")],
+            vec![],
+        );
+    let tmpl =
+        |a: &str| format!("address_templates:\n  - {{id: ipm-admins01, addresses: [{a}]}}\n");
     let a = groups
         .clone()
         .instance("ins-app00001", "10.3.0.5", &["sg-deny0001", "sg-allow001"])
@@ -99,12 +119,18 @@ fn binding_order_and_template_content_changes_show() {
         .extra(&tmpl("203.0.113.0/24"));
     let r = diff(&fleet(&a), &fleet(&b), None).unwrap();
     assert!(r.changed);
-    assert_eq!(r.instances[0].newly_accepted[0].witness.peer.to_string(), "203.0.113.0");
+    assert_eq!(
+        r.instances[0].newly_accepted[0].witness.peer.to_string(),
+        "203.0.113.0"
+    );
     let c = groups
         .instance("ins-app00001", "10.3.0.5", &["sg-allow001", "sg-deny0001"])
         .extra(&tmpl("203.0.113.0/25"));
     let r = diff(&fleet(&b), &fleet(&c), None).unwrap();
-    assert_eq!(r.instances[0].newly_dropped[0].witness.peer.to_string(), "203.0.113.128");
+    assert_eq!(
+        r.instances[0].newly_dropped[0].witness.peer.to_string(),
+        "203.0.113.128"
+    );
     assert!(diff(&fleet(&b), &fleet(&c), Some(&ins("ins-nothere1"))).is_err());
 }
 
@@ -120,17 +146,31 @@ fn q(f: &Fleet, from: &str, to: &str, protocol: Option<u8>, port: Option<u16>) -
 #[test]
 fn reach_between_instances_names_the_deciding_rule_on_each_side() {
     let f = fleet(&app_db(vec![rule("TCP", "5432", "sg-app00001", "ACCEPT")]));
-    let r = reach(&f, &q(&f, "ins-app00001", "ins-db000001", Some(6), Some(5432))).unwrap();
+    let r = reach(
+        &f,
+        &q(&f, "ins-app00001", "ins-db000001", Some(6), Some(5432)),
+    )
+    .unwrap();
     assert_eq!(r.reachable, Some(true));
     let src = r.source_egress.as_ref().unwrap();
     assert_eq!(src.action, "ACCEPT");
-    assert_eq!(src.matched.as_ref().unwrap().security_group_id.as_str(), "sg-app00001");
+    assert_eq!(
+        src.matched.as_ref().unwrap().security_group_id.as_str(),
+        "sg-app00001"
+    );
     let dst = r.destination_ingress.as_ref().unwrap();
-    assert_eq!(dst.matched.as_ref().unwrap().to_string(), "sg-db000001 Ingress[0]");
+    assert_eq!(
+        dst.matched.as_ref().unwrap().to_string(),
+        "sg-db000001 Ingress[0]"
+    );
     let v = serde_json::to_value(&r).unwrap();
     assert_eq!(v["reachable"], true);
 
-    let r = reach(&f, &q(&f, "ins-app00001", "ins-db000001", Some(6), Some(22))).unwrap();
+    let r = reach(
+        &f,
+        &q(&f, "ins-app00001", "ins-db000001", Some(6), Some(22)),
+    )
+    .unwrap();
     assert_eq!(r.reachable, Some(false));
     let dst = r.destination_ingress.unwrap();
     assert_eq!(dst.action, "DROP");
@@ -148,7 +188,11 @@ fn reach_blocked_by_the_source_egress() {
         ],
     );
     let f = fleet(&fx);
-    let r = reach(&f, &q(&f, "ins-app00001", "ins-db000001", Some(6), Some(5432))).unwrap();
+    let r = reach(
+        &f,
+        &q(&f, "ins-app00001", "ins-db000001", Some(6), Some(5432)),
+    )
+    .unwrap();
     assert_eq!(r.reachable, Some(false));
     let src = r.source_egress.unwrap();
     assert_eq!(src.action, "DROP");
@@ -187,7 +231,11 @@ fn reach_without_a_protocol_lists_what_gets_through() {
 #[test]
 fn sarif_has_the_required_structure_and_locates_results() {
     let fx = Fx::empty()
-        .group("sg-web00001", vec![rule("TCP", "22", "0.0.0.0/0", "ACCEPT")], vec![])
+        .group(
+            "sg-web00001",
+            vec![rule("TCP", "22", "0.0.0.0/0", "ACCEPT")],
+            vec![],
+        )
         .instance("ins-web00001", "10.2.0.5", &["sg-web00001"]);
     let report = palisade_analyze::check_text(&fx.yaml(), &CheckOptions::default()).unwrap();
     let s = palisade_analyze::sarif::to_sarif(&report.findings, "fleet.yaml");
@@ -213,7 +261,9 @@ fn sarif_has_the_required_structure_and_locates_results() {
     }
     let exp = results.iter().find(|r| r["ruleId"] == "EXP001").unwrap();
     // The rule's line in the file.
-    let line = exp["locations"][0]["physicalLocation"]["region"]["startLine"].as_u64().unwrap();
+    let line = exp["locations"][0]["physicalLocation"]["region"]["startLine"]
+        .as_u64()
+        .unwrap();
     let text = fx.yaml();
     let at = text.lines().nth(line as usize - 1).unwrap();
     assert!(at.contains("Port: \"22\""), "{at}");

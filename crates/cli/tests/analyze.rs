@@ -1,0 +1,224 @@
+//! `palisade check`, `diff` and `reach` as a user runs them: exit codes,
+//! JSON and SARIF shapes, the broken example showing most findings.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn palisade(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .output()
+        .expect("run palisade")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn example(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn temp_file(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("palisade-analyze-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write temp file");
+    path.to_string_lossy().into_owned()
+}
+
+const WEB: &str = "security_groups:
+  - id: sg-web00001
+    policies:
+      Ingress:
+        - {Protocol: TCP, Port: \"22\", CidrBlock: 0.0.0.0/0, Action: ACCEPT}
+        - {Protocol: TCP, Port: \"443\", CidrBlock: 0.0.0.0/0, Action: ACCEPT}
+      Egress:
+        - {Protocol: ALL, Port: ALL, CidrBlock: 0.0.0.0/0, Action: ACCEPT}
+instances:
+  - {id: ins-web00001, private_ips: [10.2.0.5], security_groups: [sg-web00001]}
+  - {id: ins-app00001, private_ips: [10.2.0.6], security_groups: [sg-web00001]}
+";
+
+#[test]
+fn check_broken_example_shows_most_findings_and_exits_1() {
+    let o = palisade(&["check", &example("broken-cluster.yaml"), "--output", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let findings = v["findings"].as_array().expect("findings");
+    let mut ids: Vec<&str> = findings.iter().map(|f| f["id"].as_str().unwrap()).collect();
+    ids.dedup();
+    for id in [
+        "TKE001", "TKE002", "TKE003", "TKE004", "TKE005", "TKE006", "TKE007", "TKE008", "TKE009",
+        "TKE010", "EXP001", "EXP002", "ANO001", "ANO002", "ANO003", "REF001", "REF002", "LIM001",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    for f in findings {
+        for key in ["id", "severity", "message", "location", "witness"] {
+            assert!(f.get(key).is_some(), "{key} missing in {f}");
+        }
+    }
+}
+
+#[test]
+fn check_fail_on_sets_the_exit_code() {
+    let clean = temp_file(
+        "info-only.yaml",
+        "security_groups:
+  - id: sg-app00001
+    policies:
+      Ingress:
+        - {Protocol: TCP, Port: \"22\", CidrBlock: 203.0.113.0/24, Action: DROP}
+        - {Protocol: TCP, Port: ALL, CidrBlock: 203.0.113.0/24, Action: ACCEPT}
+instances:
+  - {id: ins-app00001, private_ips: [10.3.0.5], security_groups: [sg-app00001]}
+",
+    );
+    let o = palisade(&["check", &clean]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("ANO003"));
+    let o = palisade(&["check", &clean, "--fail-on", "warning"]);
+    assert_eq!(o.status.code(), Some(0));
+    let o = palisade(&["check", &clean, "--fail-on", "info"]);
+    assert_eq!(o.status.code(), Some(1));
+    let web = temp_file("web.yaml", WEB);
+    let o = palisade(&["check", &web]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("EXP001"));
+    let o = palisade(&["check", &web, "--sensitive-port", "tcp:8080"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+#[test]
+fn check_unusable_input_exits_2_with_one_clear_error() {
+    let bad = temp_file("bad.yaml", "security_groups: [");
+    let o = palisade(&["check", &bad]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot be analysed"), "{}", stderr(&o));
+    let o = palisade(&["check", "/nonexistent/fleet.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn check_sarif_locates_results_in_the_file() {
+    let path = example("broken-cluster.yaml");
+    let o = palisade(&["check", &path, "--output", "sarif"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("sarif json");
+    assert_eq!(v["version"], "2.1.0");
+    let run = &v["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "palisade");
+    let results = run["results"].as_array().unwrap();
+    assert!(results.len() > 10);
+    for r in results {
+        let loc = &r["locations"][0]["physicalLocation"];
+        assert_eq!(loc["artifactLocation"]["uri"], path.as_str());
+        assert!(loc["region"]["startLine"].as_u64().unwrap() >= 1);
+    }
+}
+
+#[test]
+fn diff_exit_codes_and_json() {
+    let a = temp_file("a.yaml", WEB);
+    let same = temp_file("same.yaml", &WEB.replace("\"443\"", "\" 443 \""));
+    let o = palisade(&["diff", &a, &same]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("no change in effect"));
+    let b = temp_file(
+        "b.yaml",
+        &WEB.replace(
+            "\"22\", CidrBlock: 0.0.0.0/0",
+            "\"22\", CidrBlock: 203.0.113.0/24",
+        ),
+    );
+    let o = palisade(&[
+        "diff",
+        &a,
+        &b,
+        "--instance",
+        "ins-web00001",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["changed"], true);
+    let d = &v["instances"].as_array().unwrap()[0];
+    assert_eq!(d["instance"], "ins-web00001");
+    assert!(d["newly_accepted"].as_array().unwrap().is_empty());
+    assert_eq!(d["newly_dropped"][0]["witness"]["port"], 22);
+    assert_eq!(v["instances"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn reach_yes_no_and_sets() {
+    let f = temp_file("reach.yaml", WEB);
+    let o = palisade(&[
+        "reach",
+        &f,
+        "--from",
+        "198.51.100.7",
+        "--to",
+        "ins-web00001",
+        "--protocol",
+        "tcp",
+        "--port",
+        "443",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["reachable"], true);
+    assert_eq!(v["destination_ingress"]["matched"]["policy_index"], 1);
+    let o = palisade(&[
+        "reach",
+        &f,
+        "--from",
+        "ins-app00001",
+        "--to",
+        "ins-web00001",
+        "--protocol",
+        "tcp",
+        "--port",
+        "80",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("NOT reachable"));
+    let o = palisade(&[
+        "reach",
+        &f,
+        "--from",
+        "0.0.0.0/0",
+        "--to",
+        "ins-web00001",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(
+        v["allowed"],
+        serde_json::json!([{"protocols": "TCP", "ports": "22,443"}])
+    );
+    let o = palisade(&[
+        "reach",
+        &f,
+        "--from",
+        "ins-nothere1",
+        "--to",
+        "ins-web00001",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("ins-nothere1"));
+}
