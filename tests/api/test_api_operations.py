@@ -99,3 +99,28 @@ def test_https_with_tls_cert_and_key(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
         log.close()
+
+
+def test_sigterm_ends_pending_long_polls():
+    """A graceful stop does not wait out agents' long-polls."""
+    import threading
+    import time
+
+    tmp = Path(tempfile.mkdtemp(prefix="palisade-term-"))
+    srv = Server(tmp / "data").start()
+    try:
+        api = Api(srv, srv.admin_credentials())
+        ins = api.p("RegisterInstances", {"Instances": [{"PrivateIpAddresses": ["10.0.0.1"]}]})["InstanceIdSet"][0]
+        rev = api.p("DescribeInstanceRuleset", {"InstanceId": ins})["Ruleset"]["Revision"]
+        answers = []
+        t = threading.Thread(target=lambda: answers.append(api.p("DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rev, "WaitSeconds": 45})))
+        t.start()
+        time.sleep(1)
+        t0 = time.time()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=15) == 0
+        assert time.time() - t0 < 5
+        t.join(timeout=10)
+        assert answers and answers[0]["Ruleset"]["Changed"] is False
+    finally:
+        srv.stop()

@@ -39,6 +39,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Request metrics.
     pub metrics: Metrics,
+    /// Set when the server is shutting down: long-polls answer at once.
+    shutting_down: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -48,7 +50,14 @@ impl AppState {
             store,
             limits,
             metrics: Metrics::default(),
+            shutting_down: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Ends every pending long-poll (they answer `Changed: false`) so a
+    /// graceful shutdown does not wait for them.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.send_replace(true);
     }
 }
 
@@ -107,7 +116,11 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
             // afresh (the signature window, 300 s, outlasts any wait).
             if let Some((after, wait)) = long_poll(&outcome, &body) {
                 let mut rx = state.store.watch_revision();
-                let _ = tokio::time::timeout(wait, rx.wait_for(|r| *r > after)).await;
+                let mut stop = state.shutting_down.subscribe();
+                tokio::select! {
+                    _ = tokio::time::timeout(wait, rx.wait_for(|r| *r > after)) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
                 outcome = run_handle(&state, &method, &headers, &body).await;
             }
             outcome

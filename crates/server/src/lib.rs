@@ -155,7 +155,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         ),
     }
     let state = Arc::new(http::AppState::new(Arc::new(store), config.limits));
-    let app = http::router(state);
+    let app = http::router(state.clone());
+    let shutdown = {
+        let state = state.clone();
+        async move {
+            shutdown_signal().await;
+            state.begin_shutdown();
+        }
+    };
     match &config.tls {
         None => {
             let listener =
@@ -171,7 +178,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             })?;
             tracing::info!(listen = %local, "serving the Tencent-compatible API over HTTP");
             axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(shutdown)
                 .await
                 .map_err(|source| ServerError::Io {
                     context: "serving".into(),
@@ -192,7 +199,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             let handle = axum_server::Handle::new();
             let h = handle.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                shutdown.await;
                 h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
             });
             tracing::info!(listen = %config.listen, "serving the Tencent-compatible API over HTTPS");
