@@ -1,3 +1,9 @@
+"""Regenerates tc3_sdk_vectors.json: requests signed by the real
+tencentcloud-sdk-python signing code (AbstractClient._build_req_with_tc3_signature)
+at fixed timestamps, for the Rust TC3 verifier tests.
+
+    .venv/bin/python crates/server/src/testdata/make_tc3_vectors.py > crates/server/src/testdata/tc3_sdk_vectors.json
+"""
 import json, time
 from unittest import mock
 from tencentcloud.common import credential
