@@ -81,4 +81,32 @@ mod tests {
         assert!(auth.starts_with("TC3-HMAC-SHA256 Credential=AKIDz8krbsJ5yKBZQpn74WFkmLPx3*******/2019-02-25/cvm/tc3_request, SignedHeaders=content-type;host, Signature="));
         assert_eq!(date_of(0), "1970-01-01");
     }
+
+    #[test]
+    fn agrees_with_the_servers_verifier_side() {
+        for (ts, body) in [
+            (1_790_000_000i64, &b"{}"[..]),
+            (1_551_113_065, br#"{"InstanceId":"ins-node0001"}"#),
+        ] {
+            let ours = authorization(
+                "AKIDx",
+                "key",
+                "palisade",
+                "application/json",
+                "127.0.0.1:8080",
+                body,
+                ts,
+            );
+            let theirs = palisade_server::tc3::sign(
+                "AKIDx",
+                "key",
+                "palisade",
+                "application/json",
+                "127.0.0.1:8080",
+                body,
+                ts,
+            );
+            assert_eq!(ours, theirs);
+        }
+    }
 }
