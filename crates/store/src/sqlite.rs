@@ -910,6 +910,57 @@ mod tests {
     }
 
     #[test]
+    fn racing_writers_with_one_version_one_wins() {
+        let (_dir, store) = open();
+        store
+            .write(|tx| tx.insert_group("a", &group("sg-00000001")))
+            .expect("insert");
+        let store = std::sync::Arc::new(store);
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    store.write(|tx| {
+                        let mut g = tx.group("a", "sg-00000001")?.expect("exists");
+                        if g.version != 0 {
+                            return Err(StoreError::NotFound("version mismatch".into()));
+                        }
+                        g.version += 1;
+                        g.name = format!("writer {i}");
+                        tx.update_group("a", &g)
+                    })
+                })
+            })
+            .collect();
+        let wins = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .filter(Result::is_ok)
+            .count();
+        assert_eq!(wins, 1);
+        assert_eq!(store.revision().expect("rev"), 2);
+    }
+
+    #[test]
+    fn a_second_process_sees_commits_and_can_write_alongside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = SqliteStore::open_dir(dir.path()).expect("open");
+        let cli = SqliteStore::open_dir(dir.path()).expect("open again");
+        let acc = cli.create_account("bob").expect("create");
+        assert_eq!(
+            server.account_by_secret_id(&acc.secret_id).expect("lookup"),
+            Some(acc)
+        );
+        server
+            .write(|tx| tx.insert_group("a", &group("sg-00000001")))
+            .expect("insert");
+        assert!(cli
+            .read(|tx| tx.group("a", "sg-00000001"))
+            .expect("read")
+            .is_some());
+    }
+
+    #[test]
     fn accounts_are_isolated_and_references_are_indexed() {
         let (_dir, store) = open();
         let mut referrer = group("sg-00000002");
