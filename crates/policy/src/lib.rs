@@ -8,6 +8,7 @@
 //!   the deciding rule, or default drop;
 //! - [`conntrack`]: a connection-tracking simulator (replies and related
 //!   ICMP errors pass, a rule change cuts the flows it no longer allows);
+//! - [`classify`]: a fast first-match classifier held to the linear scan;
 //! - [`space`] and [`decide`]: exact packet sets as disjoint boxes, the set
 //!   each rule decides under first match, and the set a list accepts.
 //!
@@ -15,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod classify;
 pub mod codec;
 pub mod conntrack;
 pub mod decide;
@@ -23,6 +25,7 @@ pub mod eval;
 pub mod resolve;
 pub mod space;
 
+pub use classify::{Classifier, ClassifierStats};
 pub use conntrack::{Conntrack, CutMode, Decision, Event, FlowKey, Reason, SimPacket, Transport};
 pub use decide::{accepted, decided_sets, decompose, rule_space, Decomposition};
 pub use error::{PolicyError, ResolveError};
