@@ -16,7 +16,8 @@ DescribeAddressTemplateGroups CreateServiceTemplate DeleteServiceTemplate Modify
 DescribeServiceTemplates CreateServiceTemplateGroup DeleteServiceTemplateGroup ModifyServiceTemplateGroupAttribute
 DescribeServiceTemplateGroups""".split()
 CVM = "AssociateSecurityGroups DisassociateSecurityGroups ModifyInstancesAttribute DescribeInstances".split()
-PALISADE = "RegisterInstances DeregisterInstances DescribeInstanceRuleset ReportInstanceStatus DescribeInstanceStatus".split()
+PALISADE = """RegisterInstances DeregisterInstances DescribeInstanceRuleset ReportInstanceStatus DescribeInstanceStatus
+RegisterCluster DeregisterClusters DescribeClusters""".split()
 UNSUPPORTED = """CreateDefaultSecurityGroup DescribeAddressTemplateInstances DescribeServiceTemplateInstances
 DescribeAddressTemplateGroupInstances DescribeServiceTemplateGroupInstances AssociateNetworkInterfaceSecurityGroups
 DisassociateNetworkInterfaceSecurityGroups DisassociateVpcEndPointSecurityGroups""".split()

@@ -177,6 +177,20 @@ pub struct InstanceRecord {
     pub security_group_ids: Vec<String>,
 }
 
+/// A cluster (the TKE profile's view: networks, nodes, masters, peers), kept
+/// as its wire JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterRecord {
+    /// `cls-xxxxxxxx`.
+    pub id: String,
+    /// The cluster as the API shows it (without `ClusterId`).
+    pub body: serde_json::Value,
+    /// `CreatedTime`.
+    pub created_time: String,
+    /// `UpdatedTime`.
+    pub updated_time: String,
+}
+
 /// The operations available inside one transaction. Every resource is scoped
 /// by `account`: a record of another account is invisible (reads give `None`
 /// or leave it out, writes give [`StoreError::NotFound`]).
@@ -225,6 +239,16 @@ pub trait Tx {
     fn delete_instance(&mut self, account: &str, id: &str) -> Result<(), StoreError>;
     /// Ids of the instances bound to a group.
     fn group_instances(&self, account: &str, group_id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// One cluster.
+    fn cluster(&self, account: &str, id: &str) -> Result<Option<ClusterRecord>, StoreError>;
+    /// All clusters of the account, in creation order.
+    fn clusters(&self, account: &str) -> Result<Vec<ClusterRecord>, StoreError>;
+    /// Inserts or replaces a cluster (an id used by another kind of record or
+    /// account gives [`StoreError::DuplicateId`]).
+    fn put_cluster(&mut self, account: &str, c: &ClusterRecord) -> Result<(), StoreError>;
+    /// Deletes a cluster.
+    fn delete_cluster(&mut self, account: &str, id: &str) -> Result<(), StoreError>;
 }
 
 /// A transactional store. Generic closures keep each API action's

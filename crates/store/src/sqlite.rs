@@ -12,8 +12,8 @@
 //! `BEGIN IMMEDIATE` so a read-then-write never hits a lock upgrade failure.
 
 use crate::{
-    random_id, Account, Credential, GroupRecord, InstanceKey, InstanceRecord, RuleRecord, Store,
-    StoreError, TemplateKind, TemplateRecord, Tx,
+    random_id, Account, ClusterRecord, Credential, GroupRecord, InstanceKey, InstanceRecord,
+    RuleRecord, Store, StoreError, TemplateKind, TemplateRecord, Tx,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::Path;
@@ -58,6 +58,9 @@ CREATE TABLE IF NOT EXISTS instance_keys (
     secret_id TEXT PRIMARY KEY, secret_key TEXT NOT NULL, account_id TEXT NOT NULL,
     instance_id TEXT NOT NULL, created_time TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS instance_keys_instance ON instance_keys (instance_id);
+CREATE TABLE IF NOT EXISTS clusters (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL,
+    body TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS instance_status (
     instance_id TEXT PRIMARY KEY, account_id TEXT NOT NULL, body TEXT NOT NULL,
     reported_time TEXT NOT NULL);
@@ -457,6 +460,16 @@ fn group_from_row(row: GroupRow) -> Result<GroupRecord, StoreError> {
     })
 }
 
+fn cluster_from_row(row: (String, String, String, String)) -> Result<ClusterRecord, StoreError> {
+    let (id, body, created_time, updated_time) = row;
+    Ok(ClusterRecord {
+        id,
+        body: from_json(&body)?,
+        created_time,
+        updated_time,
+    })
+}
+
 fn group_refs(group: &GroupRecord) -> Vec<String> {
     let mut refs: Vec<String> = group
         .ingress
@@ -566,7 +579,7 @@ impl SqliteTx<'_> {
 
     fn id_taken(&self, id: &str) -> Result<bool, StoreError> {
         let n: i64 = self.tx.query_row(
-            "SELECT (SELECT count(*) FROM groups WHERE id = ?1) + (SELECT count(*) FROM templates WHERE id = ?1) + (SELECT count(*) FROM instances WHERE id = ?1)",
+            "SELECT (SELECT count(*) FROM groups WHERE id = ?1) + (SELECT count(*) FROM templates WHERE id = ?1) + (SELECT count(*) FROM instances WHERE id = ?1) + (SELECT count(*) FROM clusters WHERE id = ?1)",
             [id],
             |r| r.get(0),
         )?;
@@ -822,6 +835,59 @@ impl Tx for SqliteTx<'_> {
         )?;
         let rows = stmt.query_map([account, group_id], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn cluster(&self, account: &str, id: &str) -> Result<Option<ClusterRecord>, StoreError> {
+        let row: Option<(String, String, String, String)> = self
+            .tx
+            .query_row(
+                "SELECT id, body, created_time, updated_time FROM clusters WHERE account_id = ?1 AND id = ?2",
+                [account, id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        row.map(cluster_from_row).transpose()
+    }
+
+    fn clusters(&self, account: &str) -> Result<Vec<ClusterRecord>, StoreError> {
+        let mut stmt = self.tx.prepare(
+            "SELECT id, body, created_time, updated_time FROM clusters WHERE account_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([account], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        rows.map(|r| cluster_from_row(r?)).collect()
+    }
+
+    fn put_cluster(&mut self, account: &str, c: &ClusterRecord) -> Result<(), StoreError> {
+        if self.cluster(account, &c.id)?.is_some() {
+            self.tx.execute(
+                "UPDATE clusters SET body = ?3, updated_time = ?4 WHERE account_id = ?1 AND id = ?2",
+                params![account, c.id, to_json(&c.body)?, c.updated_time],
+            )?;
+        } else {
+            if self.id_taken(&c.id)? {
+                return Err(StoreError::DuplicateId(c.id.clone()));
+            }
+            self.tx.execute(
+                "INSERT INTO clusters (id, account_id, body, created_time, updated_time) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![c.id, account, to_json(&c.body)?, c.created_time, c.updated_time],
+            )?;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn delete_cluster(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
+        let n = self.tx.execute(
+            "DELETE FROM clusters WHERE account_id = ?1 AND id = ?2",
+            [account, id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        self.dirty = true;
+        Ok(())
     }
 }
 
@@ -1093,6 +1159,40 @@ mod tests {
             .write(|tx| tx.delete_instance(&acc.id, "ins-00000001"))
             .expect("delete");
         assert!(store.credential(&key.secret_id).expect("lookup").is_none());
+    }
+
+    #[test]
+    fn clusters_upsert_delete_and_isolation() {
+        let (_dir, store) = open();
+        let c = ClusterRecord {
+            id: "cls-00000001".into(),
+            body: serde_json::json!({"ClusterCidr": "10.0.0.0/16"}),
+            created_time: "t0".into(),
+            updated_time: "t0".into(),
+        };
+        store.write(|tx| tx.put_cluster("a", &c)).expect("put");
+        let mut c2 = c.clone();
+        c2.body = serde_json::json!({"ClusterCidr": "10.1.0.0/16"});
+        c2.updated_time = "t1".into();
+        store.write(|tx| tx.put_cluster("a", &c2)).expect("update");
+        let got = store.read(|tx| tx.clusters("a")).expect("list");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body["ClusterCidr"], "10.1.0.0/16");
+        assert_eq!(got[0].created_time, "t0");
+        assert!(matches!(
+            store.write(|tx| tx.put_cluster("b", &c)),
+            Err(StoreError::DuplicateId(_))
+        ));
+        assert!(store
+            .read(|tx| tx.cluster("b", "cls-00000001"))
+            .expect("read")
+            .is_none());
+        store
+            .write(|tx| tx.delete_cluster("a", "cls-00000001"))
+            .expect("delete");
+        assert!(store
+            .write(|tx| tx.delete_cluster("a", "cls-00000001"))
+            .is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Isolation: every lookup goes through [`Ctx::account`], so another
 //! account's resource is indistinguishable from one that does not exist.
 
+mod clusters;
 mod cvm;
 mod groups;
 mod palisade;
@@ -88,6 +89,9 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("palisade", "DescribeInstanceRuleset"),
     ("palisade", "ReportInstanceStatus"),
     ("palisade", "DescribeInstanceStatus"),
+    ("palisade", "RegisterCluster"),
+    ("palisade", "DeregisterClusters"),
+    ("palisade", "DescribeClusters"),
 ];
 
 /// Runs one action.
@@ -119,6 +123,9 @@ pub fn dispatch(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Reply
         ("palisade", "DescribeInstanceRuleset") => palisade::describe_ruleset(ctx, p),
         ("palisade", "ReportInstanceStatus") => palisade::report_status(ctx, p),
         ("palisade", "DescribeInstanceStatus") => palisade::describe_status(ctx, p),
+        ("palisade", "RegisterCluster") => clusters::register(ctx, p),
+        ("palisade", "DeregisterClusters") => clusters::deregister(ctx, p),
+        ("palisade", "DescribeClusters") => clusters::describe(ctx, p),
         _ => Err(ApiError::new(
             "InvalidAction",
             format!("action {action:?} of service {service:?} does not exist or is not supported by Palisade"),
