@@ -226,6 +226,43 @@ pub fn sign(
     )
 }
 
+/// Everything a client needs to call `action` of `service` (at `version`)
+/// on a Palisade (or Tencent) endpoint: the headers to send with
+/// `POST /` and `body`, signed at `timestamp`. `host` is the `Host` header
+/// value the HTTP client will send (e.g. `127.0.0.1:9180`).
+#[allow(clippy::too_many_arguments)] // one call = one signed request
+pub fn request_headers(
+    secret_id: &str,
+    secret_key: &str,
+    service: &str,
+    version: &str,
+    action: &str,
+    host: &str,
+    body: &[u8],
+    timestamp: i64,
+) -> Vec<(&'static str, String)> {
+    let content_type = "application/json";
+    vec![
+        ("Content-Type", content_type.to_string()),
+        ("Host", host.to_string()),
+        ("X-TC-Action", action.to_string()),
+        ("X-TC-Version", version.to_string()),
+        ("X-TC-Timestamp", timestamp.to_string()),
+        (
+            "Authorization",
+            sign(
+                secret_id,
+                secret_key,
+                service,
+                content_type,
+                host,
+                body,
+                timestamp,
+            ),
+        ),
+    ]
+}
+
 #[allow(clippy::too_many_arguments)] // the TC3 inputs, named as the spec names them
 fn signature_for(
     method: &str,
@@ -354,6 +391,35 @@ mod tests {
             );
             assert_eq!(auth, v.headers["authorization"]);
         }
+    }
+
+    #[test]
+    fn request_headers_verify() {
+        let body = br#"{"InstanceId":"ins-abcdefgh"}"#;
+        let headers = request_headers(
+            "AKIDx",
+            "key",
+            "palisade",
+            "2026-11-01",
+            "DescribeInstanceRuleset",
+            "127.0.0.1:9180",
+            body,
+            1_764_172_800,
+        );
+        let map: HashMap<String, String> = headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        let got = verify(
+            "POST",
+            |n| map.get(n).map(|s| s.as_bytes()),
+            body,
+            1_764_172_800,
+            |id| (id == "AKIDx").then(|| "key".to_string()),
+        )
+        .expect("verifies");
+        assert_eq!(got.service, "palisade");
+        assert_eq!(map["x-tc-action"], "DescribeInstanceRuleset");
     }
 
     #[test]
