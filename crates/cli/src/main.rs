@@ -6,7 +6,10 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod agent_cmds;
+mod analyze_cmds;
 mod explain_cmd;
+mod iac_cmds;
 mod output;
 mod server_cmds;
 mod tke_cmd;
@@ -37,6 +40,23 @@ enum Command {
     Validate(validate_cmd::ValidateArgs),
     /// Say what an instance's groups do with a packet, and which rule decided.
     Explain(explain_cmd::ExplainArgs),
+    /// Check a fleet for findings.
+    Check(analyze_cmds::CheckArgs),
+    /// Compare two fleets in effect.
+    Diff(analyze_cmds::DiffArgs),
+    /// Can traffic get from one place to another?
+    Reach(analyze_cmds::ReachArgs),
+    /// Enforce an instance's groups in the kernel (nftables), kept in sync with a server.
+    Agent(agent_cmds::AgentArgs),
+    /// The nftables compiler.
+    #[command(subcommand)]
+    Nft(agent_cmds::NftCommand),
+    /// Write a server's groups, templates and instances as a fleet file.
+    Export(iac_cmds::ExportArgs),
+    /// Show what `apply` would change on a server, and the effect on traffic.
+    Plan(iac_cmds::PlanArgs),
+    /// Make a server match a fleet file.
+    Apply(iac_cmds::ApplyArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +67,14 @@ fn main() -> ExitCode {
         Command::Tke(cmd) => tke_cmd::run(cmd),
         Command::Validate(args) => validate_cmd::run(args),
         Command::Explain(args) => explain_cmd::run(args),
+        Command::Check(args) => analyze_cmds::check(args),
+        Command::Diff(args) => analyze_cmds::diff(args),
+        Command::Reach(args) => analyze_cmds::reach(args),
+        Command::Agent(args) => agent_cmds::agent(args),
+        Command::Nft(cmd) => agent_cmds::nft(cmd),
+        Command::Export(args) => iac_cmds::export(args),
+        Command::Plan(args) => iac_cmds::plan(args),
+        Command::Apply(args) => iac_cmds::apply(args),
     };
     match result {
         Ok(code) => code,

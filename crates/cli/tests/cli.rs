@@ -225,7 +225,7 @@ fn explain(args: &[&str]) -> (Option<i32>, Value) {
 
 #[test]
 fn explain_names_the_deciding_rule_across_groups() {
-    // the first bound group's DROP decides before the second group's NodePort ACCEPT is looked at
+    // the first bound group has no rule for telnet from outside, so the second group's DROP decides
     let (code, v) = explain(&[
         "--direction",
         "ingress",
@@ -242,7 +242,7 @@ fn explain_names_the_deciding_rule_across_groups() {
     assert_eq!(v["matched"]["direction"], "ingress");
     assert_eq!(v["matched"]["policy_index"], 0);
 
-    // the second group decides when the first has no match
+    // the first group decides when it matches; the second is not looked at
     let (code, v) = explain(&[
         "--direction",
         "ingress",
@@ -256,10 +256,26 @@ fn explain_names_the_deciding_rule_across_groups() {
     assert_eq!(code, Some(0));
     assert_eq!(v["matched"]["security_group_id"], "sg-node0001");
     assert_eq!(v["matched"]["policy_index"], 3);
+    assert_eq!(v["rules_checked"], 4);
     assert_eq!(
         v["security_groups"],
-        serde_json::json!(["sg-ops00001", "sg-node0001"])
+        serde_json::json!(["sg-node0001", "sg-ops00001"])
     );
+
+    // from the cluster network, telnet is accepted by the first group before the DROP
+    let (code, v) = explain(&[
+        "--direction",
+        "ingress",
+        "--protocol",
+        "tcp",
+        "--peer",
+        "10.0.0.12",
+        "--port",
+        "23",
+    ]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v["matched"]["security_group_id"], "sg-node0001");
+    assert_eq!(v["matched"]["policy_index"], 1);
 
     // address template with an IP range, inside and just outside
     let (_, v) = explain(&[

@@ -14,13 +14,13 @@ fn the_shipped_example_is_valid() {
     let fleet = Fleet::parse(EXAMPLE).unwrap_or_else(|p| panic!("{p:?}"));
     assert_eq!(fleet.security_groups.len(), 2);
     let node = fleet.instance(&"ins-node0001".parse().unwrap()).unwrap();
-    assert_eq!(node.security_groups[0].as_str(), "sg-ops00001");
+    assert_eq!(node.security_groups[0].as_str(), "sg-node0001");
     let members: Vec<_> = fleet
         .members(&"sg-node0001".parse().unwrap())
         .map(|i| i.id.as_str())
         .collect();
     assert_eq!(members, vec!["ins-node0001", "ins-node0002"]);
-    assert_eq!(fleet.line("security_groups[1]"), Some(17));
+    assert_eq!(fleet.line("security_groups[1]"), Some(19));
 }
 
 #[test]

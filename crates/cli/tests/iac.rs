@@ -1,0 +1,297 @@
+//! `export`, `plan`, `apply` and `tke apply` against a real `palisade
+//! serve` on 127.0.0.1: the round trip, plans of changed files with their
+//! effect, Version conflicts that change nothing, and `tke apply` twice.
+
+use palisade_client::{Client, Credentials};
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+
+/// A server on a free loopback port with its own data directory; killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &listen, "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start palisade serve");
+        let server = Server {
+            child,
+            url: format!("http://{listen}"),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.credentials().exists() || std::net::TcpStream::connect(&listen).is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn credentials(&self) -> PathBuf {
+        self.dir.path().join("admin-credentials.json")
+    }
+
+    fn client(&self) -> Client {
+        Client::new(
+            &self.url,
+            Credentials::load(Some(&self.credentials())).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--server", &self.url, "--credentials"])
+            .arg(self.credentials())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run palisade")
+    }
+
+    fn export(&self) -> String {
+        let o = self.run(&["export"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/tke-cluster.yaml")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn export_apply_plan_round_trip() {
+    let a = Server::start();
+    let ex = example();
+    let ex = ex.to_str().unwrap();
+    let o = a.run(&["plan", ex]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = a.run(&["apply", ex, "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = a.run(&["plan", ex]);
+    assert_eq!(o.status.code(), Some(0), "re-plan: {}", text(&o));
+    let o = a.run(&["apply", ex, "--auto-approve"]);
+    assert!(text(&o).contains("No changes"), "{}", text(&o));
+
+    // export is valid, and applies to an empty server with nothing left to do
+    let exported = a.export();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "exported.yaml", &exported);
+    let v = Command::new(BIN)
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", text(&v));
+    let b = Server::start();
+    let o = b.run(&["apply", file.to_str().unwrap(), "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = b.run(&["plan", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let instances = b.client().cvm("DescribeInstances", &json!({})).unwrap();
+    assert_eq!(instances["TotalCount"], 2);
+    let groups = &instances["InstanceSet"][0]["SecurityGroupIds"];
+    assert_eq!(groups.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn plan_lists_exactly_the_changes_and_their_effect() {
+    let s = Server::start();
+    let ex = example();
+    assert!(s
+        .run(&["apply", ex.to_str().unwrap(), "--auto-approve"])
+        .status
+        .success());
+    let exported = s.export();
+    // open telnet instead of dropping it: one rule list changes
+    let changed = exported.replacen("Action: DROP", "Action: ACCEPT", 1);
+    assert_ne!(changed, exported);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "changed.yaml", &changed);
+    let o = s.run(&["plan", file.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let plan: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{plan:#}");
+    assert_eq!(steps[0]["kind"], "security_group_policies");
+    assert_eq!(steps[0]["name"], "ops");
+    let effect = plan["effect"]["instances"].as_array().unwrap();
+    assert_eq!(effect.len(), 2, "both nodes, ingress only: {plan:#}");
+    for e in effect {
+        assert_eq!(e["direction"], "ingress");
+        assert_eq!(e["newly_dropped_boxes"], 0);
+        let w = &e["newly_accepted"][0]["witness"];
+        assert_eq!(w["protocol"], 6);
+        assert_eq!(w["port"], 23);
+    }
+}
+
+#[test]
+fn a_concurrent_edit_stops_apply_and_changes_nothing() {
+    let s = Server::start();
+    let ex = example();
+    assert!(s
+        .run(&["apply", ex.to_str().unwrap(), "--auto-approve"])
+        .status
+        .success());
+    let exported = s.export();
+    // someone adds a rule to the ops group meanwhile
+    let client = s.client();
+    let groups = client.vpc("DescribeSecurityGroups", &json!({})).unwrap();
+    let ops = groups["SecurityGroupSet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["SecurityGroupName"] == "ops")
+        .unwrap()["SecurityGroupId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    client
+        .vpc(
+            "CreateSecurityGroupPolicies",
+            &json!({"SecurityGroupId": ops, "SecurityGroupPolicySet": {"Ingress": [
+                {"Protocol": "TCP", "Port": "8080", "CidrBlock": "198.51.100.0/24", "Action": "ACCEPT"}]}}),
+        )
+        .unwrap();
+    let before = s.export();
+    let changed = exported.replacen("Action: DROP", "Action: ACCEPT", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "stale.yaml", &changed);
+    let o = s.run(&["apply", file.to_str().unwrap(), "--auto-approve"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("UnsupportedOperation.VersionMismatch"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains(&ops), "{}", text(&o));
+    assert_eq!(s.export(), before, "nothing changed");
+    let o = s.run(&["plan", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+#[test]
+fn tke_apply_twice_and_check_is_clean() {
+    let s = Server::start();
+    s.client()
+        .palisade(
+            "RegisterInstances",
+            &json!({"Instances": [
+                {"InstanceId": "ins-node0001", "PrivateIpAddresses": ["198.18.0.11"]},
+                {"InstanceId": "ins-node0002", "PrivateIpAddresses": ["198.18.0.12"]},
+                {"InstanceId": "ins-mstr0001", "PrivateIpAddresses": ["198.18.0.10"]}]}),
+        )
+        .unwrap();
+    let args = [
+        "tke",
+        "apply",
+        "--cluster-id",
+        "cls-demo0001",
+        "--cluster-cidr",
+        "198.18.0.0/16",
+        "--container-cidr",
+        "172.16.0.0/16",
+        "--nodes",
+        "ins-node0001,ins-node0002",
+        "--masters",
+        "ins-mstr0001",
+        "--ssh-from",
+        "203.0.113.0/24",
+    ];
+    let o = s.run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("0 error(s)"), "{}", text(&o));
+    let after_first = s.export();
+    let o = s.run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("No changes"), "{}", text(&o));
+    assert_eq!(s.export(), after_first);
+    let file: Value = serde_yaml::from_str(&after_first).unwrap();
+    let names: Vec<&str> = file["security_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["tke-node-cls-demo0001", "tke-master-cls-demo0001"]
+    );
+    let node = &file["security_groups"][0]["policies"]["Ingress"];
+    assert_eq!(node.as_array().unwrap().len(), 6, "5 seed rows + SSH");
+    assert_eq!(node[5]["Port"], "22");
+    assert_eq!(node[5]["CidrBlock"], "203.0.113.0/24");
+    // a bad flag changes nothing
+    let o = s.run(&[
+        "tke",
+        "apply",
+        "--cluster-id",
+        "cls-demo0001",
+        "--cluster-cidr",
+        "198.18.0.0/99",
+        "--container-cidr",
+        "172.16.0.0/16",
+        "--nodes",
+        "ins-node0001",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--cluster-cidr"), "{}", text(&o));
+    let o = s.run(&[
+        "tke",
+        "apply",
+        "--cluster-id",
+        "cls-demo0001",
+        "--cluster-cidr",
+        "198.18.0.0/16",
+        "--container-cidr",
+        "172.16.0.0/16",
+        "--nodes",
+        "ins-zzzzzzzz",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("ins-zzzzzzzz"), "{}", text(&o));
+    assert_eq!(s.export(), after_first);
+}
