@@ -1,0 +1,43 @@
+//! Palisade's benchmarks as a library (issue 6, `BENCHMARKS.md`), kept out
+//! of the CLI so that they are tested without it and CI runs each one at a
+//! tiny size:
+//!
+//! - [`classbench`]: ClassBench filter sets read and projected to ingress
+//!   security-group rules, and written back out in the rule and trace
+//!   formats of DPDK's `dpdk-test-acl` (the external anchor);
+//! - [`classify`]: `palisade bench classify`: packets generated from a rule
+//!   list, the fast classifier ([`palisade_policy::Classifier`]) checked
+//!   against the linear scan on every (or a documented sample of) packet,
+//!   and both timed.
+//!
+//! Panic contract: no public function panics on any input.
+
+#![warn(missing_docs)]
+
+pub mod classbench;
+pub mod classify;
+
+pub use classbench::{ClassBenchRule, DpdkExport};
+pub use classify::{ClassifyOptions, ClassifyReport, ClassifyRun, Verify};
+
+/// Errors of the benchmarks' inputs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// A ClassBench line that does not parse.
+    #[error("line {line}: {message}")]
+    ClassBench {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file that could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
