@@ -107,11 +107,12 @@ struct RunningAgent {
 }
 
 impl RunningAgent {
-    fn start(lab: &Lab, server: &TestServer) -> RunningAgent {
+    fn start(lab: &Lab, server: &TestServer, key: &(String, String)) -> RunningAgent {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let dp = lab.dataplane("node");
-        let cp = server.client();
+        let cp =
+            HttpControlPlane::new(&server.url, &key.0, &key.1, Duration::from_secs(10)).unwrap();
         let thread = std::thread::spawn(move || {
             let mut agent = Agent::new(
                 dp,
@@ -217,7 +218,32 @@ fn agent_with_a_real_server_enforces_restores_and_fails_static() {
         json!({"SecurityGroupIds": [web], "InstanceIds": ["ins-node0001"]}),
     );
 
-    let mut agent = RunningAgent::start(&lab, &server);
+    // The agent runs with a key scoped to its own instance.
+    let key = {
+        use palisade_store::Store;
+        let store = palisade_store::SqliteStore::open_dir(dir.path()).unwrap();
+        let admin = store
+            .account_by_name(palisade_server::ADMIN_ACCOUNT)
+            .unwrap()
+            .unwrap();
+        let k = store
+            .create_instance_key(&admin.id, "ins-node0001")
+            .unwrap();
+        (k.secret_id, k.secret_key)
+    };
+    let scoped =
+        HttpControlPlane::new(&server.url, &key.0, &key.1, Duration::from_secs(10)).unwrap();
+    assert!(
+        scoped
+            .call(
+                "DescribeInstanceRuleset",
+                &json!({"InstanceId": "ins-peer0001"})
+            )
+            .is_err(),
+        "an instance key reads only its own instance"
+    );
+
+    let mut agent = RunningAgent::start(&lab, &server, &key);
     within(Duration::from_secs(5), "first sync applied", || {
         peer.cmd(&format!("tcp - {NODE} 9090 0.3")) == "ok"
             && peer.cmd(&format!("tcp - {NODE} 22 0.3")) == "fail"
@@ -316,7 +342,7 @@ fn agent_with_a_real_server_enforces_restores_and_fails_static() {
     assert_eq!(peer.cmd(&format!("tcp - {NODE} 22 0.3")), "fail");
 
     // A restarted agent converges without disturbing the allowed connection.
-    let mut agent = RunningAgent::start(&lab, &server);
+    let mut agent = RunningAgent::start(&lab, &server, &key);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         peer.cmd("send k 1.0"),

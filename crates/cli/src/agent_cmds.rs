@@ -74,12 +74,14 @@ pub struct CompileArgs {
 /// Runs `palisade agent`.
 pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let private_ips = if args.private_ip.is_empty() {
+        // Only needed to register an instance the server lacks: a missing
+        // uplink is not fatal here (it may appear later).
         let mut ips = Vec::new();
         for u in &args.uplink {
-            ips.extend(
-                palisade_agent::host::uplink_addresses(args.netns.as_deref(), u)
-                    .with_context(|| format!("reading the addresses of --uplink {u}"))?,
-            );
+            match palisade_agent::host::uplink_addresses(args.netns.as_deref(), u) {
+                Ok(found) => ips.extend(found),
+                Err(e) => eprintln!("agent: cannot read the addresses of --uplink {u}: {e}"),
+            }
         }
         ips
     } else {
@@ -133,8 +135,20 @@ fn run<D: Dataplane>(
         });
     }
     // Runs until killed; the kernel keeps the rules after that (fail-static).
+    // A failure repeated every step is logged once, until something else happens.
     let stop = AtomicBool::new(false);
-    agent.run(&stop, log);
+    let mut last = String::new();
+    agent.run(&stop, |e| {
+        let failure = matches!(
+            e,
+            Event::ServerUnavailable(_) | Event::DataplaneFailed(_) | Event::Rejected(_)
+        );
+        let text = format!("{e:?}");
+        if !failure || text != last {
+            log(e);
+        }
+        last = if failure { text } else { String::new() };
+    });
     Ok(ExitCode::SUCCESS)
 }
 
