@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use palisade_model::limits::Limits;
-use palisade_store::{SqliteStore, Store};
+use palisade_store::Store;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,7 +34,7 @@ pub const PALISADE_VERSION: &str = "2026-11-01";
 /// Shared state of the HTTP handlers.
 pub struct AppState {
     /// The store.
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Store>,
     /// Quotas.
     pub limits: Limits,
     /// Request metrics.
@@ -45,7 +45,7 @@ pub struct AppState {
 
 impl AppState {
     /// State over `store`.
-    pub fn new(store: Arc<SqliteStore>, limits: Limits) -> Self {
+    pub fn new(store: Arc<dyn Store>, limits: Limits) -> Self {
         Self {
             store,
             limits,
@@ -301,7 +301,7 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
             check_scope(ins, &verified.service, &out.action, &params)?;
         }
         let ctx = Ctx {
-            store: &state.store,
+            store: state.store.as_ref(),
             account: &account.id,
             limits: &state.limits,
         };

@@ -73,7 +73,7 @@ pub fn credentials_json(account: &Account) -> serde_json::Value {
 /// Creates the `admin` account if it does not exist and writes its
 /// credentials (mode 0600) to `DIR/admin-credentials.json`. Returns the path
 /// written, or `None` when the account existed already.
-pub fn ensure_admin(store: &SqliteStore, data_dir: &Path) -> Result<Option<PathBuf>, ServerError> {
+pub fn ensure_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<PathBuf>, ServerError> {
     if store.account_by_name(ADMIN_ACCOUNT)?.is_some() {
         return Ok(None);
     }

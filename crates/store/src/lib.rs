@@ -2,12 +2,14 @@
 //! groups with their rule lists, address and service templates, instances and
 //! their ordered group bindings, and the global revision that agents wait on.
 //!
-//! The [`Store`] trait is the seam between the API server and a database.
-//! Every API mutation runs as one closure inside [`Store::write`], which is one
-//! database transaction: the closure reads (including the policy set
-//! `Version`), decides, writes, and either everything commits and the revision
-//! goes up by one, or the closure returns an error and nothing changed. Reads
-//! run in [`Store::read`] on one consistent snapshot.
+//! The [`Store`] trait is the seam between the API server and a database;
+//! it is object-safe, so the server holds an `Arc<dyn Store>` and the backend
+//! is chosen at run time. Every API mutation runs as one closure inside
+//! [`StoreExt::write`], which is one database transaction: the closure reads
+//! (including the policy set `Version`), decides, writes, and either
+//! everything commits and the revision goes up by one, or the closure returns
+//! an error and nothing changed. Reads run in [`StoreExt::read`] on one
+//! consistent snapshot.
 //!
 //! Records keep rules as Tencent wire JSON ([`serde_json::Value`]) plus the
 //! ids each rule references: the store does not interpret rules (that is the
@@ -251,20 +253,17 @@ pub trait Tx {
     fn delete_cluster(&mut self, account: &str, id: &str) -> Result<(), StoreError>;
 }
 
-/// A transactional store. Generic closures keep each API action's
-/// read-check-write sequence inside one transaction whatever the backend.
+/// A transactional store. Object-safe, so a server can hold an
+/// `Arc<dyn Store>` and pick the backend at run time (SQLite today,
+/// PostgreSQL next); the generic, typed entry points are in [`StoreExt`].
 pub trait Store: Send + Sync + 'static {
-    /// Runs `f` on a consistent read snapshot.
-    fn read<T, E>(&self, f: impl FnOnce(&dyn Tx) -> Result<T, E>) -> Result<T, E>
-    where
-        E: From<StoreError>;
+    /// Runs `f` on one consistent read snapshot.
+    fn read_dyn(&self, f: &mut dyn FnMut(&dyn Tx)) -> Result<(), StoreError>;
 
-    /// Runs `f` in one write transaction. If `f` returns `Ok` and changed
-    /// anything, the transaction commits durably and the global revision goes
-    /// up by one; if it returns `Err`, nothing is written.
-    fn write<T, E>(&self, f: impl FnOnce(&mut dyn Tx) -> Result<T, E>) -> Result<T, E>
-    where
-        E: From<StoreError>;
+    /// Runs `f` in one write transaction and commits it when `f` returns
+    /// `true` (durably, bumping the global revision by one if anything
+    /// changed); when `f` returns `false` nothing is written.
+    fn write_dyn(&self, f: &mut dyn FnMut(&mut dyn Tx) -> bool) -> Result<(), StoreError>;
 
     /// The current global revision.
     fn revision(&self) -> Result<u64, StoreError>;
@@ -313,6 +312,52 @@ pub trait Store: Send + Sync + 'static {
         account: &str,
     ) -> Result<Vec<(String, serde_json::Value, String)>, StoreError>;
 }
+
+/// Typed transactions over any [`Store`]: each API action's
+/// read-check-write sequence runs inside one transaction whatever the backend.
+pub trait StoreExt: Store {
+    /// Runs `f` on a consistent read snapshot.
+    fn read<T, E>(&self, f: impl FnOnce(&dyn Tx) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut f = Some(f);
+        let mut out = None;
+        self.read_dyn(&mut |tx| {
+            if let Some(f) = f.take() {
+                out = Some(f(tx));
+            }
+        })?;
+        out.unwrap_or_else(
+            || Err(StoreError::Corrupt("read transaction did not run".into()).into()),
+        )
+    }
+
+    /// Runs `f` in one write transaction. If `f` returns `Ok` the transaction
+    /// commits durably (and, if anything changed, the global revision goes up
+    /// by one); if it returns `Err`, nothing is written.
+    fn write<T, E>(&self, f: impl FnOnce(&mut dyn Tx) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut f = Some(f);
+        let mut out = None;
+        self.write_dyn(&mut |tx| match f.take() {
+            Some(f) => {
+                let r = f(tx);
+                let commit = r.is_ok();
+                out = Some(r);
+                commit
+            }
+            None => false,
+        })?;
+        out.unwrap_or_else(|| {
+            Err(StoreError::Corrupt("write transaction did not run".into()).into())
+        })
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
 
 /// A credential scoped to one instance, for that instance's agent.
 #[derive(Debug, Clone, PartialEq, Eq)]

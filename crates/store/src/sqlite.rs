@@ -134,51 +134,43 @@ fn read_revision(conn: &Connection) -> Result<u64, StoreError> {
 }
 
 impl Store for SqliteStore {
-    fn read<T, E>(&self, f: impl FnOnce(&dyn Tx) -> Result<T, E>) -> Result<T, E>
-    where
-        E: From<StoreError>,
-    {
+    fn read_dyn(&self, f: &mut dyn FnMut(&dyn Tx)) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(StoreError::from)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let t = SqliteTx {
             tx: &tx,
             dirty: false,
         };
-        let out = f(&t)?;
-        tx.commit().map_err(StoreError::from)?;
-        Ok(out)
+        f(&t);
+        tx.commit()?;
+        Ok(())
     }
 
-    fn write<T, E>(&self, f: impl FnOnce(&mut dyn Tx) -> Result<T, E>) -> Result<T, E>
-    where
-        E: From<StoreError>,
-    {
+    fn write_dyn(&self, f: &mut dyn FnMut(&mut dyn Tx) -> bool) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::from)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut t = SqliteTx {
             tx: &tx,
             dirty: false,
         };
-        let out = f(&mut t)?;
+        if !f(&mut t) {
+            // Dropping the transaction rolls it back.
+            return Ok(());
+        }
         let dirty = t.dirty;
         let mut new_revision = None;
         if dirty {
             tx.execute(
                 "UPDATE meta SET value = value + 1 WHERE key = 'revision'",
                 [],
-            )
-            .map_err(StoreError::from)?;
+            )?;
             new_revision = Some(read_revision(&tx)?);
         }
-        tx.commit().map_err(StoreError::from)?;
+        tx.commit()?;
         if let Some(rev) = new_revision {
             self.revision_tx.send_replace(rev);
         }
-        Ok(out)
+        Ok(())
     }
 
     fn revision(&self) -> Result<u64, StoreError> {
@@ -894,6 +886,7 @@ impl Tx for SqliteTx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StoreExt;
 
     fn group(id: &str) -> GroupRecord {
         GroupRecord {

@@ -18,13 +18,13 @@ use crate::params::Params;
 use palisade_model::limits::Limits;
 use palisade_model::policy::{Direction, Peer, Policy, Service};
 use palisade_model::wire;
-use palisade_store::{GroupRecord, RuleRecord, SqliteStore, Store, StoreError, TemplateKind, Tx};
+use palisade_store::{GroupRecord, RuleRecord, Store, StoreError, StoreExt, TemplateKind, Tx};
 use serde_json::{json, Map, Value};
 
 /// What an action runs with.
 pub struct Ctx<'a> {
     /// The store.
-    pub store: &'a SqliteStore,
+    pub store: &'a dyn Store,
     /// The caller's account id; every resource access is scoped by it.
     pub account: &'a str,
     /// Quotas.

@@ -17,7 +17,7 @@ use palisade_model::{
     ServiceTemplateGroupId, ServiceTemplateId,
 };
 use palisade_policy::{Catalog, ProtocolMatch, ResolvedRule};
-use palisade_store::{InstanceRecord, Store, TemplateKind, Tx};
+use palisade_store::{InstanceRecord, TemplateKind, Tx};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
