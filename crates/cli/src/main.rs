@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 mod agent_cmds;
 mod analyze_cmds;
+mod bench_cmds;
 mod explain_cmd;
 mod iac_cmds;
 mod output;
@@ -57,6 +58,9 @@ enum Command {
     Plan(iac_cmds::PlanArgs),
     /// Make a server match a fleet file.
     Apply(iac_cmds::ApplyArgs),
+    /// Benchmarks to run on your own machine and rule sets.
+    #[command(subcommand)]
+    Bench(bench_cmds::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::Export(args) => iac_cmds::export(args),
         Command::Plan(args) => iac_cmds::plan(args),
         Command::Apply(args) => iac_cmds::apply(args),
+        Command::Bench(cmd) => bench_cmds::run(cmd),
     };
     match result {
         Ok(code) => code,
