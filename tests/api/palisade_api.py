@@ -5,6 +5,7 @@ Python SDK pointed at it."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -145,6 +146,7 @@ def server():
     srv = Server(Path(tmp) / "data").start()
     yield srv
     srv.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ create` while the server runs, and durability of acknowledged writes across
 `kill -9`."""
 
 import json
+import shutil
 import signal
 import stat
 import subprocess
@@ -52,6 +53,7 @@ def test_acknowledged_writes_survive_kill_9():
         assert error_code(api.v, "DeleteSecurityGroup", {"SecurityGroupId": "sg-00000000"}) == "ResourceNotFound"
     finally:
         srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_https_with_tls_cert_and_key(tmp_path):
@@ -124,3 +126,4 @@ def test_sigterm_ends_pending_long_polls():
         assert answers and answers[0]["Ruleset"]["Changed"] is False
     finally:
         srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
