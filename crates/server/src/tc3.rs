@@ -178,17 +178,23 @@ pub fn verify<'h>(
     let unsigned =
         header("x-tc-content-sha256").map(<[u8]>::trim_ascii) == Some(b"UNSIGNED-PAYLOAD");
     let payload: &[u8] = if unsigned { b"UNSIGNED-PAYLOAD" } else { body };
-    let expected = signature_for(
-        method,
-        &canonical_headers,
-        &auth.signed_headers,
-        payload,
-        timestamp,
-        &auth.date,
-        &auth.service,
-        &key,
-    );
-    if expected.as_bytes().ct_eq(auth.signature.as_bytes()).into() {
+    let matches = |canonical: &[u8]| -> bool {
+        let expected = signature_for(
+            method,
+            canonical,
+            &auth.signed_headers,
+            payload,
+            timestamp,
+            &auth.date,
+            &auth.service,
+            &key,
+        );
+        expected.as_bytes().ct_eq(auth.signature.as_bytes()).into()
+    };
+    // The SDKs sign the raw values; Tencent's documentation also describes
+    // lower-casing them. Both forms need the secret key, so both are taken.
+    let lowered = canonical_headers.to_ascii_lowercase();
+    if matches(&canonical_headers) || (lowered != canonical_headers && matches(&lowered)) {
         Ok(Verified {
             secret_id: auth.secret_id,
             service: auth.service,
@@ -391,6 +397,47 @@ mod tests {
             );
             assert_eq!(auth, v.headers["authorization"]);
         }
+    }
+
+    #[test]
+    fn lower_cased_canonical_values_are_accepted_too() {
+        let body = b"{}";
+        let ts = 1_764_172_800;
+        // Signed over "host:vpc.example" while the header says "VPC.Example".
+        let auth = sign(
+            "AKIDx",
+            "key",
+            "vpc",
+            "application/json",
+            "vpc.example",
+            body,
+            ts,
+        );
+        let headers: HashMap<String, String> = [
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+            ("host", "VPC.Example"),
+            ("x-tc-timestamp", "1764172800"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let got = verify(
+            "POST",
+            |n| headers.get(n).map(|s| s.as_bytes()),
+            body,
+            ts,
+            |_| Some("key".into()),
+        );
+        assert!(got.is_ok());
+        let wrong = verify(
+            "POST",
+            |n| headers.get(n).map(|s| s.as_bytes()),
+            body,
+            ts,
+            |_| Some("other".into()),
+        );
+        assert_eq!(wrong, Err(AuthError::SignatureFailure));
     }
 
     #[test]
