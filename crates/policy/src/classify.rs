@@ -191,13 +191,16 @@ struct ClassTables {
     v6: AddrIndex<u128>,
 }
 
-/// An address axis cut into intervals, each holding a leaf: `levels[0]`
-/// holds the interval starts (the first is 0), padded with `MAX` to a
-/// multiple of [`NODE`]; `levels[k + 1]` holds every `NODE`-th key of
-/// `levels[k]`, until a level fits in one node.
+/// An address axis cut into intervals, each holding a leaf, searched as a
+/// static B-tree stored level by level in `keys`: the bottom level holds
+/// the interval starts (the first is 0), each level above holds every
+/// `NODE`-th key of the one below, up to a level that fits in one node.
+/// Every level is padded with `MAX` to whole nodes; `offsets` says where
+/// each level starts, top first.
 #[derive(Debug, Clone)]
 struct AddrIndex<K> {
-    levels: Vec<Vec<K>>,
+    keys: Vec<K>,
+    offsets: Vec<usize>,
     leaves: Vec<u32>,
 }
 
@@ -211,54 +214,65 @@ impl<K: AddrKey> AddrIndex<K> {
     /// From intervals `(start, leaf)` sorted by start, the first at 0.
     fn new(intervals: &[(K, u32)]) -> AddrIndex<K> {
         let mut leaves: Vec<u32> = intervals.iter().map(|&(_, l)| l).collect();
-        let mut keys: Vec<K> = intervals.iter().map(|&(k, _)| k).collect();
-        if keys.is_empty() {
-            keys.push(K::ZERO);
+        let mut level: Vec<K> = intervals.iter().map(|&(k, _)| k).collect();
+        if level.is_empty() {
+            level.push(K::ZERO);
             leaves.push(NO_MATCH);
         }
         let mut levels = Vec::new();
         loop {
-            let mut level = keys.clone();
+            let above: Vec<K> = level.iter().step_by(NODE).copied().collect();
+            let done = level.len() <= NODE;
             let padded = level.len().div_ceil(NODE) * NODE;
             level.resize(padded, K::MAX);
-            let done = keys.len() <= NODE;
             levels.push(level);
             if done {
                 break;
             }
-            keys = keys.iter().step_by(NODE).copied().collect();
+            level = above;
         }
-        levels.reverse();
-        AddrIndex { levels, leaves }
+        let mut keys = Vec::with_capacity(levels.iter().map(Vec::len).sum());
+        let mut offsets = Vec::with_capacity(levels.len());
+        for l in levels.iter().rev() {
+            offsets.push(keys.len());
+            keys.extend_from_slice(l);
+        }
+        AddrIndex {
+            keys,
+            offsets,
+            leaves,
+        }
     }
 
     /// The leaf of the interval holding `x`.
     #[inline]
     fn find(&self, x: K) -> u32 {
-        // At every level, `pos` is the last key <= x (the first key of
-        // every level is 0 <= x). A node is the 16 keys after the parent's
-        // position times 16; padding keys are MAX and only count when x is
-        // MAX, hence the clamp to the real length.
+        if x == K::MAX {
+            // The last interval; below MAX, padding keys never count.
+            return self.leaves.last().copied().unwrap_or(NO_MATCH);
+        }
+        // At every level, `pos` is the index of the last key <= x (the
+        // first key of every level is 0 <= x); its children are the node
+        // at `pos * NODE` of the level below.
         let mut pos = 0usize;
-        for (depth, level) in self.levels.iter().enumerate() {
-            let base = pos * NODE;
-            let node = level.get(base..base + NODE).unwrap_or(&[]);
-            let count = node.iter().filter(|&&k| k <= x).count();
-            pos = base + count.saturating_sub(1);
-            if depth + 1 == self.levels.len() {
-                pos = pos.min(self.leaves.len().saturating_sub(1));
-            }
+        for &off in &self.offsets {
+            let base = off + pos * NODE;
+            let Some(node) = self
+                .keys
+                .get(base..base + NODE)
+                .and_then(|n| <&[K; NODE]>::try_from(n).ok())
+            else {
+                return NO_MATCH;
+            };
+            let count: usize = node.iter().map(|&k| usize::from(k <= x)).sum();
+            pos = pos * NODE + count.saturating_sub(1);
         }
         self.leaves.get(pos).copied().unwrap_or(NO_MATCH)
     }
 
     fn memory_bytes(&self) -> usize {
-        self.levels.capacity() * std::mem::size_of::<Vec<K>>()
-            + self
-                .levels
-                .iter()
-                .map(|l| l.capacity() * std::mem::size_of::<K>())
-                .sum::<usize>()
+        self.keys.capacity() * std::mem::size_of::<K>()
+            + self.offsets.capacity() * std::mem::size_of::<usize>()
             + self.leaves.capacity() * 4
     }
 }
