@@ -37,6 +37,8 @@ pub struct AgentConfig {
     pub private_ips: Vec<String>,
     /// Time between steps (at most 1 s for the 2 s restore promise).
     pub interval: Duration,
+    /// Whether to send `ReportInstanceStatus` (off for dry runs).
+    pub report: bool,
 }
 
 /// What one step did.
@@ -92,11 +94,11 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
         Self {
             dataplane,
             control,
+            report_supported: config.report,
             config,
             desired: None,
             applied: None,
             registered: false,
-            report_supported: true,
             last_error: String::new(),
             last_report: None,
         }
@@ -415,6 +417,7 @@ mod tests {
                 },
                 private_ips: vec!["198.18.0.11".into()],
                 interval: Duration::from_millis(10),
+                report: true,
             },
         )
     }

@@ -124,6 +124,7 @@ impl RunningAgent {
                     },
                     private_ips: vec![NODE.into()],
                     interval: Duration::from_millis(500),
+                    report: true,
                 },
             );
             agent.run(&s, |e| eprintln!("agent: {e:?}"));

@@ -100,6 +100,8 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         },
         private_ips,
         interval: Duration::from_millis(args.interval_ms.clamp(50, 60_000)),
+        // A dry run loads nothing, so it has nothing to report.
+        report: !args.dry_run,
     };
     if args.dry_run {
         run(
