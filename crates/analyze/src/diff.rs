@@ -84,7 +84,7 @@ pub fn diff(
     let mut ids: Vec<&InstanceId> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for i in old.instances.iter().chain(&new.instances) {
-        if instance.map_or(true, |want| want == &i.id) && seen.insert(&i.id) {
+        if (instance.is_none() || instance == Some(&i.id)) && seen.insert(&i.id) {
             ids.push(&i.id);
         }
     }

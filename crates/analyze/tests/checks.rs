@@ -544,3 +544,61 @@ fn unusable_input_is_an_error_not_a_panic() {
     }
     assert!(check_text("[", &CheckOptions::default()).is_err());
 }
+
+#[test]
+fn json_shape_is_findings_with_id_severity_message_location_witness() {
+    let fx = Fx::empty()
+        .group(
+            "sg-web00001",
+            vec![rule("TCP", "22", ANY, "ACCEPT")],
+            vec![],
+        )
+        .instance("ins-web00001", "10.2.0.5", &["sg-web00001"]);
+    let v = serde_json::to_value(fx.check()).unwrap();
+    let f = &v["findings"][0];
+    assert_eq!(f["id"], "EXP001");
+    assert_eq!(f["severity"], "error");
+    assert!(f["message"].as_str().unwrap().contains("Fix:"));
+    assert_eq!(
+        f["location"],
+        serde_json::json!({
+            "cluster": null, "instance": "ins-web00001", "group": "sg-web00001",
+            "rule": {"security_group_id": "sg-web00001", "direction": "ingress", "policy_index": 0},
+            "path": "security_groups[0].policies.Ingress[0]", "line": 5
+        })
+    );
+    assert_eq!(
+        f["witness"],
+        serde_json::json!({"direction": "ingress", "protocol": 6, "peer": "1.0.0.0", "port": 22})
+    );
+}
+
+mod no_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    const BROKEN: &str = include_str!("../../../examples/broken-cluster.yaml");
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any line of the broken example removed, or any byte range cut:
+        /// findings or an error, never a panic.
+        #[test]
+        fn mangled_files_never_panic(line in 0usize..200, cut in 0usize..8000, len in 0usize..40) {
+            let lines: Vec<&str> = BROKEN.lines().collect();
+            let without: Vec<&str> = lines
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != line % lines.len())
+                .map(|(_, l)| *l)
+                .collect();
+            let _ = check_text(&without.join("\n"), &CheckOptions::default());
+            let bytes = BROKEN.as_bytes();
+            let a = cut % bytes.len();
+            let b = (a + len).min(bytes.len());
+            let mangled = String::from_utf8_lossy(&[&bytes[..a], &bytes[b..]].concat()).into_owned();
+            let _ = check_text(&mangled, &CheckOptions::default());
+        }
+    }
+}

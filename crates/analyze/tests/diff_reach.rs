@@ -9,11 +9,11 @@ use palisade_analyze::{diff, load, reach, CheckOptions, ReachQuery};
 use palisade_model::{Action, Fleet, InstanceId};
 
 fn fleet(fx: &Fx) -> Fleet {
-    load(&fx.yaml()).unwrap().fleet
+    load(&fx.yaml()).expect("fleet loads").fleet
 }
 
 fn ins(s: &str) -> InstanceId {
-    s.parse().unwrap()
+    s.parse().expect("instance id")
 }
 
 fn app_db(db_ingress: Vec<String>) -> Fx {
@@ -136,8 +136,8 @@ fn binding_order_and_template_content_changes_show() {
 
 fn q(f: &Fleet, from: &str, to: &str, protocol: Option<u8>, port: Option<u16>) -> ReachQuery {
     ReachQuery {
-        from: Endpoint::parse(f, "--from", from).unwrap(),
-        to: Endpoint::parse(f, "--to", to).unwrap(),
+        from: Endpoint::parse(f, "--from", from).expect("--from"),
+        to: Endpoint::parse(f, "--to", to).expect("--to"),
         protocol,
         port,
     }
