@@ -7,6 +7,7 @@
 #     syn SRC DST PORT             start a TCP connect and drop it: sent
 #     udpsend SRC DST PORT         one datagram: sent
 #     icmpsend SRC DST             one echo request: sent
+#     gresend SRC DST              one GRE packet (protocol 47, empty payload): sent
 #     open ID SRC DST PORT TIMEOUT connect and keep the socket: ok|fail
 #     send ID TIMEOUT              send on a kept socket, expect the echo: ok|fail
 import os, socket, struct, sys, threading, time, random
@@ -158,6 +159,13 @@ def probe():
                 out = "sent"
             elif cmd == "icmpsend":
                 icmp(a[1], a[2], 0, False)
+                out = "sent"
+            elif cmd == "gresend":
+                s = socket.socket(fam(a[2]), socket.SOCK_RAW, 47)
+                if a[1] != "-":
+                    s.bind((a[1], 0))
+                s.sendto(struct.pack("!HH", 0, 0x0800), (a[2], 0))
+                s.close()
                 out = "sent"
             elif cmd == "open":
                 kept[a[1]] = tcp_conn(a[2], a[3], int(a[4]), float(a[5]))
