@@ -92,7 +92,7 @@ fn classify_cmd(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
         Format::Json => print_json(r)?,
         Format::Table => {
             let mut t = table(&["", "value"]);
-            let rows: [(&str, String); 11] = [
+            let rows: [(&str, String); 12] = [
                 ("rules", r.rules.to_string()),
                 ("packets", r.packets.to_string()),
                 (
@@ -104,7 +104,14 @@ fn classify_cmd(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
                     ),
                 ),
                 ("mismatches", r.mismatches.to_string()),
-                ("classifier ns/lookup", format!("{:.1}", r.ns_per_lookup)),
+                (
+                    "classifier ns/lookup (batch)",
+                    format!("{:.1}", r.ns_per_lookup),
+                ),
+                (
+                    "classifier ns/lookup (one by one)",
+                    format!("{:.1}", r.ns_per_lookup_single),
+                ),
                 ("linear ns/lookup", format!("{:.1}", r.linear_ns_per_lookup)),
                 ("speedup", format!("{:.0}x", r.speedup)),
                 ("build ms", format!("{:.1}", r.build_ms)),
