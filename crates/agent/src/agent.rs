@@ -414,6 +414,7 @@ mod tests {
                 instance_id: "ins-node0001".into(),
                 compile: CompileOptions {
                     uplinks: vec!["eth0".into()],
+                    ..Default::default()
                 },
                 private_ips: vec!["198.18.0.11".into()],
                 interval: Duration::from_millis(10),

@@ -35,7 +35,7 @@
 
 use crate::snapshot::{Rule, ServiceMatch, Snapshot};
 use palisade_model::addr::u128_to_ip;
-use palisade_model::{Action, AddrRange, Direction, Family};
+use palisade_model::{Action, AddrRange, Direction, Family, PortRange};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -52,10 +52,12 @@ pub const INGRESS_MARK_MASK: u32 = 0x0000_ffff;
 pub const EGRESS_MARK_MASK: u32 = 0xffff_0000;
 
 /// What the compiler needs besides the rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompileOptions {
     /// The node's uplink interface names (at least one).
     pub uplinks: Vec<String>,
+    /// Linear chains (the default) or verdict maps.
+    pub mode: Mode,
 }
 
 /// Why a snapshot cannot be compiled.
@@ -83,17 +85,32 @@ pub struct NamedSet {
     pub elements: Vec<AddrRange>,
 }
 
-/// One base chain.
+/// One chain: a base chain (`ingress`, `egress`) or, in [`Mode::Maps`], a
+/// rule's own chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
-    /// `ingress` or `egress`.
-    pub name: &'static str,
-    /// `prerouting` or `postrouting`.
-    pub hook: &'static str,
-    /// The hook priority.
-    pub priority: i32,
+    /// The chain's name.
+    pub name: String,
+    /// For a base chain: the hook (`prerouting`, `postrouting`) and priority.
+    pub hook: Option<(&'static str, i32)>,
     /// The rules, each a line of nft syntax.
     pub rules: Vec<String>,
+}
+
+/// How the rule lists become nft.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// One nft rule per group rule (and family and service), in order: the
+    /// reference translation.
+    #[default]
+    Linear,
+    /// Each rule's decided set (the packets it decides under first match,
+    /// from the `policy` crate's header-space algebra) becomes elements of
+    /// concatenated interval verdict maps (`protocol . peer . port` for TCP
+    /// and UDP, `protocol . peer` for the rest) that jump to the rule's own
+    /// chain, which counts and decides. One lookup per packet whatever the
+    /// length of the list.
+    Maps,
 }
 
 /// The compiled program.
@@ -101,7 +118,9 @@ pub struct Chain {
 pub struct Compiled {
     /// The named sets, sorted by name.
     pub sets: Vec<NamedSet>,
-    /// `ingress`, then `egress`.
+    /// Verdict map declarations ([`Mode::Maps`]), each one line of nft.
+    pub maps: Vec<String>,
+    /// Per-rule chains ([`Mode::Maps`]), then `ingress` and `egress`.
     pub chains: Vec<Chain>,
     /// The ingress generation stamped into conntrack marks (never 0).
     pub ingress_generation: u16,
@@ -139,12 +158,41 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
     }
     let mut sets: BTreeMap<String, NamedSet> = BTreeMap::new();
     let mut chains = Vec::new();
+    let mut rule_chains = Vec::new();
+    let mut maps = Vec::new();
     let mut gens = [0u16; 2];
     let mut shape = String::new();
     for (slot, direction) in [Direction::Ingress, Direction::Egress]
         .into_iter()
         .enumerate()
     {
+        if opts.mode == Mode::Maps {
+            let plan = map_plan(snapshot.rules(direction), direction);
+            let mut h = Sha256::new();
+            h.update(plan.digest_input.as_bytes());
+            let digest = h.finalize();
+            let gen = u16::from_be_bytes([digest[0], digest[1]]).max(1);
+            gens[slot] = gen;
+            shape.push_str(&plan.digest_input);
+            for (name, action, c) in &plan.rule_chains {
+                rule_chains.push(Chain {
+                    name: name.clone(),
+                    hook: None,
+                    rules: vec![format!(
+                        "counter {} comment \"{c}\"",
+                        verdict(direction, gen, *action)
+                    )],
+                });
+            }
+            maps.extend(plan.decls);
+            chains.push(build_chain(
+                direction,
+                &opts.uplinks,
+                gen,
+                Body::Lookups(&plan.lookups),
+            ));
+            continue;
+        }
         let mut matchers = Vec::new();
         let mut used_sets = Vec::new();
         for rule in snapshot.rules(direction) {
@@ -175,10 +223,18 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
         let digest = h.finalize();
         let gen = u16::from_be_bytes([digest[0], digest[1]]).max(1);
         gens[slot] = gen;
-        chains.push(build_chain(direction, &opts.uplinks, gen, &matchers));
+        chains.push(build_chain(
+            direction,
+            &opts.uplinks,
+            gen,
+            Body::Rules(&matchers),
+        ));
     }
+    rule_chains.extend(chains);
+    let chains = rule_chains;
     Ok(Compiled {
         sets: sets.into_values().collect(),
+        maps,
         chains,
         ingress_generation: gens[0],
         egress_generation: gens[1],
@@ -215,17 +271,16 @@ impl Compiled {
             }
             let _ = writeln!(out, "\t}}");
         }
-        for c in &self.chains {
-            let _ = writeln!(out, "\tchain {} {{", c.name);
-            let _ = writeln!(
-                out,
-                "\t\ttype filter hook {} priority {}; policy accept;",
-                c.hook, c.priority
-            );
-            for r in &c.rules {
-                let _ = writeln!(out, "\t\t{r}");
-            }
-            let _ = writeln!(out, "\t}}");
+        // Rule chains first, then the maps that jump to them, then the
+        // base chains that look the maps up.
+        for c in self.chains.iter().filter(|c| c.hook.is_none()) {
+            write_chain(&mut out, c);
+        }
+        for m in &self.maps {
+            let _ = writeln!(out, "\t{m}");
+        }
+        for c in self.chains.iter().filter(|c| c.hook.is_some()) {
+            write_chain(&mut out, c);
         }
         let _ = writeln!(out, "}}");
         out
@@ -309,6 +364,21 @@ impl Compiled {
         }
         out
     }
+}
+
+/// Writes one chain definition, indented for a table block.
+pub fn write_chain(out: &mut String, c: &Chain) {
+    let _ = writeln!(out, "\tchain {} {{", c.name);
+    if let Some((hook, priority)) = c.hook {
+        let _ = writeln!(
+            out,
+            "\t\ttype filter hook {hook} priority {priority}; policy accept;"
+        );
+    }
+    for r in &c.rules {
+        let _ = writeln!(out, "\t\t{r}");
+    }
+    let _ = writeln!(out, "\t}}");
 }
 
 /// A rule's counter key and comment: `sg-1a2b3c4d ingress 3`.
@@ -481,12 +551,27 @@ fn service_match(s: &ServiceMatch) -> Option<String> {
     Some(format!("{name} dport {value}"))
 }
 
-fn build_chain(
-    direction: Direction,
-    uplinks: &[String],
-    gen: u16,
-    matchers: &[(String, Action, String)],
-) -> Chain {
+/// What follows the baseline in a base chain.
+enum Body<'a> {
+    /// Linear rules: (match, action, comment).
+    Rules(&'a [(String, Action, String)]),
+    /// Verdict map lookups.
+    Lookups(&'a [String]),
+}
+
+/// The conntrack stamp-and-accept, or drop, of a rule of `direction`.
+fn verdict(direction: Direction, gen: u16, action: Action) -> String {
+    let (keep, stamp) = match direction {
+        Direction::Ingress => (EGRESS_MARK_MASK, u32::from(gen)),
+        Direction::Egress => (INGRESS_MARK_MASK, u32::from(gen) << 16),
+    };
+    match action {
+        Action::Accept => format!("ct mark set ct mark and {keep:#010x} or {stamp:#010x} accept"),
+        Action::Drop => "drop".to_string(),
+    }
+}
+
+fn build_chain(direction: Direction, uplinks: &[String], gen: u16, body: Body<'_>) -> Chain {
     let (name, hook, priority, ifname, keep, stamp) = match direction {
         Direction::Ingress => (
             "ingress",
@@ -525,21 +610,148 @@ fn build_chain(
             bc("current")
         ),
     ];
-    for (m, action, c) in matchers {
-        let verdict = match action {
-            Action::Accept => {
-                format!("ct mark set ct mark and {keep:#010x} or {stamp:#010x} accept")
+    match body {
+        Body::Rules(matchers) => {
+            for (m, action, c) in matchers {
+                let v = verdict(direction, gen, *action);
+                rules.push(format!("{m} counter {v} comment \"{c}\""));
             }
-            Action::Drop => "drop".to_string(),
-        };
-        rules.push(format!("{m} counter {verdict} comment \"{c}\""));
+        }
+        Body::Lookups(lookups) => rules.extend(lookups.iter().cloned()),
     }
     rules.push(format!("counter drop comment \"{}\"", bc("default drop")));
     Chain {
-        name,
-        hook,
-        priority,
+        name: name.to_string(),
+        hook: Some((hook, priority)),
         rules,
+    }
+}
+
+/// The verdict maps of one direction ([`Mode::Maps`]).
+struct MapPlan {
+    /// `map ... { ... }` declarations.
+    decls: Vec<String>,
+    /// The base chain's lookups.
+    lookups: Vec<String>,
+    /// Per rule: its chain, action and comment.
+    rule_chains: Vec<(String, Action, String)>,
+    /// Everything the direction's generation depends on.
+    digest_input: String,
+}
+
+fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
+    use palisade_policy::space::{PacketBox, PacketSet};
+    let dir = direction.as_str();
+    let all_ports = PortRange::new(0, u16::MAX).unwrap_or(PortRange::single(0));
+    let mut matched = PacketSet::empty();
+    // [family][ports?] -> elements
+    let mut elements: [[Vec<String>; 2]; 2] = Default::default();
+    let mut rule_chains = Vec::new();
+    let mut digest_input = String::new();
+    for (pos, rule) in rules.iter().enumerate() {
+        let mut space = PacketSet::empty();
+        for s in &rule.services {
+            let (lo, hi) = s.protocol.map_or((0, u8::MAX), |p| (p, p));
+            let ports = if lo == hi && palisade_policy::has_ports(lo) {
+                s.ports.clone()
+            } else {
+                vec![all_ports]
+            };
+            for peer in &rule.peers {
+                for p in &ports {
+                    space.union_with(&PacketSet::from_box(&PacketBox {
+                        protocol_lo: lo,
+                        protocol_hi: hi,
+                        peers: *peer,
+                        ports: *p,
+                    }));
+                }
+            }
+        }
+        let decided = space.difference(&matched);
+        matched.union_with(&space);
+        let chain = format!("{dir}_r{pos}");
+        for b in decided.boxes() {
+            let fam = usize::from(b.peers.family() == Family::V6);
+            let addr = element(b.peers);
+            for p in [6u8, 17] {
+                if b.protocol_lo <= p && p <= b.protocol_hi {
+                    elements[fam][0].push(format!(
+                        "{p} . {addr} . {} : jump {chain}",
+                        range_text(u32::from(b.ports.lo()), u32::from(b.ports.hi()))
+                    ));
+                }
+            }
+            let mut lo = u32::from(b.protocol_lo);
+            let hi = u32::from(b.protocol_hi);
+            for cut in [6u32, 17, 256] {
+                if lo > hi {
+                    break;
+                }
+                let end = hi.min(cut.saturating_sub(1));
+                if lo <= end {
+                    elements[fam][1]
+                        .push(format!("{} . {addr} : jump {chain}", range_text(lo, end)));
+                }
+                lo = lo.max(cut + 1);
+            }
+        }
+        let c = comment(rule, direction);
+        let _ = writeln!(digest_input, "{chain} {} {c}", rule.action);
+        rule_chains.push((chain, rule.action, c));
+    }
+    let mut decls = Vec::new();
+    let mut lookups = Vec::new();
+    for (fam, (nfproto, addr_type, field)) in
+        [("ipv4", "ipv4_addr", "ip"), ("ipv6", "ipv6_addr", "ip6")]
+            .into_iter()
+            .enumerate()
+    {
+        let peer = match direction {
+            Direction::Ingress => format!("{field} saddr"),
+            Direction::Egress => format!("{field} daddr"),
+        };
+        let fam_tag = if fam == 0 { "v4" } else { "v6" };
+        for (kind, (suffix, ty, key, guard)) in [
+            (
+                "ports",
+                "inet_proto . {A} . inet_service",
+                "meta l4proto . {P} . th dport",
+                "meta l4proto { tcp, udp } ",
+            ),
+            ("other", "inet_proto . {A}", "meta l4proto . {P}", ""),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let name = format!("{dir}_{fam_tag}_{suffix}");
+            let ty = ty.replace("{A}", addr_type);
+            let key = key.replace("{P}", &peer);
+            let list = &elements[fam][kind];
+            let body = if list.is_empty() {
+                String::new()
+            } else {
+                format!(" elements = {{ {} }}", list.join(", "))
+            };
+            let decl = format!("map {name} {{ type {ty} : verdict; flags interval;{body} }}");
+            let _ = writeln!(digest_input, "{decl}");
+            decls.push(decl);
+            lookups.push(format!("meta nfproto {nfproto} {guard}{key} vmap @{name}"));
+        }
+    }
+    MapPlan {
+        decls,
+        lookups,
+        rule_chains,
+        digest_input,
+    }
+}
+
+fn range_text(lo: u32, hi: u32) -> String {
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
     }
 }
 
@@ -588,6 +800,7 @@ mod tests {
     fn opts() -> CompileOptions {
         CompileOptions {
             uplinks: vec!["eth0".into()],
+            ..Default::default()
         }
     }
 
@@ -652,8 +865,7 @@ mod tests {
     fn seed_node_group_compiles_to_the_expected_rules() {
         let c = compile(&seed_node(), &opts()).unwrap();
         let ingress = &c.chains[0];
-        assert_eq!(ingress.hook, "prerouting");
-        assert_eq!(ingress.priority, -150);
+        assert_eq!(ingress.hook, Some(("prerouting", -150)));
         assert_eq!(ingress.rules[0], "iifname != { \"eth0\" } return");
         let g = c.ingress_generation;
         let body: Vec<&str> = ingress.rules[6..].iter().map(String::as_str).collect();
@@ -670,7 +882,7 @@ mod tests {
             ]
         );
         let egress = &c.chains[1];
-        assert_eq!((egress.hook, egress.priority), ("postrouting", 150));
+        assert_eq!(egress.hook, Some(("postrouting", 150)));
         assert!(egress.rules[0].starts_with("oifname != "));
         assert!(egress.rules[6].contains(&format!(
             "or {:#010x} accept",
@@ -679,6 +891,36 @@ mod tests {
         assert!(c.script().contains(
             "add table inet palisade\ndelete table inet palisade\ntable inet palisade {"
         ));
+    }
+
+    #[test]
+    fn maps_mode_puts_decided_sets_in_verdict_maps() {
+        let o = CompileOptions {
+            mode: Mode::Maps,
+            ..opts()
+        };
+        let c = compile(&seed_node(), &o).unwrap();
+        let text = c.script();
+        assert!(text.contains("map ingress_v4_ports { type inet_proto . ipv4_addr . inet_service : verdict; flags interval; elements = {"));
+        // Rule 2 (TCP NodePorts from anywhere) decides what rules 0 and 1 left.
+        assert!(
+            text.contains("6 . 0.0.0.0-198.17.255.255 . 30000-32768 : jump ingress_r2"),
+            "{text}"
+        );
+        assert!(text.contains("6 . 198.20.0.0-255.255.255.255 . 30000-32768 : jump ingress_r2"));
+        // ALL from the pod CIDR: every protocol, split around TCP and UDP.
+        assert!(text.contains("6 . 198.19.0.0/16 . 0-65535 : jump ingress_r0"));
+        assert!(text.contains("0-5 . 198.19.0.0/16 : jump ingress_r0"));
+        assert!(text.contains("7-16 . 198.19.0.0/16 : jump ingress_r0"));
+        assert!(text.contains("18-255 . 198.19.0.0/16 : jump ingress_r0"));
+        assert!(text.contains("meta nfproto ipv4 meta l4proto { tcp, udp } meta l4proto . ip saddr . th dport vmap @ingress_v4_ports"));
+        assert!(text.contains("meta nfproto ipv4 meta l4proto . ip saddr vmap @ingress_v4_other"));
+        assert!(text.contains("meta l4proto . ip daddr vmap @egress_v4_other"));
+        let r2 = c.chains.iter().find(|ch| ch.name == "ingress_r2").unwrap();
+        assert_eq!(r2.hook, None);
+        assert!(r2.rules[0].ends_with("accept comment \"sg-node0001 ingress 2\""));
+        assert_eq!(c, compile(&seed_node(), &o).unwrap(), "deterministic");
+        assert!(c.ingress_generation != 0 && c.egress_generation != 0);
     }
 
     #[test]
@@ -802,10 +1044,11 @@ mod tests {
         for bad in ["", "eth0\" accept", "a very long interface name", "eth 0"] {
             let o = CompileOptions {
                 uplinks: vec![bad.into()],
+                ..Default::default()
             };
             assert!(compile(&Snapshot::default(), &o).is_err(), "{bad}");
         }
-        let o = CompileOptions { uplinks: vec![] };
+        let o = CompileOptions::default();
         assert_eq!(
             compile(&Snapshot::default(), &o),
             Err(CompileError::NoUplink)

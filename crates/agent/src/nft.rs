@@ -115,7 +115,7 @@ impl NftDataplane {
 
     fn apply_staged(&self, compiled: &Compiled) -> Result<(), AgentError> {
         let live = self.list_json()?;
-        let (live_sets, live_chains) = live.as_ref().map(names).unwrap_or_default();
+        let (live_sets, live_maps, live_chains) = live.as_ref().map(names).unwrap_or_default();
         let suffix = if live_sets.iter().any(|s| s.ends_with("_s")) {
             ""
         } else {
@@ -156,10 +156,18 @@ impl NftDataplane {
                 ))?;
             }
         }
-        // 3. One transaction: the chains switch to the new sets; old sets go.
+        // 3. One transaction: the chains switch to the new sets; old sets
+        // go. Rules are flushed before the maps they look up are deleted,
+        // and maps before the chains they jump to.
         let mut fin = String::new();
         for c in &live_chains {
-            let _ = writeln!(fin, "flush chain {TABLE} {c}\ndelete chain {TABLE} {c}");
+            let _ = writeln!(fin, "flush chain {TABLE} {c}");
+        }
+        for m in &live_maps {
+            let _ = writeln!(fin, "delete map {TABLE} {m}");
+        }
+        for c in &live_chains {
+            let _ = writeln!(fin, "delete chain {TABLE} {c}");
         }
         for s in &live_sets {
             if !staged.sets.iter().any(|n| &n.name == s) {
@@ -167,16 +175,14 @@ impl NftDataplane {
             }
         }
         let _ = writeln!(fin, "table {TABLE} {{");
-        for c in &staged.chains {
-            let _ = writeln!(
-                fin,
-                "\tchain {} {{\n\t\ttype filter hook {} priority {}; policy accept;",
-                c.name, c.hook, c.priority
-            );
-            for r in &c.rules {
-                let _ = writeln!(fin, "\t\t{r}");
-            }
-            let _ = writeln!(fin, "\t}}");
+        for c in staged.chains.iter().filter(|c| c.hook.is_none()) {
+            crate::compile::write_chain(&mut fin, c);
+        }
+        for m in &staged.maps {
+            let _ = writeln!(fin, "\t{m}");
+        }
+        for c in staged.chains.iter().filter(|c| c.hook.is_some()) {
+            crate::compile::write_chain(&mut fin, c);
         }
         let _ = writeln!(fin, "}}");
         self.load(&fin)
@@ -276,9 +282,10 @@ fn strip(v: &mut Value) {
     }
 }
 
-/// The set and chain names of a listing.
-fn names(json: &Value) -> (Vec<String>, Vec<String>) {
+/// The set, map and chain names of a listing.
+fn names(json: &Value) -> (Vec<String>, Vec<String>, Vec<String>) {
     let mut sets = Vec::new();
+    let mut maps = Vec::new();
     let mut chains = Vec::new();
     for item in json
         .get("nftables")
@@ -289,11 +296,14 @@ fn names(json: &Value) -> (Vec<String>, Vec<String>) {
         if let Some(n) = item.pointer("/set/name").and_then(Value::as_str) {
             sets.push(n.to_string());
         }
+        if let Some(n) = item.pointer("/map/name").and_then(Value::as_str) {
+            maps.push(n.to_string());
+        }
         if let Some(n) = item.pointer("/chain/name").and_then(Value::as_str) {
             chains.push(n.to_string());
         }
     }
-    (sets, chains)
+    (sets, maps, chains)
 }
 
 #[cfg(test)]

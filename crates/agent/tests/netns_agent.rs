@@ -121,6 +121,7 @@ impl RunningAgent {
                     instance_id: "ins-node0001".into(),
                     compile: CompileOptions {
                         uplinks: vec!["eth0".into()],
+                        ..Default::default()
                     },
                     private_ips: vec![NODE.into()],
                     interval: Duration::from_millis(500),

@@ -10,6 +10,7 @@
 mod common;
 
 use common::*;
+use palisade_agent::compile::Mode;
 use palisade_agent::Snapshot;
 use serde_json::{json, Value};
 
@@ -123,9 +124,23 @@ fn cluster() -> Lab {
 
 #[test]
 fn seed_cluster_node_group_enforced_packet_for_packet() {
-    let Some(_serial) = start("seed_cluster_node_group_enforced_packet_for_packet") else {
+    seed_cluster(
+        Mode::Linear,
+        "seed_cluster_node_group_enforced_packet_for_packet",
+    );
+}
+
+#[test]
+fn seed_cluster_with_verdict_maps() {
+    seed_cluster(Mode::Maps, "seed_cluster_with_verdict_maps");
+}
+
+fn seed_cluster(mode: Mode, name: &str) {
+    let Some(_serial) = start(name) else {
         return;
     };
+    let load =
+        |lab: &Lab, ns: &str, uplink: &str, s: &Snapshot| load_mode(lab, ns, uplink, s, mode);
     let mut lab = cluster();
     let mut client = lab.prober("client");
     let mut pod1a = lab.prober("pod1a");

@@ -50,6 +50,7 @@ fn example_fleet_programs_pass_nft_check_and_load() {
         let rs = palisade_policy::resolve_instance(&fleet, &id).unwrap();
         let opts = CompileOptions {
             uplinks: vec!["eth0".into(), "bond0.100".into()],
+            ..Default::default()
         };
         let script = compile(&Snapshot::from(&rs), &opts).unwrap().script();
         let (ok, err) = nft_in(&ns, &["-c", "-f", "-"], &script);

@@ -2,7 +2,8 @@
 //! loaded into a namespace, probed with real TCP / UDP / ICMP / ICMPv6 / GRE
 //! packets in both directions. For every probe the rule whose kernel counter
 //! moved must be the rule the `policy` crate's first-match evaluator names
-//! (or the default drop when it names none). Seeded; set
+//! (or the default drop when it names none), for the linear chains and for
+//! the verdict maps built from each rule's decided set. Seeded; set
 //! `PALISADE_DIFF_SEED` to replay a run.
 
 #![allow(clippy::unwrap_used)] // a test: a failed setup step should stop it loudly
@@ -10,6 +11,7 @@
 mod common;
 
 use common::*;
+use palisade_agent::compile::Mode;
 use palisade_model::Direction;
 use palisade_policy::{evaluate, Packet};
 use rand::rngs::StdRng;
@@ -85,7 +87,19 @@ fn relevant(c: &BTreeMap<String, u64>, dir: Direction) -> BTreeMap<String, u64> 
 
 #[test]
 fn kernel_and_policy_agree_on_random_probes() {
-    let Some(_s) = start("kernel_and_policy_agree_on_random_probes") else {
+    differential(Mode::Linear, "kernel_and_policy_agree_on_random_probes");
+}
+
+#[test]
+fn verdict_maps_agree_with_policy_on_random_probes() {
+    differential(
+        Mode::Maps,
+        "verdict_maps_agree_with_policy_on_random_probes",
+    );
+}
+
+fn differential(mode: Mode, name: &str) {
+    let Some(_s) = start(name) else {
         return;
     };
     let seed: u64 = std::env::var("PALISADE_DIFF_SEED")
@@ -127,7 +141,7 @@ fn kernel_and_policy_agree_on_random_probes() {
             .map(|(i, v)| (i.as_str(), v.clone()))
             .collect();
         let policy = ruleset(&groups_ref);
-        load(&lab, "node", "eth0", &snapshot(&groups_ref));
+        load_mode(&lab, "node", "eth0", &snapshot(&groups_ref), mode);
         for _ in 0..PROBES_PER_LIST {
             let dir = if rng.gen_bool(0.5) {
                 Direction::Ingress

@@ -181,6 +181,7 @@ fn group_reference_membership_changes_are_element_updates() {
     };
     let opts = CompileOptions {
         uplinks: vec!["eth0".into()],
+        ..Default::default()
     };
     let c1 = compile(&snap_with(&["198.18.0.3"]), &opts).unwrap();
     let mut dp = lab.dataplane("node");
@@ -252,6 +253,7 @@ fn large_sets_load_in_chunks_with_an_atomic_switch() {
     };
     let opts = CompileOptions {
         uplinks: vec!["eth0".into()],
+        ..Default::default()
     };
     let mut dp = lab.dataplane("node");
     dp.chunk = 50;

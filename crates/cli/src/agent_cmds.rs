@@ -7,6 +7,7 @@
 use anyhow::Context as _;
 use palisade_agent::agent::{Agent, AgentConfig, Event};
 use palisade_agent::client::HttpControlPlane;
+use palisade_agent::compile::Mode;
 use palisade_agent::{compile, CompileOptions, Dataplane, DryRunDataplane, NftDataplane, Snapshot};
 use palisade_model::{Fleet, InstanceId};
 use std::path::PathBuf;
@@ -45,6 +46,9 @@ pub struct AgentArgs {
     /// Print the nft programs instead of loading them.
     #[arg(long)]
     dry_run: bool,
+    /// Compile each rule's decided set into verdict maps instead of a linear chain.
+    #[arg(long)]
+    maps: bool,
     /// Milliseconds between syncs (at most 1000 keeps the 2 s restore promise).
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
@@ -69,6 +73,9 @@ pub struct CompileArgs {
     /// The node's uplink interface(s); repeat or separate with commas.
     #[arg(long, required = true, value_delimiter = ',')]
     uplink: Vec<String>,
+    /// Compile each rule's decided set into verdict maps instead of a linear chain.
+    #[arg(long)]
+    maps: bool,
 }
 
 /// Runs `palisade agent`.
@@ -97,6 +104,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         instance_id: args.instance_id.clone(),
         compile: CompileOptions {
             uplinks: args.uplink.clone(),
+            mode: mode(args.maps),
         },
         private_ips,
         interval: Duration::from_millis(args.interval_ms.clamp(50, 60_000)),
@@ -172,6 +180,14 @@ fn log(e: &Event) {
     }
 }
 
+fn mode(maps: bool) -> Mode {
+    if maps {
+        Mode::Maps
+    } else {
+        Mode::Linear
+    }
+}
+
 /// Runs `palisade nft ...`.
 pub fn nft(cmd: NftCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -195,6 +211,7 @@ pub fn nft(cmd: NftCommand) -> anyhow::Result<ExitCode> {
                 &snapshot,
                 &CompileOptions {
                     uplinks: args.uplink,
+                    mode: mode(args.maps),
                 },
             )?;
             print!("{}", compiled.script());

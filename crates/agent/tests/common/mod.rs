@@ -274,14 +274,34 @@ pub fn ruleset(groups: &[(&str, serde_json::Value)]) -> palisade_policy::Ruleset
 
 /// Compiles and loads `snapshot` into namespace `ns` with uplink `uplink`.
 pub fn load(lab: &Lab, ns: &str, uplink: &str, snapshot: &Snapshot) {
+    load_mode(
+        lab,
+        ns,
+        uplink,
+        snapshot,
+        palisade_agent::compile::Mode::Linear,
+    );
+}
+
+/// [`load`] with a compile mode.
+pub fn load_mode(
+    lab: &Lab,
+    ns: &str,
+    uplink: &str,
+    snapshot: &Snapshot,
+    mode: palisade_agent::compile::Mode,
+) {
     let compiled = compile(
         snapshot,
         &CompileOptions {
             uplinks: vec![uplink.to_string()],
+            mode,
         },
     )
     .expect("compile");
-    lab.dataplane(ns).apply(&compiled).expect("load");
+    if let Err(e) = lab.dataplane(ns).apply(&compiled) {
+        panic!("load: {e}\n{}", compiled.script());
+    }
 }
 
 /// Counters per rule comment in namespace `ns`.
