@@ -590,38 +590,29 @@ fn paint_ports<'a>(candidates: impl Iterator<Item = (u32, &'a [(u16, u16)])>) ->
         if open.is_empty() {
             break;
         }
-        let mut still: Vec<(u32, u32)> = Vec::with_capacity(open.len() + 1);
-        let mut j = 0usize;
-        for &(olo, ohi) in &open {
-            let mut cur = olo;
-            while j < ports.len() && u32::from(ports[j].1) < olo {
-                j += 1;
+        // Each of the candidate's (sorted, disjoint) ranges takes the open
+        // segments it meets, found by binary search, so a candidate costs
+        // what it takes, not the length of `open`.
+        for &(plo, phi) in ports {
+            let (plo, phi) = (u32::from(plo), u32::from(phi));
+            let start = open.partition_point(|&(_, hi)| hi < plo);
+            let end = open.partition_point(|&(lo, _)| lo <= phi).max(start);
+            if start == end {
+                continue;
             }
-            let mut jj = j;
-            while let Some(&(plo, phi)) = ports.get(jj) {
-                let (plo, phi) = (u32::from(plo), u32::from(phi));
-                if plo > ohi {
-                    break;
+            let mut rest: Vec<(u32, u32)> = Vec::with_capacity(2);
+            for &(olo, ohi) in open.get(start..end).unwrap_or(&[]) {
+                let (a, b) = (olo.max(plo), ohi.min(phi));
+                if olo < a {
+                    rest.push((olo, a - 1));
                 }
-                let a = plo.max(cur);
-                let b = phi.min(ohi);
-                if a > cur {
-                    still.push((cur, a - 1));
+                pieces.push((a, b, rule));
+                if b < ohi {
+                    rest.push((b + 1, ohi));
                 }
-                if a <= b {
-                    pieces.push((a, b, rule));
-                    cur = b + 1;
-                }
-                if phi > ohi {
-                    break;
-                }
-                jj += 1;
             }
-            if cur <= ohi {
-                still.push((cur, ohi));
-            }
+            open.splice(start..end, rest);
         }
-        open = still;
     }
     for (lo, hi) in open {
         pieces.push((lo, hi, NO_MATCH));
