@@ -181,7 +181,10 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
         events: &mut Vec<Event>,
     ) -> Result<crate::snapshot::WireRuleset, AgentError> {
         let after = self.desired.as_ref().map(|(rev, _)| *rev);
-        let wait = self.config.interval.max(Duration::from_secs(1));
+        // A long poll of whole seconds within the interval (none below 1 s),
+        // at most 5 s for the HTTP timeout and the server's limit; `run`
+        // sleeps out the rest of a longer interval.
+        let wait = Duration::from_secs(self.config.interval.as_secs().min(5));
         match self.control.ruleset(&self.config.instance_id, after, wait) {
             Err(e)
                 if !self.registered

@@ -124,7 +124,8 @@ impl RunningAgent {
                         ..Default::default()
                     },
                     private_ips: vec![NODE.into()],
-                    interval: Duration::from_millis(500),
+                    // The CLI default: a 1 s long poll per step.
+                    interval: Duration::from_millis(1000),
                     report: true,
                 },
             );
