@@ -65,11 +65,30 @@ impl From<FailOn> for Severity {
     }
 }
 
+/// Where a fleet comes from: a file, a running server, or both (the
+/// server's groups, templates and instances with the file's clusters and
+/// limits, so the TKE checks run against what the server enforces now).
+#[derive(Args, Debug, Clone)]
+pub struct FleetSource {
+    /// The fleet file (YAML or JSON). With --server, only its `clusters`
+    /// and `limits` are used.
+    pub fleet: Option<PathBuf>,
+    /// Read groups, templates and instances from this server instead, e.g.
+    /// `http://127.0.0.1:9180`.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Credentials JSON (`{"SecretId", "SecretKey"}`) for --server; default:
+    /// the TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY variables.
+    #[arg(long, requires = "server")]
+    pub credentials: Option<PathBuf>,
+}
+
 /// `palisade check`.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// The fleet file (YAML or JSON).
-    pub fleet: PathBuf,
+    /// The fleet: a file, or --server URL.
+    #[command(flatten)]
+    pub source: FleetSource,
     /// table, json or sarif.
     #[arg(long, value_enum, default_value_t)]
     pub output: CheckFormat,
@@ -87,7 +106,7 @@ pub struct CheckArgs {
 
 /// Runs `check`.
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let loaded = read_fleet(&args.fleet)?;
+    let (loaded, name) = read_source(&args.source)?;
     let mut options = CheckOptions {
         expanded_rules_per_direction: args.max_expanded_rules,
         ..CheckOptions::default()
@@ -102,10 +121,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let report = check_loaded(&loaded, &options)?;
     match args.output {
         CheckFormat::Json => print_json(&report)?,
-        CheckFormat::Sarif => print_json(&sarif::to_sarif(
-            &report.findings,
-            &args.fleet.display().to_string(),
-        ))?,
+        CheckFormat::Sarif => print_json(&sarif::to_sarif(&report.findings, &name))?,
         CheckFormat::Table => {
             if !report.findings.is_empty() {
                 let mut t = table(&["ID", "Severity", "Where", "Finding"]);
@@ -124,10 +140,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 say!("{t}");
             }
             let (e, w, i) = report.counts();
-            say!(
-                "{}: {e} error(s), {w} warning(s), {i} info",
-                args.fleet.display()
-            );
+            say!("{name}: {e} error(s), {w} warning(s), {i} info");
         }
     }
     Ok(if report.fails(args.fail_on.into()) {
@@ -231,8 +244,9 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
 /// `palisade reach`.
 #[derive(Args, Debug)]
 pub struct ReachArgs {
-    /// The fleet file.
-    pub fleet: PathBuf,
+    /// The fleet: a file, or --server URL.
+    #[command(flatten)]
+    pub source: FleetSource,
     /// The source: an instance (`ins-...`), an IP, a CIDR or a first-last range.
     #[arg(long)]
     pub from: String,
@@ -252,8 +266,8 @@ pub struct ReachArgs {
 
 /// Runs `reach`.
 pub fn reach(args: ReachArgs) -> anyhow::Result<ExitCode> {
-    let loaded = read_fleet(&args.fleet)?;
-    note_missing(&args.fleet, &loaded);
+    let (loaded, name) = read_source(&args.source)?;
+    note_missing(Path::new(&name), &loaded);
     let fleet = &loaded.fleet;
     if args.port.is_some() && args.protocol.is_none() {
         anyhow::bail!("--port: give --protocol too (tcp or udp)");
@@ -345,6 +359,35 @@ fn table(header: &[&str]) -> comfy_table::Table {
         t.set_width(140);
     }
     t
+}
+
+/// Reads the fleet of `source`, and a name for it (the path or the URL).
+/// Findings on a server's fleet have paths (in `palisade export` order)
+/// but no lines.
+fn read_source(source: &FleetSource) -> anyhow::Result<(Loaded, String)> {
+    let Some(url) = &source.server else {
+        let Some(path) = &source.fleet else {
+            anyhow::bail!("give a fleet file, or --server URL (with --credentials FILE)");
+        };
+        return Ok((read_fleet(path)?, path.display().to_string()));
+    };
+    let credentials = palisade_client::Credentials::load(source.credentials.as_deref())?;
+    let client = palisade_client::Client::new(url, credentials)?;
+    let mut remote = palisade_iac::export(&client)
+        .with_context(|| format!("cannot read the fleet from {url}"))?;
+    if let Some(path) = &source.fleet {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let local: palisade_model::FleetFile = serde_yaml::from_str(&text)
+            .with_context(|| format!("{} is not a fleet file", path.display()))?;
+        remote.clusters = local.clusters;
+        if local.limits.is_some() {
+            remote.limits = local.limits;
+        }
+    }
+    let loaded = palisade_analyze::load::load_file(remote, Default::default())
+        .with_context(|| format!("the fleet of {url} cannot be analysed"))?;
+    Ok((loaded, url.clone()))
 }
 
 /// Reads and leniently loads a fleet file (missing references and exceeded

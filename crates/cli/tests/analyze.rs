@@ -38,6 +38,7 @@ fn temp_file(name: &str, text: &str) -> String {
 
 const WEB: &str = "security_groups:
   - id: sg-web00001
+    name: web
     policies:
       Ingress:
         - {Protocol: TCP, Port: \"22\", CidrBlock: 0.0.0.0/0, Action: ACCEPT}
@@ -221,4 +222,116 @@ fn reach_yes_no_and_sets() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("ins-nothere1"));
+}
+
+/// A `palisade serve` on a free loopback port with its own data directory; killed on drop.
+struct Server {
+    child: std::process::Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(["serve", "--listen", &listen, "--data-dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start palisade serve");
+        let server = Server {
+            child,
+            url: format!("http://{listen}"),
+            dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !std::path::Path::new(&server.credentials()).exists()
+            || std::net::TcpStream::connect(&listen).is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn credentials(&self) -> String {
+        self.dir
+            .path()
+            .join("admin-credentials.json")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let creds = self.credentials();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--server", &self.url, "--credentials", &creds]);
+        palisade(&all)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn check_and_reach_against_a_running_server() {
+    let server = Server::start();
+    let web = temp_file("server-web.yaml", WEB);
+    let o = server.run(&["apply", &web, "--auto-approve"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    // The server's groups and instances, no file.
+    let o = server.run(&["check", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let exp = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "EXP001")
+        .expect("EXP001 from the server's state");
+    assert_eq!(exp["witness"]["port"], 22);
+    assert!(exp["location"]["line"].is_null());
+    // The file's clusters against the server's groups.
+    let cluster = temp_file(
+        "server-cluster.yaml",
+        "clusters:\n  - {id: cls-web00001, cluster_cidr: 10.2.0.0/16, container_cidr: 172.20.0.0/16, nodes: [ins-web00001]}\n",
+    );
+    let o = server.run(&["check", &cluster, "--output", "json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let ids: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"TKE001") && ids.contains(&"TKE006"),
+        "{ids:?}"
+    );
+    let o = server.run(&[
+        "reach",
+        "--from",
+        "198.51.100.7",
+        "--to",
+        "ins-web00001",
+        "--protocol",
+        "tcp",
+        "--port",
+        "443",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let o = palisade(&["check"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--server"), "{}", stderr(&o));
 }
