@@ -111,11 +111,11 @@ pub struct TkeApplyArgs {
     /// Allow SSH (TCP 22) to the nodes from this CIDR (repeatable).
     #[arg(long)]
     ssh_from: Vec<String>,
-    /// A cluster in the same VPC to open this cluster to (repeatable);
-    /// its CIDRs come from a fleet file given with --peers-from.
+    /// A cluster in the same VPC to open this cluster to (repeatable); its
+    /// CIDRs are those recorded on the server (by its own `tke apply`).
     #[arg(long)]
     peer_cluster: Vec<String>,
-    /// A fleet file declaring the peer clusters' CIDRs.
+    /// A fleet file declaring peer clusters not recorded on the server.
     #[arg(long)]
     peers_from: Option<PathBuf>,
     /// table or json.
@@ -185,31 +185,37 @@ pub fn tke_apply(args: TkeApplyArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| Cidr::parse_any("--ssh-from", s))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut peers = Vec::new();
-    if !args.peer_cluster.is_empty() {
-        let path = args.peers_from.as_deref().context(
-            "--peer-cluster needs --peers-from FLEET declaring the peer clusters' CIDRs",
-        )?;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let file: FleetFile = serde_yaml::from_str(&text)
-            .with_context(|| format!("{} is not a fleet file", path.display()))?;
-        for id in &args.peer_cluster {
-            let c = file
-                .clusters
-                .iter()
-                .find(|c| &c.id == id)
-                .with_context(|| {
-                    format!(
-                        "ResourceNotFound: --peer-cluster {id:?}: not declared in {}",
-                        path.display()
-                    )
-                })?;
-            peers.push((
-                id.clone(),
-                palisade_tke::ClusterNetworks::parse(&c.cluster_cidr, &c.container_cidr)?,
-            ));
+    let client = args.server.client()?;
+    let remote = palisade_iac::export(&client)?;
+    // A peer's networks: as recorded on the server, else from --peers-from.
+    let peers_file: Option<FleetFile> = match &args.peers_from {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Some(
+                serde_yaml::from_str(&text)
+                    .with_context(|| format!("{} is not a fleet file", path.display()))?,
+            )
         }
+        None => None,
+    };
+    let mut peers = Vec::new();
+    for id in &args.peer_cluster {
+        palisade_model::ClusterId::parse_field("--peer-cluster", id)?;
+        let c = remote
+            .clusters
+            .iter()
+            .chain(peers_file.iter().flat_map(|f| &f.clusters))
+            .find(|c| &c.id == id)
+            .with_context(|| {
+                format!(
+                    "ResourceNotFound: --peer-cluster {id:?}: not recorded on the server (tke apply it first) nor declared in --peers-from"
+                )
+            })?;
+        peers.push((
+            id.clone(),
+            palisade_tke::ClusterNetworks::parse(&c.cluster_cidr, &c.container_cidr)?,
+        ));
     }
     let cluster = TkeCluster {
         cluster_id: args.cluster_id.clone(),
@@ -219,17 +225,14 @@ pub fn tke_apply(args: TkeApplyArgs) -> anyhow::Result<ExitCode> {
         ssh_from,
         peers,
     };
-    let client = args.server.client()?;
-    let remote = palisade_iac::export(&client)?;
-    let (desired, cluster_entry) = palisade_iac::tke::desired(&remote, &cluster)?;
+    let (desired, _) = palisade_iac::tke::desired(&remote, &cluster)?;
     let plan = palisade_iac::plan(&desired, &remote, false)?;
     let code = run_plan(&client, &plan, true, args.output)?;
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
-    // What the server holds now, with the cluster declared, checked.
-    let mut after = palisade_iac::export(&client)?;
-    after.clusters.push(cluster_entry);
+    // What the server holds now (the cluster recorded with it), checked.
+    let after = palisade_iac::export(&client)?;
     let text = serde_yaml::to_string(&after)?;
     let report = palisade_analyze::check::check_text(&text, &Default::default())?;
     let mine: Vec<_> = report

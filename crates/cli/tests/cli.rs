@@ -1,6 +1,8 @@
 //! The offline commands as a user runs them: `tke template`, `validate`,
 //! `explain`; exit codes, JSON shapes and error lines.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -2,6 +2,8 @@
 //! serve` on 127.0.0.1: the round trip, plans of changed files with their
 //! effect, Version conflicts that change nothing, and `tke apply` twice.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use palisade_client::{Client, Credentials};
 use serde_json::{json, Value};
 use std::net::TcpListener;
@@ -294,4 +296,110 @@ fn tke_apply_twice_and_check_is_clean() {
     assert!(!o.status.success());
     assert!(text(&o).contains("ins-zzzzzzzz"), "{}", text(&o));
     assert_eq!(s.export(), after_first);
+}
+
+#[test]
+fn tke_apply_records_the_cluster_and_opens_peer_clusters() {
+    let s = Server::start();
+    s.client()
+        .palisade(
+            "RegisterInstances",
+            &json!({"Instances": [
+                {"InstanceId": "ins-aaaa0001", "PrivateIpAddresses": ["198.18.1.11"]},
+                {"InstanceId": "ins-bbbb0001", "PrivateIpAddresses": ["198.19.1.11"]}]}),
+        )
+        .unwrap();
+    let o = s.run(&[
+        "tke",
+        "apply",
+        "--cluster-id",
+        "cls-aaaaaaaa",
+        "--cluster-cidr",
+        "198.18.0.0/16",
+        "--container-cidr",
+        "172.16.0.0/16",
+        "--nodes",
+        "ins-aaaa0001",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let exported: Value = serde_yaml::from_str(&s.export()).unwrap();
+    assert_eq!(exported["clusters"][0]["id"], "cls-aaaaaaaa");
+    assert_eq!(exported["clusters"][0]["container_cidr"], "172.16.0.0/16");
+    // the peer's CIDRs come from the server's record of it
+    let o = s.run(&[
+        "tke",
+        "apply",
+        "--cluster-id",
+        "cls-bbbbbbbb",
+        "--cluster-cidr",
+        "198.19.0.0/16",
+        "--container-cidr",
+        "172.17.0.0/16",
+        "--nodes",
+        "ins-bbbb0001",
+        "--peer-cluster",
+        "cls-aaaaaaaa",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let exported: Value = serde_yaml::from_str(&s.export()).unwrap();
+    let group = exported["security_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "tke-node-cls-bbbbbbbb")
+        .unwrap();
+    let peers: Vec<&str> = group["policies"]["Ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(5)
+        .map(|r| r["CidrBlock"].as_str().unwrap())
+        .collect();
+    assert_eq!(peers, vec!["172.16.0.0/16", "198.18.0.0/16"]);
+    let o = s.run(&[
+        "tke",
+        "apply",
+        "--cluster-id",
+        "cls-cccccccc",
+        "--cluster-cidr",
+        "198.19.0.0/16",
+        "--container-cidr",
+        "172.17.0.0/16",
+        "--nodes",
+        "ins-bbbb0001",
+        "--peer-cluster",
+        "cls-zzzzzzzz",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("cls-zzzzzzzz"), "{}", text(&o));
+}
+
+#[test]
+fn prune_deletes_what_the_file_does_not_name() {
+    let s = Server::start();
+    let ex = example();
+    assert!(s
+        .run(&["apply", ex.to_str().unwrap(), "--auto-approve"])
+        .status
+        .success());
+    let client = s.client();
+    client
+        .vpc(
+            "CreateSecurityGroup",
+            &json!({"GroupName": "stray", "GroupDescription": "made by hand"}),
+        )
+        .unwrap();
+    // without --prune the stray group stays and nothing is to do
+    let o = s.run(&["plan", ex.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = s.run(&["plan", ex.to_str().unwrap(), "--prune", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let plan: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["steps"].as_array().unwrap().len(), 1, "{plan:#}");
+    assert_eq!(plan["steps"][0]["action"], "delete");
+    assert_eq!(plan["steps"][0]["name"], "stray");
+    let o = s.run(&["apply", ex.to_str().unwrap(), "--prune", "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let groups = client.vpc("DescribeSecurityGroups", &json!({})).unwrap();
+    assert_eq!(groups["TotalCount"], 2);
 }

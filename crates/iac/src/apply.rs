@@ -153,6 +153,22 @@ fn run(client: &Client, op: &Op, ids: &mut HashMap<String, String>) -> Result<St
             client.cvm("ModifyInstancesAttribute", &params)?;
             Ok(id.clone())
         }
+        Op::PutCluster { cluster: c } => {
+            client.palisade(
+                "RegisterCluster",
+                &json!({
+                    "ClusterId": c.id, "ClusterName": c.name, "ClusterCidr": c.cluster_cidr,
+                    "ContainerCidr": c.container_cidr, "Nodes": c.nodes, "Masters": c.masters,
+                    "PeerClusters": c.peers, "SshSources": c.ssh_sources,
+                    "NodePortSources": c.nodeport_sources,
+                }),
+            )?;
+            Ok(c.id.clone())
+        }
+        Op::DeleteCluster { id } => {
+            client.palisade("DeregisterClusters", &json!({ "ClusterIds": [id] }))?;
+            Ok(id.clone())
+        }
         Op::DeleteGroup { id } => {
             client.vpc("DeleteSecurityGroup", &json!({ "SecurityGroupId": id }))?;
             Ok(id.clone())

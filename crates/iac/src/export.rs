@@ -1,11 +1,11 @@
-//! `palisade export`: an account's groups, templates and instances, read
+//! `palisade export`: an account's groups, templates, instances and clusters, read
 //! through the API, as a fleet file that `validate` accepts and that
 //! round-trips through `apply` and `plan`.
 
 use crate::IacError;
 use palisade_client::Client;
 use palisade_model::fleet::{
-    AddressTemplateEntry, AddressTemplateGroupEntry, GroupEntry, InstanceEntry,
+    AddressTemplateEntry, AddressTemplateGroupEntry, ClusterEntry, GroupEntry, InstanceEntry,
     ServiceTemplateEntry, ServiceTemplateGroupEntry,
 };
 use palisade_model::{wire, FleetFile, PolicySet};
@@ -93,6 +93,20 @@ pub fn export(client: &Client) -> Result<FleetFile, IacError> {
             name: text(&i, "InstanceName"),
             private_ips: strings(&i, "PrivateIpAddresses"),
             security_groups: strings(&i, "SecurityGroupIds"),
+        });
+    }
+    let clusters = client.palisade("DescribeClusters", &json!({}))?;
+    for c in clusters["ClusterSet"].as_array().into_iter().flatten() {
+        file.clusters.push(ClusterEntry {
+            id: text(c, "ClusterId"),
+            name: text(c, "ClusterName"),
+            cluster_cidr: text(c, "ClusterCidr"),
+            container_cidr: text(c, "ContainerCidr"),
+            nodes: strings(c, "Nodes"),
+            masters: strings(c, "Masters"),
+            peers: strings(c, "PeerClusters"),
+            ssh_sources: strings(c, "SshSources"),
+            nodeport_sources: strings(c, "NodePortSources"),
         });
     }
     Ok(file)

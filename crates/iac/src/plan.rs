@@ -16,8 +16,8 @@
 use crate::IacError;
 use palisade_analyze::diff::{diff, DiffReport};
 use palisade_model::fleet::{
-    AddressTemplateEntry, AddressTemplateGroupEntry, InstanceEntry, ServiceTemplateEntry,
-    ServiceTemplateGroupEntry,
+    AddressTemplateEntry, AddressTemplateGroupEntry, ClusterEntry, InstanceEntry,
+    ServiceTemplateEntry, ServiceTemplateGroupEntry,
 };
 use palisade_model::locate::LineIndex;
 use palisade_model::{wire, AddressEntry, Fleet, FleetFile, Policy, PolicySet, ServiceEntry};
@@ -50,7 +50,7 @@ pub struct Step {
     pub action: &'static str,
     /// `security_group`, `security_group_policies`, `address_template`,
     /// `address_template_group`, `service_template`, `service_template_group`,
-    /// `instance` or `instance_binding`.
+    /// `instance`, `instance_binding` or `cluster`.
     pub kind: &'static str,
     /// The resource's id on the server, or its placeholder.
     pub id: String,
@@ -161,6 +161,12 @@ pub(crate) enum Op {
         id: String,
         name: String,
         groups: Vec<String>,
+    },
+    PutCluster {
+        cluster: ClusterEntry,
+    },
+    DeleteCluster {
+        id: String,
     },
     DeleteGroup {
         id: String,
@@ -317,6 +323,8 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
         );
         let named: HashSet<String> = mapped.instances.iter().map(|i| i.id.clone()).collect();
         keep_unnamed(&mut after.instances, &remote.instances, &named, |i| &i.id);
+        let named: HashSet<String> = mapped.clusters.iter().map(|c| c.id.clone()).collect();
+        keep_unnamed(&mut after.clusters, &remote.clusters, &named, |c| &c.id);
     }
     let after_fleet = Fleet::from_file(&after, LineIndex::default()).map_err(IacError::Invalid)?;
 
@@ -504,7 +512,51 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
         }
     }
 
+    for c in &mapped.clusters {
+        let want = normalize_cluster(c);
+        match remote.clusters.iter().find(|r| r.id == c.id) {
+            None => steps.push(step(
+                "create",
+                "cluster",
+                &c.id,
+                &c.name,
+                format!(
+                    "cluster {} / container {}, {} node(s), {} master(s)",
+                    want.cluster_cidr,
+                    want.container_cidr,
+                    want.nodes.len(),
+                    want.masters.len()
+                ),
+                Op::PutCluster { cluster: want },
+            )),
+            Some(have) if normalize_cluster(have) != want => steps.push(step(
+                "update",
+                "cluster",
+                &c.id,
+                &c.name,
+                "cluster description changed".into(),
+                Op::PutCluster { cluster: want },
+            )),
+            Some(_) => {}
+        }
+    }
+
     if prune {
+        let clusters: HashSet<&str> = mapped.clusters.iter().map(|c| c.id.as_str()).collect();
+        for r in remote
+            .clusters
+            .iter()
+            .filter(|r| !clusters.contains(r.id.as_str()))
+        {
+            steps.push(step(
+                "delete",
+                "cluster",
+                &r.id,
+                &r.name,
+                "not in the file".into(),
+                Op::DeleteCluster { id: r.id.clone() },
+            ));
+        }
         let named: HashSet<&str> = mapped.instances.iter().map(|i| i.id.as_str()).collect();
         for r in remote
             .instances
@@ -705,6 +757,20 @@ fn normalize_services(list: &[String]) -> Vec<String> {
             ServiceEntry::parse_field("services", s).map_or_else(|_| s.clone(), |e| e.to_string())
         })
         .collect()
+}
+
+/// A cluster with its CIDRs in canonical form, for comparison and writing.
+fn normalize_cluster(c: &ClusterEntry) -> ClusterEntry {
+    let cidr = |s: &String| {
+        palisade_model::Cidr::parse_any("cidr", s).map_or_else(|_| s.clone(), |c| c.to_string())
+    };
+    ClusterEntry {
+        cluster_cidr: cidr(&c.cluster_cidr),
+        container_cidr: cidr(&c.container_cidr),
+        ssh_sources: c.ssh_sources.iter().map(cidr).collect(),
+        nodeport_sources: c.nodeport_sources.iter().map(cidr).collect(),
+        ..c.clone()
+    }
 }
 
 fn ip_set(list: &[String]) -> HashSet<IpAddr> {

@@ -39,7 +39,8 @@ impl TkeCluster {
 }
 
 /// The fleet the server should hold: `remote` with the cluster's groups
-/// added or replaced and bound. Also returns the cluster entry, for `check`.
+/// added or replaced and bound, and the cluster recorded. Also returns the
+/// cluster entry.
 pub fn desired(remote: &FleetFile, c: &TkeCluster) -> Result<(FleetFile, ClusterEntry), IacError> {
     let mut file = remote.clone();
     let model = |e: palisade_model::ModelError| IacError::Unsupported(e.to_string());
@@ -94,17 +95,27 @@ pub fn desired(remote: &FleetFile, c: &TkeCluster) -> Result<(FleetFile, Cluster
             }
         }
     }
+    // Recorded on the server so that `check` and `export` know the cluster;
+    // a name and NodePort sources set elsewhere are kept.
+    let existing = file.clusters.iter().position(|k| k.id == c.cluster_id);
+    let kept = existing
+        .map(|i| file.clusters[i].clone())
+        .unwrap_or_default();
     let cluster = ClusterEntry {
         id: c.cluster_id.clone(),
-        name: String::new(),
+        name: kept.name,
         cluster_cidr: c.networks.cluster_cidr.to_string(),
         container_cidr: c.networks.container_cidr.to_string(),
         nodes: c.nodes.clone(),
         masters: c.masters.clone(),
-        peers: Vec::new(),
+        peers: c.peers.iter().map(|(id, _)| id.clone()).collect(),
         ssh_sources: c.ssh_from.iter().map(|s| s.to_string()).collect(),
-        nodeport_sources: Vec::new(),
+        nodeport_sources: kept.nodeport_sources,
     };
+    match existing {
+        Some(i) => file.clusters[i] = cluster.clone(),
+        None => file.clusters.push(cluster.clone()),
+    }
     Ok((file, cluster))
 }
 
