@@ -23,9 +23,13 @@
 //!   (its deciding rule is updated); no longer accepted, it is **cut**.
 //!
 //! Choice (Palisade departs from AWS here, DESIGN.md section 2): by default
-//! ([`CutMode::BothDirections`]) a cut flow is kept as a tombstone and every
-//! later packet of it is dropped, in the original direction *and* in the
-//! reply direction, and so are ICMP errors about it. Passing replies would
+//! ([`CutMode::OriginalDirection`], what the agent's kernel ruleset does) a
+//! cut flow's next packets in the original direction are dropped, while its
+//! replies and related ICMP errors still pass until conntrack forgets the
+//! flow. [`CutMode::BothDirections`] is the stricter model the kernel does
+//! not implement yet: a cut flow is kept as a tombstone and every later
+//! packet of it is dropped, in the original direction *and* in the reply
+//! direction, and so are ICMP errors about it. Passing replies would
 //! let a server keep streaming to a client whose access was revoked (a UDP
 //! stream refreshes its conntrack entry forever); forgetting the flow
 //! instead would let a reply be taken for the first packet of a new flow in
@@ -33,13 +37,15 @@
 //! reviving the connection from the other end. The tombstone closes both
 //! doors. A later rule change that allows the flow again restores it.
 //!
-//! [`CutMode::OriginalDirection`] models the narrower reading of DESIGN.md
+//! [`CutMode::OriginalDirection`] is the literal reading of DESIGN.md
 //! section 2 ("its next packets in the original direction are dropped"),
 //! which is what a kernel ruleset gives when it re-checks only
 //! original-direction packets whose conntrack mark is stale and accepts
-//! `ct direction reply` and `ct state related` unconditionally: replies and
-//! related errors of a cut flow still pass. Differential tests against such
-//! a kernel ruleset use this mode.
+//! `ct direction reply` and `ct state related` unconditionally (the agent,
+//! docs/agent.md). For TCP that ends the connection (the peer's data and
+//! ACKs no longer arrive); a one-way stream of replies (UDP from the
+//! instance to a revoked client) keeps flowing until it stops. Differential
+//! tests against the kernel use this mode.
 //!
 //! Flows never time out here (the simulator has no clock); TCP flags and
 //! states are not modelled (Linux picks up mid-stream TCP as new by default).
@@ -415,11 +421,11 @@ pub enum Step {
 #[serde(rename_all = "snake_case")]
 pub enum CutMode {
     /// Every packet of the flow, either way, and ICMP errors about it, is
-    /// dropped (Palisade's semantics).
-    #[default]
+    /// dropped (stricter than the kernel ruleset today).
     BothDirections,
     /// Only packets in the flow's original direction are dropped; replies
-    /// and related ICMP errors still pass.
+    /// and related ICMP errors still pass (Palisade's semantics, as enforced).
+    #[default]
     OriginalDirection,
 }
 
@@ -432,7 +438,8 @@ pub struct Conntrack {
 }
 
 impl Conntrack {
-    /// A tracker with no flows under `ruleset`, cutting revoked flows both ways.
+    /// A tracker with no flows under `ruleset`, cutting revoked flows in
+    /// their original direction (as the kernel does).
     pub fn new(ruleset: Ruleset) -> Conntrack {
         Conntrack::with_cut_mode(ruleset, CutMode::default())
     }
@@ -591,6 +598,16 @@ fn invalid(why: &str) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The both-ways model; most tests below were written for it.
+    fn strict(ruleset: Ruleset) -> Conntrack {
+        Conntrack::with_cut_mode(ruleset, CutMode::BothDirections)
+    }
+
+    #[test]
+    fn the_default_cuts_the_original_direction_as_the_kernel_does() {
+        assert_eq!(CutMode::default(), CutMode::OriginalDirection);
+    }
     use crate::fixtures::{ip, sg};
     use crate::resolve::resolve;
     use palisade_model::Fleet;
@@ -639,7 +656,7 @@ instances:
 
     #[test]
     fn first_packet_is_checked_and_replies_pass_unchecked() {
-        let mut ct = Conntrack::new(ruleset(&fleet()));
+        let mut ct = strict(ruleset(&fleet()));
         let syn = ssh(Ingress, "203.0.113.5", 40000);
         let d = ct.packet(&syn);
         assert_eq!(d.action, Action::Accept);
@@ -691,7 +708,7 @@ instances:
 
     #[test]
     fn echo_is_tracked_by_identifier_and_requester() {
-        let mut ct = Conntrack::new(ruleset(&fleet()));
+        let mut ct = strict(ruleset(&fleet()));
         let local6 = ip("2001:db8::11");
         let ping = SimPacket::echo_request(Egress, local6, ip("2001:db8::1"), 7);
         assert_eq!(ping.protocol(), crate::ICMPV6);
@@ -711,7 +728,7 @@ instances:
 
     #[test]
     fn related_icmp_errors_pass() {
-        let mut ct = Conntrack::new(ruleset(&fleet()));
+        let mut ct = strict(ruleset(&fleet()));
         let ntp = SimPacket::udp(Egress, ip(LOCAL), 50123, ip("192.0.2.123"), 123);
         ct.packet(&ntp);
         // A router says the NTP server is unreachable: no ingress rule
@@ -739,7 +756,7 @@ instances:
 
     #[test]
     fn a_rule_change_cuts_revoked_flows_and_leaves_the_others() {
-        let mut ct = Conntrack::new(ruleset(&fleet()));
+        let mut ct = strict(ruleset(&fleet()));
         let ssh_a = ssh(Ingress, "203.0.113.5", 40000);
         let dns = SimPacket::udp(Ingress, ip(LOCAL), 53, ip("192.0.2.9"), 5353);
         let https = SimPacket::tcp(Egress, ip(LOCAL), 41000, ip("192.0.2.80"), 443);
@@ -798,7 +815,7 @@ instances:
             .policies
             .egress
             .clone();
-        let mut ct = Conntrack::new(ruleset(&f));
+        let mut ct = strict(ruleset(&f));
         let syn = ssh(Ingress, "203.0.113.5", 40000);
         ct.packet(&syn);
         f.security_groups[0].policies.ingress.remove(0);
@@ -843,7 +860,7 @@ instances:
         let text = serde_json::to_string(&events).unwrap();
         let back: Vec<Event> = serde_json::from_str(&text).unwrap();
         assert_eq!(back, events);
-        let steps = Conntrack::new(ruleset(&fleet())).run(&back);
+        let steps = strict(ruleset(&fleet())).run(&back);
         let v = serde_json::to_value(&steps).unwrap();
         assert_eq!(v[0]["decision"]["action"], "ACCEPT");
         assert_eq!(v[0]["decision"]["reason"], "new");
@@ -896,7 +913,7 @@ instances:
             ) {
                 let rs = |rules: Vec<ResolvedRule>| Ruleset { ingress: rules, ..Ruleset::default() };
                 let (before, after) = (rs(before), rs(after));
-                let mut ct = Conntrack::new(before.clone());
+                let mut ct = strict(before.clone());
                 for p in &ps {
                     let sim = to_sim(p);
                     let fresh = ct.flow(&sim.flow_key().unwrap()).is_none();
