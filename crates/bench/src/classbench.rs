@@ -447,6 +447,36 @@ mod tests {
         assert_eq!(protos, ["TCP", "7"]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(text in "[@0-9./: \\tx#\\na-fA-F]{0,200}") {
+            if let Ok(rules) = parse(&text) {
+                let projected = project(&rules);
+                let _ = DpdkExport::new(&projected, &[]);
+            }
+        }
+
+        #[test]
+        fn well_formed_lines_project_and_export(
+            a in proptest::prelude::any::<u32>(), len in 0u8..=40,
+            ports in proptest::prelude::any::<(u16, u16)>(),
+            proto in proptest::prelude::any::<(u8, u8)>(),
+        ) {
+            let line = format!(
+                "@{}/{len}\t0.0.0.0/0\t0 : 65535\t{} : {}\t{}/{}\n",
+                Ipv4Addr::from(a), ports.0, ports.1, proto.0, proto.1
+            );
+            let Ok(rules) = parse(&line) else {
+                proptest::prop_assert!(len > 32 || ports.0 > ports.1);
+                return Ok(());
+            };
+            let projected = project(&rules);
+            proptest::prop_assert_eq!(projected.len(), 1);
+            let x = DpdkExport::new(&projected, &[]);
+            proptest::prop_assert_eq!(x.rules.lines().count(), x.rule_of_line.len());
+        }
+    }
+
     #[test]
     fn prefixes_cover_ranges_exactly() {
         assert_eq!(range_prefixes(0, 0xffff_ffff), vec![(0, 0)]);
