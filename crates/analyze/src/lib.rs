@@ -20,6 +20,8 @@
 //!
 //! Panic contract: no public function panics on any input.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod check;
 pub mod diff;
