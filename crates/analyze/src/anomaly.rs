@@ -52,7 +52,7 @@ fn within(e: &Engine<'_>, s: &DirSummary, out: &mut Vec<Finding>) {
                 let covering = earlier(s, i, space, None);
                 let dir = rule.origin().direction;
                 if conflict.is_empty() {
-                    let w = space.witness(dir);
+                    let w = crate::check::witness(&space, dir);
                     out.push(
                         Finding::new(
                             CheckId::Ano002,
@@ -70,7 +70,7 @@ fn within(e: &Engine<'_>, s: &DirSummary, out: &mut Vec<Finding>) {
                         .with_witness(w),
                     );
                 } else {
-                    let w = conflict.witness(dir);
+                    let w = crate::check::witness(&conflict, dir);
                     let by = earlier(s, i, space, Some(rule.action()));
                     out.push(
                         Finding::new(
@@ -96,21 +96,22 @@ fn within(e: &Engine<'_>, s: &DirSummary, out: &mut Vec<Finding>) {
             } else {
                 let overlap = space.intersection(other);
                 if !overlap.is_empty() {
-                    let w = overlap.witness(rule.origin().direction);
+                    let w = crate::check::witness(&overlap, rule.origin().direction);
                     let by = earlier(s, i, space, Some(rule.action()));
                     out.push(
                         Finding::new(
                             CheckId::Ano003,
                             format!(
                                 "{} ({}) partly overlaps {} above it with the other action: \
-                                 those packets (e.g. {}) are {} by the earlier rule, the rest by \
-                                 this one. Fix: nothing if intended; otherwise narrow one of the \
-                                 rules so they do not overlap",
+                                 those packets (e.g. {}) are {} by the earlier rule, the rest are \
+                                 {} by this one. Fix: nothing if intended; otherwise narrow one \
+                                 of the rules so they do not overlap",
                                 rule.origin(),
                                 rule.policy(),
                                 by,
                                 w.map(|w| w.to_string()).unwrap_or_default(),
-                                past(opposite(rule.action()))
+                                past(opposite(rule.action())),
+                                past(rule.action())
                             ),
                             e.rule_location(rule.origin()),
                         )
@@ -195,9 +196,9 @@ fn across(e: &mut Engine<'_>, out: &mut Vec<Finding>) {
                         (false, true) => continue,
                     };
                     let w = if conflict.is_empty() {
-                        decided.witness(direction)
+                        crate::check::witness(&decided, direction)
                     } else {
-                        conflict.witness(direction)
+                        crate::check::witness(&conflict, direction)
                     };
                     let by = w
                         .as_ref()

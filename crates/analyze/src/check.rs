@@ -272,6 +272,38 @@ pub(crate) fn public_ranges(family: Family) -> Vec<AddrRange> {
     }
 }
 
+/// A packet of `set` for a finding: from the public address space when the
+/// set has one there (a "from the Internet" witness reads better as 1.0.0.1
+/// than as 0.0.0.0), and a host address rather than a network address
+/// when the set holds the next address too.
+pub(crate) fn witness(
+    set: &PacketSet,
+    direction: palisade_model::Direction,
+) -> Option<palisade_policy::Packet> {
+    static PUBLIC: std::sync::OnceLock<PacketSet> = std::sync::OnceLock::new();
+    let public = PUBLIC.get_or_init(|| {
+        let mut ranges = public_ranges(Family::V4);
+        ranges.extend(public_ranges(Family::V6));
+        all_traffic(&ranges)
+    });
+    let w = set
+        .intersection(public)
+        .witness(direction)
+        .or_else(|| set.witness(direction))?;
+    let next = match w.peer {
+        std::net::IpAddr::V4(a) => u32::from(a)
+            .checked_add(1)
+            .map(|n| std::net::IpAddr::V4(n.into())),
+        std::net::IpAddr::V6(a) => u128::from(a)
+            .checked_add(1)
+            .map(|n| std::net::IpAddr::V6(n.into())),
+    };
+    let host = next
+        .map(|peer| palisade_policy::Packet { peer, ..w })
+        .filter(|p| set.contains(p));
+    Some(host.unwrap_or(w))
+}
+
 /// The number of addresses in `ranges`.
 pub(crate) fn size(ranges: impl IntoIterator<Item = AddrRange>) -> u128 {
     ranges

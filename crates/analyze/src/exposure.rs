@@ -47,7 +47,7 @@ pub(crate) fn run(e: &mut Engine<'_>, options: &CheckOptions, out: &mut Vec<Find
                 if n == 0 || n.saturating_mul(2) < *total {
                     continue;
                 }
-                let Some(w) = open.witness(Direction::Ingress) else {
+                let Some(w) = crate::check::witness(&open, Direction::Ingress) else {
                     continue;
                 };
                 let any = if *family == Family::V4 {
@@ -88,7 +88,7 @@ pub(crate) fn run(e: &mut Engine<'_>, options: &CheckOptions, out: &mut Vec<Find
                 if full.is_empty() || size(full.iter().copied()).saturating_mul(2) < *total {
                     continue;
                 }
-                let Some(w) = open.witness(Direction::Ingress) else {
+                let Some(w) = crate::check::witness(&open, Direction::Ingress) else {
                     continue;
                 };
                 let any = if *family == Family::V4 {

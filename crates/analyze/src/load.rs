@@ -148,20 +148,20 @@ fn ref002(file: &FleetFile, p: &Problem) -> Finding {
     let segs = segments(&p.path);
     let fix = match segs.as_slice() {
         [("security_groups", _), ("policies", _), _, (field, _)] => format!(
-            "the rule's {field} names it, so Tencent would refuse the rule (ResourceNotFound) and \
-             Palisade analyses it as matching nothing; declare it in the file or point the rule \
-             at one that exists"
+            "the rule's {field} names it, so Tencent would refuse the rule (ResourceNotFound); \
+             Palisade analyses the rule as matching nothing. Fix: declare it in the file or point \
+             the rule at one that exists"
         ),
-        [("instances", _), ("security_groups", _)] => "the instance is bound to it; declare the \
-             group or remove the binding (the instance is analysed with its other groups)"
+        [("instances", _), ("security_groups", _)] => "the instance is bound to it (it is \
+             analysed with its other groups). Fix: declare the group or remove the binding"
             .to_string(),
         [("clusters", _), (field, _)] => format!(
-            "the cluster lists it in {field}; declare it or remove it from the list (the \
-             cluster is analysed without it)"
+            "the cluster lists it in {field} (it is analysed without it). Fix: declare it or \
+             remove it from the list"
         ),
-        _ => "declare it or remove the reference (analysed without it)".to_string(),
+        _ => "it is analysed without it. Fix: declare it or remove the reference".to_string(),
     };
-    Finding::new(CheckId::Ref002, format!("{what}: {fix}."), loc)
+    Finding::new(CheckId::Ref002, format!("{what}: {fix}"), loc)
 }
 
 /// The repairs one validation pass asks for.

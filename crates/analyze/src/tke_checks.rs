@@ -238,7 +238,7 @@ pub(crate) fn run(e: &mut Engine<'_>, out: &mut Vec<Finding>) {
                         continue;
                     }
                     if witness.is_none() {
-                        witness = lack.witness(Direction::Ingress);
+                        witness = crate::check::witness(&lack, Direction::Ingress);
                     }
                     missing.push(format!("{} from {}", ports_of(&lack), row.peer));
                 }
@@ -343,7 +343,7 @@ impl Ctx<'_, '_> {
         fix: &str,
     ) {
         let lack = required.difference(&effect.accepted);
-        let Some(witness) = lack.witness(direction_of(id)) else {
+        let Some(witness) = crate::check::witness(&lack, direction_of(id)) else {
             return;
         };
         let rule = self.e.decide(&self.node.security_groups, &witness);

@@ -59,7 +59,7 @@ fn tke001_node_must_accept_the_container_cidr() {
     let got = triggers(CheckId::Tke001, &on, &Fx::cluster());
     assert_eq!(got.len(), 2, "one per node");
     let w = got[0].witness.unwrap();
-    assert_eq!(w.peer.to_string(), "172.16.128.0");
+    assert_eq!(w.peer.to_string(), "172.16.128.1");
     assert_eq!(got[0].location.cluster.as_deref(), Some("cls-demo0001"));
     assert_eq!(got[0].location.instance.as_deref(), Some("ins-node0001"));
     assert!(got[0].location.line.is_some());
@@ -233,7 +233,7 @@ fn exp001_is_order_and_drop_aware() {
     ]);
     let got = partial.findings(CheckId::Exp001);
     assert!(!got.is_empty());
-    assert_eq!(got[0].witness.unwrap().peer.to_string(), "2.0.0.0");
+    assert_eq!(got[0].witness.unwrap().peer.to_string(), "2.0.0.1");
     // An allow-list is not "from 0.0.0.0/0"; IPv6 counts too; so does a group across two.
     assert!(web(vec![rule("TCP", "22", "203.0.113.0/24", "ACCEPT")])
         .findings(CheckId::Exp001)
@@ -569,7 +569,7 @@ fn json_shape_is_findings_with_id_severity_message_location_witness() {
     );
     assert_eq!(
         f["witness"],
-        serde_json::json!({"direction": "ingress", "protocol": 6, "peer": "1.0.0.0", "port": 22})
+        serde_json::json!({"direction": "ingress", "protocol": 6, "peer": "1.0.0.1", "port": 22})
     );
 }
 
