@@ -52,7 +52,7 @@ fn within(e: &Engine<'_>, s: &DirSummary, out: &mut Vec<Finding>) {
                 let covering = earlier(s, i, space, None);
                 let dir = rule.origin().direction;
                 if conflict.is_empty() {
-                    let w = crate::check::witness(&space, dir);
+                    let w = crate::check::witness(space, dir);
                     out.push(
                         Finding::new(
                             CheckId::Ano002,
@@ -196,7 +196,7 @@ fn across(e: &mut Engine<'_>, out: &mut Vec<Finding>) {
                         (false, true) => continue,
                     };
                     let w = if conflict.is_empty() {
-                        crate::check::witness(&decided, direction)
+                        crate::check::witness(decided, direction)
                     } else {
                         crate::check::witness(&conflict, direction)
                     };
