@@ -34,6 +34,40 @@ if [ -z "${PALISADE_SKIP_PY:-}" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi
 
+# ---- BEGIN PostgreSQL block (issue 8: PostgreSQL store, several servers) ----
+# Installs Debian's PostgreSQL (root only) and starts a private throw-away
+# cluster for this run on a free 127.0.0.1 port (scripts/pg-cluster.sh), so
+# the store's Rust tests and the API tests also run against PostgreSQL.
+# The cluster is stopped and deleted when this script exits, whatever happens.
+# PALISADE_TEST_PG=URL uses an existing server instead; PALISADE_SKIP_PG=1
+# skips the PostgreSQL half.
+pg_dir=""
+stop_pg() { if [ -n "$pg_dir" ]; then scripts/pg-cluster.sh stop "$pg_dir" || true; fi; }
+trap stop_pg EXIT
+if [ -z "${PALISADE_TEST_PG:-}" ] && [ -z "${PALISADE_SKIP_PG:-}" ]; then
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    say "installing postgresql"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql >/dev/null
+    # The package may start the system cluster; this script leaves nothing running.
+    if command -v pg_lsclusters >/dev/null; then
+      pg_lsclusters -h | awk '$4 == "online" {print $1, $2}' | while read -r v c; do
+        pg_ctlcluster "$v" "$c" stop || true
+      done
+    fi
+  fi
+  if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || command -v initdb >/dev/null; }; then
+    say "private PostgreSQL cluster"
+    pg_dir=$(mktemp -d /tmp/palisade-pg.XXXXXX)
+    scripts/pg-cluster.sh start "$pg_dir"
+    set -a; . "$pg_dir/env"; set +a
+  else
+    echo "note: PostgreSQL not installed and not root; PostgreSQL tests will be skipped" >&2
+  fi
+fi
+# ---- END PostgreSQL block ----
+
 say "cargo build"
 cargo build --workspace --all-targets
 say "cargo test"
@@ -42,4 +76,11 @@ cargo test --workspace
 if [ -z "${PALISADE_SKIP_PY:-}" ]; then
   say "python end-to-end tests"
   PALISADE_BIN="$PWD/target/debug/palisade" .venv/bin/python -m pytest -q tests/
+  # ---- BEGIN PostgreSQL block: the API tests again, on PostgreSQL ----
+  if [ -n "${PALISADE_TEST_PG:-}" ]; then
+    say "python end-to-end API tests on PostgreSQL"
+    PALISADE_STORE="$PALISADE_TEST_PG" PALISADE_BIN="$PWD/target/debug/palisade" \
+      .venv/bin/python -m pytest -q tests/api
+  fi
+  # ---- END PostgreSQL block ----
 fi

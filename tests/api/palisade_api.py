@@ -1,7 +1,13 @@
 """Helpers and fixtures of the end-to-end API tests (conftest.py re-exports
 the fixtures): a freshly started `palisade serve` on a free 127.0.0.1 port
 with a temporary data directory, and clients of the real Tencent Cloud
-Python SDK pointed at it."""
+Python SDK pointed at it.
+
+The store: SQLite in the data directory by default. With
+`PALISADE_STORE=postgres://USER:PASSWORD@HOST:PORT/DB` (a role that may create
+databases) every data directory gets a fresh PostgreSQL database of its own
+instead, so the same tests run against both stores (scripts/test.sh runs
+them twice)."""
 
 import json
 import os
@@ -27,6 +33,42 @@ from tencentcloud.vpc.v20170312 import vpc_client
 REPO = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("PALISADE_BIN", str(REPO / "target" / "debug" / "palisade"))
 REGION = "ap-guangzhou"
+PG_BASE = os.environ.get("PALISADE_STORE", "")
+if PG_BASE and not PG_BASE.startswith(("postgres://", "postgresql://")):
+    raise RuntimeError(f"PALISADE_STORE must be a postgres:// URL, not {PG_BASE!r}")
+_pg_databases = {}
+
+
+def scratch_database(base=PG_BASE):
+    """Creates an empty database on the server of `base`; returns its URL."""
+    import uuid
+
+    name = "palisade_py_" + uuid.uuid4().hex[:12]
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", base, "-c", f"CREATE DATABASE {name}"],
+                   check=True, capture_output=True)
+    head, _, query = base.partition("?")
+    scheme, _, rest = head.partition("://")
+    authority = rest.split("/", 1)[0]
+    return f"{scheme}://{authority}/{name}" + (f"?{query}" if query else "")
+
+
+def store_url(data_dir):
+    """The --store URL of the server whose data directory is `data_dir`
+    (None for SQLite, the default): one database per data directory, kept
+    across restarts of that server."""
+    if not PG_BASE:
+        return None
+    key = str(Path(data_dir).resolve())
+    if key not in _pg_databases:
+        _pg_databases[key] = scratch_database()
+    return _pg_databases[key]
+
+
+def store_args(data_dir):
+    """`--data-dir DIR` plus `--store URL` when the tests run on PostgreSQL:
+    for `serve` and the `account` commands."""
+    url = store_url(data_dir)
+    return ["--data-dir", str(data_dir)] + (["--store", url] if url else [])
 
 
 def free_port():
@@ -48,7 +90,7 @@ class Server:
     def start(self):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--listen", self.endpoint, "--data-dir", str(self.data_dir)],
+            [BIN, "serve", "--listen", self.endpoint, *store_args(self.data_dir)],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -79,7 +121,7 @@ class Server:
 
     def create_account(self, name):
         out = subprocess.run(
-            [BIN, "account", "create", name, "--data-dir", str(self.data_dir), "--output", "json"],
+            [BIN, "account", "create", name, *store_args(self.data_dir), "--output", "json"],
             check=True,
             capture_output=True,
             text=True,

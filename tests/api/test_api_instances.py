@@ -137,16 +137,16 @@ def test_instance_scoped_agent_credential(server, fresh):
     import json
     import subprocess
 
-    from palisade_api import BIN, Api
+    from palisade_api import BIN, Api, store_args
 
     ins = register(fresh, "10.0.0.1")
     other = register(fresh, "10.0.0.2")
     account = [a for a in json.loads(subprocess.run(
-        [BIN, "account", "list", "--data-dir", str(server.data_dir), "--output", "json"],
+        [BIN, "account", "list", *store_args(server.data_dir), "--output", "json"],
         check=True, capture_output=True, text=True).stdout) if a["AccountId"] == fresh.creds["AccountId"]][0]
     assert "SecretKey" not in account
     out = subprocess.run([BIN, "account", "instance-key", "--account", account["Name"], "--instance", ins,
-                          "--data-dir", str(server.data_dir), "--output", "json"], check=True, capture_output=True, text=True)
+                          *store_args(server.data_dir), "--output", "json"], check=True, capture_output=True, text=True)
     key = json.loads(out.stdout)
     assert key["InstanceId"] == ins and key["AccountId"] == fresh.creds["AccountId"]
     agent = Api(server, key)
@@ -173,7 +173,7 @@ def test_instance_scoped_agent_credential(server, fresh):
     assert error_code(fresh.p, "ReportInstanceStatus", {"InstanceId": ins}) == "MissingParameter"
     assert error_code(fresh.p, "ReportInstanceStatus", {"InstanceId": ins, "AppliedRevision": 1, "Counters": [{"SecurityGroupId": "sg-1", "Direction": "in", "PolicyIndex": 0, "Packets": 0, "Bytes": 0}]}) == "InvalidParameterValue.Malformed"
     bad = subprocess.run([BIN, "account", "instance-key", "--account", account["Name"], "--instance", "ins-00000000",
-                          "--data-dir", str(server.data_dir)], capture_output=True, text=True)
+                          *store_args(server.data_dir)], capture_output=True, text=True)
     assert bad.returncode != 0 and "not registered" in bad.stderr
     # Deregistering the instance revokes its agent's credential.
     fresh.p("DeregisterInstances", {"InstanceIds": [ins]})

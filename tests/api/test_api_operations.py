@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from palisade_api import BIN, Api, Server, error_code
+from palisade_api import BIN, Api, Server, error_code, store_args
 
 
 def test_admin_credentials_file(server):
@@ -28,7 +28,7 @@ def test_account_create_while_running(server):
     assert set(creds) == {"AccountId", "SecretId", "SecretKey"}
     api = Api(server, creds)
     assert api.v("DescribeSecurityGroups")["TotalCount"] == 0
-    dup = subprocess.run([BIN, "account", "create", "carol", "--data-dir", str(server.data_dir)], capture_output=True, text=True)
+    dup = subprocess.run([BIN, "account", "create", "carol", *store_args(server.data_dir)], capture_output=True, text=True)
     assert dup.returncode != 0 and "already exists" in dup.stderr
     assert creds["SecretKey"] not in server.log_path.read_text()
 
@@ -80,7 +80,7 @@ def test_https_with_tls_cert_and_key(tmp_path):
     port = free_port()
     data = tmp_path / "data"
     log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data),
+    proc = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", *store_args(data),
                              "--tls-cert", str(cert), "--tls-key", str(key)], stdout=log, stderr=subprocess.STDOUT)
     try:
         import socket

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use palisade_store::{SqliteStore, Store};
+use palisade_store::{Location, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,9 +14,15 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9180")]
     listen: SocketAddr,
-    /// Directory of the SQLite database and admin-credentials.json.
+    /// Directory of admin-credentials.json (and of the SQLite database
+    /// palisade.db unless --store names another store).
     #[arg(long, default_value = "./palisade-data")]
     data_dir: PathBuf,
+    /// The store: sqlite://PATH (a database file) or
+    /// postgres://USER:PASSWORD@HOST:PORT/DBNAME (shared by several servers).
+    /// Default: sqlite://DATA_DIR/palisade.db.
+    #[arg(long, value_name = "URL")]
+    store: Option<Location>,
     /// PEM certificate chain: serve HTTPS (needs --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -58,9 +64,13 @@ pub struct InstanceKeyArgs {
     /// The instance (`ins-...`, registered with RegisterInstances).
     #[arg(long)]
     instance: String,
-    /// The server's data directory.
+    /// The server's data directory (its SQLite database, unless --store).
     #[arg(long, default_value = "./palisade-data")]
     data_dir: PathBuf,
+    /// The server's store (sqlite://PATH or postgres://...), as given to
+    /// `serve --store`.
+    #[arg(long, value_name = "URL")]
+    store: Option<Location>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -71,9 +81,13 @@ pub struct InstanceKeyArgs {
 pub struct AccountCreateArgs {
     /// Unique account name: letters, digits, '-', '_' or '.'.
     name: String,
-    /// The server's data directory.
+    /// The server's data directory (its SQLite database, unless --store).
     #[arg(long, default_value = "./palisade-data")]
     data_dir: PathBuf,
+    /// The server's store (sqlite://PATH or postgres://...), as given to
+    /// `serve --store`.
+    #[arg(long, value_name = "URL")]
+    store: Option<Location>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -82,9 +96,13 @@ pub struct AccountCreateArgs {
 /// `palisade account list`.
 #[derive(Args)]
 pub struct AccountListArgs {
-    /// The server's data directory.
+    /// The server's data directory (its SQLite database, unless --store).
     #[arg(long, default_value = "./palisade-data")]
     data_dir: PathBuf,
+    /// The server's store (sqlite://PATH or postgres://...), as given to
+    /// `serve --store`.
+    #[arg(long, value_name = "URL")]
+    store: Option<Location>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -99,11 +117,21 @@ enum Output {
     Json,
 }
 
+/// Opens the store named by `--store`, or the SQLite database of `--data-dir`.
+fn open_store(
+    store: Option<Location>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    let location = store.unwrap_or_else(|| Location::Sqlite(data_dir.join("palisade.db")));
+    palisade_store::open(&location).with_context(|| format!("opening the store {location}"))
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = palisade_server::Config {
         listen: args.listen,
         data_dir: args.data_dir,
+        store: args.store,
         tls: args.tls_cert.zip(args.tls_key),
         limits: palisade_model::Limits::default(),
         log_json: args.log_format == LogFormat::Json,
@@ -116,8 +144,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 pub fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AccountCommand::Create(a) => {
-            let store = SqliteStore::open_dir(&a.data_dir)
-                .with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
+            let store = open_store(a.store, &a.data_dir)?;
             let acc = store
                 .create_account(&a.name)
                 .with_context(|| format!("creating account {:?}", a.name))?;
@@ -132,8 +159,7 @@ pub fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AccountCommand::InstanceKey(a) => {
-            let store = SqliteStore::open_dir(&a.data_dir)
-                .with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
+            let store = open_store(a.store, &a.data_dir)?;
             let owner = store
                 .account_by_name(&a.account)?
                 .with_context(|| format!("no account named {:?}", a.account))?;
@@ -165,8 +191,7 @@ pub fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AccountCommand::List(a) => {
-            let store = SqliteStore::open_dir(&a.data_dir)
-                .with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
+            let store = open_store(a.store, &a.data_dir)?;
             let accounts = store.accounts()?;
             match a.output {
                 Output::Json => {

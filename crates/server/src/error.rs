@@ -66,7 +66,17 @@ impl From<ModelError> for ApiError {
 }
 
 impl From<StoreError> for ApiError {
+    /// A store failure is `InternalError`; when the database is unreachable
+    /// the message says so (the client may retry) and the log line is a
+    /// warning naming the cause.
     fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "store unavailable");
+            return Self::new(
+                "InternalError",
+                "the database is unavailable; retry shortly",
+            );
+        }
         Self::internal(e)
     }
 }

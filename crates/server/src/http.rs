@@ -245,6 +245,7 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let mut credential = None;
+        let mut lookup_error = None;
         let lookup = |secret_id: &str| match state.store.credential(secret_id) {
             Ok(Some(c)) => {
                 let key = c.secret_key.clone();
@@ -253,7 +254,7 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
             }
             Ok(None) => None,
             Err(e) => {
-                tracing::error!(error = %e, "credential lookup failed");
+                lookup_error = Some(e);
                 None
             }
         };
@@ -263,8 +264,12 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
             body,
             now,
             lookup,
-        )
-        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+        );
+        // A store that cannot be read is the server's fault, not a bad key.
+        if let Some(e) = lookup_error {
+            return Err(ApiError::from(e));
+        }
+        let verified = verified.map_err(|e| ApiError::new(e.code(), e.to_string()))?;
         let credential =
             credential.ok_or_else(|| ApiError::internal("verified request without credential"))?;
         let account = &credential.account;

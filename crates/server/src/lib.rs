@@ -18,7 +18,7 @@ pub mod params;
 pub mod tc3;
 
 use palisade_model::limits::Limits;
-use palisade_store::{Account, SqliteStore, Store, StoreError};
+use palisade_store::{Account, Location, Store, StoreError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,8 +50,11 @@ pub enum ServerError {
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Directory of the SQLite database and the admin credentials.
+    /// Directory of the admin credentials (and of the SQLite database
+    /// `palisade.db` when `store` is `None`).
     pub data_dir: PathBuf,
+    /// Where the store lives; `None` is `sqlite://DATA_DIR/palisade.db`.
+    pub store: Option<Location>,
     /// PEM certificate chain and private key, for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Quotas.
@@ -77,7 +80,22 @@ pub fn ensure_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<PathBuf
     if store.account_by_name(ADMIN_ACCOUNT)?.is_some() {
         return Ok(None);
     }
-    let account = store.create_account(ADMIN_ACCOUNT)?;
+    let account = match store.create_account(ADMIN_ACCOUNT) {
+        Ok(a) => a,
+        // Another server on the same database created it first.
+        Err(StoreError::AccountExists(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if !data_dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(data_dir).map_err(|source| ServerError::Io {
+            context: format!("creating {}", data_dir.display()),
+            source,
+        })?;
+    }
     let path = data_dir.join(ADMIN_CREDENTIALS_FILE);
     let text = format!("{:#}\n", credentials_json(&account));
     write_private(&path, text.as_bytes()).map_err(|source| ServerError::Io {
@@ -142,9 +160,35 @@ pub fn init_logging(json: bool) {
 
 /// The async body of [`run_blocking`].
 pub async fn run(config: Config) -> Result<(), ServerError> {
-    let store = SqliteStore::open_dir(&config.data_dir)?;
-    tracing::info!(data_dir = %config.data_dir.display(), "store opened (SQLite, WAL, synchronous=FULL)");
-    match ensure_admin(&store, &config.data_dir)? {
+    let location = config
+        .store
+        .clone()
+        .unwrap_or_else(|| Location::Sqlite(config.data_dir.join("palisade.db")));
+    // Opening PostgreSQL connects synchronously: keep it off the async threads.
+    let (store, admin) = {
+        let location = location.clone();
+        let data_dir = config.data_dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
+            let store = palisade_store::open(&location)?;
+            let admin = ensure_admin(store.as_ref(), &data_dir)?;
+            Ok((store, admin))
+        })
+        .await
+        .map_err(|e| ServerError::Io {
+            context: "opening the store".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??
+    };
+    match &location {
+        Location::Sqlite(_) => {
+            tracing::info!(store = %location, "store opened (SQLite, WAL, synchronous=FULL)")
+        }
+        Location::Postgres(_) => tracing::info!(
+            store = %location,
+            "store opened (PostgreSQL, schema migrated; LISTEN palisade_revision)"
+        ),
+    }
+    match admin {
         Some(path) => tracing::info!(
             path = %path.display(),
             "created account `admin`; its credentials are in this file (mode 0600)"
@@ -154,7 +198,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             "account `admin` exists; its credentials were written to this file on first start"
         ),
     }
-    let state = Arc::new(http::AppState::new(Arc::new(store), config.limits));
+    let state = Arc::new(http::AppState::new(store, config.limits));
     let app = http::router(state.clone());
     let shutdown = {
         let state = state.clone();

@@ -15,14 +15,22 @@
 //! ids each rule references: the store does not interpret rules (that is the
 //! `model` crate's job), but it keeps the reference index that answers
 //! "who references this group or template" inside the same transaction.
-//! A PostgreSQL implementation maps the same trait onto `BEGIN ... COMMIT`
-//! with `SELECT ... FOR UPDATE` and `LISTEN/NOTIFY` for the revision.
+//! Two backends: [`SqliteStore`] (one file, the default) and [`PgStore`]
+//! (PostgreSQL, shared by several servers: `SELECT ... FOR UPDATE` on the
+//! revision row serialises writers, `LISTEN/NOTIFY` carries the revision).
+//! [`open`] picks one from a [`Location`] such as `sqlite:///var/lib/x.db`
+//! or `postgres://palisade@db/palisade`.
 
 #![forbid(unsafe_code)]
 
+mod pg;
 mod sqlite;
 
+pub use pg::{PgStore, MIGRATIONS as PG_MIGRATIONS, REVISION_CHANNEL};
 pub use sqlite::SqliteStore;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -36,6 +44,26 @@ pub enum StoreError {
     /// The database reported an error.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// PostgreSQL refused a statement.
+    #[error("PostgreSQL error: {0}")]
+    Postgres(#[source] postgres::Error),
+    /// The database cannot be reached (down, restarting, connection lost, or
+    /// every pooled connection busy); the request may be retried.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A store location that is neither `sqlite://PATH` nor `postgres://...`.
+    #[error("invalid store location {0}")]
+    InvalidLocation(String),
+    /// The database was migrated by a newer palisade than this one.
+    #[error(
+        "database schema version {found} is newer than this binary's {known}; upgrade palisade"
+    )]
+    SchemaTooNew {
+        /// The newest migration recorded in the database.
+        found: i64,
+        /// The newest migration this binary knows.
+        known: i64,
+    },
     /// A stored record could not be decoded.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
@@ -55,6 +83,95 @@ pub enum StoreError {
     /// The record to update or delete does not exist.
     #[error("record {0:?} not found")]
     NotFound(String),
+}
+
+impl From<postgres::Error> for StoreError {
+    /// Errors without an SQLSTATE are connection failures: the database is
+    /// down or restarting, which callers report as retryable.
+    fn from(e: postgres::Error) -> Self {
+        if e.code().is_none() || e.is_closed() {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Postgres(e)
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the failure is the database being unreachable (retry later)
+    /// rather than a fault in the data or the request.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+}
+
+impl std::str::FromStr for Location {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        if let Some(path) = s.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(StoreError::InvalidLocation(format!(
+                    "{s:?}: sqlite:// needs a file path, e.g. sqlite:///var/lib/palisade/palisade.db"
+                )));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(Self::Postgres(s.to_string()));
+        }
+        Err(StoreError::InvalidLocation(format!(
+            "{s:?}: use sqlite://PATH or postgres://USER@HOST/DBNAME"
+        )))
+    }
+}
+
+impl std::fmt::Display for Location {
+    /// The location without any password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            Self::Postgres(url) => f.write_str(&redact_password(url)),
+        }
+    }
+}
+
+/// `url` with the password of its `user:password@` part replaced by `***`.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Opens the store at `location`: a SQLite file (created if needed, mode
+/// 0600) or a PostgreSQL database (migrated to this binary's schema).
+/// PostgreSQL connects synchronously: call it outside async code (or in
+/// `spawn_blocking`).
+pub fn open(location: &Location) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match location {
+        Location::Sqlite(path) => Arc::new(SqliteStore::open_file(path)?),
+        Location::Postgres(url) => Arc::new(PgStore::open(url)?),
+    })
 }
 
 /// An API account: its credentials and the namespace of its resources.
@@ -140,6 +257,16 @@ impl TemplateKind {
             Self::Service => "service",
             Self::ServiceGroup => "service_group",
         }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "address" => Self::Address,
+            "address_group" => Self::AddressGroup,
+            "service" => Self::Service,
+            "service_group" => Self::ServiceGroup,
+            _ => return None,
+        })
     }
 }
 
@@ -397,10 +524,60 @@ pub fn random_id(prefix: &str, n: usize) -> String {
     s
 }
 
+/// Checks an account name: 1-64 letters, digits, `-`, `_` or `.`.
+fn check_account_name(name: &str) -> Result<(), StoreError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidAccountName(name.to_string()))
+    }
+}
+
+/// `prefix` and `n` random letters and digits, for secrets.
+fn random_alnum(prefix: &str, n: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    // thread_rng is a CSPRNG (ChaCha, reseeded from the OS), fit for secrets.
+    let mut rng = rand::thread_rng();
+    let mut s = String::from(prefix);
+    for _ in 0..n {
+        s.push(char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]));
+    }
+    s
+}
+
 /// The current UTC time as Tencent prints it, `YYYY-MM-DD HH:MM:SS`.
 pub fn now_string() -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     time::OffsetDateTime::now_utc()
         .format(&fmt)
         .unwrap_or_else(|_| String::from("1970-01-01 00:00:00"))
+}
+
+/// Creates an empty database named `palisade_<random>` on the server of
+/// `base_url` (whose role must have `CREATEDB`) and returns its URL, for
+/// tests that each need a database of their own.
+pub fn scratch_database(base_url: &str) -> Result<String, StoreError> {
+    let config: postgres::Config = base_url
+        .parse()
+        .map_err(|e: postgres::Error| StoreError::InvalidLocation(format!("{e}")))?;
+    let mut client = config.connect(postgres::NoTls)?;
+    let name = random_id("palisade_", 12);
+    // `name` is lower-case letters, digits and `_`: a plain identifier.
+    client.batch_execute(&format!("CREATE DATABASE {name}"))?;
+    let (head, query) = match base_url.split_once('?') {
+        Some((h, q)) => (h, format!("?{q}")),
+        None => (base_url, String::new()),
+    };
+    let scheme_end = head.find("://").map_or(0, |i| i + 3);
+    let base = match head[scheme_end..].find('/') {
+        Some(i) => &head[..scheme_end + i],
+        None => head,
+    };
+    Ok(format!("{base}/{name}{query}"))
 }

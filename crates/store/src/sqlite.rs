@@ -69,18 +69,26 @@ CREATE TABLE IF NOT EXISTS instance_status (
 impl SqliteStore {
     /// Opens (creating if needed) the database `palisade.db` in `data_dir`.
     pub fn open_dir(data_dir: &Path) -> Result<Self, StoreError> {
-        if !data_dir.exists() {
-            std::fs::create_dir_all(data_dir)?;
-            // The directory holds secret keys (database, WAL, credentials).
-            restrict_mode(data_dir, 0o700)?;
+        Self::open_file(&data_dir.join("palisade.db"))
+    }
+
+    /// Opens (creating if needed, with a 0700 parent directory) the database
+    /// file at `path` and restricts it, its WAL and shared-memory files to
+    /// their owner: they hold secret keys.
+    pub fn open_file(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir)?;
+                restrict_mode(dir, 0o700)?;
+            }
         }
-        let path = data_dir.join("palisade.db");
-        let store = Self::open(&path)?;
-        // Make sure the WAL and shared-memory files exist, then restrict
-        // every database file to its owner: the WAL holds secret keys too.
+        let store = Self::open(path)?;
+        // Make sure the WAL and shared-memory files exist, then restrict them.
         store.lock().execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
         for suffix in ["", "-wal", "-shm"] {
-            let p = data_dir.join(format!("palisade.db{suffix}"));
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let p = std::path::PathBuf::from(p);
             if p.exists() {
                 restrict_mode(&p, 0o600)?;
             }
@@ -96,6 +104,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let revision = read_revision(&conn)?;
         let (revision_tx, _) = watch::channel(revision);
         Ok(Self {
@@ -123,6 +132,29 @@ fn restrict_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
 
 #[cfg(not(unix))]
 fn restrict_mode(_path: &Path, _mode: u32) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// The newest schema version this binary writes. Version 1 is [`SCHEMA`];
+/// a later version adds its statements to [`migrate`].
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Records the schema version in `schema_migrations` (as the PostgreSQL
+/// store does) and refuses a database from a newer binary.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
+         INSERT OR IGNORE INTO schema_migrations (version, applied_at) VALUES (1, datetime('now'));",
+    )?;
+    let newest: i64 = conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+        r.get(0)
+    })?;
+    if newest > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: newest,
+            known: SCHEMA_VERSION,
+        });
+    }
     Ok(())
 }
 
@@ -182,14 +214,7 @@ impl Store for SqliteStore {
     }
 
     fn create_account(&self, name: &str) -> Result<Account, StoreError> {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !valid {
-            return Err(StoreError::InvalidAccountName(name.to_string()));
-        }
+        crate::check_account_name(name)?;
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let exists: Option<String> = tx
@@ -203,8 +228,8 @@ impl Store for SqliteStore {
         let account = Account {
             id: random_id("acc-", 8),
             name: name.to_string(),
-            secret_id: random_alnum("AKID", 32),
-            secret_key: random_alnum("", 32),
+            secret_id: crate::random_alnum("AKID", 32),
+            secret_key: crate::random_alnum("", 32),
             created_time: crate::now_string(),
         };
         tx.execute(
@@ -243,8 +268,8 @@ impl Store for SqliteStore {
         let key = InstanceKey {
             account_id: account_id.to_string(),
             instance_id: instance_id.to_string(),
-            secret_id: random_alnum("AKID", 32),
-            secret_key: random_alnum("", 32),
+            secret_id: crate::random_alnum("AKID", 32),
+            secret_key: crate::random_alnum("", 32),
         };
         tx.execute(
             "INSERT INTO instance_keys (secret_id, secret_key, account_id, instance_id, created_time) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -342,18 +367,6 @@ impl Store for SqliteStore {
         let rows = stmt.query_map([], account_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-}
-
-fn random_alnum(prefix: &str, n: usize) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    // thread_rng is a CSPRNG (ChaCha, reseeded from the OS), fit for secrets.
-    let mut rng = rand::thread_rng();
-    let mut s = String::from(prefix);
-    for _ in 0..n {
-        s.push(char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]));
-    }
-    s
 }
 
 fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {

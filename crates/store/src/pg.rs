@@ -1,0 +1,1064 @@
+//! The PostgreSQL implementation of [`Store`] (DESIGN.md section 5): several
+//! `palisade serve` processes share one database and behave as one server.
+//!
+//! Writes: every write transaction starts by locking the single `meta`
+//! revision row (`SELECT ... FOR UPDATE`). That lock serialises writers
+//! across all processes, so the closure's reads (the policy set `Version`
+//! above all) see every write committed before it, in any process, and a
+//! stale `Version` is refused whichever server the other write went
+//! through. A transaction that changed something bumps the revision and
+//! sends `NOTIFY palisade_revision, '<revision>'` inside the same
+//! transaction, so the notification goes out exactly when the commit does.
+//! Reads run in `REPEATABLE READ READ ONLY` transactions: one snapshot.
+//!
+//! Wake-ups: one listener thread per process holds a connection that
+//! `LISTEN`s on `palisade_revision` and feeds the revision watch channel, so
+//! agents long-polling on any server wake when any server commits. When the
+//! listener's connection breaks it reconnects (once a second) and reads the
+//! current revision, so a notification missed while disconnected is not
+//! lost.
+//!
+//! Schema: versioned migrations in [`MIGRATIONS`], applied at open inside
+//! one transaction under an advisory lock (several servers may start at
+//! once) and recorded in `schema_migrations`. A database migrated by a newer
+//! binary is refused rather than misread.
+//!
+//! Connections: a small pool; a connection that broke (the database
+//! restarted) is dropped and a new one opened on next use, so a server rides
+//! out a database restart without being restarted itself. While the database
+//! is unreachable every store call fails with [`StoreError::Unavailable`].
+
+use crate::{
+    random_id, Account, ClusterRecord, Credential, GroupRecord, InstanceKey, InstanceRecord,
+    RuleRecord, Store, StoreError, TemplateKind, TemplateRecord, Tx,
+};
+use postgres::types::ToSql;
+use postgres::{Client, IsolationLevel, NoTls, Row};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The notification channel carrying each new revision.
+pub const REVISION_CHANNEL: &str = "palisade_revision";
+
+/// Most connections one process opens (the listener's not counted).
+const POOL_SIZE: usize = 16;
+/// How long a caller waits for a free connection before failing.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An arbitrary constant naming the advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = 0x5041_4c49_5341_4445; // "PALISADE"
+
+/// The schema, one entry per version, applied in order and never edited
+/// once released (add a new version instead).
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('revision', 0);
+CREATE TABLE accounts (
+    seq BIGSERIAL, id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, secret_id TEXT NOT NULL UNIQUE,
+    secret_key TEXT NOT NULL, created_time TEXT NOT NULL);
+CREATE TABLE groups (
+    seq BIGSERIAL, id TEXT PRIMARY KEY, account_id TEXT NOT NULL,
+    name TEXT NOT NULL, description TEXT NOT NULL, project_id TEXT NOT NULL,
+    is_default BOOLEAN NOT NULL, created_time TEXT NOT NULL, update_time TEXT NOT NULL,
+    tags TEXT NOT NULL, version BIGINT NOT NULL, ingress TEXT NOT NULL, egress TEXT NOT NULL);
+CREATE INDEX groups_account ON groups (account_id, seq);
+CREATE TABLE templates (
+    seq BIGSERIAL, id TEXT PRIMARY KEY, account_id TEXT NOT NULL,
+    kind TEXT NOT NULL, name TEXT NOT NULL, members TEXT NOT NULL, extra TEXT NOT NULL,
+    tags TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL);
+CREATE INDEX templates_account ON templates (account_id, kind, seq);
+CREATE TABLE refs (account_id TEXT NOT NULL, from_id TEXT NOT NULL, to_id TEXT NOT NULL);
+CREATE INDEX refs_to ON refs (account_id, to_id);
+CREATE INDEX refs_from ON refs (from_id);
+CREATE TABLE instances (
+    seq BIGSERIAL, id TEXT PRIMARY KEY, account_id TEXT NOT NULL,
+    name TEXT NOT NULL, private_ips TEXT NOT NULL, created_time TEXT NOT NULL);
+CREATE INDEX instances_account ON instances (account_id, seq);
+CREATE TABLE bindings (
+    account_id TEXT NOT NULL, instance_id TEXT NOT NULL, position BIGINT NOT NULL,
+    group_id TEXT NOT NULL, PRIMARY KEY (instance_id, position));
+CREATE INDEX bindings_group ON bindings (account_id, group_id);
+CREATE TABLE instance_keys (
+    secret_id TEXT PRIMARY KEY, secret_key TEXT NOT NULL, account_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL, created_time TEXT NOT NULL);
+CREATE INDEX instance_keys_instance ON instance_keys (instance_id);
+CREATE TABLE clusters (
+    seq BIGSERIAL, id TEXT PRIMARY KEY, account_id TEXT NOT NULL,
+    body TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL);
+CREATE TABLE instance_status (
+    instance_id TEXT PRIMARY KEY, account_id TEXT NOT NULL, body TEXT NOT NULL,
+    reported_time TEXT NOT NULL);
+",
+)];
+
+/// A [`Store`] on a PostgreSQL database shared by any number of servers.
+pub struct PgStore {
+    pool: Arc<Pool>,
+    revision_tx: watch::Sender<u64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:password@host:port/dbname`, or
+    /// any form `tokio-postgres` accepts), applies pending migrations and
+    /// starts the `LISTEN` thread.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| StoreError::InvalidLocation(format!("{url:?}: {e}")))?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
+        config.application_name("palisade");
+        let pool = Arc::new(Pool {
+            config,
+            idle: Mutex::new(PoolState {
+                idle: Vec::new(),
+                in_use: 0,
+            }),
+            freed: Condvar::new(),
+        });
+        {
+            let mut conn = pool.get()?;
+            migrate(&mut conn)?;
+        }
+        let revision = {
+            let mut conn = pool.get()?;
+            read_revision(&mut *conn)?
+        };
+        let (revision_tx, _) = watch::channel(revision);
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let pool = pool.clone();
+            let tx = revision_tx.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("palisade-pg-listen".into())
+                .spawn(move || listen(&pool.config, &tx, &stop))?;
+        }
+        Ok(Self {
+            pool,
+            revision_tx,
+            stop,
+        })
+    }
+
+    /// The highest migration version this binary knows.
+    pub fn schema_version() -> i32 {
+        MIGRATIONS.last().map_or(0, |m| m.0)
+    }
+
+    fn bump_local(&self, rev: u64) {
+        bump(&self.revision_tx, rev);
+    }
+
+    fn write_tx<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        lock_writers(&mut tx)?;
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn bump(tx: &watch::Sender<u64>, rev: u64) {
+    tx.send_if_modified(|cur| {
+        if rev > *cur {
+            *cur = rev;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// Takes the global writer lock: the revision row.
+fn lock_writers(tx: &mut postgres::Transaction<'_>) -> Result<(), StoreError> {
+    tx.query_one(
+        "SELECT value FROM meta WHERE key = 'revision' FOR UPDATE",
+        &[],
+    )?;
+    Ok(())
+}
+
+fn read_revision(c: &mut impl postgres::GenericClient) -> Result<u64, StoreError> {
+    let row = c.query_one("SELECT value FROM meta WHERE key = 'revision'", &[])?;
+    let v: i64 = col(&row, 0)?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+/// Applies every migration the database lacks, in one transaction, under an
+/// advisory lock so concurrently starting servers migrate once.
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )?;
+    let applied: Vec<i32> = tx
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )?
+        .iter()
+        .map(|r| col(r, 0))
+        .collect::<Result<_, _>>()?;
+    let known = PgStore::schema_version();
+    if let Some(&newest) = applied.last() {
+        if newest > known {
+            return Err(StoreError::SchemaTooNew {
+                found: i64::from(newest),
+                known: i64::from(known),
+            });
+        }
+    }
+    for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[version],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The listener thread: `LISTEN`, forward each notified revision to the
+/// watch channel; reconnect and catch up after any break.
+fn listen(config: &postgres::Config, revision: &watch::Sender<u64>, stop: &AtomicBool) {
+    let mut logged_down = false;
+    while !stop.load(Ordering::Relaxed) {
+        let mut client = match config.connect(NoTls) {
+            Ok(c) => c,
+            Err(e) => {
+                if !logged_down {
+                    tracing::warn!(error = %e, "revision listener cannot reach PostgreSQL; retrying every second");
+                }
+                logged_down = true;
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let ready = client
+            .batch_execute(&format!("LISTEN {REVISION_CHANNEL}"))
+            .map_err(StoreError::from)
+            .and_then(|()| read_revision(&mut client));
+        match ready {
+            Ok(rev) => bump(revision, rev),
+            Err(_) => {
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        }
+        if logged_down {
+            tracing::info!("revision listener reconnected to PostgreSQL");
+            logged_down = false;
+        }
+        // Wake once a second only to notice `stop`; no query is sent.
+        'conn: while !stop.load(Ordering::Relaxed) {
+            {
+                let mut notes = client.notifications();
+                let mut it = notes.timeout_iter(Duration::from_secs(1));
+                loop {
+                    match postgres::fallible_iterator::FallibleIterator::next(&mut it) {
+                        Ok(Some(n)) => {
+                            if let Ok(rev) = n.payload().parse::<u64>() {
+                                bump(revision, rev);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => break 'conn,
+                    }
+                }
+            }
+            if client.is_closed() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A minimal blocking connection pool: at most [`POOL_SIZE`] connections,
+/// broken ones dropped on return.
+struct Pool {
+    config: postgres::Config,
+    idle: Mutex<PoolState>,
+    freed: Condvar,
+}
+
+struct PoolState {
+    idle: Vec<Client>,
+    in_use: usize,
+}
+
+impl Pool {
+    fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // The state is a list and a counter, consistent between statements.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self) -> Result<Conn<'_>, StoreError> {
+        let mut st = self.state();
+        let deadline = std::time::Instant::now() + POOL_WAIT;
+        while st.idle.is_empty() && st.in_use >= POOL_SIZE {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Unavailable(
+                    "no free database connection within 10 s".into(),
+                ));
+            }
+            st = self
+                .freed
+                .wait_timeout(st, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        st.in_use += 1;
+        let reused = st.idle.pop();
+        drop(st);
+        let client = match reused {
+            Some(c) if !c.is_closed() => Ok(c),
+            _ => self.config.connect(NoTls).map_err(StoreError::from),
+        };
+        match client {
+            Ok(client) => Ok(Conn {
+                pool: self,
+                client: Some(client),
+            }),
+            Err(e) => {
+                self.release(None);
+                Err(e)
+            }
+        }
+    }
+
+    fn release(&self, client: Option<Client>) {
+        let mut st = self.state();
+        st.in_use = st.in_use.saturating_sub(1);
+        if let Some(c) = client {
+            if !c.is_closed() {
+                st.idle.push(c);
+            }
+        }
+        drop(st);
+        self.freed.notify_one();
+    }
+}
+
+/// A pooled connection, returned to the pool on drop.
+struct Conn<'a> {
+    pool: &'a Pool,
+    client: Option<Client>,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        // `client` is `Some` from creation until drop.
+        self.client.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        self.pool.release(self.client.take());
+    }
+}
+
+/// A typed column, as a store error rather than a panic on a mismatch.
+fn col<'r, T: postgres::types::FromSql<'r>>(row: &'r Row, i: usize) -> Result<T, StoreError> {
+    row.try_get(i)
+        .map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Store for PgStore {
+    fn read_dyn(&self, f: &mut dyn FnMut(&dyn Tx)) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        let tx = conn
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let t = PgTx {
+            tx: RefCell::new(tx),
+            dirty: false,
+        };
+        f(&t);
+        t.tx.into_inner().commit()?;
+        Ok(())
+    }
+
+    fn write_dyn(&self, f: &mut dyn FnMut(&mut dyn Tx) -> bool) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        lock_writers(&mut tx)?;
+        let mut t = PgTx {
+            tx: RefCell::new(tx),
+            dirty: false,
+        };
+        if !f(&mut t) {
+            // Dropping the transaction rolls it back.
+            return Ok(());
+        }
+        let dirty = t.dirty;
+        let mut tx = t.tx.into_inner();
+        let mut new_revision = None;
+        if dirty {
+            let row = tx.query_one(
+                "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
+                &[],
+            )?;
+            let rev: i64 = col(&row, 0)?;
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&REVISION_CHANNEL, &rev.to_string()],
+            )?;
+            new_revision = Some(u64::try_from(rev).unwrap_or(0));
+        }
+        tx.commit()?;
+        if let Some(rev) = new_revision {
+            self.bump_local(rev);
+        }
+        Ok(())
+    }
+
+    fn revision(&self) -> Result<u64, StoreError> {
+        let mut conn = self.pool.get()?;
+        read_revision(&mut *conn)
+    }
+
+    fn watch_revision(&self) -> watch::Receiver<u64> {
+        self.revision_tx.subscribe()
+    }
+
+    fn create_account(&self, name: &str) -> Result<Account, StoreError> {
+        crate::check_account_name(name)?;
+        self.write_tx(|tx| {
+            if !tx
+                .query("SELECT id FROM accounts WHERE name = $1", &[&name])?
+                .is_empty()
+            {
+                return Err(StoreError::AccountExists(name.to_string()));
+            }
+            let account = Account {
+                id: random_id("acc-", 8),
+                name: name.to_string(),
+                secret_id: crate::random_alnum("AKID", 32),
+                secret_key: crate::random_alnum("", 32),
+                created_time: crate::now_string(),
+            };
+            tx.execute(
+                "INSERT INTO accounts (id, name, secret_id, secret_key, created_time) VALUES ($1, $2, $3, $4, $5)",
+                &[&account.id, &account.name, &account.secret_id, &account.secret_key, &account.created_time],
+            )?;
+            Ok(account)
+        })
+    }
+
+    fn account_by_secret_id(&self, secret_id: &str) -> Result<Option<Account>, StoreError> {
+        account_where(&mut *self.pool.get()?, "secret_id", secret_id)
+    }
+
+    fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        account_where(&mut *self.pool.get()?, "name", name)
+    }
+
+    fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let mut conn = self.pool.get()?;
+        conn.query(
+            "SELECT id, name, secret_id, secret_key, created_time FROM accounts ORDER BY seq",
+            &[],
+        )?
+        .iter()
+        .map(account_row)
+        .collect()
+    }
+
+    fn create_instance_key(
+        &self,
+        account_id: &str,
+        instance_id: &str,
+    ) -> Result<InstanceKey, StoreError> {
+        self.write_tx(|tx| {
+            if tx
+                .query(
+                    "SELECT id FROM instances WHERE account_id = $1 AND id = $2",
+                    &[&account_id, &instance_id],
+                )?
+                .is_empty()
+            {
+                return Err(StoreError::NotFound(instance_id.to_string()));
+            }
+            let key = InstanceKey {
+                account_id: account_id.to_string(),
+                instance_id: instance_id.to_string(),
+                secret_id: crate::random_alnum("AKID", 32),
+                secret_key: crate::random_alnum("", 32),
+            };
+            tx.execute(
+                "INSERT INTO instance_keys (secret_id, secret_key, account_id, instance_id, created_time) VALUES ($1, $2, $3, $4, $5)",
+                &[&key.secret_id, &key.secret_key, &key.account_id, &key.instance_id, &crate::now_string()],
+            )?;
+            Ok(key)
+        })
+    }
+
+    fn credential(&self, secret_id: &str) -> Result<Option<Credential>, StoreError> {
+        let mut conn = self.pool.get()?;
+        if let Some(account) = account_where(&mut conn, "secret_id", secret_id)? {
+            let secret_key = account.secret_key.clone();
+            return Ok(Some(Credential {
+                account,
+                secret_key,
+                instance_scope: None,
+            }));
+        }
+        let rows = conn.query(
+            "SELECT secret_key, account_id, instance_id FROM instance_keys WHERE secret_id = $1",
+            &[&secret_id],
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let (secret_key, account_id, instance_id): (String, String, String) =
+            (col(row, 0)?, col(row, 1)?, col(row, 2)?);
+        let Some(account) = account_where(&mut conn, "id", &account_id)? else {
+            return Ok(None);
+        };
+        Ok(Some(Credential {
+            account,
+            secret_key,
+            instance_scope: Some(instance_id),
+        }))
+    }
+
+    fn put_instance_status(
+        &self,
+        account: &str,
+        instance_id: &str,
+        status: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        // Status is not configuration: no writer lock, no revision bump. The
+        // upsert only lands if the instance exists at that moment.
+        let mut conn = self.pool.get()?;
+        let n = conn.execute(
+            "INSERT INTO instance_status (instance_id, account_id, body, reported_time)
+             SELECT id, account_id, $3, $4 FROM instances WHERE account_id = $1 AND id = $2
+             ON CONFLICT (instance_id) DO UPDATE SET body = excluded.body, reported_time = excluded.reported_time",
+            &[&account, &instance_id, &to_json(status)?, &crate::now_string()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(instance_id.to_string()));
+        }
+        Ok(())
+    }
+
+    fn instance_statuses(
+        &self,
+        account: &str,
+    ) -> Result<Vec<(String, serde_json::Value, String)>, StoreError> {
+        let mut conn = self.pool.get()?;
+        conn.query(
+            "SELECT instance_id, body, reported_time FROM instance_status WHERE account_id = $1 ORDER BY instance_id",
+            &[&account],
+        )?
+        .iter()
+        .map(|r| {
+            let body: String = col(r, 1)?;
+            Ok((col(r, 0)?, from_json(&body)?, col(r, 2)?))
+        })
+        .collect()
+    }
+}
+
+fn account_row(r: &Row) -> Result<Account, StoreError> {
+    Ok(Account {
+        id: col(r, 0)?,
+        name: col(r, 1)?,
+        secret_id: col(r, 2)?,
+        secret_key: col(r, 3)?,
+        created_time: col(r, 4)?,
+    })
+}
+
+fn account_where(c: &mut Client, column: &str, value: &str) -> Result<Option<Account>, StoreError> {
+    // `column` is a literal chosen by this file, never user input.
+    let sql = format!(
+        "SELECT id, name, secret_id, secret_key, created_time FROM accounts WHERE {column} = $1"
+    );
+    c.query(&sql, &[&value])?
+        .first()
+        .map(account_row)
+        .transpose()
+}
+
+/// One transaction seen through [`Tx`]. The `RefCell` lets `&self` reads
+/// run queries (the driver needs `&mut`); no borrow outlives one call.
+struct PgTx<'a> {
+    tx: RefCell<postgres::Transaction<'a>>,
+    dirty: bool,
+}
+
+impl PgTx<'_> {
+    fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        Ok(self.tx.borrow_mut().query(sql, params)?)
+    }
+
+    fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        Ok(self.tx.borrow_mut().execute(sql, params)?)
+    }
+
+    fn set_refs(&self, account: &str, from: &str, refs: &[String]) -> Result<(), StoreError> {
+        self.execute("DELETE FROM refs WHERE from_id = $1", &[&from])?;
+        if !refs.is_empty() {
+            self.execute(
+                "INSERT INTO refs (account_id, from_id, to_id) SELECT $1, $2, unnest($3::text[])",
+                &[&account, &from, &refs],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn bindings(&self, instance_id: &str) -> Result<Vec<String>, StoreError> {
+        self.query(
+            "SELECT group_id FROM bindings WHERE instance_id = $1 ORDER BY position",
+            &[&instance_id],
+        )?
+        .iter()
+        .map(|r| col(r, 0))
+        .collect()
+    }
+
+    fn set_bindings(&self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
+        self.execute("DELETE FROM bindings WHERE instance_id = $1", &[&i.id])?;
+        if !i.security_group_ids.is_empty() {
+            self.execute(
+                "INSERT INTO bindings (account_id, instance_id, position, group_id)
+                 SELECT $1, $2, g.ord - 1, g.id FROM unnest($3::text[]) WITH ORDINALITY AS g(id, ord)",
+                &[&account, &i.id, &i.security_group_ids],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn instance_from_row(&self, r: &Row) -> Result<InstanceRecord, StoreError> {
+        let id: String = col(r, 0)?;
+        let ips: String = col(r, 2)?;
+        let security_group_ids = self.bindings(&id)?;
+        Ok(InstanceRecord {
+            id,
+            name: col(r, 1)?,
+            private_ips: from_json(&ips)?,
+            created_time: col(r, 3)?,
+            security_group_ids,
+        })
+    }
+
+    fn id_taken(&self, id: &str) -> Result<bool, StoreError> {
+        let rows = self.query(
+            "SELECT 1 FROM groups WHERE id = $1 UNION ALL SELECT 1 FROM templates WHERE id = $1
+             UNION ALL SELECT 1 FROM instances WHERE id = $1 UNION ALL SELECT 1 FROM clusters WHERE id = $1",
+            &[&id],
+        )?;
+        Ok(!rows.is_empty())
+    }
+}
+
+const GROUP_COLUMNS: &str = "id, name, description, project_id, is_default, created_time, update_time, tags, version, ingress, egress";
+
+fn group_from_row(r: &Row) -> Result<GroupRecord, StoreError> {
+    let tags: String = col(r, 7)?;
+    let version: i64 = col(r, 8)?;
+    let ingress: String = col(r, 9)?;
+    let egress: String = col(r, 10)?;
+    Ok(GroupRecord {
+        id: col(r, 0)?,
+        name: col(r, 1)?,
+        description: col(r, 2)?,
+        project_id: col(r, 3)?,
+        is_default: col(r, 4)?,
+        created_time: col(r, 5)?,
+        update_time: col(r, 6)?,
+        tags: from_json(&tags)?,
+        version: u64::try_from(version).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        ingress: from_json(&ingress)?,
+        egress: from_json(&egress)?,
+    })
+}
+
+const TEMPLATE_COLUMNS: &str = "id, kind, name, members, extra, tags, created_time, updated_time";
+
+fn template_from_row(r: &Row) -> Result<TemplateRecord, StoreError> {
+    let kind: String = col(r, 1)?;
+    let kind = TemplateKind::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("template kind {kind:?}")))?;
+    let members: String = col(r, 3)?;
+    let extra: String = col(r, 4)?;
+    let tags: String = col(r, 5)?;
+    Ok(TemplateRecord {
+        id: col(r, 0)?,
+        kind,
+        name: col(r, 2)?,
+        members: from_json(&members)?,
+        extra: from_json(&extra)?,
+        tags: from_json(&tags)?,
+        created_time: col(r, 6)?,
+        updated_time: col(r, 7)?,
+    })
+}
+
+fn cluster_from_row(r: &Row) -> Result<ClusterRecord, StoreError> {
+    let body: String = col(r, 1)?;
+    Ok(ClusterRecord {
+        id: col(r, 0)?,
+        body: from_json(&body)?,
+        created_time: col(r, 2)?,
+        updated_time: col(r, 3)?,
+    })
+}
+
+fn group_refs(group: &GroupRecord) -> Vec<String> {
+    let mut refs: Vec<String> = group
+        .ingress
+        .iter()
+        .chain(group.egress.iter())
+        .flat_map(|r: &RuleRecord| r.refs.iter().cloned())
+        .collect();
+    refs.sort();
+    refs.dedup();
+    refs
+}
+
+fn is_group_kind(kind: TemplateKind) -> bool {
+    matches!(
+        kind,
+        TemplateKind::AddressGroup | TemplateKind::ServiceGroup
+    )
+}
+
+impl Tx for PgTx<'_> {
+    fn revision(&self) -> Result<u64, StoreError> {
+        read_revision(&mut *self.tx.borrow_mut())
+    }
+
+    fn group(&self, account: &str, id: &str) -> Result<Option<GroupRecord>, StoreError> {
+        let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE account_id = $1 AND id = $2");
+        self.query(&sql, &[&account, &id])?
+            .first()
+            .map(group_from_row)
+            .transpose()
+    }
+
+    fn groups(&self, account: &str) -> Result<Vec<GroupRecord>, StoreError> {
+        let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE account_id = $1 ORDER BY seq");
+        self.query(&sql, &[&account])?
+            .iter()
+            .map(group_from_row)
+            .collect()
+    }
+
+    fn insert_group(&mut self, account: &str, g: &GroupRecord) -> Result<(), StoreError> {
+        if self.id_taken(&g.id)? {
+            return Err(StoreError::DuplicateId(g.id.clone()));
+        }
+        self.execute(
+            "INSERT INTO groups (id, account_id, name, description, project_id, is_default, created_time, update_time, tags, version, ingress, egress) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            &[
+                &g.id, &account, &g.name, &g.description, &g.project_id, &g.is_default,
+                &g.created_time, &g.update_time, &to_json(&g.tags)?, &to_i64(g.version),
+                &to_json(&g.ingress)?, &to_json(&g.egress)?,
+            ],
+        )?;
+        self.set_refs(account, &g.id, &group_refs(g))?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn update_group(&mut self, account: &str, g: &GroupRecord) -> Result<(), StoreError> {
+        let n = self.execute(
+            "UPDATE groups SET name = $3, description = $4, project_id = $5, is_default = $6, update_time = $7, tags = $8, version = $9, ingress = $10, egress = $11 WHERE account_id = $1 AND id = $2",
+            &[
+                &account, &g.id, &g.name, &g.description, &g.project_id, &g.is_default,
+                &g.update_time, &to_json(&g.tags)?, &to_i64(g.version),
+                &to_json(&g.ingress)?, &to_json(&g.egress)?,
+            ],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(g.id.clone()));
+        }
+        self.set_refs(account, &g.id, &group_refs(g))?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn delete_group(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
+        let n = self.execute(
+            "DELETE FROM groups WHERE account_id = $1 AND id = $2",
+            &[&account, &id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        self.execute("DELETE FROM refs WHERE from_id = $1", &[&id])?;
+        let instances: Vec<String> = self
+            .query(
+                "SELECT DISTINCT instance_id FROM bindings WHERE account_id = $1 AND group_id = $2",
+                &[&account, &id],
+            )?
+            .iter()
+            .map(|r| col(r, 0))
+            .collect::<Result<_, _>>()?;
+        // Removing a group from instances keeps the remaining order.
+        for ins in instances {
+            if let Some(mut rec) = self.instance(account, &ins)? {
+                rec.security_group_ids.retain(|g| g != id);
+                self.set_bindings(account, &rec)?;
+            }
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn referrers(&self, account: &str, id: &str) -> Result<Vec<String>, StoreError> {
+        self.query(
+            "SELECT DISTINCT from_id FROM refs WHERE account_id = $1 AND to_id = $2 AND from_id <> $2 ORDER BY from_id",
+            &[&account, &id],
+        )?
+        .iter()
+        .map(|r| col(r, 0))
+        .collect()
+    }
+
+    fn template(&self, account: &str, id: &str) -> Result<Option<TemplateRecord>, StoreError> {
+        let sql =
+            format!("SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = $1 AND id = $2");
+        self.query(&sql, &[&account, &id])?
+            .first()
+            .map(template_from_row)
+            .transpose()
+    }
+
+    fn templates(
+        &self,
+        account: &str,
+        kind: TemplateKind,
+    ) -> Result<Vec<TemplateRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = $1 AND kind = $2 ORDER BY seq"
+        );
+        self.query(&sql, &[&account, &kind.as_str()])?
+            .iter()
+            .map(template_from_row)
+            .collect()
+    }
+
+    fn insert_template(&mut self, account: &str, t: &TemplateRecord) -> Result<(), StoreError> {
+        if self.id_taken(&t.id)? {
+            return Err(StoreError::DuplicateId(t.id.clone()));
+        }
+        self.execute(
+            "INSERT INTO templates (id, account_id, kind, name, members, extra, tags, created_time, updated_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &t.id, &account, &t.kind.as_str(), &t.name, &to_json(&t.members)?,
+                &to_json(&t.extra)?, &to_json(&t.tags)?, &t.created_time, &t.updated_time,
+            ],
+        )?;
+        if is_group_kind(t.kind) {
+            self.set_refs(account, &t.id, &t.members)?;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn update_template(&mut self, account: &str, t: &TemplateRecord) -> Result<(), StoreError> {
+        let n = self.execute(
+            "UPDATE templates SET name = $3, members = $4, extra = $5, tags = $6, updated_time = $7 WHERE account_id = $1 AND id = $2",
+            &[
+                &account, &t.id, &t.name, &to_json(&t.members)?, &to_json(&t.extra)?,
+                &to_json(&t.tags)?, &t.updated_time,
+            ],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(t.id.clone()));
+        }
+        if is_group_kind(t.kind) {
+            self.set_refs(account, &t.id, &t.members)?;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn delete_template(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
+        let n = self.execute(
+            "DELETE FROM templates WHERE account_id = $1 AND id = $2",
+            &[&account, &id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        self.execute("DELETE FROM refs WHERE from_id = $1", &[&id])?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn instance(&self, account: &str, id: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        let rows = self.query(
+            "SELECT id, name, private_ips, created_time FROM instances WHERE account_id = $1 AND id = $2",
+            &[&account, &id],
+        )?;
+        rows.first().map(|r| self.instance_from_row(r)).transpose()
+    }
+
+    fn instances(&self, account: &str) -> Result<Vec<InstanceRecord>, StoreError> {
+        let rows = self.query(
+            "SELECT id, name, private_ips, created_time FROM instances WHERE account_id = $1 ORDER BY seq",
+            &[&account],
+        )?;
+        rows.iter().map(|r| self.instance_from_row(r)).collect()
+    }
+
+    fn insert_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
+        if self.id_taken(&i.id)? {
+            return Err(StoreError::DuplicateId(i.id.clone()));
+        }
+        self.execute(
+            "INSERT INTO instances (id, account_id, name, private_ips, created_time) VALUES ($1, $2, $3, $4, $5)",
+            &[&i.id, &account, &i.name, &to_json(&i.private_ips)?, &i.created_time],
+        )?;
+        self.set_bindings(account, i)?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn update_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
+        let n = self.execute(
+            "UPDATE instances SET name = $3, private_ips = $4 WHERE account_id = $1 AND id = $2",
+            &[&account, &i.id, &i.name, &to_json(&i.private_ips)?],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(i.id.clone()));
+        }
+        self.set_bindings(account, i)?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn delete_instance(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
+        let n = self.execute(
+            "DELETE FROM instances WHERE account_id = $1 AND id = $2",
+            &[&account, &id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        // A deregistered instance's bindings, agent credentials and status die with it.
+        self.execute("DELETE FROM bindings WHERE instance_id = $1", &[&id])?;
+        self.execute("DELETE FROM instance_keys WHERE instance_id = $1", &[&id])?;
+        self.execute("DELETE FROM instance_status WHERE instance_id = $1", &[&id])?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn group_instances(&self, account: &str, group_id: &str) -> Result<Vec<String>, StoreError> {
+        self.query(
+            "SELECT b.instance_id FROM bindings b JOIN instances i ON i.id = b.instance_id
+             WHERE b.account_id = $1 AND b.group_id = $2 GROUP BY b.instance_id ORDER BY min(i.seq)",
+            &[&account, &group_id],
+        )?
+        .iter()
+        .map(|r| col(r, 0))
+        .collect()
+    }
+
+    fn cluster(&self, account: &str, id: &str) -> Result<Option<ClusterRecord>, StoreError> {
+        self.query(
+            "SELECT id, body, created_time, updated_time FROM clusters WHERE account_id = $1 AND id = $2",
+            &[&account, &id],
+        )?
+        .first()
+        .map(cluster_from_row)
+        .transpose()
+    }
+
+    fn clusters(&self, account: &str) -> Result<Vec<ClusterRecord>, StoreError> {
+        self.query(
+            "SELECT id, body, created_time, updated_time FROM clusters WHERE account_id = $1 ORDER BY seq",
+            &[&account],
+        )?
+        .iter()
+        .map(cluster_from_row)
+        .collect()
+    }
+
+    fn put_cluster(&mut self, account: &str, c: &ClusterRecord) -> Result<(), StoreError> {
+        if self.cluster(account, &c.id)?.is_some() {
+            self.execute(
+                "UPDATE clusters SET body = $3, updated_time = $4 WHERE account_id = $1 AND id = $2",
+                &[&account, &c.id, &to_json(&c.body)?, &c.updated_time],
+            )?;
+        } else {
+            if self.id_taken(&c.id)? {
+                return Err(StoreError::DuplicateId(c.id.clone()));
+            }
+            self.execute(
+                "INSERT INTO clusters (id, account_id, body, created_time, updated_time) VALUES ($1, $2, $3, $4, $5)",
+                &[&c.id, &account, &to_json(&c.body)?, &c.created_time, &c.updated_time],
+            )?;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn delete_cluster(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
+        let n = self.execute(
+            "DELETE FROM clusters WHERE account_id = $1 AND id = $2",
+            &[&account, &id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        self.dirty = true;
+        Ok(())
+    }
+}

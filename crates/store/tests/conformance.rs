@@ -1,0 +1,457 @@
+//! The [`Store`] contract, run against every backend: SQLite always,
+//! PostgreSQL when `PALISADE_TEST_PG` names a server whose role may create
+//! databases (each test gets a fresh database; `scripts/test.sh` starts a
+//! private cluster and sets it). Without it the PostgreSQL half is skipped
+//! with a printed reason.
+
+use palisade_store::{
+    GroupRecord, InstanceRecord, Location, PgStore, RuleRecord, Store, StoreError, StoreExt,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Backend {
+    name: &'static str,
+    store: Arc<dyn Store>,
+    /// Opens a second handle on the same database (another process's view).
+    reopen: Box<dyn Fn() -> Arc<dyn Store>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db").join("palisade.db");
+    let loc = Location::Sqlite(path);
+    let l2 = loc.clone();
+    let mut out = vec![Backend {
+        name: "sqlite",
+        store: palisade_store::open(&loc).expect("open sqlite"),
+        reopen: Box::new(move || palisade_store::open(&l2).expect("reopen sqlite")),
+        _dir: Some(dir),
+    }];
+    match std::env::var("PALISADE_TEST_PG") {
+        Ok(base) if !base.is_empty() => {
+            let url = palisade_store::scratch_database(&base).expect("create scratch database");
+            let u2 = url.clone();
+            out.push(Backend {
+                name: "postgres",
+                store: Arc::new(PgStore::open(&url).expect("open postgres")),
+                reopen: Box::new(move || Arc::new(PgStore::open(&u2).expect("reopen postgres"))),
+                _dir: None,
+            });
+        }
+        _ => eprintln!(
+            "skipping the PostgreSQL half: PALISADE_TEST_PG is unset \
+             (scripts/test.sh sets it; or scripts/pg-cluster.sh start DIR)"
+        ),
+    }
+    out
+}
+
+fn group(id: &str) -> GroupRecord {
+    GroupRecord {
+        id: id.into(),
+        name: "web".into(),
+        description: "d".into(),
+        project_id: "0".into(),
+        is_default: false,
+        created_time: "2026-01-01 00:00:00".into(),
+        update_time: "2026-01-01 00:00:00".into(),
+        tags: vec![],
+        version: 0,
+        ingress: vec![],
+        egress: vec![],
+    }
+}
+
+fn instance(id: &str, groups: &[&str]) -> InstanceRecord {
+    InstanceRecord {
+        id: id.into(),
+        name: "n".into(),
+        private_ips: vec!["10.0.0.1".into()],
+        created_time: "t".into(),
+        security_group_ids: groups.iter().map(|g| g.to_string()).collect(),
+    }
+}
+
+/// Bumps the group's Version only if it is still `expected` (what every
+/// policy action does with the client's `Version`).
+fn bump_if(store: &dyn Store, expected: u64, name: &str) -> Result<(), StoreError> {
+    store.write(|tx| {
+        let mut g = tx.group("a", "sg-00000001")?.expect("exists");
+        if g.version != expected {
+            return Err(StoreError::NotFound("version mismatch".into()));
+        }
+        g.version += 1;
+        g.name = name.into();
+        tx.update_group("a", &g)
+    })
+}
+
+#[test]
+fn failed_write_changes_nothing_and_keeps_revision() {
+    for b in backends() {
+        let store = &b.store;
+        store
+            .write(|tx| tx.insert_group("a", &group("sg-00000001")))
+            .expect("insert");
+        assert_eq!(store.revision().expect("rev"), 1, "{}", b.name);
+        let err: Result<(), StoreError> = store.write(|tx| {
+            let mut g = tx.group("a", "sg-00000001")?.expect("exists");
+            g.version += 1;
+            g.name = "changed".into();
+            tx.update_group("a", &g)?;
+            tx.insert_group("a", &group("sg-00000002"))?;
+            Err(StoreError::NotFound(
+                "simulated failure after writes".into(),
+            ))
+        });
+        assert!(err.is_err());
+        assert_eq!(store.revision().expect("rev"), 1, "{}", b.name);
+        let g = store
+            .read(|tx| tx.group("a", "sg-00000001"))
+            .expect("read")
+            .expect("exists");
+        assert_eq!((g.name.as_str(), g.version), ("web", 0), "{}", b.name);
+        assert!(store
+            .read(|tx| tx.group("a", "sg-00000002"))
+            .expect("read")
+            .is_none());
+        // A duplicate id inside a transaction is refused, and nothing lands.
+        assert!(matches!(
+            store.write(|tx| tx.insert_group("b", &group("sg-00000001"))),
+            Err(StoreError::DuplicateId(_))
+        ));
+    }
+}
+
+#[test]
+fn stale_version_is_refused_through_another_handle() {
+    for b in backends() {
+        b.store
+            .write(|tx| tx.insert_group("a", &group("sg-00000001")))
+            .expect("insert");
+        let other = (b.reopen)();
+        assert!(bump_if(other.as_ref(), 0, "through other").is_ok());
+        assert!(
+            bump_if(b.store.as_ref(), 0, "stale").is_err(),
+            "{}: a write with the old Version must fail",
+            b.name
+        );
+        let g = b
+            .store
+            .read(|tx| tx.group("a", "sg-00000001"))
+            .expect("read")
+            .expect("exists");
+        assert_eq!(
+            (g.version, g.name.as_str()),
+            (1, "through other"),
+            "{}",
+            b.name
+        );
+        assert_eq!(b.store.revision().expect("rev"), 2, "{}", b.name);
+    }
+}
+
+#[test]
+fn racing_writers_on_two_handles_one_version_one_wins() {
+    for b in backends() {
+        b.store
+            .write(|tx| tx.insert_group("a", &group("sg-00000001")))
+            .expect("insert");
+        let handles = [b.store.clone(), (b.reopen)()];
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let store = handles[i % 2].clone();
+                std::thread::spawn(move || bump_if(store.as_ref(), 0, &format!("writer {i}")))
+            })
+            .collect();
+        let wins = threads
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .filter(Result::is_ok)
+            .count();
+        assert_eq!(wins, 1, "{}", b.name);
+        assert_eq!(b.store.revision().expect("rev"), 2, "{}", b.name);
+    }
+}
+
+#[test]
+fn accounts_are_unique_isolated_and_seen_by_other_handles() {
+    for b in backends() {
+        let other = (b.reopen)();
+        let acc = other.create_account("alice").expect("create");
+        assert!(acc.secret_id.starts_with("AKID") && acc.secret_id.len() == 36);
+        assert!(matches!(
+            b.store.create_account("alice"),
+            Err(StoreError::AccountExists(_))
+        ));
+        assert!(b.store.create_account("bad name").is_err());
+        assert_eq!(
+            b.store
+                .account_by_secret_id(&acc.secret_id)
+                .expect("lookup"),
+            Some(acc.clone()),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.store.account_by_name("alice").expect("lookup"),
+            Some(acc.clone())
+        );
+        assert_eq!(b.store.accounts().expect("list"), vec![acc.clone()]);
+        let cred = b
+            .store
+            .credential(&acc.secret_id)
+            .expect("lookup")
+            .expect("found");
+        assert_eq!(cred.instance_scope, None);
+        assert!(b.store.credential("AKIDnope").expect("lookup").is_none());
+    }
+}
+
+#[test]
+fn references_bindings_and_group_deletion() {
+    for b in backends() {
+        let store = &b.store;
+        let mut referrer = group("sg-00000002");
+        referrer.ingress.push(RuleRecord {
+            body: serde_json::json!({"SecurityGroupId": "sg-00000001"}),
+            refs: vec!["sg-00000001".into()],
+        });
+        store
+            .write(|tx| {
+                tx.insert_group("a", &group("sg-00000001"))?;
+                tx.insert_group("a", &referrer)?;
+                tx.insert_group("a", &group("sg-00000003"))?;
+                tx.insert_instance(
+                    "a",
+                    &instance(
+                        "ins-00000001",
+                        &["sg-00000003", "sg-00000001", "sg-00000002"],
+                    ),
+                )
+            })
+            .expect("setup");
+        assert!(store
+            .read(|tx| tx.group("b", "sg-00000001"))
+            .expect("read")
+            .is_none());
+        assert!(store
+            .write(|tx| tx.delete_group("b", "sg-00000001"))
+            .is_err());
+        assert_eq!(
+            store
+                .read(|tx| tx.referrers("a", "sg-00000001"))
+                .expect("refs"),
+            vec!["sg-00000002".to_string()],
+            "{}",
+            b.name
+        );
+        store
+            .write(|tx| tx.delete_group("a", "sg-00000002"))
+            .expect("delete");
+        assert!(store
+            .read(|tx| tx.referrers("a", "sg-00000001"))
+            .expect("refs")
+            .is_empty());
+        let ins = store
+            .read(|tx| tx.instance("a", "ins-00000001"))
+            .expect("read")
+            .expect("exists");
+        assert_eq!(
+            ins.security_group_ids,
+            vec!["sg-00000003", "sg-00000001"],
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            store
+                .read(|tx| tx.group_instances("a", "sg-00000001"))
+                .expect("read"),
+            vec!["ins-00000001"]
+        );
+        let names: Vec<String> = store
+            .read(|tx| tx.groups("a"))
+            .expect("list")
+            .into_iter()
+            .map(|g| g.id)
+            .collect();
+        assert_eq!(names, vec!["sg-00000001", "sg-00000003"], "{}", b.name);
+    }
+}
+
+#[test]
+fn templates_round_trip_and_group_members_are_references() {
+    use palisade_store::{TemplateKind, TemplateRecord};
+    for b in backends() {
+        let t = |id: &str, kind, members: &[&str]| TemplateRecord {
+            id: id.into(),
+            kind,
+            name: id.into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+            extra: serde_json::json!([{"Address": "10.0.0.0/8", "Description": "x"}]),
+            tags: vec![palisade_store::Tag {
+                key: "k".into(),
+                value: "v".into(),
+            }],
+            created_time: "t0".into(),
+            updated_time: "t0".into(),
+        };
+        let addr = t("ipm-00000001", TemplateKind::Address, &["10.0.0.0/8"]);
+        let grp = t(
+            "ipmg-00000001",
+            TemplateKind::AddressGroup,
+            &["ipm-00000001"],
+        );
+        b.store
+            .write(|tx| {
+                tx.insert_template("a", &addr)?;
+                tx.insert_template("a", &grp)
+            })
+            .expect("insert");
+        let got = b
+            .store
+            .read(|tx| tx.template("a", "ipm-00000001"))
+            .expect("read")
+            .expect("exists");
+        assert_eq!(got, addr, "{}", b.name);
+        assert_eq!(
+            b.store
+                .read(|tx| tx.templates("a", TemplateKind::AddressGroup))
+                .expect("list"),
+            vec![grp.clone()]
+        );
+        assert_eq!(
+            b.store
+                .read(|tx| tx.referrers("a", "ipm-00000001"))
+                .expect("refs"),
+            vec!["ipmg-00000001".to_string()]
+        );
+        b.store
+            .write(|tx| tx.delete_template("a", "ipmg-00000001"))
+            .expect("delete");
+        assert!(b
+            .store
+            .read(|tx| tx.referrers("a", "ipm-00000001"))
+            .expect("refs")
+            .is_empty());
+    }
+}
+
+#[test]
+fn instance_keys_status_and_clusters() {
+    use palisade_store::ClusterRecord;
+    for b in backends() {
+        let store = &b.store;
+        let acc = store.create_account("ops").expect("account");
+        assert!(store.create_instance_key(&acc.id, "ins-00000001").is_err());
+        store
+            .write(|tx| tx.insert_instance(&acc.id, &instance("ins-00000001", &[])))
+            .expect("insert");
+        let key = store
+            .create_instance_key(&acc.id, "ins-00000001")
+            .expect("key");
+        let cred = store
+            .credential(&key.secret_id)
+            .expect("lookup")
+            .expect("found");
+        assert_eq!(cred.instance_scope.as_deref(), Some("ins-00000001"));
+        assert_eq!(cred.secret_key, key.secret_key);
+        let rev = store.revision().expect("rev");
+        store
+            .put_instance_status(&acc.id, "ins-00000001", &serde_json::json!({"a": 1}))
+            .expect("status");
+        store
+            .put_instance_status(&acc.id, "ins-00000001", &serde_json::json!({"a": 2}))
+            .expect("status again");
+        assert!(matches!(
+            store.put_instance_status(&acc.id, "ins-00000002", &serde_json::json!({})),
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(store.revision().expect("rev"), rev, "status is not config");
+        let st = store.instance_statuses(&acc.id).expect("statuses");
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].1, serde_json::json!({"a": 2}), "{}", b.name);
+        store
+            .write(|tx| tx.delete_instance(&acc.id, "ins-00000001"))
+            .expect("delete");
+        assert!(store.credential(&key.secret_id).expect("lookup").is_none());
+        assert!(store.instance_statuses(&acc.id).expect("st").is_empty());
+
+        let c = ClusterRecord {
+            id: "cls-00000001".into(),
+            body: serde_json::json!({"ClusterCidr": "10.0.0.0/16"}),
+            created_time: "t0".into(),
+            updated_time: "t0".into(),
+        };
+        store.write(|tx| tx.put_cluster("a", &c)).expect("put");
+        let mut c2 = c.clone();
+        c2.body = serde_json::json!({"ClusterCidr": "10.1.0.0/16"});
+        c2.updated_time = "t1".into();
+        store.write(|tx| tx.put_cluster("a", &c2)).expect("update");
+        let got = store.read(|tx| tx.clusters("a")).expect("list");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body["ClusterCidr"], "10.1.0.0/16");
+        assert_eq!(got[0].created_time, "t0", "{}", b.name);
+        assert!(matches!(
+            store.write(|tx| tx.put_cluster("b", &c)),
+            Err(StoreError::DuplicateId(_))
+        ));
+        store
+            .write(|tx| tx.delete_cluster("a", "cls-00000001"))
+            .expect("delete");
+        assert!(store
+            .write(|tx| tx.delete_cluster("a", "cls-00000001"))
+            .is_err());
+    }
+}
+
+#[test]
+fn committed_data_survives_reopen() {
+    for b in backends() {
+        b.store
+            .write(|tx| tx.insert_group("a", &group("sg-00000001")))
+            .expect("insert");
+        let again = (b.reopen)();
+        assert_eq!(again.revision().expect("rev"), 1, "{}", b.name);
+        assert!(again
+            .read(|tx| tx.group("a", "sg-00000001"))
+            .expect("read")
+            .is_some());
+    }
+}
+
+/// The revision watch of one handle sees commits made through another:
+/// in-process for SQLite's own writes, `LISTEN/NOTIFY` across handles for
+/// PostgreSQL (the way several servers wake each other's long-polls).
+#[test]
+fn revision_watchers_see_commits() {
+    for b in backends() {
+        let mut rx = b.store.watch_revision();
+        b.store
+            .write(|tx| tx.insert_group("a", &group("sg-00000001")))
+            .expect("insert");
+        assert_eq!(*rx.borrow_and_update(), 1);
+        b.store
+            .write(|tx| tx.group("a", "sg-00000001").map(|_| ()))
+            .expect("noop");
+        assert_eq!(b.store.revision().expect("rev"), 1, "no-op keeps revision");
+        if b.name != "postgres" {
+            continue;
+        }
+        let other = (b.reopen)();
+        bump_if(other.as_ref(), 0, "elsewhere").expect("write through the other handle");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let woke = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|r| *r >= 2)).await
+        });
+        assert!(
+            woke.is_ok(),
+            "a commit through another handle wakes this one within 1 s"
+        );
+    }
+}
