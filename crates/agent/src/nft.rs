@@ -22,8 +22,10 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-/// The default largest number of set elements sent in one transaction.
-pub const DEFAULT_CHUNK: usize = 20_000;
+/// The default largest number of set elements sent in one transaction
+/// (nft 1.0.6 loads 300,000 in one in about 1.5 s here; the limit keeps
+/// any one netlink batch bounded).
+pub const DEFAULT_CHUNK: usize = 100_000;
 
 /// Drives nftables through the `nft` command.
 #[derive(Debug, Clone)]
@@ -145,16 +147,30 @@ impl NftDataplane {
             );
         }
         self.load(&prep)?;
-        // 2. Their elements, a chunk per transaction.
+        // 2. Their elements, at most `chunk` per transaction (several sets
+        // share one when they fit: each `nft` run re-reads the table).
+        let chunk = self.chunk.max(1);
+        let mut batch = String::new();
+        let mut in_batch = 0;
         for s in &staged.sets {
-            for part in s.elements.chunks(self.chunk.max(1)) {
+            for part in s.elements.chunks(chunk) {
+                if in_batch + part.len() > chunk && in_batch > 0 {
+                    self.load(&batch)?;
+                    batch.clear();
+                    in_batch = 0;
+                }
                 let list: Vec<String> = part.iter().map(|e| crate::compile::element(*e)).collect();
-                self.load(&format!(
-                    "add element {TABLE} {} {{ {} }}\n",
+                let _ = writeln!(
+                    batch,
+                    "add element {TABLE} {} {{ {} }}",
                     s.name,
                     list.join(", ")
-                ))?;
+                );
+                in_batch += part.len();
             }
+        }
+        if in_batch > 0 {
+            self.load(&batch)?;
         }
         // 3. One transaction: the chains switch to the new sets; old sets
         // go. Rules are flushed before the maps they look up are deleted,
