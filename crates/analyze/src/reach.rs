@@ -95,10 +95,12 @@ pub struct Decision {
     pub packet: Packet,
 }
 
-/// (protocols, ports) that get through.
+/// (protocols, ports) that get through: a row for TCP, one for UDP, one
+/// for the other protocols (which have no ports).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Allowed {
-    /// `TCP`, `ICMP`, `ALL` or a range of protocol numbers `0-5`.
+    /// `TCP`, `UDP`, `ALL`, `ALL but TCP and UDP`, or other protocols by
+    /// name or number range: `ICMP,GRE`, `0-5,7-16`.
     pub protocols: String,
     /// `ALL`, or port ranges `22,80-90` (TCP/UDP only).
     pub ports: String,
@@ -368,34 +370,86 @@ fn project(set: &PacketSet) -> PacketSet {
         .collect()
 }
 
+/// A protocol number known to be at most 255.
+fn narrow(n: u16) -> u8 {
+    u8::try_from(n).unwrap_or(u8::MAX)
+}
+
 fn describe(set: &PacketSet) -> Vec<Allowed> {
-    let mut out: Vec<Allowed> = Vec::new();
-    let mut current: Option<((u8, u8), Vec<palisade_model::PortRange>)> = None;
-    let flush = |c: Option<((u8, u8), Vec<palisade_model::PortRange>)>, out: &mut Vec<Allowed>| {
-        if let Some(((lo, hi), ports)) = c {
-            let protocols = match (lo, hi) {
-                (0, 255) => "ALL".to_string(),
-                (a, b) if a == b => protocol_name(a),
-                (a, b) => format!("{a}-{b}"),
-            };
-            let ports = if lo == hi && palisade_policy::has_ports(lo) {
-                codec::format_ports(&palisade_model::proto::merge_ranges(&ports))
-            } else {
-                "ALL".to_string()
-            };
-            out.push(Allowed { protocols, ports });
-        }
-    };
+    use palisade_model::PortRange;
+    let (tcp, udp) = (palisade_policy::TCP, palisade_policy::UDP);
+    let mut ports: [Vec<PortRange>; 2] = [Vec::new(), Vec::new()];
+    let mut others: Vec<(u8, u8)> = Vec::new();
     for b in set.boxes() {
-        let key = (b.protocol_lo, b.protocol_hi);
-        match &mut current {
-            Some((k, ports)) if *k == key => ports.push(b.ports),
-            _ => {
-                flush(current.take(), &mut out);
-                current = Some((key, vec![b.ports]));
+        let (lo, hi) = (b.protocol_lo, b.protocol_hi);
+        for (i, p) in [tcp, udp].into_iter().enumerate() {
+            if (lo..=hi).contains(&p) {
+                ports[i].push(b.ports);
             }
         }
+        // The protocols of the box other than TCP and UDP (their ports are all).
+        let mut from = u16::from(lo);
+        for cut in [u16::from(tcp), u16::from(udp)] {
+            if from <= cut && cut <= u16::from(hi) {
+                if cut > from {
+                    others.push((narrow(from), narrow(cut - 1)));
+                }
+                from = cut + 1;
+            }
+        }
+        if from <= u16::from(hi) {
+            others.push((narrow(from), hi));
+        }
     }
-    flush(current, &mut out);
+    others.sort_unstable();
+    others.dedup();
+    let mut merged: Vec<(u8, u8)> = Vec::new();
+    for (lo, hi) in others {
+        match merged.last_mut() {
+            Some(last) if u16::from(lo) <= u16::from(last.1) + 1 => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    let full = |p: &[PortRange]| {
+        let m = palisade_model::proto::merge_ranges(p);
+        m.len() == 1 && m[0].lo() == 0 && m[0].hi() == u16::MAX
+    };
+    let rest_all = merged == [(0, 5), (7, 16), (18, 255)];
+    if rest_all && full(&ports[0]) && full(&ports[1]) {
+        return vec![Allowed {
+            protocols: "ALL".to_string(),
+            ports: "ALL".to_string(),
+        }];
+    }
+    let mut out = Vec::new();
+    for (i, p) in [tcp, udp].into_iter().enumerate() {
+        if !ports[i].is_empty() {
+            out.push(Allowed {
+                protocols: protocol_name(p),
+                ports: codec::format_ports(&palisade_model::proto::merge_ranges(&ports[i])),
+            });
+        }
+    }
+    if rest_all {
+        out.push(Allowed {
+            protocols: "ALL but TCP and UDP".to_string(),
+            ports: "ALL".to_string(),
+        });
+    } else if !merged.is_empty() {
+        let names: Vec<String> = merged
+            .iter()
+            .map(|&(lo, hi)| {
+                if lo == hi {
+                    protocol_name(lo)
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
+            .collect();
+        out.push(Allowed {
+            protocols: names.join(","),
+            ports: "ALL".to_string(),
+        });
+    }
     out
 }

@@ -216,14 +216,45 @@ fn reach_without_a_protocol_lists_what_gets_through() {
     assert_eq!(
         got,
         vec![
-            ("ICMP".to_string(), "ALL".to_string()),
-            ("TCP".to_string(), "22,5432".to_string())
+            ("TCP".to_string(), "22,5432".to_string()),
+            ("ICMP".to_string(), "ALL".to_string())
         ]
     );
     assert!(r.reachable.is_none());
     // From a wider range, only what every address may send.
     let r = reach(&f, &q(&f, "0.0.0.0/0", "ins-db000001", None, None)).unwrap();
     assert_eq!(r.allowed.unwrap().len(), 2);
+    // Between instances of one open group: everything but one port.
+    let open = fleet(
+        &Fx::empty()
+            .group(
+                "sg-open0001",
+                vec![
+                    rule("TCP", "23", "0.0.0.0/0", "DROP"),
+                    rule("ALL", "ALL", "10.0.0.0/8", "ACCEPT"),
+                ],
+                egress_all(),
+            )
+            .instance("ins-aaaaaaaa", "10.0.0.1", &["sg-open0001"])
+            .instance("ins-bbbbbbbb", "10.0.0.2", &["sg-open0001"]),
+    );
+    let r = reach(&open, &q(&open, "ins-aaaaaaaa", "ins-bbbbbbbb", None, None)).unwrap();
+    let got: Vec<(String, String)> = r
+        .allowed
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.protocols, a.ports))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("TCP".to_string(), "0-22,24-65535".to_string()),
+            ("UDP".to_string(), "ALL".to_string()),
+            ("ALL but TCP and UDP".to_string(), "ALL".to_string())
+        ]
+    );
+    let r = reach(&open, &q(&open, "10.0.0.0/8", "10.1.0.0/16", None, None)).unwrap();
+    assert_eq!(r.allowed.unwrap()[0].protocols, "ALL");
     assert!(Endpoint::parse(&f, "--from", "ins-nothere1").is_err());
     assert!(Endpoint::parse(&f, "--from", "nonsense").is_err());
 }
