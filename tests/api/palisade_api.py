@@ -80,8 +80,11 @@ def free_port():
 class Server:
     """A running `palisade serve` process."""
 
-    def __init__(self, data_dir, port=None):
+    def __init__(self, data_dir, port=None, store=None):
         self.data_dir = Path(data_dir)
+        # `store`: a --store URL shared with other servers (default: this
+        # data directory's own store).
+        self.store = store or store_url(self.data_dir)
         self.port = port or free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
         self.log_path = self.data_dir.parent / f"serve-{self.port}.log"
@@ -90,7 +93,8 @@ class Server:
     def start(self):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--listen", self.endpoint, *store_args(self.data_dir)],
+            [BIN, "serve", "--listen", self.endpoint, "--data-dir", str(self.data_dir),
+             *(["--store", self.store] if self.store else [])],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -121,7 +125,8 @@ class Server:
 
     def create_account(self, name):
         out = subprocess.run(
-            [BIN, "account", "create", name, *store_args(self.data_dir), "--output", "json"],
+            [BIN, "account", "create", name, "--data-dir", str(self.data_dir),
+             *(["--store", self.store] if self.store else []), "--output", "json"],
             check=True,
             capture_output=True,
             text=True,
