@@ -8,6 +8,7 @@
 //! - [`dataplane`]: the `Dataplane` trait and an in-memory fake;
 //! - [`nft`]: the `nft` implementation (optionally inside a network namespace);
 //! - [`client`] and [`tc3`]: the TC3-signed calls to the server's `palisade` service;
+//! - [`failover`]: several servers (one PostgreSQL database), tried in turn;
 //! - [`agent`]: the sync and reconcile loop.
 
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod client;
 pub mod compile;
 pub mod dataplane;
 pub mod error;
+pub mod failover;
 pub mod host;
 pub mod nft;
 pub mod snapshot;

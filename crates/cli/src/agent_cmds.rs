@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use palisade_agent::agent::{Agent, AgentConfig, Event};
 use palisade_agent::client::HttpControlPlane;
 use palisade_agent::compile::Mode;
+use palisade_agent::failover::Failover;
 use palisade_agent::{compile, CompileOptions, Dataplane, DryRunDataplane, NftDataplane, Snapshot};
 use palisade_model::{Fleet, InstanceId};
 use std::path::PathBuf;
@@ -18,9 +19,11 @@ use std::time::Duration;
 /// `palisade agent`.
 #[derive(clap::Args)]
 pub struct AgentArgs {
-    /// The server, `http://HOST:PORT` or `https://HOST:PORT`.
-    #[arg(long, env = "PALISADE_SERVER")]
-    server: String,
+    /// The server, `http://HOST:PORT` or `https://HOST:PORT`; repeat or
+    /// separate with commas to name several servers of one database (the
+    /// agent fails over in turn).
+    #[arg(long, env = "PALISADE_SERVER", required = true, value_delimiter = ',')]
+    server: Vec<String>,
     /// SecretId of the credential.
     #[arg(long, env = "PALISADE_SECRET_ID")]
     secret_id: String,
@@ -94,12 +97,19 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.private_ip.clone()
     };
-    let control = HttpControlPlane::new(
-        &args.server,
-        &args.secret_id,
-        &args.secret_key,
-        Duration::from_secs(10),
-    )?;
+    let control = Failover::new(
+        args.server
+            .iter()
+            .map(|s| {
+                HttpControlPlane::new(
+                    s,
+                    &args.secret_id,
+                    &args.secret_key,
+                    Duration::from_secs(10),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    );
     let config = AgentConfig {
         instance_id: args.instance_id.clone(),
         compile: CompileOptions {
@@ -125,7 +135,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run<D: Dataplane>(
-    mut agent: Agent<D, HttpControlPlane>,
+    mut agent: Agent<D, Failover<HttpControlPlane>>,
     once: bool,
 ) -> anyhow::Result<ExitCode> {
     if once {
