@@ -4,7 +4,7 @@
 //! `cargo run --release -p palisade-analyze --example bench_check -- [GROUPS RULES INSTANCES]`
 
 use palisade_analyze::bench::{generate, naive_baseline, Spec};
-use palisade_analyze::{check, load, CheckOptions};
+use palisade_analyze::{check, diff, load, CheckOptions};
 use std::time::Instant;
 
 fn main() {
@@ -72,4 +72,22 @@ fn main() {
         "ratio check / baseline: {:.2}",
         checked.as_secs_f64() / baseline.as_secs_f64().max(1e-9)
     );
+    // diff: the same fleet with the first ACCEPT of the base group sg-g0000000
+    // (bound to a tenth of the instances) turned into a DROP.
+    let changed = text.replacen("Action: ACCEPT", "Action: DROP", 1);
+    let t = Instant::now();
+    let (Ok(a), Ok(b)) = (load(&text), load(&changed)) else {
+        eprintln!("diff fleets do not load");
+        std::process::exit(2);
+    };
+    let loads = t.elapsed();
+    let t = Instant::now();
+    match diff(&a.fleet, &b.fleet, None) {
+        Ok(r) => println!(
+            "diff (one rule edited): {:.2?} after loading both in {loads:.2?}; {} instance-directions changed",
+            t.elapsed(),
+            r.instances.len()
+        ),
+        Err(e) => eprintln!("diff failed: {e}"),
+    }
 }

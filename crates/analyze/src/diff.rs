@@ -89,45 +89,56 @@ pub fn diff(
         }
     }
     type Key = (Option<Vec<SecurityGroupId>>, Option<Vec<SecurityGroupId>>);
-    let mut cache: HashMap<Key, Rc<[(PacketSet, PacketSet); 2]>> = HashMap::new();
+    /// Per direction: the listed boxes and counts newly accepted, then newly dropped.
+    type Listed = [(Vec<BoxChange>, usize, Vec<BoxChange>, usize); 2];
+    let mut cache: HashMap<Key, Option<Rc<Listed>>> = HashMap::new();
     let mut report = DiffReport::default();
     for id in ids {
         let go = old.instance(id).map(|i| i.security_groups.clone());
         let gn = new.instance(id).map(|i| i.security_groups.clone());
         let key = (go.clone(), gn.clone());
         let changes = match cache.get(&key) {
-            Some(c) => Rc::clone(c),
+            Some(c) => c.clone(),
             None => {
-                let a = effect_of(&mut eo, go.as_deref());
-                let b = effect_of(&mut en, gn.as_deref());
-                let c = Rc::new(Direction::BOTH.map(|d| {
-                    let (x, y) = (&a.dir(d).accepted, &b.dir(d).accepted);
-                    (y.difference(x), x.difference(y))
-                }));
-                cache.insert(key, Rc::clone(&c));
+                let c = if same_groups(&eo, &en, go.as_deref(), gn.as_deref()) {
+                    None
+                } else {
+                    let a = effect_of(&mut eo, go.as_deref());
+                    let b = effect_of(&mut en, gn.as_deref());
+                    let listed = Direction::BOTH.map(|d| {
+                        let (x, y) = (&a.dir(d).accepted, &b.dir(d).accepted);
+                        let (acc, drop) = (y.difference(x), x.difference(y));
+                        let list = |set: &PacketSet| -> Vec<BoxChange> {
+                            set.boxes()
+                                .into_iter()
+                                .take(MAX_BOXES)
+                                .filter_map(|b| {
+                                    let witness = PacketSet::from_box(&b).witness(d)?;
+                                    Some(BoxChange {
+                                        packets: b,
+                                        witness,
+                                        old: verdict(&eo, go.as_deref(), &witness),
+                                        new: verdict(&en, gn.as_deref(), &witness),
+                                    })
+                                })
+                                .collect()
+                        };
+                        (list(&acc), acc.box_count(), list(&drop), drop.box_count())
+                    });
+                    Some(Rc::new(listed))
+                };
+                cache.insert(key, c.clone());
                 c
             }
         };
+        let Some(changes) = changes else {
+            continue;
+        };
         for (k, direction) in Direction::BOTH.into_iter().enumerate() {
-            let (acc, drop) = &changes[k];
-            if acc.is_empty() && drop.is_empty() {
+            let (acc, acc_n, drop, drop_n) = &changes[k];
+            if *acc_n == 0 && *drop_n == 0 {
                 continue;
             }
-            let list = |set: &PacketSet| -> Vec<BoxChange> {
-                set.boxes()
-                    .into_iter()
-                    .take(MAX_BOXES)
-                    .filter_map(|b| {
-                        let witness = PacketSet::from_box(&b).witness(direction)?;
-                        Some(BoxChange {
-                            packets: b,
-                            witness,
-                            old: verdict(&eo, go.as_deref(), &witness),
-                            new: verdict(&en, gn.as_deref(), &witness),
-                        })
-                    })
-                    .collect()
-            };
             report.instances.push(InstanceDiff {
                 instance: id.to_string(),
                 direction: direction.as_str(),
@@ -138,15 +149,38 @@ pub fn diff(
                 },
                 old_groups: names(go.as_deref()),
                 new_groups: names(gn.as_deref()),
-                newly_accepted: list(acc),
-                newly_accepted_boxes: acc.box_count(),
-                newly_dropped: list(drop),
-                newly_dropped_boxes: drop.box_count(),
+                newly_accepted: acc.clone(),
+                newly_accepted_boxes: *acc_n,
+                newly_dropped: drop.clone(),
+                newly_dropped_boxes: *drop_n,
             });
         }
     }
     report.changed = !report.instances.is_empty();
     Ok(report)
+}
+
+/// Whether both lists name the same groups in the same order and each of
+/// them matches and accepts the same packets in both fleets (then the
+/// effect is the same without composing it; sets compare in constant
+/// representation, see `policy::space`).
+fn same_groups(
+    eo: &Engine<'_>,
+    en: &Engine<'_>,
+    go: Option<&[SecurityGroupId]>,
+    gn: Option<&[SecurityGroupId]>,
+) -> bool {
+    let (Some(go), Some(gn)) = (go, gn) else {
+        return false;
+    };
+    go == gn
+        && go.iter().all(|g| match (eo.group(g), en.group(g)) {
+            (Some(a), Some(b)) => Direction::BOTH.iter().all(|d| {
+                let (x, y) = (a.dir(*d), b.dir(*d));
+                x.matched == y.matched && x.accepted == y.accepted
+            }),
+            _ => false,
+        })
 }
 
 fn effect_of(e: &mut Engine<'_>, groups: Option<&[SecurityGroupId]>) -> Rc<ListEffect> {
