@@ -213,11 +213,8 @@ impl Dataplane for NftDataplane {
         match self.apply_staged(compiled) {
             Ok(()) => Ok(()),
             // A table someone broke by hand (a chain we cannot delete, say):
-            // drop it and stage from nothing.
-            Err(_) => {
-                self.load(&format!("add table {TABLE}\ndelete table {TABLE}\n"))?;
-                self.apply_staged(compiled)
-            }
+            // replace it whole in one (large) transaction, which stays atomic.
+            Err(_) => self.load(&compiled.script()),
         }
     }
 
