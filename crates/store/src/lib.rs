@@ -86,10 +86,19 @@ pub enum StoreError {
 }
 
 impl From<postgres::Error> for StoreError {
-    /// Errors without an SQLSTATE are connection failures: the database is
-    /// down or restarting, which callers report as retryable.
+    /// Connection failures (no SQLSTATE), connection exceptions (class 08),
+    /// operator intervention such as a shutdown or a database starting up
+    /// (class 57) and too many connections (53300) mean the database is
+    /// unavailable, which callers report as retryable.
     fn from(e: postgres::Error) -> Self {
-        if e.code().is_none() || e.is_closed() {
+        let unavailable = match e.code() {
+            None => true,
+            Some(c) => {
+                let c = c.code();
+                c.starts_with("08") || c.starts_with("57") || c == "53300"
+            }
+        };
+        if unavailable || e.is_closed() {
             Self::Unavailable(e.to_string())
         } else {
             Self::Postgres(e)

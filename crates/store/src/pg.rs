@@ -337,11 +337,20 @@ impl Pool {
                 .0;
         }
         st.in_use += 1;
-        let reused = st.idle.pop();
+        let mut reused = st.idle.pop();
         drop(st);
+        // An idle connection may have died with a database restart; a
+        // round trip of an empty query tells, before any work is sent on it.
+        // One dead connection means the others are likely dead too.
+        if let Some(c) = &mut reused {
+            if c.is_closed() || c.is_valid(Duration::from_secs(2)).is_err() {
+                reused = None;
+                self.state().idle.clear();
+            }
+        }
         let client = match reused {
-            Some(c) if !c.is_closed() => Ok(c),
-            _ => self.config.connect(NoTls).map_err(StoreError::from),
+            Some(c) => Ok(c),
+            None => self.config.connect(NoTls).map_err(StoreError::from),
         };
         match client {
             Ok(client) => Ok(Conn {
