@@ -1,0 +1,291 @@
+//! An agent cut off from its server (issue 8, item 3), with the real
+//! binaries: `palisade serve` on 127.0.0.1 and `palisade agent` inside the
+//! node's network namespace, reaching the server over a management link of
+//! its own (`mgmt`, to a `ctl` namespace whose relay forwards to the server
+//! through a Unix socket, so no traffic leaves the namespaces the test
+//! creates and 127.0.0.1). The management link goes down for 10 s while the
+//! rules change: the kernel keeps enforcing the old rules all along, and
+//! once the link is back the new rules are enforced within 2 s.
+//!
+//! Root only (skipped with the reason otherwise); uses the agent crate's
+//! namespace harness.
+
+#![allow(clippy::unwrap_used)] // a test: a failed setup step should stop it loudly
+
+#[path = "../../agent/tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use palisade_agent::client::HttpControlPlane;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Forwards TCP connections on `HOST PORT` to the Unix socket `PATH`.
+const RELAY: &str = r#"
+import socket, sys, threading
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((host, port))
+srv.listen(64)
+print("ready", flush=True)
+def pump(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+while True:
+    c, _ = srv.accept()
+    u = socket.socket(socket.AF_UNIX)
+    try:
+        u.connect(path)
+    except OSError:
+        c.close()
+        continue
+    threading.Thread(target=pump, args=(c, u), daemon=True).start()
+    threading.Thread(target=pump, args=(u, c), daemon=True).start()
+"#;
+
+/// Processes killed (and reaped) on drop, before the namespaces go.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_palisade")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Accepts on the Unix socket `path` and forwards each connection to
+/// `127.0.0.1:port` (the host side of the relay; threads end with the test).
+fn unix_to_tcp(path: &Path, port: u16) {
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(u) = conn else { continue };
+            let Ok(t) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                continue;
+            };
+            let (mut u2, mut t2) = (u.try_clone().unwrap(), t.try_clone().unwrap());
+            let (mut u, mut t) = (u, t);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut u, &mut t);
+                let _ = t.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut t2, &mut u2);
+                let _ = u2.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+}
+
+fn api(c: &HttpControlPlane, service: &str, action: &str, params: Value) -> Value {
+    let version = if service == "palisade" {
+        "2026-11-01"
+    } else {
+        "2017-03-12"
+    };
+    c.call_service(service, version, action, &params)
+        .unwrap_or_else(|e| panic!("{action}: {e}"))
+}
+
+#[test]
+fn agent_cut_off_for_10_s_keeps_its_rules_and_converges_within_2_s_of_reconnecting() {
+    let Some(_serial) = start("agent_cut_off_for_10_s") else {
+        return;
+    };
+    let mut lab = pair();
+    lab.add_ns("ctl");
+    lab.link("node", "mgmt", "ctl", "mgmt");
+    lab.addr("node", "mgmt", "198.18.1.1/30");
+    lab.addr("ctl", "mgmt", "198.18.1.2/30");
+    let mut peer = lab.prober("peer");
+    let mut children = Children(Vec::new());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    // The server, on 127.0.0.1 in this namespace.
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    children.0.push(
+        Command::new(bin())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "palisade serve did not start"
+    );
+    let creds: Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("admin-credentials.json")).unwrap(),
+    )
+    .unwrap();
+    let c = HttpControlPlane::new(
+        &format!("http://127.0.0.1:{port}"),
+        creds["SecretId"].as_str().unwrap(),
+        creds["SecretKey"].as_str().unwrap(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+
+    // The management path: node --mgmt--> ctl relay --unix--> server.
+    let sock = dir.path().join("api.sock");
+    unix_to_tcp(&sock, port);
+    let relay_py = dir.path().join("relay.py");
+    std::fs::write(&relay_py, RELAY).unwrap();
+    let mut relay = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("ctl"), "python3"])
+        .arg(&relay_py)
+        .args(["198.18.1.2", "9180"])
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(relay.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    children.0.push(relay);
+    assert_eq!(line.trim(), "ready");
+
+    let rule = |port: &str| json!({"Protocol": "TCP", "Port": port, "CidrBlock": "198.18.0.0/24", "Action": "ACCEPT"});
+    let web = api(
+        &c,
+        "vpc",
+        "CreateSecurityGroupWithPolicies",
+        json!({"GroupName": "web", "GroupDescription": "node", "SecurityGroupPolicySet": {
+            "Ingress": [rule("9090")],
+            "Egress": [{"Protocol": "ALL", "Port": "ALL", "CidrBlock": "0.0.0.0/0", "Action": "ACCEPT"}]
+        }}),
+    );
+    let web = web["SecurityGroup"]["SecurityGroupId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api(
+        &c,
+        "palisade",
+        "RegisterInstances",
+        json!({"Instances": [{"InstanceId": "ins-node0001", "PrivateIpAddresses": [NODE]}]}),
+    );
+    api(
+        &c,
+        "cvm",
+        "AssociateSecurityGroups",
+        json!({"SecurityGroupIds": [web], "InstanceIds": ["ins-node0001"]}),
+    );
+    let key = Command::new(bin())
+        .args(["account", "instance-key", "--instance", "ins-node0001"])
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    assert!(key.status.success());
+    let key: Value = serde_json::from_slice(&key.stdout).unwrap();
+
+    // The agent, in the node's namespace, with the CLI defaults.
+    let agent_log = dir.path().join("agent.log");
+    children.0.push(
+        Command::new("ip")
+            .args(["netns", "exec", &lab.ns("node"), bin(), "agent"])
+            .args(["--server", "http://198.18.1.2:9180"])
+            .args(["--instance-id", "ins-node0001", "--uplink", "eth0"])
+            .env("PALISADE_SECRET_ID", key["SecretId"].as_str().unwrap())
+            .env("PALISADE_SECRET_KEY", key["SecretKey"].as_str().unwrap())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&agent_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut enforces = |open: u16, closed: u16| {
+        peer.cmd(&format!("tcp - {NODE} {open} 0.3")) == "ok"
+            && peer.cmd(&format!("tcp - {NODE} {closed} 0.3")) == "fail"
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || enforces(9090, 22)),
+        "first sync: {}",
+        std::fs::read_to_string(&agent_log).unwrap_or_default()
+    );
+
+    // Cut the management link; change the rules while it is down.
+    lab.exec("node", &["ip", "link", "set", "mgmt", "down"]);
+    let cut = Instant::now();
+    let s = api(
+        &c,
+        "vpc",
+        "DescribeSecurityGroupPolicies",
+        json!({"SecurityGroupId": web}),
+    );
+    let version = s["SecurityGroupPolicySet"]["Version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api(
+        &c,
+        "vpc",
+        "ModifySecurityGroupPolicies",
+        json!({"SecurityGroupId": web, "SecurityGroupPolicySet": {
+            "Version": version, "Ingress": [rule("22")],
+            "Egress": [{"Protocol": "ALL", "Port": "ALL", "CidrBlock": "0.0.0.0/0", "Action": "ACCEPT"}]
+        }}),
+    );
+    // For the 10 s of the cut the kernel holds the old rules.
+    let mut checks = 0;
+    while cut.elapsed() < Duration::from_secs(10) {
+        assert!(
+            enforces(9090, 22),
+            "the rules changed while the agent was cut off"
+        );
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(checks >= 5);
+
+    // Link back: the new rules within 2 s.
+    lab.exec("node", &["ip", "link", "set", "mgmt", "up"]);
+    let back = Instant::now();
+    let converged = eventually(Duration::from_secs(2), || enforces(22, 9090));
+    eprintln!("converged {:?} after the link came back", back.elapsed());
+    assert!(
+        converged,
+        "not converged within 2 s of reconnecting: {}",
+        std::fs::read_to_string(&agent_log).unwrap_or_default()
+    );
+}
