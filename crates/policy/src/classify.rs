@@ -37,9 +37,15 @@
 //! # Cost
 //!
 //! Lookup: one table read, `ceil(log16(intervals))` node scans (16
-//! comparisons each, branch-free) and, for TCP and UDP, a scan of a port
-//! map that is usually a handful of pieces: independent of the rule count
-//! except through the logarithm. Memory: about 4.3 bytes (IPv4) or 16.3
+//! comparisons each, branch-free: the keys at or below the address are a
+//! prefix of the node, counted by one vector compare and a bit scan) and,
+//! for TCP and UDP, a scan of a port map that is usually a handful of
+//! pieces: independent of the rule count except through the logarithm.
+//! [`Classifier::classify_batch`] walks [`LANES`] IPv4 packets down the
+//! tree level by level in lockstep (every class's IPv4 tree is padded to
+//! the same depth with single-node levels), so their memory reads overlap;
+//! on the ClassBench sets it is about 1.5x faster than one by one (numbers
+//! in `BENCHMARKS.md`, "Classifier"). Memory: about 4.3 bytes (IPv4) or 16.3
 //! bytes (IPv6) plus a 4-byte leaf per interval, per class, plus the port
 //! maps (6 bytes a piece); [`Classifier::memory_bytes`] reports it. Build:
 //! O(E log E + sum over intervals of the candidates looked at), where E is
