@@ -118,6 +118,43 @@ impl HttpControlPlane {
         })
     }
 
+    /// Trusts the CA certificates of the PEM file `path` (instead of the
+    /// public web roots) for an `https://` server with a private CA or a
+    /// self-signed certificate.
+    pub fn with_ca_file(
+        mut self,
+        path: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<Self, AgentError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let io = |message: String| AgentError::Io {
+            context: format!("reading CA certificates from {}", path.display()),
+            source: std::io::Error::other(message),
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| io(e.to_string()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| io(e.to_string()))?;
+            roots.add(cert).map_err(|e| io(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(io("no certificate in the file".into()));
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        self.http = ureq::AgentBuilder::new()
+            .timeout(timeout)
+            .tls_config(std::sync::Arc::new(config))
+            .build();
+        Ok(self)
+    }
+
     /// Calls `action` of the `palisade` service; returns the `Response` object.
     pub fn call(&self, action: &str, params: &Value) -> Result<Value, AgentError> {
         self.call_service(SERVICE, VERSION, action, params)

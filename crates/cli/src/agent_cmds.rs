@@ -33,6 +33,10 @@ pub struct AgentArgs {
     /// The instance this node is (`ins-...`).
     #[arg(long)]
     instance_id: String,
+    /// PEM file of the CA(s) to trust for an `https://` server with a
+    /// private CA (default: the public web roots).
+    #[arg(long, env = "PALISADE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// The node's uplink interface(s); repeat or separate with commas.
     #[arg(long, required = true, value_delimiter = ',')]
     uplink: Vec<String>,
@@ -97,16 +101,16 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.private_ip.clone()
     };
+    let timeout = Duration::from_secs(10);
     let control = Failover::new(
         args.server
             .iter()
             .map(|s| {
-                HttpControlPlane::new(
-                    s,
-                    &args.secret_id,
-                    &args.secret_key,
-                    Duration::from_secs(10),
-                )
+                let c = HttpControlPlane::new(s, &args.secret_id, &args.secret_key, timeout)?;
+                match &args.ca_cert {
+                    Some(ca) => c.with_ca_file(ca, timeout),
+                    None => Ok(c),
+                }
             })
             .collect::<Result<Vec<_>, _>>()?,
     );
