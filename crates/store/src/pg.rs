@@ -308,9 +308,13 @@ struct Pool {
 }
 
 struct PoolState {
-    idle: Vec<Client>,
+    /// Idle connections and when each was returned.
+    idle: Vec<(Client, std::time::Instant)>,
     in_use: usize,
 }
+
+/// An idle connection older than this is checked before use.
+const VALIDATE_AFTER: Duration = Duration::from_secs(1);
 
 impl Pool {
     fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
@@ -341,15 +345,19 @@ impl Pool {
         drop(st);
         // An idle connection may have died with a database restart; a
         // round trip of an empty query tells, before any work is sent on it.
-        // One dead connection means the others are likely dead too.
-        if let Some(c) = &mut reused {
-            if c.is_closed() || c.is_valid(Duration::from_secs(2)).is_err() {
+        // A connection busy a moment ago is trusted (a failure on it drops
+        // the whole idle list, see `release`). One dead connection means the
+        // others are likely dead too.
+        if let Some((c, since)) = &mut reused {
+            let stale =
+                since.elapsed() >= VALIDATE_AFTER && c.is_valid(Duration::from_secs(2)).is_err();
+            if c.is_closed() || stale {
                 reused = None;
                 self.state().idle.clear();
             }
         }
         let client = match reused {
-            Some(c) => Ok(c),
+            Some((c, _)) => Ok(c),
             None => self.config.connect(NoTls).map_err(StoreError::from),
         };
         match client {
@@ -368,8 +376,11 @@ impl Pool {
         let mut st = self.state();
         st.in_use = st.in_use.saturating_sub(1);
         if let Some(c) = client {
-            if !c.is_closed() {
-                st.idle.push(c);
+            if c.is_closed() {
+                // The database went away: the idle ones are likely dead too.
+                st.idle.clear();
+            } else {
+                st.idle.push((c, std::time::Instant::now()));
             }
         }
         drop(st);
@@ -960,11 +971,28 @@ impl Tx for PgTx<'_> {
     }
 
     fn instances(&self, account: &str) -> Result<Vec<InstanceRecord>, StoreError> {
+        // One round trip for all instances and their ordered bindings: every
+        // agent's ruleset request reads the whole account.
         let rows = self.query(
-            "SELECT id, name, private_ips, created_time FROM instances WHERE account_id = $1 ORDER BY seq",
+            "SELECT i.id, i.name, i.private_ips, i.created_time,
+                    coalesce(array_agg(b.group_id ORDER BY b.position)
+                             FILTER (WHERE b.group_id IS NOT NULL), '{}')
+             FROM instances i LEFT JOIN bindings b ON b.instance_id = i.id
+             WHERE i.account_id = $1 GROUP BY i.seq, i.id ORDER BY i.seq",
             &[&account],
         )?;
-        rows.iter().map(|r| self.instance_from_row(r)).collect()
+        rows.iter()
+            .map(|r| {
+                let ips: String = col(r, 2)?;
+                Ok(InstanceRecord {
+                    id: col(r, 0)?,
+                    name: col(r, 1)?,
+                    private_ips: from_json(&ips)?,
+                    created_time: col(r, 3)?,
+                    security_group_ids: col(r, 4)?,
+                })
+            })
+            .collect()
     }
 
     fn insert_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
