@@ -208,6 +208,8 @@ fn read_revision(c: &mut impl postgres::GenericClient) -> Result<u64, StoreError
 fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    // `CREATE TABLE IF NOT EXISTS` would otherwise log a NOTICE every start.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
