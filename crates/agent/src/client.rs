@@ -5,7 +5,7 @@
 
 use crate::error::AgentError;
 use crate::snapshot::WireRuleset;
-use crate::tc3;
+use palisade_client::tc3;
 use serde_json::{json, Value};
 use std::time::Duration;
 

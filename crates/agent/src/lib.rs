@@ -7,7 +7,7 @@
 //!   named sets, conntrack-mark generations for revoked connections);
 //! - [`dataplane`]: the `Dataplane` trait and an in-memory fake;
 //! - [`nft`]: the `nft` implementation (optionally inside a network namespace);
-//! - [`client`] and [`tc3`]: the TC3-signed calls to the server's `palisade` service;
+//! - [`client`]: the TC3-signed calls (signed by `palisade_client::tc3`) to the server's `palisade` service;
 //! - [`failover`]: several servers (one PostgreSQL database), tried in turn;
 //! - [`agent`]: the sync and reconcile loop.
 
@@ -22,7 +22,6 @@ pub mod failover;
 pub mod host;
 pub mod nft;
 pub mod snapshot;
-pub mod tc3;
 
 pub use compile::{compile, CompileOptions, Compiled};
 pub use dataplane::{Counter, Dataplane, DryRunDataplane, FakeDataplane, LiveTable};

@@ -118,4 +118,32 @@ mod tests {
         }
         assert!(checked >= 2, "only {checked} vectors applied");
     }
+
+    #[test]
+    fn agrees_with_the_servers_verifier_side() {
+        for (ts, body) in [
+            (1_790_000_000i64, &b"{}"[..]),
+            (1_551_113_065, br#"{"InstanceId":"ins-node0001"}"#),
+        ] {
+            let ours = authorization(
+                "AKIDx",
+                "key",
+                "palisade",
+                "application/json",
+                "127.0.0.1:8080",
+                body,
+                ts,
+            );
+            let theirs = palisade_server::tc3::sign(
+                "AKIDx",
+                "key",
+                "palisade",
+                "application/json",
+                "127.0.0.1:8080",
+                body,
+                ts,
+            );
+            assert_eq!(ours, theirs);
+        }
+    }
 }
