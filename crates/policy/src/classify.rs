@@ -269,6 +269,8 @@ struct AddrIndex<K> {
     keys: Vec<K>,
     offsets: Vec<usize>,
     leaves: Vec<u32>,
+    /// Levels added on top by `deepen`, which a lone lookup skips.
+    padding: usize,
 }
 
 impl<K: AddrKey> Default for AddrIndex<K> {
@@ -308,6 +310,7 @@ impl<K: AddrKey> AddrIndex<K> {
             keys,
             offsets,
             leaves,
+            padding: 0,
         }
     }
 
@@ -322,7 +325,7 @@ impl<K: AddrKey> AddrIndex<K> {
         // first key of every level is 0 <= x); its children are the node
         // at `pos * NODE` of the level below.
         let mut pos = 0usize;
-        for d in 0..self.offsets.len() {
+        for d in self.padding..self.offsets.len() {
             pos = self.step(d, pos, x);
         }
         self.leaves.get(pos).copied().unwrap_or(NO_MATCH)
@@ -371,6 +374,7 @@ impl<K: AddrKey> AddrIndex<K> {
             .collect();
         self.keys = keys;
         self.offsets = offsets;
+        self.padding += extra;
     }
 
     fn memory_bytes(&self) -> usize {
