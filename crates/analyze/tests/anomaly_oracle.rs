@@ -94,3 +94,75 @@ proptest! {
         }
     }
 }
+
+fn arb_rules() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec((0usize..3, 0usize..4, 0usize..5, 0usize..2), 1..6).prop_map(|rules| {
+        rules
+            .iter()
+            .map(|&(p, port, c, a)| {
+                let port = if PROTOCOLS[p] == "ALL" {
+                    "ALL"
+                } else {
+                    PORTS[port]
+                };
+                rule(PROTOCOLS[p], port, CIDRS[c], ACTIONS[a])
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Across groups: a rule of the second group bound is judged against
+    /// the first group's rules, for the packets it decides within its own group.
+    #[test]
+    fn cross_group_anomalies_match_brute_force(first in arb_rules(), second in arb_rules()) {
+        let mut text = String::from("security_groups:\n");
+        for (id, rules) in [("sg-aaaaaaaa", &first), ("sg-bbbbbbbb", &second)] {
+            text.push_str(&format!("  - id: {id}\n    policies:\n      Ingress:\n"));
+            for r in rules {
+                text.push_str(&format!("        - {r}\n"));
+            }
+        }
+        text.push_str("instances:\n  - {id: ins-aaaaaaaa, private_ips: [192.0.2.1], security_groups: [sg-aaaaaaaa, sg-bbbbbbbb]}\n");
+        let report = check_text(&text, &CheckOptions::default()).expect("check");
+        let flagged = |id: CheckId| -> HashSet<usize> {
+            report
+                .findings
+                .iter()
+                .filter(|f| f.id == id && f.location.instance.is_some())
+                .filter_map(|f| f.location.rule.as_ref())
+                .filter(|r| r.security_group_id.as_str() == "sg-bbbbbbbb")
+                .map(|r| r.policy_index)
+                .collect()
+        };
+        let (a1, a2, a3) = (flagged(CheckId::Ano001), flagged(CheckId::Ano002), flagged(CheckId::Ano003));
+        let fleet = palisade_analyze::load(&text).expect("load").fleet;
+        let rs = resolve_instance(&fleet, &"ins-aaaaaaaa".parse().expect("id")).expect("resolve");
+        let n1 = first.len();
+        let (g1, g2) = rs.ingress.split_at(n1);
+        for (i, r) in g2.iter().enumerate() {
+            // The packets rule i decides within its own group.
+            let own: Vec<&Packet> = grid_packets()
+                .into_iter()
+                .filter(|p| first_match_index(g2, p) == Some(i))
+                .collect();
+            if own.is_empty() {
+                continue;
+            }
+            let covered = own.iter().all(|p| first_match_index(g1, p).is_some());
+            let conflict = own.iter().any(|p| {
+                first_match_index(g1, p).is_some_and(|j| g1[j].action() != r.action())
+            });
+            prop_assert_eq!(a1.contains(&i), covered && conflict, "ANO001 {} of {:?} / {:?}", i, first, second);
+            prop_assert_eq!(a2.contains(&i), covered && !conflict, "ANO002 {} of {:?} / {:?}", i, first, second);
+            prop_assert_eq!(a3.contains(&i), !covered && conflict, "ANO003 {} of {:?} / {:?}", i, first, second);
+        }
+    }
+}
+
+fn grid_packets() -> &'static [Packet] {
+    static GRID: std::sync::OnceLock<Vec<Packet>> = std::sync::OnceLock::new();
+    GRID.get_or_init(grid)
+}
