@@ -145,7 +145,7 @@ proptest! {
         for (i, r) in g2.iter().enumerate() {
             // The packets rule i decides within its own group.
             let own: Vec<&Packet> = grid_packets()
-                .into_iter()
+                .iter()
                 .filter(|p| first_match_index(g2, p) == Some(i))
                 .collect();
             if own.is_empty() {
