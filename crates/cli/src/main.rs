@@ -65,6 +65,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands whose output goes to a terminal or a pipe end quietly when the
+    // reader goes away (`palisade check F | head`), as Unix tools do. The
+    // long-running server and agent keep Rust's default (SIGPIPE ignored),
+    // so a peer closing a socket is an error to handle, not a death.
+    if !matches!(cli.command, Command::Serve(_) | Command::Agent(_)) {
+        sigpipe::reset();
+    }
     let result = match cli.command {
         Command::Serve(args) => server_cmds::serve(args),
         Command::Account(cmd) => server_cmds::account(cmd),
