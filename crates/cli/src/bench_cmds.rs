@@ -26,6 +26,14 @@ pub enum BenchCommand {
     /// Time the first-match classifier against the linear scan on a rule
     /// set, checking that they agree.
     Classify(ClassifyArgs),
+    /// (root) New flows per second through no firewall, linear chains and
+    /// verdict maps in network namespaces; apply and membership-change times.
+    Dataplane(crate::bench_dataplane::DataplaneArgs),
+    /// A server and N simulated agents: change-to-applied latency.
+    Propagate(crate::bench_server::PropagateArgs),
+    /// Signed requests per second: DescribeSecurityGroupPolicies and
+    /// CreateSecurityGroupPolicies.
+    Api(crate::bench_server::ApiArgs),
 }
 
 /// `palisade bench classify`.
@@ -69,6 +77,9 @@ pub struct ClassifyArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Classify(args) => classify_cmd(args),
+        BenchCommand::Dataplane(args) => crate::bench_dataplane::dataplane_cmd(args),
+        BenchCommand::Propagate(args) => crate::bench_server::propagate_cmd(args),
+        BenchCommand::Api(args) => crate::bench_server::api_cmd(args),
     }
 }
 

@@ -1,0 +1,876 @@
+//! `palisade bench dataplane` (issue 6, items 1, 2 and 4; DESIGN.md section
+//! 3): what the kernel ruleset costs a new flow, and how long loading and
+//! changing it takes, for the same rules compiled both ways (linear chains,
+//! the reference; verdict maps, `--maps`).
+//!
+//! The lab: one client namespace and four node namespaces, each node joined
+//! to the client by its own veth (`eth0` on the node side, the uplink): node
+//! 0 has no firewall, node 1 the linear program, node 2 the maps program,
+//! node 3 a table holding only the probes' accept rule (what a stateful
+//! table costs before any rule list: conntrack, the baseline rules).
+//! Every name starts with `pbd` + the process id; a [`Lab`] guard deletes
+//! the namespaces on drop (also after an error, and after Ctrl-C, which
+//! only sets a flag the loops check). Addresses: 198.18.0.0/15 on the
+//! wire, documentation ranges and 10.0.0.0/8 as rule peers only; nothing
+//! routes out.
+//!
+//! New flows: a thread moved into the client namespace sends UDP probes
+//! through a raw socket (`IPPROTO_RAW`, the header written here), each from
+//! a new source address and port (198.18.128.0/17 x 60,000 ports), so every
+//! probe is a new conntrack entry and a new trip through the rules. The
+//! probes match only the last rule of the list (ACCEPT UDP 5353 from
+//! 198.18.0.0/15), the worst case of a linear chain. A veth hands the packet
+//! to the node's receive path in the sender's own softirq, so the sender's
+//! time per probe is the whole path (send, conntrack, the ruleset, routing,
+//! UDP delivery to a socket whose buffer is full); the difference to node 0
+//! is what the firewall adds. Rounds alternate the nodes (the fastest
+//! round of each counts) and the node's `Ip InReceives` confirms the probes
+//! arrived. Conntrack is flushed before each round.
+//!
+//! Apply times: the first load of each program (no table), a replace of the
+//! loaded table with itself, and one membership change (an address joining
+//! the referenced group): an element add in linear mode (the agent's
+//! `apply_deltas`, which also rewrites the chains' generations), a whole
+//! table replace in maps mode (what the agent does there). Each `nft` run
+//! and each compile is bounded (`--max-load-secs`); what does not finish is
+//! reported as skipped, not waited for.
+
+use crate::output::{print_json, table, Format};
+use anyhow::{bail, Context};
+use clap::Args;
+use palisade_agent::compile::{compile, CompileOptions, Compiled, Mode};
+use palisade_agent::dataplane::Dataplane;
+use palisade_agent::snapshot::{Rule, ServiceMatch, Snapshot};
+use palisade_agent::NftDataplane;
+use palisade_model::{Action, AddrRange, Family, PortRange};
+use serde::Serialize;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsFd;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// `palisade bench dataplane`.
+#[derive(Args, Debug, Clone)]
+pub struct DataplaneArgs {
+    /// Rules in the ingress list (groups of 100).
+    #[arg(long, default_value_t = 1000)]
+    pub rules: usize,
+    /// Addresses of the group the first rule references.
+    #[arg(long, default_value_t = 10_000)]
+    pub addresses: usize,
+    /// Seconds of probes per round and node.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    /// Rounds (each round probes every node once; the fastest counts).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Longest a compile or one `nft` load may take before it is given up.
+    #[arg(long, default_value_t = 120)]
+    pub max_load_secs: u64,
+    /// table or json.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// What one run measured (the JSON of `--output json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DataplaneReport {
+    /// Rules in the list.
+    pub rules: usize,
+    /// Addresses in the referenced group.
+    pub addresses: usize,
+    /// Probe rounds.
+    pub rounds: usize,
+    /// Seconds per round and node.
+    pub seconds: f64,
+    /// No firewall: the baseline.
+    pub none: FlowResult,
+    /// The table with one rule (the probes' accept rule) in linear mode:
+    /// the cost of a stateful table (conntrack, baseline rules) alone.
+    pub one_rule: FlowResult,
+    /// Linear chains.
+    pub linear: ModeResult,
+    /// Verdict maps.
+    pub maps: ModeResult,
+    /// Linear ns added per flow / maps ns added per flow.
+    pub linear_over_maps: Option<f64>,
+}
+
+/// New-flow measurements of one node.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlowResult {
+    /// New flows (probes) per second, fastest round.
+    pub flows_per_sec: f64,
+    /// Nanoseconds per probe, fastest round.
+    pub ns_per_flow: f64,
+    /// Nanoseconds per probe of every round.
+    pub ns_per_flow_rounds: Vec<f64>,
+    /// Probes sent in all rounds.
+    pub sent: u64,
+    /// Of those, how many the node's IP layer received (`Ip InReceives`).
+    pub received: u64,
+}
+
+/// One compiler mode.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModeResult {
+    /// Why the mode was not (fully) measured, if it was not.
+    pub skipped: Option<String>,
+    /// Set elements (linear) or verdict-map elements (maps).
+    pub elements: usize,
+    /// Compile time of the whole list, ms.
+    pub compile_ms: f64,
+    /// First load (no table), ms.
+    pub apply_ms: Option<f64>,
+    /// Replacing the loaded table by the same program, ms.
+    pub replace_ms: Option<f64>,
+    /// One address joining the referenced group: compile, ms.
+    pub change_compile_ms: Option<f64>,
+    /// ... and the kernel update, ms.
+    pub change_apply_ms: Option<f64>,
+    /// How the change was loaded (`element add` or `table replace`).
+    pub change_kind: String,
+    /// New flows through this node.
+    pub flows: FlowResult,
+    /// Nanoseconds added per new flow over no firewall.
+    pub ns_added_per_flow: Option<f64>,
+    /// Nanoseconds added per new flow over the one-rule table.
+    pub ns_added_over_one_rule: Option<f64>,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Makes Ctrl-C set a flag that the benchmarks' loops check (so their
+/// guards run) instead of killing the process; idempotent.
+pub fn catch_interrupt() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(_) => return,
+            };
+            rt.block_on(async {
+                let ctrl_c = tokio::signal::ctrl_c();
+                let _ = tx.send(());
+                if ctrl_c.await.is_ok() {
+                    INTERRUPTED.store(true, Ordering::SeqCst);
+                    eprintln!("interrupted: cleaning up");
+                }
+            });
+        });
+        let _ = rx.recv_timeout(Duration::from_secs(1));
+    });
+}
+
+/// An error when Ctrl-C was pressed.
+pub fn check_interrupt() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Runs `palisade bench dataplane`.
+pub fn dataplane_cmd(args: DataplaneArgs) -> anyhow::Result<ExitCode> {
+    if let Some(why) = skip_reason() {
+        bail!("bench dataplane needs {why}");
+    }
+    catch_interrupt();
+    let r = run(&args, &mut |l| eprintln!("bench dataplane: {l}"))?;
+    match args.output {
+        Format::Json => print_json(&r)?,
+        Format::Table => print_table(&r),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Why the benchmark cannot run here (not root, no `nft`/`ip`), if it cannot.
+pub fn skip_reason() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("root (network namespaces and nftables)".into());
+    }
+    for tool in ["nft", "ip", "conntrack"] {
+        let ok = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !ok {
+            return Some(format!("the `{tool}` command"));
+        }
+    }
+    None
+}
+
+/// The benchmark; `log` sees progress lines.
+pub fn run(args: &DataplaneArgs, log: &mut dyn FnMut(&str)) -> anyhow::Result<DataplaneReport> {
+    if args.rules < 2 {
+        bail!("--rules must be at least 2");
+    }
+    let limit = Duration::from_secs(args.max_load_secs.max(1));
+    let snap = snapshot(args.rules, args.addresses, false);
+    let changed = snapshot(args.rules, args.addresses, true);
+    let lab = Lab::new()?;
+    log(&format!(
+        "lab {}: client + 4 nodes; {} rules, {} referenced addresses",
+        lab.prefix, args.rules, args.addresses
+    ));
+    let mut linear = ModeResult::default();
+    let mut maps = ModeResult::default();
+    for (mode, res, node) in [(Mode::Linear, &mut linear, 1), (Mode::Maps, &mut maps, 2)] {
+        check_interrupt()?;
+        if let Err(e) = load_mode(&lab, node, mode, &snap, &changed, limit, res, log) {
+            log(&format!("{mode:?}: {e:#}"));
+            res.skipped = Some(format!("{e:#}"));
+        }
+    }
+    let one = snapshot_one_rule();
+    let (c, _) = compile_bounded(&one, Mode::Linear, limit)?;
+    NftDataplane::new(Some(lab.node(3))).apply(&c)?;
+    // Probe rounds, nodes interleaved so load from others hits all alike.
+    let mut none = FlowResult::default();
+    let mut one_rule = FlowResult::default();
+    let nodes: Vec<usize> = [0, 3]
+        .into_iter()
+        .chain((linear.skipped.is_none() || linear.apply_ms.is_some()).then_some(1))
+        .chain((maps.skipped.is_none() || maps.apply_ms.is_some()).then_some(2))
+        .collect();
+    let socket = lab.sender()?;
+    let mut next = 0u64;
+    for round in 0..args.rounds.max(1) {
+        for &node in &nodes {
+            check_interrupt()?;
+            lab.exec(&lab.node(node), &["conntrack", "-F"]).ok();
+            let before = lab.in_receives(node)?;
+            let (sent, elapsed) = probe(&socket, node, &mut next, args.seconds)?;
+            // Let the softirq backlog drain before reading the counter.
+            std::thread::sleep(Duration::from_millis(20));
+            let received = lab.in_receives(node)?.saturating_sub(before);
+            let ns = elapsed.as_nanos() as f64 / sent.max(1) as f64;
+            log(&format!(
+                "round {round} node {node}: {sent} probes, {ns:.0} ns each, {received} received"
+            ));
+            let f = match node {
+                0 => &mut none,
+                3 => &mut one_rule,
+                1 => &mut linear.flows,
+                _ => &mut maps.flows,
+            };
+            f.ns_per_flow_rounds.push(ns);
+            f.sent += sent;
+            f.received += received;
+        }
+    }
+    for f in [&mut none, &mut one_rule, &mut linear.flows, &mut maps.flows] {
+        if let Some(best) = f.ns_per_flow_rounds.iter().copied().reduce(f64::min) {
+            f.ns_per_flow = best;
+            f.flows_per_sec = 1e9 / best;
+        }
+    }
+    for m in [&mut linear, &mut maps] {
+        if m.flows.ns_per_flow > 0.0 {
+            m.ns_added_per_flow = Some(m.flows.ns_per_flow - none.ns_per_flow);
+            m.ns_added_over_one_rule = Some(m.flows.ns_per_flow - one_rule.ns_per_flow);
+        }
+    }
+    let linear_over_maps = match (linear.ns_added_per_flow, maps.ns_added_per_flow) {
+        (Some(l), Some(m)) if m > 0.0 => Some(l / m),
+        _ => None,
+    };
+    Ok(DataplaneReport {
+        rules: args.rules,
+        addresses: args.addresses,
+        rounds: args.rounds.max(1),
+        seconds: args.seconds,
+        none,
+        one_rule,
+        linear,
+        maps,
+        linear_over_maps,
+    })
+}
+
+/// Compiles and loads one mode into its node and times the membership change.
+#[allow(clippy::too_many_arguments)]
+fn load_mode(
+    lab: &Lab,
+    node: usize,
+    mode: Mode,
+    snap: &Snapshot,
+    changed: &Snapshot,
+    limit: Duration,
+    res: &mut ModeResult,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<()> {
+    let (compiled, ms) = compile_bounded(snap, mode, limit)?;
+    res.compile_ms = ms;
+    res.elements = match mode {
+        Mode::Linear => compiled.element_count(),
+        Mode::Maps => compiled
+            .maps
+            .iter()
+            .map(|m| m.matches(" : jump ").count())
+            .sum(),
+    };
+    log(&format!(
+        "{mode:?}: compiled in {ms:.0} ms, {} elements",
+        res.elements
+    ));
+    let ns = lab.node(node);
+    let mut dp = NftDataplane::new(Some(ns.clone()));
+    let t = Instant::now();
+    apply_bounded(&dp, &compiled, mode, limit)?;
+    res.apply_ms = Some(ms_since(t));
+    let t = Instant::now();
+    apply_bounded(&dp, &compiled, mode, limit)?;
+    res.replace_ms = Some(ms_since(t));
+    log(&format!(
+        "{mode:?}: apply {:.0} ms, replace {:.0} ms",
+        res.apply_ms.unwrap_or_default(),
+        res.replace_ms.unwrap_or_default()
+    ));
+    check_interrupt()?;
+    let (after, ms) = compile_bounded(changed, mode, limit)?;
+    res.change_compile_ms = Some(ms);
+    let t = Instant::now();
+    match after.set_deltas(&compiled) {
+        Some(deltas) if mode == Mode::Linear => {
+            res.change_kind = "element add".into();
+            dp.apply_deltas(&after, &deltas)?;
+        }
+        _ => {
+            res.change_kind = "table replace".into();
+            apply_bounded(&dp, &after, mode, limit)?;
+        }
+    }
+    res.change_apply_ms = Some(ms_since(t));
+    log(&format!(
+        "{mode:?}: one member joins: compile {ms:.1} ms, {} {:.1} ms",
+        res.change_kind,
+        res.change_apply_ms.unwrap_or_default()
+    ));
+    // Probes must not meet a stale generation: the table stays as changed
+    // (the new member is outside the probes' addresses).
+    let _ = dp.read();
+    Ok(())
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Compiles in a thread and gives up after `limit` (the thread is left to
+/// finish on its own; the process ends soon after a benchmark anyway).
+fn compile_bounded(
+    snap: &Snapshot,
+    mode: Mode,
+    limit: Duration,
+) -> anyhow::Result<(Compiled, f64)> {
+    let (tx, rx) = mpsc::channel();
+    let snap = snap.clone();
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        let c = compile(
+            &snap,
+            &CompileOptions {
+                uplinks: vec!["eth0".into()],
+                mode,
+            },
+        );
+        let _ = tx.send(c.map(|c| (c, ms_since(t))));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(r) => Ok(r?),
+        Err(_) => bail!("compile took more than {} s; given up", limit.as_secs()),
+    }
+}
+
+/// Loads a whole program: the agent's own `apply` for linear mode (staged
+/// above 100,000 set elements); for maps mode one `nft -f` killed at `limit`.
+fn apply_bounded(
+    dp: &NftDataplane,
+    compiled: &Compiled,
+    mode: Mode,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    if mode == Mode::Linear {
+        let mut dp = dp.clone();
+        return Ok(dp.apply(compiled)?);
+    }
+    let ns = dp.netns.clone().unwrap_or_default();
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), compiled.script())?;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns, "nft", "-f"])
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if status.success() {
+                return Ok(());
+            }
+            let out = child.wait_with_output()?;
+            bail!(
+                "nft -f failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        if t.elapsed() > limit || INTERRUPTED.load(Ordering::SeqCst) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "nft -f did not finish in {} s ({} map elements); given up",
+                limit.as_secs(),
+                compiled
+                    .maps
+                    .iter()
+                    .map(|m| m.matches(" : jump ").count())
+                    .sum::<usize>()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The rule list: `rules` ingress rules in groups of 100. Rule 0 accepts
+/// TCP 22 from a referenced group of `addresses` single addresses spread
+/// over 10.0.0.0/8 (one more joins when `joined`); the middle rules accept
+/// or drop TCP/UDP ports from documentation-range peers; the last accepts
+/// UDP 5353 from 198.18.0.0/15, which the probes match.
+pub fn snapshot(rules: usize, addresses: usize, joined: bool) -> Snapshot {
+    let v4 = |a: Ipv4Addr| u128::from(u32::from(a));
+    let single = |a: u128| AddrRange::new(Family::V4, a, a).expect("a single address is a range");
+    let base = v4(Ipv4Addr::new(10, 0, 0, 1));
+    let mut members: Vec<AddrRange> = (0..addresses as u128)
+        .map(|k| single(base + 3 * k))
+        .collect();
+    if joined {
+        members.push(single(v4(Ipv4Addr::new(10, 255, 255, 254))));
+    }
+    let pools = [
+        v4(Ipv4Addr::new(192, 0, 2, 0)),
+        v4(Ipv4Addr::new(198, 51, 100, 0)),
+        v4(Ipv4Addr::new(203, 0, 113, 0)),
+    ];
+    let port = |lo: u16, hi: u16| PortRange::new(lo, hi).unwrap_or(PortRange::single(lo));
+    let mut ingress = Vec::with_capacity(rules);
+    for j in 0..rules {
+        let (action, protocol, ports, peers, peer_ref) = if j == 0 {
+            (
+                Action::Accept,
+                6,
+                port(22, 22),
+                members.clone(),
+                Some("sg-members".to_string()),
+            )
+        } else if j + 1 == rules {
+            let lo = v4(Ipv4Addr::new(198, 18, 0, 0));
+            let r = AddrRange::new(Family::V4, lo, lo + (1 << 17) - 1).expect("lo <= hi");
+            (Action::Accept, 17, port(5353, 5353), vec![r], None)
+        } else {
+            let peer = pools[j % 3] + (j / 3 % 256) as u128;
+            let p = 1000 + (j / 768) as u16 * 7 + (j % 5) as u16;
+            let action = if j % 10 == 9 {
+                Action::Drop
+            } else {
+                Action::Accept
+            };
+            let proto = if j % 2 == 0 { 6 } else { 17 };
+            (action, proto, port(p, p + 2), vec![single(peer)], None)
+        };
+        ingress.push(Rule {
+            group: format!("sg-bench{:04}", j / 100),
+            index: j % 100,
+            action,
+            services: vec![ServiceMatch {
+                protocol: Some(protocol),
+                ports: vec![ports],
+            }],
+            peers: palisade_policy::resolve::merge_addr_ranges(peers),
+            peer_ref,
+        });
+    }
+    Snapshot {
+        instance_id: "ins-bench001".into(),
+        revision: 1,
+        ingress,
+        egress: vec![],
+    }
+}
+
+/// The probes' accept rule alone.
+fn snapshot_one_rule() -> Snapshot {
+    let mut s = snapshot(2, 0, false);
+    s.ingress.remove(0);
+    s
+}
+
+/// Sends probes to node `node` for `seconds`; returns (probes, time).
+fn probe(
+    socket: &socket2::Socket,
+    node: usize,
+    next: &mut u64,
+    seconds: f64,
+) -> anyhow::Result<(u64, Duration)> {
+    let dst = Ipv4Addr::new(198, 18, node as u8, 2);
+    let to = socket2::SockAddr::from(SocketAddrV4::new(dst, 0));
+    let mut pkt = [0u8; 28];
+    pkt[0] = 0x45;
+    pkt[2..4].copy_from_slice(&28u16.to_be_bytes());
+    pkt[8] = 64;
+    pkt[9] = 17;
+    pkt[16..20].copy_from_slice(&dst.octets());
+    pkt[22..24].copy_from_slice(&5353u16.to_be_bytes());
+    pkt[24..26].copy_from_slice(&8u16.to_be_bytes());
+    let src_base = u32::from(Ipv4Addr::new(198, 18, 128, 0));
+    let deadline = Duration::from_secs_f64(seconds.max(0.01));
+    let t = Instant::now();
+    let mut sent = 0u64;
+    loop {
+        for _ in 0..64 {
+            let n = *next;
+            *next += 1;
+            let src = src_base + ((n / 60_000) % 32_768) as u32;
+            let sport = 1024 + (n % 60_000) as u16;
+            pkt[12..16].copy_from_slice(&src.to_be_bytes());
+            pkt[20..22].copy_from_slice(&sport.to_be_bytes());
+            socket.send_to(&pkt, &to).context("sending a probe")?;
+            sent += 1;
+        }
+        if t.elapsed() >= deadline {
+            return Ok((sent, t.elapsed()));
+        }
+    }
+}
+
+/// The namespaces; deleted on drop.
+struct Lab {
+    prefix: String,
+    names: Vec<String>,
+    /// UDP sockets bound in the nodes, never read (their buffers fill, and
+    /// later probes are dropped at the socket, the same for every node).
+    _listeners: Vec<std::net::UdpSocket>,
+}
+
+impl Lab {
+    fn new() -> anyhow::Result<Self> {
+        remove_stale();
+        let mut lab = Lab {
+            prefix: format!("pbd{}", std::process::id()),
+            names: Vec::new(),
+            _listeners: Vec::new(),
+        };
+        let client = lab.client();
+        lab.add(&client)?;
+        for node in 0..4 {
+            let ns = lab.node(node);
+            lab.add(&ns)?;
+            for key in [
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+            ] {
+                lab.exec(&ns, &["sysctl", "-qw", key])?;
+            }
+            let c_if = format!("c{node}");
+            run_cmd(&[
+                "ip", "-n", &client, "link", "add", &c_if, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ])?;
+            lab.exec(
+                &client,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("198.18.{node}.1/24"),
+                    "dev",
+                    &c_if,
+                ],
+            )?;
+            lab.exec(
+                &ns,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("198.18.{node}.2/24"),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            lab.exec(&client, &["ip", "link", "set", &c_if, "up"])?;
+            lab.exec(&ns, &["ip", "link", "set", "eth0", "up"])?;
+            let bind = SocketAddrV4::new(Ipv4Addr::new(198, 18, node as u8, 2), 5353);
+            let sock = in_netns(&ns, move || std::net::UdpSocket::bind(bind))??;
+            lab._listeners.push(sock);
+        }
+        Ok(lab)
+    }
+
+    fn client(&self) -> String {
+        format!("{}c", self.prefix)
+    }
+
+    fn node(&self, n: usize) -> String {
+        format!("{}n{n}", self.prefix)
+    }
+
+    fn add(&mut self, name: &str) -> anyhow::Result<()> {
+        run_cmd(&["ip", "netns", "add", name])?;
+        self.names.push(name.to_string());
+        self.exec(name, &["ip", "link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> anyhow::Result<String> {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(args);
+        run_cmd(&full)
+    }
+
+    /// The raw socket in the client namespace, after a warm-up that
+    /// resolves the nodes' MAC addresses.
+    fn sender(&self) -> anyhow::Result<socket2::Socket> {
+        let socket = in_netns(&self.client(), || {
+            socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::RAW,
+                Some(socket2::Protocol::from(255)),
+            )
+        })??;
+        for node in 0..4 {
+            let to = socket2::SockAddr::from(SocketAddrV4::new(
+                Ipv4Addr::new(198, 18, node as u8, 2),
+                0,
+            ));
+            let mut pkt = [0u8; 28];
+            pkt[0] = 0x45;
+            pkt[2..4].copy_from_slice(&28u16.to_be_bytes());
+            pkt[8] = 64;
+            pkt[9] = 17;
+            pkt[12..16].copy_from_slice(&[198, 18, node as u8, 1]);
+            pkt[16..20].copy_from_slice(&[198, 18, node as u8, 2]);
+            pkt[20..22].copy_from_slice(&9u16.to_be_bytes());
+            pkt[22..24].copy_from_slice(&9u16.to_be_bytes());
+            pkt[24..26].copy_from_slice(&8u16.to_be_bytes());
+            socket.send_to(&pkt, &to).context("warm-up probe")?;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(socket)
+    }
+
+    /// The node's `Ip InReceives` counter.
+    fn in_receives(&self, node: usize) -> anyhow::Result<u64> {
+        let snmp = self.exec(&self.node(node), &["cat", "/proc/net/snmp"])?;
+        let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+        let (Some(head), Some(vals)) = (ip.next(), ip.next()) else {
+            bail!("no Ip: lines in /proc/net/snmp");
+        };
+        let i = head
+            .split_whitespace()
+            .position(|h| h == "InReceives")
+            .context("no InReceives")?;
+        Ok(vals
+            .split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for n in self.names.iter().rev() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", n])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Deletes `pbd<pid>*` namespaces of processes that no longer run (a run
+/// killed with SIGKILL cannot clean up after itself).
+fn remove_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(rest) = name.strip_prefix("pbd") else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// Runs `f` on a thread moved into namespace `ns` (sockets it creates stay
+/// in that namespace).
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let path = format!("/var/run/netns/{ns}");
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    let handle = std::thread::spawn(move || -> std::io::Result<T> {
+        rustix::thread::move_into_link_name_space(
+            file.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )?;
+        Ok(f())
+    });
+    match handle.join() {
+        Ok(r) => Ok(r.with_context(|| format!("entering namespace {ns}"))?),
+        Err(_) => bail!("the thread in namespace {ns} panicked"),
+    }
+}
+
+fn run_cmd(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("running {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn print_table(r: &DataplaneReport) {
+    println!(
+        "{} rules, {} referenced addresses; {} rounds of {} s",
+        r.rules, r.addresses, r.rounds, r.seconds
+    );
+    let mut t = table(&["", "no firewall", "linear", "maps"]);
+    let opt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
+    let row = |name: &str, n: String, l: String, m: String| vec![name.to_string(), n, l, m];
+    t.add_row(row(
+        "new flows/s",
+        format!(
+            "{:.0} (one-rule table: {:.0})",
+            r.none.flows_per_sec, r.one_rule.flows_per_sec
+        ),
+        format!("{:.0}", r.linear.flows.flows_per_sec),
+        format!("{:.0}", r.maps.flows.flows_per_sec),
+    ));
+    t.add_row(row(
+        "ns per new flow",
+        format!("{:.0}", r.none.ns_per_flow),
+        format!("{:.0}", r.linear.flows.ns_per_flow),
+        format!("{:.0}", r.maps.flows.ns_per_flow),
+    ));
+    t.add_row(row(
+        "ns added per new flow",
+        "-".into(),
+        opt(r.linear.ns_added_per_flow, 0),
+        opt(r.maps.ns_added_per_flow, 0),
+    ));
+    t.add_row(row(
+        "ns added over the one-rule table",
+        "-".into(),
+        opt(r.linear.ns_added_over_one_rule, 0),
+        opt(r.maps.ns_added_over_one_rule, 0),
+    ));
+    t.add_row(row(
+        "elements",
+        "-".into(),
+        r.linear.elements.to_string(),
+        r.maps.elements.to_string(),
+    ));
+    t.add_row(row(
+        "compile ms",
+        "-".into(),
+        format!("{:.0}", r.linear.compile_ms),
+        format!("{:.0}", r.maps.compile_ms),
+    ));
+    t.add_row(row(
+        "apply ms",
+        "-".into(),
+        opt(r.linear.apply_ms, 0),
+        opt(r.maps.apply_ms, 0),
+    ));
+    t.add_row(row(
+        "replace ms",
+        "-".into(),
+        opt(r.linear.replace_ms, 0),
+        opt(r.maps.replace_ms, 0),
+    ));
+    t.add_row(row(
+        "membership change ms (kernel)",
+        "-".into(),
+        format!(
+            "{} ({})",
+            opt(r.linear.change_apply_ms, 1),
+            r.linear.change_kind
+        ),
+        format!(
+            "{} ({})",
+            opt(r.maps.change_apply_ms, 1),
+            r.maps.change_kind
+        ),
+    ));
+    println!("{t}");
+    if let Some(x) = r.linear_over_maps {
+        println!("linear adds {x:.1}x what maps add per new flow");
+    }
+    for (name, m) in [("linear", &r.linear), ("maps", &r.maps)] {
+        if let Some(s) = &m.skipped {
+            println!("{name}: {s}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the benchmark once at a tiny size (root only; no timed checks).
+    #[test]
+    fn dataplane_bench_runs_tiny() {
+        if let Some(why) = skip_reason() {
+            eprintln!("skipping dataplane_bench_runs_tiny: needs {why}");
+            return;
+        }
+        let args = DataplaneArgs {
+            rules: 10,
+            addresses: 10,
+            seconds: 0.05,
+            rounds: 1,
+            max_load_secs: 60,
+            output: Format::Json,
+        };
+        let r = run(&args, &mut |l| eprintln!("{l}")).expect("bench dataplane");
+        assert!(r.linear.skipped.is_none() && r.maps.skipped.is_none());
+        assert!(r.none.sent > 0 && r.linear.flows.sent > 0 && r.maps.flows.sent > 0);
+        assert_eq!(r.linear.change_kind, "element add");
+        // The probes reached the nodes (a few may be in flight).
+        assert!(r.linear.flows.received * 2 >= r.linear.flows.sent);
+    }
+
+    #[test]
+    fn snapshot_has_the_shape_described() {
+        let s = snapshot(5, 3, false);
+        assert_eq!(s.ingress.len(), 5);
+        assert_eq!(s.ingress[0].peers.len(), 3);
+        assert_eq!(snapshot(5, 3, true).ingress[0].peers.len(), 4);
+        assert_eq!(s.ingress[4].services[0].protocol, Some(17));
+    }
+}

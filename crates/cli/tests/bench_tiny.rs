@@ -1,0 +1,85 @@
+//! CI runs each of `palisade bench dataplane`, `propagate` and `api` once
+//! at a tiny size through the built binary (issue 6: benchmarks are not
+//! timed tests; the numbers live in BENCHMARKS.md). Only the shape of the
+//! JSON and the absence of errors are checked. `dataplane` needs root and
+//! is skipped with the reason otherwise.
+
+#![allow(clippy::unwrap_used)] // a test: a failed step should stop it loudly
+
+use serde_json::Value;
+use std::process::Command;
+
+fn bench(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .arg("bench")
+        .args(args)
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "palisade bench {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[test]
+fn bench_propagate_runs_tiny() {
+    let r = bench(&[
+        "propagate",
+        "--agents",
+        "3",
+        "--changes",
+        "2",
+        "--gap-ms",
+        "100",
+    ]);
+    assert_eq!(r["agents"], 3);
+    assert_eq!(r["samples"], 6);
+    assert_eq!(r["missed"], 0);
+    assert!(r["max_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
+}
+
+#[test]
+fn bench_api_runs_tiny() {
+    let r = bench(&["api", "--seconds", "0.2", "--clients", "2"]);
+    for call in ["describe", "create", "baseline_metrics"] {
+        assert!(r[call]["ok"].as_u64().unwrap() > 0, "{call}: {r}");
+        assert_eq!(r[call]["errors"], 0, "{call}: {r}");
+    }
+}
+
+#[test]
+fn bench_dataplane_runs_tiny() {
+    if !is_root() {
+        eprintln!("skipping bench_dataplane_runs_tiny: needs root (network namespaces, nftables)");
+        return;
+    }
+    let r = bench(&[
+        "dataplane",
+        "--rules",
+        "10",
+        "--addresses",
+        "10",
+        "--seconds",
+        "0.05",
+        "--rounds",
+        "1",
+    ]);
+    for mode in ["linear", "maps"] {
+        assert!(r[mode]["skipped"].is_null(), "{mode}: {r}");
+        assert!(r[mode]["flows"]["sent"].as_u64().unwrap() > 0);
+        assert!(r[mode]["apply_ms"].as_f64().is_some());
+    }
+    assert_eq!(r["linear"]["change_kind"], "element add");
+    assert!(r["none"]["sent"].as_u64().unwrap() > 0);
+}
