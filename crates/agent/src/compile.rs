@@ -25,7 +25,10 @@
 //! current generation is accepted at once (one conntrack lookup, one
 //! compare); one with another stamp falls through to the rules again and is
 //! either re-stamped (still allowed) or dropped (revoked). Replies are never
-//! re-checked, as in the cloud.
+//! re-checked, as in the cloud. The generation is written in two one-rule
+//! chains per direction only (`<dir>_current`, `<dir>_stamp`; accepting
+//! rules `goto <dir>_stamp`), so a membership change rewrites those and
+//! not the rule list: its transaction does not grow with the rules.
 //!
 //! Peers that are references (a group, an address template) become named
 //! interval sets, one per family (`sg_1a2b3c4d_v4`), so that membership
@@ -37,7 +40,7 @@ use crate::snapshot::{Rule, ServiceMatch, Snapshot};
 use palisade_model::addr::u128_to_ip;
 use palisade_model::{Action, AddrRange, Direction, Family, PortRange};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 /// The table's family and name.
@@ -159,6 +162,8 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
     let mut sets: BTreeMap<String, NamedSet> = BTreeMap::new();
     let mut chains = Vec::new();
     let mut rule_chains = Vec::new();
+    // The generation chains come first: rules jump to them.
+    let mut gen_first = Vec::new();
     let mut maps = Vec::new();
     let mut gens = [0u16; 2];
     let mut shape = String::new();
@@ -173,6 +178,7 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
             let digest = h.finalize();
             let gen = u16::from_be_bytes([digest[0], digest[1]]).max(1);
             gens[slot] = gen;
+            gen_first.extend(gen_chains(direction, gen));
             shape.push_str(&plan.digest_input);
             for (name, action, c) in &plan.rule_chains {
                 rule_chains.push(Chain {
@@ -180,7 +186,7 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
                     hook: None,
                     rules: vec![format!(
                         "counter {} comment \"{c}\"",
-                        verdict(direction, gen, *action)
+                        verdict(direction, *action)
                     )],
                 });
             }
@@ -188,7 +194,6 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
             chains.push(build_chain(
                 direction,
                 &opts.uplinks,
-                gen,
                 Body::Lookups(&plan.lookups),
             ));
             continue;
@@ -223,15 +228,16 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
         let digest = h.finalize();
         let gen = u16::from_be_bytes([digest[0], digest[1]]).max(1);
         gens[slot] = gen;
+        gen_first.extend(gen_chains(direction, gen));
         chains.push(build_chain(
             direction,
             &opts.uplinks,
-            gen,
             Body::Rules(&matchers),
         ));
     }
-    rule_chains.extend(chains);
-    let chains = rule_chains;
+    gen_first.extend(rule_chains);
+    gen_first.extend(chains);
+    let chains = gen_first;
     Ok(Compiled {
         sets: sets.into_values().collect(),
         maps,
@@ -306,16 +312,20 @@ impl Compiled {
         }
         let mut out = Vec::new();
         for (new, old) in self.sets.iter().zip(&old.sets) {
+            // Hash sets: a set of 100,000 members must not cost 10^10
+            // comparisons for one member joining.
+            let (in_new, in_old): (HashSet<&AddrRange>, HashSet<&AddrRange>) =
+                (new.elements.iter().collect(), old.elements.iter().collect());
             let add: Vec<AddrRange> = new
                 .elements
                 .iter()
-                .filter(|e| !old.elements.contains(e))
+                .filter(|e| !in_old.contains(e))
                 .copied()
                 .collect();
             let delete: Vec<AddrRange> = old
                 .elements
                 .iter()
-                .filter(|e| !new.elements.contains(e))
+                .filter(|e| !in_new.contains(e))
                 .copied()
                 .collect();
             if !add.is_empty() || !delete.is_empty() {
@@ -356,7 +366,14 @@ impl Compiled {
                 );
             }
         }
-        for c in &self.chains {
+        // Only the generation chains hold the generation: the rules are
+        // the same (equal `shape`), so a membership change costs two small
+        // chains, not a rewrite of every rule.
+        for c in self
+            .chains
+            .iter()
+            .filter(|c| c.name.ends_with("_current") || c.name.ends_with("_stamp"))
+        {
             let _ = writeln!(out, "flush chain {TABLE} {}", c.name);
             for r in &c.rules {
                 let _ = writeln!(out, "add rule {TABLE} {} {r}", c.name);
@@ -560,37 +577,50 @@ enum Body<'a> {
 }
 
 /// The conntrack stamp-and-accept, or drop, of a rule of `direction`.
-fn verdict(direction: Direction, gen: u16, action: Action) -> String {
-    let (keep, stamp) = match direction {
-        Direction::Ingress => (EGRESS_MARK_MASK, u32::from(gen)),
-        Direction::Egress => (INGRESS_MARK_MASK, u32::from(gen) << 16),
-    };
+/// A rule's verdict. Accepting rules go to the direction's one stamp chain
+/// ([`gen_chains`]), so the generation is written in two small chains and a
+/// membership change rewrites those, not every rule.
+fn verdict(direction: Direction, action: Action) -> String {
     match action {
-        Action::Accept => format!("ct mark set ct mark and {keep:#010x} or {stamp:#010x} accept"),
+        Action::Accept => format!("goto {}_stamp", direction.as_str()),
         Action::Drop => "drop".to_string(),
     }
 }
 
-fn build_chain(direction: Direction, uplinks: &[String], gen: u16, body: Body<'_>) -> Chain {
-    let (name, hook, priority, ifname, keep, stamp) = match direction {
-        Direction::Ingress => (
-            "ingress",
-            "prerouting",
-            INGRESS_PRIORITY,
-            "iifname",
-            EGRESS_MARK_MASK,
-            u32::from(gen),
-        ),
-        Direction::Egress => (
-            "egress",
-            "postrouting",
-            EGRESS_PRIORITY,
-            "oifname",
-            INGRESS_MARK_MASK,
-            u32::from(gen) << 16,
-        ),
+/// The two chains holding a direction's generation: `<dir>_current`
+/// (established packets of the original direction stamped with it are
+/// accepted) and `<dir>_stamp` (an accepted packet's flow is stamped).
+fn gen_chains(direction: Direction, gen: u16) -> [Chain; 2] {
+    let (keep, stamp) = match direction {
+        Direction::Ingress => (EGRESS_MARK_MASK, u32::from(gen)),
+        Direction::Egress => (INGRESS_MARK_MASK, u32::from(gen) << 16),
     };
     let mask = !keep;
+    let dir = direction.as_str();
+    [
+        Chain {
+            name: format!("{dir}_current"),
+            hook: None,
+            rules: vec![format!(
+                "ct mark and {mask:#010x} == {stamp:#010x} counter accept comment \"{}\"",
+                baseline_comment(direction, "current")
+            )],
+        },
+        Chain {
+            name: format!("{dir}_stamp"),
+            hook: None,
+            rules: vec![format!(
+                "ct mark set ct mark and {keep:#010x} or {stamp:#010x} accept"
+            )],
+        },
+    ]
+}
+
+fn build_chain(direction: Direction, uplinks: &[String], body: Body<'_>) -> Chain {
+    let (name, hook, priority, ifname) = match direction {
+        Direction::Ingress => ("ingress", "prerouting", INGRESS_PRIORITY, "iifname"),
+        Direction::Egress => ("egress", "postrouting", EGRESS_PRIORITY, "oifname"),
+    };
     let bc = |what: &str| baseline_comment(direction, what);
     let ifaces: Vec<String> = uplinks.iter().map(|u| format!("\"{u}\"")).collect();
     let mut rules = vec![
@@ -606,14 +636,14 @@ fn build_chain(direction: Direction, uplinks: &[String], gen: u16, body: Body<'_
             bc("reply")
         ),
         format!(
-            "ct direction original ct state established ct mark and {mask:#010x} == {stamp:#010x} counter accept comment \"{}\"",
-            bc("current")
+            "ct direction original ct state established jump {}_current",
+            direction.as_str()
         ),
     ];
     match body {
         Body::Rules(matchers) => {
             for (m, action, c) in matchers {
-                let v = verdict(direction, gen, *action);
+                let v = verdict(direction, *action);
                 rules.push(format!("{m} counter {v} comment \"{c}\""));
             }
         }
@@ -861,15 +891,25 @@ mod tests {
         }
     }
 
+    fn chain<'a>(c: &'a Compiled, name: &str) -> &'a Chain {
+        c.chains.iter().find(|ch| ch.name == name).unwrap()
+    }
+
     #[test]
     fn seed_node_group_compiles_to_the_expected_rules() {
         let c = compile(&seed_node(), &opts()).unwrap();
-        let ingress = &c.chains[0];
+        let ingress = chain(&c, "ingress");
         assert_eq!(ingress.hook, Some(("prerouting", -150)));
         assert_eq!(ingress.rules[0], "iifname != { \"eth0\" } return");
         let g = c.ingress_generation;
         let body: Vec<&str> = ingress.rules[6..].iter().map(String::as_str).collect();
-        let acc = format!("ct mark set ct mark and 0xffff0000 or {:#010x} accept", g);
+        let acc = "goto ingress_stamp";
+        assert_eq!(
+            chain(&c, "ingress_stamp").rules,
+            vec![format!(
+                "ct mark set ct mark and 0xffff0000 or {g:#010x} accept"
+            )]
+        );
         assert_eq!(
             body,
             vec![
@@ -881,10 +921,11 @@ mod tests {
                 "counter drop comment \"palisade ingress default drop\"".to_string(),
             ]
         );
-        let egress = &c.chains[1];
+        let egress = chain(&c, "egress");
         assert_eq!(egress.hook, Some(("postrouting", 150)));
         assert!(egress.rules[0].starts_with("oifname != "));
-        assert!(egress.rules[6].contains(&format!(
+        assert!(egress.rules[6].ends_with("goto egress_stamp comment \"sg-node0001 egress 0\""));
+        assert!(chain(&c, "egress_stamp").rules[0].contains(&format!(
             "or {:#010x} accept",
             u32::from(c.egress_generation) << 16
         )));
@@ -918,7 +959,7 @@ mod tests {
         assert!(text.contains("meta l4proto . ip daddr vmap @egress_v4_other"));
         let r2 = c.chains.iter().find(|ch| ch.name == "ingress_r2").unwrap();
         assert_eq!(r2.hook, None);
-        assert!(r2.rules[0].ends_with("accept comment \"sg-node0001 ingress 2\""));
+        assert!(r2.rules[0].ends_with("goto ingress_stamp comment \"sg-node0001 ingress 2\""));
         assert_eq!(c, compile(&seed_node(), &o).unwrap(), "deterministic");
         assert!(c.ingress_generation != 0 && c.egress_generation != 0);
     }
@@ -926,12 +967,16 @@ mod tests {
     #[test]
     fn baseline_comes_first_in_order() {
         let c = compile(&Snapshot::default(), &opts()).unwrap();
-        let r = &c.chains[0].rules;
+        let r = &chain(&c, "ingress").rules;
         assert!(r[1].starts_with("icmpv6 type { nd-neighbor-solicit"));
         assert!(r[2].starts_with("ct state invalid counter drop"));
         assert!(r[3].starts_with("ct state related"));
         assert!(r[4].starts_with("ct direction reply ct state established"));
-        assert!(r[5].contains("ct mark and 0x0000ffff =="));
+        assert_eq!(
+            r[5],
+            "ct direction original ct state established jump ingress_current"
+        );
+        assert!(chain(&c, "ingress_current").rules[0].contains("ct mark and 0x0000ffff =="));
         assert_eq!(r.len(), 7, "no rules: baseline then default drop");
     }
 
@@ -1016,7 +1061,11 @@ mod tests {
         let d = c2.set_deltas(&c1).unwrap();
         assert_eq!(d.len(), 2);
         let script = c2.delta_script(&d);
-        assert!(script.starts_with("delete element inet palisade sg_b_v4 { 198.18.0.5 }\nadd element inet palisade sg_b_v6 { 2001:db8::7 }\nflush chain inet palisade ingress\n"));
+        assert!(script.starts_with("delete element inet palisade sg_b_v4 { 198.18.0.5 }\nadd element inet palisade sg_b_v6 { 2001:db8::7 }\nflush chain inet palisade ingress_current\n"));
+        assert!(
+            !script.contains("flush chain inet palisade ingress\n"),
+            "the rules are not rewritten"
+        );
         // A different rule list is no delta.
         assert!(compile(&seed_node(), &opts())
             .unwrap()
@@ -1071,6 +1120,6 @@ mod tests {
             ..Default::default()
         };
         let c = compile(&s, &opts()).unwrap();
-        assert_eq!(c.chains[0].rules.len(), 7);
+        assert_eq!(chain(&c, "ingress").rules.len(), 7);
     }
 }

@@ -54,6 +54,10 @@ pub struct PropagateArgs {
     /// sleep; the default leaves every agent back in its long poll.
     #[arg(long, default_value_t = 1500)]
     pub gap_ms: u64,
+    /// Agents do not send `ReportInstanceStatus` (by default they do, as
+    /// real agents: one durable store write per agent after each change).
+    #[arg(long)]
+    pub no_report: bool,
     /// table or json.
     #[arg(long, value_enum, default_value_t)]
     pub output: Format,
@@ -78,6 +82,8 @@ pub struct ApiArgs {
 pub struct PropagateReport {
     /// Agents.
     pub agents: usize,
+    /// Whether agents sent `ReportInstanceStatus` after each change.
+    pub reports: bool,
     /// Changes made.
     pub changes: usize,
     /// (change, agent) pairs that applied the change.
@@ -250,7 +256,7 @@ pub fn propagate(
             },
             private_ips: vec![],
             interval: Duration::from_secs(1),
-            report: true,
+            report: !args.no_report,
         };
         let (stop, tx) = (stop.clone(), tx.clone());
         threads.push(
@@ -346,6 +352,7 @@ fn measure_propagation(
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Ok(PropagateReport {
         agents: ids.len(),
+        reports: !args.no_report,
         changes: args.changes,
         samples: latencies.len(),
         missed,
