@@ -109,10 +109,13 @@ pub enum Mode {
     Linear,
     /// Each rule's decided set (the packets it decides under first match,
     /// from the `policy` crate's header-space algebra) becomes elements of
-    /// concatenated interval verdict maps (`protocol . peer . port` for TCP
-    /// and UDP, `protocol . peer` for the rest) that jump to the rule's own
-    /// chain, which counts and decides. One lookup per packet whatever the
-    /// length of the list.
+    /// concatenated interval verdict maps (`peer . protocol . port` for TCP
+    /// and UDP, `peer . protocol` for the rest) that jump to the rule's own
+    /// chain, which counts and decides. One lookup per packet. The peer
+    /// comes first because it is the selective field: nft's interval maps
+    /// (nft_pipapo) match field by field and carry every element that
+    /// matched the fields so far to the next one, so a protocol first would
+    /// carry every TCP or UDP element of the list.
     Maps,
 }
 
@@ -707,7 +710,7 @@ fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
             for p in [6u8, 17] {
                 if b.protocol_lo <= p && p <= b.protocol_hi {
                     elements[fam][0].push(format!(
-                        "{p} . {addr} . {} : jump {chain}",
+                        "{addr} . {p} . {} : jump {chain}",
                         range_text(u32::from(b.ports.lo()), u32::from(b.ports.hi()))
                     ));
                 }
@@ -721,7 +724,7 @@ fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
                 let end = hi.min(cut.saturating_sub(1));
                 if lo <= end {
                     elements[fam][1]
-                        .push(format!("{} . {addr} : jump {chain}", range_text(lo, end)));
+                        .push(format!("{addr} . {} : jump {chain}", range_text(lo, end)));
                 }
                 lo = lo.max(cut + 1);
             }
@@ -745,11 +748,11 @@ fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
         for (kind, (suffix, ty, key, guard)) in [
             (
                 "ports",
-                "inet_proto . {A} . inet_service",
-                "meta l4proto . {P} . th dport",
+                "{A} . inet_proto . inet_service",
+                "{P} . meta l4proto . th dport",
                 "meta l4proto { tcp, udp } ",
             ),
-            ("other", "inet_proto . {A}", "meta l4proto . {P}", ""),
+            ("other", "{A} . inet_proto", "{P} . meta l4proto", ""),
         ]
         .into_iter()
         .enumerate()
@@ -942,21 +945,21 @@ mod tests {
         };
         let c = compile(&seed_node(), &o).unwrap();
         let text = c.script();
-        assert!(text.contains("map ingress_v4_ports { type inet_proto . ipv4_addr . inet_service : verdict; flags interval; elements = {"));
+        assert!(text.contains("map ingress_v4_ports { type ipv4_addr . inet_proto . inet_service : verdict; flags interval; elements = {"));
         // Rule 2 (TCP NodePorts from anywhere) decides what rules 0 and 1 left.
         assert!(
-            text.contains("6 . 0.0.0.0-198.17.255.255 . 30000-32768 : jump ingress_r2"),
+            text.contains("0.0.0.0-198.17.255.255 . 6 . 30000-32768 : jump ingress_r2"),
             "{text}"
         );
-        assert!(text.contains("6 . 198.20.0.0-255.255.255.255 . 30000-32768 : jump ingress_r2"));
+        assert!(text.contains("198.20.0.0-255.255.255.255 . 6 . 30000-32768 : jump ingress_r2"));
         // ALL from the pod CIDR: every protocol, split around TCP and UDP.
-        assert!(text.contains("6 . 198.19.0.0/16 . 0-65535 : jump ingress_r0"));
-        assert!(text.contains("0-5 . 198.19.0.0/16 : jump ingress_r0"));
-        assert!(text.contains("7-16 . 198.19.0.0/16 : jump ingress_r0"));
-        assert!(text.contains("18-255 . 198.19.0.0/16 : jump ingress_r0"));
-        assert!(text.contains("meta nfproto ipv4 meta l4proto { tcp, udp } meta l4proto . ip saddr . th dport vmap @ingress_v4_ports"));
-        assert!(text.contains("meta nfproto ipv4 meta l4proto . ip saddr vmap @ingress_v4_other"));
-        assert!(text.contains("meta l4proto . ip daddr vmap @egress_v4_other"));
+        assert!(text.contains("198.19.0.0/16 . 6 . 0-65535 : jump ingress_r0"));
+        assert!(text.contains("198.19.0.0/16 . 0-5 : jump ingress_r0"));
+        assert!(text.contains("198.19.0.0/16 . 7-16 : jump ingress_r0"));
+        assert!(text.contains("198.19.0.0/16 . 18-255 : jump ingress_r0"));
+        assert!(text.contains("meta nfproto ipv4 meta l4proto { tcp, udp } ip saddr . meta l4proto . th dport vmap @ingress_v4_ports"));
+        assert!(text.contains("meta nfproto ipv4 ip saddr . meta l4proto vmap @ingress_v4_other"));
+        assert!(text.contains("ip daddr . meta l4proto vmap @egress_v4_other"));
         let r2 = c.chains.iter().find(|ch| ch.name == "ingress_r2").unwrap();
         assert_eq!(r2.hook, None);
         assert!(r2.rules[0].ends_with("goto ingress_stamp comment \"sg-node0001 ingress 2\""));
