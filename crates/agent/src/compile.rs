@@ -673,7 +673,7 @@ struct MapPlan {
 }
 
 fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
-    use palisade_policy::space::{PacketBox, PacketSet};
+    use palisade_policy::space::PacketSet;
     let dir = direction.as_str();
     let all_ports = PortRange::new(0, u16::MAX).unwrap_or(PortRange::single(0));
     let mut matched = PacketSet::empty();
@@ -682,25 +682,21 @@ fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
     let mut rule_chains = Vec::new();
     let mut digest_input = String::new();
     for (pos, rule) in rules.iter().enumerate() {
-        let mut space = PacketSet::empty();
-        for s in &rule.services {
-            let (lo, hi) = s.protocol.map_or((0, u8::MAX), |p| (p, p));
-            let ports = if lo == hi && palisade_policy::has_ports(lo) {
-                s.ports.clone()
-            } else {
-                vec![all_ports]
-            };
-            for peer in &rule.peers {
-                for p in &ports {
-                    space.union_with(&PacketSet::from_box(&PacketBox {
-                        protocol_lo: lo,
-                        protocol_hi: hi,
-                        peers: *peer,
-                        ports: *p,
-                    }));
-                }
-            }
-        }
+        let services: Vec<(u8, u8, Vec<PortRange>)> = rule
+            .services
+            .iter()
+            .map(|s| {
+                let (lo, hi) = s.protocol.map_or((0, u8::MAX), |p| (p, p));
+                let ports = if lo == hi && palisade_policy::has_ports(lo) {
+                    s.ports.clone()
+                } else {
+                    vec![all_ports]
+                };
+                (lo, hi, ports)
+            })
+            .collect();
+        // One pass over the peers, not one union per peer and port.
+        let space = PacketSet::from_services(&services, &rule.peers);
         let decided = space.difference(&matched);
         matched.union_with(&space);
         let chain = format!("{dir}_r{pos}");
