@@ -28,7 +28,8 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => {
                 assert!(well_formed_code(&e.code), "{action}: code {:?}", e.code);
                 assert_ne!(
-                    e.code, "InternalError",
+                    e.code,
+                    "InternalError",
                     "{action} {}: {}",
                     String::from_utf8_lossy(&body),
                     e.message

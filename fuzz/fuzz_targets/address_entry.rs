@@ -17,14 +17,22 @@ fuzz_target!(|data: &[u8]| {
     let printed = entry.to_string();
     let again = AddressEntry::parse_field("Addresses", &printed)
         .unwrap_or_else(|e| panic!("{text:?} printed as {printed:?}, which fails: {e}"));
-    assert_eq!(again.range(), entry.range(), "{text:?} does not survive printing");
+    assert_eq!(
+        again.range(),
+        entry.range(),
+        "{text:?} does not survive printing"
+    );
     let range = entry.range();
     assert!(range.lo() <= range.hi(), "{text:?}: inverted range");
     let blocks = range.to_cidrs();
     assert!(!blocks.is_empty(), "{text:?}: no blocks");
     assert!(blocks.len() <= 2 * 128, "{text:?}: {} blocks", blocks.len());
     assert_eq!(blocks[0].range().lo(), range.lo(), "{text:?}: first block");
-    assert_eq!(blocks[blocks.len() - 1].range().hi(), range.hi(), "{text:?}: last block");
+    assert_eq!(
+        blocks[blocks.len() - 1].range().hi(),
+        range.hi(),
+        "{text:?}: last block"
+    );
     for w in blocks.windows(2) {
         assert_eq!(
             w[0].range().hi().checked_add(1),

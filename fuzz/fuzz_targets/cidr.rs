@@ -16,23 +16,36 @@ fuzz_target!(|data: &[u8]| {
     let v4 = Cidr::parse_v4("CidrBlock", text);
     let v6 = Cidr::parse_v6("Ipv6CidrBlock", text);
     let Ok(c) = any else {
-        assert!(v4.is_err() && v6.is_err(), "{text:?}: a family parser accepts what parse_any refuses");
+        assert!(
+            v4.is_err() && v6.is_err(),
+            "{text:?}: a family parser accepts what parse_any refuses"
+        );
         return;
     };
     match c.family() {
         Family::V4 => assert_eq!(v4.ok(), Some(c), "{text:?}: parse_v4 disagrees"),
         Family::V6 => assert_eq!(v6.ok(), Some(c), "{text:?}: parse_v6 disagrees"),
     }
-    assert!(c.prefix_len() <= c.family().bits(), "{text:?}: prefix too long");
+    assert!(
+        c.prefix_len() <= c.family().bits(),
+        "{text:?}: prefix too long"
+    );
     let printed = c.to_string();
     let again = Cidr::parse_any("CidrBlock", &printed)
         .unwrap_or_else(|e| panic!("{text:?} printed as {printed:?}, which fails: {e}"));
     assert_eq!(again, c, "{text:?} does not survive printing");
-    assert!(c.contains(c.network()), "{text:?}: network outside the block");
+    assert!(
+        c.contains(c.network()),
+        "{text:?}: network outside the block"
+    );
     let range = c.range();
     assert!(range.lo() <= range.hi());
     // `to_cidrs` writes `/len` even for a bare IP, so compare the blocks.
     let blocks = range.to_cidrs();
     assert_eq!(blocks.len(), 1, "{text:?}: range splits into {blocks:?}");
-    assert_eq!(blocks[0].range(), range, "{text:?}: range does not split back");
+    assert_eq!(
+        blocks[0].range(),
+        range,
+        "{text:?}: range does not split back"
+    );
 });

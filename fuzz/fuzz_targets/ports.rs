@@ -36,11 +36,20 @@ fuzz_target!(|data: &[u8]| {
     // would slow the fuzzer down for little gain).
     for r in &merged {
         for p in [r.lo(), r.hi()] {
-            assert!(ports.contains(p), "{text:?}: ranges() has {p}, contains() not");
+            assert!(
+                ports.contains(p),
+                "{text:?}: ranges() has {p}, contains() not"
+            );
         }
-        for p in [r.lo().checked_sub(1), r.hi().checked_add(1)].into_iter().flatten() {
+        for p in [r.lo().checked_sub(1), r.hi().checked_add(1)]
+            .into_iter()
+            .flatten()
+        {
             if !merged.iter().any(|m| m.contains(p)) && !ports.is_all() {
-                assert!(!ports.contains(p), "{text:?}: contains({p}) outside ranges()");
+                assert!(
+                    !ports.contains(p),
+                    "{text:?}: contains({p}) outside ranges()"
+                );
             }
         }
     }

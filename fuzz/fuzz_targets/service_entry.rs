@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if !entry.protocol.has_ports() {
-        assert!(entry.ports.is_all(), "{text:?}: ports on a portless protocol");
+        assert!(
+            entry.ports.is_all(),
+            "{text:?}: ports on a portless protocol"
+        );
     }
     let printed = entry.to_string();
     let again = ServiceEntry::parse_field("Services", &printed)

@@ -32,7 +32,10 @@ struct Input {
 fuzz_target!(|input: Input| {
     if let Ok(a) = tc3::parse_authorization(&input.authorization) {
         assert_eq!(a.signature.len(), 64);
-        assert!(a.signature.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        assert!(a
+            .signature
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
         let names: Vec<&str> = a.signed_headers.split(';').collect();
         assert!(names.contains(&"host") && names.contains(&"content-type"));
         assert!(!a.secret_id.is_empty() && !a.service.is_empty());
@@ -44,14 +47,20 @@ fuzz_target!(|input: Input| {
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
-    headers.insert("authorization".into(), input.authorization.clone().into_bytes());
+    headers.insert(
+        "authorization".into(),
+        input.authorization.clone().into_bytes(),
+    );
     let timestamp = match input.timestamp_num {
         Some(n) => n.to_string(),
         None => input.timestamp.clone(),
     };
     headers.insert("x-tc-timestamp".into(), timestamp.clone().into_bytes());
     headers.insert("host".into(), input.host.clone().into_bytes());
-    headers.insert("content-type".into(), input.content_type.clone().into_bytes());
+    headers.insert(
+        "content-type".into(),
+        input.content_type.clone().into_bytes(),
+    );
     let now = if input.near_now {
         timestamp.trim().parse::<i64>().unwrap_or(input.now)
     } else {
@@ -85,7 +94,15 @@ fuzz_target!(|input: Input| {
         // ts + 1 would start a new day: a date mismatch, not a bad signature.
         ts -= 1;
     }
-    let auth = tc3::sign(&id, &input.secret_key, &service, &ctype, &host, &input.body, ts);
+    let auth = tc3::sign(
+        &id,
+        &input.secret_key,
+        &service,
+        &ctype,
+        &host,
+        &input.body,
+        ts,
+    );
     let mut h: HashMap<&str, Vec<u8>> = HashMap::new();
     h.insert("authorization", auth.into_bytes());
     h.insert("x-tc-timestamp", ts.to_string().into_bytes());
@@ -93,12 +110,19 @@ fuzz_target!(|input: Input| {
     h.insert("content-type", ctype.into_bytes());
     let key = input.secret_key.clone();
     let run = |h: &HashMap<&str, Vec<u8>>, body: &[u8]| {
-        tc3::verify("POST", |n| h.get(n).map(Vec::as_slice), body, ts, |i| {
-            (i == id).then(|| key.clone())
-        })
+        tc3::verify(
+            "POST",
+            |n| h.get(n).map(Vec::as_slice),
+            body,
+            ts,
+            |i| (i == id).then(|| key.clone()),
+        )
     };
     let ok = run(&h, &input.body).unwrap_or_else(|e| panic!("own signature refused: {e}"));
-    assert_eq!((ok.secret_id.as_str(), ok.service.as_str()), (id.as_str(), service.as_str()));
+    assert_eq!(
+        (ok.secret_id.as_str(), ok.service.as_str()),
+        (id.as_str(), service.as_str())
+    );
 
     let mut body = input.body.clone();
     if body.is_empty() {
@@ -107,13 +131,25 @@ fuzz_target!(|input: Input| {
         let i = usize::from(input.flip) % body.len();
         body[i] ^= 1 << (input.flip % 8);
     }
-    assert_eq!(run(&h, &body), Err(AuthError::SignatureFailure), "tampered body accepted");
+    assert_eq!(
+        run(&h, &body),
+        Err(AuthError::SignatureFailure),
+        "tampered body accepted"
+    );
 
     let mut tampered = h.clone();
     tampered.insert("host", format!("{host}x").into_bytes());
-    assert_eq!(run(&tampered, &input.body), Err(AuthError::SignatureFailure), "tampered host accepted");
+    assert_eq!(
+        run(&tampered, &input.body),
+        Err(AuthError::SignatureFailure),
+        "tampered host accepted"
+    );
 
     let mut tampered = h.clone();
     tampered.insert("x-tc-timestamp", (ts + 1).to_string().into_bytes());
-    assert_eq!(run(&tampered, &input.body), Err(AuthError::SignatureFailure), "tampered timestamp accepted");
+    assert_eq!(
+        run(&tampered, &input.body),
+        Err(AuthError::SignatureFailure),
+        "tampered timestamp accepted"
+    );
 });

@@ -53,18 +53,38 @@ impl World {
         let ipm = w.must("vpc", "CreateAddressTemplate", json!({
             "AddressTemplateName": "a", "Addresses": ["10.0.0.1", "10.1.0.0/16", "10.2.0.1-10.2.0.9"]
         }))["AddressTemplate"]["AddressTemplateId"].clone();
-        let ipmg = w.must("vpc", "CreateAddressTemplateGroup", json!({
-            "AddressTemplateGroupName": "ag", "AddressTemplateIds": [ipm]
-        }))["AddressTemplateGroup"]["AddressTemplateGroupId"].clone();
-        let ppm = w.must("vpc", "CreateServiceTemplate", json!({
-            "ServiceTemplateName": "s", "Services": ["tcp:80", "udp:53,5353", "icmp"]
-        }))["ServiceTemplate"]["ServiceTemplateId"].clone();
-        let ppmg = w.must("vpc", "CreateServiceTemplateGroup", json!({
-            "ServiceTemplateGroupName": "sg", "ServiceTemplateIds": [ppm]
-        }))["ServiceTemplateGroup"]["ServiceTemplateGroupId"].clone();
-        let sg2 = w.must("vpc", "CreateSecurityGroup", json!({
-            "GroupName": "peer", "GroupDescription": "d"
-        }))["SecurityGroup"]["SecurityGroupId"].clone();
+        let ipmg = w.must(
+            "vpc",
+            "CreateAddressTemplateGroup",
+            json!({
+                "AddressTemplateGroupName": "ag", "AddressTemplateIds": [ipm]
+            }),
+        )["AddressTemplateGroup"]["AddressTemplateGroupId"]
+            .clone();
+        let ppm = w.must(
+            "vpc",
+            "CreateServiceTemplate",
+            json!({
+                "ServiceTemplateName": "s", "Services": ["tcp:80", "udp:53,5353", "icmp"]
+            }),
+        )["ServiceTemplate"]["ServiceTemplateId"]
+            .clone();
+        let ppmg = w.must(
+            "vpc",
+            "CreateServiceTemplateGroup",
+            json!({
+                "ServiceTemplateGroupName": "sg", "ServiceTemplateIds": [ppm]
+            }),
+        )["ServiceTemplateGroup"]["ServiceTemplateGroupId"]
+            .clone();
+        let sg2 = w.must(
+            "vpc",
+            "CreateSecurityGroup",
+            json!({
+                "GroupName": "peer", "GroupDescription": "d"
+            }),
+        )["SecurityGroup"]["SecurityGroupId"]
+            .clone();
         let sg1 = w.must("vpc", "CreateSecurityGroupWithPolicies", json!({
             "GroupName": "web", "GroupDescription": "d",
             "SecurityGroupPolicySet": {
@@ -81,9 +101,13 @@ impl World {
         w.must("palisade", "RegisterInstances", json!({
             "Instances": [{"InstanceId": INSTANCE, "InstanceName": "n1", "PrivateIpAddresses": ["10.0.0.5"]}]
         }));
-        w.must("cvm", "AssociateSecurityGroups", json!({
-            "SecurityGroupIds": [sg1], "InstanceIds": [INSTANCE]
-        }));
+        w.must(
+            "cvm",
+            "AssociateSecurityGroups",
+            json!({
+                "SecurityGroupIds": [sg1], "InstanceIds": [INSTANCE]
+            }),
+        );
         w.must("palisade", "RegisterCluster", json!({
             "ClusterId": CLUSTER, "ClusterCidr": "10.0.0.0/16", "ContainerCidr": "172.16.0.0/16",
             "Nodes": [INSTANCE]
@@ -112,7 +136,12 @@ impl World {
 
     /// Runs one action with the raw `body` as the request parameters, as the
     /// HTTP layer does after authentication.
-    pub fn call(&self, service: &str, action: &str, body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    pub fn call(
+        &self,
+        service: &str,
+        action: &str,
+        body: &[u8],
+    ) -> Result<Map<String, Value>, ApiError> {
         let params = Params::from_body(body)?;
         let ctx = Ctx {
             store: &self.store,

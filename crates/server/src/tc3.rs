@@ -151,7 +151,8 @@ pub fn verify<'h>(
         .ok_or_else(|| {
             AuthError::InvalidAuthorization("missing or malformed X-TC-Timestamp header".into())
         })?;
-    if (now - timestamp).abs() > MAX_CLOCK_SKEW_SECS {
+    // abs_diff: `now - timestamp` overflows for a timestamp near i64::MIN.
+    if now.abs_diff(timestamp) > MAX_CLOCK_SKEW_SECS.unsigned_abs() {
         return Err(AuthError::SignatureExpire { timestamp, now });
     }
     if date_of(timestamp).as_deref() != Some(auth.date.as_str()) {
