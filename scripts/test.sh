@@ -73,6 +73,15 @@ cargo build --workspace --all-targets
 say "cargo test"
 cargo test --workspace
 
+# --- fuzzing (issue 8 item 5; owned by scripts/fuzz.sh) ---
+# Every fuzz target for PALISADE_FUZZ_SECONDS each (default 15 s, 8 targets:
+# about 2 minutes plus the build); PALISADE_SKIP_FUZZ=1 skips it.
+if [ -z "${PALISADE_SKIP_FUZZ:-}" ]; then
+  say "fuzz targets"
+  ./scripts/fuzz.sh "${PALISADE_FUZZ_SECONDS:-15}"
+fi
+# --- end fuzzing ---
+
 if [ -z "${PALISADE_SKIP_PY:-}" ]; then
   say "python end-to-end tests"
   PALISADE_BIN="$PWD/target/debug/palisade" .venv/bin/python -m pytest -q tests/
