@@ -1,0 +1,416 @@
+//! Security tests (issue 8 item 6) against a real server on 127.0.0.1:
+//! the 300 s signature window, tampering with a signed request, isolation
+//! between accounts, and what an agent's instance-scoped credential may do.
+//! Every refused request must also leave the database byte-for-byte
+//! unchanged (see `common` for why that comparison is sound).
+
+mod common;
+
+use common::{now, Ids, Server};
+use palisade_server::actions::ACTIONS;
+use palisade_store::{Account, Store};
+use serde_json::{json, Value};
+
+fn cred(a: &Account) -> (&str, &str) {
+    (a.secret_id.as_str(), a.secret_key.as_str())
+}
+
+fn set(headers: &mut Vec<(&'static str, Vec<u8>)>, name: &'static str, value: Vec<u8>) {
+    headers.retain(|(k, _)| *k != name);
+    headers.push((name, value));
+}
+
+#[test]
+fn expired_and_tampered_requests_are_refused() {
+    let (server, worlds) = Server::start(&[("admin", "aaaa"), ("other", "bbbb")]);
+    let (a, b) = (&worlds[0].0, &worlds[1].0);
+    let before = server.db_bytes();
+    let action = "CreateSecurityGroup";
+    let body = br#"{"GroupName": "g", "GroupDescription": "d"}"#;
+
+    // Replays: a request signed more than 300 s ago (or ahead) is refused.
+    for age in [301, 3_600, 86_400 * 30, -301] {
+        let h = server.signed_headers(cred(a), action, body, now() - age);
+        let r = server.raw(&h, body);
+        assert_eq!(
+            r.assert_error("old"),
+            "AuthFailure.SignatureExpire",
+            "age {age}"
+        );
+    }
+
+    let ts = now();
+    let good = server.signed_headers(cred(a), action, body, ts);
+    let mut cases: Vec<(&str, Vec<(&'static str, Vec<u8>)>, Vec<u8>)> = Vec::new();
+    cases.push((
+        "body",
+        good.clone(),
+        br#"{"GroupName": "h", "GroupDescription": "d"}"#.to_vec(),
+    ));
+    cases.push((
+        "body plus a space",
+        good.clone(),
+        [&body[..], b" "].concat(),
+    ));
+    let mut h = good.clone();
+    set(&mut h, "X-TC-Content-SHA256", b"UNSIGNED-PAYLOAD".to_vec());
+    cases.push(("body with UNSIGNED-PAYLOAD added", h, b"{}".to_vec()));
+    let mut h = good.clone();
+    set(&mut h, "Host", b"127.0.0.1:1".to_vec());
+    cases.push(("Host", h, body.to_vec()));
+    let mut h = good.clone();
+    set(
+        &mut h,
+        "Content-Type",
+        b"application/json; charset=utf-8".to_vec(),
+    );
+    cases.push(("Content-Type", h, body.to_vec()));
+    let mut h = good.clone();
+    set(&mut h, "X-TC-Timestamp", (ts - 1).to_string().into_bytes());
+    cases.push(("X-TC-Timestamp", h, body.to_vec()));
+    let auth = String::from_utf8(
+        good.iter()
+            .find(|(k, _)| *k == "Authorization")
+            .expect("auth")
+            .1
+            .clone(),
+    )
+    .expect("utf-8");
+    let tamper = |f: &dyn Fn(&str) -> String| {
+        let mut h = good.clone();
+        set(&mut h, "Authorization", f(&auth).into_bytes());
+        h
+    };
+    // Last hex digit of the signature changed.
+    cases.push((
+        "Authorization signature",
+        tamper(&|s| {
+            let mut s = s.to_string();
+            let last = s.pop().expect("digit");
+            s.push(if last == '0' { '1' } else { '0' });
+            s
+        }),
+        body.to_vec(),
+    ));
+    cases.push((
+        "Authorization SecretId (another account's)",
+        tamper(&|s| s.replace(&a.secret_id, &b.secret_id)),
+        body.to_vec(),
+    ));
+    cases.push((
+        "Authorization service",
+        tamper(&|s| s.replace("/vpc/", "/cvm/")),
+        body.to_vec(),
+    ));
+    cases.push((
+        "Authorization SignedHeaders",
+        tamper(&|s| {
+            s.replace(
+                "SignedHeaders=content-type;host",
+                "SignedHeaders=content-type;host;x-tc-region",
+            )
+        }),
+        body.to_vec(),
+    ));
+    for (what, headers, body) in cases {
+        let r = server.raw(&headers, &body);
+        assert_eq!(
+            r.assert_error(what),
+            "AuthFailure.SignatureFailure",
+            "{what}"
+        );
+    }
+    assert_eq!(
+        server.db_bytes(),
+        before,
+        "a refused request changed the database"
+    );
+
+    // The untampered request still works (the cases above refused only
+    // because of what was changed).
+    server.raw(&good, body).assert_ok("untampered");
+
+    // A client that signs X-TC-Action too is protected against the action
+    // being swapped (Tencent's SDKs sign only content-type;host, so for
+    // them the action header is unauthenticated: see the report).
+    let body = format!(r#"{{"SecurityGroupId": "{}"}}"#, worlds[0].1["$SG2"]);
+    let ts = now();
+    let host = server.host();
+    let before = server.db_bytes();
+    let mut h = server.signed_headers(
+        cred(a),
+        "DescribeSecurityGroupPolicies",
+        body.as_bytes(),
+        ts,
+    );
+    set(
+        &mut h,
+        "Authorization",
+        sign_with_action(
+            cred(a),
+            &host,
+            "DescribeSecurityGroupPolicies",
+            body.as_bytes(),
+            ts,
+        )
+        .into_bytes(),
+    );
+    server.raw(&h, body.as_bytes()).assert_ok("action signed");
+    set(&mut h, "X-TC-Action", b"DeleteSecurityGroup".to_vec());
+    assert_eq!(
+        server
+            .raw(&h, body.as_bytes())
+            .assert_error("swapped action"),
+        "AuthFailure.SignatureFailure"
+    );
+    assert_eq!(server.db_bytes(), before);
+}
+
+/// TC3 with `SignedHeaders=content-type;host;x-tc-action`.
+fn sign_with_action(c: (&str, &str), host: &str, action: &str, body: &[u8], ts: i64) -> String {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let hmac = |k: &[u8], d: &[u8]| {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(k).expect("any key length");
+        m.update(d);
+        m.finalize().into_bytes().to_vec()
+    };
+    let date = time::OffsetDateTime::from_unix_timestamp(ts)
+        .expect("ts")
+        .format(&time::macros::format_description!("[year]-[month]-[day]"))
+        .expect("date");
+    let signed = "content-type;host;x-tc-action";
+    let canonical = format!(
+        "POST\n/\n\ncontent-type:application/json\nhost:{host}\nx-tc-action:{}\n\n{signed}\n{}",
+        action.to_ascii_lowercase(),
+        hex::encode(Sha256::digest(body))
+    );
+    let scope = format!("{date}/vpc/tc3_request");
+    let sts = format!(
+        "TC3-HMAC-SHA256\n{ts}\n{scope}\n{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    );
+    let k = hmac(format!("TC3{}", c.1).as_bytes(), date.as_bytes());
+    let k = hmac(&k, b"vpc");
+    let k = hmac(&k, b"tc3_request");
+    let sig = hex::encode(hmac(&k, sts.as_bytes()));
+    format!(
+        "TC3-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={sig}",
+        c.0
+    )
+}
+
+/// Fake ids shaped like `ids`, unique per `n`, that exist nowhere.
+fn fake_ids(ids: &Ids, n: usize) -> Ids {
+    ids.iter()
+        .map(|(k, v)| {
+            let (prefix, _) = v.split_once('-').expect("prefixed id");
+            (k.clone(), format!("{prefix}-zz{n:02}{}", &v[v.len() - 4..]))
+        })
+        .collect()
+}
+
+/// The answer with RequestId dropped and ids replaced by placeholders.
+fn normalise(r: &Value, ids: &Ids) -> String {
+    let mut r = r.clone();
+    if let Some(m) = r.as_object_mut() {
+        m.remove("RequestId");
+    }
+    let mut text = r.to_string();
+    for (k, v) in ids {
+        text = text.replace(v.as_str(), k);
+    }
+    text
+}
+
+/// Requests of the cross-account table: each action's valid request, with
+/// the create-style ones pointed at the other account's resources.
+fn cross_requests(ids: &Ids) -> std::collections::BTreeMap<String, Value> {
+    let mut all = common::valid_requests(ids);
+    all.insert(
+        "RegisterInstances".into(),
+        json!({"Instances": [{"InstanceId": ids["$INS"], "PrivateIpAddresses": ["10.9.9.9"]}]}),
+    );
+    all.insert(
+        "ReportInstanceStatus".into(),
+        json!({"InstanceId": ids["$INS"], "AppliedRevision": 1}),
+    );
+    all.insert(
+        "CreateSecurityGroupWithPolicies".into(),
+        json!({"GroupName": "g", "GroupDescription": "d", "SecurityGroupPolicySet": {"Ingress": [
+            {"Protocol": "ALL", "SecurityGroupId": ids["$SG1"], "Action": "ACCEPT"}]}}),
+    );
+    all.insert(
+        "RegisterCluster".into(),
+        json!({"ClusterId": ids["$CLS"], "ClusterCidr": "10.0.0.0/16", "ContainerCidr": "172.16.0.0/16"}),
+    );
+    all.insert(
+        "CloneSecurityGroup".into(),
+        json!({"SecurityGroupId": ids["$SG1"]}),
+    );
+    all
+}
+
+/// Actions whose foreign-id answer differs from the no-such-id answer
+/// today, with the bug. Instance and cluster ids are chosen by clients and
+/// unique across all accounts in the store, so registering another
+/// account's id reveals that it exists.
+fn cross_known_bug(action: &str) -> Option<&'static str> {
+    match action {
+        "RegisterInstances" => Some("another account's InstanceId gives InvalidParameterValue.Duplicate (ids are global): an existence oracle"),
+        "RegisterCluster" => Some("another account's ClusterId gives InvalidParameterValue.Duplicate (ids are global): an existence oracle"),
+        _ => None,
+    }
+}
+
+fn cross_account(known: bool) {
+    let (server, worlds) = Server::start(&[("admin", "aaaa"), ("other", "bbbb")]);
+    let (a_ids, b) = (&worlds[0].1, &worlds[1].0);
+    let theirs = cross_requests(a_ids);
+    let mut failures = Vec::new();
+    let mut tried = 0;
+    for (n, (_, action)) in ACTIONS.iter().enumerate() {
+        let req = &theirs[*action];
+        let text = req.to_string();
+        if !a_ids.values().any(|id| text.contains(id.as_str())) {
+            continue; // names no resource of the other account
+        }
+        if cross_known_bug(action).is_some() != known {
+            continue;
+        }
+        tried += 1;
+        let before = server.db_bytes();
+        let r = server.call(cred(b), action, req);
+        if let Err(e) = r.envelope(action) {
+            failures.push(e);
+            continue;
+        }
+        if server.db_bytes() != before {
+            failures.push(format!(
+                "{action}: another account's request changed the database"
+            ));
+        }
+        // The same request naming ids that exist nowhere.
+        let fake = fake_ids(a_ids, n);
+        let mut text_fake = text.clone();
+        for (k, v) in a_ids {
+            text_fake = text_fake.replace(v.as_str(), &fake[k]);
+        }
+        let r2 = server.call(
+            cred(b),
+            action,
+            &serde_json::from_str(&text_fake).expect("json"),
+        );
+        let (got, want) = (
+            normalise(r.response(), a_ids),
+            normalise(r2.response(), &fake),
+        );
+        if got != want {
+            failures.push(format!(
+                "{action}: foreign ids answer {}\n    no-such ids answer {}",
+                common::truncate(&got),
+                common::truncate(&want)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(tried > 0);
+    if !known {
+        assert!(tried >= 30, "only {tried} actions name a resource");
+    }
+}
+
+#[test]
+fn another_accounts_resources_look_like_they_do_not_exist() {
+    cross_account(false);
+}
+
+#[test]
+#[ignore = "bug: instance and cluster ids are unique across accounts, so RegisterInstances/RegisterCluster with another account's id answer InvalidParameterValue.Duplicate"]
+fn another_accounts_instance_and_cluster_ids_are_not_revealed() {
+    cross_account(true);
+}
+
+#[test]
+fn an_agent_credential_reads_only_its_own_instance() {
+    let (server, worlds) = Server::start(&[("admin", "aaaa"), ("other", "bbbb")]);
+    let (a, a_ids) = (&worlds[0].0, &worlds[0].1);
+    let b_ids = &worlds[1].1;
+    let key = server
+        .store
+        .create_instance_key(&a.id, &a_ids["$INS"])
+        .expect("agent key");
+    let agent = (key.secret_id.as_str(), key.secret_key.as_str());
+    let own = json!({"InstanceId": a_ids["$INS"]});
+    let r = server.call(agent, "DescribeInstanceRuleset", &own);
+    assert_eq!(
+        r.assert_ok("own ruleset")["Ruleset"]["InstanceId"],
+        a_ids["$INS"]
+    );
+    server
+        .call(
+            agent,
+            "ReportInstanceStatus",
+            &json!({"InstanceId": a_ids["$INS"], "AppliedRevision": 1}),
+        )
+        .assert_ok("own status");
+
+    let before = server.db_bytes();
+    let refused = |action: &str, body: &Value| {
+        let r = server.call(agent, action, body);
+        let code = r.assert_error(action);
+        assert_eq!(code, "AuthFailure.UnauthorizedOperation", "{action} {body}");
+        assert!(
+            !r.raw_body.windows(7).any(|w| w == b"Ingress"),
+            "{action}: a refusal carries rules"
+        );
+    };
+    refused(
+        "DescribeInstanceRuleset",
+        &json!({"InstanceId": a_ids["$INS2"]}),
+    );
+    refused(
+        "DescribeInstanceRuleset",
+        &json!({"InstanceId": b_ids["$INS"]}),
+    );
+    refused("DescribeInstanceRuleset", &json!({}));
+    refused(
+        "ReportInstanceStatus",
+        &json!({"InstanceId": a_ids["$INS2"]}),
+    );
+    refused(
+        "RegisterInstances",
+        &json!({"Instances": [
+        {"InstanceId": a_ids["$INS2"], "PrivateIpAddresses": ["10.0.0.5"]}]}),
+    );
+    refused(
+        "RegisterInstances",
+        &json!({"Instances": [
+        {"InstanceId": a_ids["$INS"], "PrivateIpAddresses": ["10.0.0.5"]},
+        {"InstanceId": a_ids["$INS2"], "PrivateIpAddresses": ["10.0.0.7"]}]}),
+    );
+    // Every other action, with a valid request of the agent's own account.
+    let valid = common::valid_requests(a_ids);
+    for (_, action) in ACTIONS {
+        if matches!(
+            *action,
+            "DescribeInstanceRuleset" | "ReportInstanceStatus" | "RegisterInstances"
+        ) {
+            continue;
+        }
+        refused(action, &valid[*action]);
+    }
+    assert_eq!(server.db_bytes(), before, "an agent changed the database");
+
+    // Deregistering the instance revokes its agent's credential.
+    let admin = cred(a);
+    server
+        .call(
+            admin,
+            "DeregisterInstances",
+            &json!({"InstanceIds": [a_ids["$INS"]]}),
+        )
+        .assert_ok("deregister");
+    let r = server.call(agent, "DescribeInstanceRuleset", &own);
+    assert_eq!(r.assert_error("revoked"), "AuthFailure.SecretIdNotFound");
+}
