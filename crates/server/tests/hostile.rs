@@ -449,7 +449,7 @@ fn envelope_level_garbage_gets_tencent_errors() {
         h.push((name, value.to_vec()));
         h
     };
-    let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, Vec<u8>, &str)> = vec![
+    let cases: Vec<(&str, common::Headers, Vec<u8>, &str)> = vec![
         (
             "no X-TC-Action",
             without("X-TC-Action"),

@@ -41,7 +41,7 @@ fn expired_and_tampered_requests_are_refused() {
 
     let ts = now();
     let good = server.signed_headers(cred(a), action, body, ts);
-    let mut cases: Vec<(&str, Vec<(&'static str, Vec<u8>)>, Vec<u8>)> = Vec::new();
+    let mut cases: Vec<(&str, common::Headers, Vec<u8>)> = Vec::new();
     cases.push((
         "body",
         good.clone(),

@@ -32,6 +32,9 @@ use std::sync::Arc;
 /// the ids of a world's resources (also the fuzz seeds of `actions`).
 pub const VALID_REQUESTS: &str = include_str!("../data/valid-requests.json");
 
+/// Raw request headers.
+pub type Headers = Vec<(&'static str, Vec<u8>)>;
+
 /// One account's resources: placeholder -> id.
 pub type Ids = BTreeMap<String, String>;
 
@@ -256,7 +259,7 @@ impl Answer {
             return Err(format!("{what}: Content-Type {:?}", self.content_type));
         }
         let r = self.response();
-        if !r["RequestId"].as_str().is_some_and(|s| !s.is_empty()) {
+        if r["RequestId"].as_str().is_none_or(str::is_empty) {
             return Err(format!(
                 "{what}: no RequestId in {}",
                 truncate(&String::from_utf8_lossy(&self.raw_body))
@@ -267,7 +270,7 @@ impl Answer {
             if !well_formed_code(code) {
                 return Err(format!("{what}: code {code:?}"));
             }
-            if !e["Message"].as_str().is_some_and(|m| !m.is_empty()) {
+            if e["Message"].as_str().is_none_or(str::is_empty) {
                 return Err(format!("{what}: no message"));
             }
         }
