@@ -10,11 +10,12 @@
 //! - `egress`, hooked at `postrouting` priority 150 (after SNAT at 100), for
 //!   packets leaving on an uplink, with the addresses they carry on the wire.
 //!
-//! Each chain runs the baseline (IPv6 ND / RS / RA accepted, `ct state
-//! invalid` dropped, related packets and replies of tracked connections
-//! accepted), then the fast path for established flows stamped by the
-//! current generation, then every rule in first-match order (a `counter` and
-//! `comment "sg-xxxx ingress 3"` on each), then a counted default drop.
+//! Each chain runs the baseline (IPv6 ND / RS / RA and link-local MLD
+//! accepted, `ct state invalid` dropped, related packets and replies of
+//! tracked connections accepted), then the fast path for established flows
+//! stamped by the current generation, then every rule in first-match order
+//! (a `counter` and `comment "sg-xxxx ingress 3"` on each), then a counted
+//! default drop.
 //!
 //! Revoked connections (DESIGN.md section 2): a rule that accepts a packet
 //! stamps the flow's conntrack mark with the direction's *generation* (the
@@ -632,6 +633,14 @@ fn build_chain(direction: Direction, uplinks: &[String], body: Body<'_>) -> Chai
             "icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert }} counter accept comment \"{}\"",
             bc("nd")
         ),
+        // Multicast listener reports and queries stay on the link (source
+        // link-local or `::`, hop limit 1). A switch that snoops MLD
+        // forwards solicited-node multicast only to ports that reported
+        // it, so dropping them would break neighbour discovery (RFC 4890).
+        format!(
+            "ip6 saddr {{ ::, fe80::/10 }} icmpv6 type {{ mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report }} counter accept comment \"{}\"",
+            bc("mld")
+        ),
         format!("ct state invalid counter drop comment \"{}\"", bc("invalid")),
         format!("ct state related counter accept comment \"{}\"", bc("related")),
         format!(
@@ -901,7 +910,7 @@ mod tests {
         assert_eq!(ingress.hook, Some(("prerouting", -150)));
         assert_eq!(ingress.rules[0], "iifname != { \"eth0\" } return");
         let g = c.ingress_generation;
-        let body: Vec<&str> = ingress.rules[6..].iter().map(String::as_str).collect();
+        let body: Vec<&str> = ingress.rules[7..].iter().map(String::as_str).collect();
         let acc = "goto ingress_stamp";
         assert_eq!(
             chain(&c, "ingress_stamp").rules,
@@ -923,7 +932,7 @@ mod tests {
         let egress = chain(&c, "egress");
         assert_eq!(egress.hook, Some(("postrouting", 150)));
         assert!(egress.rules[0].starts_with("oifname != "));
-        assert!(egress.rules[6].ends_with("goto egress_stamp comment \"sg-node0001 egress 0\""));
+        assert!(egress.rules[7].ends_with("goto egress_stamp comment \"sg-node0001 egress 0\""));
         assert!(chain(&c, "egress_stamp").rules[0].contains(&format!(
             "or {:#010x} accept",
             u32::from(c.egress_generation) << 16
@@ -968,15 +977,16 @@ mod tests {
         let c = compile(&Snapshot::default(), &opts()).unwrap();
         let r = &chain(&c, "ingress").rules;
         assert!(r[1].starts_with("icmpv6 type { nd-neighbor-solicit"));
-        assert!(r[2].starts_with("ct state invalid counter drop"));
-        assert!(r[3].starts_with("ct state related"));
-        assert!(r[4].starts_with("ct direction reply ct state established"));
+        assert!(r[2].starts_with("ip6 saddr { ::, fe80::/10 } icmpv6 type { mld-listener-query"));
+        assert!(r[3].starts_with("ct state invalid counter drop"));
+        assert!(r[4].starts_with("ct state related"));
+        assert!(r[5].starts_with("ct direction reply ct state established"));
         assert_eq!(
-            r[5],
+            r[6],
             "ct direction original ct state established jump ingress_current"
         );
         assert!(chain(&c, "ingress_current").rules[0].contains("ct mark and 0x0000ffff =="));
-        assert_eq!(r.len(), 7, "no rules: baseline then default drop");
+        assert_eq!(r.len(), 8, "no rules: baseline then default drop");
     }
 
     #[test]
@@ -1119,6 +1129,6 @@ mod tests {
             ..Default::default()
         };
         let c = compile(&s, &opts()).unwrap();
-        assert_eq!(chain(&c, "ingress").rules.len(), 7);
+        assert_eq!(chain(&c, "ingress").rules.len(), 8);
     }
 }
