@@ -220,12 +220,25 @@ impl Params {
     pub fn tags(&self) -> Result<Vec<Tag>, ApiError> {
         let tags: Option<Vec<Tag>> = self.opt_typed("Tags")?;
         let tags = tags.unwrap_or_default();
+        let keys: Vec<&str> = tags.iter().map(|t| t.key.as_str()).collect();
+        bounded_list("Tags", &keys, MAX_TAGS)?;
         for t in &tags {
             if t.key.is_empty() {
                 return Err(ApiError::new(
                     "InvalidParameterValue.Empty",
                     "Tags.Key must not be empty",
                 ));
+            }
+            for (field, value, max) in [
+                ("Tags.Key", &t.key, MAX_TAG_KEY),
+                ("Tags.Value", &t.value, MAX_TAG_VALUE),
+            ] {
+                if value.chars().count() > max {
+                    return Err(ApiError::new(
+                        "InvalidParameterValue.TooLong",
+                        format!("{field}: longer than {max} characters"),
+                    ));
+                }
             }
         }
         Ok(tags)
@@ -246,6 +259,35 @@ impl Params {
     }
 }
 
+/// At most this many tags on one resource (Tencent's tag limit).
+pub const MAX_TAGS: usize = 50;
+/// Longest tag key, in characters.
+pub const MAX_TAG_KEY: usize = 127;
+/// Longest tag value, in characters.
+pub const MAX_TAG_VALUE: usize = 255;
+
+/// A list parameter holds at most `max` items and names none twice:
+/// `InvalidParameterValue.LimitExceeded` or `.Duplicate` otherwise. The
+/// length is checked first, so a huge list costs no more than counting it.
+pub fn bounded_list<T: AsRef<str>>(field: &str, items: &[T], max: usize) -> Result<(), ApiError> {
+    if items.len() > max {
+        return Err(ApiError::new(
+            "InvalidParameterValue.LimitExceeded",
+            format!("{field}: {} items, at most {max}", items.len()),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for item in items {
+        if !seen.insert(item.as_ref()) {
+            return Err(ApiError::new(
+                "InvalidParameterValue.Duplicate",
+                format!("{field}: {:?} is named twice", item.as_ref()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn type_error(name: &str, expected: &str) -> ApiError {
     ApiError::new("InvalidParameter", format!("{name} must be {expected}"))
 }
@@ -261,6 +303,43 @@ mod tests {
 
     fn params(json: &str) -> Params {
         Params::from_body(json.as_bytes()).expect("object")
+    }
+
+    #[test]
+    fn bounded_lists_refuse_too_many_and_duplicates() {
+        assert!(bounded_list("Ids", &["a", "b"], 2).is_ok());
+        let code = |r: Result<(), ApiError>| r.unwrap_err().code.to_string();
+        assert_eq!(
+            code(bounded_list("Ids", &["a", "b", "c"], 2)),
+            "InvalidParameterValue.LimitExceeded"
+        );
+        assert_eq!(
+            code(bounded_list("Ids", &["a", "b", "a"], 5)),
+            "InvalidParameterValue.Duplicate"
+        );
+    }
+
+    #[test]
+    fn tags_are_bounded_in_count_and_length() {
+        let code = |json: String| params(&json).tags().unwrap_err().code.to_string();
+        let many: Vec<String> = (0..=MAX_TAGS)
+            .map(|i| format!(r#"{{"Key":"k{i}","Value":"v"}}"#))
+            .collect();
+        assert_eq!(
+            code(format!(r#"{{"Tags":[{}]}}"#, many.join(","))),
+            "InvalidParameterValue.LimitExceeded"
+        );
+        let long = "x".repeat(MAX_TAG_KEY + 1);
+        assert_eq!(
+            code(format!(r#"{{"Tags":[{{"Key":"{long}","Value":"v"}}]}}"#)),
+            "InvalidParameterValue.TooLong"
+        );
+        assert_eq!(
+            code(r#"{"Tags":[{"Key":"k","Value":"v","Extra":1}]}"#.into()),
+            "UnknownParameter"
+        );
+        let ok = params(r#"{"Tags":[{"Key":"k","Value":"v"},{"Key":"j","Value":"v"}]}"#);
+        assert_eq!(ok.tags().unwrap().len(), 2);
     }
 
     #[test]

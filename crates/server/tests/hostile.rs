@@ -316,35 +316,6 @@ fn cases(action: &str, valid: &Value) -> Vec<Case> {
     out
 }
 
-/// Cases that fail today, each with the bug it shows (see the ignored
-/// test `known_bugs`, which runs exactly these). Remove an entry when its
-/// bug is fixed; the main test then covers it.
-fn known_bug(action: &str, case: &str) -> Option<&'static str> {
-    let huge = case.contains(" elements");
-    Some(match action {
-        "CreateSecurityGroup" | "CreateSecurityGroupWithPolicies" | "CloneSecurityGroup"
-            if case.starts_with(".Tags") && (huge || case.contains("characters") || case.contains("unknown nested")) =>
-        {
-            "Tags: no limit on count or Key/Value length, unknown fields ignored (store::Tag lacks deny_unknown_fields)"
-        }
-        "ReplaceSecurityGroupPolicies" if case.starts_with(".SecurityGroupPolicySet.Ingress:") && huge => {
-            "ReplaceSecurityGroupPolicies accepts 1,000 rules all naming the same PolicyIndex"
-        }
-        "RegisterInstances" if case.starts_with(".Instances[0].PrivateIpAddresses:") && huge => {
-            "RegisterInstances: no limit on PrivateIpAddresses (1,000 copies of one IP accepted)"
-        }
-        "RegisterCluster" if huge => {
-            "RegisterCluster: no limit on Nodes/Masters/PeerClusters/SshSources/NodePortSources (600,000 duplicate nodes accepted)"
-        }
-        "DescribeSecurityGroupReferences" | "DescribeSecurityGroupAssociationStatistics"
-            if case.starts_with(".SecurityGroupIds:") && huge =>
-        {
-            "no limit on SecurityGroupIds and quadratic work: 642,857 ids take 30 s / 112 s (debug build)"
-        }
-        _ => return None,
-    })
-}
-
 fn check(action: &str, case: &Case, answer: &Answer) -> Result<(), String> {
     let what = format!("{action} / {}", case.name);
     let read = action.starts_with("Describe");
@@ -367,19 +338,6 @@ fn check(action: &str, case: &Case, answer: &Answer) -> Result<(), String> {
 
 #[test]
 fn every_action_refuses_malformed_requests_and_changes_nothing() {
-    let count = run_table(false);
-    assert!(count > 1_000, "only {count} cases");
-}
-
-#[test]
-#[ignore = "bug: see known_bug() for each case (limits missing on Tags, cluster and instance lists, SecurityGroupIds; Tag unknown fields)"]
-fn known_bugs() {
-    run_table(true);
-}
-
-/// Runs the table (the known-bug cases only, or all others); returns how
-/// many cases ran.
-fn run_table(known_bugs: bool) -> usize {
     let (server, worlds) = Server::start(&[("admin", "host")]);
     let (account, ids): &(palisade_store::Account, Ids) = &worlds[0];
     let cred = (account.secret_id.as_str(), account.secret_key.as_str());
@@ -389,10 +347,6 @@ fn run_table(known_bugs: bool) -> usize {
     let mut count = 0;
     for (_, action) in ACTIONS {
         for case in cases(action, &valid[*action]) {
-            let bug = known_bug(action, &case.name);
-            if bug.is_some() != known_bugs {
-                continue;
-            }
             count += 1;
             let started = std::time::Instant::now();
             let answer = match server.try_call_raw(cred, action, &case.body) {
@@ -408,7 +362,7 @@ fn run_table(known_bugs: bool) -> usize {
                 eprintln!("slow: {action} / {}: {took:?}", case.name);
             }
             if let Err(e) = check(action, &case, &answer) {
-                failures.push(format!("{} [{}]", truncate(&e), bug.unwrap_or("")));
+                failures.push(truncate(&e));
             }
             let after = server.db_bytes();
             if after != before {
@@ -430,7 +384,7 @@ fn run_table(known_bugs: bool) -> usize {
     // Still alive, and still serving the same data.
     let r = server.call(cred, "DescribeSecurityGroups", &json!({}));
     assert_eq!(r.assert_ok("alive")["TotalCount"], 2);
-    count
+    assert!(count > 1_000, "only {count} cases");
 }
 
 #[test]

@@ -200,6 +200,7 @@ pub struct Account {
 
 /// A `{Key, Value}` tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tag {
     /// Tag key.
     #[serde(rename = "Key")]

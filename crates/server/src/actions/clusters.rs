@@ -7,15 +7,20 @@
 use super::cvm::check_instance_id;
 use super::{map_insert, new_id, now, reply, Ctx, Reply};
 use crate::error::ApiError;
-use crate::params::Params;
+use crate::params::{bounded_list, Params};
 use palisade_model::{Cidr, ClusterId};
 use palisade_store::ClusterRecord;
 use serde_json::{json, Map, Value};
 
+/// Most nodes in one cluster (TKE's own largest cluster size).
+const MAX_NODES: usize = 5_000;
+/// Most masters, peer clusters and source CIDRs in one cluster.
+const MAX_SMALL_LIST: usize = 100;
+
 fn cidrs(p: &Params, field: &str) -> Result<Vec<String>, ApiError> {
-    p.opt_str_list(field)?
-        .unwrap_or_default()
-        .iter()
+    let list = p.opt_str_list(field)?.unwrap_or_default();
+    bounded_list(field, &list, MAX_SMALL_LIST)?;
+    list.iter()
         .map(|c| Ok(Cidr::parse_any(field, c)?.to_string()))
         .collect()
 }
@@ -61,11 +66,14 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
     let container_cidr =
         Cidr::parse_any("ContainerCidr", &p.req_str("ContainerCidr")?)?.to_string();
     let nodes = p.opt_str_list("Nodes")?.unwrap_or_default();
+    bounded_list("Nodes", &nodes, MAX_NODES)?;
     let masters = p.opt_str_list("Masters")?.unwrap_or_default();
+    bounded_list("Masters", &masters, MAX_SMALL_LIST)?;
     for i in nodes.iter().chain(&masters) {
         check_instance_id(i)?;
     }
     let peers = p.opt_str_list("PeerClusters")?.unwrap_or_default();
+    bounded_list("PeerClusters", &peers, MAX_SMALL_LIST)?;
     for c in &peers {
         ClusterId::parse_field("PeerClusters", c)?;
     }

@@ -7,7 +7,7 @@ use super::{
     reply, set_rules, Ctx, Reply,
 };
 use crate::error::ApiError;
-use crate::params::{paginate, Params};
+use crate::params::{bounded_list, paginate, Params};
 use palisade_model::policy::Direction;
 use palisade_model::wire;
 use palisade_store::{GroupRecord, Tx};
@@ -343,6 +343,7 @@ pub fn describe(ctx: &Ctx<'_>, p: &Params) -> Reply {
 
 fn existing_ids(ctx: &Ctx<'_>, tx: &dyn Tx, p: &Params) -> Result<Vec<String>, ApiError> {
     let ids = p.req_str_list("SecurityGroupIds")?;
+    bounded_list("SecurityGroupIds", &ids, 100)?;
     for id in &ids {
         load_group(tx, ctx.account, "SecurityGroupIds", id)?;
     }

@@ -9,7 +9,7 @@
 use super::cvm::check_instance_id;
 use super::{map_insert, new_id, now, reply, rules_of, Ctx, Reply};
 use crate::error::ApiError;
-use crate::params::Params;
+use crate::params::{bounded_list, Params};
 use palisade_model::policy::{Direction, PolicySet};
 use palisade_model::{
     AddressEntry, AddressTemplate, AddressTemplateGroup, AddressTemplateGroupId, AddressTemplateId,
@@ -30,6 +30,10 @@ struct NewInstance {
     instance_name: Option<String>,
     private_ip_addresses: Option<Vec<String>>,
 }
+
+/// Most private addresses one instance registers (a node with several
+/// interfaces and secondary addresses stays far below it).
+const MAX_PRIVATE_IPS: usize = 64;
 
 /// `RegisterInstances`: creates instances (or updates the name, when given,
 /// and IPs of ones that exist); ids are generated when absent.
@@ -69,6 +73,11 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
                 format!("Instances[{n}].PrivateIpAddresses must not be empty"),
             ));
         }
+        bounded_list(
+            &format!("Instances[{n}].PrivateIpAddresses"),
+            &ips,
+            MAX_PRIVATE_IPS,
+        )?;
         for ip in &ips {
             ip.parse::<IpAddr>().map_err(|_| {
                 ApiError::malformed(

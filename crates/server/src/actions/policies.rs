@@ -326,11 +326,21 @@ pub fn replace(ctx: &Ctx<'_>, p: &Params, many: bool) -> Reply {
     }
     let new_rules = parse_rules(Some(wire_list), dir)?;
     let mut at = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for w in wire_list {
         let i = w
             .policy_index
             .ok_or_else(|| ApiError::missing("SecurityGroupPolicySet.PolicyIndex"))?;
-        at.push(index_of(i, "PolicyIndex")?);
+        let index = index_of(i, "PolicyIndex")?;
+        if !seen.insert(index) {
+            return Err(ApiError::new(
+                "InvalidParameterValue.Duplicate",
+                format!(
+                    "SecurityGroupPolicySet.PolicyIndex {i}: named twice; replace each rule once"
+                ),
+            ));
+        }
+        at.push(index);
     }
     let originals: Option<Vec<Policy>> = match &original {
         None => None,
