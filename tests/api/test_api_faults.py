@@ -204,7 +204,11 @@ def test_postgres_down_under_load_errors_then_recovers_without_restart():
         assert a.proc.poll() is None and b.proc.poll() is None, "the servers kept running"
         during = [e for w in writers for e in w.errors if down_at <= e[0] <= up_at]
         assert during, "requests while the database was down got answers"
-        assert {e[1] for e in during} == {"InternalError"}, during
+        # The database is back a moment before `up` returns: a retry then may
+        # meet a write that was reported failed but landed (VersionMismatch,
+        # which the writer adopts). Everything else is the unavailable error.
+        during = [e for e in during if e[1] != "UnsupportedOperation.VersionMismatch"]
+        assert during and {e[1] for e in during} == {"InternalError"}, during
         odd = [e for e in during if "database is unavailable" not in e[2]]
         assert not odd, odd
         for w in writers:

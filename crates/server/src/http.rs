@@ -39,6 +39,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Request metrics.
     pub metrics: Metrics,
+    /// Resolved rulesets shared by the long-polls of a herd.
+    rulesets: actions::RulesetCache,
     /// Set when the server is shutting down: long-polls answer at once.
     shutting_down: tokio::sync::watch::Sender<bool>,
 }
@@ -50,6 +52,7 @@ impl AppState {
             store,
             limits,
             metrics: Metrics::default(),
+            rulesets: actions::RulesetCache::default(),
             shutting_down: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -88,6 +91,8 @@ struct Outcome {
     service: String,
     action: String,
     account: String,
+    /// The caller's account id (empty before authentication).
+    account_id: String,
     result: Result<Map<String, Value>, ApiError>,
 }
 
@@ -101,6 +106,7 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
             service: String::new(),
             action: header_str(&parts.headers, "x-tc-action"),
             account: String::new(),
+            account_id: String::new(),
             result: Err(ApiError::new(
                 "RequestSizeLimitExceeded",
                 format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
@@ -112,16 +118,33 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
             let method = parts.method.to_string();
             let mut outcome = run_handle(&state, &method, &headers, &body).await;
             // Long-poll of DescribeInstanceRuleset: wait here, on the async
-            // side, so a waiting agent holds no blocking thread; then answer
-            // afresh (the signature window, 300 s, outlasts any wait).
+            // side, so a waiting agent holds no blocking thread, for a commit
+            // that changed the caller's account; then answer afresh (the
+            // signature window, 300 s, outlasts any wait). A wake-up that
+            // changed nothing for this account (the channel is conservative)
+            // goes back to waiting until the deadline.
             if let Some((after, wait)) = long_poll(&outcome, &body) {
-                let mut rx = state.store.watch_revision();
+                let deadline = tokio::time::Instant::now() + wait;
+                let mut rx = state.store.watch_account(&outcome.account_id);
                 let mut stop = state.shutting_down.subscribe();
-                tokio::select! {
-                    _ = tokio::time::timeout(wait, rx.wait_for(|r| *r > after)) => {}
-                    _ = stop.wait_for(|s| *s) => {}
+                let mut first = true;
+                loop {
+                    let woke = tokio::select! {
+                        r = tokio::time::timeout_at(deadline, async {
+                            if first {
+                                rx.wait_for(|r| *r > after).await.map(drop)
+                            } else {
+                                rx.changed().await
+                            }
+                        }) => matches!(r, Ok(Ok(()))),
+                        _ = stop.wait_for(|s| *s) => false,
+                    };
+                    first = false;
+                    outcome = run_handle(&state, &method, &headers, &body).await;
+                    if !woke || long_poll(&outcome, &body).is_none() {
+                        break;
+                    }
                 }
-                outcome = run_handle(&state, &method, &headers, &body).await;
             }
             outcome
         }
@@ -176,6 +199,7 @@ async fn run_handle(
             service: String::new(),
             action: String::new(),
             account: String::new(),
+            account_id: String::new(),
             result: Err(ApiError::internal(format!("request task failed: {e}"))),
         },
     }
@@ -237,6 +261,7 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
         service: String::new(),
         action: header_str(headers, "x-tc-action"),
         account: String::new(),
+        account_id: String::new(),
         result: Ok(Map::new()),
     };
     out.result = (|| {
@@ -274,6 +299,7 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
             credential.ok_or_else(|| ApiError::internal("verified request without credential"))?;
         let account = &credential.account;
         out.service = verified.service.clone();
+        out.account_id = account.id.clone();
         out.account = match &credential.instance_scope {
             None => account.name.clone(),
             Some(ins) => format!("{}/{ins}", account.name),
@@ -309,6 +335,7 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
             store: state.store.as_ref(),
             account: &account.id,
             limits: &state.limits,
+            rulesets: &state.rulesets,
         };
         actions::dispatch(&ctx, &verified.service, &out.action, &params)
     })();

@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod changes;
 mod pg;
 mod sqlite;
 
@@ -337,6 +338,11 @@ pub trait Tx {
     /// The store revision as of this transaction's snapshot.
     fn revision(&self) -> Result<u64, StoreError>;
 
+    /// The revision of the last commit, as of this snapshot, that changed
+    /// `account`'s records (0 if none did): an instance's ruleset can only
+    /// have changed since revision N if this is above N.
+    fn account_revision(&self, account: &str) -> Result<u64, StoreError>;
+
     /// One group.
     fn group(&self, account: &str, id: &str) -> Result<Option<GroupRecord>, StoreError>;
     /// All groups of the account, in creation order.
@@ -408,6 +414,13 @@ pub trait Store: Send + Sync + 'static {
     /// A receiver that sees every revision this process commits, for agents
     /// that wait for "a snapshot newer than N".
     fn watch_revision(&self) -> watch::Receiver<u64>;
+
+    /// A receiver whose value rises above N when a commit newer than N
+    /// changed `account` (in this process or, for a shared database, in
+    /// any): a long-poll for one instance waits on its account only. It may
+    /// rise without a change to the account (it starts at the global
+    /// revision), never stay below one.
+    fn watch_account(&self, account: &str) -> watch::Receiver<u64>;
 
     /// Creates an account with fresh credentials.
     fn create_account(&self, name: &str) -> Result<Account, StoreError>;

@@ -6,17 +6,18 @@
 //! across all processes, so the closure's reads (the policy set `Version`
 //! above all) see every write committed before it, in any process, and a
 //! stale `Version` is refused whichever server the other write went
-//! through. A transaction that changed something bumps the revision and
-//! sends `NOTIFY palisade_revision, '<revision>'` inside the same
+//! through. A transaction that changed something bumps the revision, records
+//! it in `account_revisions` for each account it changed, and sends `NOTIFY
+//! palisade_revision, '<revision> <account> ...'` inside the same
 //! transaction, so the notification goes out exactly when the commit does.
 //! Reads run in `REPEATABLE READ READ ONLY` transactions: one snapshot.
 //!
 //! Wake-ups: one listener thread per process holds a connection that
-//! `LISTEN`s on `palisade_revision` and feeds the revision watch channel, so
-//! agents long-polling on any server wake when any server commits. When the
-//! listener's connection breaks it reconnects (once a second) and reads the
-//! current revision, so a notification missed while disconnected is not
-//! lost.
+//! `LISTEN`s on `palisade_revision` and feeds the watch channels (global and
+//! per account), so agents long-polling on any server wake when any server
+//! commits a change to their account. When the listener's connection breaks
+//! it reconnects (once a second), reads the current revision and wakes every
+//! waiter, so a notification missed while disconnected is not lost.
 //!
 //! Schema: versioned migrations in [`MIGRATIONS`], applied at open inside
 //! one transaction under an advisory lock (several servers may start at
@@ -28,6 +29,7 @@
 //! out a database restart without being restarted itself. While the database
 //! is unreachable every store call fails with [`StoreError::Unavailable`].
 
+use crate::changes::Watchers;
 use crate::{
     random_id, Account, ClusterRecord, Credential, GroupRecord, InstanceKey, InstanceRecord,
     RuleRecord, Store, StoreError, TemplateKind, TemplateRecord, Tx,
@@ -35,6 +37,7 @@ use crate::{
 use postgres::types::ToSql;
 use postgres::{Client, IsolationLevel, NoTls, Row};
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -54,9 +57,10 @@ const MIGRATION_LOCK: i64 = 0x5041_4c49_5341_4445; // "PALISADE"
 
 /// The schema, one entry per version, applied in order and never edited
 /// once released (add a new version instead).
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('revision', 0);
 CREATE TABLE accounts (
@@ -95,12 +99,19 @@ CREATE TABLE instance_status (
     instance_id TEXT PRIMARY KEY, account_id TEXT NOT NULL, body TEXT NOT NULL,
     reported_time TEXT NOT NULL);
 ",
-)];
+    ),
+    (
+        2,
+        "
+CREATE TABLE account_revisions (account_id TEXT PRIMARY KEY, revision BIGINT NOT NULL);
+",
+    ),
+];
 
 /// A [`Store`] on a PostgreSQL database shared by any number of servers.
 pub struct PgStore {
     pool: Arc<Pool>,
-    revision_tx: watch::Sender<u64>,
+    watchers: Arc<Watchers>,
     stop: Arc<AtomicBool>,
 }
 
@@ -132,19 +143,19 @@ impl PgStore {
             let mut conn = pool.get()?;
             read_revision(&mut *conn)?
         };
-        let (revision_tx, _) = watch::channel(revision);
+        let watchers = Arc::new(Watchers::new(revision));
         let stop = Arc::new(AtomicBool::new(false));
         {
             let pool = pool.clone();
-            let tx = revision_tx.clone();
+            let watchers = watchers.clone();
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("palisade-pg-listen".into())
-                .spawn(move || listen(&pool.config, &tx, &stop))?;
+                .spawn(move || listen(&pool.config, &watchers, &stop))?;
         }
         Ok(Self {
             pool,
-            revision_tx,
+            watchers,
             stop,
         })
     }
@@ -152,10 +163,6 @@ impl PgStore {
     /// The highest migration version this binary knows.
     pub fn schema_version() -> i32 {
         MIGRATIONS.last().map_or(0, |m| m.0)
-    }
-
-    fn bump_local(&self, rev: u64) {
-        bump(&self.revision_tx, rev);
     }
 
     fn write_tx<T>(
@@ -177,15 +184,37 @@ impl Drop for PgStore {
     }
 }
 
-fn bump(tx: &watch::Sender<u64>, rev: u64) {
-    tx.send_if_modified(|cur| {
-        if rev > *cur {
-            *cur = rev;
-            true
-        } else {
-            false
-        }
-    });
+/// The `NOTIFY` payload of commit `rev` that changed `accounts`:
+/// `"<rev> <account> ..."`, or the revision alone when the accounts would
+/// not fit (PostgreSQL caps a payload below 8,000 bytes; listeners then wake
+/// every waiter).
+fn notify_payload(rev: u64, accounts: &[String]) -> String {
+    let full = std::iter::once(rev.to_string())
+        .chain(accounts.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if full.len() <= NOTIFY_PAYLOAD_MAX {
+        full
+    } else {
+        rev.to_string()
+    }
+}
+
+/// Keeps a payload well below PostgreSQL's 8,000-byte limit.
+const NOTIFY_PAYLOAD_MAX: usize = 7_000;
+
+/// Feeds one notification to the watchers.
+fn notified(watchers: &Watchers, payload: &str) {
+    let mut words = payload.split(' ');
+    let Some(Ok(rev)) = words.next().map(str::parse::<u64>) else {
+        return;
+    };
+    let accounts: Vec<&str> = words.filter(|w| !w.is_empty()).collect();
+    if accounts.is_empty() {
+        watchers.everything(rev);
+    } else {
+        watchers.committed(rev, &accounts);
+    }
 }
 
 /// Takes the global writer lock: the revision row.
@@ -247,7 +276,7 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
 
 /// The listener thread: `LISTEN`, forward each notified revision to the
 /// watch channel; reconnect and catch up after any break.
-fn listen(config: &postgres::Config, revision: &watch::Sender<u64>, stop: &AtomicBool) {
+fn listen(config: &postgres::Config, watchers: &Watchers, stop: &AtomicBool) {
     let mut logged_down = false;
     while !stop.load(Ordering::Relaxed) {
         let mut client = match config.connect(NoTls) {
@@ -266,7 +295,8 @@ fn listen(config: &postgres::Config, revision: &watch::Sender<u64>, stop: &Atomi
             .map_err(StoreError::from)
             .and_then(|()| read_revision(&mut client));
         match ready {
-            Ok(rev) => bump(revision, rev),
+            // Commits made while disconnected named accounts nobody heard.
+            Ok(rev) => watchers.everything(rev),
             Err(_) => {
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
@@ -283,11 +313,7 @@ fn listen(config: &postgres::Config, revision: &watch::Sender<u64>, stop: &Atomi
                 let mut it = notes.timeout_iter(Duration::from_secs(1));
                 loop {
                     match postgres::fallible_iterator::FallibleIterator::next(&mut it) {
-                        Ok(Some(n)) => {
-                            if let Ok(rev) = n.payload().parse::<u64>() {
-                                bump(revision, rev);
-                            }
-                        }
+                        Ok(Some(n)) => notified(watchers, n.payload()),
                         Ok(None) => break,
                         Err(_) => break 'conn,
                     }
@@ -444,7 +470,7 @@ impl Store for PgStore {
             .start()?;
         let t = PgTx {
             tx: RefCell::new(tx),
-            dirty: false,
+            touched: BTreeSet::new(),
         };
         f(&t);
         t.tx.into_inner().commit()?;
@@ -457,30 +483,38 @@ impl Store for PgStore {
         lock_writers(&mut tx)?;
         let mut t = PgTx {
             tx: RefCell::new(tx),
-            dirty: false,
+            touched: BTreeSet::new(),
         };
         if !f(&mut t) {
             // Dropping the transaction rolls it back.
             return Ok(());
         }
-        let dirty = t.dirty;
+        let touched: Vec<String> = std::mem::take(&mut t.touched).into_iter().collect();
         let mut tx = t.tx.into_inner();
         let mut new_revision = None;
-        if dirty {
+        if !touched.is_empty() {
             let row = tx.query_one(
                 "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
                 &[],
             )?;
             let rev: i64 = col(&row, 0)?;
+            for account in &touched {
+                tx.execute(
+                    "INSERT INTO account_revisions (account_id, revision) VALUES ($1, $2)
+                     ON CONFLICT (account_id) DO UPDATE SET revision = excluded.revision",
+                    &[account, &rev],
+                )?;
+            }
+            let rev = u64::try_from(rev).unwrap_or(0);
             tx.execute(
                 "SELECT pg_notify($1, $2)",
-                &[&REVISION_CHANNEL, &rev.to_string()],
+                &[&REVISION_CHANNEL, &notify_payload(rev, &touched)],
             )?;
-            new_revision = Some(u64::try_from(rev).unwrap_or(0));
+            new_revision = Some(rev);
         }
         tx.commit()?;
         if let Some(rev) = new_revision {
-            self.bump_local(rev);
+            self.watchers.committed(rev, &touched);
         }
         Ok(())
     }
@@ -491,7 +525,11 @@ impl Store for PgStore {
     }
 
     fn watch_revision(&self) -> watch::Receiver<u64> {
-        self.revision_tx.subscribe()
+        self.watchers.global()
+    }
+
+    fn watch_account(&self, account: &str) -> watch::Receiver<u64> {
+        self.watchers.account(account)
     }
 
     fn create_account(&self, name: &str) -> Result<Account, StoreError> {
@@ -659,7 +697,8 @@ fn account_where(c: &mut Client, column: &str, value: &str) -> Result<Option<Acc
 /// run queries (the driver needs `&mut`); no borrow outlives one call.
 struct PgTx<'a> {
     tx: RefCell<postgres::Transaction<'a>>,
-    dirty: bool,
+    /// The accounts this transaction changed.
+    touched: BTreeSet<String>,
 }
 
 impl PgTx<'_> {
@@ -804,6 +843,20 @@ impl Tx for PgTx<'_> {
         read_revision(&mut *self.tx.borrow_mut())
     }
 
+    fn account_revision(&self, account: &str) -> Result<u64, StoreError> {
+        let rows = self.query(
+            "SELECT revision FROM account_revisions WHERE account_id = $1",
+            &[&account],
+        )?;
+        match rows.first() {
+            Some(row) => {
+                let v: i64 = col(row, 0)?;
+                Ok(u64::try_from(v).unwrap_or(0))
+            }
+            None => Ok(0),
+        }
+    }
+
     fn group(&self, account: &str, id: &str) -> Result<Option<GroupRecord>, StoreError> {
         let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE account_id = $1 AND id = $2");
         self.query(&sql, &[&account, &id])?
@@ -833,7 +886,7 @@ impl Tx for PgTx<'_> {
             ],
         )?;
         self.set_refs(account, &g.id, &group_refs(g))?;
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -850,7 +903,7 @@ impl Tx for PgTx<'_> {
             return Err(StoreError::NotFound(g.id.clone()));
         }
         self.set_refs(account, &g.id, &group_refs(g))?;
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -878,7 +931,7 @@ impl Tx for PgTx<'_> {
                 self.set_bindings(account, &rec)?;
             }
         }
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -929,7 +982,7 @@ impl Tx for PgTx<'_> {
         if is_group_kind(t.kind) {
             self.set_refs(account, &t.id, &t.members)?;
         }
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -947,7 +1000,7 @@ impl Tx for PgTx<'_> {
         if is_group_kind(t.kind) {
             self.set_refs(account, &t.id, &t.members)?;
         }
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -960,7 +1013,7 @@ impl Tx for PgTx<'_> {
             return Err(StoreError::NotFound(id.to_string()));
         }
         self.execute("DELETE FROM refs WHERE from_id = $1", &[&id])?;
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -1006,7 +1059,7 @@ impl Tx for PgTx<'_> {
             &[&i.id, &account, &i.name, &to_json(&i.private_ips)?, &i.created_time],
         )?;
         self.set_bindings(account, i)?;
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -1019,7 +1072,7 @@ impl Tx for PgTx<'_> {
             return Err(StoreError::NotFound(i.id.clone()));
         }
         self.set_bindings(account, i)?;
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -1035,7 +1088,7 @@ impl Tx for PgTx<'_> {
         self.execute("DELETE FROM bindings WHERE instance_id = $1", &[&id])?;
         self.execute("DELETE FROM instance_keys WHERE instance_id = $1", &[&id])?;
         self.execute("DELETE FROM instance_status WHERE instance_id = $1", &[&id])?;
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -1085,7 +1138,7 @@ impl Tx for PgTx<'_> {
                 &[&c.id, &account, &to_json(&c.body)?, &c.created_time, &c.updated_time],
             )?;
         }
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -1097,7 +1150,7 @@ impl Tx for PgTx<'_> {
         if n == 0 {
             return Err(StoreError::NotFound(id.to_string()));
         }
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 }

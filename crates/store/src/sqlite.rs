@@ -11,11 +11,13 @@
 //! runs) share the file through WAL and a busy timeout. Writes start with
 //! `BEGIN IMMEDIATE` so a read-then-write never hits a lock upgrade failure.
 
+use crate::changes::Watchers;
 use crate::{
     random_id, Account, ClusterRecord, Credential, GroupRecord, InstanceKey, InstanceRecord,
     RuleRecord, Store, StoreError, TemplateKind, TemplateRecord, Tx,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Mutex;
 use tokio::sync::watch;
@@ -23,7 +25,7 @@ use tokio::sync::watch;
 /// A [`Store`] on one SQLite database file.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-    revision_tx: watch::Sender<u64>,
+    watchers: Watchers,
 }
 
 const SCHEMA: &str = "
@@ -61,6 +63,8 @@ CREATE INDEX IF NOT EXISTS instance_keys_instance ON instance_keys (instance_id)
 CREATE TABLE IF NOT EXISTS clusters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL,
     body TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS account_revisions (
+    account_id TEXT PRIMARY KEY, revision INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS instance_status (
     instance_id TEXT PRIMARY KEY, account_id TEXT NOT NULL, body TEXT NOT NULL,
     reported_time TEXT NOT NULL);
@@ -106,10 +110,9 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
         let revision = read_revision(&conn)?;
-        let (revision_tx, _) = watch::channel(revision);
         Ok(Self {
             conn: Mutex::new(conn),
-            revision_tx,
+            watchers: Watchers::new(revision),
         })
     }
 
@@ -171,7 +174,7 @@ impl Store for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let t = SqliteTx {
             tx: &tx,
-            dirty: false,
+            touched: BTreeSet::new(),
         };
         f(&t);
         tx.commit()?;
@@ -183,24 +186,34 @@ impl Store for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut t = SqliteTx {
             tx: &tx,
-            dirty: false,
+            touched: BTreeSet::new(),
         };
         if !f(&mut t) {
             // Dropping the transaction rolls it back.
             return Ok(());
         }
-        let dirty = t.dirty;
+        let touched = std::mem::take(&mut t.touched);
         let mut new_revision = None;
-        if dirty {
+        if !touched.is_empty() {
             tx.execute(
                 "UPDATE meta SET value = value + 1 WHERE key = 'revision'",
                 [],
             )?;
-            new_revision = Some(read_revision(&tx)?);
+            let rev = read_revision(&tx)?;
+            let stored = i64::try_from(rev).map_err(|_| StoreError::Corrupt("revision".into()))?;
+            for account in &touched {
+                tx.execute(
+                    "INSERT INTO account_revisions (account_id, revision) VALUES (?1, ?2)
+                     ON CONFLICT (account_id) DO UPDATE SET revision = excluded.revision",
+                    params![account, stored],
+                )?;
+            }
+            new_revision = Some(rev);
         }
         tx.commit()?;
         if let Some(rev) = new_revision {
-            self.revision_tx.send_replace(rev);
+            let touched: Vec<String> = touched.into_iter().collect();
+            self.watchers.committed(rev, &touched);
         }
         Ok(())
     }
@@ -210,7 +223,11 @@ impl Store for SqliteStore {
     }
 
     fn watch_revision(&self) -> watch::Receiver<u64> {
-        self.revision_tx.subscribe()
+        self.watchers.global()
+    }
+
+    fn watch_account(&self, account: &str) -> watch::Receiver<u64> {
+        self.watchers.account(account)
     }
 
     fn create_account(&self, name: &str) -> Result<Account, StoreError> {
@@ -393,7 +410,8 @@ fn account_where(
 
 struct SqliteTx<'a> {
     tx: &'a Transaction<'a>,
-    dirty: bool,
+    /// The accounts this transaction changed.
+    touched: BTreeSet<String>,
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -597,6 +615,18 @@ impl Tx for SqliteTx<'_> {
         read_revision(self.tx)
     }
 
+    fn account_revision(&self, account: &str) -> Result<u64, StoreError> {
+        let v: Option<i64> = self
+            .tx
+            .query_row(
+                "SELECT revision FROM account_revisions WHERE account_id = ?1",
+                [account],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+    }
+
     fn group(&self, account: &str, id: &str) -> Result<Option<GroupRecord>, StoreError> {
         let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE account_id = ?1 AND id = ?2");
         let row = self
@@ -626,7 +656,7 @@ impl Tx for SqliteTx<'_> {
             ],
         )?;
         self.set_refs(account, &g.id, &group_refs(g))?;
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -643,7 +673,7 @@ impl Tx for SqliteTx<'_> {
             return Err(StoreError::NotFound(g.id.clone()));
         }
         self.set_refs(account, &g.id, &group_refs(g))?;
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -671,7 +701,7 @@ impl Tx for SqliteTx<'_> {
                 self.set_bindings(account, &rec)?;
             }
         }
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -723,7 +753,7 @@ impl Tx for SqliteTx<'_> {
         ) {
             self.set_refs(account, &t.id, &t.members)?;
         }
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -744,7 +774,7 @@ impl Tx for SqliteTx<'_> {
         ) {
             self.set_refs(account, &t.id, &t.members)?;
         }
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -758,7 +788,7 @@ impl Tx for SqliteTx<'_> {
         }
         self.tx
             .execute("DELETE FROM refs WHERE from_id = ?1", [id])?;
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -798,7 +828,7 @@ impl Tx for SqliteTx<'_> {
             params![i.id, account, i.name, to_json(&i.private_ips)?, i.created_time],
         )?;
         self.set_bindings(account, i)?;
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -811,7 +841,7 @@ impl Tx for SqliteTx<'_> {
             return Err(StoreError::NotFound(i.id.clone()));
         }
         self.set_bindings(account, i)?;
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -830,7 +860,7 @@ impl Tx for SqliteTx<'_> {
             .execute("DELETE FROM instance_keys WHERE instance_id = ?1", [id])?;
         self.tx
             .execute("DELETE FROM instance_status WHERE instance_id = ?1", [id])?;
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -879,7 +909,7 @@ impl Tx for SqliteTx<'_> {
                 params![c.id, account, to_json(&c.body)?, c.created_time, c.updated_time],
             )?;
         }
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 
@@ -891,7 +921,7 @@ impl Tx for SqliteTx<'_> {
         if n == 0 {
             return Err(StoreError::NotFound(id.to_string()));
         }
-        self.dirty = true;
+        self.touched.insert(account.to_string());
         Ok(())
     }
 }

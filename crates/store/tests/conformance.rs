@@ -455,3 +455,60 @@ fn revision_watchers_see_commits() {
         );
     }
 }
+
+/// Each account has its own last-changed revision and watch: a commit to
+/// one account raises that account's, not another's, through this handle
+/// and, for PostgreSQL, through another (the `NOTIFY` names the accounts).
+#[test]
+fn account_revisions_and_watchers_follow_only_their_account() {
+    for b in backends() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        b.store
+            .write(|tx| tx.insert_group("a", &group("sg-0000000a")))
+            .expect("insert a");
+        let mut rx_a = b.store.watch_account("a");
+        let mut rx_b = b.store.watch_account("b");
+        rx_a.borrow_and_update();
+        rx_b.borrow_and_update();
+        b.store
+            .write(|tx| tx.insert_group("b", &group("sg-0000000b")))
+            .expect("insert b");
+        let (ra, rb, global) = b
+            .store
+            .read(|tx| {
+                Ok::<_, StoreError>((
+                    tx.account_revision("a")?,
+                    tx.account_revision("b")?,
+                    tx.revision()?,
+                ))
+            })
+            .expect("read");
+        assert_eq!((ra, rb, global), (1, 2, 2), "{}", b.name);
+        assert_eq!(tx_none(&*b.store), 0, "{}: never-written account", b.name);
+        assert!(rx_b.has_changed().expect("open"), "{}", b.name);
+        assert_eq!(*rx_b.borrow_and_update(), 2);
+        assert!(!rx_a.has_changed().expect("open"), "{}: a woke", b.name);
+        if b.name != "postgres" {
+            continue;
+        }
+        let other = (b.reopen)();
+        other
+            .write(|tx| tx.insert_group("a", &group("sg-0000000c")))
+            .expect("insert a elsewhere");
+        let woke = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), rx_a.wait_for(|r| *r >= 3)).await
+        });
+        assert!(woke.is_ok(), "a commit to a elsewhere wakes a within 1 s");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!rx_b.has_changed().expect("open"), "b stays asleep");
+    }
+}
+
+fn tx_none(store: &dyn Store) -> u64 {
+    store
+        .read(|tx| tx.account_revision("nobody"))
+        .expect("read")
+}

@@ -13,6 +13,8 @@ mod palisade;
 mod policies;
 mod templates;
 
+pub use palisade::RulesetCache;
+
 use crate::error::ApiError;
 use crate::params::Params;
 use palisade_model::limits::Limits;
@@ -29,6 +31,8 @@ pub struct Ctx<'a> {
     pub account: &'a str,
     /// Quotas.
     pub limits: &'a Limits,
+    /// Resolved rulesets shared between requests.
+    pub rulesets: &'a RulesetCache,
 }
 
 impl Ctx<'_> {

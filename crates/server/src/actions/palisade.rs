@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -173,25 +174,23 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
             .instance(ctx.account, &id)?
             .ok_or_else(|| ApiError::not_found("InstanceId", &id))?;
         let revision = tx.revision()?;
-        let snapshot = Snapshot::load(tx, ctx.account)?;
-        let groups = ins
-            .security_group_ids
-            .iter()
-            .map(|g| SecurityGroupId::parse_field("SecurityGroupIds", g))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ruleset = palisade_policy::resolve(&snapshot, &groups)
-            .map_err(|e| ApiError::internal(format!("resolving {id}: {e}")))?;
-        let view = |dir: Direction| -> Vec<Value> {
-            ruleset.rules(dir).iter().flat_map(rule_json).collect()
-        };
+        // The ruleset depends on the account's records only: the same at
+        // every revision with the same account revision.
+        let account_revision = tx.account_revision(ctx.account)?;
+        let rules = ctx.rulesets.rules(
+            ctx.account,
+            account_revision,
+            &ins.security_group_ids,
+            || Snapshot::load(tx, ctx.account),
+        )?;
         Ok(json!({
             "InstanceId": ins.id,
             "Revision": revision,
             "SecurityGroupIds": ins.security_group_ids,
             "PrivateIpAddresses": ins.private_ips,
-            "Ingress": view(Direction::Ingress),
-            "Egress": view(Direction::Egress),
-            "Changed": after.is_none_or(|a| revision > a),
+            "Ingress": rules.ingress,
+            "Egress": rules.egress,
+            "Changed": after.is_none_or(|a| account_revision > a),
         }))
     })?;
     reply(json!({ "Ruleset": out }))
@@ -360,6 +359,100 @@ fn rule_json(rule: &ResolvedRule) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+/// The resolved rules of one ordered list of groups, as the API shows them.
+pub struct Rules {
+    ingress: Vec<Value>,
+    egress: Vec<Value>,
+}
+
+/// Resolved rulesets shared by the requests of a herd: when one write wakes
+/// every agent of an account, the account's snapshot is read once and each
+/// distinct list of bound groups resolved once, instead of once per agent.
+/// Keyed by the account revision ([`Tx::account_revision`]), which changes
+/// with every commit that changes the account, so an entry is never stale;
+/// only the newest revision of each account is kept.
+#[derive(Default)]
+pub struct RulesetCache {
+    accounts: Mutex<HashMap<String, Arc<AccountRules>>>,
+}
+
+struct AccountRules {
+    revision: u64,
+    /// Filled by the first request; the others wait for it.
+    snapshot: Mutex<Option<Arc<Snapshot>>>,
+    by_groups: Mutex<HashMap<Vec<String>, Arc<Rules>>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Caches: a panic mid-update leaves at worst a missing entry.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl RulesetCache {
+    /// The resolved rules of `groups` in `account` at `revision`; `load`
+    /// reads the account's snapshot at that revision when no request has.
+    fn rules(
+        &self,
+        account: &str,
+        revision: u64,
+        groups: &[String],
+        load: impl FnOnce() -> Result<Snapshot, ApiError>,
+    ) -> Result<Arc<Rules>, ApiError> {
+        let entry = {
+            let mut map = locked(&self.accounts);
+            match map.get(account) {
+                Some(e) if e.revision == revision => e.clone(),
+                // A reader behind a newer entry: served, not cached.
+                Some(e) if e.revision > revision => Arc::new(AccountRules::new(revision)),
+                _ => {
+                    let e = Arc::new(AccountRules::new(revision));
+                    map.insert(account.to_string(), e.clone());
+                    e
+                }
+            }
+        };
+        if let Some(r) = locked(&entry.by_groups).get(groups) {
+            return Ok(r.clone());
+        }
+        let snapshot = {
+            let mut slot = locked(&entry.snapshot);
+            match &*slot {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(load()?);
+                    *slot = Some(s.clone());
+                    s
+                }
+            }
+        };
+        let ids = groups
+            .iter()
+            .map(|g| SecurityGroupId::parse_field("SecurityGroupIds", g))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ruleset = palisade_policy::resolve(&*snapshot, &ids)
+            .map_err(|e| ApiError::internal(format!("resolving {groups:?}: {e}")))?;
+        let view = |dir: Direction| -> Vec<Value> {
+            ruleset.rules(dir).iter().flat_map(rule_json).collect()
+        };
+        let rules = Arc::new(Rules {
+            ingress: view(Direction::Ingress),
+            egress: view(Direction::Egress),
+        });
+        locked(&entry.by_groups).insert(groups.to_vec(), rules.clone());
+        Ok(rules)
+    }
+}
+
+impl AccountRules {
+    fn new(revision: u64) -> Self {
+        Self {
+            revision,
+            snapshot: Mutex::new(None),
+            by_groups: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 /// Everything resolution may look up, read from one store snapshot of an

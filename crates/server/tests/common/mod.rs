@@ -383,6 +383,7 @@ pub fn seed(store: &SqliteStore, account: &str, suffix: &str) -> Ids {
             store,
             account,
             limits: &limits,
+            rulesets: &palisade_server::actions::RulesetCache::default(),
         };
         match actions::dispatch(&ctx, service, action, &params) {
             Ok(m) => Value::Object(m),
