@@ -133,6 +133,40 @@ def test_ruleset_long_poll(fresh):
     assert error_code(fresh.p, "DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rev, "WaitSeconds": 51}) == "InvalidParameterValue.Range"
 
 
+def test_long_poll_wakes_only_for_its_own_account(server, fresh):
+    import threading
+    import time
+
+    from palisade_api import Api
+
+    other = Api(server, server.create_account("t-other-" + str(time.time_ns())[-6:]))
+    ins = register(fresh, "10.0.0.1")
+    sg = fresh.group("mine")
+    fresh.c("AssociateSecurityGroups", {"SecurityGroupIds": [sg], "InstanceIds": [ins]})
+    rev = fresh.p("DescribeInstanceRuleset", {"InstanceId": ins})["Ruleset"]["Revision"]
+    theirs = other.group("theirs")
+    rule = {"Protocol": "TCP", "Port": "22", "CidrBlock": "10.0.0.0/8", "Action": "ACCEPT"}
+    # Writes to another account, before and during the wait: not a change here.
+    other.v("CreateSecurityGroupPolicies", {"SecurityGroupId": theirs, "SecurityGroupPolicySet": {"Ingress": [rule]}})
+    writes = threading.Thread(target=lambda: [
+        (time.sleep(0.2), other.v("CreateSecurityGroupPolicies", {"SecurityGroupId": theirs, "SecurityGroupPolicySet": {"Ingress": [dict(rule, Port=str(23 + n))]}}))
+        for n in range(5)])
+    writes.start()
+    t0 = time.time()
+    rs = fresh.p("DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rev, "WaitSeconds": 2})["Ruleset"]
+    writes.join()
+    assert rs["Changed"] is False and time.time() - t0 >= 1.9, rs
+    assert rs["Revision"] > rev, "the global revision moved on"
+    # A write to this account wakes it at once, whatever the global revision did.
+    timer = threading.Timer(0.3, lambda: fresh.v("CreateSecurityGroupPolicies", {"SecurityGroupId": sg, "SecurityGroupPolicySet": {"Ingress": [rule]}}))
+    timer.start()
+    t0 = time.time()
+    rs = fresh.p("DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rs["Revision"], "WaitSeconds": 20})["Ruleset"]
+    timer.join()
+    assert rs["Changed"] is True and time.time() - t0 < 5
+    assert [(r["Protocol"], r["Port"]) for r in rs["Ingress"]] == [("TCP", "22")]
+
+
 def test_instance_scoped_agent_credential(server, fresh):
     import json
     import subprocess
