@@ -167,6 +167,42 @@ def test_long_poll_wakes_only_for_its_own_account(server, fresh):
     assert [(r["Protocol"], r["Port"]) for r in rs["Ingress"]] == [("TCP", "22")]
 
 
+def test_long_poll_with_known_digest_wakes_only_when_the_rules_change(fresh):
+    import threading
+    import time
+
+    ins = register(fresh, "10.0.0.1")
+    sg, unrelated = fresh.group("mine"), fresh.group("unrelated")
+    fresh.c("AssociateSecurityGroups", {"SecurityGroupIds": [sg], "InstanceIds": [ins]})
+    rs = fresh.p("DescribeInstanceRuleset", {"InstanceId": ins})["Ruleset"]
+    digest, rev = rs["Digest"], rs["Revision"]
+    assert re.fullmatch(r"[0-9a-f]{32}", digest)
+    rule = {"Protocol": "TCP", "Port": "22", "CidrBlock": "10.0.0.0/8", "Action": "ACCEPT"}
+    # A write to the same account that leaves this instance's rules alone.
+    fresh.v("CreateSecurityGroupPolicies", {"SecurityGroupId": unrelated, "SecurityGroupPolicySet": {"Ingress": [rule]}})
+    same = fresh.p("DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rev})["Ruleset"]
+    assert same["Changed"] is True, "without KnownDigest any change to the account counts"
+    assert same["Digest"] == digest and same["Revision"] > rev
+    t0 = time.time()
+    rs = fresh.p("DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rev, "KnownDigest": digest, "WaitSeconds": 1})["Ruleset"]
+    assert rs["Changed"] is False and time.time() - t0 >= 0.9, rs
+    # Unrelated writes during the wait do not end it; a change to its group does.
+    def writes():
+        for n in range(3):
+            time.sleep(0.2)
+            fresh.v("CreateSecurityGroupPolicies", {"SecurityGroupId": unrelated, "SecurityGroupPolicySet": {"Ingress": [dict(rule, Port=str(30 + n))]}})
+        time.sleep(0.3)
+        fresh.v("CreateSecurityGroupPolicies", {"SecurityGroupId": sg, "SecurityGroupPolicySet": {"Ingress": [rule]}})
+    w = threading.Thread(target=writes)
+    w.start()
+    t0 = time.time()
+    rs = fresh.p("DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rev, "KnownDigest": digest, "WaitSeconds": 20})["Ruleset"]
+    took = time.time() - t0
+    w.join()
+    assert rs["Changed"] is True and rs["Digest"] != digest and 0.8 <= took < 5, (rs, took)
+    assert [(r["Protocol"], r["Port"]) for r in rs["Ingress"]] == [("TCP", "22")]
+
+
 def test_instance_scoped_agent_credential(server, fresh):
     import json
     import subprocess

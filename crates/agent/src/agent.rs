@@ -392,6 +392,7 @@ mod tests {
             instance_id: "ins-node0001".into(),
             revision,
             changed: true,
+            digest: None,
             ingress: vec![WireRule {
                 security_group_id: "sg-a".into(),
                 policy_index: 0,

@@ -84,6 +84,10 @@ pub struct HttpControlPlane {
     secret_id: String,
     secret_key: String,
     http: ureq::Agent,
+    /// The `Digest` of the last ruleset this server answered: sent back as
+    /// `KnownDigest`, so a long poll only ends early when the rules differ
+    /// from what the agent holds.
+    known_digest: Option<String>,
 }
 
 impl HttpControlPlane {
@@ -115,6 +119,7 @@ impl HttpControlPlane {
             secret_id: secret_id.to_string(),
             secret_key: secret_key.to_string(),
             http: ureq::AgentBuilder::new().timeout(timeout).build(),
+            known_digest: None,
         })
     }
 
@@ -235,10 +240,16 @@ impl ControlPlane for HttpControlPlane {
         if let Some(after) = after {
             params["AfterRevision"] = json!(after);
             params["WaitSeconds"] = json!(wait.as_secs());
+            if let Some(d) = &self.known_digest {
+                params["KnownDigest"] = json!(d);
+            }
         }
         let r = self.call("DescribeInstanceRuleset", &params)?;
         let rs = r.get("Ruleset").cloned().unwrap_or(Value::Null);
-        serde_json::from_value(rs).map_err(|e| AgentError::BadRuleset(e.to_string()))
+        let wire: WireRuleset =
+            serde_json::from_value(rs).map_err(|e| AgentError::BadRuleset(e.to_string()))?;
+        self.known_digest.clone_from(&wire.digest);
+        Ok(wire)
     }
 
     fn register(&mut self, instance_id: &str, private_ips: &[String]) -> Result<(), AgentError> {

@@ -133,6 +133,10 @@ pub struct WireRuleset {
     /// Egress entries, in order.
     #[serde(default)]
     pub egress: Vec<WireRule>,
+    /// The server's digest of this answer's content (absent from servers
+    /// older than it).
+    #[serde(default)]
+    pub digest: Option<String>,
 }
 
 fn yes() -> bool {

@@ -158,10 +158,11 @@ pub fn deregister(ctx: &Ctx<'_>, p: &Params) -> Reply {
 /// each direction and the store revision, computed by the `policy` crate's
 /// resolution on one read snapshot.
 pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
-    p.allow_only(&["InstanceId", "AfterRevision", "WaitSeconds"])?;
+    p.allow_only(&["InstanceId", "AfterRevision", "WaitSeconds", "KnownDigest"])?;
     let id = p.req_str("InstanceId")?;
     check_instance_id(&id)?;
     let after = p.opt_uint("AfterRevision")?;
+    let known_digest = p.opt_str("KnownDigest")?;
     let wait = p.opt_uint("WaitSeconds")?.unwrap_or(0);
     if wait > MAX_WAIT_SECONDS {
         return Err(ApiError::new(
@@ -183,6 +184,13 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
             &ins.security_group_ids,
             || Snapshot::load(tx, ctx.account),
         )?;
+        let digest = answer_digest(&rules, &ins.security_group_ids, &ins.private_ips);
+        // The digest of what the caller holds, when it says, decides
+        // `Changed` exactly; otherwise any change to the account does.
+        let changed = match &known_digest {
+            Some(known) => *known != digest,
+            None => after.is_none_or(|a| account_revision > a),
+        };
         Ok(json!({
             "InstanceId": ins.id,
             "Revision": revision,
@@ -190,7 +198,8 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
             "PrivateIpAddresses": ins.private_ips,
             "Ingress": rules.ingress,
             "Egress": rules.egress,
-            "Changed": after.is_none_or(|a| account_revision > a),
+            "Digest": digest,
+            "Changed": changed,
         }))
     })?;
     reply(json!({ "Ruleset": out }))
@@ -365,6 +374,25 @@ fn rule_json(rule: &ResolvedRule) -> Vec<Value> {
 pub struct Rules {
     ingress: Vec<Value>,
     egress: Vec<Value>,
+    /// SHA-256 of the two lists' JSON.
+    digest: [u8; 32],
+}
+
+/// The `Digest` of a `DescribeInstanceRuleset` answer: SHA-256 over the
+/// rules and the instance's own fields, hex, first 128 bits. Equal digests
+/// mean equal content, whatever the revisions.
+fn answer_digest(rules: &Rules, groups: &[String], ips: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(rules.digest);
+    for list in [groups, ips] {
+        h.update((list.len() as u64).to_le_bytes());
+        for item in list {
+            h.update((item.len() as u64).to_le_bytes());
+            h.update(item.as_bytes());
+        }
+    }
+    hex::encode(&h.finalize()[..16])
 }
 
 /// Resolved rulesets shared by the requests of a herd: when one write wakes
@@ -436,9 +464,17 @@ impl RulesetCache {
         let view = |dir: Direction| -> Vec<Value> {
             ruleset.rules(dir).iter().flat_map(rule_json).collect()
         };
+        let (ingress, egress) = (view(Direction::Ingress), view(Direction::Egress));
+        let digest = {
+            use sha2::{Digest, Sha256};
+            let text = serde_json::to_vec(&(&ingress, &egress))
+                .map_err(|e| ApiError::internal(format!("serialising rules: {e}")))?;
+            Sha256::digest(&text).into()
+        };
         let rules = Arc::new(Rules {
-            ingress: view(Direction::Ingress),
-            egress: view(Direction::Egress),
+            ingress,
+            egress,
+            digest,
         });
         locked(&entry.by_groups).insert(groups.to_vec(), rules.clone());
         Ok(rules)
