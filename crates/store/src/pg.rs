@@ -24,7 +24,8 @@
 //! once) and recorded in `schema_migrations`. A database migrated by a newer
 //! binary is refused rather than misread.
 //!
-//! Connections: a small pool; a connection that broke (the database
+//! Connections: two small pools, one for reads and one kept for writes (a
+//! herd of long-poll reads never delays a write); a connection that broke (the database
 //! restarted) is dropped and a new one opened on next use, so a server rides
 //! out a database restart without being restarted itself. While the database
 //! is unreachable every store call fails with [`StoreError::Unavailable`].
@@ -46,8 +47,13 @@ use tokio::sync::watch;
 /// The notification channel carrying each new revision.
 pub const REVISION_CHANNEL: &str = "palisade_revision";
 
-/// Most connections one process opens (the listener's not counted).
+/// Most connections one process opens for reads (the listener's not
+/// counted).
 const POOL_SIZE: usize = 16;
+/// Connections kept for write transactions, so that a herd of long-poll
+/// reads never queues a write behind it (writers serialise on the revision
+/// row anyway, so a few are enough).
+const WRITE_POOL_SIZE: usize = 4;
 /// How long a caller waits for a free connection before failing.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 /// How long opening a connection may take.
@@ -111,6 +117,7 @@ CREATE TABLE account_revisions (account_id TEXT PRIMARY KEY, revision BIGINT NOT
 /// A [`Store`] on a PostgreSQL database shared by any number of servers.
 pub struct PgStore {
     pool: Arc<Pool>,
+    writes: Pool,
     watchers: Arc<Watchers>,
     stop: Arc<AtomicBool>,
 }
@@ -127,14 +134,8 @@ impl PgStore {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
         config.application_name("palisade");
-        let pool = Arc::new(Pool {
-            config,
-            idle: Mutex::new(PoolState {
-                idle: Vec::new(),
-                in_use: 0,
-            }),
-            freed: Condvar::new(),
-        });
+        let writes = Pool::new(config.clone(), WRITE_POOL_SIZE);
+        let pool = Arc::new(Pool::new(config, POOL_SIZE));
         {
             let mut conn = pool.get()?;
             migrate(&mut conn)?;
@@ -155,6 +156,7 @@ impl PgStore {
         }
         Ok(Self {
             pool,
+            writes,
             watchers,
             stop,
         })
@@ -169,7 +171,7 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.writes.get()?;
         let mut tx = conn.transaction()?;
         lock_writers(&mut tx)?;
         let out = f(&mut tx)?;
@@ -327,10 +329,11 @@ fn listen(config: &postgres::Config, watchers: &Watchers, stop: &AtomicBool) {
     }
 }
 
-/// A minimal blocking connection pool: at most [`POOL_SIZE`] connections,
-/// broken ones dropped on return.
+/// A minimal blocking connection pool: at most `size` connections, broken
+/// ones dropped on return.
 struct Pool {
     config: postgres::Config,
+    size: usize,
     idle: Mutex<PoolState>,
     freed: Condvar,
 }
@@ -345,6 +348,18 @@ struct PoolState {
 const VALIDATE_AFTER: Duration = Duration::from_secs(1);
 
 impl Pool {
+    fn new(config: postgres::Config, size: usize) -> Self {
+        Self {
+            config,
+            size,
+            idle: Mutex::new(PoolState {
+                idle: Vec::new(),
+                in_use: 0,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
         // The state is a list and a counter, consistent between statements.
         self.idle
@@ -355,7 +370,7 @@ impl Pool {
     fn get(&self) -> Result<Conn<'_>, StoreError> {
         let mut st = self.state();
         let deadline = std::time::Instant::now() + POOL_WAIT;
-        while st.idle.is_empty() && st.in_use >= POOL_SIZE {
+        while st.idle.is_empty() && st.in_use >= self.size {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return Err(StoreError::Unavailable(
@@ -478,7 +493,7 @@ impl Store for PgStore {
     }
 
     fn write_dyn(&self, f: &mut dyn FnMut(&mut dyn Tx) -> bool) -> Result<(), StoreError> {
-        let mut conn = self.pool.get()?;
+        let mut conn = self.writes.get()?;
         let mut tx = conn.transaction()?;
         lock_writers(&mut tx)?;
         let mut t = PgTx {
