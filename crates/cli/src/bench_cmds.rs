@@ -9,6 +9,11 @@
 //! resolved rules are used and `--direction` picks its ingress (default)
 //! or egress list. Exit 0 when the classifier agrees with the linear scan
 //! on every verified packet, 1 on any mismatch, 2 on unusable input.
+//!
+//! The other subcommands live beside it: `bench dataplane` (root; kernel
+//! new-flow rates and apply times, `bench_dataplane.rs`), `bench propagate`
+//! (change-to-applied over N agents) and `bench api` (signed requests per
+//! second), both in `bench_server.rs`.
 
 use crate::output::{print_json, table, Format};
 use anyhow::Context;
