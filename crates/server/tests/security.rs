@@ -8,7 +8,7 @@ mod common;
 
 use common::{now, Ids, Server};
 use palisade_server::actions::ACTIONS;
-use palisade_store::{Account, Store};
+use palisade_store::{Account, Store, StoreError, StoreExt};
 use serde_json::{json, Value};
 
 fn cred(a: &Account) -> (&str, &str) {
@@ -251,21 +251,40 @@ fn cross_requests(ids: &Ids) -> std::collections::BTreeMap<String, Value> {
     all
 }
 
-/// Actions whose foreign-id answer differs from the no-such-id answer
-/// today, with the bug. Instance and cluster ids are chosen by clients and
-/// unique across all accounts in the store, so registering another
-/// account's id reveals that it exists.
-fn cross_known_bug(action: &str) -> Option<&'static str> {
-    match action {
-        "RegisterInstances" => Some("another account's InstanceId gives InvalidParameterValue.Duplicate (ids are global): an existence oracle"),
-        "RegisterCluster" => Some("another account's ClusterId gives InvalidParameterValue.Duplicate (ids are global): an existence oracle"),
-        _ => None,
-    }
+/// Actions that create a record under an id the client chooses (instance
+/// and cluster ids are unique per account): naming another account's id
+/// registers a record of the caller's own, exactly as an id that exists
+/// nowhere does. The database changes, but the other account's records
+/// must not.
+fn registers_own_id(action: &str) -> bool {
+    matches!(action, "RegisterInstances" | "RegisterCluster")
 }
 
-fn cross_account(known: bool) {
+/// Everything of `account` an action of another account could disturb.
+fn records_of(server: &Server, account: &str) -> String {
+    let records = server
+        .store
+        .read(|tx| {
+            Ok::<_, StoreError>(format!(
+                "{:?}\n{:?}\n{:?}",
+                tx.groups(account)?,
+                tx.instances(account)?,
+                tx.clusters(account)?
+            ))
+        })
+        .expect("read");
+    let statuses = server.store.instance_statuses(account).expect("statuses");
+    format!("{records}\n{statuses:?}")
+}
+
+/// Every action of account `other` naming `admin`'s resources (groups,
+/// templates, instances, clusters) answers as if they did not exist, and
+/// leaves the database unchanged, or for [`registers_own_id`] actions,
+/// `admin`'s records unchanged.
+#[test]
+fn another_accounts_resources_look_like_they_do_not_exist() {
     let (server, worlds) = Server::start(&[("admin", "aaaa"), ("other", "bbbb")]);
-    let (a_ids, b) = (&worlds[0].1, &worlds[1].0);
+    let (a, a_ids, b) = (&worlds[0].0, &worlds[0].1, &worlds[1].0);
     let theirs = cross_requests(a_ids);
     let mut failures = Vec::new();
     let mut tried = 0;
@@ -275,17 +294,21 @@ fn cross_account(known: bool) {
         if !a_ids.values().any(|id| text.contains(id.as_str())) {
             continue; // names no resource of the other account
         }
-        if cross_known_bug(action).is_some() != known {
-            continue;
-        }
         tried += 1;
         let before = server.db_bytes();
+        let theirs_before = records_of(&server, &a.id);
         let r = server.call(cred(b), action, req);
         if let Err(e) = r.envelope(action) {
             failures.push(e);
             continue;
         }
-        if server.db_bytes() != before {
+        if registers_own_id(action) {
+            if records_of(&server, &a.id) != theirs_before {
+                failures.push(format!(
+                    "{action}: another account's request changed this account's records"
+                ));
+            }
+        } else if server.db_bytes() != before {
             failures.push(format!(
                 "{action}: another account's request changed the database"
             ));
@@ -312,23 +335,20 @@ fn cross_account(known: bool) {
                 common::truncate(&want)
             ));
         }
+        if registers_own_id(action) {
+            // Later actions (Deregister*) must again name ids `other` does
+            // not hold: remove what these two requests registered.
+            let (undo, field, key) = match *action {
+                "RegisterInstances" => ("DeregisterInstances", "InstanceIds", "$INS"),
+                _ => ("DeregisterClusters", "ClusterIds", "$CLS"),
+            };
+            server
+                .call(cred(b), undo, &json!({ field: [a_ids[key], fake[key]] }))
+                .assert_ok(undo);
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(tried > 0);
-    if !known {
-        assert!(tried >= 30, "only {tried} actions name a resource");
-    }
-}
-
-#[test]
-fn another_accounts_resources_look_like_they_do_not_exist() {
-    cross_account(false);
-}
-
-#[test]
-#[ignore = "bug: instance and cluster ids are unique across accounts, so RegisterInstances/RegisterCluster with another account's id answer InvalidParameterValue.Duplicate"]
-fn another_accounts_instance_and_cluster_ids_are_not_revealed() {
-    cross_account(true);
+    assert!(tried >= 30, "only {tried} actions name a resource");
 }
 
 #[test]
@@ -413,4 +433,145 @@ fn an_agent_credential_reads_only_its_own_instance() {
         .assert_ok("deregister");
     let r = server.call(agent, "DescribeInstanceRuleset", &own);
     assert_eq!(r.assert_error("revoked"), "AuthFailure.SecretIdNotFound");
+}
+
+/// Two accounts registering the same instance and cluster ids (both worlds
+/// are seeded with `ins-same0001`, `ins-same0002` and `cls-same0001`) each
+/// see, bind, change and delete only their own, and an agent key of one
+/// account's instance reads and reports only that instance.
+#[test]
+fn two_accounts_with_the_same_instance_and_cluster_ids_each_see_their_own() {
+    let (server, worlds) = Server::start(&[("admin", "same"), ("other", "same")]);
+    let ((a, a_ids), (b, b_ids)) = (&worlds[0], &worlds[1]);
+    let ins = a_ids["$INS"].clone();
+    let cls = a_ids["$CLS"].clone();
+    assert_eq!((&ins, &cls), (&b_ids["$INS"], &b_ids["$CLS"]));
+    assert_ne!(a_ids["$SG1"], b_ids["$SG1"]);
+
+    let bound = |who: &Account, via: &str| -> Value {
+        let (action, body) = match via {
+            "DescribeInstances" => ("DescribeInstances", json!({"InstanceIds": [ins]})),
+            _ => ("DescribeInstanceRuleset", json!({"InstanceId": ins})),
+        };
+        let r = server.call(cred(who), action, &body);
+        let r = r.assert_ok(action);
+        match via {
+            "DescribeInstances" => {
+                assert_eq!(r["TotalCount"], 1, "{}: {r}", who.name);
+                r["InstanceSet"][0]["SecurityGroupIds"].clone()
+            }
+            _ => r["Ruleset"]["SecurityGroupIds"].clone(),
+        }
+    };
+    for via in ["DescribeInstances", "DescribeInstanceRuleset"] {
+        assert_eq!(bound(a, via), json!([a_ids["$SG1"]]), "{via}");
+        assert_eq!(bound(b, via), json!([b_ids["$SG1"]]), "{via}");
+    }
+    let clusters = |who: &Account| -> Value {
+        server
+            .call(cred(who), "DescribeClusters", &json!({}))
+            .assert_ok("DescribeClusters")["ClusterSet"]
+            .clone()
+    };
+    assert_eq!(clusters(a).as_array().map(Vec::len), Some(1));
+    assert_eq!(clusters(a)[0]["ClusterId"], json!(cls));
+
+    // Binding in one account leaves the other's instance as it was.
+    server
+        .call(
+            cred(a),
+            "AssociateSecurityGroups",
+            &json!({"SecurityGroupIds": [a_ids["$SG2"]], "InstanceIds": [ins]}),
+        )
+        .assert_ok("associate");
+    for via in ["DescribeInstances", "DescribeInstanceRuleset"] {
+        assert_eq!(
+            bound(a, via),
+            json!([a_ids["$SG1"], a_ids["$SG2"]]),
+            "{via}"
+        );
+        assert_eq!(bound(b, via), json!([b_ids["$SG1"]]), "{via}");
+    }
+    // Re-registering one account's cluster changes only that one.
+    let b_cluster = clusters(b);
+    server
+        .call(
+            cred(a),
+            "RegisterCluster",
+            &json!({"ClusterId": cls, "ClusterCidr": "10.7.0.0/16", "ContainerCidr": "172.17.0.0/16"}),
+        )
+        .assert_ok("re-register");
+    assert_eq!(clusters(a)[0]["ClusterCidr"], "10.7.0.0/16");
+    assert_eq!(clusters(b), b_cluster);
+
+    // An agent key of admin's instance reads and reports admin's instance.
+    let key = server
+        .store
+        .create_instance_key(&a.id, &ins)
+        .expect("agent key");
+    let agent = (key.secret_id.as_str(), key.secret_key.as_str());
+    let r = server.call(
+        agent,
+        "DescribeInstanceRuleset",
+        &json!({"InstanceId": ins}),
+    );
+    assert_eq!(
+        r.assert_ok("agent ruleset")["Ruleset"]["SecurityGroupIds"],
+        json!([a_ids["$SG1"], a_ids["$SG2"]])
+    );
+    server
+        .call(
+            agent,
+            "ReportInstanceStatus",
+            &json!({"InstanceId": ins, "AppliedRevision": 42}),
+        )
+        .assert_ok("agent report");
+    let applied = |who: &Account| {
+        server
+            .call(
+                cred(who),
+                "DescribeInstanceStatus",
+                &json!({"InstanceIds": [ins]}),
+            )
+            .assert_ok("status")["InstanceStatusSet"][0]["AppliedRevision"]
+            .clone()
+    };
+    assert_eq!(applied(a), 42);
+    assert_eq!(applied(b), 1, "other's report (from its seed) untouched");
+
+    // Deregistering in one account leaves the other's instance, cluster and
+    // agent key alone.
+    let b_key = server
+        .store
+        .create_instance_key(&b.id, &ins)
+        .expect("other's agent key");
+    server
+        .call(
+            cred(a),
+            "DeregisterInstances",
+            &json!({"InstanceIds": [ins]}),
+        )
+        .assert_ok("deregister");
+    server
+        .call(cred(a), "DeregisterClusters", &json!({"ClusterIds": [cls]}))
+        .assert_ok("deregister cluster");
+    let r = server.call(
+        agent,
+        "DescribeInstanceRuleset",
+        &json!({"InstanceId": ins}),
+    );
+    assert_eq!(r.assert_error("revoked"), "AuthFailure.SecretIdNotFound");
+    let b_agent = (b_key.secret_id.as_str(), b_key.secret_key.as_str());
+    let r = server.call(
+        b_agent,
+        "DescribeInstanceRuleset",
+        &json!({"InstanceId": ins}),
+    );
+    assert_eq!(
+        r.assert_ok("other's agent")["Ruleset"]["SecurityGroupIds"],
+        json!([b_ids["$SG1"]])
+    );
+    assert_eq!(bound(b, "DescribeInstances"), json!([b_ids["$SG1"]]));
+    assert_eq!(clusters(b), b_cluster);
+    assert_eq!(clusters(a), json!([]));
 }

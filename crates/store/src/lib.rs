@@ -333,7 +333,9 @@ pub struct ClusterRecord {
 
 /// The operations available inside one transaction. Every resource is scoped
 /// by `account`: a record of another account is invisible (reads give `None`
-/// or leave it out, writes give [`StoreError::NotFound`]).
+/// or leave it out, writes give [`StoreError::NotFound`]). Instance and
+/// cluster ids, chosen by clients, are unique per account: two accounts may
+/// each hold `ins-1` without either noticing the other.
 pub trait Tx {
     /// The store revision as of this transaction's snapshot.
     fn revision(&self) -> Result<u64, StoreError>;
@@ -376,7 +378,8 @@ pub trait Tx {
     fn instance(&self, account: &str, id: &str) -> Result<Option<InstanceRecord>, StoreError>;
     /// All instances of the account, in creation order.
     fn instances(&self, account: &str) -> Result<Vec<InstanceRecord>, StoreError>;
-    /// Inserts a new instance with its bindings.
+    /// Inserts a new instance with its bindings (an id the account already
+    /// uses gives [`StoreError::DuplicateId`]).
     fn insert_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError>;
     /// Replaces an instance's attributes and its whole ordered binding list.
     fn update_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError>;
@@ -389,8 +392,9 @@ pub trait Tx {
     fn cluster(&self, account: &str, id: &str) -> Result<Option<ClusterRecord>, StoreError>;
     /// All clusters of the account, in creation order.
     fn clusters(&self, account: &str) -> Result<Vec<ClusterRecord>, StoreError>;
-    /// Inserts or replaces a cluster (an id used by another kind of record or
-    /// account gives [`StoreError::DuplicateId`]).
+    /// Inserts or replaces a cluster of the account (an id the account uses
+    /// for another kind of record gives [`StoreError::DuplicateId`]; other
+    /// accounts' clusters are never looked at).
     fn put_cluster(&mut self, account: &str, c: &ClusterRecord) -> Result<(), StoreError>;
     /// Deletes a cluster.
     fn delete_cluster(&mut self, account: &str, id: &str) -> Result<(), StoreError>;

@@ -62,7 +62,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MIGRATION_LOCK: i64 = 0x5041_4c49_5341_4445; // "PALISADE"
 
 /// The schema, one entry per version, applied in order and never edited
-/// once released (add a new version instead).
+/// once released (add a new version instead). `migrate` applies every
+/// listed version the database lacks, so the list need not be contiguous.
+///
+/// Version 2 records, per account, the revision of the last commit that
+/// changed it (`account_revisions`, for long-polls that wait on their
+/// account only). Version 3 keys instances, clusters, bindings and instance status by
+/// `(account_id, id)` (and indexes instance keys by account): those ids are
+/// chosen by clients, and one account's id must neither block nor reveal
+/// another's.
 pub const MIGRATIONS: &[(i32, &str)] = &[
     (
         1,
@@ -110,6 +118,19 @@ CREATE TABLE instance_status (
         2,
         "
 CREATE TABLE account_revisions (account_id TEXT PRIMARY KEY, revision BIGINT NOT NULL);
+",
+    ),
+    (
+        3,
+        "
+ALTER TABLE instances DROP CONSTRAINT instances_pkey, ADD PRIMARY KEY (account_id, id);
+ALTER TABLE bindings DROP CONSTRAINT bindings_pkey,
+    ADD PRIMARY KEY (account_id, instance_id, position);
+DROP INDEX instance_keys_instance;
+CREATE INDEX instance_keys_instance ON instance_keys (account_id, instance_id);
+ALTER TABLE clusters DROP CONSTRAINT clusters_pkey, ADD PRIMARY KEY (account_id, id);
+ALTER TABLE instance_status DROP CONSTRAINT instance_status_pkey,
+    ADD PRIMARY KEY (account_id, instance_id);
 ",
     ),
 ];
@@ -629,8 +650,12 @@ impl Store for PgStore {
                 instance_scope: None,
             }));
         }
+        // The key's instance is looked up within the key's account: the same
+        // instance id may exist in other accounts.
         let rows = conn.query(
-            "SELECT secret_key, account_id, instance_id FROM instance_keys WHERE secret_id = $1",
+            "SELECT k.secret_key, k.account_id, k.instance_id FROM instance_keys k
+             JOIN instances i ON i.account_id = k.account_id AND i.id = k.instance_id
+             WHERE k.secret_id = $1",
             &[&secret_id],
         )?;
         let Some(row) = rows.first() else {
@@ -660,7 +685,7 @@ impl Store for PgStore {
         let n = conn.execute(
             "INSERT INTO instance_status (instance_id, account_id, body, reported_time)
              SELECT id, account_id, $3, $4 FROM instances WHERE account_id = $1 AND id = $2
-             ON CONFLICT (instance_id) DO UPDATE SET body = excluded.body, reported_time = excluded.reported_time",
+             ON CONFLICT (account_id, instance_id) DO UPDATE SET body = excluded.body, reported_time = excluded.reported_time",
             &[&account, &instance_id, &to_json(status)?, &crate::now_string()],
         )?;
         if n == 0 {
@@ -736,10 +761,10 @@ impl PgTx<'_> {
         Ok(())
     }
 
-    fn bindings(&self, instance_id: &str) -> Result<Vec<String>, StoreError> {
+    fn bindings(&self, account: &str, instance_id: &str) -> Result<Vec<String>, StoreError> {
         self.query(
-            "SELECT group_id FROM bindings WHERE instance_id = $1 ORDER BY position",
-            &[&instance_id],
+            "SELECT group_id FROM bindings WHERE account_id = $1 AND instance_id = $2 ORDER BY position",
+            &[&account, &instance_id],
         )?
         .iter()
         .map(|r| col(r, 0))
@@ -747,7 +772,10 @@ impl PgTx<'_> {
     }
 
     fn set_bindings(&self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
-        self.execute("DELETE FROM bindings WHERE instance_id = $1", &[&i.id])?;
+        self.execute(
+            "DELETE FROM bindings WHERE account_id = $1 AND instance_id = $2",
+            &[&account, &i.id],
+        )?;
         if !i.security_group_ids.is_empty() {
             self.execute(
                 "INSERT INTO bindings (account_id, instance_id, position, group_id)
@@ -758,10 +786,10 @@ impl PgTx<'_> {
         Ok(())
     }
 
-    fn instance_from_row(&self, r: &Row) -> Result<InstanceRecord, StoreError> {
+    fn instance_from_row(&self, account: &str, r: &Row) -> Result<InstanceRecord, StoreError> {
         let id: String = col(r, 0)?;
         let ips: String = col(r, 2)?;
-        let security_group_ids = self.bindings(&id)?;
+        let security_group_ids = self.bindings(account, &id)?;
         Ok(InstanceRecord {
             id,
             name: col(r, 1)?,
@@ -771,11 +799,17 @@ impl PgTx<'_> {
         })
     }
 
-    fn id_taken(&self, id: &str) -> Result<bool, StoreError> {
+    /// Whether `id` names a record `account` could collide with: a group or
+    /// template of any account (their random ids are unique store-wide), or
+    /// an instance or cluster of this account (their ids are chosen by
+    /// clients and unique per account, so other accounts' are not looked at:
+    /// that would reveal them).
+    fn id_taken(&self, account: &str, id: &str) -> Result<bool, StoreError> {
         let rows = self.query(
-            "SELECT 1 FROM groups WHERE id = $1 UNION ALL SELECT 1 FROM templates WHERE id = $1
-             UNION ALL SELECT 1 FROM instances WHERE id = $1 UNION ALL SELECT 1 FROM clusters WHERE id = $1",
-            &[&id],
+            "SELECT 1 FROM groups WHERE id = $2 UNION ALL SELECT 1 FROM templates WHERE id = $2
+             UNION ALL SELECT 1 FROM instances WHERE account_id = $1 AND id = $2
+             UNION ALL SELECT 1 FROM clusters WHERE account_id = $1 AND id = $2",
+            &[&account, &id],
         )?;
         Ok(!rows.is_empty())
     }
@@ -889,7 +923,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn insert_group(&mut self, account: &str, g: &GroupRecord) -> Result<(), StoreError> {
-        if self.id_taken(&g.id)? {
+        if self.id_taken(account, &g.id)? {
             return Err(StoreError::DuplicateId(g.id.clone()));
         }
         self.execute(
@@ -984,7 +1018,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn insert_template(&mut self, account: &str, t: &TemplateRecord) -> Result<(), StoreError> {
-        if self.id_taken(&t.id)? {
+        if self.id_taken(account, &t.id)? {
             return Err(StoreError::DuplicateId(t.id.clone()));
         }
         self.execute(
@@ -1037,7 +1071,9 @@ impl Tx for PgTx<'_> {
             "SELECT id, name, private_ips, created_time FROM instances WHERE account_id = $1 AND id = $2",
             &[&account, &id],
         )?;
-        rows.first().map(|r| self.instance_from_row(r)).transpose()
+        rows.first()
+            .map(|r| self.instance_from_row(account, r))
+            .transpose()
     }
 
     fn instances(&self, account: &str) -> Result<Vec<InstanceRecord>, StoreError> {
@@ -1047,8 +1083,9 @@ impl Tx for PgTx<'_> {
             "SELECT i.id, i.name, i.private_ips, i.created_time,
                     coalesce(array_agg(b.group_id ORDER BY b.position)
                              FILTER (WHERE b.group_id IS NOT NULL), '{}')
-             FROM instances i LEFT JOIN bindings b ON b.instance_id = i.id
-             WHERE i.account_id = $1 GROUP BY i.seq, i.id ORDER BY i.seq",
+             FROM instances i
+             LEFT JOIN bindings b ON b.account_id = i.account_id AND b.instance_id = i.id
+             WHERE i.account_id = $1 GROUP BY i.account_id, i.id ORDER BY i.seq",
             &[&account],
         )?;
         rows.iter()
@@ -1066,7 +1103,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn insert_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
-        if self.id_taken(&i.id)? {
+        if self.id_taken(account, &i.id)? {
             return Err(StoreError::DuplicateId(i.id.clone()));
         }
         self.execute(
@@ -1099,17 +1136,22 @@ impl Tx for PgTx<'_> {
         if n == 0 {
             return Err(StoreError::NotFound(id.to_string()));
         }
-        // A deregistered instance's bindings, agent credentials and status die with it.
-        self.execute("DELETE FROM bindings WHERE instance_id = $1", &[&id])?;
-        self.execute("DELETE FROM instance_keys WHERE instance_id = $1", &[&id])?;
-        self.execute("DELETE FROM instance_status WHERE instance_id = $1", &[&id])?;
+        // A deregistered instance's bindings, agent credentials and status
+        // die with it (only this account's: another may hold the same id).
+        for sql in [
+            "DELETE FROM bindings WHERE account_id = $1 AND instance_id = $2",
+            "DELETE FROM instance_keys WHERE account_id = $1 AND instance_id = $2",
+            "DELETE FROM instance_status WHERE account_id = $1 AND instance_id = $2",
+        ] {
+            self.execute(sql, &[&account, &id])?;
+        }
         self.touched.insert(account.to_string());
         Ok(())
     }
 
     fn group_instances(&self, account: &str, group_id: &str) -> Result<Vec<String>, StoreError> {
         self.query(
-            "SELECT b.instance_id FROM bindings b JOIN instances i ON i.id = b.instance_id
+            "SELECT b.instance_id FROM bindings b JOIN instances i ON i.account_id = b.account_id AND i.id = b.instance_id
              WHERE b.account_id = $1 AND b.group_id = $2 GROUP BY b.instance_id ORDER BY min(i.seq)",
             &[&account, &group_id],
         )?
@@ -1145,7 +1187,7 @@ impl Tx for PgTx<'_> {
                 &[&account, &c.id, &to_json(&c.body)?, &c.updated_time],
             )?;
         } else {
-            if self.id_taken(&c.id)? {
+            if self.id_taken(account, &c.id)? {
                 return Err(StoreError::DuplicateId(c.id.clone()));
             }
             self.execute(

@@ -28,6 +28,12 @@ pub struct SqliteStore {
     watchers: Watchers,
 }
 
+/// The current schema, run (idempotently) at every open: it creates a new
+/// database directly in the shape of [`SCHEMA_VERSION`] and adds any table
+/// an older database lacks; [`migrate`] reshapes the tables that changed.
+/// Instances, clusters and the tables keyed by an instance id are keyed by
+/// `(account_id, id)`: those ids are chosen by clients, and one account's
+/// id must neither block nor reveal another's.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
@@ -49,25 +55,27 @@ CREATE TABLE IF NOT EXISTS refs (account_id TEXT NOT NULL, from_id TEXT NOT NULL
 CREATE INDEX IF NOT EXISTS refs_to ON refs (account_id, to_id);
 CREATE INDEX IF NOT EXISTS refs_from ON refs (from_id);
 CREATE TABLE IF NOT EXISTS instances (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL,
-    name TEXT NOT NULL, private_ips TEXT NOT NULL, created_time TEXT NOT NULL);
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, account_id TEXT NOT NULL,
+    name TEXT NOT NULL, private_ips TEXT NOT NULL, created_time TEXT NOT NULL,
+    UNIQUE (account_id, id));
 CREATE INDEX IF NOT EXISTS instances_account ON instances (account_id);
 CREATE TABLE IF NOT EXISTS bindings (
     account_id TEXT NOT NULL, instance_id TEXT NOT NULL, position INTEGER NOT NULL,
-    group_id TEXT NOT NULL, PRIMARY KEY (instance_id, position));
+    group_id TEXT NOT NULL, PRIMARY KEY (account_id, instance_id, position));
 CREATE INDEX IF NOT EXISTS bindings_group ON bindings (account_id, group_id);
 CREATE TABLE IF NOT EXISTS instance_keys (
     secret_id TEXT PRIMARY KEY, secret_key TEXT NOT NULL, account_id TEXT NOT NULL,
     instance_id TEXT NOT NULL, created_time TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS instance_keys_instance ON instance_keys (instance_id);
+CREATE INDEX IF NOT EXISTS instance_keys_instance ON instance_keys (account_id, instance_id);
 CREATE TABLE IF NOT EXISTS clusters (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL,
-    body TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL);
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, account_id TEXT NOT NULL,
+    body TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL,
+    UNIQUE (account_id, id));
 CREATE TABLE IF NOT EXISTS account_revisions (
     account_id TEXT PRIMARY KEY, revision INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS instance_status (
-    instance_id TEXT PRIMARY KEY, account_id TEXT NOT NULL, body TEXT NOT NULL,
-    reported_time TEXT NOT NULL);
+    account_id TEXT NOT NULL, instance_id TEXT NOT NULL, body TEXT NOT NULL,
+    reported_time TEXT NOT NULL, PRIMARY KEY (account_id, instance_id));
 ";
 
 impl SqliteStore {
@@ -102,13 +110,12 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)?;
-        migrate(&conn)?;
+        migrate(&mut conn)?;
         let revision = read_revision(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -138,26 +145,107 @@ fn restrict_mode(_path: &Path, _mode: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The newest schema version this binary writes. Version 1 is [`SCHEMA`];
-/// a later version adds its statements to [`migrate`].
-pub const SCHEMA_VERSION: i64 = 1;
+/// The newest schema version this binary writes. Version 1 is the first
+/// released schema; version 2 keys instances, clusters, bindings, instance
+/// status and instance keys by account ([`MIGRATION_2`]).
+pub const SCHEMA_VERSION: i64 = 2;
 
-/// Records the schema version in `schema_migrations` (as the PostgreSQL
-/// store does) and refuses a database from a newer binary.
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
-         INSERT OR IGNORE INTO schema_migrations (version, applied_at) VALUES (1, datetime('now'));",
+/// Version 1 to 2: instance and cluster ids become unique per account, not
+/// across the whole store. SQLite cannot change a primary key or a unique
+/// constraint in place, so each table is rebuilt (new table, copy, drop,
+/// rename, indexes again); `seq` values and the AUTOINCREMENT counters are
+/// kept so creation order survives. `instance_keys` keeps its shape and only
+/// gets an index that includes the account.
+const MIGRATION_2: &str = "
+CREATE TABLE instances_v2 (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, account_id TEXT NOT NULL,
+    name TEXT NOT NULL, private_ips TEXT NOT NULL, created_time TEXT NOT NULL,
+    UNIQUE (account_id, id));
+INSERT INTO instances_v2 (seq, id, account_id, name, private_ips, created_time)
+    SELECT seq, id, account_id, name, private_ips, created_time FROM instances;
+DELETE FROM sqlite_sequence WHERE name = 'instances_v2';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'instances_v2', seq FROM sqlite_sequence WHERE name = 'instances';
+DROP TABLE instances;
+ALTER TABLE instances_v2 RENAME TO instances;
+CREATE INDEX instances_account ON instances (account_id);
+
+CREATE TABLE bindings_v2 (
+    account_id TEXT NOT NULL, instance_id TEXT NOT NULL, position INTEGER NOT NULL,
+    group_id TEXT NOT NULL, PRIMARY KEY (account_id, instance_id, position));
+INSERT INTO bindings_v2 (account_id, instance_id, position, group_id)
+    SELECT account_id, instance_id, position, group_id FROM bindings;
+DROP TABLE bindings;
+ALTER TABLE bindings_v2 RENAME TO bindings;
+CREATE INDEX bindings_group ON bindings (account_id, group_id);
+
+DROP INDEX IF EXISTS instance_keys_instance;
+CREATE INDEX instance_keys_instance ON instance_keys (account_id, instance_id);
+
+CREATE TABLE clusters_v2 (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, account_id TEXT NOT NULL,
+    body TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL,
+    UNIQUE (account_id, id));
+INSERT INTO clusters_v2 (seq, id, account_id, body, created_time, updated_time)
+    SELECT seq, id, account_id, body, created_time, updated_time FROM clusters;
+DELETE FROM sqlite_sequence WHERE name = 'clusters_v2';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'clusters_v2', seq FROM sqlite_sequence WHERE name = 'clusters';
+DROP TABLE clusters;
+ALTER TABLE clusters_v2 RENAME TO clusters;
+
+CREATE TABLE instance_status_v2 (
+    account_id TEXT NOT NULL, instance_id TEXT NOT NULL, body TEXT NOT NULL,
+    reported_time TEXT NOT NULL, PRIMARY KEY (account_id, instance_id));
+INSERT INTO instance_status_v2 (account_id, instance_id, body, reported_time)
+    SELECT account_id, instance_id, body, reported_time FROM instance_status;
+DROP TABLE instance_status;
+ALTER TABLE instance_status_v2 RENAME TO instance_status;
+";
+
+/// Brings the database to [`SCHEMA_VERSION`] in one transaction (so a
+/// second process opening the file at the same moment waits, then finds it
+/// migrated) and records every version in `schema_migrations`, as the
+/// PostgreSQL store does. A new database is created directly in the current
+/// shape; a database from a newer binary is refused before anything is
+/// touched. A database without `schema_migrations` rows but with tables
+/// predates the version table and is version 1.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let fresh: bool = tx.query_row(
+        "SELECT NOT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+        [],
+        |r| r.get(0),
     )?;
-    let newest: i64 = conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| {
-        r.get(0)
-    })?;
-    if newest > SCHEMA_VERSION {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);",
+    )?;
+    let recorded: Option<i64> =
+        tx.query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })?;
+    let version = match recorded {
+        Some(v) => v,
+        None if fresh => SCHEMA_VERSION,
+        None => 1,
+    };
+    if version > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
-            found: newest,
+            found: version,
             known: SCHEMA_VERSION,
         });
     }
+    // First, so that every table the migration copies exists (tables added
+    // to version 1 over time were created by `SCHEMA` at open).
+    tx.execute_batch(SCHEMA)?;
+    if version < 2 {
+        tx.execute_batch(MIGRATION_2)?;
+    }
+    for v in 1..=SCHEMA_VERSION {
+        tx.execute(
+            "INSERT OR IGNORE INTO schema_migrations (version, applied_at) VALUES (?1, datetime('now'))",
+            [v],
+        )?;
+    }
+    tx.commit()?;
     Ok(())
 }
 
@@ -306,9 +394,13 @@ impl Store for SqliteStore {
                 instance_scope: None,
             }));
         }
+        // The key's instance is looked up within the key's account: the same
+        // instance id may exist in other accounts.
         let key: Option<(String, String, String)> = conn
             .query_row(
-                "SELECT secret_key, account_id, instance_id FROM instance_keys WHERE secret_id = ?1",
+                "SELECT k.secret_key, k.account_id, k.instance_id FROM instance_keys k
+                 JOIN instances i ON i.account_id = k.account_id AND i.id = k.instance_id
+                 WHERE k.secret_id = ?1",
                 [secret_id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -346,7 +438,7 @@ impl Store for SqliteStore {
         }
         tx.execute(
             "INSERT INTO instance_status (instance_id, account_id, body, reported_time) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (instance_id) DO UPDATE SET body = excluded.body, reported_time = excluded.reported_time",
+             ON CONFLICT (account_id, instance_id) DO UPDATE SET body = excluded.body, reported_time = excluded.reported_time",
             params![instance_id, account, to_json(status)?, crate::now_string()],
         )?;
         tx.commit()?;
@@ -565,17 +657,19 @@ impl SqliteTx<'_> {
         Ok(())
     }
 
-    fn bindings(&self, instance_id: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .tx
-            .prepare("SELECT group_id FROM bindings WHERE instance_id = ?1 ORDER BY position")?;
-        let rows = stmt.query_map([instance_id], |r| r.get(0))?;
+    fn bindings(&self, account: &str, instance_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.tx.prepare(
+            "SELECT group_id FROM bindings WHERE account_id = ?1 AND instance_id = ?2 ORDER BY position",
+        )?;
+        let rows = stmt.query_map([account, instance_id], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn set_bindings(&self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
-        self.tx
-            .execute("DELETE FROM bindings WHERE instance_id = ?1", [&i.id])?;
+        self.tx.execute(
+            "DELETE FROM bindings WHERE account_id = ?1 AND instance_id = ?2",
+            [account, &i.id],
+        )?;
         for (pos, g) in i.security_group_ids.iter().enumerate() {
             self.tx.execute(
                 "INSERT INTO bindings (account_id, instance_id, position, group_id) VALUES (?1, ?2, ?3, ?4)",
@@ -587,10 +681,11 @@ impl SqliteTx<'_> {
 
     fn instance_from_row(
         &self,
+        account: &str,
         row: (String, String, String, String),
     ) -> Result<InstanceRecord, StoreError> {
         let (id, name, ips, created_time) = row;
-        let security_group_ids = self.bindings(&id)?;
+        let security_group_ids = self.bindings(account, &id)?;
         Ok(InstanceRecord {
             id,
             name,
@@ -600,10 +695,15 @@ impl SqliteTx<'_> {
         })
     }
 
-    fn id_taken(&self, id: &str) -> Result<bool, StoreError> {
+    /// Whether `id` names a record `account` could collide with: a group or
+    /// template of any account (their random ids are unique store-wide), or
+    /// an instance or cluster of this account (their ids are chosen by
+    /// clients and unique per account, so other accounts' are not looked at:
+    /// that would reveal them).
+    fn id_taken(&self, account: &str, id: &str) -> Result<bool, StoreError> {
         let n: i64 = self.tx.query_row(
-            "SELECT (SELECT count(*) FROM groups WHERE id = ?1) + (SELECT count(*) FROM templates WHERE id = ?1) + (SELECT count(*) FROM instances WHERE id = ?1) + (SELECT count(*) FROM clusters WHERE id = ?1)",
-            [id],
+            "SELECT (SELECT count(*) FROM groups WHERE id = ?2) + (SELECT count(*) FROM templates WHERE id = ?2) + (SELECT count(*) FROM instances WHERE account_id = ?1 AND id = ?2) + (SELECT count(*) FROM clusters WHERE account_id = ?1 AND id = ?2)",
+            [account, id],
             |r| r.get(0),
         )?;
         Ok(n > 0)
@@ -644,7 +744,7 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn insert_group(&mut self, account: &str, g: &GroupRecord) -> Result<(), StoreError> {
-        if self.id_taken(&g.id)? {
+        if self.id_taken(account, &g.id)? {
             return Err(StoreError::DuplicateId(g.id.clone()));
         }
         self.tx.execute(
@@ -737,7 +837,7 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn insert_template(&mut self, account: &str, t: &TemplateRecord) -> Result<(), StoreError> {
-        if self.id_taken(&t.id)? {
+        if self.id_taken(account, &t.id)? {
             return Err(StoreError::DuplicateId(t.id.clone()));
         }
         self.tx.execute(
@@ -801,7 +901,7 @@ impl Tx for SqliteTx<'_> {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        row.map(|r| self.instance_from_row(r)).transpose()
+        row.map(|r| self.instance_from_row(account, r)).transpose()
     }
 
     fn instances(&self, account: &str) -> Result<Vec<InstanceRecord>, StoreError> {
@@ -815,12 +915,12 @@ impl Tx for SqliteTx<'_> {
             rows.collect::<Result<_, _>>()?
         };
         rows.into_iter()
-            .map(|r| self.instance_from_row(r))
+            .map(|r| self.instance_from_row(account, r))
             .collect()
     }
 
     fn insert_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
-        if self.id_taken(&i.id)? {
+        if self.id_taken(account, &i.id)? {
             return Err(StoreError::DuplicateId(i.id.clone()));
         }
         self.tx.execute(
@@ -853,20 +953,22 @@ impl Tx for SqliteTx<'_> {
         if n == 0 {
             return Err(StoreError::NotFound(id.to_string()));
         }
-        self.tx
-            .execute("DELETE FROM bindings WHERE instance_id = ?1", [id])?;
-        // A deregistered instance's agent credentials and status die with it.
-        self.tx
-            .execute("DELETE FROM instance_keys WHERE instance_id = ?1", [id])?;
-        self.tx
-            .execute("DELETE FROM instance_status WHERE instance_id = ?1", [id])?;
+        // A deregistered instance's bindings, agent credentials and status
+        // die with it (only this account's: another may hold the same id).
+        for sql in [
+            "DELETE FROM bindings WHERE account_id = ?1 AND instance_id = ?2",
+            "DELETE FROM instance_keys WHERE account_id = ?1 AND instance_id = ?2",
+            "DELETE FROM instance_status WHERE account_id = ?1 AND instance_id = ?2",
+        ] {
+            self.tx.execute(sql, [account, id])?;
+        }
         self.touched.insert(account.to_string());
         Ok(())
     }
 
     fn group_instances(&self, account: &str, group_id: &str) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.tx.prepare(
-            "SELECT DISTINCT b.instance_id FROM bindings b JOIN instances i ON i.id = b.instance_id WHERE b.account_id = ?1 AND b.group_id = ?2 ORDER BY i.seq",
+            "SELECT DISTINCT b.instance_id FROM bindings b JOIN instances i ON i.account_id = b.account_id AND i.id = b.instance_id WHERE b.account_id = ?1 AND b.group_id = ?2 ORDER BY i.seq",
         )?;
         let rows = stmt.query_map([account, group_id], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -901,7 +1003,7 @@ impl Tx for SqliteTx<'_> {
                 params![account, c.id, to_json(&c.body)?, c.updated_time],
             )?;
         } else {
-            if self.id_taken(&c.id)? {
+            if self.id_taken(account, &c.id)? {
                 return Err(StoreError::DuplicateId(c.id.clone()));
             }
             self.tx.execute(
@@ -1215,20 +1317,220 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].body["ClusterCidr"], "10.1.0.0/16");
         assert_eq!(got[0].created_time, "t0");
-        assert!(matches!(
-            store.write(|tx| tx.put_cluster("b", &c)),
-            Err(StoreError::DuplicateId(_))
-        ));
         assert!(store
             .read(|tx| tx.cluster("b", "cls-00000001"))
             .expect("read")
             .is_none());
+        // Cluster ids are per account: b may use a's id for a cluster of its own.
+        store.write(|tx| tx.put_cluster("b", &c)).expect("b's own");
         store
             .write(|tx| tx.delete_cluster("a", "cls-00000001"))
             .expect("delete");
         assert!(store
             .write(|tx| tx.delete_cluster("a", "cls-00000001"))
             .is_err());
+        let b_own = store
+            .read(|tx| tx.cluster("b", "cls-00000001"))
+            .expect("read")
+            .expect("b's survives a's deletion");
+        assert_eq!(b_own.body["ClusterCidr"], "10.0.0.0/16");
+    }
+
+    /// The version-1 schema as released, before instance and cluster ids
+    /// became per account (frozen here: the test opens a database made by
+    /// an old binary).
+    const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, secret_id TEXT NOT NULL UNIQUE,
+    secret_key TEXT NOT NULL, created_time TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS groups (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL,
+    name TEXT NOT NULL, description TEXT NOT NULL, project_id TEXT NOT NULL,
+    is_default INTEGER NOT NULL, created_time TEXT NOT NULL, update_time TEXT NOT NULL,
+    tags TEXT NOT NULL, version INTEGER NOT NULL, ingress TEXT NOT NULL, egress TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS groups_account ON groups (account_id);
+CREATE TABLE IF NOT EXISTS templates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL,
+    kind TEXT NOT NULL, name TEXT NOT NULL, members TEXT NOT NULL, extra TEXT NOT NULL,
+    tags TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS templates_account ON templates (account_id, kind);
+CREATE TABLE IF NOT EXISTS refs (account_id TEXT NOT NULL, from_id TEXT NOT NULL, to_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS refs_to ON refs (account_id, to_id);
+CREATE INDEX IF NOT EXISTS refs_from ON refs (from_id);
+CREATE TABLE IF NOT EXISTS instances (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL,
+    name TEXT NOT NULL, private_ips TEXT NOT NULL, created_time TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS instances_account ON instances (account_id);
+CREATE TABLE IF NOT EXISTS bindings (
+    account_id TEXT NOT NULL, instance_id TEXT NOT NULL, position INTEGER NOT NULL,
+    group_id TEXT NOT NULL, PRIMARY KEY (instance_id, position));
+CREATE INDEX IF NOT EXISTS bindings_group ON bindings (account_id, group_id);
+CREATE TABLE IF NOT EXISTS instance_keys (
+    secret_id TEXT PRIMARY KEY, secret_key TEXT NOT NULL, account_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL, created_time TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS instance_keys_instance ON instance_keys (instance_id);
+CREATE TABLE IF NOT EXISTS clusters (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL,
+    body TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS instance_status (
+    instance_id TEXT PRIMARY KEY, account_id TEXT NOT NULL, body TEXT NOT NULL,
+    reported_time TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
+INSERT OR IGNORE INTO schema_migrations (version, applied_at) VALUES (1, datetime('now'));
+";
+
+    /// A version-1 database with one account's instances (one deleted, so
+    /// the AUTOINCREMENT counter is ahead of the rows), bindings, an agent
+    /// key, a status report and a cluster.
+    const DATA_V1: &str = "
+UPDATE meta SET value = 7 WHERE key = 'revision';
+INSERT INTO accounts VALUES ('acc-a', 'alice', 'AKIDa', 'ka', 't');
+INSERT INTO accounts VALUES ('acc-b', 'bob', 'AKIDb', 'kb', 't');
+INSERT INTO groups (id, account_id, name, description, project_id, is_default, created_time,
+    update_time, tags, version, ingress, egress)
+    VALUES ('sg-00000001', 'acc-a', 'web', 'd', '0', 0, 't', 't', '[]', 3, '[]', '[]'),
+           ('sg-00000002', 'acc-a', 'db', 'd', '0', 0, 't', 't', '[]', 0, '[]', '[]');
+INSERT INTO instances (id, account_id, name, private_ips, created_time)
+    VALUES ('ins-00000002', 'acc-a', 'second-registered', '[\"10.0.0.2\"]', 't1'),
+           ('ins-00000001', 'acc-a', 'first-id', '[\"10.0.0.1\"]', 't2'),
+           ('ins-00000009', 'acc-a', 'gone', '[\"10.0.0.9\"]', 't3');
+DELETE FROM instances WHERE id = 'ins-00000009';
+INSERT INTO bindings VALUES ('acc-a', 'ins-00000001', 0, 'sg-00000002'),
+                            ('acc-a', 'ins-00000001', 1, 'sg-00000001');
+INSERT INTO instance_keys VALUES ('AKIDagent', 'kagent', 'acc-a', 'ins-00000001', 't');
+INSERT INTO instance_status VALUES ('ins-00000001', 'acc-a', '{\"AppliedRevision\":7}', 't4');
+INSERT INTO clusters (id, account_id, body, created_time, updated_time)
+    VALUES ('cls-00000001', 'acc-a', '{\"ClusterCidr\":\"10.0.0.0/16\"}', 't5', 't6');
+";
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("palisade.db");
+        {
+            let old = Connection::open(&path).expect("create v1");
+            old.execute_batch(SCHEMA_V1).expect("v1 schema");
+            old.execute_batch(DATA_V1).expect("v1 data");
+        }
+        let store = SqliteStore::open(&path).expect("open migrates");
+        let versions: Vec<i64> = {
+            let conn = store.lock();
+            let mut stmt = conn
+                .prepare("SELECT version FROM schema_migrations ORDER BY version")
+                .expect("prepare");
+            let rows = stmt.query_map([], |r| r.get(0)).expect("query");
+            rows.collect::<Result<_, _>>().expect("rows")
+        };
+        assert_eq!(versions, vec![1, SCHEMA_VERSION]);
+        assert_eq!(store.revision().expect("rev"), 7);
+
+        let ins = store.read(|tx| tx.instances("acc-a")).expect("instances");
+        let ids: Vec<&str> = ins.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["ins-00000002", "ins-00000001"], "creation order kept");
+        assert_eq!(ins[1].name, "first-id");
+        assert_eq!(ins[1].private_ips, ["10.0.0.1"]);
+        assert_eq!(ins[1].security_group_ids, ["sg-00000002", "sg-00000001"]);
+        assert_eq!(
+            store
+                .read(|tx| tx.group_instances("acc-a", "sg-00000001"))
+                .expect("bound"),
+            ["ins-00000001"]
+        );
+        let cred = store
+            .credential("AKIDagent")
+            .expect("lookup")
+            .expect("agent key survives");
+        assert_eq!(cred.account.id, "acc-a");
+        assert_eq!(cred.instance_scope.as_deref(), Some("ins-00000001"));
+        let st = store.instance_statuses("acc-a").expect("status");
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].1, serde_json::json!({"AppliedRevision": 7}));
+        let c = store
+            .read(|tx| tx.cluster("acc-a", "cls-00000001"))
+            .expect("read")
+            .expect("cluster survives");
+        assert_eq!(c.body["ClusterCidr"], "10.0.0.0/16");
+        assert_eq!(
+            (c.created_time.as_str(), c.updated_time.as_str()),
+            ("t5", "t6")
+        );
+
+        // The new keys: another account may now use the same ids.
+        let mine = InstanceRecord {
+            id: "ins-00000001".into(),
+            name: "bob's".into(),
+            private_ips: vec!["10.9.0.1".into()],
+            created_time: "t".into(),
+            security_group_ids: vec![],
+        };
+        store
+            .write(|tx| {
+                tx.insert_instance("acc-b", &mine)?;
+                tx.put_cluster("acc-b", &c)
+            })
+            .expect("same ids in another account");
+        assert!(matches!(
+            store.write(|tx| tx.insert_instance("acc-a", &mine)),
+            Err(StoreError::DuplicateId(_))
+        ));
+        // The AUTOINCREMENT counter survived the rebuild: a new instance
+        // sorts after every earlier one, deleted ones included.
+        let mut later = mine.clone();
+        later.id = "ins-00000003".into();
+        store
+            .write(|tx| tx.insert_instance("acc-a", &later))
+            .expect("insert");
+        let seq: i64 = store
+            .lock()
+            .query_row(
+                "SELECT seq FROM instances WHERE account_id = 'acc-a' AND id = 'ins-00000003'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("seq");
+        assert!(seq > 3, "seq {seq} reuses a deleted instance's");
+        drop(store);
+
+        // Opening again migrates nothing more.
+        let again = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(
+            again.read(|tx| tx.instances("acc-a")).expect("read").len(),
+            3
+        );
+        assert_eq!(
+            again.read(|tx| tx.instances("acc-b")).expect("read").len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_database_from_a_newer_binary_is_refused_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("palisade.db");
+        {
+            let old = Connection::open(&path).expect("create v1");
+            old.execute_batch(SCHEMA_V1).expect("v1 schema");
+            old.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 't')",
+                [SCHEMA_VERSION + 1],
+            )
+            .expect("newer");
+        }
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::SchemaTooNew { .. })
+        ));
+        let conn = Connection::open(&path).expect("open raw");
+        let pk: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'instance_status'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert!(pk.contains("instance_id TEXT PRIMARY KEY"), "{pk}");
     }
 
     #[test]

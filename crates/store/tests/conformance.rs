@@ -394,16 +394,134 @@ fn instance_keys_status_and_clusters() {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].body["ClusterCidr"], "10.1.0.0/16");
         assert_eq!(got[0].created_time, "t0", "{}", b.name);
-        assert!(matches!(
-            store.write(|tx| tx.put_cluster("b", &c)),
-            Err(StoreError::DuplicateId(_))
-        ));
+        store
+            .write(|tx| tx.put_cluster("b", &c))
+            .expect("another account's cluster of the same id");
         store
             .write(|tx| tx.delete_cluster("a", "cls-00000001"))
             .expect("delete");
         assert!(store
             .write(|tx| tx.delete_cluster("a", "cls-00000001"))
             .is_err());
+    }
+}
+
+/// Instance and cluster ids are chosen by clients, so they are unique per
+/// account: two accounts holding the same id each see, bind, key, report
+/// and delete only their own.
+#[test]
+fn instance_and_cluster_ids_are_per_account() {
+    use palisade_store::ClusterRecord;
+    for b in backends() {
+        let store = &b.store;
+        let (a, o) = (
+            store.create_account("alice").expect("account"),
+            store.create_account("olga").expect("account"),
+        );
+        let (a, o) = (a.id.as_str(), o.id.as_str());
+        store
+            .write(|tx| {
+                tx.insert_group(a, &group("sg-0000000a"))?;
+                tx.insert_group(o, &group("sg-0000000b"))?;
+                tx.insert_instance(a, &instance("ins-00000001", &["sg-0000000a"]))?;
+                tx.insert_instance(o, &instance("ins-00000001", &["sg-0000000b"]))
+            })
+            .expect("same instance id in two accounts");
+        assert!(
+            matches!(
+                store.write(|tx| tx.insert_instance(a, &instance("ins-00000001", &[]))),
+                Err(StoreError::DuplicateId(_))
+            ),
+            "{}: still unique within an account",
+            b.name
+        );
+        let bound = |acc: &str| {
+            store
+                .read(|tx| tx.instance(acc, "ins-00000001"))
+                .expect("read")
+                .expect("exists")
+                .security_group_ids
+        };
+        assert_eq!(bound(a), ["sg-0000000a"], "{}", b.name);
+        assert_eq!(bound(o), ["sg-0000000b"], "{}", b.name);
+        let listed = store.read(|tx| tx.instances(a)).expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].security_group_ids, ["sg-0000000a"], "{}", b.name);
+        assert_eq!(
+            store
+                .read(|tx| tx.group_instances(o, "sg-0000000b"))
+                .expect("read"),
+            ["ins-00000001"]
+        );
+
+        // Rebinding one account's instance leaves the other's alone.
+        store
+            .write(|tx| {
+                let mut i = tx.instance(a, "ins-00000001")?.expect("exists");
+                i.security_group_ids.clear();
+                i.name = "renamed".into();
+                tx.update_instance(a, &i)
+            })
+            .expect("update");
+        assert!(bound(a).is_empty());
+        assert_eq!(bound(o), ["sg-0000000b"], "{}", b.name);
+
+        // Keys and status resolve within their account.
+        let ka = store.create_instance_key(a, "ins-00000001").expect("key");
+        let ko = store.create_instance_key(o, "ins-00000001").expect("key");
+        let ca = store.credential(&ka.secret_id).expect("lookup").expect("a");
+        assert_eq!(ca.account.id, a);
+        assert_eq!(ca.instance_scope.as_deref(), Some("ins-00000001"));
+        store
+            .put_instance_status(a, "ins-00000001", &serde_json::json!({"who": "a"}))
+            .expect("status");
+        store
+            .put_instance_status(o, "ins-00000001", &serde_json::json!({"who": "o"}))
+            .expect("status");
+        let st = store.instance_statuses(a).expect("statuses");
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].1, serde_json::json!({"who": "a"}), "{}", b.name);
+
+        // Deleting one account's instance takes its bindings, key and
+        // status, not the other account's.
+        store
+            .write(|tx| tx.delete_instance(a, "ins-00000001"))
+            .expect("delete");
+        assert!(store.credential(&ka.secret_id).expect("lookup").is_none());
+        let co = store.credential(&ko.secret_id).expect("lookup").expect("o");
+        assert_eq!(co.account.id, o, "{}", b.name);
+        assert!(store.instance_statuses(a).expect("st").is_empty());
+        assert_eq!(store.instance_statuses(o).expect("st").len(), 1);
+        assert_eq!(bound(o), ["sg-0000000b"], "{}", b.name);
+
+        // Clusters likewise.
+        let cluster = |cidr: &str| ClusterRecord {
+            id: "cls-00000001".into(),
+            body: serde_json::json!({ "ClusterCidr": cidr }),
+            created_time: "t".into(),
+            updated_time: "t".into(),
+        };
+        store
+            .write(|tx| tx.put_cluster(a, &cluster("10.1.0.0/16")))
+            .expect("a's");
+        store
+            .write(|tx| tx.put_cluster(o, &cluster("10.2.0.0/16")))
+            .expect("o's");
+        let cidr = |acc: &str| {
+            store
+                .read(|tx| tx.clusters(acc))
+                .expect("list")
+                .iter()
+                .map(|c| c.body["ClusterCidr"].as_str().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(cidr(a), ["10.1.0.0/16"], "{}", b.name);
+        assert_eq!(cidr(o), ["10.2.0.0/16"], "{}", b.name);
+        store
+            .write(|tx| tx.delete_cluster(a, "cls-00000001"))
+            .expect("delete");
+        assert!(cidr(a).is_empty());
+        assert_eq!(cidr(o), ["10.2.0.0/16"], "{}", b.name);
     }
 }
 
@@ -511,4 +629,96 @@ fn tx_none(store: &dyn Store) -> u64 {
     store
         .read(|tx| tx.account_revision("nobody"))
         .expect("read")
+}
+
+/// A PostgreSQL database migrated by the binary before instance and cluster
+/// ids became per account (every migration before 3, as released) keeps
+/// its data when a newer binary opens it, and takes the new keys.
+#[test]
+fn postgres_database_before_migration_3_keeps_its_data() {
+    let Ok(base) = std::env::var("PALISADE_TEST_PG") else {
+        eprintln!("skipping: PALISADE_TEST_PG is unset");
+        return;
+    };
+    let url = palisade_store::scratch_database(&base).expect("scratch database");
+    {
+        let mut old = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        old.batch_execute(
+            "CREATE TABLE schema_migrations (
+                version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .expect("migrations table");
+        for (version, sql) in palisade_store::PG_MIGRATIONS {
+            if *version >= 3 {
+                continue;
+            }
+            old.batch_execute(sql).expect("old migration");
+            old.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .expect("record");
+        }
+        old.batch_execute(
+            r#"
+UPDATE meta SET value = 7 WHERE key = 'revision';
+INSERT INTO accounts (id, name, secret_id, secret_key, created_time)
+    VALUES ('acc-a', 'alice', 'AKIDa', 'ka', 't'), ('acc-b', 'bob', 'AKIDb', 'kb', 't');
+INSERT INTO groups (id, account_id, name, description, project_id, is_default, created_time,
+    update_time, tags, version, ingress, egress)
+    VALUES ('sg-00000001', 'acc-a', 'web', 'd', '0', false, 't', 't', '[]', 3, '[]', '[]'),
+           ('sg-00000002', 'acc-a', 'db', 'd', '0', false, 't', 't', '[]', 0, '[]', '[]');
+INSERT INTO instances (id, account_id, name, private_ips, created_time)
+    VALUES ('ins-00000002', 'acc-a', 'second-registered', '["10.0.0.2"]', 't1'),
+           ('ins-00000001', 'acc-a', 'first-id', '["10.0.0.1"]', 't2');
+INSERT INTO bindings VALUES ('acc-a', 'ins-00000001', 0, 'sg-00000002'),
+                            ('acc-a', 'ins-00000001', 1, 'sg-00000001');
+INSERT INTO instance_keys VALUES ('AKIDagent', 'kagent', 'acc-a', 'ins-00000001', 't');
+INSERT INTO instance_status VALUES ('ins-00000001', 'acc-a', '{"AppliedRevision":7}', 't4');
+INSERT INTO clusters (id, account_id, body, created_time, updated_time)
+    VALUES ('cls-00000001', 'acc-a', '{"ClusterCidr":"10.0.0.0/16"}', 't5', 't6');
+"#,
+        )
+        .expect("old data");
+    }
+    let store = PgStore::open(&url).expect("open migrates");
+    assert_eq!(store.revision().expect("rev"), 7);
+    let ins = store.read(|tx| tx.instances("acc-a")).expect("instances");
+    let ids: Vec<&str> = ins.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["ins-00000002", "ins-00000001"], "creation order kept");
+    assert_eq!(ins[1].security_group_ids, ["sg-00000002", "sg-00000001"]);
+    let cred = store
+        .credential("AKIDagent")
+        .expect("lookup")
+        .expect("agent key survives");
+    assert_eq!(cred.account.id, "acc-a");
+    assert_eq!(cred.instance_scope.as_deref(), Some("ins-00000001"));
+    let st = store.instance_statuses("acc-a").expect("status");
+    assert_eq!(st[0].1, serde_json::json!({"AppliedRevision": 7}));
+    let c = store
+        .read(|tx| tx.cluster("acc-a", "cls-00000001"))
+        .expect("read")
+        .expect("cluster survives");
+    assert_eq!(c.body["ClusterCidr"], "10.0.0.0/16");
+
+    store
+        .write(|tx| {
+            tx.insert_instance("acc-b", &instance("ins-00000001", &[]))?;
+            tx.put_cluster("acc-b", &c)
+        })
+        .expect("same ids in another account");
+    store
+        .put_instance_status("acc-b", "ins-00000001", &serde_json::json!({}))
+        .expect("b's status");
+    assert_eq!(
+        store.instance_statuses("acc-a").expect("status")[0].1,
+        serde_json::json!({"AppliedRevision": 7})
+    );
+    drop(store);
+    // Opening again migrates nothing more.
+    let again = PgStore::open(&url).expect("reopen");
+    assert_eq!(
+        again.read(|tx| tx.instances("acc-b")).expect("read").len(),
+        1
+    );
 }
