@@ -19,13 +19,106 @@ use crate::{
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use tokio::sync::watch;
 
-/// A [`Store`] on one SQLite database file.
+/// A [`Store`] on one SQLite database file: one connection for writes
+/// (SQLite has one writer at a time anyway) and a few for reads, which WAL
+/// lets run beside it and beside each other, so concurrent describes and
+/// long-polls neither queue behind a write nor behind one another.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    readers: Readers,
     watchers: Watchers,
+}
+
+/// Most read connections one store opens.
+const READERS: usize = 4;
+
+/// Idle read connections, opened on demand up to [`READERS`].
+struct Readers {
+    path: std::path::PathBuf,
+    state: Mutex<(Vec<Connection>, usize)>,
+    freed: Condvar,
+}
+
+/// A read connection, returned to [`Readers`] on drop.
+struct ReadConn<'a> {
+    readers: &'a Readers,
+    conn: Option<Connection>,
+}
+
+impl std::ops::Deref for ReadConn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        // Set from construction until drop.
+        self.conn.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl std::ops::DerefMut for ReadConn<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for ReadConn<'_> {
+    fn drop(&mut self) {
+        let mut st = self.readers.lock();
+        if let Some(c) = self.conn.take() {
+            st.0.push(c);
+        }
+        drop(st);
+        self.readers.freed.notify_one();
+    }
+}
+
+impl Readers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<Connection>, usize)> {
+        // A list and a count: consistent between statements.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self) -> Result<ReadConn<'_>, StoreError> {
+        let mut st = self.lock();
+        loop {
+            if let Some(c) = st.0.pop() {
+                return Ok(ReadConn {
+                    readers: self,
+                    conn: Some(c),
+                });
+            }
+            if st.1 < READERS {
+                st.1 += 1;
+                drop(st);
+                return match open_reader(&self.path) {
+                    Ok(c) => Ok(ReadConn {
+                        readers: self,
+                        conn: Some(c),
+                    }),
+                    Err(e) => {
+                        self.lock().1 -= 1;
+                        self.freed.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            st = self
+                .freed
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(128);
+    conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
 }
 
 /// The current schema, run (idempotently) at every open: it creates a new
@@ -112,6 +205,9 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Every query goes through `prepare_cached`: parsing SQL was a
+        // visible share of a describe request's time.
+        conn.set_prepared_statement_cache_capacity(128);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -119,6 +215,11 @@ impl SqliteStore {
         let revision = read_revision(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            readers: Readers {
+                path: path.to_path_buf(),
+                state: Mutex::new((Vec::new(), 0)),
+                freed: Condvar::new(),
+            },
             watchers: Watchers::new(revision),
         })
     }
@@ -210,18 +311,13 @@ ALTER TABLE instance_status_v2 RENAME TO instance_status;
 /// predates the version table and is version 1.
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let fresh: bool = tx.query_row(
-        "SELECT NOT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
-        [],
-        |r| r.get(0),
-    )?;
+    let fresh: bool = tx.prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')")?.query_row([], |r| r.get(0))?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);",
     )?;
-    let recorded: Option<i64> =
-        tx.query_row("SELECT max(version) FROM schema_migrations", [], |r| {
-            r.get(0)
-        })?;
+    let recorded: Option<i64> = tx
+        .prepare_cached("SELECT max(version) FROM schema_migrations")?
+        .query_row([], |r| r.get(0))?;
     let version = match recorded {
         Some(v) => v,
         None if fresh => SCHEMA_VERSION,
@@ -240,25 +336,22 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(MIGRATION_2)?;
     }
     for v in 1..=SCHEMA_VERSION {
-        tx.execute(
-            "INSERT OR IGNORE INTO schema_migrations (version, applied_at) VALUES (?1, datetime('now'))",
-            [v],
-        )?;
+        tx.prepare_cached("INSERT OR IGNORE INTO schema_migrations (version, applied_at) VALUES (?1, datetime('now'))")?.execute([v])?;
     }
     tx.commit()?;
     Ok(())
 }
 
 fn read_revision(conn: &Connection) -> Result<u64, StoreError> {
-    let v: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
-        r.get(0)
-    })?;
+    let v: i64 = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'revision'")?
+        .query_row([], |r| r.get(0))?;
     Ok(u64::try_from(v).unwrap_or(0))
 }
 
 impl Store for SqliteStore {
     fn read_dyn(&self, f: &mut dyn FnMut(&dyn Tx)) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.readers.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let t = SqliteTx {
             tx: &tx,
@@ -283,18 +376,16 @@ impl Store for SqliteStore {
         let touched = std::mem::take(&mut t.touched);
         let mut new_revision = None;
         if !touched.is_empty() {
-            tx.execute(
-                "UPDATE meta SET value = value + 1 WHERE key = 'revision'",
-                [],
-            )?;
+            tx.prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'revision'")?
+                .execute([])?;
             let rev = read_revision(&tx)?;
             let stored = i64::try_from(rev).map_err(|_| StoreError::Corrupt("revision".into()))?;
             for account in &touched {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO account_revisions (account_id, revision) VALUES (?1, ?2)
                      ON CONFLICT (account_id) DO UPDATE SET revision = excluded.revision",
-                    params![account, stored],
-                )?;
+                )?
+                .execute(params![account, stored])?;
             }
             new_revision = Some(rev);
         }
@@ -307,7 +398,7 @@ impl Store for SqliteStore {
     }
 
     fn revision(&self) -> Result<u64, StoreError> {
-        read_revision(&self.lock())
+        read_revision(&*self.readers.get()?)
     }
 
     fn watch_revision(&self) -> watch::Receiver<u64> {
@@ -323,9 +414,8 @@ impl Store for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let exists: Option<String> = tx
-            .query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT id FROM accounts WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
             .optional()?;
         if exists.is_some() {
             return Err(StoreError::AccountExists(name.to_string()));
@@ -337,20 +427,17 @@ impl Store for SqliteStore {
             secret_key: crate::random_alnum("", 32),
             created_time: crate::now_string(),
         };
-        tx.execute(
-            "INSERT INTO accounts (id, name, secret_id, secret_key, created_time) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![account.id, account.name, account.secret_id, account.secret_key, account.created_time],
-        )?;
+        tx.prepare_cached("INSERT INTO accounts (id, name, secret_id, secret_key, created_time) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![account.id, account.name, account.secret_id, account.secret_key, account.created_time])?;
         tx.commit()?;
         Ok(account)
     }
 
     fn account_by_secret_id(&self, secret_id: &str) -> Result<Option<Account>, StoreError> {
-        account_where(&self.lock(), "secret_id", secret_id)
+        account_where(&*self.readers.get()?, "secret_id", secret_id)
     }
 
     fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
-        account_where(&self.lock(), "name", name)
+        account_where(&*self.readers.get()?, "name", name)
     }
 
     fn create_instance_key(
@@ -361,11 +448,8 @@ impl Store for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let exists: Option<String> = tx
-            .query_row(
-                "SELECT id FROM instances WHERE account_id = ?1 AND id = ?2",
-                [account_id, instance_id],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT id FROM instances WHERE account_id = ?1 AND id = ?2")?
+            .query_row([account_id, instance_id], |r| r.get(0))
             .optional()?;
         if exists.is_none() {
             return Err(StoreError::NotFound(instance_id.to_string()));
@@ -376,16 +460,13 @@ impl Store for SqliteStore {
             secret_id: crate::random_alnum("AKID", 32),
             secret_key: crate::random_alnum("", 32),
         };
-        tx.execute(
-            "INSERT INTO instance_keys (secret_id, secret_key, account_id, instance_id, created_time) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![key.secret_id, key.secret_key, key.account_id, key.instance_id, crate::now_string()],
-        )?;
+        tx.prepare_cached("INSERT INTO instance_keys (secret_id, secret_key, account_id, instance_id, created_time) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![key.secret_id, key.secret_key, key.account_id, key.instance_id, crate::now_string()])?;
         tx.commit()?;
         Ok(key)
     }
 
     fn credential(&self, secret_id: &str) -> Result<Option<Credential>, StoreError> {
-        let conn = self.lock();
+        let conn = self.readers.get()?;
         if let Some(account) = account_where(&conn, "secret_id", secret_id)? {
             let secret_key = account.secret_key.clone();
             return Ok(Some(Credential {
@@ -397,13 +478,12 @@ impl Store for SqliteStore {
         // The key's instance is looked up within the key's account: the same
         // instance id may exist in other accounts.
         let key: Option<(String, String, String)> = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT k.secret_key, k.account_id, k.instance_id FROM instance_keys k
                  JOIN instances i ON i.account_id = k.account_id AND i.id = k.instance_id
                  WHERE k.secret_id = ?1",
-                [secret_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            )?
+            .query_row([secret_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         let Some((secret_key, account_id, instance_id)) = key else {
             return Ok(None);
@@ -427,20 +507,14 @@ impl Store for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let exists: Option<String> = tx
-            .query_row(
-                "SELECT id FROM instances WHERE account_id = ?1 AND id = ?2",
-                [account, instance_id],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT id FROM instances WHERE account_id = ?1 AND id = ?2")?
+            .query_row([account, instance_id], |r| r.get(0))
             .optional()?;
         if exists.is_none() {
             return Err(StoreError::NotFound(instance_id.to_string()));
         }
-        tx.execute(
-            "INSERT INTO instance_status (instance_id, account_id, body, reported_time) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (account_id, instance_id) DO UPDATE SET body = excluded.body, reported_time = excluded.reported_time",
-            params![instance_id, account, to_json(status)?, crate::now_string()],
-        )?;
+        tx.prepare_cached("INSERT INTO instance_status (instance_id, account_id, body, reported_time) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (account_id, instance_id) DO UPDATE SET body = excluded.body, reported_time = excluded.reported_time")?.execute(params![instance_id, account, to_json(status)?, crate::now_string()])?;
         tx.commit()?;
         Ok(())
     }
@@ -449,10 +523,9 @@ impl Store for SqliteStore {
         &self,
         account: &str,
     ) -> Result<Vec<(String, serde_json::Value, String)>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT instance_id, body, reported_time FROM instance_status WHERE account_id = ?1 ORDER BY instance_id",
-        )?;
+        let conn = self.readers.get()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT instance_id, body, reported_time FROM instance_status WHERE account_id = ?1 ORDER BY instance_id")?;
         let rows = stmt.query_map([account], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -469,8 +542,8 @@ impl Store for SqliteStore {
     }
 
     fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let conn = self.readers.get()?;
+        let mut stmt = conn.prepare_cached(
             "SELECT id, name, secret_id, secret_key, created_time FROM accounts ORDER BY rowid",
         )?;
         let rows = stmt.query_map([], account_row)?;
@@ -497,7 +570,10 @@ fn account_where(
     let sql = format!(
         "SELECT id, name, secret_id, secret_key, created_time FROM accounts WHERE {column} = ?1"
     );
-    Ok(conn.query_row(&sql, [value], account_row).optional()?)
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([value], account_row)
+        .optional()?)
 }
 
 struct SqliteTx<'a> {
@@ -647,34 +723,31 @@ fn template_from_row(row: TemplateRow) -> Result<TemplateRecord, StoreError> {
 impl SqliteTx<'_> {
     fn set_refs(&self, account: &str, from: &str, refs: &[String]) -> Result<(), StoreError> {
         self.tx
-            .execute("DELETE FROM refs WHERE from_id = ?1", [from])?;
+            .prepare_cached("DELETE FROM refs WHERE from_id = ?1")?
+            .execute([from])?;
         for to in refs {
-            self.tx.execute(
-                "INSERT INTO refs (account_id, from_id, to_id) VALUES (?1, ?2, ?3)",
-                params![account, from, to],
-            )?;
+            self.tx
+                .prepare_cached(
+                    "INSERT INTO refs (account_id, from_id, to_id) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![account, from, to])?;
         }
         Ok(())
     }
 
     fn bindings(&self, account: &str, instance_id: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.tx.prepare(
-            "SELECT group_id FROM bindings WHERE account_id = ?1 AND instance_id = ?2 ORDER BY position",
-        )?;
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT group_id FROM bindings WHERE account_id = ?1 AND instance_id = ?2 ORDER BY position")?;
         let rows = stmt.query_map([account, instance_id], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn set_bindings(&self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
-        self.tx.execute(
-            "DELETE FROM bindings WHERE account_id = ?1 AND instance_id = ?2",
-            [account, &i.id],
-        )?;
+        self.tx
+            .prepare_cached("DELETE FROM bindings WHERE account_id = ?1 AND instance_id = ?2")?
+            .execute([account, &i.id])?;
         for (pos, g) in i.security_group_ids.iter().enumerate() {
-            self.tx.execute(
-                "INSERT INTO bindings (account_id, instance_id, position, group_id) VALUES (?1, ?2, ?3, ?4)",
-                params![account, i.id, i64::try_from(pos).unwrap_or(i64::MAX), g],
-            )?;
+            self.tx.prepare_cached("INSERT INTO bindings (account_id, instance_id, position, group_id) VALUES (?1, ?2, ?3, ?4)")?.execute(params![account, i.id, i64::try_from(pos).unwrap_or(i64::MAX), g])?;
         }
         Ok(())
     }
@@ -701,11 +774,7 @@ impl SqliteTx<'_> {
     /// clients and unique per account, so other accounts' are not looked at:
     /// that would reveal them).
     fn id_taken(&self, account: &str, id: &str) -> Result<bool, StoreError> {
-        let n: i64 = self.tx.query_row(
-            "SELECT (SELECT count(*) FROM groups WHERE id = ?2) + (SELECT count(*) FROM templates WHERE id = ?2) + (SELECT count(*) FROM instances WHERE account_id = ?1 AND id = ?2) + (SELECT count(*) FROM clusters WHERE account_id = ?1 AND id = ?2)",
-            [account, id],
-            |r| r.get(0),
-        )?;
+        let n: i64 = self.tx.prepare_cached("SELECT (SELECT count(*) FROM groups WHERE id = ?2) + (SELECT count(*) FROM templates WHERE id = ?2) + (SELECT count(*) FROM instances WHERE account_id = ?1 AND id = ?2) + (SELECT count(*) FROM clusters WHERE account_id = ?1 AND id = ?2)")?.query_row([account, id], |r| r.get(0))?;
         Ok(n > 0)
     }
 }
@@ -718,11 +787,8 @@ impl Tx for SqliteTx<'_> {
     fn account_revision(&self, account: &str) -> Result<u64, StoreError> {
         let v: Option<i64> = self
             .tx
-            .query_row(
-                "SELECT revision FROM account_revisions WHERE account_id = ?1",
-                [account],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT revision FROM account_revisions WHERE account_id = ?1")?
+            .query_row([account], |r| r.get(0))
             .optional()?;
         Ok(v.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
     }
@@ -731,14 +797,15 @@ impl Tx for SqliteTx<'_> {
         let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE account_id = ?1 AND id = ?2");
         let row = self
             .tx
-            .query_row(&sql, [account, id], group_row)
+            .prepare_cached(&sql)?
+            .query_row([account, id], group_row)
             .optional()?;
         row.map(group_from_row).transpose()
     }
 
     fn groups(&self, account: &str) -> Result<Vec<GroupRecord>, StoreError> {
         let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE account_id = ?1 ORDER BY seq");
-        let mut stmt = self.tx.prepare(&sql)?;
+        let mut stmt = self.tx.prepare_cached(&sql)?;
         let rows = stmt.query_map([account], group_row)?;
         rows.map(|r| group_from_row(r?)).collect()
     }
@@ -747,28 +814,22 @@ impl Tx for SqliteTx<'_> {
         if self.id_taken(account, &g.id)? {
             return Err(StoreError::DuplicateId(g.id.clone()));
         }
-        self.tx.execute(
-            "INSERT INTO groups (id, account_id, name, description, project_id, is_default, created_time, update_time, tags, version, ingress, egress) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
+        self.tx.prepare_cached("INSERT INTO groups (id, account_id, name, description, project_id, is_default, created_time, update_time, tags, version, ingress, egress) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)")?.execute(params![
                 g.id, account, g.name, g.description, g.project_id, g.is_default, g.created_time,
                 g.update_time, to_json(&g.tags)?, i64::try_from(g.version).unwrap_or(i64::MAX),
                 to_json(&g.ingress)?, to_json(&g.egress)?
-            ],
-        )?;
+            ])?;
         self.set_refs(account, &g.id, &group_refs(g))?;
         self.touched.insert(account.to_string());
         Ok(())
     }
 
     fn update_group(&mut self, account: &str, g: &GroupRecord) -> Result<(), StoreError> {
-        let n = self.tx.execute(
-            "UPDATE groups SET name = ?3, description = ?4, project_id = ?5, is_default = ?6, update_time = ?7, tags = ?8, version = ?9, ingress = ?10, egress = ?11 WHERE account_id = ?1 AND id = ?2",
-            params![
+        let n = self.tx.prepare_cached("UPDATE groups SET name = ?3, description = ?4, project_id = ?5, is_default = ?6, update_time = ?7, tags = ?8, version = ?9, ingress = ?10, egress = ?11 WHERE account_id = ?1 AND id = ?2")?.execute(params![
                 account, g.id, g.name, g.description, g.project_id, g.is_default, g.update_time,
                 to_json(&g.tags)?, i64::try_from(g.version).unwrap_or(i64::MAX),
                 to_json(&g.ingress)?, to_json(&g.egress)?
-            ],
-        )?;
+            ])?;
         if n == 0 {
             return Err(StoreError::NotFound(g.id.clone()));
         }
@@ -778,18 +839,19 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn delete_group(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
-        let n = self.tx.execute(
-            "DELETE FROM groups WHERE account_id = ?1 AND id = ?2",
-            [account, id],
-        )?;
+        let n = self
+            .tx
+            .prepare_cached("DELETE FROM groups WHERE account_id = ?1 AND id = ?2")?
+            .execute([account, id])?;
         if n == 0 {
             return Err(StoreError::NotFound(id.to_string()));
         }
         self.tx
-            .execute("DELETE FROM refs WHERE from_id = ?1", [id])?;
+            .prepare_cached("DELETE FROM refs WHERE from_id = ?1")?
+            .execute([id])?;
         // Removing a group from instances keeps the remaining order.
         let instances: Vec<String> = {
-            let mut stmt = self.tx.prepare(
+            let mut stmt = self.tx.prepare_cached(
                 "SELECT DISTINCT instance_id FROM bindings WHERE account_id = ?1 AND group_id = ?2",
             )?;
             let rows = stmt.query_map([account, id], |r| r.get(0))?;
@@ -806,9 +868,8 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn referrers(&self, account: &str, id: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.tx.prepare(
-            "SELECT DISTINCT from_id FROM refs WHERE account_id = ?1 AND to_id = ?2 AND from_id != ?2 ORDER BY from_id",
-        )?;
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT DISTINCT from_id FROM refs WHERE account_id = ?1 AND to_id = ?2 AND from_id != ?2 ORDER BY from_id")?;
         let rows = stmt.query_map([account, id], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -818,7 +879,8 @@ impl Tx for SqliteTx<'_> {
             format!("SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = ?1 AND id = ?2");
         let row = self
             .tx
-            .query_row(&sql, [account, id], template_row)
+            .prepare_cached(&sql)?
+            .query_row([account, id], template_row)
             .optional()?;
         row.map(template_from_row).transpose()
     }
@@ -831,7 +893,7 @@ impl Tx for SqliteTx<'_> {
         let sql = format!(
             "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = ?1 AND kind = ?2 ORDER BY seq"
         );
-        let mut stmt = self.tx.prepare(&sql)?;
+        let mut stmt = self.tx.prepare_cached(&sql)?;
         let rows = stmt.query_map([account, kind.as_str()], template_row)?;
         rows.map(|r| template_from_row(r?)).collect()
     }
@@ -840,13 +902,10 @@ impl Tx for SqliteTx<'_> {
         if self.id_taken(account, &t.id)? {
             return Err(StoreError::DuplicateId(t.id.clone()));
         }
-        self.tx.execute(
-            "INSERT INTO templates (id, account_id, kind, name, members, extra, tags, created_time, updated_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
+        self.tx.prepare_cached("INSERT INTO templates (id, account_id, kind, name, members, extra, tags, created_time, updated_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?.execute(params![
                 t.id, account, t.kind.as_str(), t.name, to_json(&t.members)?, to_json(&t.extra)?,
                 to_json(&t.tags)?, t.created_time, t.updated_time
-            ],
-        )?;
+            ])?;
         if matches!(
             t.kind,
             TemplateKind::AddressGroup | TemplateKind::ServiceGroup
@@ -858,13 +917,10 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn update_template(&mut self, account: &str, t: &TemplateRecord) -> Result<(), StoreError> {
-        let n = self.tx.execute(
-            "UPDATE templates SET name = ?3, members = ?4, extra = ?5, tags = ?6, updated_time = ?7 WHERE account_id = ?1 AND id = ?2",
-            params![
+        let n = self.tx.prepare_cached("UPDATE templates SET name = ?3, members = ?4, extra = ?5, tags = ?6, updated_time = ?7 WHERE account_id = ?1 AND id = ?2")?.execute(params![
                 account, t.id, t.name, to_json(&t.members)?, to_json(&t.extra)?, to_json(&t.tags)?,
                 t.updated_time
-            ],
-        )?;
+            ])?;
         if n == 0 {
             return Err(StoreError::NotFound(t.id.clone()));
         }
@@ -879,15 +935,16 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn delete_template(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
-        let n = self.tx.execute(
-            "DELETE FROM templates WHERE account_id = ?1 AND id = ?2",
-            [account, id],
-        )?;
+        let n = self
+            .tx
+            .prepare_cached("DELETE FROM templates WHERE account_id = ?1 AND id = ?2")?
+            .execute([account, id])?;
         if n == 0 {
             return Err(StoreError::NotFound(id.to_string()));
         }
         self.tx
-            .execute("DELETE FROM refs WHERE from_id = ?1", [id])?;
+            .prepare_cached("DELETE FROM refs WHERE from_id = ?1")?
+            .execute([id])?;
         self.touched.insert(account.to_string());
         Ok(())
     }
@@ -895,20 +952,15 @@ impl Tx for SqliteTx<'_> {
     fn instance(&self, account: &str, id: &str) -> Result<Option<InstanceRecord>, StoreError> {
         let row = self
             .tx
-            .query_row(
-                "SELECT id, name, private_ips, created_time FROM instances WHERE account_id = ?1 AND id = ?2",
-                [account, id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+            .prepare_cached("SELECT id, name, private_ips, created_time FROM instances WHERE account_id = ?1 AND id = ?2")?.query_row([account, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()?;
         row.map(|r| self.instance_from_row(account, r)).transpose()
     }
 
     fn instances(&self, account: &str) -> Result<Vec<InstanceRecord>, StoreError> {
         let rows: Vec<(String, String, String, String)> = {
-            let mut stmt = self.tx.prepare(
-                "SELECT id, name, private_ips, created_time FROM instances WHERE account_id = ?1 ORDER BY seq",
-            )?;
+            let mut stmt = self.tx.prepare_cached(
+                "SELECT id, name, private_ips, created_time FROM instances WHERE account_id = ?1 ORDER BY seq")?;
             let rows = stmt.query_map([account], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?;
@@ -923,20 +975,14 @@ impl Tx for SqliteTx<'_> {
         if self.id_taken(account, &i.id)? {
             return Err(StoreError::DuplicateId(i.id.clone()));
         }
-        self.tx.execute(
-            "INSERT INTO instances (id, account_id, name, private_ips, created_time) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![i.id, account, i.name, to_json(&i.private_ips)?, i.created_time],
-        )?;
+        self.tx.prepare_cached("INSERT INTO instances (id, account_id, name, private_ips, created_time) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![i.id, account, i.name, to_json(&i.private_ips)?, i.created_time])?;
         self.set_bindings(account, i)?;
         self.touched.insert(account.to_string());
         Ok(())
     }
 
     fn update_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
-        let n = self.tx.execute(
-            "UPDATE instances SET name = ?3, private_ips = ?4 WHERE account_id = ?1 AND id = ?2",
-            params![account, i.id, i.name, to_json(&i.private_ips)?],
-        )?;
+        let n = self.tx.prepare_cached("UPDATE instances SET name = ?3, private_ips = ?4 WHERE account_id = ?1 AND id = ?2")?.execute(params![account, i.id, i.name, to_json(&i.private_ips)?])?;
         if n == 0 {
             return Err(StoreError::NotFound(i.id.clone()));
         }
@@ -946,10 +992,10 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn delete_instance(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
-        let n = self.tx.execute(
-            "DELETE FROM instances WHERE account_id = ?1 AND id = ?2",
-            [account, id],
-        )?;
+        let n = self
+            .tx
+            .prepare_cached("DELETE FROM instances WHERE account_id = ?1 AND id = ?2")?
+            .execute([account, id])?;
         if n == 0 {
             return Err(StoreError::NotFound(id.to_string()));
         }
@@ -960,16 +1006,15 @@ impl Tx for SqliteTx<'_> {
             "DELETE FROM instance_keys WHERE account_id = ?1 AND instance_id = ?2",
             "DELETE FROM instance_status WHERE account_id = ?1 AND instance_id = ?2",
         ] {
-            self.tx.execute(sql, [account, id])?;
+            self.tx.prepare_cached(sql)?.execute([account, id])?;
         }
         self.touched.insert(account.to_string());
         Ok(())
     }
 
     fn group_instances(&self, account: &str, group_id: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.tx.prepare(
-            "SELECT DISTINCT b.instance_id FROM bindings b JOIN instances i ON i.account_id = b.account_id AND i.id = b.instance_id WHERE b.account_id = ?1 AND b.group_id = ?2 ORDER BY i.seq",
-        )?;
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT DISTINCT b.instance_id FROM bindings b JOIN instances i ON i.account_id = b.account_id AND i.id = b.instance_id WHERE b.account_id = ?1 AND b.group_id = ?2 ORDER BY i.seq")?;
         let rows = stmt.query_map([account, group_id], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -977,19 +1022,14 @@ impl Tx for SqliteTx<'_> {
     fn cluster(&self, account: &str, id: &str) -> Result<Option<ClusterRecord>, StoreError> {
         let row: Option<(String, String, String, String)> = self
             .tx
-            .query_row(
-                "SELECT id, body, created_time, updated_time FROM clusters WHERE account_id = ?1 AND id = ?2",
-                [account, id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+            .prepare_cached("SELECT id, body, created_time, updated_time FROM clusters WHERE account_id = ?1 AND id = ?2")?.query_row([account, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()?;
         row.map(cluster_from_row).transpose()
     }
 
     fn clusters(&self, account: &str) -> Result<Vec<ClusterRecord>, StoreError> {
-        let mut stmt = self.tx.prepare(
-            "SELECT id, body, created_time, updated_time FROM clusters WHERE account_id = ?1 ORDER BY seq",
-        )?;
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id, body, created_time, updated_time FROM clusters WHERE account_id = ?1 ORDER BY seq")?;
         let rows = stmt.query_map([account], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
@@ -998,28 +1038,22 @@ impl Tx for SqliteTx<'_> {
 
     fn put_cluster(&mut self, account: &str, c: &ClusterRecord) -> Result<(), StoreError> {
         if self.cluster(account, &c.id)?.is_some() {
-            self.tx.execute(
-                "UPDATE clusters SET body = ?3, updated_time = ?4 WHERE account_id = ?1 AND id = ?2",
-                params![account, c.id, to_json(&c.body)?, c.updated_time],
-            )?;
+            self.tx.prepare_cached("UPDATE clusters SET body = ?3, updated_time = ?4 WHERE account_id = ?1 AND id = ?2")?.execute(params![account, c.id, to_json(&c.body)?, c.updated_time])?;
         } else {
             if self.id_taken(account, &c.id)? {
                 return Err(StoreError::DuplicateId(c.id.clone()));
             }
-            self.tx.execute(
-                "INSERT INTO clusters (id, account_id, body, created_time, updated_time) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![c.id, account, to_json(&c.body)?, c.created_time, c.updated_time],
-            )?;
+            self.tx.prepare_cached("INSERT INTO clusters (id, account_id, body, created_time, updated_time) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![c.id, account, to_json(&c.body)?, c.created_time, c.updated_time])?;
         }
         self.touched.insert(account.to_string());
         Ok(())
     }
 
     fn delete_cluster(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
-        let n = self.tx.execute(
-            "DELETE FROM clusters WHERE account_id = ?1 AND id = ?2",
-            [account, id],
-        )?;
+        let n = self
+            .tx
+            .prepare_cached("DELETE FROM clusters WHERE account_id = ?1 AND id = ?2")?
+            .execute([account, id])?;
         if n == 0 {
             return Err(StoreError::NotFound(id.to_string()));
         }
