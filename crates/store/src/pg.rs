@@ -118,6 +118,9 @@ CREATE TABLE instance_status (
         2,
         "
 CREATE TABLE account_revisions (account_id TEXT PRIMARY KEY, revision BIGINT NOT NULL);
+-- Every existing account may have changed at any revision up to now.
+INSERT INTO account_revisions (account_id, revision)
+    SELECT a.id, m.value FROM accounts a, meta m WHERE m.key = 'revision';
 ",
     ),
     (

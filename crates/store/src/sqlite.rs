@@ -166,6 +166,10 @@ CREATE TABLE IF NOT EXISTS clusters (
     UNIQUE (account_id, id));
 CREATE TABLE IF NOT EXISTS account_revisions (
     account_id TEXT PRIMARY KEY, revision INTEGER NOT NULL);
+-- An account without a row (from a database older than the table) may have
+-- changed at any revision up to now: say so, or a long-poll would miss it.
+INSERT OR IGNORE INTO account_revisions (account_id, revision)
+    SELECT id, (SELECT value FROM meta WHERE key = 'revision') FROM accounts;
 CREATE TABLE IF NOT EXISTS instance_status (
     account_id TEXT NOT NULL, instance_id TEXT NOT NULL, body TEXT NOT NULL,
     reported_time TEXT NOT NULL, PRIMARY KEY (account_id, instance_id));
@@ -1565,6 +1569,29 @@ INSERT INTO clusters (id, account_id, body, created_time, updated_time)
             )
             .expect("schema");
         assert!(pk.contains("instance_id TEXT PRIMARY KEY"), "{pk}");
+    }
+
+    #[test]
+    fn accounts_without_a_recorded_revision_get_the_current_one_at_open() {
+        let (dir, store) = open();
+        let account = store.create_account("old").expect("account");
+        store
+            .write(|tx| tx.insert_group(&account.id, &group("sg-00000001")))
+            .expect("insert");
+        store
+            .write(|tx| tx.insert_group("other", &group("sg-00000002")))
+            .expect("insert");
+        // As a database from before the table would be.
+        store
+            .lock()
+            .execute("DELETE FROM account_revisions", [])
+            .expect("forget");
+        drop(store);
+        let store = SqliteStore::open_dir(dir.path()).expect("reopen");
+        let rev = store
+            .read(|tx| tx.account_revision(&account.id))
+            .expect("read");
+        assert_eq!(rev, 2, "the global revision at open, not 0");
     }
 
     #[test]
