@@ -147,6 +147,7 @@ impl World {
             store: &self.store,
             account: &self.account,
             limits: &self.limits,
+            rulesets: &actions::RulesetCache::default(),
         };
         actions::dispatch(&ctx, service, action, &params)
     }
