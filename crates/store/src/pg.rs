@@ -207,6 +207,14 @@ impl PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // A `postgres::Client` runs a runtime of its own and panics when
+        // dropped inside an async one, where the server drops its store:
+        // close the write pool's idle connections on a plain thread. (The
+        // read pool is shared with the listener thread, which drops it.)
+        let idle = std::mem::take(&mut self.writes.state().idle);
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
     }
 }
 

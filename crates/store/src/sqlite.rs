@@ -28,7 +28,8 @@ use tokio::sync::watch;
 /// long-polls neither queue behind a write nor behind one another.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-    readers: Readers,
+    /// `None` for an in-memory database, which only its own connection sees.
+    readers: Option<Readers>,
     watchers: Watchers,
 }
 
@@ -111,6 +112,38 @@ impl Readers {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
+}
+
+/// A read connection of either kind.
+enum Reader<'a> {
+    Pooled(ReadConn<'a>),
+    Writer(std::sync::MutexGuard<'a, Connection>),
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            Reader::Pooled(c) => c,
+            Reader::Writer(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Reader<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        match self {
+            Reader::Pooled(c) => c,
+            Reader::Writer(c) => c,
+        }
+    }
+}
+
+/// SQLite's in-memory names: a second connection would open another,
+/// empty database.
+fn in_memory(path: &Path) -> bool {
+    let p = path.to_string_lossy();
+    p.is_empty() || p == ":memory:" || p.starts_with("file::memory:")
 }
 
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -219,13 +252,22 @@ impl SqliteStore {
         let revision = read_revision(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
-            readers: Readers {
+            readers: (!in_memory(path)).then(|| Readers {
                 path: path.to_path_buf(),
                 state: Mutex::new((Vec::new(), 0)),
                 freed: Condvar::new(),
-            },
+            }),
             watchers: Watchers::new(revision),
         })
+    }
+
+    /// A connection to read on: a pooled reader, or the writer's own for an
+    /// in-memory database.
+    fn reader(&self) -> Result<Reader<'_>, StoreError> {
+        match &self.readers {
+            Some(r) => r.get().map(Reader::Pooled),
+            None => Ok(Reader::Writer(self.lock())),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -355,7 +397,7 @@ fn read_revision(conn: &Connection) -> Result<u64, StoreError> {
 
 impl Store for SqliteStore {
     fn read_dyn(&self, f: &mut dyn FnMut(&dyn Tx)) -> Result<(), StoreError> {
-        let mut conn = self.readers.get()?;
+        let mut conn = self.reader()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let t = SqliteTx {
             tx: &tx,
@@ -402,7 +444,7 @@ impl Store for SqliteStore {
     }
 
     fn revision(&self) -> Result<u64, StoreError> {
-        read_revision(&*self.readers.get()?)
+        read_revision(&*self.reader()?)
     }
 
     fn watch_revision(&self) -> watch::Receiver<u64> {
@@ -437,11 +479,11 @@ impl Store for SqliteStore {
     }
 
     fn account_by_secret_id(&self, secret_id: &str) -> Result<Option<Account>, StoreError> {
-        account_where(&*self.readers.get()?, "secret_id", secret_id)
+        account_where(&*self.reader()?, "secret_id", secret_id)
     }
 
     fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
-        account_where(&*self.readers.get()?, "name", name)
+        account_where(&*self.reader()?, "name", name)
     }
 
     fn create_instance_key(
@@ -470,7 +512,7 @@ impl Store for SqliteStore {
     }
 
     fn credential(&self, secret_id: &str) -> Result<Option<Credential>, StoreError> {
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         if let Some(account) = account_where(&conn, "secret_id", secret_id)? {
             let secret_key = account.secret_key.clone();
             return Ok(Some(Credential {
@@ -527,7 +569,7 @@ impl Store for SqliteStore {
         &self,
         account: &str,
     ) -> Result<Vec<(String, serde_json::Value, String)>, StoreError> {
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(
             "SELECT instance_id, body, reported_time FROM instance_status WHERE account_id = ?1 ORDER BY instance_id")?;
         let rows = stmt.query_map([account], |r| {
@@ -546,7 +588,7 @@ impl Store for SqliteStore {
     }
 
     fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let conn = self.readers.get()?;
+        let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(
             "SELECT id, name, secret_id, secret_key, created_time FROM accounts ORDER BY rowid",
         )?;
@@ -1569,6 +1611,23 @@ INSERT INTO clusters (id, account_id, body, created_time, updated_time)
             )
             .expect("schema");
         assert!(pk.contains("instance_id TEXT PRIMARY KEY"), "{pk}");
+    }
+
+    #[test]
+    fn an_in_memory_store_reads_what_it_wrote() {
+        let store = SqliteStore::open(Path::new(":memory:")).expect("open");
+        let account = store.create_account("mem").expect("account");
+        store
+            .write(|tx| tx.insert_group(&account.id, &group("sg-00000001")))
+            .expect("insert");
+        let found = store
+            .read(|tx| tx.group(&account.id, "sg-00000001"))
+            .expect("read");
+        assert!(found.is_some());
+        assert!(store
+            .credential(&account.secret_id)
+            .expect("cred")
+            .is_some());
     }
 
     #[test]
