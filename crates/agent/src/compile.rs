@@ -31,9 +31,10 @@
 //! rules `goto <dir>_stamp`), so a membership change rewrites those and
 //! not the rule list: its transaction does not grow with the rules.
 //!
-//! Peers that are references (a group, an address template) become named
-//! interval sets, one per family (`sg_1a2b3c4d_v4`), so that membership
-//! changes are element updates; literal CIDRs are written inline. Protocols
+//! Peers that are references become named sets, one per family
+//! (`sg_1a2b3c4d_v4`), so that membership changes are element updates: a
+//! security group's members a hash set of single addresses, an address
+//! template's entries an interval set; literal CIDRs are written inline. Protocols
 //! without ports are matched with `meta l4proto`, never `th dport` (which
 //! reads an ICMP checksum).
 
@@ -78,15 +79,34 @@ pub enum CompileError {
     BadUplink(String),
 }
 
-/// A named interval set of one family.
+/// A named address set of one family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedSet {
     /// The set's name in the table.
     pub name: String,
     /// Its address family.
     pub family: Family,
-    /// Sorted, disjoint, non-adjacent ranges.
+    /// An interval set (`flags interval`, for templates, whose entries may
+    /// be CIDRs and ranges) or a hash set of single addresses (a security
+    /// group's members). nft checks an interval set's new elements for
+    /// overlaps against every element it holds, reading them all back
+    /// first; a hash set's element add costs the same at any size.
+    pub interval: bool,
+    /// Sorted, disjoint, non-adjacent ranges (single addresses when not
+    /// `interval`).
     pub elements: Vec<AddrRange>,
+}
+
+impl NamedSet {
+    /// The set's `type ...; flags ...;` declaration body.
+    pub fn declaration(&self) -> String {
+        let ty = set_type(self.family);
+        if self.interval {
+            format!("type {ty}; flags interval;")
+        } else {
+            format!("type {ty};")
+        }
+    }
 }
 
 /// One chain: a base chain (`ingress`, `egress`) or, in [`Mode::Maps`], a
@@ -274,7 +294,9 @@ impl Compiled {
         for s in &self.sets {
             let _ = writeln!(out, "\tset {} {{", s.name);
             let _ = writeln!(out, "\t\ttype {}", set_type(s.family));
-            let _ = writeln!(out, "\t\tflags interval");
+            if s.interval {
+                let _ = writeln!(out, "\t\tflags interval");
+            }
             if !s.elements.is_empty() {
                 let list: Vec<String> = s.elements.iter().map(|e| element(*e)).collect();
                 let _ = writeln!(out, "\t\telements = {{ {} }}", list.join(", "));
@@ -310,28 +332,13 @@ impl Compiled {
                 .sets
                 .iter()
                 .zip(&old.sets)
-                .any(|(a, b)| a.name != b.name || a.family != b.family)
+                .any(|(a, b)| a.name != b.name || a.family != b.family || a.interval != b.interval)
         {
             return None;
         }
         let mut out = Vec::new();
         for (new, old) in self.sets.iter().zip(&old.sets) {
-            // Hash sets: a set of 100,000 members must not cost 10^10
-            // comparisons for one member joining.
-            let (in_new, in_old): (HashSet<&AddrRange>, HashSet<&AddrRange>) =
-                (new.elements.iter().collect(), old.elements.iter().collect());
-            let add: Vec<AddrRange> = new
-                .elements
-                .iter()
-                .filter(|e| !in_old.contains(e))
-                .copied()
-                .collect();
-            let delete: Vec<AddrRange> = old
-                .elements
-                .iter()
-                .filter(|e| !in_new.contains(e))
-                .copied()
-                .collect();
+            let (add, delete) = element_diff(&new.elements, &old.elements);
             if !add.is_empty() || !delete.is_empty() {
                 out.push(SetDelta {
                     name: new.name.clone(),
@@ -343,9 +350,19 @@ impl Compiled {
         Some(out)
     }
 
-    /// One `nft -f` transaction applying `deltas` and rewriting both chains
-    /// with the new generations: membership and the stamp change together.
+    /// One `nft -f` transaction applying `deltas` and putting the new
+    /// generations in force: membership and the stamp change together.
     /// Deletes come first so a range that grew (`a` -> `a-b`) never overlaps.
+    ///
+    /// The generations are *inserted* at the head of the four generation
+    /// chains, ahead of the rules they replace, which stay behind them
+    /// unreachable: `<dir>_current` gets its new compare followed by a
+    /// `return`, `<dir>_stamp` its new stamp (which ends in `accept`).
+    /// Deleting or flushing anything makes the kernel wait out an RCU grace
+    /// period (about 10 ms) before `nft` can exit, which adds do not; so a
+    /// member joining is adds only. The next whole-table load drops the
+    /// unreachable rules (the nft dataplane makes one after
+    /// [`crate::nft::MAX_STACKED_DELTAS`] deltas).
     pub fn delta_script(&self, deltas: &[SetDelta]) -> String {
         let mut out = String::new();
         for d in deltas {
@@ -372,19 +389,66 @@ impl Compiled {
         }
         // Only the generation chains hold the generation: the rules are
         // the same (equal `shape`), so a membership change costs two small
-        // chains, not a rewrite of every rule.
-        for c in self
-            .chains
-            .iter()
-            .filter(|c| c.name.ends_with("_current") || c.name.ends_with("_stamp"))
-        {
-            let _ = writeln!(out, "flush chain {TABLE} {}", c.name);
-            for r in &c.rules {
-                let _ = writeln!(out, "add rule {TABLE} {} {r}", c.name);
+        // chains, not a rewrite of every rule. Each `insert` goes to the
+        // head of its chain, so the last one inserted comes first.
+        for c in &self.chains {
+            let current = c.name.ends_with("_current");
+            if !current && !c.name.ends_with("_stamp") {
+                continue;
+            }
+            if current {
+                let _ = writeln!(out, "insert rule {TABLE} {} return", c.name);
+            }
+            for r in c.rules.iter().rev() {
+                let _ = writeln!(out, "insert rule {TABLE} {} {r}", c.name);
             }
         }
         out
     }
+}
+
+/// The elements of `new` missing from `old`, and those of `old` missing
+/// from `new`. Sets are kept sorted, so this is one merge pass (a set of
+/// 100,000 members costs about a millisecond for one member joining); an
+/// unsorted list falls back to hashing.
+fn element_diff(new: &[AddrRange], old: &[AddrRange]) -> (Vec<AddrRange>, Vec<AddrRange>) {
+    let key = |r: &AddrRange| (r.lo(), r.hi());
+    let sorted = |v: &[AddrRange]| v.windows(2).all(|w| key(&w[0]) < key(&w[1]));
+    if !sorted(new) || !sorted(old) {
+        let (in_new, in_old): (HashSet<&AddrRange>, HashSet<&AddrRange>) =
+            (new.iter().collect(), old.iter().collect());
+        return (
+            new.iter()
+                .filter(|e| !in_old.contains(e))
+                .copied()
+                .collect(),
+            old.iter()
+                .filter(|e| !in_new.contains(e))
+                .copied()
+                .collect(),
+        );
+    }
+    let (mut add, mut delete) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < new.len() && j < old.len() {
+        match key(&new[i]).cmp(&key(&old[j])) {
+            std::cmp::Ordering::Less => {
+                add.push(new[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                delete.push(old[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    add.extend_from_slice(&new[i..]);
+    delete.extend_from_slice(&old[j..]);
+    (add, delete)
 }
 
 /// Writes one chain definition, indented for a table block.
@@ -437,6 +501,45 @@ fn sanitize_comment(s: &str) -> String {
         .collect()
 }
 
+/// Most addresses a security group's set holds one by one; a group whose
+/// members add up to more (only possible with absurd member lists) is an
+/// interval set.
+const MAX_HASH_SET_ADDRESSES: u128 = 1 << 20;
+
+/// The named set of a rule's reference. A security group's members are
+/// instances' single addresses: a hash set, each address an element (the
+/// resolver merges adjacent addresses into ranges; they are split again
+/// here), so a member joining is one element add whatever the set's size.
+/// An address template or template group, whose entries may be CIDRs and
+/// ranges, is an interval set.
+fn reference_set(name: String, family: Family, rule: &Rule, peers: &[AddrRange]) -> NamedSet {
+    let group = rule
+        .peer_ref
+        .as_deref()
+        .is_some_and(|r| r.to_ascii_lowercase().starts_with("sg-"));
+    let addresses = peers.iter().fold(0u128, |n, p| {
+        n.saturating_add((p.hi() - p.lo()).saturating_add(1))
+    });
+    if !group || addresses > MAX_HASH_SET_ADDRESSES {
+        return NamedSet {
+            name,
+            family,
+            interval: true,
+            elements: peers.to_vec(),
+        };
+    }
+    let elements = peers
+        .iter()
+        .flat_map(|p| (p.lo()..=p.hi()).filter_map(move |a| AddrRange::new(family, a, a)))
+        .collect();
+    NamedSet {
+        name,
+        family,
+        interval: false,
+        elements,
+    }
+}
+
 fn set_name(peer_ref: &str, family: Family) -> Option<String> {
     let base: String = peer_ref
         .chars()
@@ -485,11 +588,8 @@ fn rule_matchers(
             // A reference: always a named set, even when empty today, so a
             // member joining later is one element add.
             Some(name) => {
-                sets.entry(name.clone()).or_insert_with(|| NamedSet {
-                    name: name.clone(),
-                    family,
-                    elements: peers.clone(),
-                });
+                sets.entry(name.clone())
+                    .or_insert_with(|| reference_set(name.clone(), family, rule, &peers));
                 (format!("{prefix} {field} @{name}"), Some(name))
             }
             None if peers.is_empty() => continue,
@@ -1070,7 +1170,8 @@ mod tests {
         let d = c2.set_deltas(&c1).unwrap();
         assert_eq!(d.len(), 2);
         let script = c2.delta_script(&d);
-        assert!(script.starts_with("delete element inet palisade sg_b_v4 { 198.18.0.5 }\nadd element inet palisade sg_b_v6 { 2001:db8::7 }\nflush chain inet palisade ingress_current\n"));
+        assert!(script.starts_with("delete element inet palisade sg_b_v4 { 198.18.0.5 }\nadd element inet palisade sg_b_v6 { 2001:db8::7 }\ninsert rule inet palisade ingress_current return\ninsert rule inet palisade ingress_current ct mark and 0x0000ffff == "));
+        assert!(!script.contains("flush"), "adds only: {script}");
         assert!(
             !script.contains("flush chain inet palisade ingress\n"),
             "the rules are not rewritten"
@@ -1080,6 +1181,69 @@ mod tests {
             .unwrap()
             .set_deltas(&c1)
             .is_none());
+    }
+
+    #[test]
+    fn group_members_are_a_hash_set_and_templates_an_interval_set() {
+        let mut by_group = rule(
+            "sg-a",
+            0,
+            Action::Accept,
+            None,
+            &[],
+            &["198.18.0.1-198.18.0.3"],
+        );
+        by_group.peer_ref = Some("sg-b".into());
+        let mut by_template = rule("sg-a", 1, Action::Accept, None, &[], &["192.0.2.0/24"]);
+        by_template.peer_ref = Some("ipm-office01".into());
+        let s = Snapshot {
+            ingress: vec![by_group.clone(), by_template],
+            ..Default::default()
+        };
+        let c = compile(&s, &opts()).unwrap();
+        let group = c.sets.iter().find(|s| s.name == "sg_b_v4").unwrap();
+        assert!(!group.interval);
+        assert_eq!(group.declaration(), "type ipv4_addr;");
+        // The resolver's merged range is split into the members again.
+        let members: Vec<String> = group.elements.iter().map(|e| element(*e)).collect();
+        assert_eq!(members, ["198.18.0.1", "198.18.0.2", "198.18.0.3"]);
+        let template = c.sets.iter().find(|s| s.name == "ipm_office01_v4").unwrap();
+        assert!(template.interval);
+        assert_eq!(template.declaration(), "type ipv4_addr; flags interval;");
+        let text = c.script();
+        assert!(text.contains("set sg_b_v4 {\n\t\ttype ipv4_addr\n\t\telements = {"));
+        assert!(text.contains("set ipm_office01_v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n"));
+        // A member joining is an element add to the hash set.
+        by_group.peers = vec![parse_addr_range("t", "198.18.0.1-198.18.0.4").unwrap()];
+        let s2 = Snapshot {
+            ingress: vec![by_group, s.ingress[1].clone()],
+            ..Default::default()
+        };
+        let d = compile(&s2, &opts()).unwrap().set_deltas(&c).unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].name, "sg_b_v4");
+        assert_eq!(element(d[0].add[0]), "198.18.0.4");
+        assert!(d[0].delete.is_empty());
+    }
+
+    #[test]
+    fn element_diff_merges_sorted_lists_and_hashes_unsorted_ones() {
+        let r = |t: &str| parse_addr_range("t", t).unwrap();
+        let old = [r("198.18.0.1"), r("198.18.0.3"), r("198.18.0.9")];
+        let new = [
+            r("198.18.0.1"),
+            r("198.18.0.4"),
+            r("198.18.0.9"),
+            r("198.18.1.0/24"),
+        ];
+        let (add, delete) = element_diff(&new, &old);
+        assert_eq!(add, [r("198.18.0.4"), r("198.18.1.0/24")]);
+        assert_eq!(delete, [r("198.18.0.3")]);
+        let shuffled = [r("198.18.0.9"), r("198.18.0.1"), r("198.18.0.4")];
+        let (add, delete) = element_diff(&shuffled, &old);
+        assert_eq!(add, [r("198.18.0.4")]);
+        assert_eq!(delete, [r("198.18.0.3")]);
+        assert_eq!(element_diff(&old, &old), (vec![], vec![]));
     }
 
     #[test]

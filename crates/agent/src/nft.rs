@@ -27,6 +27,12 @@ use std::process::{Command, Stdio};
 /// any one netlink batch bounded).
 pub const DEFAULT_CHUNK: usize = 100_000;
 
+/// How many element deltas are applied on top of one whole-table load
+/// before the next delta is made a whole-table load instead. Each delta
+/// leaves the generation rules it replaced behind the new ones,
+/// unreachable ([`Compiled::delta_script`]); a load clears them.
+pub const MAX_STACKED_DELTAS: usize = 64;
+
 /// Drives nftables through the `nft` command.
 #[derive(Debug, Clone)]
 pub struct NftDataplane {
@@ -34,6 +40,8 @@ pub struct NftDataplane {
     pub netns: Option<String>,
     /// Largest number of set elements per transaction.
     pub chunk: usize,
+    /// Deltas applied since the last whole-table load.
+    stacked: usize,
 }
 
 impl NftDataplane {
@@ -42,6 +50,7 @@ impl NftDataplane {
         Self {
             netns,
             chunk: DEFAULT_CHUNK,
+            stacked: 0,
         }
     }
 
@@ -136,14 +145,12 @@ impl NftDataplane {
         // 1. The new sets, empty, next to the live chains.
         let mut prep = format!("add table {TABLE}\n");
         for s in &staged.sets {
-            let ty = match s.family {
-                palisade_model::Family::V4 => "ipv4_addr",
-                palisade_model::Family::V6 => "ipv6_addr",
-            };
             let _ = writeln!(
                 prep,
-                "add set {TABLE} {} {{ type {ty}; flags interval; }}\nflush set {TABLE} {}",
-                s.name, s.name
+                "add set {TABLE} {} {{ {} }}\nflush set {TABLE} {}",
+                s.name,
+                s.declaration(),
+                s.name
             );
         }
         self.load(&prep)?;
@@ -207,23 +214,29 @@ impl NftDataplane {
 
 impl Dataplane for NftDataplane {
     fn apply(&mut self, compiled: &Compiled) -> Result<(), AgentError> {
-        if compiled.element_count() <= self.chunk {
-            return self.load(&compiled.script());
+        let loaded = if compiled.element_count() <= self.chunk {
+            self.load(&compiled.script())
+        } else {
+            // A table someone broke by hand (a chain we cannot delete,
+            // say): replace it whole in one (large) transaction, which
+            // stays atomic.
+            self.apply_staged(compiled)
+                .or_else(|_| self.load(&compiled.script()))
+        };
+        if loaded.is_ok() {
+            self.stacked = 0;
         }
-        match self.apply_staged(compiled) {
-            Ok(()) => Ok(()),
-            // A table someone broke by hand (a chain we cannot delete, say):
-            // replace it whole in one (large) transaction, which stays atomic.
-            Err(_) => self.load(&compiled.script()),
-        }
+        loaded
     }
 
     fn apply_deltas(&mut self, compiled: &Compiled, deltas: &[SetDelta]) -> Result<(), AgentError> {
         let changes: usize = deltas.iter().map(|d| d.add.len() + d.delete.len()).sum();
-        if changes > self.chunk {
+        if changes > self.chunk || self.stacked >= MAX_STACKED_DELTAS {
             return self.apply(compiled);
         }
-        self.load(&compiled.delta_script(deltas))
+        self.load(&compiled.delta_script(deltas))?;
+        self.stacked += 1;
+        Ok(())
     }
 
     fn read(&mut self) -> Result<Option<LiveTable>, AgentError> {

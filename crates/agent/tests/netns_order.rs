@@ -10,6 +10,7 @@ mod common;
 use common::*;
 use palisade_agent::compile::{compile, CompileOptions};
 use palisade_agent::dataplane::Dataplane;
+use palisade_agent::nft::MAX_STACKED_DELTAS;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -223,6 +224,43 @@ fn group_reference_membership_changes_are_element_updates() {
         listing.contains("198.18.0.4") && !listing.contains("198.18.0.3"),
         "{listing}"
     );
+    // Each delta put its generation ahead of the one it replaced.
+    let compares = |lab: &Lab| {
+        lab.exec(
+            "node",
+            &[
+                "nft",
+                "list",
+                "chain",
+                "inet",
+                "palisade",
+                "ingress_current",
+            ],
+        )
+        .matches("palisade ingress current")
+        .count()
+    };
+    assert_eq!(compares(&lab), 3);
+
+    // Many more changes: the stacked generation rules are cleared by a
+    // whole-table load every MAX_STACKED_DELTAS deltas, and the verdicts
+    // stay right throughout.
+    let mut last = c3;
+    for i in 0..MAX_STACKED_DELTAS + 6 {
+        let members: &[&str] = if i % 2 == 0 {
+            &["198.18.0.4", "198.18.0.5"]
+        } else {
+            &["198.18.0.4"]
+        };
+        let next = compile(&snap_with(members), &opts).unwrap();
+        let d = next.set_deltas(&last).unwrap();
+        dp.apply_deltas(&next, &d).unwrap();
+        last = next;
+        assert!(compares(&lab) <= MAX_STACKED_DELTAS + 1);
+    }
+    assert!(compares(&lab) < 10, "a whole-table load cleared them");
+    assert_eq!(peer.cmd(&format!("tcp 198.18.0.5 {NODE} 8080 1.0")), "fail");
+    assert_eq!(peer.cmd(&format!("tcp 198.18.0.4 {NODE} 8080 1.0")), "ok");
 }
 
 #[test]

@@ -126,12 +126,16 @@ pub struct ModeResult {
     pub apply_ms: Option<f64>,
     /// Replacing the loaded table by the same program, ms.
     pub replace_ms: Option<f64>,
-    /// One address joining the referenced group: compile, ms.
+    /// One address joining the referenced group: compile and delta
+    /// (userspace), ms.
     pub change_compile_ms: Option<f64>,
     /// ... and the kernel update, ms.
     pub change_apply_ms: Option<f64>,
     /// How the change was loaded (`element add` or `table replace`).
     pub change_kind: String,
+    /// The same address leaving again: the kernel update, ms (an element
+    /// delete in linear mode; a table replace in maps mode).
+    pub leave_apply_ms: Option<f64>,
     /// New flows through this node.
     pub flows: FlowResult,
     /// Nanoseconds added per new flow over no firewall.
@@ -339,23 +343,45 @@ fn load_mode(
     ));
     check_interrupt()?;
     let (after, ms) = compile_bounded(changed, mode, limit)?;
-    res.change_compile_ms = Some(ms);
+    // The delta is computed in userspace, with the compile; the kernel
+    // time is the load alone.
     let t = Instant::now();
-    match after.set_deltas(&compiled) {
-        Some(deltas) if mode == Mode::Linear => {
+    let join = after.set_deltas(&compiled).filter(|_| mode == Mode::Linear);
+    let leave = compiled.set_deltas(&after).filter(|_| mode == Mode::Linear);
+    let ms = ms + ms_since(t);
+    res.change_compile_ms = Some(ms);
+    // The kernel frees a replaced table after an RCU grace period, in a
+    // work queue that the next `nft` to exit waits for. The agent reads
+    // the table after every load, which absorbs that wait; so does this.
+    let _ = dp.read();
+    let t = Instant::now();
+    match &join {
+        Some(deltas) => {
             res.change_kind = "element add".into();
-            dp.apply_deltas(&after, &deltas)?;
+            dp.apply_deltas(&after, deltas)?;
         }
-        _ => {
+        None => {
             res.change_kind = "table replace".into();
             apply_bounded(&dp, &after, mode, limit)?;
         }
     }
     res.change_apply_ms = Some(ms_since(t));
     log(&format!(
-        "{mode:?}: one member joins: compile {ms:.1} ms, {} {:.1} ms",
+        "{mode:?}: one member joins: compile and delta {ms:.1} ms, {} {:.1} ms",
         res.change_kind,
         res.change_apply_ms.unwrap_or_default()
+    ));
+    // And leaves again: a delete makes the kernel wait out an RCU grace
+    // period before `nft` exits, which an add does not.
+    let t = Instant::now();
+    match &leave {
+        Some(deltas) => dp.apply_deltas(&compiled, deltas)?,
+        None => apply_bounded(&dp, &compiled, mode, limit)?,
+    }
+    res.leave_apply_ms = Some(ms_since(t));
+    log(&format!(
+        "{mode:?}: the member leaves: {:.1} ms",
+        res.leave_apply_ms.unwrap_or_default()
     ));
     // Probes must not meet a stale generation: the table stays as changed
     // (the new member is outside the probes' addresses).
@@ -827,6 +853,12 @@ fn print_table(r: &DataplaneReport) {
             r.maps.change_kind
         ),
     ));
+    t.add_row(row(
+        "member leaves ms (kernel)",
+        "-".into(),
+        opt(r.linear.leave_apply_ms, 1),
+        opt(r.maps.leave_apply_ms, 1),
+    ));
     println!("{t}");
     if let Some(x) = r.linear_over_maps {
         println!("linear adds {x:.1}x what maps add per new flow");
@@ -861,6 +893,7 @@ mod tests {
         assert!(r.linear.skipped.is_none() && r.maps.skipped.is_none());
         assert!(r.none.sent > 0 && r.linear.flows.sent > 0 && r.maps.flows.sent > 0);
         assert_eq!(r.linear.change_kind, "element add");
+        assert!(r.linear.leave_apply_ms.is_some() && r.maps.leave_apply_ms.is_some());
         // The probes reached the nodes (a few may be in flight).
         assert!(r.linear.flows.received * 2 >= r.linear.flows.sent);
     }
