@@ -283,7 +283,7 @@ fn agents_long_polling_two_servers_while_rules_change() {
 
     // The writers: one per group slice, each at its share of the rate,
     // alternating servers; a group is written by one writer only, in order.
-    let writers = groups.len().clamp(1, 16);
+    let writers = groups.len().clamp(1, 64);
     let per_writer = rate as f64 / writers as f64;
     let writes = Arc::new(AtomicU64::new(0));
     let write_failures = Arc::new(Mutex::new(Vec::<String>::new()));

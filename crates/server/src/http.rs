@@ -41,6 +41,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Resolved rulesets shared by the long-polls of a herd.
     rulesets: actions::RulesetCache,
+    /// Callers' credentials, valid while their account is unchanged.
+    credentials: crate::credentials::CredentialCache,
     /// Set when the server is shutting down: long-polls answer at once.
     shutting_down: tokio::sync::watch::Sender<bool>,
 }
@@ -53,6 +55,7 @@ impl AppState {
             limits,
             metrics: Metrics::default(),
             rulesets: actions::RulesetCache::default(),
+            credentials: crate::credentials::CredentialCache::default(),
             shutting_down: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -271,7 +274,8 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let mut credential = None;
         let mut lookup_error = None;
-        let lookup = |secret_id: &str| match state.store.credential(secret_id) {
+        let lookup = |secret_id: &str| match state.credentials.get(state.store.as_ref(), secret_id)
+        {
             Ok(Some(c)) => {
                 let key = c.secret_key.clone();
                 credential = Some(c);

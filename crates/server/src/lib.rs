@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actions;
+pub mod credentials;
 pub mod error;
 pub mod http;
 pub mod metrics;

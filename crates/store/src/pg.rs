@@ -1,15 +1,21 @@
 //! The PostgreSQL implementation of [`Store`] (DESIGN.md section 5): several
 //! `palisade serve` processes share one database and behave as one server.
 //!
-//! Writes: every write transaction starts by locking the single `meta`
-//! revision row (`SELECT ... FOR UPDATE`). That lock serialises writers
-//! across all processes, so the closure's reads (the policy set `Version`
-//! above all) see every write committed before it, in any process, and a
-//! stale `Version` is refused whichever server the other write went
-//! through. A transaction that changed something bumps the revision, records
-//! it in `account_revisions` for each account it changed, and sends `NOTIFY
+//! Writes: a write transaction takes an account's writer lock (a
+//! transaction-scoped advisory lock keyed by the account) before it first
+//! reads or changes that account. Writes to one account are therefore
+//! serialised across all processes, so the closure's reads (the policy set
+//! `Version` above all) see every write to the account committed before
+//! it, in any process, and a stale `Version` is refused whichever server
+//! the other write went through; writes to different accounts run side by
+//! side. A transaction that changed something ends with one statement
+//! ([`BUMP_REVISION`]) that bumps the global revision, which locks its row
+//! until the commit (so commits follow revision order), records it in
+//! `account_revisions` for each account it changed, and sends `NOTIFY
 //! palisade_revision, '<revision> <account> ...'` inside the same
 //! transaction, so the notification goes out exactly when the commit does.
+//! Each connection keeps its prepared statements, so a query costs one
+//! round trip, not two.
 //! Reads run in `REPEATABLE READ READ ONLY` transactions: one snapshot.
 //!
 //! Wake-ups: one listener thread per process holds a connection that
@@ -51,8 +57,7 @@ pub const REVISION_CHANNEL: &str = "palisade_revision";
 /// counted).
 const POOL_SIZE: usize = 16;
 /// Connections kept for write transactions, so that a herd of long-poll
-/// reads never queues a write behind it (writers serialise on the revision
-/// row anyway, so a few are enough).
+/// reads never queues a write behind it.
 const WRITE_POOL_SIZE: usize = 4;
 /// How long a caller waits for a free connection before failing.
 const POOL_WAIT: Duration = Duration::from_secs(10);
@@ -191,13 +196,24 @@ impl PgStore {
         MIGRATIONS.last().map_or(0, |m| m.0)
     }
 
+    /// A write outside the [`Tx`] world, holding `account`'s writer lock
+    /// (an instance key) or, for `None`, the global one (an account).
     fn write_tx<T>(
         &self,
+        account: Option<&str>,
         f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.writes.get()?;
         let mut tx = conn.transaction()?;
-        lock_writers(&mut tx)?;
+        match account {
+            Some(account) => {
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    &[&ACCOUNT_LOCK_SPACE, &account],
+                )?;
+            }
+            None => lock_writers(&mut tx)?,
+        }
         let out = f(&mut tx)?;
         tx.commit()?;
         Ok(out)
@@ -218,21 +234,38 @@ impl Drop for PgStore {
     }
 }
 
-/// The `NOTIFY` payload of commit `rev` that changed `accounts`:
-/// `"<rev> <account> ..."`, or the revision alone when the accounts would
-/// not fit (PostgreSQL caps a payload below 8,000 bytes; listeners then wake
-/// every waiter).
-fn notify_payload(rev: u64, accounts: &[String]) -> String {
-    let full = std::iter::once(rev.to_string())
-        .chain(accounts.iter().cloned())
-        .collect::<Vec<_>>()
-        .join(" ");
-    if full.len() <= NOTIFY_PAYLOAD_MAX {
-        full
+/// What follows the revision in the `NOTIFY` payload of a commit that
+/// changed `accounts` (`"<rev> <account> ..."`): `" <account> ..."`, or
+/// nothing when the accounts would not fit (PostgreSQL caps a payload below
+/// 8,000 bytes; listeners then wake every waiter).
+fn notify_accounts(accounts: &[String]) -> String {
+    let mut out = String::new();
+    for a in accounts {
+        out.push(' ');
+        out.push_str(a);
+    }
+    // A revision is at most 20 digits.
+    if out.len() + 20 <= NOTIFY_PAYLOAD_MAX {
+        out
     } else {
-        rev.to_string()
+        String::new()
     }
 }
+
+/// The end of a write transaction that changed something, in one round
+/// trip: bump the revision (which locks its row until the commit, so
+/// commits follow revision order across all servers), record it for each
+/// changed account (`$1`), and notify `$2` with `"<rev>$3"`.
+const BUMP_REVISION: &str =
+    "WITH r AS (UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value),
+     a AS (INSERT INTO account_revisions (account_id, revision)
+           SELECT acc, r.value FROM r, unnest($1::text[]) AS acc
+           ON CONFLICT (account_id) DO UPDATE SET revision = excluded.revision)
+SELECT value, pg_notify($2, value::text || $3) FROM r";
+
+/// The advisory-lock key space of the per-account writer locks (the
+/// second key is `hashtext(account)`); "PALS".
+const ACCOUNT_LOCK_SPACE: i32 = 0x5041_4c53;
 
 /// Keeps a payload well below PostgreSQL's 8,000-byte limit.
 const NOTIFY_PAYLOAD_MAX: usize = 7_000;
@@ -251,7 +284,8 @@ fn notified(watchers: &Watchers, payload: &str) {
     }
 }
 
-/// Takes the global writer lock: the revision row.
+/// Takes the global writer lock: the revision row. Account creation takes
+/// it; a [`Tx`] write takes it only at its end ([`BUMP_REVISION`]).
 fn lock_writers(tx: &mut postgres::Transaction<'_>) -> Result<(), StoreError> {
     tx.query_one(
         "SELECT value FROM meta WHERE key = 'revision' FOR UPDATE",
@@ -372,9 +406,16 @@ struct Pool {
 
 struct PoolState {
     /// Idle connections and when each was returned.
-    idle: Vec<(Client, std::time::Instant)>,
+    idle: Vec<(Client, Statements, std::time::Instant)>,
     in_use: usize,
 }
+
+/// A connection's prepared statements by SQL text. `Client::query` with
+/// a string prepares the statement first, one more round trip per query;
+/// a statement prepared once per connection and kept halves that.
+/// (Prepared statements live as long as the connection, so the cache
+/// travels with it through the pool.)
+type Statements = std::collections::HashMap<String, postgres::Statement>;
 
 /// An idle connection older than this is checked before use.
 const VALIDATE_AFTER: Duration = Duration::from_secs(1);
@@ -423,7 +464,7 @@ impl Pool {
         // A connection busy a moment ago is trusted (a failure on it drops
         // the whole idle list, see `release`). One dead connection means the
         // others are likely dead too.
-        if let Some((c, since)) = &mut reused {
+        if let Some((c, _, since)) = &mut reused {
             let stale =
                 since.elapsed() >= VALIDATE_AFTER && c.is_valid(Duration::from_secs(2)).is_err();
             if c.is_closed() || stale {
@@ -432,13 +473,18 @@ impl Pool {
             }
         }
         let client = match reused {
-            Some((c, _)) => Ok(c),
-            None => self.config.connect(NoTls).map_err(StoreError::from),
+            Some((c, stmts, _)) => Ok((c, stmts)),
+            None => self
+                .config
+                .connect(NoTls)
+                .map(|c| (c, Statements::new()))
+                .map_err(StoreError::from),
         };
         match client {
-            Ok(client) => Ok(Conn {
+            Ok((client, stmts)) => Ok(Conn {
                 pool: self,
                 client: Some(client),
+                stmts,
             }),
             Err(e) => {
                 self.release(None);
@@ -447,15 +493,15 @@ impl Pool {
         }
     }
 
-    fn release(&self, client: Option<Client>) {
+    fn release(&self, client: Option<(Client, Statements)>) {
         let mut st = self.state();
         st.in_use = st.in_use.saturating_sub(1);
-        if let Some(c) = client {
+        if let Some((c, stmts)) = client {
             if c.is_closed() {
                 // The database went away: the idle ones are likely dead too.
                 st.idle.clear();
             } else {
-                st.idle.push((c, std::time::Instant::now()));
+                st.idle.push((c, stmts, std::time::Instant::now()));
             }
         }
         drop(st);
@@ -467,6 +513,15 @@ impl Pool {
 struct Conn<'a> {
     pool: &'a Pool,
     client: Option<Client>,
+    stmts: Statements,
+}
+
+impl Conn<'_> {
+    /// The client and its statement cache, borrowed together.
+    fn parts(&mut self) -> (&mut Client, &mut Statements) {
+        let client = self.client.as_mut().unwrap_or_else(|| unreachable!());
+        (client, &mut self.stmts)
+    }
 }
 
 impl std::ops::Deref for Conn<'_> {
@@ -485,7 +540,8 @@ impl std::ops::DerefMut for Conn<'_> {
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        self.pool.release(self.client.take());
+        let stmts = std::mem::take(&mut self.stmts);
+        self.pool.release(self.client.take().map(|c| (c, stmts)));
     }
 }
 
@@ -510,15 +566,13 @@ fn to_i64(v: u64) -> i64 {
 impl Store for PgStore {
     fn read_dyn(&self, f: &mut dyn FnMut(&dyn Tx)) -> Result<(), StoreError> {
         let mut conn = self.pool.get()?;
-        let tx = conn
+        let (client, stmts) = conn.parts();
+        let tx = client
             .build_transaction()
             .isolation_level(IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()?;
-        let t = PgTx {
-            tx: RefCell::new(tx),
-            touched: BTreeSet::new(),
-        };
+        let t = PgTx::new(tx, stmts, false);
         f(&t);
         t.tx.into_inner().commit()?;
         Ok(())
@@ -526,40 +580,27 @@ impl Store for PgStore {
 
     fn write_dyn(&self, f: &mut dyn FnMut(&mut dyn Tx) -> bool) -> Result<(), StoreError> {
         let mut conn = self.writes.get()?;
-        let mut tx = conn.transaction()?;
-        lock_writers(&mut tx)?;
-        let mut t = PgTx {
-            tx: RefCell::new(tx),
-            touched: BTreeSet::new(),
-        };
+        let (client, stmts) = conn.parts();
+        let tx = client.transaction()?;
+        let mut t = PgTx::new(tx, stmts, true);
         if !f(&mut t) {
             // Dropping the transaction rolls it back.
             return Ok(());
         }
         let touched: Vec<String> = std::mem::take(&mut t.touched).into_iter().collect();
-        let mut tx = t.tx.into_inner();
         let mut new_revision = None;
         if !touched.is_empty() {
-            let row = tx.query_one(
-                "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
-                &[],
+            let rows = t.query(
+                BUMP_REVISION,
+                &[&touched, &REVISION_CHANNEL, &notify_accounts(&touched)],
             )?;
-            let rev: i64 = col(&row, 0)?;
-            for account in &touched {
-                tx.execute(
-                    "INSERT INTO account_revisions (account_id, revision) VALUES ($1, $2)
-                     ON CONFLICT (account_id) DO UPDATE SET revision = excluded.revision",
-                    &[account, &rev],
-                )?;
-            }
-            let rev = u64::try_from(rev).unwrap_or(0);
-            tx.execute(
-                "SELECT pg_notify($1, $2)",
-                &[&REVISION_CHANNEL, &notify_payload(rev, &touched)],
-            )?;
-            new_revision = Some(rev);
+            let row = rows
+                .first()
+                .ok_or_else(|| StoreError::Corrupt("the revision row is missing".into()))?;
+            let rev: i64 = col(row, 0)?;
+            new_revision = Some(u64::try_from(rev).unwrap_or(0));
         }
-        tx.commit()?;
+        t.tx.into_inner().commit()?;
         if let Some(rev) = new_revision {
             self.watchers.committed(rev, &touched);
         }
@@ -581,7 +622,7 @@ impl Store for PgStore {
 
     fn create_account(&self, name: &str) -> Result<Account, StoreError> {
         crate::check_account_name(name)?;
-        self.write_tx(|tx| {
+        self.write_tx(None, |tx| {
             if !tx
                 .query("SELECT id FROM accounts WHERE name = $1", &[&name])?
                 .is_empty()
@@ -627,7 +668,7 @@ impl Store for PgStore {
         account_id: &str,
         instance_id: &str,
     ) -> Result<InstanceKey, StoreError> {
-        self.write_tx(|tx| {
+        self.write_tx(Some(account_id), |tx| {
             if tx
                 .query(
                     "SELECT id FROM instances WHERE account_id = $1 AND id = $2",
@@ -748,17 +789,65 @@ fn account_where(c: &mut Client, column: &str, value: &str) -> Result<Option<Acc
 /// run queries (the driver needs `&mut`); no borrow outlives one call.
 struct PgTx<'a> {
     tx: RefCell<postgres::Transaction<'a>>,
+    stmts: RefCell<&'a mut Statements>,
+    /// A write transaction takes each account's lock before it first
+    /// touches the account; a read transaction takes none.
+    writing: bool,
+    /// The accounts whose lock this transaction holds.
+    locked: RefCell<BTreeSet<String>>,
     /// The accounts this transaction changed.
     touched: BTreeSet<String>,
 }
 
-impl PgTx<'_> {
+impl<'a> PgTx<'a> {
+    fn new(tx: postgres::Transaction<'a>, stmts: &'a mut Statements, writing: bool) -> Self {
+        Self {
+            tx: RefCell::new(tx),
+            stmts: RefCell::new(stmts),
+            writing,
+            locked: RefCell::new(BTreeSet::new()),
+            touched: BTreeSet::new(),
+        }
+    }
+
+    /// The prepared statement for `sql`, from the connection's cache.
+    fn statement(&self, sql: &str) -> Result<postgres::Statement, StoreError> {
+        let mut stmts = self.stmts.borrow_mut();
+        if let Some(st) = stmts.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.tx.borrow_mut().prepare(sql)?;
+        stmts.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
-        Ok(self.tx.borrow_mut().query(sql, params)?)
+        let st = self.statement(sql)?;
+        Ok(self.tx.borrow_mut().query(&st, params)?)
     }
 
     fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
-        Ok(self.tx.borrow_mut().execute(sql, params)?)
+        let st = self.statement(sql)?;
+        Ok(self.tx.borrow_mut().execute(&st, params)?)
+    }
+
+    /// In a write transaction: takes `account`'s writer lock, once. Every
+    /// [`Tx`] method calls this before it reads or writes the account, so
+    /// all that a write transaction sees of an account was read under the
+    /// account's lock: writes to one account are serialised across all
+    /// servers (a stale `Version` is refused whichever server the other
+    /// write went through), while writes to different accounts proceed side
+    /// by side until their commits.
+    fn lock(&self, account: &str) -> Result<(), StoreError> {
+        if !self.writing || self.locked.borrow().contains(account) {
+            return Ok(());
+        }
+        self.query(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&ACCOUNT_LOCK_SPACE, &account],
+        )?;
+        self.locked.borrow_mut().insert(account.to_string());
+        Ok(())
     }
 
     fn set_refs(&self, account: &str, from: &str, refs: &[String]) -> Result<(), StoreError> {
@@ -904,6 +993,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn account_revision(&self, account: &str) -> Result<u64, StoreError> {
+        self.lock(account)?;
         let rows = self.query(
             "SELECT revision FROM account_revisions WHERE account_id = $1",
             &[&account],
@@ -918,6 +1008,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn group(&self, account: &str, id: &str) -> Result<Option<GroupRecord>, StoreError> {
+        self.lock(account)?;
         let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE account_id = $1 AND id = $2");
         self.query(&sql, &[&account, &id])?
             .first()
@@ -926,6 +1017,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn groups(&self, account: &str) -> Result<Vec<GroupRecord>, StoreError> {
+        self.lock(account)?;
         let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE account_id = $1 ORDER BY seq");
         self.query(&sql, &[&account])?
             .iter()
@@ -934,6 +1026,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn insert_group(&mut self, account: &str, g: &GroupRecord) -> Result<(), StoreError> {
+        self.lock(account)?;
         if self.id_taken(account, &g.id)? {
             return Err(StoreError::DuplicateId(g.id.clone()));
         }
@@ -951,6 +1044,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn update_group(&mut self, account: &str, g: &GroupRecord) -> Result<(), StoreError> {
+        self.lock(account)?;
         let n = self.execute(
             "UPDATE groups SET name = $3, description = $4, project_id = $5, is_default = $6, update_time = $7, tags = $8, version = $9, ingress = $10, egress = $11 WHERE account_id = $1 AND id = $2",
             &[
@@ -968,6 +1062,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn delete_group(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
+        self.lock(account)?;
         let n = self.execute(
             "DELETE FROM groups WHERE account_id = $1 AND id = $2",
             &[&account, &id],
@@ -996,6 +1091,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn referrers(&self, account: &str, id: &str) -> Result<Vec<String>, StoreError> {
+        self.lock(account)?;
         self.query(
             "SELECT DISTINCT from_id FROM refs WHERE account_id = $1 AND to_id = $2 AND from_id <> $2 ORDER BY from_id",
             &[&account, &id],
@@ -1006,6 +1102,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn template(&self, account: &str, id: &str) -> Result<Option<TemplateRecord>, StoreError> {
+        self.lock(account)?;
         let sql =
             format!("SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = $1 AND id = $2");
         self.query(&sql, &[&account, &id])?
@@ -1019,6 +1116,7 @@ impl Tx for PgTx<'_> {
         account: &str,
         kind: TemplateKind,
     ) -> Result<Vec<TemplateRecord>, StoreError> {
+        self.lock(account)?;
         let sql = format!(
             "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = $1 AND kind = $2 ORDER BY seq"
         );
@@ -1029,6 +1127,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn insert_template(&mut self, account: &str, t: &TemplateRecord) -> Result<(), StoreError> {
+        self.lock(account)?;
         if self.id_taken(account, &t.id)? {
             return Err(StoreError::DuplicateId(t.id.clone()));
         }
@@ -1047,6 +1146,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn update_template(&mut self, account: &str, t: &TemplateRecord) -> Result<(), StoreError> {
+        self.lock(account)?;
         let n = self.execute(
             "UPDATE templates SET name = $3, members = $4, extra = $5, tags = $6, updated_time = $7 WHERE account_id = $1 AND id = $2",
             &[
@@ -1065,6 +1165,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn delete_template(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
+        self.lock(account)?;
         let n = self.execute(
             "DELETE FROM templates WHERE account_id = $1 AND id = $2",
             &[&account, &id],
@@ -1078,6 +1179,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn instance(&self, account: &str, id: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        self.lock(account)?;
         let rows = self.query(
             "SELECT id, name, private_ips, created_time FROM instances WHERE account_id = $1 AND id = $2",
             &[&account, &id],
@@ -1088,6 +1190,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn instances(&self, account: &str) -> Result<Vec<InstanceRecord>, StoreError> {
+        self.lock(account)?;
         // One round trip for all instances and their ordered bindings: every
         // agent's ruleset request reads the whole account.
         let rows = self.query(
@@ -1114,6 +1217,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn insert_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
+        self.lock(account)?;
         if self.id_taken(account, &i.id)? {
             return Err(StoreError::DuplicateId(i.id.clone()));
         }
@@ -1127,6 +1231,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn update_instance(&mut self, account: &str, i: &InstanceRecord) -> Result<(), StoreError> {
+        self.lock(account)?;
         let n = self.execute(
             "UPDATE instances SET name = $3, private_ips = $4 WHERE account_id = $1 AND id = $2",
             &[&account, &i.id, &i.name, &to_json(&i.private_ips)?],
@@ -1140,6 +1245,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn delete_instance(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
+        self.lock(account)?;
         let n = self.execute(
             "DELETE FROM instances WHERE account_id = $1 AND id = $2",
             &[&account, &id],
@@ -1161,6 +1267,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn group_instances(&self, account: &str, group_id: &str) -> Result<Vec<String>, StoreError> {
+        self.lock(account)?;
         self.query(
             "SELECT b.instance_id FROM bindings b JOIN instances i ON i.account_id = b.account_id AND i.id = b.instance_id
              WHERE b.account_id = $1 AND b.group_id = $2 GROUP BY b.instance_id ORDER BY min(i.seq)",
@@ -1172,6 +1279,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn cluster(&self, account: &str, id: &str) -> Result<Option<ClusterRecord>, StoreError> {
+        self.lock(account)?;
         self.query(
             "SELECT id, body, created_time, updated_time FROM clusters WHERE account_id = $1 AND id = $2",
             &[&account, &id],
@@ -1182,6 +1290,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn clusters(&self, account: &str) -> Result<Vec<ClusterRecord>, StoreError> {
+        self.lock(account)?;
         self.query(
             "SELECT id, body, created_time, updated_time FROM clusters WHERE account_id = $1 ORDER BY seq",
             &[&account],
@@ -1192,6 +1301,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn put_cluster(&mut self, account: &str, c: &ClusterRecord) -> Result<(), StoreError> {
+        self.lock(account)?;
         if self.cluster(account, &c.id)?.is_some() {
             self.execute(
                 "UPDATE clusters SET body = $3, updated_time = $4 WHERE account_id = $1 AND id = $2",
@@ -1211,6 +1321,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn delete_cluster(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
+        self.lock(account)?;
         let n = self.execute(
             "DELETE FROM clusters WHERE account_id = $1 AND id = $2",
             &[&account, &id],

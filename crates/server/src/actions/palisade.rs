@@ -170,6 +170,31 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
             format!("WaitSeconds {wait}: at most {MAX_WAIT_SECONDS}"),
         ));
     }
+    // The account's revision as this server's watchers know it, read
+    // before anything else: a commit to the account after this moment
+    // raises it.
+    let seen = *ctx.store.watch_account(ctx.account).borrow();
+    // An agent that says what it holds, asking about an account whose
+    // snapshot at `seen` is cached, is answered "unchanged" from memory: a
+    // herd woken by a write to its account goes back to waiting without a
+    // database round trip each. Anything else reads the store.
+    if let Some(known) = &known_digest {
+        if let Some(cached) = ctx.rulesets.cached(ctx.account, seen, &id)? {
+            let digest = answer_digest(&cached.rules, &cached.groups, &cached.ips);
+            if digest == *known {
+                return reply(json!({ "Ruleset": {
+                    "InstanceId": id,
+                    "Revision": seen,
+                    "SecurityGroupIds": cached.groups,
+                    "PrivateIpAddresses": cached.ips,
+                    "Ingress": cached.rules.ingress,
+                    "Egress": cached.rules.egress,
+                    "Digest": digest,
+                    "Changed": false,
+                }}));
+            }
+        }
+    }
     let out = ctx.read(|tx| {
         let ins = tx
             .instance(ctx.account, &id)?
@@ -181,6 +206,7 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
         let rules = ctx.rulesets.rules(
             ctx.account,
             account_revision,
+            seen,
             &ins.security_group_ids,
             || Snapshot::load(tx, ctx.account),
         )?;
@@ -408,9 +434,23 @@ pub struct RulesetCache {
 
 struct AccountRules {
     revision: u64,
-    /// Filled by the first request; the others wait for it.
+    /// The highest watcher value (`Store::watch_account`) known to show
+    /// this same account state: a request that read `seen` before its
+    /// transaction found `revision <= seen`, so no commit to the account
+    /// came between them.
+    current_at: std::sync::atomic::AtomicU64,
+    /// Filled by the first request; the others wait for it. Only a
+    /// request inside its read transaction fills it, so the filler never
+    /// waits for a database connection that a waiter holds.
     snapshot: Mutex<Option<Arc<Snapshot>>>,
     by_groups: Mutex<HashMap<Vec<String>, Arc<Rules>>>,
+}
+
+/// What [`RulesetCache::cached`] knows of one instance.
+struct CachedAnswer {
+    groups: Vec<String>,
+    ips: Vec<String>,
+    rules: Arc<Rules>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -419,12 +459,48 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RulesetCache {
+    /// The instance's groups, addresses and rules in `account` in the
+    /// state its watchers show (`seen`), when a request has already read
+    /// the snapshot of that state; `None` otherwise (or when the instance
+    /// is not in it): the caller then reads the store itself.
+    fn cached(
+        &self,
+        account: &str,
+        seen: u64,
+        instance: &str,
+    ) -> Result<Option<CachedAnswer>, ApiError> {
+        use std::sync::atomic::Ordering;
+        let Some(entry) = locked(&self.accounts).get(account).cloned() else {
+            return Ok(None);
+        };
+        if entry.revision != seen && entry.current_at.load(Ordering::Relaxed) != seen {
+            return Ok(None);
+        }
+        // Never wait for a snapshot being read: its reader holds a
+        // database connection, and this answer is only a shortcut.
+        let snapshot = match entry.snapshot.try_lock() {
+            Ok(slot) => slot.clone(),
+            Err(_) => None,
+        };
+        let Some(snapshot) = snapshot else {
+            return Ok(None);
+        };
+        let Some((groups, ips)) = snapshot.instances.get(instance).cloned() else {
+            return Ok(None);
+        };
+        let rules = entry.rules(seen, &groups, || Ok(snapshot.clone()))?;
+        Ok(Some(CachedAnswer { groups, ips, rules }))
+    }
+
     /// The resolved rules of `groups` in `account` at `revision`; `load`
     /// reads the account's snapshot at that revision when no request has.
+    /// `seen` is the account's watcher value read before the transaction
+    /// that found `revision`.
     fn rules(
         &self,
         account: &str,
         revision: u64,
+        seen: u64,
         groups: &[String],
         load: impl FnOnce() -> Result<Snapshot, ApiError>,
     ) -> Result<Arc<Rules>, ApiError> {
@@ -441,15 +517,32 @@ impl RulesetCache {
                 }
             }
         };
-        if let Some(r) = locked(&entry.by_groups).get(groups) {
+        entry.rules(seen, groups, || load().map(Arc::new))
+    }
+}
+
+impl AccountRules {
+    /// The resolved rules of `groups` in this account state; `load` gives
+    /// the snapshot when no request has read it yet.
+    fn rules(
+        &self,
+        seen: u64,
+        groups: &[String],
+        load: impl FnOnce() -> Result<Arc<Snapshot>, ApiError>,
+    ) -> Result<Arc<Rules>, ApiError> {
+        if seen >= self.revision {
+            self.current_at
+                .fetch_max(seen, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(r) = locked(&self.by_groups).get(groups) {
             return Ok(r.clone());
         }
         let snapshot = {
-            let mut slot = locked(&entry.snapshot);
+            let mut slot = locked(&self.snapshot);
             match &*slot {
                 Some(s) => s.clone(),
                 None => {
-                    let s = Arc::new(load()?);
+                    let s = load()?;
                     *slot = Some(s.clone());
                     s
                 }
@@ -476,15 +569,14 @@ impl RulesetCache {
             egress,
             digest,
         });
-        locked(&entry.by_groups).insert(groups.to_vec(), rules.clone());
+        locked(&self.by_groups).insert(groups.to_vec(), rules.clone());
         Ok(rules)
     }
-}
 
-impl AccountRules {
     fn new(revision: u64) -> Self {
         Self {
             revision,
+            current_at: std::sync::atomic::AtomicU64::new(revision),
             snapshot: Mutex::new(None),
             by_groups: Mutex::new(HashMap::new()),
         }
@@ -495,6 +587,8 @@ impl AccountRules {
 /// account.
 #[derive(Default)]
 struct Snapshot {
+    /// Each instance's ordered groups and its addresses, by id.
+    instances: HashMap<String, (Vec<String>, Vec<String>)>,
     policies: HashMap<SecurityGroupId, PolicySet>,
     members: HashMap<SecurityGroupId, Vec<IpAddr>>,
     address_templates: HashMap<AddressTemplateId, AddressTemplate>,
@@ -525,6 +619,8 @@ impl Snapshot {
                 let id = SecurityGroupId::parse_field("SecurityGroupId", g)?;
                 s.members.entry(id).or_default().extend(ips.iter().copied());
             }
+            s.instances
+                .insert(i.id, (i.security_group_ids, i.private_ips));
         }
         for t in tx.templates(account, TemplateKind::Address)? {
             let id = AddressTemplateId::parse_field("AddressTemplateId", &t.id)?;
@@ -627,4 +723,55 @@ fn peer_json(w: &palisade_model::wire::SecurityGroupPolicy) -> Value {
         "SecurityGroupId": w.security_group_id,
         "AddressTemplate": w.address_template,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_instance() -> Result<Snapshot, ApiError> {
+        let mut s = Snapshot::default();
+        s.instances.insert(
+            "ins-00000001".into(),
+            (vec!["sg-00000001".into()], vec!["198.18.0.1".into()]),
+        );
+        s.policies.insert(
+            SecurityGroupId::parse_field("t", "sg-00000001")?,
+            PolicySet::default(),
+        );
+        Ok(s)
+    }
+
+    #[test]
+    fn cached_answers_only_for_the_state_they_were_read_at() -> Result<(), ApiError> {
+        let cache = RulesetCache::default();
+        let ips = |hit: Option<CachedAnswer>| hit.map(|h| h.ips);
+        let expected = Some(vec!["198.18.0.1".to_string()]);
+        assert!(
+            cache.cached("acc", 7, "ins-00000001")?.is_none(),
+            "nothing read yet"
+        );
+        // A request saw the watchers at 9 and then read account revision 7:
+        // no commit to the account came between, so 7 and 9 show one state.
+        let groups = vec!["sg-00000001".to_string()];
+        cache.rules("acc", 7, 9, &groups, one_instance)?;
+        for seen in [7, 9] {
+            assert_eq!(
+                ips(cache.cached("acc", seen, "ins-00000001")?),
+                expected,
+                "at {seen}"
+            );
+        }
+        // Any other watcher value (a later commit) or instance is a miss.
+        assert!(cache.cached("acc", 8, "ins-00000001")?.is_none());
+        assert!(cache.cached("acc", 10, "ins-00000001")?.is_none());
+        assert!(cache.cached("acc", 9, "ins-00000002")?.is_none());
+        assert!(cache.cached("other", 9, "ins-00000001")?.is_none());
+        // A reader that saw less than it read proves nothing about other
+        // values.
+        cache.rules("acc2", 7, 5, &groups, one_instance)?;
+        assert!(cache.cached("acc2", 7, "ins-00000001")?.is_some());
+        assert!(cache.cached("acc2", 5, "ins-00000001")?.is_none());
+        Ok(())
+    }
 }

@@ -1,0 +1,143 @@
+//! Verified requests need the caller's secret key: one store lookup per
+//! request, two to three queries, which a herd of long-polling agents
+//! repeats thousands of times a second for keys that never change.
+//!
+//! [`CredentialCache`] keeps each credential found with the revision of its
+//! account at the time it was read ([`Store::watch_account`], which rises
+//! past that value after any later commit to the account, whichever server
+//! made it). An entry is used only while its account's revision has not
+//! moved, so a key deleted with its instance stops working as soon as the
+//! deletion reaches this server's watchers, as before. Unknown SecretIds
+//! are never cached: a stranger's guesses cost lookups, not memory.
+
+use palisade_store::{Credential, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Most entries held; past it the cache starts over.
+const MAX_ENTRIES: usize = 100_000;
+
+/// Credentials by SecretId, each valid while its account is unchanged.
+#[derive(Default)]
+pub struct CredentialCache {
+    entries: Mutex<HashMap<String, (Credential, u64)>>,
+}
+
+impl CredentialCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Credential, u64)>> {
+        // A map of finished entries: consistent between statements.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The credential of `secret_id`, from the cache while its account is
+    /// unchanged, otherwise from `store`.
+    pub fn get(
+        &self,
+        store: &dyn Store,
+        secret_id: &str,
+    ) -> Result<Option<Credential>, StoreError> {
+        let cached = self.entries().get(secret_id).cloned();
+        if let Some((c, revision)) = cached {
+            if *store.watch_account(&c.account.id).borrow() == revision {
+                return Ok(Some(c));
+            }
+        }
+        // The first lookup names the account; its revision is read before
+        // the second, so any commit after that second read moves it on.
+        let Some(first) = store.credential(secret_id)? else {
+            self.entries().remove(secret_id);
+            return Ok(None);
+        };
+        let revision = *store.watch_account(&first.account.id).borrow();
+        let Some(fresh) = store.credential(secret_id)? else {
+            self.entries().remove(secret_id);
+            return Ok(None);
+        };
+        let mut entries = self.entries();
+        if fresh.account.id == first.account.id {
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(secret_id.to_string(), (fresh.clone(), revision));
+        } else {
+            entries.remove(secret_id);
+        }
+        Ok(Some(fresh))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_store::{InstanceRecord, Location, StoreExt};
+
+    #[test]
+    fn a_key_deleted_with_its_instance_stops_working_at_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let store = palisade_store::open(&Location::Sqlite(dir.path().join("p.db")))
+            .unwrap_or_else(|e| panic!("open: {e}"));
+        let account = store
+            .create_account("ops")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let instance = InstanceRecord {
+            id: "ins-00000001".into(),
+            name: "n".into(),
+            private_ips: vec!["198.18.0.1".into()],
+            created_time: "t".into(),
+            security_group_ids: vec![],
+        };
+        store
+            .write(|tx| tx.insert_instance(&account.id, &instance))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let key = store
+            .create_instance_key(&account.id, "ins-00000001")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cache = CredentialCache::default();
+        for _ in 0..2 {
+            let c = cache
+                .get(store.as_ref(), &key.secret_id)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("the key is known"));
+            assert_eq!(c.instance_scope.as_deref(), Some("ins-00000001"));
+        }
+        assert_eq!(cache.entries().len(), 1, "the second get was a hit");
+        store
+            .write(|tx| tx.delete_instance(&account.id, "ins-00000001"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cache
+                .get(store.as_ref(), &key.secret_id)
+                .unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
+        assert!(cache.entries().is_empty());
+        // Unknown ids are looked up every time and never kept.
+        assert_eq!(
+            cache
+                .get(store.as_ref(), "AKIDunknown")
+                .unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
+        assert!(cache.entries().is_empty());
+        // The account's own key: kept, and still valid after a commit to
+        // another account.
+        let other = store
+            .create_account("dev")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cache
+            .get(store.as_ref(), &account.secret_id)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_some());
+        store
+            .write(|tx| tx.insert_instance(&other.id, &instance))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let before = cache.entries().get(&account.secret_id).map(|e| e.1);
+        assert!(cache
+            .get(store.as_ref(), &account.secret_id)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_some());
+        assert_eq!(cache.entries().get(&account.secret_id).map(|e| e.1), before);
+    }
+}
