@@ -4,8 +4,9 @@
 //!    first if the server does not know it) and compiles it;
 //! 2. reconciles the kernel with the last good compilation: nothing to do
 //!    when the loaded table is the one it loaded (same fingerprint); element
-//!    updates when only set membership changed; a whole-table replace
-//!    otherwise, including when the table was deleted or edited by hand;
+//!    updates when only set or verdict-map elements changed; a whole-table
+//!    replace otherwise, including when the table was deleted or edited by
+//!    hand;
 //! 3. reports the applied revision, counters and last error, when the
 //!    server supports it.
 //!

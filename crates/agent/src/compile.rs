@@ -140,21 +140,87 @@ pub enum Mode {
     Maps,
 }
 
+/// A verdict map ([`Mode::Maps`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictMap {
+    /// The map's name in the table.
+    pub name: String,
+    /// Its key type (`ipv4_addr . inet_proto . inet_service`).
+    pub key_type: String,
+    /// Its elements, `key : jump chain` each.
+    pub elements: Vec<String>,
+}
+
+impl VerdictMap {
+    /// The map's declaration, one line of nft.
+    pub fn declaration(&self) -> String {
+        let body = if self.elements.is_empty() {
+            String::new()
+        } else {
+            format!(" elements = {{ {} }}", self.elements.join(", "))
+        };
+        format!(
+            "map {} {{ type {} : verdict; flags interval;{body} }}",
+            self.name, self.key_type
+        )
+    }
+}
+
+/// The element changes that turn one compiled program into another with
+/// the same shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deltas {
+    /// Named set changes, one entry per changed set.
+    pub sets: Vec<SetDelta>,
+    /// Verdict map changes, one entry per changed map.
+    pub maps: Vec<MapDelta>,
+}
+
+impl Deltas {
+    /// How many elements are added and deleted in all.
+    pub fn len(&self) -> usize {
+        let sets: usize = self.sets.iter().map(|d| d.add.len() + d.delete.len()).sum();
+        let maps: usize = self.maps.iter().map(|d| d.add.len() + d.delete.len()).sum();
+        sets + maps
+    }
+
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Adds or removes elements of one verdict map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapDelta {
+    /// The map.
+    pub name: String,
+    /// Elements to add (`key : jump chain`).
+    pub add: Vec<String>,
+    /// Keys to remove.
+    pub delete: Vec<String>,
+}
+
+/// The key of a verdict map element (`key : jump chain`).
+pub fn map_key(element: &str) -> &str {
+    element.split(" : ").next().unwrap_or(element)
+}
+
 /// The compiled program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compiled {
     /// The named sets, sorted by name.
     pub sets: Vec<NamedSet>,
-    /// Verdict map declarations ([`Mode::Maps`]), each one line of nft.
-    pub maps: Vec<String>,
+    /// Verdict maps ([`Mode::Maps`]).
+    pub maps: Vec<VerdictMap>,
     /// Per-rule chains ([`Mode::Maps`]), then `ingress` and `egress`.
     pub chains: Vec<Chain>,
     /// The ingress generation stamped into conntrack marks (never 0).
     pub ingress_generation: u16,
     /// The egress generation (never 0).
     pub egress_generation: u16,
-    /// The rules with generations left out: two compilations with equal
-    /// `shape` differ only in set elements.
+    /// The rules with generations and elements left out: two compilations
+    /// with equal `shape` differ only in set and map elements.
     pub shape: String,
 }
 
@@ -203,7 +269,7 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
             let gen = u16::from_be_bytes([digest[0], digest[1]]).max(1);
             gens[slot] = gen;
             gen_first.extend(gen_chains(direction, gen));
-            shape.push_str(&plan.digest_input);
+            shape.push_str(&plan.shape_input);
             for (name, action, c) in &plan.rule_chains {
                 rule_chains.push(Chain {
                     name: name.clone(),
@@ -309,7 +375,7 @@ impl Compiled {
             write_chain(&mut out, c);
         }
         for m in &self.maps {
-            let _ = writeln!(out, "\t{m}");
+            let _ = writeln!(out, "\t{}", m.declaration());
         }
         for c in self.chains.iter().filter(|c| c.hook.is_some()) {
             write_chain(&mut out, c);
@@ -323,10 +389,16 @@ impl Compiled {
         self.sets.iter().map(|s| s.elements.len()).sum()
     }
 
-    /// When `self` differs from `old` only in set elements: the element
-    /// changes, one entry per changed set.
-    pub fn set_deltas(&self, old: &Compiled) -> Option<Vec<SetDelta>> {
+    /// When `self` differs from `old` only in set and map elements: the
+    /// element changes, one entry per changed set or map.
+    pub fn set_deltas(&self, old: &Compiled) -> Option<Deltas> {
         if self.shape != old.shape
+            || self.maps.len() != old.maps.len()
+            || self
+                .maps
+                .iter()
+                .zip(&old.maps)
+                .any(|(a, b)| a.name != b.name || a.key_type != b.key_type)
             || self.sets.len() != old.sets.len()
             || self
                 .sets
@@ -347,7 +419,35 @@ impl Compiled {
                 });
             }
         }
-        Some(out)
+        let mut maps = Vec::new();
+        for (new, old) in self.maps.iter().zip(&old.maps) {
+            // Whole elements: a key whose verdict changed is deleted and
+            // added again.
+            let (in_new, in_old): (HashSet<&str>, HashSet<&str>) = (
+                new.elements.iter().map(String::as_str).collect(),
+                old.elements.iter().map(String::as_str).collect(),
+            );
+            let add: Vec<String> = new
+                .elements
+                .iter()
+                .filter(|e| !in_old.contains(e.as_str()))
+                .cloned()
+                .collect();
+            let delete: Vec<String> = old
+                .elements
+                .iter()
+                .filter(|e| !in_new.contains(e.as_str()))
+                .map(|e| map_key(e).to_string())
+                .collect();
+            if !add.is_empty() || !delete.is_empty() {
+                maps.push(MapDelta {
+                    name: new.name.clone(),
+                    add,
+                    delete,
+                });
+            }
+        }
+        Some(Deltas { sets: out, maps })
     }
 
     /// One `nft -f` transaction applying `deltas` and putting the new
@@ -363,9 +463,19 @@ impl Compiled {
     /// member joining is adds only. The next whole-table load drops the
     /// unreachable rules (the nft dataplane makes one after
     /// [`crate::nft::MAX_STACKED_DELTAS`] deltas).
-    pub fn delta_script(&self, deltas: &[SetDelta]) -> String {
+    pub fn delta_script(&self, deltas: &Deltas) -> String {
         let mut out = String::new();
-        for d in deltas {
+        for d in &deltas.maps {
+            if !d.delete.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "delete element {TABLE} {} {{ {} }}",
+                    d.name,
+                    d.delete.join(", ")
+                );
+            }
+        }
+        for d in &deltas.sets {
             if !d.delete.is_empty() {
                 let list: Vec<String> = d.delete.iter().map(|e| element(*e)).collect();
                 let _ = writeln!(
@@ -376,7 +486,17 @@ impl Compiled {
                 );
             }
         }
-        for d in deltas {
+        for d in &deltas.maps {
+            if !d.add.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "add element {TABLE} {} {{ {} }}",
+                    d.name,
+                    d.add.join(", ")
+                );
+            }
+        }
+        for d in &deltas.sets {
             if !d.add.is_empty() {
                 let list: Vec<String> = d.add.iter().map(|e| element(*e)).collect();
                 let _ = writeln!(
@@ -771,14 +891,16 @@ fn build_chain(direction: Direction, uplinks: &[String], body: Body<'_>) -> Chai
 
 /// The verdict maps of one direction ([`Mode::Maps`]).
 struct MapPlan {
-    /// `map ... { ... }` declarations.
-    decls: Vec<String>,
+    /// The maps.
+    decls: Vec<VerdictMap>,
     /// The base chain's lookups.
     lookups: Vec<String>,
     /// Per rule: its chain, action and comment.
     rule_chains: Vec<(String, Action, String)>,
     /// Everything the direction's generation depends on.
     digest_input: String,
+    /// The same without the maps' elements.
+    shape_input: String,
 }
 
 fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
@@ -790,6 +912,7 @@ fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
     let mut elements: [[Vec<String>; 2]; 2] = Default::default();
     let mut rule_chains = Vec::new();
     let mut digest_input = String::new();
+    let mut shape_input = String::new();
     for (pos, rule) in rules.iter().enumerate() {
         let services: Vec<(u8, u8, Vec<PortRange>)> = rule
             .services
@@ -836,6 +959,7 @@ fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
         }
         let c = comment(rule, direction);
         let _ = writeln!(digest_input, "{chain} {} {c}", rule.action);
+        let _ = writeln!(shape_input, "{chain} {} {c}", rule.action);
         rule_chains.push((chain, rule.action, c));
     }
     let mut decls = Vec::new();
@@ -865,16 +989,18 @@ fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
             let name = format!("{dir}_{fam_tag}_{suffix}");
             let ty = ty.replace("{A}", addr_type);
             let key = key.replace("{P}", &peer);
-            let list = &elements[fam][kind];
-            let body = if list.is_empty() {
-                String::new()
-            } else {
-                format!(" elements = {{ {} }}", list.join(", "))
+            let map = VerdictMap {
+                name,
+                key_type: ty,
+                elements: std::mem::take(&mut elements[fam][kind]),
             };
-            let decl = format!("map {name} {{ type {ty} : verdict; flags interval;{body} }}");
-            let _ = writeln!(digest_input, "{decl}");
-            decls.push(decl);
-            lookups.push(format!("meta nfproto {nfproto} {guard}{key} vmap @{name}"));
+            let _ = writeln!(digest_input, "{}", map.declaration());
+            let _ = writeln!(shape_input, "map {} {}", map.name, map.key_type);
+            lookups.push(format!(
+                "meta nfproto {nfproto} {guard}{key} vmap @{}",
+                map.name
+            ));
+            decls.push(map);
         }
     }
     MapPlan {
@@ -882,6 +1008,7 @@ fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
         lookups,
         rule_chains,
         digest_input,
+        shape_input,
     }
 }
 
@@ -1168,7 +1295,7 @@ mod tests {
             "membership change is a new generation"
         );
         let d = c2.set_deltas(&c1).unwrap();
-        assert_eq!(d.len(), 2);
+        assert_eq!(d.sets.len(), 2);
         let script = c2.delta_script(&d);
         assert!(script.starts_with("delete element inet palisade sg_b_v4 { 198.18.0.5 }\nadd element inet palisade sg_b_v6 { 2001:db8::7 }\ninsert rule inet palisade ingress_current return\ninsert rule inet palisade ingress_current ct mark and 0x0000ffff == "));
         assert!(!script.contains("flush"), "adds only: {script}");
@@ -1220,10 +1347,10 @@ mod tests {
             ..Default::default()
         };
         let d = compile(&s2, &opts()).unwrap().set_deltas(&c).unwrap();
-        assert_eq!(d.len(), 1);
-        assert_eq!(d[0].name, "sg_b_v4");
-        assert_eq!(element(d[0].add[0]), "198.18.0.4");
-        assert!(d[0].delete.is_empty());
+        assert_eq!(d.sets.len(), 1);
+        assert_eq!(d.sets[0].name, "sg_b_v4");
+        assert_eq!(element(d.sets[0].add[0]), "198.18.0.4");
+        assert!(d.sets[0].delete.is_empty());
     }
 
     #[test]
@@ -1244,6 +1371,70 @@ mod tests {
         assert_eq!(add, [r("198.18.0.4")]);
         assert_eq!(delete, [r("198.18.0.3")]);
         assert_eq!(element_diff(&old, &old), (vec![], vec![]));
+    }
+
+    #[test]
+    fn maps_mode_membership_changes_are_map_element_deltas() {
+        let o = CompileOptions {
+            mode: Mode::Maps,
+            ..opts()
+        };
+        let snap = |members: &str| {
+            let mut by_group = rule("sg-a", 0, Action::Accept, Some(6), &[(22, 22)], &[members]);
+            by_group.peer_ref = Some("sg-b".into());
+            // A later rule whose decided set the group's members cut.
+            let wide = rule("sg-a", 1, Action::Drop, None, &[], &["198.18.0.0/24"]);
+            Snapshot {
+                ingress: vec![by_group, wide],
+                ..Default::default()
+            }
+        };
+        let c1 = compile(&snap("198.18.0.1"), &o).unwrap();
+        let c2 = compile(&snap("198.18.0.1-198.18.0.2"), &o).unwrap();
+        assert_ne!(c1.ingress_generation, c2.ingress_generation);
+        let d = c2.set_deltas(&c1).expect("same shape: a delta");
+        assert!(d.sets.is_empty());
+        let ports = d
+            .maps
+            .iter()
+            .find(|m| m.name == "ingress_v4_ports")
+            .unwrap();
+        // The member's TCP 22 joins rule 0; rule 1's pieces around it change.
+        assert!(ports
+            .add
+            .contains(&"198.18.0.1-198.18.0.2 . 6 . 22 : jump ingress_r0".to_string()));
+        assert!(ports.delete.contains(&"198.18.0.1 . 6 . 22".to_string()));
+        let script = c2.delta_script(&d);
+        let first_add = script.find("add element").unwrap();
+        assert!(
+            script.find("delete element").unwrap() < first_add,
+            "deletes first"
+        );
+        assert!(!script.contains("flush"));
+        // Applying the delta to the old map gives the new one.
+        let mut map = c1
+            .maps
+            .iter()
+            .find(|m| m.name == "ingress_v4_ports")
+            .unwrap()
+            .clone();
+        map.elements
+            .retain(|e| !ports.delete.iter().any(|k| k == map_key(e)));
+        map.elements.extend(ports.add.iter().cloned());
+        map.elements.sort();
+        let mut want = c2
+            .maps
+            .iter()
+            .find(|m| m.name == "ingress_v4_ports")
+            .unwrap()
+            .elements
+            .clone();
+        want.sort();
+        assert_eq!(map.elements, want);
+        // A different rule list is no delta.
+        let mut other = snap("198.18.0.1");
+        other.ingress.pop();
+        assert!(compile(&other, &o).unwrap().set_deltas(&c1).is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! trait and tested with [`FakeDataplane`]; [`crate::nft::NftDataplane`] is
 //! the real one.
 
-use crate::compile::{Compiled, SetDelta};
+use crate::compile::{map_key, Compiled, Deltas};
 use crate::error::AgentError;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -35,11 +35,11 @@ pub trait Dataplane {
     /// packets see the old rule list or the new one.
     fn apply(&mut self, compiled: &Compiled) -> Result<(), AgentError>;
 
-    /// Applies element changes of named sets and rewrites the chains with
-    /// `compiled`'s generations, in one transaction. `compiled` must differ
-    /// from what is loaded only in set elements (see
+    /// Applies element changes of named sets and verdict maps and puts
+    /// `compiled`'s generations in force, in one transaction. `compiled`
+    /// must differ from what is loaded only in elements (see
     /// [`Compiled::set_deltas`]).
-    fn apply_deltas(&mut self, compiled: &Compiled, deltas: &[SetDelta]) -> Result<(), AgentError>;
+    fn apply_deltas(&mut self, compiled: &Compiled, deltas: &Deltas) -> Result<(), AgentError>;
 
     /// Reads the table, or `None` when there is none.
     fn read(&mut self) -> Result<Option<LiveTable>, AgentError>;
@@ -97,7 +97,7 @@ impl Dataplane for FakeDataplane {
         Ok(())
     }
 
-    fn apply_deltas(&mut self, compiled: &Compiled, deltas: &[SetDelta]) -> Result<(), AgentError> {
+    fn apply_deltas(&mut self, compiled: &Compiled, deltas: &Deltas) -> Result<(), AgentError> {
         self.check_failure()?;
         let Some(table) = self.table.as_mut() else {
             return Err(AgentError::Nft {
@@ -105,7 +105,7 @@ impl Dataplane for FakeDataplane {
                 stderr: "No such file or directory: table inet palisade".into(),
             });
         };
-        for d in deltas {
+        for d in &deltas.sets {
             let Some(set) = table.sets.iter_mut().find(|s| s.name == d.name) else {
                 return Err(AgentError::Nft {
                     command: "fake".into(),
@@ -116,10 +116,23 @@ impl Dataplane for FakeDataplane {
             set.elements.extend(d.add.iter().copied());
             set.elements.sort();
         }
+        for d in &deltas.maps {
+            let Some(map) = table.maps.iter_mut().find(|m| m.name == d.name) else {
+                return Err(AgentError::Nft {
+                    command: "fake".into(),
+                    stderr: format!("no map {}", d.name),
+                });
+            };
+            map.elements
+                .retain(|e| !d.delete.iter().any(|k| k == map_key(e)));
+            map.elements.extend(d.add.iter().cloned());
+            map.elements.sort();
+        }
         table.chains = compiled.chains.clone();
         table.ingress_generation = compiled.ingress_generation;
         table.egress_generation = compiled.egress_generation;
-        self.log.push(format!("deltas {}", deltas.len()));
+        self.log
+            .push(format!("deltas {}", deltas.sets.len() + deltas.maps.len()));
         Ok(())
     }
 
@@ -160,7 +173,7 @@ impl Dataplane for DryRunDataplane {
         self.inner.apply(compiled)
     }
 
-    fn apply_deltas(&mut self, compiled: &Compiled, deltas: &[SetDelta]) -> Result<(), AgentError> {
+    fn apply_deltas(&mut self, compiled: &Compiled, deltas: &Deltas) -> Result<(), AgentError> {
         println!("{}", compiled.delta_script(deltas));
         self.inner.apply_deltas(compiled, deltas)
     }

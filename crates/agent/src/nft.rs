@@ -12,7 +12,7 @@
 //! transaction replaces both chains, pointing them at the new sets, and
 //! deletes the old sets.
 
-use crate::compile::{Compiled, SetDelta, TABLE};
+use crate::compile::{Compiled, Deltas, TABLE};
 use crate::dataplane::{Counter, Dataplane, LiveTable};
 use crate::error::AgentError;
 use serde_json::Value;
@@ -202,7 +202,7 @@ impl NftDataplane {
             crate::compile::write_chain(&mut fin, c);
         }
         for m in &staged.maps {
-            let _ = writeln!(fin, "\t{m}");
+            let _ = writeln!(fin, "\t{}", m.declaration());
         }
         for c in staged.chains.iter().filter(|c| c.hook.is_some()) {
             crate::compile::write_chain(&mut fin, c);
@@ -229,9 +229,8 @@ impl Dataplane for NftDataplane {
         loaded
     }
 
-    fn apply_deltas(&mut self, compiled: &Compiled, deltas: &[SetDelta]) -> Result<(), AgentError> {
-        let changes: usize = deltas.iter().map(|d| d.add.len() + d.delete.len()).sum();
-        if changes > self.chunk || self.stacked >= MAX_STACKED_DELTAS {
+    fn apply_deltas(&mut self, compiled: &Compiled, deltas: &Deltas) -> Result<(), AgentError> {
+        if deltas.len() > self.chunk || self.stacked >= MAX_STACKED_DELTAS {
             return self.apply(compiled);
         }
         self.load(&compiled.delta_script(deltas))?;

@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use palisade_agent::compile::{compile, CompileOptions};
+use palisade_agent::compile::{compile, CompileOptions, Mode};
 use palisade_agent::dataplane::Dataplane;
 use palisade_agent::nft::MAX_STACKED_DELTAS;
 use serde_json::json;
@@ -165,6 +165,21 @@ fn group_reference_membership_changes_are_element_updates() {
     let Some(_s) = start("group_reference_membership_changes_are_element_updates") else {
         return;
     };
+    membership_changes(Mode::Linear, "sg_peers001_v4");
+}
+
+#[test]
+fn group_reference_membership_changes_are_map_element_updates() {
+    let Some(_s) = start("group_reference_membership_changes_are_map_element_updates") else {
+        return;
+    };
+    membership_changes(Mode::Maps, "ingress_v4_ports");
+}
+
+/// A member joins, leaves, and comes and goes many times more, each time
+/// as an element delta (of the group's set, or of the verdict map in maps
+/// mode); connections follow.
+fn membership_changes(mode: Mode, listed: &str) {
     let mut lab = pair();
     let mut peer = lab.prober("peer");
     let snap_with = |members: &[&str]| {
@@ -182,7 +197,7 @@ fn group_reference_membership_changes_are_element_updates() {
     };
     let opts = CompileOptions {
         uplinks: vec!["eth0".into()],
-        ..Default::default()
+        mode,
     };
     let c1 = compile(&snap_with(&["198.18.0.3"]), &opts).unwrap();
     let mut dp = lab.dataplane("node");
@@ -216,10 +231,8 @@ fn group_reference_membership_changes_are_element_updates() {
     );
     assert_eq!(peer.cmd(&format!("tcp 198.18.0.3 {NODE} 8080 1.0")), "fail");
     assert_eq!(peer.cmd(&format!("tcp 198.18.0.4 {NODE} 8080 1.0")), "ok");
-    let listing = lab.exec(
-        "node",
-        &["nft", "list", "set", "inet", "palisade", "sg_peers001_v4"],
-    );
+    let kind = if mode == Mode::Maps { "map" } else { "set" };
+    let listing = lab.exec("node", &["nft", "list", kind, "inet", "palisade", listed]);
     assert!(
         listing.contains("198.18.0.4") && !listing.contains("198.18.0.3"),
         "{listing}"

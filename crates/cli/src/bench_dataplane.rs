@@ -29,9 +29,10 @@
 //!
 //! Apply times: the first load of each program (no table), a replace of the
 //! loaded table with itself, and one membership change (an address joining
-//! the referenced group): an element add in linear mode (the agent's
-//! `apply_deltas`, which also rewrites the chains' generations), a whole
-//! table replace in maps mode (what the agent does there). Each `nft` run
+//! the referenced group, then leaving again), each the agent's
+//! `apply_deltas` (which also puts the new generations in force): an
+//! element add or delete of the group's set in linear mode, adds and
+//! deletes of verdict map elements in maps mode. Each `nft` run
 //! and each compile is bounded (`--max-load-secs`); what does not finish is
 //! reported as skipped, not waited for.
 
@@ -131,10 +132,11 @@ pub struct ModeResult {
     pub change_compile_ms: Option<f64>,
     /// ... and the kernel update, ms.
     pub change_apply_ms: Option<f64>,
-    /// How the change was loaded (`element add` or `table replace`).
+    /// How the change was loaded (`element add`, `map element delta`, or
+    /// `table replace` when no delta applies).
     pub change_kind: String,
     /// The same address leaving again: the kernel update, ms (an element
-    /// delete in linear mode; a table replace in maps mode).
+    /// delete; in maps mode, deletes and adds of map elements).
     pub leave_apply_ms: Option<f64>,
     /// New flows through this node.
     pub flows: FlowResult,
@@ -318,11 +320,7 @@ fn load_mode(
     res.compile_ms = ms;
     res.elements = match mode {
         Mode::Linear => compiled.element_count(),
-        Mode::Maps => compiled
-            .maps
-            .iter()
-            .map(|m| m.matches(" : jump ").count())
-            .sum(),
+        Mode::Maps => compiled.maps.iter().map(|m| m.elements.len()).sum(),
     };
     log(&format!(
         "{mode:?}: compiled in {ms:.0} ms, {} elements",
@@ -346,8 +344,8 @@ fn load_mode(
     // The delta is computed in userspace, with the compile; the kernel
     // time is the load alone.
     let t = Instant::now();
-    let join = after.set_deltas(&compiled).filter(|_| mode == Mode::Linear);
-    let leave = compiled.set_deltas(&after).filter(|_| mode == Mode::Linear);
+    let join = after.set_deltas(&compiled);
+    let leave = compiled.set_deltas(&after);
     let ms = ms + ms_since(t);
     res.change_compile_ms = Some(ms);
     // The kernel frees a replaced table after an RCU grace period, in a
@@ -357,7 +355,10 @@ fn load_mode(
     let t = Instant::now();
     match &join {
         Some(deltas) => {
-            res.change_kind = "element add".into();
+            res.change_kind = match mode {
+                Mode::Linear => "element add".into(),
+                Mode::Maps => "map element delta".into(),
+            };
             dp.apply_deltas(&after, deltas)?;
         }
         None => {
@@ -461,7 +462,7 @@ fn apply_bounded(
                 compiled
                     .maps
                     .iter()
-                    .map(|m| m.matches(" : jump ").count())
+                    .map(|m| m.elements.len())
                     .sum::<usize>()
             );
         }
