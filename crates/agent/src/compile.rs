@@ -423,22 +423,8 @@ impl Compiled {
         for (new, old) in self.maps.iter().zip(&old.maps) {
             // Whole elements: a key whose verdict changed is deleted and
             // added again.
-            let (in_new, in_old): (HashSet<&str>, HashSet<&str>) = (
-                new.elements.iter().map(String::as_str).collect(),
-                old.elements.iter().map(String::as_str).collect(),
-            );
-            let add: Vec<String> = new
-                .elements
-                .iter()
-                .filter(|e| !in_old.contains(e.as_str()))
-                .cloned()
-                .collect();
-            let delete: Vec<String> = old
-                .elements
-                .iter()
-                .filter(|e| !in_new.contains(e.as_str()))
-                .map(|e| map_key(e).to_string())
-                .collect();
+            let (add, gone) = hashed_diff(&new.elements, &old.elements);
+            let delete: Vec<String> = gone.iter().map(|e| map_key(e).to_string()).collect();
             if !add.is_empty() || !delete.is_empty() {
                 maps.push(MapDelta {
                     name: new.name.clone(),
@@ -465,47 +451,18 @@ impl Compiled {
     /// [`crate::nft::MAX_STACKED_DELTAS`] deltas).
     pub fn delta_script(&self, deltas: &Deltas) -> String {
         let mut out = String::new();
+        let set_items = |v: &[AddrRange]| v.iter().map(|e| element(*e)).collect::<Vec<_>>();
         for d in &deltas.maps {
-            if !d.delete.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "delete element {TABLE} {} {{ {} }}",
-                    d.name,
-                    d.delete.join(", ")
-                );
-            }
+            element_line(&mut out, "delete", &d.name, &d.delete);
         }
         for d in &deltas.sets {
-            if !d.delete.is_empty() {
-                let list: Vec<String> = d.delete.iter().map(|e| element(*e)).collect();
-                let _ = writeln!(
-                    out,
-                    "delete element {TABLE} {} {{ {} }}",
-                    d.name,
-                    list.join(", ")
-                );
-            }
+            element_line(&mut out, "delete", &d.name, &set_items(&d.delete));
         }
         for d in &deltas.maps {
-            if !d.add.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "add element {TABLE} {} {{ {} }}",
-                    d.name,
-                    d.add.join(", ")
-                );
-            }
+            element_line(&mut out, "add", &d.name, &d.add);
         }
         for d in &deltas.sets {
-            if !d.add.is_empty() {
-                let list: Vec<String> = d.add.iter().map(|e| element(*e)).collect();
-                let _ = writeln!(
-                    out,
-                    "add element {TABLE} {} {{ {} }}",
-                    d.name,
-                    list.join(", ")
-                );
-            }
+            element_line(&mut out, "add", &d.name, &set_items(&d.add));
         }
         // Only the generation chains hold the generation: the rules are
         // the same (equal `shape`), so a membership change costs two small
@@ -527,6 +484,33 @@ impl Compiled {
     }
 }
 
+/// One `add element` / `delete element` line of a delta, none for no items.
+fn element_line(out: &mut String, verb: &str, name: &str, items: &[String]) {
+    if !items.is_empty() {
+        let _ = writeln!(
+            out,
+            "{verb} element {TABLE} {name} {{ {} }}",
+            items.join(", ")
+        );
+    }
+}
+
+/// The items of `new` missing from `old`, and those of `old` missing from
+/// `new`, by hashing (any order).
+fn hashed_diff<T: Clone + Eq + std::hash::Hash>(new: &[T], old: &[T]) -> (Vec<T>, Vec<T>) {
+    let (in_new, in_old): (HashSet<&T>, HashSet<&T>) = (new.iter().collect(), old.iter().collect());
+    (
+        new.iter()
+            .filter(|e| !in_old.contains(e))
+            .cloned()
+            .collect(),
+        old.iter()
+            .filter(|e| !in_new.contains(e))
+            .cloned()
+            .collect(),
+    )
+}
+
 /// The elements of `new` missing from `old`, and those of `old` missing
 /// from `new`. Sets are kept sorted, so this is one merge pass (a set of
 /// 100,000 members costs about a millisecond for one member joining); an
@@ -535,18 +519,7 @@ fn element_diff(new: &[AddrRange], old: &[AddrRange]) -> (Vec<AddrRange>, Vec<Ad
     let key = |r: &AddrRange| (r.lo(), r.hi());
     let sorted = |v: &[AddrRange]| v.windows(2).all(|w| key(&w[0]) < key(&w[1]));
     if !sorted(new) || !sorted(old) {
-        let (in_new, in_old): (HashSet<&AddrRange>, HashSet<&AddrRange>) =
-            (new.iter().collect(), old.iter().collect());
-        return (
-            new.iter()
-                .filter(|e| !in_old.contains(e))
-                .copied()
-                .collect(),
-            old.iter()
-                .filter(|e| !in_new.contains(e))
-                .copied()
-                .collect(),
-        );
+        return hashed_diff(new, old);
     }
     let (mut add, mut delete) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
