@@ -3,7 +3,9 @@
 //! 1. asks the server for the instance's snapshot (registering the instance
 //!    first if the server does not know it) and compiles it;
 //! 2. reconciles the kernel with the last good compilation: nothing to do
-//!    when the loaded table is the one it loaded (same fingerprint); element
+//!    when the loaded table is the one it loaded (the ruleset generation has
+//!    not moved since it read its load back, or else the table's
+//!    fingerprint is the same); element
 //!    updates when only set or verdict-map elements changed; a whole-table
 //!    replace otherwise, including when the table was deleted or edited by
 //!    hand;
@@ -74,6 +76,9 @@ struct Applied {
     revision: u64,
     compiled: Compiled,
     fingerprint: String,
+    /// The ruleset generation when the fingerprint was taken, if it held
+    /// still during the read.
+    generation: Option<u32>,
 }
 
 /// One node's agent over a dataplane and a control plane.
@@ -214,17 +219,36 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
         let Some((revision, desired)) = self.desired.clone() else {
             return;
         };
-        let live = match self.dataplane.read() {
-            Ok(l) => l,
-            Err(e) => {
-                self.last_error = e.to_string();
-                events.push(Event::DataplaneFailed(e.to_string()));
-                return;
+        // The ruleset generation has not moved since the agent's own load
+        // was read back: nobody committed anything, so the table is the one
+        // it loaded, and the (at large sizes costly) read is skipped.
+        let generation = self.dataplane.generation().ok().flatten();
+        let unmoved = matches!(
+            (&self.applied, generation),
+            (Some(a), Some(g)) if a.generation == Some(g)
+        );
+        let intact = unmoved || {
+            let live = match self.dataplane.read() {
+                Ok(l) => l,
+                Err(e) => {
+                    self.last_error = e.to_string();
+                    events.push(Event::DataplaneFailed(e.to_string()));
+                    return;
+                }
+            };
+            let intact = match (&self.applied, &live) {
+                (Some(a), Some(l)) => a.fingerprint == l.fingerprint,
+                _ => false,
+            };
+            // Someone changed another table: remember the new generation,
+            // if it held still across the read.
+            if intact && generation.is_some() {
+                let after = self.dataplane.generation().ok().flatten();
+                if let Some(a) = self.applied.as_mut() {
+                    a.generation = generation.filter(|_| after == generation);
+                }
             }
-        };
-        let intact = match (&self.applied, &live) {
-            (Some(a), Some(l)) => a.fingerprint == l.fingerprint,
-            _ => false,
+            intact
         };
         let result = match &self.applied {
             Some(a) if intact && a.compiled == desired => return,
@@ -256,12 +280,18 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
                 return;
             }
         };
+        // Read back what was loaded, for its fingerprint, between two looks
+        // at the generation: when they agree, nothing else was committed
+        // during the read.
+        let before = self.dataplane.generation().ok().flatten();
         match self.dataplane.read() {
             Ok(Some(l)) => {
+                let after = self.dataplane.generation().ok().flatten();
                 self.applied = Some(Applied {
                     revision,
                     compiled: desired,
                     fingerprint: l.fingerprint,
+                    generation: before.filter(|_| after == before),
                 });
                 self.last_error.clear();
                 events.push(event);
@@ -293,9 +323,8 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
         let Some(applied_revision) = self.applied_revision() else {
             return;
         };
-        let counters = match self.dataplane.read() {
-            Ok(Some(l)) => l
-                .counters
+        let counters = match self.dataplane.counters() {
+            Ok(c) => c
                 .into_iter()
                 .filter_map(|(comment, c)| {
                     let mut parts = comment.split(' ');
@@ -316,7 +345,7 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
                     })
                 })
                 .collect(),
-            _ => Vec::new(),
+            Err(_) => Vec::new(),
         };
         let status = AgentStatus {
             instance_id: self.config.instance_id.clone(),
@@ -469,6 +498,52 @@ mod tests {
         a.dataplane().tamper();
         assert_eq!(a.step(), vec![Event::Restored { revision: 2 }]);
         assert!(a.step().is_empty());
+    }
+
+    #[test]
+    fn idle_steps_skip_the_read_while_the_generation_holds() {
+        let mut a = agent(FakeServer {
+            ruleset: Some(ruleset(2, &["198.18.0.1"])),
+            ..Default::default()
+        });
+        a.step();
+        let reads = a.dataplane().reads;
+        for _ in 0..5 {
+            assert!(a.step().is_empty());
+        }
+        assert_eq!(a.dataplane().reads, reads, "no read while nothing moved");
+        // A change to another table moves the generation: one read finds
+        // this table intact, and the steps after it skip the read again.
+        a.dataplane().commit();
+        assert!(a.step().is_empty());
+        assert_eq!(a.dataplane().reads, reads + 1);
+        assert!(a.step().is_empty());
+        assert_eq!(a.dataplane().reads, reads + 1);
+        assert_eq!(a.dataplane().log, vec!["apply".to_string()]);
+        // An element update is read back once, for its fingerprint.
+        a.control().ruleset = Some(ruleset(3, &["198.18.0.1", "198.18.0.2"]));
+        assert_eq!(a.step(), vec![Event::Updated { revision: 3 }]);
+        assert_eq!(a.dataplane().reads, reads + 2);
+        // An edit after it is still seen and undone.
+        a.dataplane().tamper();
+        assert_eq!(a.step(), vec![Event::Restored { revision: 3 }]);
+    }
+
+    #[test]
+    fn without_a_generation_every_step_reads_and_edits_are_restored() {
+        let mut a = agent(FakeServer {
+            ruleset: Some(ruleset(2, &[])),
+            ..Default::default()
+        });
+        a.dataplane().generation = None;
+        a.step();
+        let reads = a.dataplane().reads;
+        assert!(a.step().is_empty());
+        assert_eq!(a.dataplane().reads, reads + 1);
+        a.dataplane().tamper();
+        assert_eq!(a.step(), vec![Event::Restored { revision: 2 }]);
+        a.dataplane().delete_table();
+        assert_eq!(a.step(), vec![Event::Restored { revision: 2 }]);
     }
 
     #[test]

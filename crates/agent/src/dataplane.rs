@@ -43,6 +43,18 @@ pub trait Dataplane {
 
     /// Reads the table, or `None` when there is none.
     fn read(&mut self) -> Result<Option<LiveTable>, AgentError>;
+
+    /// The packet filter's ruleset generation: a number that changes on
+    /// every committed change to any table. `None` when this dataplane
+    /// cannot tell; the agent then reads the table every step.
+    fn generation(&mut self) -> Result<Option<u32>, AgentError> {
+        Ok(None)
+    }
+
+    /// Rule counters summed per comment (empty when there is no table).
+    fn counters(&mut self) -> Result<BTreeMap<String, Counter>, AgentError> {
+        Ok(self.read()?.map(|t| t.counters).unwrap_or_default())
+    }
 }
 
 /// An in-memory dataplane for tests: it holds the last program, lets a test
@@ -59,22 +71,40 @@ pub struct FakeDataplane {
     pub log: Vec<String>,
     /// When set, the next operation fails with this message.
     pub fail_next: Option<String>,
+    /// The ruleset generation, bumped by every change (`None`: the fake
+    /// does not tell, as a dataplane without one).
+    pub generation: Option<u32>,
+    /// How many times the table was read.
+    pub reads: usize,
 }
 
 impl FakeDataplane {
-    /// An empty kernel.
+    /// An empty kernel that tells its ruleset generation.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            generation: Some(0),
+            ..Self::default()
+        }
     }
 
     /// Simulates `nft delete table inet palisade`.
     pub fn delete_table(&mut self) {
         self.table = None;
+        self.commit();
     }
 
     /// Simulates someone adding a rule by hand.
     pub fn tamper(&mut self) {
         self.tampered = true;
+        self.commit();
+    }
+
+    /// Simulates a change to another table (the generation moves, this
+    /// table stays).
+    pub fn commit(&mut self) {
+        if let Some(g) = self.generation.as_mut() {
+            *g = g.wrapping_add(1);
+        }
     }
 
     fn check_failure(&mut self) -> Result<(), AgentError> {
@@ -93,6 +123,7 @@ impl Dataplane for FakeDataplane {
         self.check_failure()?;
         self.table = Some(compiled.clone());
         self.tampered = false;
+        self.commit();
         self.log.push("apply".into());
         Ok(())
     }
@@ -131,6 +162,7 @@ impl Dataplane for FakeDataplane {
         table.chains = compiled.chains.clone();
         table.ingress_generation = compiled.ingress_generation;
         table.egress_generation = compiled.egress_generation;
+        self.commit();
         self.log
             .push(format!("deltas {}", deltas.sets.len() + deltas.maps.len()));
         Ok(())
@@ -138,6 +170,7 @@ impl Dataplane for FakeDataplane {
 
     fn read(&mut self) -> Result<Option<LiveTable>, AgentError> {
         self.check_failure()?;
+        self.reads += 1;
         Ok(self.table.as_ref().map(|t| {
             let mut h = Sha256::new();
             h.update(t.script().as_bytes());
@@ -149,6 +182,18 @@ impl Dataplane for FakeDataplane {
                 counters: self.counters.clone(),
             }
         }))
+    }
+
+    fn generation(&mut self) -> Result<Option<u32>, AgentError> {
+        Ok(self.generation)
+    }
+
+    fn counters(&mut self) -> Result<BTreeMap<String, Counter>, AgentError> {
+        self.check_failure()?;
+        Ok(match self.table {
+            Some(_) => self.counters.clone(),
+            None => BTreeMap::new(),
+        })
     }
 }
 
@@ -163,7 +208,9 @@ pub struct DryRunDataplane {
 impl DryRunDataplane {
     /// A dry run.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            inner: FakeDataplane::new(),
+        }
     }
 }
 
@@ -180,5 +227,9 @@ impl Dataplane for DryRunDataplane {
 
     fn read(&mut self) -> Result<Option<LiveTable>, AgentError> {
         self.inner.read()
+    }
+
+    fn generation(&mut self) -> Result<Option<u32>, AgentError> {
+        self.inner.generation()
     }
 }

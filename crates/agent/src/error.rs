@@ -30,6 +30,9 @@ pub enum AgentError {
     /// `nft -j` printed something this crate does not understand.
     #[error("reading the nft JSON listing: {0}")]
     NftJson(String),
+    /// A netlink request to nf_tables failed.
+    #[error("nf_tables netlink: {0}")]
+    Netlink(String),
     /// The server's ruleset does not convert.
     #[error("the server's ruleset is malformed: {0}")]
     BadRuleset(String),

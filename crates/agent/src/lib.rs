@@ -7,6 +7,8 @@
 //!   named sets, conntrack-mark generations for revoked connections);
 //! - [`dataplane`]: the `Dataplane` trait and an in-memory fake;
 //! - [`nft`]: the `nft` implementation (optionally inside a network namespace);
+//! - [`netlink`]: the ruleset generation and rule counters straight from
+//!   nf_tables, without listing set elements;
 //! - [`client`]: the TC3-signed calls (signed by `palisade_client::tc3`) to the server's `palisade` service;
 //! - [`failover`]: several servers (one PostgreSQL database), tried in turn;
 //! - [`agent`]: the sync and reconcile loop.
@@ -20,6 +22,7 @@ pub mod dataplane;
 pub mod error;
 pub mod failover;
 pub mod host;
+pub mod netlink;
 pub mod nft;
 pub mod snapshot;
 

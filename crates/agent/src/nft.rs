@@ -15,6 +15,7 @@
 use crate::compile::{Compiled, Deltas, TABLE};
 use crate::dataplane::{Counter, Dataplane, LiveTable};
 use crate::error::AgentError;
+use crate::netlink::NfNetlink;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -33,8 +34,9 @@ pub const DEFAULT_CHUNK: usize = 100_000;
 /// unreachable ([`Compiled::delta_script`]); a load clears them.
 pub const MAX_STACKED_DELTAS: usize = 64;
 
-/// Drives nftables through the `nft` command.
-#[derive(Debug, Clone)]
+/// Drives nftables through the `nft` command, and asks nf_tables over
+/// netlink for the ruleset generation and the rule counters.
+#[derive(Debug)]
 pub struct NftDataplane {
     /// Run inside this network namespace (`ip netns exec`).
     pub netns: Option<String>,
@@ -42,6 +44,20 @@ pub struct NftDataplane {
     pub chunk: usize,
     /// Deltas applied since the last whole-table load.
     stacked: usize,
+    /// The netlink socket, opened on first use.
+    netlink: Option<NfNetlink>,
+}
+
+impl Clone for NftDataplane {
+    /// A dataplane for the same namespace, with its own netlink socket.
+    fn clone(&self) -> Self {
+        Self {
+            netns: self.netns.clone(),
+            chunk: self.chunk,
+            stacked: self.stacked,
+            netlink: None,
+        }
+    }
 }
 
 impl NftDataplane {
@@ -51,7 +67,25 @@ impl NftDataplane {
             netns,
             chunk: DEFAULT_CHUNK,
             stacked: 0,
+            netlink: None,
         }
+    }
+
+    /// Runs `ask` on the netlink socket, opening it first if needed; a
+    /// socket that failed is dropped, so the next call opens a new one.
+    fn netlink<T>(
+        &mut self,
+        ask: impl FnOnce(&mut NfNetlink) -> Result<T, AgentError>,
+    ) -> Result<T, AgentError> {
+        let socket = match self.netlink.as_mut() {
+            Some(s) => s,
+            None => self.netlink.insert(NfNetlink::open(self.netns.as_deref())?),
+        };
+        let answer = ask(socket);
+        if answer.is_err() {
+            self.netlink = None;
+        }
+        answer
     }
 
     /// Runs `nft ARGS`, with `stdin` piped in when given; returns stdout.
@@ -243,6 +277,21 @@ impl Dataplane for NftDataplane {
             return Ok(None);
         };
         Ok(Some(live_table(&json)))
+    }
+
+    fn generation(&mut self) -> Result<Option<u32>, AgentError> {
+        self.netlink(NfNetlink::generation).map(Some)
+    }
+
+    /// From a netlink dump of the table's rules, which leaves set elements
+    /// out (a `nft` listing reads them all); from the listing if netlink
+    /// fails.
+    fn counters(&mut self) -> Result<BTreeMap<String, Counter>, AgentError> {
+        let name = TABLE.rsplit(' ').next().unwrap_or(TABLE);
+        match self.netlink(|n| n.rule_counters(name)) {
+            Ok(c) => Ok(c),
+            Err(_) => Ok(self.read()?.map(|t| t.counters).unwrap_or_default()),
+        }
     }
 }
 

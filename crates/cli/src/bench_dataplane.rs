@@ -138,6 +138,14 @@ pub struct ModeResult {
     /// The same address leaving again: the kernel update, ms (an element
     /// delete; in maps mode, deletes and adds of map elements).
     pub leave_apply_ms: Option<f64>,
+    /// Reading the table back with `nft -j list table` (what the agent
+    /// does once after each load, for the table's fingerprint), ms.
+    pub read_ms: Option<f64>,
+    /// Asking nf_tables for its ruleset generation over netlink (what the
+    /// agent does each idle step instead of a read), ms.
+    pub generation_ms: Option<f64>,
+    /// Dumping the rule counters over netlink (each status report), ms.
+    pub counters_ms: Option<f64>,
     /// New flows through this node.
     pub flows: FlowResult,
     /// Nanoseconds added per new flow over no firewall.
@@ -384,11 +392,34 @@ fn load_mode(
         "{mode:?}: the member leaves: {:.1} ms",
         res.leave_apply_ms.unwrap_or_default()
     ));
-    // Probes must not meet a stale generation: the table stays as changed
-    // (the new member is outside the probes' addresses).
-    let _ = dp.read();
+    // The agent's own checks at this size: the read it does after a load,
+    // and what replaced the read in idle steps and status reports. The
+    // read also keeps probes from meeting a stale generation: the table
+    // stays as changed (the new member is outside the probes' addresses).
+    let t = Instant::now();
+    dp.read()?;
+    res.read_ms = Some(ms_since(t));
+    let t = Instant::now();
+    for _ in 0..CHECKS {
+        dp.generation()?;
+    }
+    res.generation_ms = Some(ms_since(t) / CHECKS as f64);
+    let t = Instant::now();
+    for _ in 0..CHECKS {
+        dp.counters()?;
+    }
+    res.counters_ms = Some(ms_since(t) / CHECKS as f64);
+    log(&format!(
+        "{mode:?}: table read {:.1} ms, generation {:.3} ms, counters {:.2} ms",
+        res.read_ms.unwrap_or_default(),
+        res.generation_ms.unwrap_or_default(),
+        res.counters_ms.unwrap_or_default()
+    ));
     Ok(())
 }
+
+/// How many generation queries and counter dumps are averaged.
+const CHECKS: usize = 20;
 
 fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
@@ -860,6 +891,24 @@ fn print_table(r: &DataplaneReport) {
         opt(r.linear.leave_apply_ms, 1),
         opt(r.maps.leave_apply_ms, 1),
     ));
+    t.add_row(row(
+        "table read ms (nft -j, after a load)",
+        "-".into(),
+        opt(r.linear.read_ms, 1),
+        opt(r.maps.read_ms, 1),
+    ));
+    t.add_row(row(
+        "generation ms (netlink, idle step)",
+        "-".into(),
+        opt(r.linear.generation_ms, 3),
+        opt(r.maps.generation_ms, 3),
+    ));
+    t.add_row(row(
+        "counters ms (netlink, status report)",
+        "-".into(),
+        opt(r.linear.counters_ms, 2),
+        opt(r.maps.counters_ms, 2),
+    ));
     println!("{t}");
     if let Some(x) = r.linear_over_maps {
         println!("linear adds {x:.1}x what maps add per new flow");
@@ -895,6 +944,7 @@ mod tests {
         assert!(r.none.sent > 0 && r.linear.flows.sent > 0 && r.maps.flows.sent > 0);
         assert_eq!(r.linear.change_kind, "element add");
         assert!(r.linear.leave_apply_ms.is_some() && r.maps.leave_apply_ms.is_some());
+        assert!(r.linear.generation_ms.is_some() && r.maps.counters_ms.is_some());
         // The probes reached the nodes (a few may be in flight).
         assert!(r.linear.flows.received * 2 >= r.linear.flows.sent);
     }
