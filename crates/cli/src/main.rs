@@ -65,6 +65,12 @@ enum Command {
     Bench(bench_cmds::BenchCommand),
 }
 
+/// mimalloc instead of glibc's malloc: a describe allocates a few hundred
+/// small objects (rows, rules, JSON), and glibc's arena locking and
+/// consolidation took a quarter of the server's time (BENCHMARKS.md, "API").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Commands whose output goes to a terminal or a pipe end quietly when the

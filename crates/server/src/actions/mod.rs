@@ -21,6 +21,7 @@ use palisade_model::limits::Limits;
 use palisade_model::policy::{Direction, Peer, Policy, Service};
 use palisade_model::wire;
 use palisade_store::{GroupRecord, RuleRecord, Store, StoreError, StoreExt, TemplateKind, Tx};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 /// What an action runs with.
@@ -192,7 +193,7 @@ fn rules_of(g: &GroupRecord, dir: Direction) -> Result<Vec<Policy>, ApiError> {
 }
 
 fn decode_rule(r: &RuleRecord) -> Result<Policy, ApiError> {
-    let w: wire::SecurityGroupPolicy = serde_json::from_value(r.body.clone())
+    let w = wire::SecurityGroupPolicy::deserialize(&r.body)
         .map_err(|e| ApiError::from(StoreError::Corrupt(e.to_string())))?;
     Policy::from_wire(&w).map_err(|e| ApiError::from(StoreError::Corrupt(e.to_string())))
 }
@@ -332,16 +333,6 @@ fn parse_rules(
             })
         })
         .collect()
-}
-
-/// The wire policy set of a group: both lists in full, `Version`, statistics.
-fn policy_set_json(g: &GroupRecord) -> Result<Value, ApiError> {
-    let set = palisade_model::policy::PolicySet {
-        version: Some(g.version),
-        ingress: rules_of(g, Direction::Ingress)?,
-        egress: rules_of(g, Direction::Egress)?,
-    };
-    serde_json::to_value(set.to_wire()).map_err(ApiError::internal)
 }
 
 /// Keys accepted by every template-family action with name filters etc.

@@ -4,16 +4,14 @@
 //! with templates expanded). Every write checks `Version` when given, inside
 //! its transaction, and bumps it.
 
-use super::{
-    load_group, now, parse_rules, policy_set_json, reply, rules_of, set_rules, Ctx, Reply,
-};
+use super::{load_group, now, parse_rules, reply, rules_of, set_rules, Ctx, Reply};
 use crate::error::ApiError;
 use crate::params::Params;
-use palisade_model::policy::{parse_version, Direction, Peer, Policy, Service};
+use palisade_model::policy::{parse_version, Direction, Peer, Policy, PolicySet, Service};
 use palisade_model::wire;
 use palisade_model::{AddressEntry, ServiceEntry};
 use palisade_store::{GroupRecord, TemplateKind, Tx};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn policy_set(p: &Params, field: &str) -> Result<wire::SecurityGroupPolicySet, ApiError> {
     p.req_typed(field)
@@ -399,30 +397,39 @@ pub fn describe(ctx: &Ctx<'_>, p: &Params, expanded: bool) -> Reply {
     ])?;
     let out = ctx.read(|tx| {
         let g = load_group(tx, ctx.account, "SecurityGroupId", &id)?;
-        let mut set = policy_set_json(&g)?;
-        for dir in Direction::BOTH {
-            let rules = rules_of(&g, dir)?;
-            let mut out = Vec::new();
-            for (index, rule) in rules.iter().enumerate() {
-                let variants = if expanded {
-                    expand(tx, ctx.account, rule)?
-                } else {
-                    vec![rule.clone()]
-                };
-                for r in variants {
-                    if filters
-                        .iter()
-                        .all(|f| f.values.iter().any(|v| matches(&f.name, v, dir, &r)))
-                    {
-                        out.push(
-                            serde_json::to_value(r.to_wire(index)).map_err(ApiError::internal)?,
-                        );
-                    }
+        let set = PolicySet {
+            version: Some(g.version),
+            ingress: rules_of(&g, Direction::Ingress)?,
+            egress: rules_of(&g, Direction::Egress)?,
+        };
+        let mut wire = set.to_wire();
+        if expanded || !filters.is_empty() {
+            for dir in Direction::BOTH {
+                let mut out = Vec::new();
+                for (index, rule) in set.rules(dir).iter().enumerate() {
+                    let variants = if expanded {
+                        expand(tx, ctx.account, rule)?
+                    } else {
+                        vec![rule.clone()]
+                    };
+                    out.extend(
+                        variants
+                            .iter()
+                            .filter(|r| {
+                                filters
+                                    .iter()
+                                    .all(|f| f.values.iter().any(|v| matches(&f.name, v, dir, r)))
+                            })
+                            .map(|r| r.to_wire(index)),
+                    );
+                }
+                match dir {
+                    Direction::Ingress => wire.ingress = Some(out),
+                    Direction::Egress => wire.egress = Some(out),
                 }
             }
-            set[dir.wire_name()] = Value::Array(out);
         }
-        Ok(set)
+        serde_json::to_value(wire).map_err(ApiError::internal)
     })?;
     reply(json!({ "SecurityGroupPolicySet": out }))
 }
