@@ -1,14 +1,17 @@
 //! Verified requests need the caller's secret key: one store lookup per
-//! request, two to three queries, which a herd of long-polling agents
-//! repeats thousands of times a second for keys that never change.
+//! request (one statement), which a herd of long-polling agents would
+//! repeat thousands of times a second for keys that never change.
 //!
-//! [`CredentialCache`] keeps each credential found with the revision of its
-//! account at the time it was read ([`Store::watch_account`], which rises
-//! past that value after any later commit to the account, whichever server
-//! made it). An entry is used only while its account's revision has not
-//! moved, so a key deleted with its instance stops working as soon as the
-//! deletion reaches this server's watchers, as before. Unknown SecretIds
-//! are never cached: a stranger's guesses cost lookups, not memory.
+//! [`CredentialCache`] keeps each credential found with the value of its
+//! account's key watcher at the time it was read ([`Store::watch_keys`],
+//! which rises past that value after any later commit that removed one of
+//! the account's credentials, whichever server made it; other writes leave
+//! it). An entry is used only while that value has not moved, so a key
+//! deleted with its instance stops working as soon as the deletion reaches
+//! this server's watchers. A stale entry is checked with one lookup (its
+//! account is known, so the watcher is read first); a new one takes two
+//! (the first names the account). Unknown SecretIds are never cached: a
+//! stranger's guesses cost lookups, not memory.
 
 use palisade_store::{Credential, Store, StoreError};
 use std::collections::HashMap;
@@ -40,17 +43,32 @@ impl CredentialCache {
     ) -> Result<Option<Credential>, StoreError> {
         let cached = self.entries().get(secret_id).cloned();
         if let Some((c, revision)) = cached {
-            if *store.watch_account(&c.account.id).borrow() == revision {
+            let now = *store.watch_keys(&c.account.id).borrow();
+            if now == revision {
                 return Ok(Some(c));
             }
+            // Stale: the account is known, so its revision is read before
+            // one lookup, and the entry holds if the key is still that
+            // account's (any commit after the read moves it on).
+            let Some(fresh) = store.credential(secret_id)? else {
+                self.entries().remove(secret_id);
+                return Ok(None);
+            };
+            let mut entries = self.entries();
+            if fresh.account.id == c.account.id {
+                entries.insert(secret_id.to_string(), (fresh.clone(), now));
+            } else {
+                entries.remove(secret_id);
+            }
+            return Ok(Some(fresh));
         }
-        // The first lookup names the account; its revision is read before
-        // the second, so any commit after that second read moves it on.
+        // The first lookup names the account; its key watcher is read
+        // before the second, so any removal after that second read moves it.
         let Some(first) = store.credential(secret_id)? else {
             self.entries().remove(secret_id);
             return Ok(None);
         };
-        let revision = *store.watch_account(&first.account.id).borrow();
+        let revision = *store.watch_keys(&first.account.id).borrow();
         let Some(fresh) = store.credential(secret_id)? else {
             self.entries().remove(secret_id);
             return Ok(None);
@@ -139,5 +157,28 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
             .is_some());
         assert_eq!(cache.entries().get(&account.secret_id).map(|e| e.1), before);
+        // An ordinary commit to the key's own account leaves the entry
+        // valid; removing a credential of the account (an instance, with
+        // its key) makes it stale: the next get looks it up again and keeps
+        // it at the new value, so the get after that is a hit.
+        let mut second = instance.clone();
+        second.id = "ins-00000002".into();
+        store
+            .write(|tx| tx.insert_instance(&account.id, &second))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(Some(*store.watch_keys(&account.id).borrow()), before);
+        store
+            .write(|tx| tx.delete_instance(&account.id, "ins-00000002"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let now = *store.watch_keys(&account.id).borrow();
+        assert_ne!(Some(now), before);
+        assert!(cache
+            .get(store.as_ref(), &account.secret_id)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_some());
+        assert_eq!(
+            cache.entries().get(&account.secret_id).map(|e| e.1),
+            Some(now)
+        );
     }
 }

@@ -143,7 +143,28 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
                         _ = stop.wait_for(|s| *s) => false,
                     };
                     first = false;
-                    outcome = run_handle(&state, &method, &headers, &body).await;
+                    // A write wakes its account's whole herd at once: the
+                    // first reads the new state, the others wait for it
+                    // here, holding no database connection, then answer
+                    // from the cache.
+                    let lead = if woke {
+                        let seen = *rx.borrow();
+                        match state.rulesets.join_fill(&outcome.account_id, seen) {
+                            actions::Fill::Ready => None,
+                            actions::Fill::Wait(mut done) => {
+                                let _ =
+                                    tokio::time::timeout(FILL_WAIT, done.wait_for(|d| *d)).await;
+                                None
+                            }
+                            actions::Fill::Lead(done) => Some(done),
+                        }
+                    } else {
+                        None
+                    };
+                    outcome = run_again(&state, outcome, &body).await;
+                    if let Some(done) = lead {
+                        let _ = done.send(true);
+                    }
                     if !woke || long_poll(&outcome, &body).is_none() {
                         break;
                     }
@@ -207,6 +228,45 @@ async fn run_handle(
         },
     }
 }
+
+/// Answers a long-poll again after a wake-up: the same action with the
+/// same parameters for the same caller, whose signature, credential and
+/// scope were checked when the request arrived (at most `WaitSeconds`, 5 s,
+/// before), so they are not looked up again for every write that wakes
+/// it. The instance itself is looked up afresh (a deleted one is not
+/// found).
+async fn run_again(state: &Arc<AppState>, first: Outcome, body: &Arc<Vec<u8>>) -> Outcome {
+    let (st, body) = (state.clone(), body.clone());
+    let mut out = Outcome {
+        result: Ok(Map::new()),
+        ..first
+    };
+    let (service, action, account_id) = (
+        out.service.clone(),
+        out.action.clone(),
+        out.account_id.clone(),
+    );
+    let result = tokio::task::spawn_blocking(move || {
+        let params = Params::from_body(&body)?;
+        let ctx = Ctx {
+            store: st.store.as_ref(),
+            account: &account_id,
+            limits: &st.limits,
+            rulesets: &st.rulesets,
+        };
+        actions::dispatch(&ctx, &service, &action, &params)
+    })
+    .await;
+    out.result = match result {
+        Ok(r) => r,
+        Err(e) => Err(ApiError::internal(format!("request task failed: {e}"))),
+    };
+    out
+}
+
+/// How long a woken long-poll waits for the request of its herd that reads
+/// the new state before it reads the store itself.
+const FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `Some((AfterRevision, WaitSeconds))` when `outcome` is an unchanged
 /// `DescribeInstanceRuleset` answer whose request asked to wait.

@@ -12,6 +12,25 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::watch;
 
+/// The watcher name of `account`'s credentials (no account id holds `#`),
+/// named in commits and notifications beside the account itself.
+pub(crate) fn keys_name(account: &str) -> String {
+    format!("{account}#keys")
+}
+
+/// The names a commit that changed `touched` and removed credentials of
+/// `keys` raises.
+pub(crate) fn committed_names(
+    touched: &std::collections::BTreeSet<String>,
+    keys: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    touched
+        .iter()
+        .cloned()
+        .chain(keys.iter().map(|a| keys_name(a)))
+        .collect()
+}
+
 /// The revision watch channels of one store.
 pub(crate) struct Watchers {
     global: watch::Sender<u64>,
@@ -54,7 +73,15 @@ impl Watchers {
         rx
     }
 
-    /// Commit `revision` changed `accounts`.
+    /// A receiver whose value rises past N when a commit newer than N
+    /// removed a credential of `account` (an instance key, with its
+    /// instance). Fed like an account's, under [`keys_name`].
+    pub(crate) fn keys(&self, account: &str) -> watch::Receiver<u64> {
+        self.account(&keys_name(account))
+    }
+
+    /// Commit `revision` changed `accounts` (names from [`keys_name`] for
+    /// removed credentials).
     pub(crate) fn committed<S: AsRef<str>>(&self, revision: u64, accounts: &[S]) {
         {
             let map = self.accounts();

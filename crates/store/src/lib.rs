@@ -426,6 +426,14 @@ pub trait Store: Send + Sync + 'static {
     /// revision), never stay below one.
     fn watch_account(&self, account: &str) -> watch::Receiver<u64>;
 
+    /// A receiver whose value rises above N when a commit newer than N
+    /// removed a credential of `account` (an instance key, with its
+    /// instance), in this process or any; like [`Store::watch_account`] it
+    /// may rise without one, never stay below one. Accounts' own keys never
+    /// change. A credential read while this showed N is still valid while
+    /// it shows N.
+    fn watch_keys(&self, account: &str) -> watch::Receiver<u64>;
+
     /// Creates an account with fresh credentials.
     fn create_account(&self, name: &str) -> Result<Account, StoreError>;
     /// The account owning `secret_id`, if any.

@@ -587,12 +587,13 @@ impl Store for PgStore {
             // Dropping the transaction rolls it back.
             return Ok(());
         }
+        let names = crate::changes::committed_names(&t.touched, &t.keys);
         let touched: Vec<String> = std::mem::take(&mut t.touched).into_iter().collect();
         let mut new_revision = None;
         if !touched.is_empty() {
             let rows = t.query(
                 BUMP_REVISION,
-                &[&touched, &REVISION_CHANNEL, &notify_accounts(&touched)],
+                &[&touched, &REVISION_CHANNEL, &notify_accounts(&names)],
             )?;
             let row = rows
                 .first()
@@ -602,7 +603,7 @@ impl Store for PgStore {
         }
         t.tx.into_inner().commit()?;
         if let Some(rev) = new_revision {
-            self.watchers.committed(rev, &touched);
+            self.watchers.committed(rev, &names);
         }
         Ok(())
     }
@@ -618,6 +619,10 @@ impl Store for PgStore {
 
     fn watch_account(&self, account: &str) -> watch::Receiver<u64> {
         self.watchers.account(account)
+    }
+
+    fn watch_keys(&self, account: &str) -> watch::Receiver<u64> {
+        self.watchers.keys(account)
     }
 
     fn create_account(&self, name: &str) -> Result<Account, StoreError> {
@@ -693,35 +698,48 @@ impl Store for PgStore {
     }
 
     fn credential(&self, secret_id: &str) -> Result<Option<Credential>, StoreError> {
-        let mut conn = self.pool.get()?;
-        if let Some(account) = account_where(&mut conn, "secret_id", secret_id)? {
-            let secret_key = account.secret_key.clone();
-            return Ok(Some(Credential {
-                account,
-                secret_key,
-                instance_scope: None,
-            }));
-        }
-        // The key's instance is looked up within the key's account: the same
-        // instance id may exist in other accounts.
-        let rows = conn.query(
-            "SELECT k.secret_key, k.account_id, k.instance_id FROM instance_keys k
+        // One prepared statement, one round trip: an account's own key, or
+        // an instance key whose instance still exists, looked up within the
+        // key's account (the same instance id may exist in other accounts).
+        const CREDENTIAL: &str = "SELECT a.id, a.name, a.secret_id, a.secret_key, a.created_time,
+                NULL::text, NULL::text
+             FROM accounts a WHERE a.secret_id = $1
+             UNION ALL
+             SELECT a.id, a.name, a.secret_id, a.secret_key, a.created_time,
+                k.secret_key, k.instance_id
+             FROM instance_keys k
              JOIN instances i ON i.account_id = k.account_id AND i.id = k.instance_id
-             WHERE k.secret_id = $1",
-            &[&secret_id],
-        )?;
+             JOIN accounts a ON a.id = k.account_id
+             WHERE k.secret_id = $1
+             LIMIT 1";
+        let mut conn = self.pool.get()?;
+        let (client, stmts) = conn.parts();
+        let statement = match stmts.get(CREDENTIAL) {
+            Some(st) => st.clone(),
+            None => {
+                let st = client.prepare(CREDENTIAL)?;
+                stmts.insert(CREDENTIAL.to_string(), st.clone());
+                st
+            }
+        };
+        let rows = client.query(&statement, &[&secret_id])?;
         let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let (secret_key, account_id, instance_id): (String, String, String) =
-            (col(row, 0)?, col(row, 1)?, col(row, 2)?);
-        let Some(account) = account_where(&mut conn, "id", &account_id)? else {
-            return Ok(None);
-        };
-        Ok(Some(Credential {
-            account,
-            secret_key,
-            instance_scope: Some(instance_id),
+        let account = account_row(row)?;
+        let key: Option<String> = col(row, 5)?;
+        let instance: Option<String> = col(row, 6)?;
+        Ok(Some(match (key, instance) {
+            (Some(secret_key), Some(instance_id)) => Credential {
+                account,
+                secret_key,
+                instance_scope: Some(instance_id),
+            },
+            _ => Credential {
+                secret_key: account.secret_key.clone(),
+                account,
+                instance_scope: None,
+            },
         }))
     }
 
@@ -797,6 +815,8 @@ struct PgTx<'a> {
     locked: RefCell<BTreeSet<String>>,
     /// The accounts this transaction changed.
     touched: BTreeSet<String>,
+    /// The accounts whose credentials this transaction removed.
+    keys: BTreeSet<String>,
 }
 
 impl<'a> PgTx<'a> {
@@ -807,6 +827,7 @@ impl<'a> PgTx<'a> {
             writing,
             locked: RefCell::new(BTreeSet::new()),
             touched: BTreeSet::new(),
+            keys: BTreeSet::new(),
         }
     }
 
@@ -1263,6 +1284,7 @@ impl Tx for PgTx<'_> {
             self.execute(sql, &[&account, &id])?;
         }
         self.touched.insert(account.to_string());
+        self.keys.insert(account.to_string());
         Ok(())
     }
 

@@ -402,6 +402,7 @@ impl Store for SqliteStore {
         let t = SqliteTx {
             tx: &tx,
             touched: BTreeSet::new(),
+            keys: BTreeSet::new(),
         };
         f(&t);
         tx.commit()?;
@@ -414,12 +415,14 @@ impl Store for SqliteStore {
         let mut t = SqliteTx {
             tx: &tx,
             touched: BTreeSet::new(),
+            keys: BTreeSet::new(),
         };
         if !f(&mut t) {
             // Dropping the transaction rolls it back.
             return Ok(());
         }
         let touched = std::mem::take(&mut t.touched);
+        let names = crate::changes::committed_names(&touched, &t.keys);
         let mut new_revision = None;
         if !touched.is_empty() {
             tx.prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'revision'")?
@@ -437,8 +440,7 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         if let Some(rev) = new_revision {
-            let touched: Vec<String> = touched.into_iter().collect();
-            self.watchers.committed(rev, &touched);
+            self.watchers.committed(rev, &names);
         }
         Ok(())
     }
@@ -453,6 +455,10 @@ impl Store for SqliteStore {
 
     fn watch_account(&self, account: &str) -> watch::Receiver<u64> {
         self.watchers.account(account)
+    }
+
+    fn watch_keys(&self, account: &str) -> watch::Receiver<u64> {
+        self.watchers.keys(account)
     }
 
     fn create_account(&self, name: &str) -> Result<Account, StoreError> {
@@ -626,6 +632,8 @@ struct SqliteTx<'a> {
     tx: &'a Transaction<'a>,
     /// The accounts this transaction changed.
     touched: BTreeSet<String>,
+    /// The accounts whose credentials this transaction removed.
+    keys: BTreeSet<String>,
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -1055,6 +1063,7 @@ impl Tx for SqliteTx<'_> {
             self.tx.prepare_cached(sql)?.execute([account, id])?;
         }
         self.touched.insert(account.to_string());
+        self.keys.insert(account.to_string());
         Ok(())
     }
 

@@ -678,6 +678,73 @@ fn account_revisions_and_watchers_follow_only_their_account() {
     }
 }
 
+#[test]
+fn key_watchers_rise_only_when_a_credential_goes() {
+    for b in backends() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let acc = b.store.create_account("keys").expect("account");
+        for id in ["ins-00000001", "ins-00000002"] {
+            b.store
+                .write(|tx| tx.insert_instance(&acc.id, &instance(id, &[])))
+                .expect("instance");
+        }
+        let key = b
+            .store
+            .create_instance_key(&acc.id, "ins-00000001")
+            .expect("key");
+        let mut keys = b.store.watch_keys(&acc.id);
+        let mut account = b.store.watch_account(&acc.id);
+        keys.borrow_and_update();
+        account.borrow_and_update();
+        // An ordinary write to the account moves the account, not its keys.
+        b.store
+            .write(|tx| tx.insert_group(&acc.id, &group("sg-0000000a")))
+            .expect("group");
+        assert!(account.has_changed().expect("open"), "{}", b.name);
+        assert!(!keys.has_changed().expect("open"), "{}: keys woke", b.name);
+        // Deleting an instance takes its key: the keys move.
+        b.store
+            .write(|tx| tx.delete_instance(&acc.id, "ins-00000002"))
+            .expect("delete");
+        assert!(keys.has_changed().expect("open"), "{}", b.name);
+        assert!(b
+            .store
+            .credential(&key.secret_id)
+            .expect("lookup")
+            .is_some());
+        if b.name != "postgres" {
+            continue;
+        }
+        // Through another server: its deletion reaches this one's keys.
+        keys.borrow_and_update();
+        let seen = *keys.borrow();
+        let other = (b.reopen)();
+        other
+            .write(|tx| tx.insert_group(&acc.id, &group("sg-0000000b")))
+            .expect("group elsewhere");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!keys.has_changed().expect("open"), "keys stay");
+        other
+            .write(|tx| tx.delete_instance(&acc.id, "ins-00000001"))
+            .expect("delete elsewhere");
+        let woke = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), keys.wait_for(|r| *r > seen)).await
+        });
+        assert!(
+            woke.is_ok(),
+            "a key removed elsewhere moves keys within 1 s"
+        );
+        assert!(b
+            .store
+            .credential(&key.secret_id)
+            .expect("lookup")
+            .is_none());
+    }
+}
+
 fn tx_none(store: &dyn Store) -> u64 {
     store
         .read(|tx| tx.account_revision("nobody"))

@@ -13,7 +13,7 @@ mod palisade;
 mod policies;
 mod templates;
 
-pub use palisade::RulesetCache;
+pub use palisade::{Fill, RulesetCache};
 
 use crate::error::ApiError;
 use crate::params::Params;

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -173,27 +174,33 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
     // The account's revision as this server's watchers know it, read
     // before anything else: a commit to the account after this moment
     // raises it.
+    // The global revision this server knows, read before: a commit is
+    // raised in its accounts' watchers before the global one, so every
+    // commit to the account up to `global` is in `seen`.
+    let global = *ctx.store.watch_revision().borrow();
     let seen = *ctx.store.watch_account(ctx.account).borrow();
-    // An agent that says what it holds, asking about an account whose
-    // snapshot at `seen` is cached, is answered "unchanged" from memory: a
-    // herd woken by a write to its account goes back to waiting without a
-    // database round trip each. Anything else reads the store.
-    if let Some(known) = &known_digest {
-        if let Some(cached) = ctx.rulesets.cached(ctx.account, seen, &id)? {
-            let digest = answer_digest(&cached.rules, &cached.groups, &cached.ips);
-            if digest == *known {
-                return reply(json!({ "Ruleset": {
-                    "InstanceId": id,
-                    "Revision": seen,
-                    "SecurityGroupIds": cached.groups,
-                    "PrivateIpAddresses": cached.ips,
-                    "Ingress": cached.rules.ingress,
-                    "Egress": cached.rules.egress,
-                    "Digest": digest,
-                    "Changed": false,
-                }}));
-            }
-        }
+    // When a request has read the account's snapshot in the state its
+    // watchers show (`seen`), the answer comes from memory: a herd woken by
+    // a write to its account is answered, changed or not, without a
+    // database round trip each. `Revision` is then the later of `global`
+    // and `seen`: no commit to the account up to it is missing from the
+    // answer. Anything else reads the store.
+    if let Some(cached) = ctx.rulesets.cached(ctx.account, seen, &id)? {
+        let digest = answer_digest(&cached.rules, &cached.groups, &cached.ips);
+        let changed = match &known_digest {
+            Some(known) => *known != digest,
+            None => after.is_none_or(|a| cached.revision > a),
+        };
+        return reply(json!({ "Ruleset": {
+            "InstanceId": id,
+            "Revision": seen.max(global),
+            "SecurityGroupIds": cached.groups,
+            "PrivateIpAddresses": cached.ips,
+            "Ingress": cached.rules.ingress,
+            "Egress": cached.rules.egress,
+            "Digest": digest,
+            "Changed": changed,
+        }}));
     }
     let out = ctx.read(|tx| {
         let ins = tx
@@ -427,9 +434,27 @@ fn answer_digest(rules: &Rules, groups: &[String], ips: &[String]) -> String {
 /// Keyed by the account revision ([`Tx::account_revision`]), which changes
 /// with every commit that changes the account, so an entry is never stale;
 /// only the newest revision of each account is kept.
+///
+/// A herd woken together would still all miss the cache at the new state
+/// and each read the store; [`RulesetCache::join_fill`] lets the first one
+/// read while the others wait for it, outside any transaction.
 #[derive(Default)]
 pub struct RulesetCache {
     accounts: Mutex<HashMap<String, Arc<AccountRules>>>,
+    /// Per account, the watcher value a request is filling the cache for,
+    /// and whether it is done (the sender is dropped if it fails).
+    fills: Mutex<HashMap<String, (u64, watch::Receiver<bool>)>>,
+}
+
+/// How a long-poll woken at a new account state goes on.
+pub enum Fill {
+    /// The cache holds that state: answer now.
+    Ready,
+    /// Another request is reading it: wait until the value is `true` or
+    /// the sender is gone, then answer.
+    Wait(watch::Receiver<bool>),
+    /// Read it (answer now), then send `true` or drop the sender.
+    Lead(watch::Sender<bool>),
 }
 
 struct AccountRules {
@@ -448,6 +473,8 @@ struct AccountRules {
 
 /// What [`RulesetCache::cached`] knows of one instance.
 struct CachedAnswer {
+    /// The account revision of the snapshot.
+    revision: u64,
     groups: Vec<String>,
     ips: Vec<String>,
     rules: Arc<Rules>,
@@ -459,6 +486,35 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RulesetCache {
+    /// Whether the cache holds `account` in the state its watchers show as
+    /// `seen`, with the snapshot read.
+    fn holds(&self, account: &str, seen: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let Some(entry) = locked(&self.accounts).get(account).cloned() else {
+            return false;
+        };
+        (entry.revision == seen || entry.current_at.load(Ordering::Relaxed) == seen)
+            && matches!(entry.snapshot.try_lock(), Ok(slot) if slot.is_some())
+    }
+
+    /// For a long-poll woken when `account`'s watchers show `seen`: answer
+    /// now, wait for the request reading that state, or be that request.
+    pub fn join_fill(&self, account: &str, seen: u64) -> Fill {
+        if self.holds(account, seen) {
+            return Fill::Ready;
+        }
+        let mut fills = locked(&self.fills);
+        if let Some((at, rx)) = fills.get(account) {
+            // In flight: not done, and its sender still there.
+            if *at >= seen && !*rx.borrow() && rx.has_changed().is_ok() {
+                return Fill::Wait(rx.clone());
+            }
+        }
+        let (tx, rx) = watch::channel(false);
+        fills.insert(account.to_string(), (seen, rx));
+        Fill::Lead(tx)
+    }
+
     /// The instance's groups, addresses and rules in `account` in the
     /// state its watchers show (`seen`), when a request has already read
     /// the snapshot of that state; `None` otherwise (or when the instance
@@ -489,7 +545,12 @@ impl RulesetCache {
             return Ok(None);
         };
         let rules = entry.rules(seen, &groups, || Ok(snapshot.clone()))?;
-        Ok(Some(CachedAnswer { groups, ips, rules }))
+        Ok(Some(CachedAnswer {
+            revision: entry.revision,
+            groups,
+            ips,
+            rules,
+        }))
     }
 
     /// The resolved rules of `groups` in `account` at `revision`; `load`
@@ -772,6 +833,35 @@ mod tests {
         cache.rules("acc2", 7, 5, &groups, one_instance)?;
         assert!(cache.cached("acc2", 7, "ins-00000001")?.is_some());
         assert!(cache.cached("acc2", 5, "ins-00000001")?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn a_woken_herd_has_one_reader_and_the_rest_wait_for_it() -> Result<(), ApiError> {
+        let cache = RulesetCache::default();
+        let groups = vec!["sg-00000001".to_string()];
+        let Fill::Lead(first) = cache.join_fill("acc", 9) else {
+            panic!("the first of the herd reads");
+        };
+        let Fill::Wait(mut waiting) = cache.join_fill("acc", 9) else {
+            panic!("the second waits for it");
+        };
+        assert!(!*waiting.borrow_and_update());
+        // The reader fills the cache at 9 and says so.
+        cache.rules("acc", 7, 9, &groups, one_instance)?;
+        first.send(true).ok();
+        assert!(*waiting.borrow_and_update());
+        assert!(matches!(cache.join_fill("acc", 9), Fill::Ready));
+        // A later state has a reader of its own; one that gives up (its
+        // sender dropped, nothing filled) hands the read to the next.
+        let Fill::Lead(second) = cache.join_fill("acc", 11) else {
+            panic!("a new state, a new reader");
+        };
+        assert!(matches!(cache.join_fill("acc", 11), Fill::Wait(_)));
+        drop(second);
+        assert!(matches!(cache.join_fill("acc", 11), Fill::Lead(_)));
+        // Accounts do not wait for each other.
+        assert!(matches!(cache.join_fill("other", 11), Fill::Lead(_)));
         Ok(())
     }
 }
