@@ -835,80 +835,45 @@ fn print_table(r: &DataplaneReport) {
         format!("{:.0}", r.linear.flows.ns_per_flow),
         format!("{:.0}", r.maps.flows.ns_per_flow),
     ));
-    t.add_row(row(
-        "ns added per new flow",
-        "-".into(),
-        opt(r.linear.ns_added_per_flow, 0),
-        opt(r.maps.ns_added_per_flow, 0),
-    ));
-    t.add_row(row(
-        "ns added over the one-rule table",
-        "-".into(),
-        opt(r.linear.ns_added_over_one_rule, 0),
-        opt(r.maps.ns_added_over_one_rule, 0),
-    ));
-    t.add_row(row(
-        "elements",
-        "-".into(),
-        r.linear.elements.to_string(),
-        r.maps.elements.to_string(),
-    ));
-    t.add_row(row(
-        "compile ms",
-        "-".into(),
-        format!("{:.0}", r.linear.compile_ms),
-        format!("{:.0}", r.maps.compile_ms),
-    ));
-    t.add_row(row(
-        "apply ms",
-        "-".into(),
-        opt(r.linear.apply_ms, 0),
-        opt(r.maps.apply_ms, 0),
-    ));
-    t.add_row(row(
-        "replace ms",
-        "-".into(),
-        opt(r.linear.replace_ms, 0),
-        opt(r.maps.replace_ms, 0),
-    ));
+    // The rows measured per mode: name, field, decimals.
+    type Field = fn(&ModeResult) -> Option<f64>;
+    let rows_before: [(&str, Field, usize); 6] = [
+        ("ns added per new flow", |m| m.ns_added_per_flow, 0),
+        (
+            "ns added over the one-rule table",
+            |m| m.ns_added_over_one_rule,
+            0,
+        ),
+        ("elements", |m| Some(m.elements as f64), 0),
+        ("compile ms", |m| Some(m.compile_ms), 0),
+        ("apply ms", |m| m.apply_ms, 0),
+        ("replace ms", |m| m.replace_ms, 0),
+    ];
+    let rows_after: [(&str, Field, usize); 4] = [
+        ("member leaves ms (kernel)", |m| m.leave_apply_ms, 1),
+        ("table read ms (nft -j, after a load)", |m| m.read_ms, 1),
+        ("generation ms (netlink, idle step)", |m| m.generation_ms, 3),
+        ("counters ms (netlink, status report)", |m| m.counters_ms, 2),
+    ];
+    let per_mode = |t: &mut comfy_table::Table, rows: &[(&str, Field, usize)]| {
+        for (name, field, d) in rows {
+            t.add_row(row(
+                name,
+                "-".into(),
+                opt(field(&r.linear), *d),
+                opt(field(&r.maps), *d),
+            ));
+        }
+    };
+    per_mode(&mut t, &rows_before);
+    let change = |m: &ModeResult| format!("{} ({})", opt(m.change_apply_ms, 1), m.change_kind);
     t.add_row(row(
         "membership change ms (kernel)",
         "-".into(),
-        format!(
-            "{} ({})",
-            opt(r.linear.change_apply_ms, 1),
-            r.linear.change_kind
-        ),
-        format!(
-            "{} ({})",
-            opt(r.maps.change_apply_ms, 1),
-            r.maps.change_kind
-        ),
+        change(&r.linear),
+        change(&r.maps),
     ));
-    t.add_row(row(
-        "member leaves ms (kernel)",
-        "-".into(),
-        opt(r.linear.leave_apply_ms, 1),
-        opt(r.maps.leave_apply_ms, 1),
-    ));
-    t.add_row(row(
-        "table read ms (nft -j, after a load)",
-        "-".into(),
-        opt(r.linear.read_ms, 1),
-        opt(r.maps.read_ms, 1),
-    ));
-    t.add_row(row(
-        "generation ms (netlink, idle step)",
-        "-".into(),
-        opt(r.linear.generation_ms, 3),
-        opt(r.maps.generation_ms, 3),
-    ));
-    t.add_row(row(
-        "counters ms (netlink, status report)",
-        "-".into(),
-        opt(r.linear.counters_ms, 2),
-        opt(r.maps.counters_ms, 2),
-    ));
+    per_mode(&mut t, &rows_after);
     println!("{t}");
     if let Some(x) = r.linear_over_maps {
         println!("linear adds {x:.1}x what maps add per new flow");
