@@ -131,6 +131,14 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
                 let mut rx = state.store.watch_account(&outcome.account_id);
                 let mut stop = state.shutting_down.subscribe();
                 let mut first = true;
+                // What an agent holds, when it says: a wake-up that leaves
+                // its content alone is told apart in memory.
+                let holds = Params::from_body(&body).ok().and_then(|p| {
+                    Some((
+                        p.opt_str("InstanceId").ok()??,
+                        p.opt_str("KnownDigest").ok()??,
+                    ))
+                });
                 loop {
                     let woke = tokio::select! {
                         r = tokio::time::timeout_at(deadline, async {
@@ -147,8 +155,8 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
                     // first reads the new state, the others wait for it
                     // here, holding no database connection, then answer
                     // from the cache.
+                    let seen = *rx.borrow();
                     let lead = if woke {
-                        let seen = *rx.borrow();
                         match state.rulesets.join_fill(&outcome.account_id, seen) {
                             actions::Fill::Ready => None,
                             actions::Fill::Wait(mut done) => {
@@ -161,6 +169,18 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
                     } else {
                         None
                     };
+                    // Most of a herd holds content the write left alone:
+                    // back to waiting, without an answer built to be
+                    // thrown away.
+                    if let (true, None, Some((instance, known))) = (woke, &lead, &holds) {
+                        if state
+                            .rulesets
+                            .unchanged(&outcome.account_id, seen, instance, known)
+                            == Some(true)
+                        {
+                            continue;
+                        }
+                    }
                     outcome = run_again(&state, outcome, &body).await;
                     if let Some(done) = lead {
                         let _ = done.send(true);

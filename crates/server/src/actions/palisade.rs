@@ -515,6 +515,21 @@ impl RulesetCache {
         Fill::Lead(tx)
     }
 
+    /// Whether `instance`'s answer in `account` at watcher value `seen`
+    /// has digest `known`, from what is already read and resolved; `None`
+    /// when that would take a store read or a resolution.
+    pub fn unchanged(&self, account: &str, seen: u64, instance: &str, known: &str) -> Option<bool> {
+        use std::sync::atomic::Ordering;
+        let entry = locked(&self.accounts).get(account).cloned()?;
+        if entry.revision != seen && entry.current_at.load(Ordering::Relaxed) != seen {
+            return None;
+        }
+        let snapshot = entry.snapshot.try_lock().ok()?.clone()?;
+        let (groups, ips) = snapshot.instances.get(instance)?;
+        let rules = locked(&entry.by_groups).get(groups)?.clone();
+        Some(answer_digest(&rules, groups, ips) == known)
+    }
+
     /// The instance's groups, addresses and rules in `account` in the
     /// state its watchers show (`seen`), when a request has already read
     /// the snapshot of that state; `None` otherwise (or when the instance
@@ -862,6 +877,32 @@ mod tests {
         assert!(matches!(cache.join_fill("acc", 11), Fill::Lead(_)));
         // Accounts do not wait for each other.
         assert!(matches!(cache.join_fill("other", 11), Fill::Lead(_)));
+        Ok(())
+    }
+
+    #[test]
+    fn unchanged_is_told_from_memory_only() -> Result<(), ApiError> {
+        let cache = RulesetCache::default();
+        let groups = vec!["sg-00000001".to_string()];
+        let ips = vec!["198.18.0.1".to_string()];
+        assert_eq!(cache.unchanged("acc", 9, "ins-00000001", "x"), None);
+        let rules = cache.rules("acc", 7, 9, &groups, one_instance)?;
+        let digest = answer_digest(&rules, &groups, &ips);
+        assert_eq!(
+            cache.unchanged("acc", 9, "ins-00000001", &digest),
+            Some(true)
+        );
+        assert_eq!(
+            cache.unchanged("acc", 7, "ins-00000001", &digest),
+            Some(true)
+        );
+        assert_eq!(
+            cache.unchanged("acc", 9, "ins-00000001", "0123"),
+            Some(false)
+        );
+        // A later state, another instance: not known without a read.
+        assert_eq!(cache.unchanged("acc", 10, "ins-00000001", &digest), None);
+        assert_eq!(cache.unchanged("acc", 9, "ins-00000002", &digest), None);
         Ok(())
     }
 }
