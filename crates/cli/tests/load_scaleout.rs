@@ -287,6 +287,7 @@ fn agents_long_polling_two_servers_while_rules_change() {
     let per_writer = rate as f64 / writers as f64;
     let writes = Arc::new(AtomicU64::new(0));
     let write_failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let write_times = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
     let mut wthreads = Vec::new();
@@ -295,7 +296,8 @@ fn agents_long_polling_two_servers_while_rules_change() {
         let clients: Vec<Vec<HttpControlPlane>> = (0..accounts)
             .map(|a| endpoints.iter().map(|e| client(e, &creds[a])).collect())
             .collect();
-        let (writes, write_failures) = (writes.clone(), write_failures.clone());
+        let (writes, write_failures, write_times) =
+            (writes.clone(), write_failures.clone(), write_times.clone());
         wthreads.push(std::thread::spawn(move || {
             let mut k = 0u64;
             loop {
@@ -315,6 +317,7 @@ fn agents_long_polling_two_servers_while_rules_change() {
                     sent.push(Instant::now());
                     sent.len() as u64
                 };
+                let call_started = Instant::now();
                 let r = c.call_service(
                     "vpc",
                     "2017-03-12",
@@ -322,6 +325,7 @@ fn agents_long_polling_two_servers_while_rules_change() {
                     &json!({"SecurityGroupId": g.id, "SecurityGroupPolicySet": {"Ingress": [
                         {"Protocol": "TCP", "Port": marker_port(seq).to_string(), "CidrBlock": "10.0.0.0/8", "Action": "ACCEPT"}]}}),
                 );
+                write_times.lock().unwrap().push(call_started.elapsed());
                 match r {
                     Ok(_) => {
                         writes.fetch_add(1, Ordering::Relaxed);
@@ -363,16 +367,20 @@ fn agents_long_polling_two_servers_while_rules_change() {
 
     let mut l = latencies.lock().unwrap().clone();
     l.sort();
-    let pct = |p: f64| -> Duration {
+    let pct_of = |l: &[Duration], p: f64| -> Duration {
         if l.is_empty() {
             return Duration::ZERO;
         }
         l[((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1]
     };
+    let pct = |p: f64| pct_of(&l, p);
+    let mut wt = write_times.lock().unwrap().clone();
+    wt.sort();
     let done = writes.load(Ordering::Relaxed);
     eprintln!(
         "scale-out: {agents} agents on 2 servers, {done} writes in {:.1} s ({:.0}/s), {} ruleset requests, \
-         {} change-to-applied samples: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; failed requests: {} agent, {} write",
+         {} change-to-applied samples: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; failed requests: {} agent, {} write; \
+         {writers} writers, each waiting for its write: write call p50 {:.1} ms, p99 {:.1} ms",
         write_time.as_secs_f64(),
         done as f64 / write_time.as_secs_f64(),
         requests.load(Ordering::Relaxed),
@@ -382,6 +390,8 @@ fn agents_long_polling_two_servers_while_rules_change() {
         l.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         failures.lock().unwrap().len(),
         write_failures.lock().unwrap().len(),
+        pct_of(&wt, 0.50).as_secs_f64() * 1e3,
+        pct_of(&wt, 0.99).as_secs_f64() * 1e3,
     );
     let f = failures.lock().unwrap();
     assert!(
