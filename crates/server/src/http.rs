@@ -251,9 +251,9 @@ async fn run_handle(
 
 /// Answers a long-poll again after a wake-up: the same action with the
 /// same parameters for the same caller, whose signature, credential and
-/// scope were checked when the request arrived (at most `WaitSeconds`, 5 s,
-/// before), so they are not looked up again for every write that wakes
-/// it. The instance itself is looked up afresh (a deleted one is not
+/// scope were checked when the request arrived (at most its `WaitSeconds`
+/// before: 5 s for the agent, 50 s at most), so they are not looked up
+/// again for every write that wakes it. The instance itself is looked up afresh (a deleted one is not
 /// found).
 async fn run_again(state: &Arc<AppState>, first: Outcome, body: &Arc<Vec<u8>>) -> Outcome {
     let (st, body) = (state.clone(), body.clone());

@@ -171,12 +171,11 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
             format!("WaitSeconds {wait}: at most {MAX_WAIT_SECONDS}"),
         ));
     }
-    // The account's revision as this server's watchers know it, read
-    // before anything else: a commit to the account after this moment
-    // raises it.
-    // The global revision this server knows, read before: a commit is
-    // raised in its accounts' watchers before the global one, so every
-    // commit to the account up to `global` is in `seen`.
+    // The global revision and then the account's as this server's
+    // watchers know them, read before anything else: a commit to the
+    // account after this moment raises `seen`, and as a commit raises its
+    // accounts' watchers before the global one, every commit to the
+    // account up to `global` is in `seen`.
     let global = *ctx.store.watch_revision().borrow();
     let seen = *ctx.store.watch_account(ctx.account).borrow();
     // When a request has read the account's snapshot in the state its
