@@ -178,13 +178,21 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
     // account up to `global` is in `seen`.
     let global = *ctx.store.watch_revision().borrow();
     let seen = *ctx.store.watch_account(ctx.account).borrow();
-    // When a request has read the account's snapshot in the state its
-    // watchers show (`seen`), the answer comes from memory: a herd woken by
-    // a write to its account is answered, changed or not, without a
-    // database round trip each. `Revision` is then the later of `global`
-    // and `seen`: no commit to the account up to it is missing from the
-    // answer. Anything else reads the store.
-    if let Some(cached) = ctx.rulesets.cached(ctx.account, seen, &id)? {
+    // A poll (`AfterRevision` or `KnownDigest`), when a request has read
+    // the account's snapshot in the state its watchers show (`seen`), is
+    // answered from memory: a herd woken by a write to its account is
+    // answered, changed or not, without a database round trip each.
+    // `Revision` is then the later of `global` and `seen`: no commit to the
+    // account up to it is missing from the answer. A plain read, and
+    // anything not cached, reads the store, so a write through another
+    // server is read at once.
+    let polling = after.is_some() || known_digest.is_some();
+    let cached = if polling {
+        ctx.rulesets.cached(ctx.account, seen, &id)?
+    } else {
+        None
+    };
+    if let Some(cached) = cached {
         let digest = answer_digest(&cached.rules, &cached.groups, &cached.ips);
         let changed = match &known_digest {
             Some(known) => *known != digest,
