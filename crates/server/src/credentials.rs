@@ -47,9 +47,9 @@ impl CredentialCache {
             if now == revision {
                 return Ok(Some(c));
             }
-            // Stale: the account is known, so its revision is read before
-            // one lookup, and the entry holds if the key is still that
-            // account's (any commit after the read moves it on).
+            // Stale: the account is known, so its key watcher was read
+            // before one lookup, and the entry holds if the key is still
+            // that account's (any removal after the read moves it on).
             let Some(fresh) = store.credential(secret_id)? else {
                 self.entries().remove(secret_id);
                 return Ok(None);
