@@ -34,51 +34,44 @@ impl CredentialCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The credential of `secret_id`, from the cache while its account is
-    /// unchanged, otherwise from `store`.
+    /// The credential of `secret_id`, from the cache while none of its
+    /// account's credentials was removed, otherwise from `store`.
     pub fn get(
         &self,
         store: &dyn Store,
         secret_id: &str,
     ) -> Result<Option<Credential>, StoreError> {
-        let cached = self.entries().get(secret_id).cloned();
-        if let Some((c, revision)) = cached {
-            let now = *store.watch_keys(&c.account.id).borrow();
-            if now == revision {
-                return Ok(Some(c));
+        // The account whose key watcher guards the entry, and the value read
+        // before the lookup that fills it: any removal after that read
+        // moves the watcher on.
+        let (account, watched) = match self.entries().get(secret_id).cloned() {
+            Some((c, revision)) => {
+                let now = *store.watch_keys(&c.account.id).borrow();
+                if now == revision {
+                    return Ok(Some(c));
+                }
+                // Stale: the account is known, so one lookup will do.
+                (c.account.id, now)
             }
-            // Stale: the account is known, so its key watcher was read
-            // before one lookup, and the entry holds if the key is still
-            // that account's (any removal after the read moves it on).
-            let Some(fresh) = store.credential(secret_id)? else {
-                self.entries().remove(secret_id);
-                return Ok(None);
-            };
-            let mut entries = self.entries();
-            if fresh.account.id == c.account.id {
-                entries.insert(secret_id.to_string(), (fresh.clone(), now));
-            } else {
-                entries.remove(secret_id);
+            None => {
+                // New: a first lookup names the account.
+                let Some(first) = store.credential(secret_id)? else {
+                    return Ok(None);
+                };
+                let now = *store.watch_keys(&first.account.id).borrow();
+                (first.account.id, now)
             }
-            return Ok(Some(fresh));
-        }
-        // The first lookup names the account; its key watcher is read
-        // before the second, so any removal after that second read moves it.
-        let Some(first) = store.credential(secret_id)? else {
-            self.entries().remove(secret_id);
-            return Ok(None);
         };
-        let revision = *store.watch_keys(&first.account.id).borrow();
         let Some(fresh) = store.credential(secret_id)? else {
             self.entries().remove(secret_id);
             return Ok(None);
         };
         let mut entries = self.entries();
-        if fresh.account.id == first.account.id {
+        if fresh.account.id == account {
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
             }
-            entries.insert(secret_id.to_string(), (fresh.clone(), revision));
+            entries.insert(secret_id.to_string(), (fresh.clone(), watched));
         } else {
             entries.remove(secret_id);
         }

@@ -714,14 +714,7 @@ impl Store for PgStore {
              LIMIT 1";
         let mut conn = self.pool.get()?;
         let (client, stmts) = conn.parts();
-        let statement = match stmts.get(CREDENTIAL) {
-            Some(st) => st.clone(),
-            None => {
-                let st = client.prepare(CREDENTIAL)?;
-                stmts.insert(CREDENTIAL.to_string(), st.clone());
-                st
-            }
-        };
+        let statement = prepared(client, stmts, CREDENTIAL)?;
         let rows = client.query(&statement, &[&secret_id])?;
         let Some(row) = rows.first() else {
             return Ok(None);
@@ -803,6 +796,21 @@ fn account_where(c: &mut Client, column: &str, value: &str) -> Result<Option<Acc
         .transpose()
 }
 
+/// The prepared statement for `sql` on a connection (or a transaction on
+/// it), from that connection's cache.
+fn prepared(
+    client: &mut impl postgres::GenericClient,
+    stmts: &mut Statements,
+    sql: &str,
+) -> Result<postgres::Statement, StoreError> {
+    if let Some(st) = stmts.get(sql) {
+        return Ok(st.clone());
+    }
+    let st = client.prepare(sql)?;
+    stmts.insert(sql.to_string(), st.clone());
+    Ok(st)
+}
+
 /// One transaction seen through [`Tx`]. The `RefCell` lets `&self` reads
 /// run queries (the driver needs `&mut`); no borrow outlives one call.
 struct PgTx<'a> {
@@ -833,13 +841,11 @@ impl<'a> PgTx<'a> {
 
     /// The prepared statement for `sql`, from the connection's cache.
     fn statement(&self, sql: &str) -> Result<postgres::Statement, StoreError> {
-        let mut stmts = self.stmts.borrow_mut();
-        if let Some(st) = stmts.get(sql) {
-            return Ok(st.clone());
-        }
-        let st = self.tx.borrow_mut().prepare(sql)?;
-        stmts.insert(sql.to_string(), st.clone());
-        Ok(st)
+        prepared(
+            &mut *self.tx.borrow_mut(),
+            &mut self.stmts.borrow_mut(),
+            sql,
+        )
     }
 
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {

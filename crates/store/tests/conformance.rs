@@ -613,10 +613,7 @@ fn revision_watchers_see_commits() {
         }
         let other = (b.reopen)();
         bump_if(other.as_ref(), 0, "elsewhere").expect("write through the other handle");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
+        let rt = timer_runtime();
         let woke = rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|r| *r >= 2)).await
         });
@@ -633,10 +630,7 @@ fn revision_watchers_see_commits() {
 #[test]
 fn account_revisions_and_watchers_follow_only_their_account() {
     for b in backends() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
+        let rt = timer_runtime();
         b.store
             .write(|tx| tx.insert_group("a", &group("sg-0000000a")))
             .expect("insert a");
@@ -681,10 +675,7 @@ fn account_revisions_and_watchers_follow_only_their_account() {
 #[test]
 fn key_watchers_rise_only_when_a_credential_goes() {
     for b in backends() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
+        let rt = timer_runtime();
         let acc = b.store.create_account("keys").expect("account");
         for id in ["ins-00000001", "ins-00000002"] {
             b.store
@@ -743,6 +734,14 @@ fn key_watchers_rise_only_when_a_credential_goes() {
             .expect("lookup")
             .is_none());
     }
+}
+
+/// A runtime for waiting on watchers with a timeout.
+fn timer_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
 }
 
 fn tx_none(store: &dyn Store) -> u64 {

@@ -493,21 +493,24 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RulesetCache {
-    /// Whether the cache holds `account` in the state its watchers show as
-    /// `seen`, with the snapshot read.
-    fn holds(&self, account: &str, seen: u64) -> bool {
+    /// The entry and snapshot of `account` in the state its watchers show
+    /// as `seen`, when a request has read it. Never waits for a snapshot
+    /// being read: its reader holds a database connection, and answers
+    /// from here are only a shortcut.
+    fn current(&self, account: &str, seen: u64) -> Option<(Arc<AccountRules>, Arc<Snapshot>)> {
         use std::sync::atomic::Ordering;
-        let Some(entry) = locked(&self.accounts).get(account).cloned() else {
-            return false;
-        };
-        (entry.revision == seen || entry.current_at.load(Ordering::Relaxed) == seen)
-            && matches!(entry.snapshot.try_lock(), Ok(slot) if slot.is_some())
+        let entry = locked(&self.accounts).get(account).cloned()?;
+        if entry.revision != seen && entry.current_at.load(Ordering::Relaxed) != seen {
+            return None;
+        }
+        let snapshot = entry.snapshot.try_lock().ok()?.clone()?;
+        Some((entry, snapshot))
     }
 
     /// For a long-poll woken when `account`'s watchers show `seen`: answer
     /// now, wait for the request reading that state, or be that request.
     pub fn join_fill(&self, account: &str, seen: u64) -> Fill {
-        if self.holds(account, seen) {
+        if self.current(account, seen).is_some() {
             return Fill::Ready;
         }
         let mut fills = locked(&self.fills);
@@ -526,12 +529,7 @@ impl RulesetCache {
     /// has digest `known`, from what is already read and resolved; `None`
     /// when that would take a store read or a resolution.
     pub fn unchanged(&self, account: &str, seen: u64, instance: &str, known: &str) -> Option<bool> {
-        use std::sync::atomic::Ordering;
-        let entry = locked(&self.accounts).get(account).cloned()?;
-        if entry.revision != seen && entry.current_at.load(Ordering::Relaxed) != seen {
-            return None;
-        }
-        let snapshot = entry.snapshot.try_lock().ok()?.clone()?;
+        let (entry, snapshot) = self.current(account, seen)?;
         let (groups, ips) = snapshot.instances.get(instance)?;
         let rules = locked(&entry.by_groups).get(groups)?.clone();
         Some(answer_digest(&rules, groups, ips) == known)
@@ -547,20 +545,7 @@ impl RulesetCache {
         seen: u64,
         instance: &str,
     ) -> Result<Option<CachedAnswer>, ApiError> {
-        use std::sync::atomic::Ordering;
-        let Some(entry) = locked(&self.accounts).get(account).cloned() else {
-            return Ok(None);
-        };
-        if entry.revision != seen && entry.current_at.load(Ordering::Relaxed) != seen {
-            return Ok(None);
-        }
-        // Never wait for a snapshot being read: its reader holds a
-        // database connection, and this answer is only a shortcut.
-        let snapshot = match entry.snapshot.try_lock() {
-            Ok(slot) => slot.clone(),
-            Err(_) => None,
-        };
-        let Some(snapshot) = snapshot else {
+        let Some((entry, snapshot)) = self.current(account, seen) else {
             return Ok(None);
         };
         let Some((groups, ips)) = snapshot.instances.get(instance).cloned() else {
