@@ -156,23 +156,32 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
                     // here, holding no database connection, then answer
                     // from the cache.
                     let seen = *rx.borrow();
-                    let lead = if woke {
+                    if woke {
                         match state.rulesets.join_fill(&outcome.account_id, seen) {
-                            actions::Fill::Ready => None,
+                            actions::Fill::Ready => {}
                             actions::Fill::Wait(mut done) => {
                                 let _ =
-                                    tokio::time::timeout(FILL_WAIT, done.wait_for(|d| *d)).await;
-                                None
+                                    tokio::time::timeout(actions::FILL_WAIT, done.wait_for(|d| *d))
+                                        .await;
                             }
-                            actions::Fill::Lead(done) => Some(done),
+                            actions::Fill::Lead(done) => {
+                                let (st, account) = (state.clone(), outcome.account_id.clone());
+                                let filled = tokio::task::spawn_blocking(move || {
+                                    st.rulesets.fill(st.store.as_ref(), &account, seen)
+                                })
+                                .await;
+                                // A failed read: the answer below reads the
+                                // store itself and reports the error.
+                                if matches!(filled, Ok(Ok(()))) {
+                                    let _ = done.send(true);
+                                }
+                            }
                         }
-                    } else {
-                        None
-                    };
+                    }
                     // Most of a herd holds content the write left alone:
                     // back to waiting, without an answer built to be
                     // thrown away.
-                    if let (true, None, Some((instance, known))) = (woke, &lead, &holds) {
+                    if let (true, Some((instance, known))) = (woke, &holds) {
                         if state
                             .rulesets
                             .unchanged(&outcome.account_id, seen, instance, known)
@@ -182,9 +191,6 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
                         }
                     }
                     outcome = run_again(&state, outcome, &body).await;
-                    if let Some(done) = lead {
-                        let _ = done.send(true);
-                    }
                     if !woke || long_poll(&outcome, &body).is_none() {
                         break;
                     }
@@ -283,10 +289,6 @@ async fn run_again(state: &Arc<AppState>, first: Outcome, body: &Arc<Vec<u8>>) -
     };
     out
 }
-
-/// How long a woken long-poll waits for the request of its herd that reads
-/// the new state before it reads the store itself.
-const FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `Some((AfterRevision, WaitSeconds))` when `outcome` is an unchanged
 /// `DescribeInstanceRuleset` answer whose request asked to wait.

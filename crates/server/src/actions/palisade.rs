@@ -17,7 +17,7 @@ use palisade_model::{
     ServiceTemplateGroupId, ServiceTemplateId,
 };
 use palisade_policy::{Catalog, ProtocolMatch, ResolvedRule};
-use palisade_store::{InstanceRecord, TemplateKind, Tx};
+use palisade_store::{InstanceRecord, Store, StoreExt, TemplateKind, Tx};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -176,8 +176,11 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
     // account after this moment raises `seen`, and as a commit raises its
     // accounts' watchers before the global one, every commit to the
     // account up to `global` is in `seen`.
-    let global = *ctx.store.watch_revision().borrow();
-    let seen = *ctx.store.watch_account(ctx.account).borrow();
+    let watchers = || {
+        let global = *ctx.store.watch_revision().borrow();
+        (global, *ctx.store.watch_account(ctx.account).borrow())
+    };
+    let (mut global, mut seen) = watchers();
     // A poll (`AfterRevision` or `KnownDigest`), when a request has read
     // the account's snapshot in the state its watchers show (`seen`), is
     // answered from memory: a herd woken by a write to its account is
@@ -188,7 +191,25 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
     // server is read at once.
     let polling = after.is_some() || known_digest.is_some();
     let cached = if polling {
-        ctx.rulesets.cached(ctx.account, seen, &id)?
+        match ctx.rulesets.cached(ctx.account, seen, &id)? {
+            Some(hit) => Some(hit),
+            // Polls arriving between a write and its herd's read join
+            // that read instead of each reading the store. A write may
+            // land meanwhile: read the watchers again, and join the read
+            // of that state too, a few times at most.
+            None => {
+                let mut hit = None;
+                for _ in 0..SETTLE_TRIES {
+                    ctx.rulesets.settle(ctx.store, ctx.account, seen);
+                    (global, seen) = watchers();
+                    hit = ctx.rulesets.cached(ctx.account, seen, &id)?;
+                    if hit.is_some() {
+                        break;
+                    }
+                }
+                hit
+            }
+        }
     } else {
         None
     };
@@ -572,22 +593,80 @@ impl RulesetCache {
         groups: &[String],
         load: impl FnOnce() -> Result<Snapshot, ApiError>,
     ) -> Result<Arc<Rules>, ApiError> {
-        let entry = {
-            let mut map = locked(&self.accounts);
-            match map.get(account) {
-                Some(e) if e.revision == revision => e.clone(),
-                // A reader behind a newer entry: served, not cached.
-                Some(e) if e.revision > revision => Arc::new(AccountRules::new(revision)),
-                _ => {
-                    let e = Arc::new(AccountRules::new(revision));
-                    map.insert(account.to_string(), e.clone());
-                    e
+        self.entry(account, revision)
+            .rules(seen, groups, || load().map(Arc::new))
+    }
+
+    /// The entry of `account` at `revision`, made the account's entry
+    /// unless a newer one is there (a reader behind it is served, not
+    /// cached).
+    fn entry(&self, account: &str, revision: u64) -> Arc<AccountRules> {
+        let mut map = locked(&self.accounts);
+        match map.get(account) {
+            Some(e) if e.revision == revision => e.clone(),
+            Some(e) if e.revision > revision => Arc::new(AccountRules::new(revision)),
+            _ => {
+                let e = Arc::new(AccountRules::new(revision));
+                map.insert(account.to_string(), e.clone());
+                e
+            }
+        }
+    }
+
+    /// Reads `account`'s snapshot in one read transaction into the cache,
+    /// as the state of watcher value `seen` (read before this call) when
+    /// no commit came between, and resolves each distinct list of bound
+    /// groups in it: the herd that waits for this answers from memory,
+    /// [`RulesetCache::unchanged`] included.
+    pub fn fill(&self, store: &dyn Store, account: &str, seen: u64) -> Result<(), ApiError> {
+        let (entry, snapshot) = store.read(|tx| {
+            let revision = tx.account_revision(account)?;
+            let entry = self.entry(account, revision);
+            let snapshot = entry.snapshot(seen, || Snapshot::load(tx, account).map(Arc::new))?;
+            Ok::<_, ApiError>((entry, snapshot))
+        })?;
+        let lists: std::collections::HashSet<&Vec<String>> = snapshot
+            .instances
+            .values()
+            .map(|(groups, _)| groups)
+            .collect();
+        for groups in lists {
+            entry.rules(seen, groups, || Ok(snapshot.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// For a poll that found nothing cached at `seen`, on a blocking
+    /// thread: make the cache hold that state with one store read per
+    /// herd: read it, or wait (at most [`FILL_WAIT`], holding no database
+    /// connection) for the request already reading it. A failed read is
+    /// left to the caller's own store read, which reports the error.
+    fn settle(&self, store: &dyn Store, account: &str, seen: u64) {
+        match self.join_fill(account, seen) {
+            Fill::Ready => {}
+            Fill::Wait(mut done) => {
+                // Only inside a runtime (the server's blocking threads):
+                // elsewhere the caller reads the store itself.
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    let _ = rt.block_on(tokio::time::timeout(FILL_WAIT, done.wait_for(|d| *d)));
                 }
             }
-        };
-        entry.rules(seen, groups, || load().map(Arc::new))
+            Fill::Lead(done) => {
+                if self.fill(store, account, seen).is_ok() {
+                    let _ = done.send(true);
+                }
+            }
+        }
     }
 }
+
+/// How many account states a poll that finds nothing cached joins the
+/// read of before it reads the store itself.
+const SETTLE_TRIES: usize = 3;
+
+/// How long a poll waits for the request of its herd that reads the new
+/// state before it reads the store itself.
+pub const FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl AccountRules {
     /// The resolved rules of `groups` in this account state; `load` gives
@@ -598,24 +677,11 @@ impl AccountRules {
         groups: &[String],
         load: impl FnOnce() -> Result<Arc<Snapshot>, ApiError>,
     ) -> Result<Arc<Rules>, ApiError> {
-        if seen >= self.revision {
-            self.current_at
-                .fetch_max(seen, std::sync::atomic::Ordering::Relaxed);
-        }
         if let Some(r) = locked(&self.by_groups).get(groups) {
+            self.seen_at(seen);
             return Ok(r.clone());
         }
-        let snapshot = {
-            let mut slot = locked(&self.snapshot);
-            match &*slot {
-                Some(s) => s.clone(),
-                None => {
-                    let s = load()?;
-                    *slot = Some(s.clone());
-                    s
-                }
-            }
-        };
+        let snapshot = self.snapshot(seen, load)?;
         let ids = groups
             .iter()
             .map(|g| SecurityGroupId::parse_field("SecurityGroupIds", g))
@@ -639,6 +705,33 @@ impl AccountRules {
         });
         locked(&self.by_groups).insert(groups.to_vec(), rules.clone());
         Ok(rules)
+    }
+
+    /// Records that watcher value `seen`, read before a transaction that
+    /// found this revision, shows this state.
+    fn seen_at(&self, seen: u64) {
+        if seen >= self.revision {
+            self.current_at
+                .fetch_max(seen, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// This state's snapshot; `load` reads it when no request has.
+    fn snapshot(
+        &self,
+        seen: u64,
+        load: impl FnOnce() -> Result<Arc<Snapshot>, ApiError>,
+    ) -> Result<Arc<Snapshot>, ApiError> {
+        self.seen_at(seen);
+        let mut slot = locked(&self.snapshot);
+        match &*slot {
+            Some(s) => Ok(s.clone()),
+            None => {
+                let s = load()?;
+                *slot = Some(s.clone());
+                Ok(s)
+            }
+        }
     }
 
     fn new(revision: u64) -> Self {
@@ -869,6 +962,99 @@ mod tests {
         assert!(matches!(cache.join_fill("acc", 11), Fill::Lead(_)));
         // Accounts do not wait for each other.
         assert!(matches!(cache.join_fill("other", 11), Fill::Lead(_)));
+        Ok(())
+    }
+
+    /// A poll that finds nothing cached at its account's state joins the
+    /// read of that state: it leads it when no request does (and answers
+    /// from the cache it filled), and waits for the request that leads it
+    /// otherwise, then answers what that request read.
+    #[test]
+    fn a_poll_that_finds_nothing_cached_joins_the_read_of_its_state(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use crate::actions::{dispatch, ACTIONS};
+        use palisade_store::{SqliteStore, Store};
+        use serde_json::Map;
+        use std::time::Duration;
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open_dir(dir.path())?;
+        let account = store.create_account("a")?.id;
+        let (cache, limits) = (RulesetCache::default(), palisade_model::Limits::default());
+        let ctx = Ctx {
+            store: &store,
+            account: &account,
+            limits: &limits,
+            rulesets: &cache,
+        };
+        let call = |action: &str, params: Value| -> Result<Map<String, Value>, ApiError> {
+            let service = ACTIONS
+                .iter()
+                .find(|(_, a)| *a == action)
+                .map_or("", |(s, _)| *s);
+            dispatch(
+                &ctx,
+                service,
+                action,
+                &Params::from_body(params.to_string().as_bytes())?,
+            )
+        };
+        let rule = |port: u16| {
+            json!({"Ingress": [{"Protocol": "TCP", "Port": port.to_string(),
+                                                   "CidrBlock": "198.18.0.0/15", "Action": "ACCEPT"}]})
+        };
+        let group = call(
+            "CreateSecurityGroupWithPolicies",
+            json!({"GroupName": "g",
+            "GroupDescription": "d", "SecurityGroupPolicySet": rule(22)}),
+        )?["SecurityGroup"]["SecurityGroupId"]
+            .clone();
+        let ins = call(
+            "RegisterInstances",
+            json!({"Instances": [{"PrivateIpAddresses": ["198.18.0.1"]}]}),
+        )?["InstanceIdSet"][0]
+            .clone();
+        call(
+            "AssociateSecurityGroups",
+            json!({"SecurityGroupIds": [group], "InstanceIds": [ins]}),
+        )?;
+        let seen = || *store.watch_account(&account).borrow();
+        let port = |answer: &Map<String, Value>| answer["Ruleset"]["Ingress"][0]["Port"].clone();
+        let poll = json!({"InstanceId": ins, "AfterRevision": 0});
+
+        // Nothing cached and nobody reading: the poll reads, into the cache.
+        assert!(cache.current(&account, seen()).is_none());
+        assert_eq!(port(&call("DescribeInstanceRuleset", poll.clone())?), "22");
+        assert!(cache.current(&account, seen()).is_some());
+
+        // A write; another request leads the read of the new state. The
+        // poll (on a blocking thread, as the server runs it) waits for it.
+        call(
+            "ModifySecurityGroupPolicies",
+            json!({"SecurityGroupId": group,
+            "SecurityGroupPolicySet": rule(443)}),
+        )?;
+        let at = seen();
+        let Fill::Lead(lead) = cache.join_fill(&account, at) else {
+            panic!("nobody reads the new state yet");
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()?;
+        std::thread::scope(|s| -> Result<(), Box<dyn std::error::Error>> {
+            let waiting = s.spawn(|| {
+                let _in_runtime = rt.enter();
+                call("DescribeInstanceRuleset", poll.clone())
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(!waiting.is_finished(), "the poll waits for the read");
+            cache.fill(&store, &account, at)?;
+            lead.send(true)?;
+            let answer = waiting.join().map_err(|_| "the poll panicked")??;
+            assert_eq!(port(&answer), "443");
+            assert_eq!(answer["Ruleset"]["Revision"], json!(at));
+            Ok(())
+        })?;
         Ok(())
     }
 
