@@ -1273,6 +1273,10 @@ mod tests {
         assert!(script.starts_with("delete element inet palisade sg_b_v4 { 198.18.0.5 }\nadd element inet palisade sg_b_v6 { 2001:db8::7 }\ninsert rule inet palisade ingress_current return\ninsert rule inet palisade ingress_current ct mark and 0x0000ffff == "));
         assert!(!script.contains("flush"), "adds only: {script}");
         assert!(
+            crate::session::NftSession::fits(&script),
+            "a delta goes through the agent's nft session: {script}"
+        );
+        assert!(
             !script.contains("flush chain inet palisade ingress\n"),
             "the rules are not rewritten"
         );
@@ -1384,6 +1388,7 @@ mod tests {
             "deletes first"
         );
         assert!(!script.contains("flush"));
+        assert!(crate::session::NftSession::fits(&script), "{script}");
         // Applying the delta to the old map gives the new one.
         let mut map = c1
             .maps

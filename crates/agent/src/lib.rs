@@ -9,6 +9,8 @@
 //! - [`nft`]: the `nft` implementation (optionally inside a network namespace);
 //! - [`netlink`]: the ruleset generation and rule counters straight from
 //!   nf_tables, without listing set elements;
+//! - [`session`]: one long-lived `nft -i` for element deltas, so a delta
+//!   that deletes does not wait out a grace period;
 //! - [`client`]: the TC3-signed calls (signed by `palisade_client::tc3`) to the server's `palisade` service;
 //! - [`failover`]: several servers (one PostgreSQL database), tried in turn;
 //! - [`agent`]: the sync and reconcile loop.
@@ -24,6 +26,7 @@ pub mod failover;
 pub mod host;
 pub mod netlink;
 pub mod nft;
+pub mod session;
 pub mod snapshot;
 
 pub use compile::{compile, CompileOptions, Compiled};

@@ -1,4 +1,5 @@
-//! The real [`Dataplane`]: `nft -f -` for programs (text in) and
+//! The real [`Dataplane`]: `nft -f -` for programs (text in), one
+//! long-lived `nft -i` for element deltas ([`crate::session`]), and
 //! `nft -j list table inet palisade` for reading (JSON out), as kube-proxy's
 //! nftables backend does. With a network namespace name, every command runs
 //! through `ip netns exec NAME` (no `setns`, so no unsafe code).
@@ -16,6 +17,7 @@ use crate::compile::{Compiled, Deltas, TABLE};
 use crate::dataplane::{Counter, Dataplane, LiveTable};
 use crate::error::AgentError;
 use crate::netlink::NfNetlink;
+use crate::session::NftSession;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -46,6 +48,8 @@ pub struct NftDataplane {
     stacked: usize,
     /// The netlink socket, opened on first use.
     netlink: Option<NfNetlink>,
+    /// The `nft -i` process that applies deltas, started on first use.
+    session: Option<NftSession>,
 }
 
 impl Clone for NftDataplane {
@@ -56,6 +60,7 @@ impl Clone for NftDataplane {
             chunk: self.chunk,
             stacked: self.stacked,
             netlink: None,
+            session: None,
         }
     }
 }
@@ -68,7 +73,37 @@ impl NftDataplane {
             chunk: DEFAULT_CHUNK,
             stacked: 0,
             netlink: None,
+            session: None,
         }
+    }
+
+    /// Starts the `nft -i` process that applies deltas, if it is not
+    /// running (the first delta starts it otherwise).
+    pub fn start_session(&mut self) -> Result<(), AgentError> {
+        if self.session.is_none() {
+            self.session = Some(NftSession::spawn(self.netns.as_deref())?);
+        }
+        Ok(())
+    }
+
+    /// Runs a delta through the session: `nft -f` would close its netlink
+    /// socket on exit and so wait out the grace period of anything the
+    /// delta deleted ([`crate::session`]). A script that does not fit a
+    /// session line goes through `nft -f`; a session that broke is
+    /// dropped (the next delta starts another) and its error returned.
+    fn load_delta(&mut self, script: &str) -> Result<(), AgentError> {
+        if !NftSession::fits(script) {
+            return self.load(script);
+        }
+        self.start_session()?;
+        let Some(session) = self.session.as_mut() else {
+            return self.load(script);
+        };
+        let answer = session.run(script);
+        if answer.is_err() {
+            self.session = None;
+        }
+        answer
     }
 
     /// Runs `ask` on the netlink socket, opening it first if needed; a
@@ -259,6 +294,9 @@ impl Dataplane for NftDataplane {
         };
         if loaded.is_ok() {
             self.stacked = 0;
+            // Ready for the deltas that follow; without it, the first
+            // delta starts it (or goes through `nft -f`).
+            let _ = self.start_session();
         }
         loaded
     }
@@ -267,7 +305,7 @@ impl Dataplane for NftDataplane {
         if deltas.len() > self.chunk || self.stacked >= MAX_STACKED_DELTAS {
             return self.apply(compiled);
         }
-        self.load(&compiled.delta_script(deltas))?;
+        self.load_delta(&compiled.delta_script(deltas))?;
         self.stacked += 1;
         Ok(())
     }
