@@ -57,13 +57,40 @@ pub const INGRESS_MARK_MASK: u32 = 0x0000_ffff;
 pub const EGRESS_MARK_MASK: u32 = 0xffff_0000;
 
 /// What the compiler needs besides the rules.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompileOptions {
     /// The node's uplink interface names (at least one).
     pub uplinks: Vec<String>,
     /// Linear chains (the default) or verdict maps.
     pub mode: Mode,
+    /// In [`Mode::Maps`], a rule whose peer is a reference (a security
+    /// group or an address template) of at least this many address ranges
+    /// (members, after the resolver merged adjacent ones) stays a rule of
+    /// its own that looks its named set up, between the maps of the rules
+    /// before and after it ([`HOIST_MIN_PEERS`] by default; 0 keeps every
+    /// reference out of the maps).
+    pub hoist_min_peers: usize,
 }
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        Self {
+            uplinks: Vec::new(),
+            mode: Mode::default(),
+            hoist_min_peers: HOIST_MIN_PEERS,
+        }
+    }
+}
+
+/// The default [`CompileOptions::hoist_min_peers`]. A reference's
+/// addresses in a verdict map cost a map update per membership change
+/// that grows with the map (nft_pipapo: 3-7 ms at 2,000 elements, 14-49
+/// ms at 100,000, BENCHMARKS.md run 8); in a set of their own they cost
+/// one element add or delete at any size (about 1 ms), for one more rule
+/// per packet, and the maps after the rule become a segment of their own
+/// (one more lookup). At 1,000 rules a 1,000-member reference kept out of
+/// the maps cost no measurable time per new flow (run 9).
+pub const HOIST_MIN_PEERS: usize = 256;
 
 /// Why a snapshot cannot be compiled.
 #[non_exhaustive]
@@ -262,9 +289,15 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
         .enumerate()
     {
         if opts.mode == Mode::Maps {
-            let plan = map_plan(snapshot.rules(direction), direction);
+            let plan = map_plan(
+                snapshot.rules(direction),
+                direction,
+                opts.hoist_min_peers,
+                &mut sets,
+            );
             let mut h = Sha256::new();
             h.update(plan.digest_input.as_bytes());
+            hash_sets(&mut h, &sets, plan.used_sets);
             let digest = h.finalize();
             let gen = u16::from_be_bytes([digest[0], digest[1]]).max(1);
             gens[slot] = gen;
@@ -304,17 +337,7 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
             h.update(format!("{m}|{action}|{c}\n").as_bytes());
             let _ = writeln!(shape, "{direction} {m} {action} {c}");
         }
-        used_sets.sort();
-        used_sets.dedup();
-        for name in &used_sets {
-            if let Some(s) = sets.get(name) {
-                h.update(name.as_bytes());
-                for e in &s.elements {
-                    h.update(format!(" {}", element(*e)).as_bytes());
-                }
-                h.update(b"\n");
-            }
-        }
+        hash_sets(&mut h, &sets, used_sets);
         let digest = h.finalize();
         let gen = u16::from_be_bytes([digest[0], digest[1]]).max(1);
         gens[slot] = gen;
@@ -863,30 +886,57 @@ fn build_chain(direction: Direction, uplinks: &[String], body: Body<'_>) -> Chai
 }
 
 /// The verdict maps of one direction ([`Mode::Maps`]).
+#[derive(Default)]
 struct MapPlan {
     /// The maps.
     decls: Vec<VerdictMap>,
-    /// The base chain's lookups.
+    /// The base chain's lookups, and the hoisted rules between them.
     lookups: Vec<String>,
     /// Per rule: its chain, action and comment.
     rule_chains: Vec<(String, Action, String)>,
-    /// Everything the direction's generation depends on.
+    /// The named sets the hoisted rules look up.
+    used_sets: Vec<String>,
+    /// Everything the direction's generation depends on but those sets'
+    /// elements.
     digest_input: String,
     /// The same without the maps' elements.
     shape_input: String,
 }
 
-fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
+fn map_plan(
+    rules: &[Rule],
+    direction: Direction,
+    hoist_min_peers: usize,
+    sets: &mut BTreeMap<String, NamedSet>,
+) -> MapPlan {
     use palisade_policy::space::PacketSet;
     let dir = direction.as_str();
     let all_ports = PortRange::new(0, u16::MAX).unwrap_or(PortRange::single(0));
-    let mut matched = PacketSet::empty();
-    // [family][ports?] -> elements
-    let mut elements: [[Vec<String>; 2]; 2] = Default::default();
-    let mut rule_chains = Vec::new();
-    let mut digest_input = String::new();
-    let mut shape_input = String::new();
+    let mut plan = MapPlan::default();
+    // The rules since the last hoisted one: one segment of maps. Packets
+    // that reach a segment were decided by no rule before it, so its
+    // rules are decided among themselves.
+    let mut segment = Segment::default();
+    let mut seg_no = 0;
     for (pos, rule) in rules.iter().enumerate() {
+        let chain = format!("{dir}_r{pos}");
+        let c = comment(rule, direction);
+        let _ = writeln!(plan.digest_input, "{chain} {} {c}", rule.action);
+        let _ = writeln!(plan.shape_input, "{chain} {} {c}", rule.action);
+        plan.rule_chains.push((chain.clone(), rule.action, c));
+        if rule.peer_ref.is_some() && rule.peers.len() >= hoist_min_peers {
+            segment.flush(&mut plan, direction, seg_no);
+            seg_no += 1;
+            for (m, set) in rule_matchers(rule, direction, sets) {
+                let line = format!("{m} jump {chain}");
+                let _ = writeln!(plan.digest_input, "{line}");
+                let _ = writeln!(plan.shape_input, "{line}");
+                plan.lookups.push(line);
+                plan.used_sets.extend(set);
+            }
+            continue;
+        }
+        segment.rules += 1;
         let services: Vec<(u8, u8, Vec<PortRange>)> = rule
             .services
             .iter()
@@ -902,15 +952,14 @@ fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
             .collect();
         // One pass over the peers, not one union per peer and port.
         let space = PacketSet::from_services(&services, &rule.peers);
-        let decided = space.difference(&matched);
-        matched.union_with(&space);
-        let chain = format!("{dir}_r{pos}");
+        let decided = space.difference(&segment.matched);
+        segment.matched.union_with(&space);
         for b in decided.boxes() {
             let fam = usize::from(b.peers.family() == Family::V6);
             let addr = element(b.peers);
             for p in [6u8, 17] {
                 if b.protocol_lo <= p && p <= b.protocol_hi {
-                    elements[fam][0].push(format!(
+                    segment.elements[fam][0].push(format!(
                         "{addr} . {p} . {} : jump {chain}",
                         range_text(u32::from(b.ports.lo()), u32::from(b.ports.hi()))
                     ));
@@ -924,64 +973,103 @@ fn map_plan(rules: &[Rule], direction: Direction) -> MapPlan {
                 }
                 let end = hi.min(cut.saturating_sub(1));
                 if lo <= end {
-                    elements[fam][1]
+                    segment.elements[fam][1]
                         .push(format!("{addr} . {} : jump {chain}", range_text(lo, end)));
                 }
                 lo = lo.max(cut + 1);
             }
         }
-        let c = comment(rule, direction);
-        let _ = writeln!(digest_input, "{chain} {} {c}", rule.action);
-        let _ = writeln!(shape_input, "{chain} {} {c}", rule.action);
-        rule_chains.push((chain, rule.action, c));
     }
-    let mut decls = Vec::new();
-    let mut lookups = Vec::new();
-    for (fam, (nfproto, addr_type, field)) in
-        [("ipv4", "ipv4_addr", "ip"), ("ipv6", "ipv6_addr", "ip6")]
+    // The last segment always has its maps (an empty rule list too), so
+    // the table keeps its shape as rules come and go.
+    if segment.rules == 0 && seg_no == 0 {
+        segment.rules = 1;
+    }
+    segment.flush(&mut plan, direction, seg_no);
+    plan
+}
+
+/// The rules of one segment of [`map_plan`], decided among themselves.
+#[derive(Default)]
+struct Segment {
+    rules: usize,
+    matched: palisade_policy::space::PacketSet,
+    /// [family][ports?] -> elements
+    elements: [[Vec<String>; 2]; 2],
+}
+
+impl Segment {
+    /// Ends the segment: its four maps (a family each, with ports for TCP
+    /// and UDP and without for the rest) and their lookups, when it has
+    /// rules. Segment 0's maps keep the names they had before segments
+    /// (`ingress_v4_ports`); later ones are numbered (`ingress_v4_ports_1`).
+    fn flush(&mut self, plan: &mut MapPlan, direction: Direction, seg_no: usize) {
+        let segment = std::mem::take(self);
+        if segment.rules == 0 {
+            return;
+        }
+        let mut elements = segment.elements;
+        let dir = direction.as_str();
+        let number = if seg_no == 0 {
+            String::new()
+        } else {
+            format!("_{seg_no}")
+        };
+        for (fam, (nfproto, addr_type, field)) in
+            [("ipv4", "ipv4_addr", "ip"), ("ipv6", "ipv6_addr", "ip6")]
+                .into_iter()
+                .enumerate()
+        {
+            let peer = match direction {
+                Direction::Ingress => format!("{field} saddr"),
+                Direction::Egress => format!("{field} daddr"),
+            };
+            let fam_tag = if fam == 0 { "v4" } else { "v6" };
+            for (kind, (suffix, ty, key, guard)) in [
+                (
+                    "ports",
+                    "{A} . inet_proto . inet_service",
+                    "{P} . meta l4proto . th dport",
+                    "meta l4proto { tcp, udp } ",
+                ),
+                ("other", "{A} . inet_proto", "{P} . meta l4proto", ""),
+            ]
             .into_iter()
             .enumerate()
-    {
-        let peer = match direction {
-            Direction::Ingress => format!("{field} saddr"),
-            Direction::Egress => format!("{field} daddr"),
-        };
-        let fam_tag = if fam == 0 { "v4" } else { "v6" };
-        for (kind, (suffix, ty, key, guard)) in [
-            (
-                "ports",
-                "{A} . inet_proto . inet_service",
-                "{P} . meta l4proto . th dport",
-                "meta l4proto { tcp, udp } ",
-            ),
-            ("other", "{A} . inet_proto", "{P} . meta l4proto", ""),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let name = format!("{dir}_{fam_tag}_{suffix}");
-            let ty = ty.replace("{A}", addr_type);
-            let key = key.replace("{P}", &peer);
-            let map = VerdictMap {
-                name,
-                key_type: ty,
-                elements: std::mem::take(&mut elements[fam][kind]),
-            };
-            let _ = writeln!(digest_input, "{}", map.declaration());
-            let _ = writeln!(shape_input, "map {} {}", map.name, map.key_type);
-            lookups.push(format!(
-                "meta nfproto {nfproto} {guard}{key} vmap @{}",
-                map.name
-            ));
-            decls.push(map);
+            {
+                let name = format!("{dir}_{fam_tag}_{suffix}{number}");
+                let ty = ty.replace("{A}", addr_type);
+                let key = key.replace("{P}", &peer);
+                let map = VerdictMap {
+                    name,
+                    key_type: ty,
+                    elements: std::mem::take(&mut elements[fam][kind]),
+                };
+                let _ = writeln!(plan.digest_input, "{}", map.declaration());
+                let _ = writeln!(plan.shape_input, "map {} {}", map.name, map.key_type);
+                plan.lookups.push(format!(
+                    "meta nfproto {nfproto} {guard}{key} vmap @{}",
+                    map.name
+                ));
+                plan.decls.push(map);
+            }
         }
     }
-    MapPlan {
-        decls,
-        lookups,
-        rule_chains,
-        digest_input,
-        shape_input,
+}
+
+/// Feeds the elements of the named sets a direction uses to its
+/// generation's hash.
+fn hash_sets(h: &mut Sha256, sets: &BTreeMap<String, NamedSet>, mut used: Vec<String>) {
+    used.sort();
+    used.dedup();
+    for name in &used {
+        if let Some(s) = sets.get(name) {
+            h.update(name.as_bytes());
+            for e in &s.elements {
+                h.update(format!(" {}", element(*e)).as_bytes());
+            }
+            h.update(b"\n");
+        }
     }
 }
 
@@ -1348,6 +1436,98 @@ mod tests {
         assert_eq!(add, [r("198.18.0.4")]);
         assert_eq!(delete, [r("198.18.0.3")]);
         assert_eq!(element_diff(&old, &old), (vec![], vec![]));
+    }
+
+    #[test]
+    fn large_references_stay_rules_of_their_own_between_map_segments() {
+        let snap = |members: &[&str]| {
+            let narrow = rule(
+                "sg-a",
+                0,
+                Action::Accept,
+                Some(6),
+                &[(22, 22)],
+                &["198.18.1.0/24"],
+            );
+            let mut by_group = rule("sg-a", 1, Action::Accept, Some(6), &[(80, 80)], members);
+            by_group.peer_ref = Some("sg-b".into());
+            let wide = rule("sg-a", 2, Action::Drop, None, &[], &["198.18.0.0/16"]);
+            Snapshot {
+                ingress: vec![narrow, by_group, wide],
+                ..Default::default()
+            }
+        };
+        let hoisting = CompileOptions {
+            mode: Mode::Maps,
+            hoist_min_peers: 2,
+            ..opts()
+        };
+        let c1 = compile(&snap(&["198.18.0.1", "198.18.0.3"]), &hoisting).unwrap();
+        let ingress = chain(&c1, "ingress");
+        let at = |needle: &str| {
+            ingress
+                .rules
+                .iter()
+                .position(|r| r.contains(needle))
+                .unwrap_or_else(|| panic!("{needle} in {:#?}", ingress.rules))
+        };
+        // Segment 0 (rule 0), the reference looking its set up, segment 1
+        // (rule 2): in list order.
+        let hoisted = at("ip saddr @sg_b_v4 tcp dport 80 jump ingress_r1");
+        assert!(at("vmap @ingress_v4_ports") < hoisted);
+        assert!(hoisted < at("vmap @ingress_v4_ports_1"));
+        let map = |c: &Compiled, name: &str| -> Vec<String> {
+            c.maps
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap()
+                .elements
+                .clone()
+        };
+        assert_eq!(
+            map(&c1, "ingress_v4_ports"),
+            ["198.18.1.0/24 . 6 . 22 : jump ingress_r0"]
+        );
+        // Packets reaching segment 1 were decided by no earlier rule: its
+        // rule is not cut around rule 0's or the members' addresses.
+        assert_eq!(
+            map(&c1, "ingress_v4_ports_1"),
+            [
+                "198.18.0.0/16 . 6 . 0-65535 : jump ingress_r2",
+                "198.18.0.0/16 . 17 . 0-65535 : jump ingress_r2"
+            ]
+        );
+        assert!(c1
+            .sets
+            .iter()
+            .any(|s| s.name == "sg_b_v4" && s.elements.len() == 2));
+        // A member joining is one element of the group's set: no map changes,
+        // a new generation.
+        let c2 = compile(
+            &snap(&["198.18.0.1", "198.18.0.3", "198.18.0.5"]),
+            &hoisting,
+        )
+        .unwrap();
+        assert_ne!(c1.ingress_generation, c2.ingress_generation);
+        let d = c2.set_deltas(&c1).expect("same shape: a delta");
+        assert!(d.maps.is_empty(), "{d:?}");
+        assert_eq!(d.sets.len(), 1);
+        assert_eq!(element(d.sets[0].add[0]), "198.18.0.5");
+        // Under the threshold the reference is in the maps, as before.
+        let c3 = compile(
+            &snap(&["198.18.0.1"]),
+            &CompileOptions {
+                mode: Mode::Maps,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert!(c3.sets.is_empty());
+        assert!(c3.maps.iter().all(|m| !m.name.ends_with("_1")));
+        assert!(map(&c3, "ingress_v4_ports")
+            .contains(&"198.18.0.1 . 6 . 80 : jump ingress_r1".to_string()));
+        // Crossing it changes the table's shape: a whole-table load.
+        assert!(c1.set_deltas(&c3).is_none());
     }
 
     #[test]

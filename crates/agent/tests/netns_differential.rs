@@ -11,7 +11,8 @@
 mod common;
 
 use common::*;
-use palisade_agent::compile::Mode;
+use palisade_agent::compile::{Mode, HOIST_MIN_PEERS};
+use palisade_agent::CompileOptions;
 use palisade_model::Direction;
 use palisade_policy::{evaluate, Packet};
 use rand::rngs::StdRng;
@@ -87,18 +88,35 @@ fn relevant(c: &BTreeMap<String, u64>, dir: Direction) -> BTreeMap<String, u64> 
 
 #[test]
 fn kernel_and_policy_agree_on_random_probes() {
-    differential(Mode::Linear, "kernel_and_policy_agree_on_random_probes");
+    differential(
+        Mode::Linear,
+        false,
+        "kernel_and_policy_agree_on_random_probes",
+    );
 }
 
 #[test]
 fn verdict_maps_agree_with_policy_on_random_probes() {
     differential(
         Mode::Maps,
+        false,
         "verdict_maps_agree_with_policy_on_random_probes",
     );
 }
 
-fn differential(mode: Mode, name: &str) {
+/// Maps mode with about half the rules' peers made references (address
+/// templates), every one kept out of the maps as a rule of its own: the
+/// maps come in segments between them, each decided on its own.
+#[test]
+fn map_segments_around_references_agree_with_policy_on_random_probes() {
+    differential(
+        Mode::Maps,
+        true,
+        "map_segments_around_references_agree_with_policy_on_random_probes",
+    );
+}
+
+fn differential(mode: Mode, references: bool, name: &str) {
     let Some(_s) = start(name) else {
         return;
     };
@@ -141,7 +159,21 @@ fn differential(mode: Mode, name: &str) {
             .map(|(i, v)| (i.as_str(), v.clone()))
             .collect();
         let policy = ruleset(&groups_ref);
-        load_mode(&lab, "node", "eth0", &snapshot(&groups_ref), mode);
+        let mut snap = snapshot(&groups_ref);
+        if references {
+            let rules = snap.ingress.iter_mut().chain(snap.egress.iter_mut());
+            for (n, r) in rules.enumerate() {
+                if rng.gen_bool(0.5) {
+                    r.peer_ref = Some(format!("ipm-d{list:03}x{n:03}"));
+                }
+            }
+        }
+        let opts = CompileOptions {
+            uplinks: vec!["eth0".into()],
+            mode,
+            hoist_min_peers: if references { 0 } else { HOIST_MIN_PEERS },
+        };
+        load_opts(&lab, "node", &snap, &opts);
         for _ in 0..PROBES_PER_LIST {
             let dir = if rng.gen_bool(0.5) {
                 Direction::Ingress

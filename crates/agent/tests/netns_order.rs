@@ -165,7 +165,7 @@ fn group_reference_membership_changes_are_element_updates() {
     let Some(_s) = start("group_reference_membership_changes_are_element_updates") else {
         return;
     };
-    membership_changes(Mode::Linear, "sg_peers001_v4");
+    membership_changes(Mode::Linear, usize::MAX, "set", "sg_peers001_v4");
 }
 
 #[test]
@@ -173,13 +173,23 @@ fn group_reference_membership_changes_are_map_element_updates() {
     let Some(_s) = start("group_reference_membership_changes_are_map_element_updates") else {
         return;
     };
-    membership_changes(Mode::Maps, "ingress_v4_ports");
+    membership_changes(Mode::Maps, usize::MAX, "map", "ingress_v4_ports");
+}
+
+#[test]
+fn maps_mode_keeps_a_large_reference_in_its_set() {
+    let Some(_s) = start("maps_mode_keeps_a_large_reference_in_its_set") else {
+        return;
+    };
+    // Every reference counts as large here.
+    membership_changes(Mode::Maps, 0, "set", "sg_peers001_v4");
 }
 
 /// A member joins, leaves, and comes and goes many times more, each time
 /// as an element delta (of the group's set, or of the verdict map in maps
-/// mode); connections follow.
-fn membership_changes(mode: Mode, listed: &str) {
+/// mode unless the reference is hoisted); connections follow. `kind` and
+/// `listed` name the set or map whose elements change.
+fn membership_changes(mode: Mode, hoist_min_peers: usize, kind: &str, listed: &str) {
     let mut lab = pair();
     let mut peer = lab.prober("peer");
     let snap_with = |members: &[&str]| {
@@ -198,6 +208,7 @@ fn membership_changes(mode: Mode, listed: &str) {
     let opts = CompileOptions {
         uplinks: vec!["eth0".into()],
         mode,
+        hoist_min_peers,
     };
     let c1 = compile(&snap_with(&["198.18.0.3"]), &opts).unwrap();
     let mut dp = lab.dataplane("node");
@@ -231,7 +242,6 @@ fn membership_changes(mode: Mode, listed: &str) {
     );
     assert_eq!(peer.cmd(&format!("tcp 198.18.0.3 {NODE} 8080 1.0")), "fail");
     assert_eq!(peer.cmd(&format!("tcp 198.18.0.4 {NODE} 8080 1.0")), "ok");
-    let kind = if mode == Mode::Maps { "map" } else { "set" };
     let listing = lab.exec("node", &["nft", "list", kind, "inet", "palisade", listed]);
     assert!(
         listing.contains("198.18.0.4") && !listing.contains("198.18.0.3"),

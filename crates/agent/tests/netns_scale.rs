@@ -86,6 +86,7 @@ fn largest_node_ruleset_compiles_and_loads() {
             &CompileOptions {
                 uplinks: vec!["eth0".into()],
                 mode,
+                ..Default::default()
             },
         )
         .unwrap();

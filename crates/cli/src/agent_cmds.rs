@@ -119,6 +119,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         compile: CompileOptions {
             uplinks: args.uplink.clone(),
             mode: mode(args.maps),
+            ..Default::default()
         },
         private_ips,
         interval: Duration::from_millis(args.interval_ms.clamp(50, 60_000)),
@@ -226,6 +227,7 @@ pub fn nft(cmd: NftCommand) -> anyhow::Result<ExitCode> {
                 &CompileOptions {
                     uplinks: args.uplink,
                     mode: mode(args.maps),
+                    ..Default::default()
                 },
             )?;
             print!("{}", compiled.script());

@@ -134,8 +134,8 @@ pub struct ModeResult {
     pub change_compile_ms: Option<f64>,
     /// ... and the kernel update, ms.
     pub change_apply_ms: Option<f64>,
-    /// How the change was loaded (`element add`, `map element delta`, or
-    /// `table replace` when no delta applies).
+    /// How the change was loaded (`element add` to a set, `map element
+    /// delta`, or `table replace` when no delta applies).
     pub change_kind: String,
     /// The same address leaving again: the kernel update, ms (an element
     /// delete; in maps mode, deletes and adds of map elements).
@@ -328,10 +328,14 @@ fn load_mode(
 ) -> anyhow::Result<()> {
     let (compiled, ms) = compile_bounded(snap, mode, limit)?;
     res.compile_ms = ms;
-    res.elements = match mode {
-        Mode::Linear => compiled.element_count(),
-        Mode::Maps => compiled.maps.iter().map(|m| m.elements.len()).sum(),
-    };
+    // Set elements (linear mode; references kept out of the maps in maps
+    // mode) and verdict map elements.
+    res.elements = compiled.element_count()
+        + compiled
+            .maps
+            .iter()
+            .map(|m| m.elements.len())
+            .sum::<usize>();
     log(&format!(
         "{mode:?}: compiled in {ms:.0} ms, {} elements",
         res.elements
@@ -368,9 +372,10 @@ fn load_mode(
     let t = Instant::now();
     match &join {
         Some(deltas) => {
-            res.change_kind = match mode {
-                Mode::Linear => "element add".into(),
-                Mode::Maps => "map element delta".into(),
+            res.change_kind = if deltas.maps.is_empty() {
+                "element add".into()
+            } else {
+                "map element delta".into()
             };
             dp.apply_deltas(&after, deltas)?;
         }
@@ -447,6 +452,7 @@ fn compile_bounded(
             &CompileOptions {
                 uplinks: vec!["eth0".into()],
                 mode,
+                ..Default::default()
             },
         );
         let _ = tx.send(c.map(|c| (c, ms_since(t))));

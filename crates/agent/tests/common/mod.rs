@@ -291,14 +291,21 @@ pub fn load_mode(
     snapshot: &Snapshot,
     mode: palisade_agent::compile::Mode,
 ) {
-    let compiled = compile(
+    load_opts(
+        lab,
+        ns,
         snapshot,
         &CompileOptions {
             uplinks: vec![uplink.to_string()],
             mode,
+            ..Default::default()
         },
-    )
-    .expect("compile");
+    );
+}
+
+/// [`load`] with compile options.
+pub fn load_opts(lab: &Lab, ns: &str, snapshot: &Snapshot, opts: &CompileOptions) {
+    let compiled = compile(snapshot, opts).expect("compile");
     if let Err(e) = lab.dataplane(ns).apply(&compiled) {
         panic!("load: {e}\n{}", compiled.script());
     }
