@@ -159,12 +159,8 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
                     if woke {
                         match state.rulesets.join_fill(&outcome.account_id, seen) {
                             actions::Fill::Ready => {}
-                            actions::Fill::Wait(mut done) => {
-                                let _ =
-                                    tokio::time::timeout(actions::FILL_WAIT, done.wait_for(|d| *d))
-                                        .await;
-                            }
-                            actions::Fill::Lead(done) => {
+                            actions::Fill::Wait(read) => read.wait(actions::FILL_WAIT).await,
+                            actions::Fill::Lead(read) => {
                                 let (st, account) = (state.clone(), outcome.account_id.clone());
                                 let filled = tokio::task::spawn_blocking(move || {
                                     st.rulesets.fill(st.store.as_ref(), &account, seen)
@@ -173,7 +169,7 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
                                 // A failed read: the answer below reads the
                                 // store itself and reports the error.
                                 if matches!(filled, Ok(Ok(()))) {
-                                    let _ = done.send(true);
+                                    read.done();
                                 }
                             }
                         }

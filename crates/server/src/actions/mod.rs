@@ -13,7 +13,7 @@ mod palisade;
 mod policies;
 mod templates;
 
-pub use palisade::{Fill, RulesetCache, FILL_WAIT};
+pub use palisade::{Fill, FillLead, FillWait, RulesetCache, FILL_WAIT};
 
 use crate::error::ApiError;
 use crate::params::Params;

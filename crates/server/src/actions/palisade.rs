@@ -471,18 +471,68 @@ pub struct RulesetCache {
     accounts: Mutex<HashMap<String, Arc<AccountRules>>>,
     /// Per account, the watcher value a request is filling the cache for,
     /// and whether it is done (the sender is dropped if it fails).
-    fills: Mutex<HashMap<String, (u64, watch::Receiver<bool>)>>,
+    fills: Mutex<HashMap<String, (u64, FillWait)>>,
 }
 
-/// How a long-poll woken at a new account state goes on.
+/// How a poll at a new account state goes on.
 pub enum Fill {
     /// The cache holds that state: answer now.
     Ready,
-    /// Another request is reading it: wait until the value is `true` or
-    /// the sender is gone, then answer.
-    Wait(watch::Receiver<bool>),
-    /// Read it (answer now), then send `true` or drop the sender.
-    Lead(watch::Sender<bool>),
+    /// Another request is reading it: wait for it, then answer.
+    Wait(FillWait),
+    /// Read it ([`RulesetCache::fill`]), then say [`FillLead::done`]; a
+    /// lead dropped without gives up, and its waiters go on.
+    Lead(FillLead),
+}
+
+/// Whether a read in flight has ended (done or given up), for waiters on
+/// blocking threads; tasks wait on the channel.
+type Finished = Arc<(Mutex<bool>, std::sync::Condvar)>;
+
+/// The waiting side of a read in flight ([`Fill::Wait`]).
+#[derive(Clone)]
+pub struct FillWait {
+    done: watch::Receiver<bool>,
+    finished: Finished,
+}
+
+impl FillWait {
+    /// In a task: until the read is done or given up, at most `limit`.
+    pub async fn wait(mut self, limit: std::time::Duration) {
+        let _ = tokio::time::timeout(limit, self.done.wait_for(|d| *d)).await;
+    }
+
+    /// On a blocking thread: the same.
+    pub fn wait_blocking(&self, limit: std::time::Duration) {
+        let (flag, cv) = &*self.finished;
+        let _ = cv.wait_timeout_while(locked(flag), limit, |ended| !*ended);
+    }
+
+    /// Whether the read has ended.
+    pub fn ended(&self) -> bool {
+        *locked(&self.finished.0)
+    }
+}
+
+/// The reading side of a read in flight ([`Fill::Lead`]).
+pub struct FillLead {
+    done: watch::Sender<bool>,
+    finished: Finished,
+}
+
+impl FillLead {
+    /// The cache holds the state: the waiters answer from it.
+    pub fn done(self) {
+        let _ = self.done.send(true);
+    }
+}
+
+impl Drop for FillLead {
+    fn drop(&mut self) {
+        let (flag, cv) = &*self.finished;
+        *locked(flag) = true;
+        cv.notify_all();
+    }
 }
 
 struct AccountRules {
@@ -535,15 +585,20 @@ impl RulesetCache {
             return Fill::Ready;
         }
         let mut fills = locked(&self.fills);
-        if let Some((at, rx)) = fills.get(account) {
-            // In flight: not done, and its sender still there.
-            if *at >= seen && !*rx.borrow() && rx.has_changed().is_ok() {
-                return Fill::Wait(rx.clone());
+        if let Some((at, read)) = fills.get(account) {
+            // In flight: at that state or a later one, and not ended.
+            if *at >= seen && !read.ended() {
+                return Fill::Wait(read.clone());
             }
         }
         let (tx, rx) = watch::channel(false);
-        fills.insert(account.to_string(), (seen, rx));
-        Fill::Lead(tx)
+        let finished = Finished::default();
+        let read = FillWait {
+            done: rx,
+            finished: finished.clone(),
+        };
+        fills.insert(account.to_string(), (seen, read));
+        Fill::Lead(FillLead { done: tx, finished })
     }
 
     /// Whether `instance`'s answer in `account` at watcher value `seen`
@@ -644,16 +699,10 @@ impl RulesetCache {
     fn settle(&self, store: &dyn Store, account: &str, seen: u64) {
         match self.join_fill(account, seen) {
             Fill::Ready => {}
-            Fill::Wait(mut done) => {
-                // Only inside a runtime (the server's blocking threads):
-                // elsewhere the caller reads the store itself.
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    let _ = rt.block_on(tokio::time::timeout(FILL_WAIT, done.wait_for(|d| *d)));
-                }
-            }
-            Fill::Lead(done) => {
+            Fill::Wait(read) => read.wait_blocking(FILL_WAIT),
+            Fill::Lead(read) => {
                 if self.fill(store, account, seen).is_ok() {
-                    let _ = done.send(true);
+                    read.done();
                 }
             }
         }
@@ -943,14 +992,14 @@ mod tests {
         let Fill::Lead(first) = cache.join_fill("acc", 9) else {
             panic!("the first of the herd reads");
         };
-        let Fill::Wait(mut waiting) = cache.join_fill("acc", 9) else {
+        let Fill::Wait(waiting) = cache.join_fill("acc", 9) else {
             panic!("the second waits for it");
         };
-        assert!(!*waiting.borrow_and_update());
+        assert!(!waiting.ended());
         // The reader fills the cache at 9 and says so.
         cache.rules("acc", 7, 9, &groups, one_instance)?;
-        first.send(true).ok();
-        assert!(*waiting.borrow_and_update());
+        first.done();
+        assert!(waiting.ended());
         assert!(matches!(cache.join_fill("acc", 9), Fill::Ready));
         // A later state has a reader of its own; one that gives up (its
         // sender dropped, nothing filled) hands the read to the next.
@@ -1027,7 +1076,7 @@ mod tests {
         assert!(cache.current(&account, seen()).is_some());
 
         // A write; another request leads the read of the new state. The
-        // poll (on a blocking thread, as the server runs it) waits for it.
+        // poll waits for it.
         call(
             "ModifySecurityGroupPolicies",
             json!({"SecurityGroupId": group,
@@ -1037,19 +1086,12 @@ mod tests {
         let Fill::Lead(lead) = cache.join_fill(&account, at) else {
             panic!("nobody reads the new state yet");
         };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_time()
-            .build()?;
         std::thread::scope(|s| -> Result<(), Box<dyn std::error::Error>> {
-            let waiting = s.spawn(|| {
-                let _in_runtime = rt.enter();
-                call("DescribeInstanceRuleset", poll.clone())
-            });
+            let waiting = s.spawn(|| call("DescribeInstanceRuleset", poll.clone()));
             std::thread::sleep(Duration::from_millis(300));
             assert!(!waiting.is_finished(), "the poll waits for the read");
             cache.fill(&store, &account, at)?;
-            lead.send(true)?;
+            lead.done();
             let answer = waiting.join().map_err(|_| "the poll panicked")??;
             assert_eq!(port(&answer), "443");
             assert_eq!(answer["Ruleset"]["Revision"], json!(at));
