@@ -163,7 +163,9 @@ pub enum Mode {
     /// comes first because it is the selective field: nft's interval maps
     /// (nft_pipapo) match field by field and carry every element that
     /// matched the fields so far to the next one, so a protocol first would
-    /// carry every TCP or UDP element of the list.
+    /// carry every TCP or UDP element of the list. A rule whose peer is a
+    /// large reference stays a rule that looks its set up, between
+    /// segments of maps ([`CompileOptions::hoist_min_peers`]).
     Maps,
 }
 

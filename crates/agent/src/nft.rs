@@ -48,7 +48,8 @@ pub struct NftDataplane {
     stacked: usize,
     /// The netlink socket, opened on first use.
     netlink: Option<NfNetlink>,
-    /// The `nft -i` process that applies deltas, started on first use.
+    /// The `nft -i` process that applies deltas, started after a
+    /// whole-table load or by the first delta.
     session: Option<NftSession>,
 }
 
@@ -89,13 +90,15 @@ impl NftDataplane {
     /// Runs a delta through the session: `nft -f` would close its netlink
     /// socket on exit and so wait out the grace period of anything the
     /// delta deleted ([`crate::session`]). A script that does not fit a
-    /// session line goes through `nft -f`; a session that broke is
-    /// dropped (the next delta starts another) and its error returned.
+    /// session line, or finds no session, goes through `nft -f`; a session
+    /// that broke is dropped (the next delta starts another) and its error
+    /// returned.
     fn load_delta(&mut self, script: &str) -> Result<(), AgentError> {
         if !NftSession::fits(script) {
             return self.load(script);
         }
-        self.start_session()?;
+        // A session that cannot start leaves `nft -f`, slower but whole.
+        let _ = self.start_session();
         let Some(session) = self.session.as_mut() else {
             return self.load(script);
         };
