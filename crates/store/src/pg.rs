@@ -825,6 +825,10 @@ struct PgTx<'a> {
     touched: BTreeSet<String>,
     /// The accounts whose credentials this transaction removed.
     keys: BTreeSet<String>,
+    /// In a read transaction (one snapshot): every template of the last
+    /// account whose templates were asked for, in `seq` order, so that
+    /// the four kinds a ruleset resolution asks for cost one round trip.
+    templates: RefCell<Option<(String, Vec<TemplateRecord>)>>,
 }
 
 impl<'a> PgTx<'a> {
@@ -836,6 +840,7 @@ impl<'a> PgTx<'a> {
             locked: RefCell::new(BTreeSet::new()),
             touched: BTreeSet::new(),
             keys: BTreeSet::new(),
+            templates: RefCell::new(None),
         }
     }
 
@@ -1144,13 +1149,33 @@ impl Tx for PgTx<'_> {
         kind: TemplateKind,
     ) -> Result<Vec<TemplateRecord>, StoreError> {
         self.lock(account)?;
-        let sql = format!(
-            "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = $1 AND kind = $2 ORDER BY seq"
-        );
-        self.query(&sql, &[&account, &kind.as_str()])?
-            .iter()
-            .map(template_from_row)
-            .collect()
+        if self.writing {
+            // A write transaction may change templates between two calls.
+            let sql = format!(
+                "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = $1 AND kind = $2 ORDER BY seq"
+            );
+            return self
+                .query(&sql, &[&account, &kind.as_str()])?
+                .iter()
+                .map(template_from_row)
+                .collect();
+        }
+        let mut cache = self.templates.borrow_mut();
+        if cache.as_ref().is_none_or(|(a, _)| a != account) {
+            let sql = format!(
+                "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = $1 ORDER BY seq"
+            );
+            let all = self
+                .query(&sql, &[&account])?
+                .iter()
+                .map(template_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            *cache = Some((account.to_string(), all));
+        }
+        Ok(cache
+            .as_ref()
+            .map(|(_, all)| all.iter().filter(|t| t.kind == kind).cloned().collect())
+            .unwrap_or_default())
     }
 
     fn insert_template(&mut self, account: &str, t: &TemplateRecord) -> Result<(), StoreError> {

@@ -375,6 +375,44 @@ fn templates_round_trip_and_group_members_are_references() {
                 .expect("list"),
             vec![grp.clone()]
         );
+        // Kinds and accounts one after another in one snapshot (PostgreSQL
+        // reads an account's templates once per read transaction), and a
+        // write transaction sees its own insert.
+        let svc = t("ppm-00000001", TemplateKind::Service, &["tcp:22"]);
+        let other = t("ipm-00000002", TemplateKind::Address, &["10.1.0.0/16"]);
+        b.store
+            .write(|tx| {
+                tx.insert_template("b", &other)?;
+                assert_eq!(tx.templates("a", TemplateKind::Service)?, vec![]);
+                tx.insert_template("a", &svc)?;
+                assert_eq!(tx.templates("a", TemplateKind::Service)?, vec![svc.clone()]);
+                Ok::<_, StoreError>(())
+            })
+            .expect("insert more");
+        let listed = b
+            .store
+            .read(|tx| {
+                Ok::<_, StoreError>([
+                    tx.templates("a", TemplateKind::Address)?,
+                    tx.templates("a", TemplateKind::AddressGroup)?,
+                    tx.templates("b", TemplateKind::Address)?,
+                    tx.templates("a", TemplateKind::Service)?,
+                    tx.templates("a", TemplateKind::ServiceGroup)?,
+                ])
+            })
+            .expect("list kinds");
+        assert_eq!(
+            listed,
+            [
+                vec![addr.clone()],
+                vec![grp.clone()],
+                vec![other],
+                vec![svc],
+                vec![]
+            ],
+            "{}",
+            b.name
+        );
         assert_eq!(
             b.store
                 .read(|tx| tx.referrers("a", "ipm-00000001"))
