@@ -394,6 +394,18 @@ fn agents_long_polling_two_servers_while_rules_change() {
         pct_of(&wt, 0.99).as_secs_f64() * 1e3,
     );
     let f = failures.lock().unwrap();
+    if !f.is_empty() || !write_failures.lock().unwrap().is_empty() {
+        // What the servers said, for the failures below.
+        for name in ["a", "b"] {
+            let log = std::fs::read_to_string(dir.path().join(format!("serve-{name}.log")))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- serve {name}, last lines of its log:");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
     assert!(
         f.is_empty(),
         "failed agent requests: {:?}",
