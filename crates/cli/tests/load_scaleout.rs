@@ -18,7 +18,9 @@
 //! ```
 //!
 //! Skipped (with the reason) without `PALISADE_TEST_PG`: several servers
-//! need PostgreSQL.
+//! need PostgreSQL. The servers log at `RUST_LOG=warn` unless
+//! `PALISADE_LOAD_RUST_LOG` says otherwise; when a request fails the test
+//! prints the end of both logs.
 
 #![allow(clippy::unwrap_used)] // a test: a failed setup step should stop it loudly
 
@@ -119,7 +121,10 @@ fn agents_long_polling_two_servers_while_rules_change() {
                 .arg("--data-dir")
                 .arg(dir.path().join(name))
                 .args(["--store", &url])
-                .env("RUST_LOG", "warn")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("PALISADE_LOAD_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
