@@ -927,7 +927,7 @@ fn map_plan(
         let _ = writeln!(plan.shape_input, "{chain} {} {c}", rule.action);
         plan.rule_chains.push((chain.clone(), rule.action, c));
         if rule.peer_ref.is_some() && rule.peers.len() >= hoist_min_peers {
-            segment.flush(&mut plan, direction, seg_no);
+            segment.flush(&mut plan, direction, seg_no, false);
             seg_no += 1;
             for (m, set) in rule_matchers(rule, direction, sets) {
                 let line = format!("{m} jump {chain}");
@@ -982,12 +982,9 @@ fn map_plan(
             }
         }
     }
-    // The last segment always has its maps (an empty rule list too), so
-    // the table keeps its shape as rules come and go.
-    if segment.rules == 0 && seg_no == 0 {
-        segment.rules = 1;
-    }
-    segment.flush(&mut plan, direction, seg_no);
+    // A direction with no rules in the maps at all still gets its four
+    // (empty) maps, so the table keeps its shape as rules come and go.
+    segment.flush(&mut plan, direction, seg_no, seg_no == 0);
     plan
 }
 
@@ -1003,11 +1000,11 @@ struct Segment {
 impl Segment {
     /// Ends the segment: its four maps (a family each, with ports for TCP
     /// and UDP and without for the rest) and their lookups, when it has
-    /// rules. Segment 0's maps keep the names they had before segments
+    /// rules or `always`. Segment 0's maps keep the names they had before segments
     /// (`ingress_v4_ports`); later ones are numbered (`ingress_v4_ports_1`).
-    fn flush(&mut self, plan: &mut MapPlan, direction: Direction, seg_no: usize) {
+    fn flush(&mut self, plan: &mut MapPlan, direction: Direction, seg_no: usize, always: bool) {
         let segment = std::mem::take(self);
-        if segment.rules == 0 {
+        if segment.rules == 0 && !always {
             return;
         }
         let mut elements = segment.elements;
