@@ -25,7 +25,13 @@
 //! UDP delivery to a socket whose buffer is full); the difference to node 0
 //! is what the firewall adds. Rounds alternate the nodes (the fastest
 //! round of each counts) and the node's `Ip InReceives` confirms the probes
-//! arrived. Conntrack is flushed before each round.
+//! arrived. Conntrack is flushed in every node before each node's round,
+//! and in the probed node after every [`PROBES_PER_FLUSH`] probes (the
+//! flush untimed): the kernel keeps every namespace's entries in one hash
+//! table, so without this a probe's conntrack lookups would walk chains
+//! that grow with the probes sent so far, to this node and to the others,
+//! and the cost of a stateful table would depend on how fast the machine
+//! sends. So a probe meets at most that many entries.
 //!
 //! Apply times: the first load of each program (no table), a replace of the
 //! loaded table with itself, and one membership change (an address joining
@@ -88,6 +94,8 @@ pub struct DataplaneReport {
     pub rounds: usize,
     /// Seconds per round and node.
     pub seconds: f64,
+    /// Probes between conntrack flushes: the most entries a probe meets.
+    pub probes_per_flush: u64,
     /// No firewall: the baseline.
     pub none: FlowResult,
     /// The table with one rule (the probes' accept rule) in linear mode:
@@ -264,9 +272,22 @@ pub fn run(args: &DataplaneArgs, log: &mut dyn FnMut(&str)) -> anyhow::Result<Da
     for round in 0..args.rounds.max(1) {
         for &node in &nodes {
             check_interrupt()?;
-            lab.exec(&lab.node(node), &["conntrack", "-F"]).ok();
+            // Every node's entries go, not only this one's (see the module
+            // comment), then batches of at most PROBES_PER_FLUSH probes.
+            for &n in &nodes {
+                lab.exec(&lab.node(n), &["conntrack", "-F"]).ok();
+            }
             let before = lab.in_receives(node)?;
-            let (sent, elapsed) = probe(&socket, node, &mut next, args.seconds)?;
+            let (mut sent, mut elapsed) = (0u64, Duration::ZERO);
+            while elapsed.as_secs_f64() < args.seconds {
+                if sent > 0 {
+                    lab.exec(&lab.node(node), &["conntrack", "-F"]).ok();
+                }
+                let left = args.seconds - elapsed.as_secs_f64();
+                let (s, e) = probe(&socket, node, &mut next, left, PROBES_PER_FLUSH)?;
+                sent += s;
+                elapsed += e;
+            }
             // Let the softirq backlog drain before reading the counter.
             std::thread::sleep(Duration::from_millis(20));
             let received = lab.in_receives(node)?.saturating_sub(before);
@@ -306,6 +327,7 @@ pub fn run(args: &DataplaneArgs, log: &mut dyn FnMut(&str)) -> anyhow::Result<Da
         addresses: args.addresses,
         rounds: args.rounds.max(1),
         seconds: args.seconds,
+        probes_per_flush: PROBES_PER_FLUSH,
         none,
         one_rule,
         linear,
@@ -586,12 +608,18 @@ fn snapshot_one_rule() -> Snapshot {
     s
 }
 
-/// Sends probes to node `node` for `seconds`; returns (probes, time).
+/// The most conntrack entries a probe meets: the probed node's table is
+/// flushed after this many probes.
+pub const PROBES_PER_FLUSH: u64 = 16_384;
+
+/// Sends probes to node `node` for `seconds` or `max` probes, whichever
+/// comes first (in batches of 64); returns (probes, time).
 fn probe(
     socket: &socket2::Socket,
     node: usize,
     next: &mut u64,
     seconds: f64,
+    max: u64,
 ) -> anyhow::Result<(u64, Duration)> {
     let dst = Ipv4Addr::new(198, 18, node as u8, 2);
     let to = socket2::SockAddr::from(SocketAddrV4::new(dst, 0));
@@ -618,7 +646,7 @@ fn probe(
             socket.send_to(&pkt, &to).context("sending a probe")?;
             sent += 1;
         }
-        if t.elapsed() >= deadline {
+        if t.elapsed() >= deadline || sent >= max {
             return Ok((sent, t.elapsed()));
         }
     }
@@ -826,8 +854,8 @@ fn run_cmd(args: &[&str]) -> anyhow::Result<String> {
 
 fn print_table(r: &DataplaneReport) {
     println!(
-        "{} rules, {} referenced addresses; {} rounds of {} s",
-        r.rules, r.addresses, r.rounds, r.seconds
+        "{} rules, {} referenced addresses; {} rounds of {} s, conntrack flushed every {} probes",
+        r.rules, r.addresses, r.rounds, r.seconds, r.probes_per_flush
     );
     let mut t = table(&["", "no firewall", "linear", "maps"]);
     let opt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
