@@ -734,6 +734,10 @@ fn rule_matchers(
             };
             let m = if l4.is_empty() {
                 peer_match.clone()
+            } else if set.is_some() {
+                // The compares before the set lookup: most packets fail
+                // them and skip the lookup.
+                format!("{l4} {peer_match}")
             } else {
                 format!("{peer_match} {l4}")
             };
@@ -959,10 +963,10 @@ fn map_plan(
         for b in decided.boxes() {
             let fam = usize::from(b.peers.family() == Family::V6);
             let addr = element(b.peers);
-            for p in [6u8, 17] {
+            for (kind, p) in [6u8, 17].into_iter().enumerate() {
                 if b.protocol_lo <= p && p <= b.protocol_hi {
-                    segment.elements[fam][0].push(format!(
-                        "{addr} . {p} . {} : jump {chain}",
+                    segment.elements[fam][kind].push(format!(
+                        "{addr} . {} : jump {chain}",
                         range_text(u32::from(b.ports.lo()), u32::from(b.ports.hi()))
                     ));
                 }
@@ -975,14 +979,14 @@ fn map_plan(
                 }
                 let end = hi.min(cut.saturating_sub(1));
                 if lo <= end {
-                    segment.elements[fam][1]
+                    segment.elements[fam][2]
                         .push(format!("{addr} . {} : jump {chain}", range_text(lo, end)));
                 }
                 lo = lo.max(cut + 1);
             }
         }
     }
-    // A direction with no rules in the maps at all still gets its four
+    // A direction with no rules in the maps at all still gets its six
     // (empty) maps, so the table keeps its shape as rules come and go.
     segment.flush(&mut plan, direction, seg_no, seg_no == 0);
     plan
@@ -993,15 +997,19 @@ fn map_plan(
 struct Segment {
     rules: usize,
     matched: palisade_policy::space::PacketSet,
-    /// [family][ports?] -> elements
-    elements: [[Vec<String>; 2]; 2],
+    /// [family][TCP, UDP, other protocols] -> elements
+    elements: [[Vec<String>; 3]; 2],
 }
 
 impl Segment {
-    /// Ends the segment: its four maps (a family each, with ports for TCP
-    /// and UDP and without for the rest) and their lookups, when it has
-    /// rules or `always`. Segment 0's maps keep the names they had before segments
-    /// (`ingress_v4_ports`); later ones are numbered (`ingress_v4_ports_1`).
+    /// Ends the segment: its six maps (a family each; TCP and UDP keyed by
+    /// address and port, the other protocols by address and protocol) and
+    /// their lookups, when it has rules or `always`. A map per transport
+    /// protocol, not one keyed by protocol too: a packet's lookup meets
+    /// half the elements and one field fewer (the lookup's cost grows with
+    /// both), and the protocol is one compare before it. Segment 0's maps
+    /// have plain names (`ingress_v4_tcp`); later ones are numbered
+    /// (`ingress_v4_tcp_1`).
     fn flush(&mut self, plan: &mut MapPlan, direction: Direction, seg_no: usize, always: bool) {
         let segment = std::mem::take(self);
         if segment.rules == 0 && !always {
@@ -1026,10 +1034,16 @@ impl Segment {
             let fam_tag = if fam == 0 { "v4" } else { "v6" };
             for (kind, (suffix, ty, key, guard)) in [
                 (
-                    "ports",
-                    "{A} . inet_proto . inet_service",
-                    "{P} . meta l4proto . th dport",
-                    "meta l4proto { tcp, udp } ",
+                    "tcp",
+                    "{A} . inet_service",
+                    "{P} . th dport",
+                    "meta l4proto tcp ",
+                ),
+                (
+                    "udp",
+                    "{A} . inet_service",
+                    "{P} . th dport",
+                    "meta l4proto udp ",
                 ),
                 ("other", "{A} . inet_proto", "{P} . meta l4proto", ""),
             ]
@@ -1237,19 +1251,34 @@ mod tests {
         };
         let c = compile(&seed_node(), &o).unwrap();
         let text = c.script();
-        assert!(text.contains("map ingress_v4_ports { type ipv4_addr . inet_proto . inet_service : verdict; flags interval; elements = {"));
+        assert!(text.contains("map ingress_v4_tcp { type ipv4_addr . inet_service : verdict; flags interval; elements = {"));
+        assert!(text.contains("map ingress_v4_udp { type ipv4_addr . inet_service : verdict; flags interval; elements = {"));
+        assert!(text.contains("map ingress_v4_other { type ipv4_addr . inet_proto : verdict; flags interval; elements = {"));
         // Rule 2 (TCP NodePorts from anywhere) decides what rules 0 and 1 left.
         assert!(
-            text.contains("0.0.0.0-198.17.255.255 . 6 . 30000-32768 : jump ingress_r2"),
+            text.contains("0.0.0.0-198.17.255.255 . 30000-32768 : jump ingress_r2"),
             "{text}"
         );
-        assert!(text.contains("198.20.0.0-255.255.255.255 . 6 . 30000-32768 : jump ingress_r2"));
+        assert!(text.contains("198.20.0.0-255.255.255.255 . 30000-32768 : jump ingress_r2"));
         // ALL from the pod CIDR: every protocol, split around TCP and UDP.
-        assert!(text.contains("198.19.0.0/16 . 6 . 0-65535 : jump ingress_r0"));
+        let elements =
+            |name: &str| -> &[String] { &c.maps.iter().find(|m| m.name == name).unwrap().elements };
+        for name in ["ingress_v4_tcp", "ingress_v4_udp"] {
+            assert!(elements(name).contains(&"198.19.0.0/16 . 0-65535 : jump ingress_r0".into()));
+        }
+        // NodePorts are TCP: nothing of rule 2 in the UDP map.
+        assert!(elements("ingress_v4_udp")
+            .iter()
+            .all(|e| !e.ends_with("ingress_r2")));
         assert!(text.contains("198.19.0.0/16 . 0-5 : jump ingress_r0"));
         assert!(text.contains("198.19.0.0/16 . 7-16 : jump ingress_r0"));
         assert!(text.contains("198.19.0.0/16 . 18-255 : jump ingress_r0"));
-        assert!(text.contains("meta nfproto ipv4 meta l4proto { tcp, udp } ip saddr . meta l4proto . th dport vmap @ingress_v4_ports"));
+        assert!(text.contains(
+            "meta nfproto ipv4 meta l4proto tcp ip saddr . th dport vmap @ingress_v4_tcp"
+        ));
+        assert!(text.contains(
+            "meta nfproto ipv4 meta l4proto udp ip saddr . th dport vmap @ingress_v4_udp"
+        ));
         assert!(text.contains("meta nfproto ipv4 ip saddr . meta l4proto vmap @ingress_v4_other"));
         assert!(text.contains("ip daddr . meta l4proto vmap @egress_v4_other"));
         let r2 = c.chains.iter().find(|ch| ch.name == "ingress_r2").unwrap();
@@ -1472,9 +1501,9 @@ mod tests {
         };
         // Segment 0 (rule 0), the reference looking its set up, segment 1
         // (rule 2): in list order.
-        let hoisted = at("ip saddr @sg_b_v4 tcp dport 80 jump ingress_r1");
-        assert!(at("vmap @ingress_v4_ports") < hoisted);
-        assert!(hoisted < at("vmap @ingress_v4_ports_1"));
+        let hoisted = at("tcp dport 80 ip saddr @sg_b_v4 jump ingress_r1");
+        assert!(at("vmap @ingress_v4_tcp") < hoisted);
+        assert!(hoisted < at("vmap @ingress_v4_tcp_1"));
         let map = |c: &Compiled, name: &str| -> Vec<String> {
             c.maps
                 .iter()
@@ -1484,18 +1513,18 @@ mod tests {
                 .clone()
         };
         assert_eq!(
-            map(&c1, "ingress_v4_ports"),
-            ["198.18.1.0/24 . 6 . 22 : jump ingress_r0"]
+            map(&c1, "ingress_v4_tcp"),
+            ["198.18.1.0/24 . 22 : jump ingress_r0"]
         );
+        assert!(map(&c1, "ingress_v4_udp").is_empty());
         // Packets reaching segment 1 were decided by no earlier rule: its
         // rule is not cut around rule 0's or the members' addresses.
-        assert_eq!(
-            map(&c1, "ingress_v4_ports_1"),
-            [
-                "198.18.0.0/16 . 6 . 0-65535 : jump ingress_r2",
-                "198.18.0.0/16 . 17 . 0-65535 : jump ingress_r2"
-            ]
-        );
+        for name in ["ingress_v4_tcp_1", "ingress_v4_udp_1"] {
+            assert_eq!(
+                map(&c1, name),
+                ["198.18.0.0/16 . 0-65535 : jump ingress_r2"]
+            );
+        }
         assert!(c1
             .sets
             .iter()
@@ -1523,8 +1552,9 @@ mod tests {
         .unwrap();
         assert!(c3.sets.is_empty());
         assert!(c3.maps.iter().all(|m| !m.name.ends_with("_1")));
-        assert!(map(&c3, "ingress_v4_ports")
-            .contains(&"198.18.0.1 . 6 . 80 : jump ingress_r1".to_string()));
+        assert!(
+            map(&c3, "ingress_v4_tcp").contains(&"198.18.0.1 . 80 : jump ingress_r1".to_string())
+        );
         // Crossing it changes the table's shape: a whole-table load.
         assert!(c1.set_deltas(&c3).is_none());
     }
@@ -1550,16 +1580,12 @@ mod tests {
         assert_ne!(c1.ingress_generation, c2.ingress_generation);
         let d = c2.set_deltas(&c1).expect("same shape: a delta");
         assert!(d.sets.is_empty());
-        let ports = d
-            .maps
-            .iter()
-            .find(|m| m.name == "ingress_v4_ports")
-            .unwrap();
+        let ports = d.maps.iter().find(|m| m.name == "ingress_v4_tcp").unwrap();
         // The member's TCP 22 joins rule 0; rule 1's pieces around it change.
         assert!(ports
             .add
-            .contains(&"198.18.0.1-198.18.0.2 . 6 . 22 : jump ingress_r0".to_string()));
-        assert!(ports.delete.contains(&"198.18.0.1 . 6 . 22".to_string()));
+            .contains(&"198.18.0.1-198.18.0.2 . 22 : jump ingress_r0".to_string()));
+        assert!(ports.delete.contains(&"198.18.0.1 . 22".to_string()));
         let script = c2.delta_script(&d);
         let first_add = script.find("add element").unwrap();
         assert!(
@@ -1572,7 +1598,7 @@ mod tests {
         let mut map = c1
             .maps
             .iter()
-            .find(|m| m.name == "ingress_v4_ports")
+            .find(|m| m.name == "ingress_v4_tcp")
             .unwrap()
             .clone();
         map.elements
@@ -1582,7 +1608,7 @@ mod tests {
         let mut want = c2
             .maps
             .iter()
-            .find(|m| m.name == "ingress_v4_ports")
+            .find(|m| m.name == "ingress_v4_tcp")
             .unwrap()
             .elements
             .clone();

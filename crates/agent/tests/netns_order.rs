@@ -173,7 +173,7 @@ fn group_reference_membership_changes_are_map_element_updates() {
     let Some(_s) = start("group_reference_membership_changes_are_map_element_updates") else {
         return;
     };
-    membership_changes(Mode::Maps, usize::MAX, "map", "ingress_v4_ports");
+    membership_changes(Mode::Maps, usize::MAX, "map", "ingress_v4_tcp");
 }
 
 #[test]
