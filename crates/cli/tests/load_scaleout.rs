@@ -20,7 +20,9 @@
 //! Skipped (with the reason) without `PALISADE_TEST_PG`: several servers
 //! need PostgreSQL. The servers log at `RUST_LOG=warn` unless
 //! `PALISADE_LOAD_RUST_LOG` says otherwise; when a request fails the test
-//! prints the end of both logs.
+//! prints when and on which server the first and last failures came, and
+//! the end of both logs. Every run prints how the kernel's TCP reset and
+//! listen-queue counters moved (whole machine).
 
 #![allow(clippy::unwrap_used)] // a test: a failed setup step should stop it loudly
 
@@ -82,6 +84,49 @@ fn client(url: &str, creds: &Value) -> HttpControlPlane {
         WAIT + Duration::from_secs(20),
     )
     .unwrap()
+}
+
+/// The kernel's counters of TCP resets, aborts and listen-queue drops
+/// (`/proc/net/snmp`, `/proc/net/netstat`), by name.
+fn tcp_counters() -> std::collections::BTreeMap<String, i64> {
+    const NAMES: &[&str] = &[
+        "OutRsts",
+        "EstabResets",
+        "AttemptFails",
+        "ListenOverflows",
+        "ListenDrops",
+        "TCPAbortOnData",
+        "TCPAbortOnClose",
+        "TCPAbortOnMemory",
+        "TCPAbortOnTimeout",
+        "TCPAbortOnLinger",
+        "TCPBacklogDrop",
+        "TCPReqQFullDrop",
+        "SyncookiesSent",
+    ];
+    let mut out = std::collections::BTreeMap::new();
+    for file in ["/proc/net/snmp", "/proc/net/netstat"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        // Pairs of lines: "Tcp: Name ..." then "Tcp: 1 ...".
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let prefix = names.split_whitespace().next().unwrap_or_default();
+            if prefix != "Tcp:" && prefix != "TcpExt:" {
+                continue;
+            }
+            for (k, v) in names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .skip(1)
+            {
+                if NAMES.contains(&k) {
+                    out.insert(k.to_string(), v.parse().unwrap_or(0));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The port of the rule a group's `seq`-th write sets (its marker).
@@ -223,7 +268,10 @@ fn agents_long_polling_two_servers_while_rules_change() {
     let seen: Arc<Vec<AtomicU64>> =
         Arc::new((0..instances.len()).map(|_| AtomicU64::new(0)).collect());
     let mut threads = Vec::new();
+    let t0 = Instant::now();
+    let tcp_before = tcp_counters();
     for (n, (a, id, g)) in instances.iter().cloned().enumerate() {
+        let server = ["a", "b"][n % 2];
         let mut c = client(&endpoints[n % 2], &creds[a]);
         let (stop, failures, requests, latencies, seen) = (
             stop.clone(),
@@ -243,7 +291,10 @@ fn agents_long_polling_two_servers_while_rules_change() {
                         let rs = match c.ruleset(&id, after, WAIT) {
                             Ok(rs) => rs,
                             Err(e) => {
-                                failures.lock().unwrap().push(format!("{id}: {e}"));
+                                failures.lock().unwrap().push(format!(
+                                    "{:.3} s, server {server}, {id}: {e}",
+                                    t0.elapsed().as_secs_f64()
+                                ));
                                 std::thread::sleep(Duration::from_millis(200));
                                 continue;
                             }
@@ -398,8 +449,39 @@ fn agents_long_polling_two_servers_while_rules_change() {
         pct_of(&wt, 0.50).as_secs_f64() * 1e3,
         pct_of(&wt, 0.99).as_secs_f64() * 1e3,
     );
+    // The kernel's TCP counters over the run, whole machine (other
+    // processes count too): resets and listen-queue drops, if any, say
+    // which side ended a failed connection and how.
+    let tcp_after = tcp_counters();
+    let moved: Vec<String> = tcp_after
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v - tcp_before.get(k).copied().unwrap_or(0);
+            (d != 0).then(|| format!("{k} +{d}"))
+        })
+        .collect();
+    eprintln!(
+        "kernel TCP counters during the run (whole machine): {}",
+        if moved.is_empty() {
+            format!("none of {} moved", tcp_after.len())
+        } else {
+            moved.join(", ")
+        }
+    );
     let f = failures.lock().unwrap();
     if !f.is_empty() || !write_failures.lock().unwrap().is_empty() {
+        for name in ["a", "b"] {
+            let on: Vec<&String> = f
+                .iter()
+                .filter(|e| e.contains(&format!("server {name},")))
+                .collect();
+            if let (Some(first), Some(last)) = (on.first(), on.last()) {
+                eprintln!(
+                    "--- {} failed agent requests on server {name}; first: {first}; last: {last}",
+                    on.len()
+                );
+            }
+        }
         // What the servers said, for the failures below.
         for name in ["a", "b"] {
             let log = std::fs::read_to_string(dir.path().join(format!("serve-{name}.log")))
