@@ -905,8 +905,9 @@ fn run_cmd(args: &[&str]) -> anyhow::Result<String> {
 
 fn print_table(r: &DataplaneReport) {
     println!(
-        "{} rules, {} referenced addresses; {} rounds of {} s, conntrack flushed every {} probes",
-        r.rules, r.addresses, r.rounds, r.seconds, r.probes_per_flush
+        "{} rules, {} referenced addresses; {} rounds of {} s, {} probes per send call, \
+         conntrack flushed every {} probes",
+        r.rules, r.addresses, r.rounds, r.seconds, r.batch, r.probes_per_flush
     );
     let mut t = table(&["", "no firewall", "linear", "maps"]);
     let opt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
