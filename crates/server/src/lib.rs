@@ -208,15 +208,12 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             state.begin_shutdown();
         }
     };
+    let listener = listen(config.listen).map_err(|source| ServerError::Io {
+        context: format!("binding {}", config.listen),
+        source,
+    })?;
     match &config.tls {
         None => {
-            let listener =
-                tokio::net::TcpListener::bind(config.listen)
-                    .await
-                    .map_err(|source| ServerError::Io {
-                        context: format!("binding {}", config.listen),
-                        source,
-                    })?;
             let local = listener.local_addr().map_err(|source| ServerError::Io {
                 context: "reading the bound address".into(),
                 source,
@@ -248,7 +245,15 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
                 h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
             });
             tracing::info!(listen = %config.listen, "serving the Tencent-compatible API over HTTPS");
-            axum_server::bind_rustls(config.listen, tls)
+            let listener = listener.into_std().map_err(|source| ServerError::Io {
+                context: "handing the listener to TLS".into(),
+                source,
+            })?;
+            axum_server::from_tcp_rustls(listener, tls)
+                .map_err(|source| ServerError::Io {
+                    context: "handing the listener to TLS".into(),
+                    source,
+                })?
                 .handle(handle)
                 .serve(app.into_make_service())
                 .await
@@ -258,6 +263,28 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
                 })
         }
     }
+}
+
+/// The listening socket's backlog (the kernel caps it at
+/// `net.core.somaxconn`). Agents connect in bursts: a fleet starting, or
+/// every agent of a stopped server moving to this one. With the usual
+/// default of 128, the load test's 500 agents per server overflowed the
+/// accept queue: the kernel dropped SYNs (a connect waits a second for its
+/// retry) and logged "Possible SYN flooding ... Sending cookies" for the
+/// server's port.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`] (`SO_REUSEADDR` set, as the
+/// standard library does).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn shutdown_signal() {
@@ -280,4 +307,51 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Agents connecting at once all wait in the accept queue, even while
+    /// the server accepts none of them: with the usual backlog (128) only
+    /// 129 would, and the kernel would turn to SYN cookies for the rest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_agents_waits_in_the_accept_queue() {
+        const AGENTS: usize = 300;
+        let listener = listen("127.0.0.1:0".parse().expect("an address")).expect("listen");
+        let addr = listener.local_addr().expect("bound");
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+
+        // A connect the full queue does not answer is retried by the
+        // kernel after a second: stop at the first that takes that long.
+        let clients = tokio::task::spawn_blocking(move || {
+            let mut clients = Vec::new();
+            while clients.len() < AGENTS {
+                match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(900)) {
+                    Ok(c) => clients.push(c),
+                    Err(e) => return Err(format!("connect {}: {e}", clients.len() + 1)),
+                }
+            }
+            Ok(clients)
+        })
+        .await
+        .expect("the clients' thread");
+        let clients = match clients {
+            Ok(c) => c,
+            Err(e) if somaxconn < AGENTS => panic!("somaxconn {somaxconn} is too small: {e}"),
+            Err(e) => panic!("{e}"),
+        };
+        let mut accepted = Vec::new();
+        while let Ok(Ok((s, _))) =
+            tokio::time::timeout(Duration::from_millis(200), listener.accept()).await
+        {
+            accepted.push(s);
+        }
+        assert_eq!((clients.len(), accepted.len()), (AGENTS, AGENTS));
+    }
 }
