@@ -245,11 +245,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
                 h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
             });
             tracing::info!(listen = %config.listen, "serving the Tencent-compatible API over HTTPS");
-            let listener = listener.into_std().map_err(|source| ServerError::Io {
-                context: "handing the listener to TLS".into(),
-                source,
-            })?;
-            axum_server::from_tcp_rustls(listener, tls)
+            listener
+                .into_std()
+                .and_then(|listener| axum_server::from_tcp_rustls(listener, tls))
                 .map_err(|source| ServerError::Io {
                     context: "handing the listener to TLS".into(),
                     source,
