@@ -11,6 +11,15 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n== %s ==\n' "$*"; }
 
+# The build and the fuzz targets take about 3 GiB (target/ 1.9 GiB, fuzz/target/
+# 0.8 GiB on 2026-11-27); a full disk shows up later as a linker "Bus error"
+# or "No space left on device", so say how much there is before starting.
+avail_kib=$(df -Pk . | awk 'NR == 2 {print $4}')
+echo "disk: $((avail_kib / 1024)) MiB free under $PWD"
+if [ "$avail_kib" -lt $((4 * 1024 * 1024)) ]; then
+  echo "warning: less than 4 GiB free; the build may fail with 'No space left on device'" >&2
+fi
+
 need_pkgs=()
 command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
