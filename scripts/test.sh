@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n== %s ==\n' "$*"; }
 
-# The build and the fuzz targets take about 3 GiB (target/ 1.9 GiB, fuzz/target/
-# 0.8 GiB on 2026-11-27); a full disk shows up later as a linker "Bus error"
+# A whole run takes about 3.6 GiB (target/ 1.9 GiB, fuzz/target/ 1.1 GiB,
+# .venv 0.7 GiB in a fresh clone on 2026-11-27); a full disk shows up later as a linker "Bus error"
 # or "No space left on device", so say how much there is before starting.
 avail_kib=$(df -Pk . | awk 'NR == 2 {print $4}')
 echo "disk: $((avail_kib / 1024)) MiB free under $PWD"
