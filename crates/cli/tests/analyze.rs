@@ -131,7 +131,7 @@ fn check_sarif_locates_results_in_the_file() {
 #[test]
 fn diff_exit_codes_and_json() {
     let a = temp_file("a.yaml", WEB);
-    let same = temp_file("same.yaml", &WEB.replace("\"443\"", "\" 443 \""));
+    let same = temp_file("same.yaml", &WEB.replace("\"443\"", "\"443-443\""));
     let o = palisade(&["diff", &a, &same]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("no change in effect"));

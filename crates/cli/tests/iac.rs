@@ -403,3 +403,137 @@ fn prune_deletes_what_the_file_does_not_name() {
     let groups = client.vpc("DescribeSecurityGroups", &json!({})).unwrap();
     assert_eq!(groups["TotalCount"], 2);
 }
+
+/// A fleet file of one group and one instance with `cidrs` as its ingress
+/// SSH sources, and `entries` as an address template's addresses.
+fn ssh_fleet(cidrs: &[&str], entries: &[&str]) -> String {
+    let rules: String = cidrs
+        .iter()
+        .map(|c| {
+            format!(
+                "        - {{Protocol: TCP, Port: \"22\", CidrBlock: \"{c}\", Action: ACCEPT}}\n"
+            )
+        })
+        .collect();
+    let addrs: Vec<String> = entries.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        "security_groups:\n  - id: sg-ssh00001\n    name: ssh\n    policies:\n      Ingress:\n{rules}      Egress: []\n\
+         address_templates:\n  - id: ipm-addr0001\n    name: a\n    addresses: [{}]\n\
+         instances:\n  - {{id: ins-node0001, name: n, private_ips: [198.18.0.11], security_groups: [sg-ssh00001]}}\n",
+        addrs.join(", ")
+    )
+}
+
+/// Issue 23 on the fleet-file paths: a block whose network masks to
+/// 0.0.0.0 (`9.9.9.9/3`) once became 0.0.0.0/0 when served (and `explain`
+/// on the exported file accepted 200.1.1.1) while `nft compile` of the same
+/// file wrote 0.0.0.0/3. Now every path refuses it, and a file of blocks
+/// that only start low goes through apply, export and apply again exactly.
+#[test]
+fn zero_network_blocks_are_refused_everywhere_and_nothing_widens_on_the_way_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start();
+    for (rules, entries) in [
+        (&["9.9.9.9/3"][..], &["192.0.2.1"][..]),
+        (&["198.51.100.0/24"][..], &["10.0.0.0/1"][..]),
+    ] {
+        let file = write(dir.path(), "bad.yaml", &ssh_fleet(rules, entries));
+        let file = file.to_str().unwrap();
+        for args in [
+            vec!["validate", file],
+            vec![
+                "nft",
+                "compile",
+                "--fleet",
+                file,
+                "--instance",
+                "ins-node0001",
+                "--uplink",
+                "eth0",
+            ],
+        ] {
+            let o = Command::new(BIN).args(&args).output().unwrap();
+            assert!(!o.status.success(), "{args:?} accepted it: {}", text(&o));
+            assert!(text(&o).contains("0.0.0.0/0"), "{args:?}: {}", text(&o));
+        }
+        let o = s.run(&["apply", file, "--auto-approve"]);
+        assert!(!o.status.success(), "apply accepted it: {}", text(&o));
+    }
+    let groups = s
+        .client()
+        .vpc("DescribeSecurityGroups", &json!({}))
+        .unwrap();
+    assert_eq!(groups["TotalCount"], 0, "a refused file changed the server");
+
+    let written = ["128.0.0.0/1", "9.9.9.9/8", "0.0.0.0/0", "203.0.113.7"];
+    let file = write(
+        dir.path(),
+        "good.yaml",
+        &ssh_fleet(&written, &["0.0.0.0-31.255.255.255", "64.0.0.0/2"]),
+    );
+    let o = s.run(&["apply", file.to_str().unwrap(), "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let exported = s.export();
+    for block in [
+        "128.0.0.0/1",
+        "9.0.0.0/8",
+        "0.0.0.0/0",
+        "203.0.113.7",
+        "0.0.0.0-31.255.255.255",
+        "64.0.0.0/2",
+    ] {
+        assert!(exported.contains(block), "{block} missing from {exported}");
+    }
+    let again = write(dir.path(), "exported.yaml", &exported);
+    let b = Server::start();
+    let o = b.run(&["apply", again.to_str().unwrap(), "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Server-chosen ids differ; everything else must be the same.
+    let without_ids = |text: &str| -> String {
+        let mut out = text.to_string();
+        for prefix in ["sg-", "ipm-"] {
+            while let Some(at) = out.find(prefix) {
+                let end = (at + prefix.len() + 8).min(out.len());
+                out.replace_range(at..end, "ID");
+            }
+        }
+        out
+    };
+    assert_eq!(
+        without_ids(&b.export()),
+        without_ids(&exported),
+        "export, apply, export changed a block"
+    );
+    // The exported file means what the original did, rule by rule:
+    // 128.0.0.0/1 (rule 0) admits 200.1.1.1 only, 9.0.0.0/8 (rule 1) 9.1.2.3,
+    // and only 0.0.0.0/0 (rule 2) admits 1.2.3.4.
+    let explain = |fleet: &Path, peer: &str| {
+        let o = Command::new(BIN)
+            .args(["explain", "--fleet"])
+            .arg(fleet)
+            .args([
+                "--instance",
+                "ins-node0001",
+                "--direction",
+                "ingress",
+                "--protocol",
+                "tcp",
+                "--port",
+                "22",
+                "--peer",
+                peer,
+                "--output",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+        v["matched"]["policy_index"].clone()
+    };
+    for peer in ["200.1.1.1", "9.1.2.3", "1.2.3.4"] {
+        assert_eq!(explain(&file, peer), explain(&again, peer), "{peer}");
+    }
+    assert_eq!(explain(&again, "9.1.2.3"), json!(1));
+    assert_eq!(explain(&again, "200.1.1.1"), json!(0));
+    assert_eq!(explain(&again, "1.2.3.4"), json!(2));
+}

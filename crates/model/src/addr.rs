@@ -3,13 +3,23 @@
 //! Every address set is, underneath, an inclusive range of integers within
 //! one family: that is the form `policy` computes with.
 //!
-//! Semantic choices (docs/semantics.md): `0.0.0.0/n` means `0.0.0.0/0`
-//! (DESIGN.md section 2); a CIDR with host bits set (`10.0.0.5/24`) is taken
-//! as its network (`10.0.0.0/24`), as the Tencent console does.
+//! Semantic choices (docs/semantics.md): a CIDR with host bits set
+//! (`10.0.0.5/24`) is taken as its network (`10.0.0.0/24`), as the Tencent
+//! console does. An IPv4 block whose network is `0.0.0.0` with a prefix of 1
+//! to 32 bits (`0.0.0.0/8`, and so `9.9.9.9/3`) is refused: Tencent reads
+//! any `0.0.0.0/n` as `0.0.0.0/0`, so taking it literally would give the
+//! same text two meanings, and widening it would make a rule mean more than
+//! its author wrote. `::/n` is taken literally (Tencent documents no such
+//! reading for IPv6). Whatever is accepted prints back to a text that parses
+//! to the same block.
+//!
+//! Forms are strict: no whitespace anywhere, no sign, no leading zero in a
+//! prefix length (`/08`), as Rust's address parser already refuses
+//! `010.0.0.1`.
 //!
 //! Panic contract: no function here panics on any input string.
 
-use crate::error::ModelError;
+use crate::error::{ErrorCode, ModelError};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -218,10 +228,10 @@ impl Cidr {
 
     /// Parses a CIDR or bare IP of either family.
     pub fn parse_any(field: &str, value: &str) -> Result<Self, ModelError> {
-        let text = value.trim();
-        let (ip_text, len_text) = match text.split_once('/') {
+        check_no_whitespace(field, value)?;
+        let (ip_text, len_text) = match value.split_once('/') {
             Some((ip, len)) => (ip, Some(len)),
-            None => (text, None),
+            None => (value, None),
         };
         let ip: IpAddr = ip_text
             .parse()
@@ -229,29 +239,28 @@ impl Cidr {
         let family = Family::of(ip);
         let len = match len_text {
             None => family.bits(),
-            Some(l) => {
-                let n = (!l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| l.parse::<u8>().ok())
-                    .flatten()
-                    .filter(|n| *n <= family.bits())
-                    .ok_or_else(|| {
-                        ModelError::malformed(
-                            field,
-                            value,
-                            format_args!("prefix length must be 0-{}", family.bits()),
-                        )
-                    })?;
-                n
-            }
+            Some(l) => parse_prefix_len(l, family).ok_or_else(|| {
+                ModelError::malformed(
+                    field,
+                    value,
+                    format_args!(
+                        "prefix length must be 0-{} without a leading zero",
+                        family.bits()
+                    ),
+                )
+            })?,
         };
-        let raw = ip_to_u128(ip);
-        // DESIGN.md section 2: `0.0.0.0/n` means `0.0.0.0/0`.
-        let len = if family == Family::V4 && raw == 0 && len_text.is_some() {
-            0
-        } else {
-            len
-        };
-        let addr = raw & prefix_mask(family, len);
+        let addr = ip_to_u128(ip) & prefix_mask(family, len);
+        if family == Family::V4 && addr == 0 && len_text.is_some() && len > 0 {
+            return Err(ModelError::new(
+                ErrorCode::InvalidParameterValue,
+                format!(
+                    "{field} {value:?}: its network is 0.0.0.0/{len}, which Tencent reads as \
+                     0.0.0.0/0 (every IPv4 address); write 0.0.0.0/0 for every address, or \
+                     a range in an address template for this block"
+                ),
+            ));
+        }
         Ok(Cidr {
             family,
             addr,
@@ -313,6 +322,32 @@ fn prefix_mask(family: Family, len: u8) -> u128 {
     }
 }
 
+/// A prefix length as written after `/`: decimal digits only, no leading
+/// zero (`/08` is refused: some tools read it as octal), at most the
+/// family's width.
+fn parse_prefix_len(text: &str, family: Family) -> Option<u8> {
+    let digits_only =
+        !text.is_empty() && text.len() <= 3 && text.bytes().all(|b| b.is_ascii_digit());
+    if !digits_only || (text.len() > 1 && text.starts_with('0')) {
+        return None;
+    }
+    text.parse::<u8>().ok().filter(|n| *n <= family.bits())
+}
+
+/// Refuses any whitespace in an address value: a trailing newline or an
+/// inner space is a sign of a mangled value, and what is stored must print
+/// back to exactly what parses.
+fn check_no_whitespace(field: &str, value: &str) -> Result<(), ModelError> {
+    if value.chars().any(char::is_whitespace) {
+        return Err(ModelError::malformed(
+            field,
+            value,
+            "must not contain spaces or line breaks",
+        ));
+    }
+    Ok(())
+}
+
 /// One entry of an address template: an IP, a CIDR, or a range `a-b` of one
 /// family with `a <= b`. It prints back as it was given (canonicalised).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -326,15 +361,11 @@ pub enum AddressEntry {
 impl AddressEntry {
     /// Parses an entry, naming `field` in errors.
     pub fn parse_field(field: &str, value: &str) -> Result<Self, ModelError> {
-        let text = value.trim();
-        if let Some((a, b)) = text.split_once('-') {
+        check_no_whitespace(field, value)?;
+        if let Some((a, b)) = value.split_once('-') {
             let parse_ip = |t: &str| -> Result<IpAddr, ModelError> {
-                t.trim().parse().map_err(|_| {
-                    ModelError::malformed(
-                        field,
-                        value,
-                        format_args!("{:?} is not an IP address", t.trim()),
-                    )
+                t.parse().map_err(|_| {
+                    ModelError::malformed(field, value, format_args!("{t:?} is not an IP address"))
                 })
             };
             let (lo, hi) = (parse_ip(a)?, parse_ip(b)?);
@@ -400,11 +431,133 @@ mod tests {
                 .to_string(),
             "10.0.0.0/24"
         );
-        // 0.0.0.0/n means everything
-        let any = Cidr::parse_v4("CidrBlock", "0.0.0.0/8").unwrap();
+        // 0.0.0.0/0 is every IPv4 address, and only IPv4
+        let any = Cidr::parse_v4("CidrBlock", "0.0.0.0/0").unwrap();
         assert_eq!(any.to_string(), "0.0.0.0/0");
         assert!(any.contains(ip("203.0.113.9")));
         assert!(!any.contains(ip("2001:db8::1")));
+        // a bare 0.0.0.0 is that one address
+        let zero = Cidr::parse_v4("CidrBlock", "0.0.0.0").unwrap();
+        assert_eq!(
+            (zero.to_string().as_str(), zero.prefix_len()),
+            ("0.0.0.0", 32)
+        );
+    }
+
+    /// Issue 23: a short prefix whose network masks to 0.0.0.0 used to be
+    /// widened to 0.0.0.0/0 (`9.9.9.9/3` for TCP 22 opened SSH to the whole
+    /// Internet). Every 0.0.0.0/n with n > 0 is refused now, however it was
+    /// written; nothing is ever stored wider than written.
+    #[test]
+    fn zero_network_with_a_prefix_is_refused_not_widened() {
+        for text in [
+            "9.9.9.9/3",
+            "10.0.0.0/1",
+            "1.2.3.4/7",
+            "127.255.255.255/1",
+            "0.0.0.0/8",
+            "0.0.0.0/1",
+            "0.0.0.0/32",
+        ] {
+            let err = Cidr::parse_v4("CidrBlock", text).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidParameterValue, "{text}");
+            assert!(err.message().contains("0.0.0.0/0"), "{text}: {err}");
+            assert!(
+                AddressEntry::parse_field("Addresses", text).is_err(),
+                "{text}"
+            );
+        }
+        // The fuzz crash input (fuzz/regressions/cidr): refused for its
+        // trailing space before the network is even looked at.
+        let err = Cidr::parse_any("CidrBlock", "9.9.9.9/3 ").unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidParameterValueMalformed);
+        // Blocks that merely start low are kept exactly.
+        let c = Cidr::parse_v4("CidrBlock", "128.0.0.0/1").unwrap();
+        assert_eq!(c.to_string(), "128.0.0.0/1");
+        assert!(!c.contains(ip("9.9.9.9")));
+        let c = Cidr::parse_v4("CidrBlock", "9.9.9.9/8").unwrap();
+        assert_eq!(c.to_string(), "9.0.0.0/8");
+        // IPv6 is literal: ::/1 is half the space, not all of it.
+        let half = Cidr::parse_v6("Ipv6CidrBlock", "::/1").unwrap();
+        assert_eq!(half.to_string(), "::/1");
+        assert!(!half.contains(ip("8000::1")) && half.contains(ip("2001:db8::1")));
+        let masked = Cidr::parse_v6("Ipv6CidrBlock", "2001:db8::/1").unwrap();
+        assert_eq!(masked.to_string(), "::/1");
+    }
+
+    #[test]
+    fn strict_forms() {
+        for bad in [
+            "10.0.0.0/08",
+            "10.0.0.0/008",
+            "10.0.0.0/8\n",
+            " 10.0.0.0/8",
+            "10.0.0.0 /8",
+            "10.0.0.0/ 8",
+            "10.0.0.0/+8",
+            "010.0.0.0/8",
+            "10.0.0.1\t",
+            "2001:db8::/032",
+        ] {
+            let err = Cidr::parse_any("CidrBlock", bad).unwrap_err();
+            assert_eq!(
+                err.code(),
+                ErrorCode::InvalidParameterValueMalformed,
+                "{bad:?}"
+            );
+        }
+        for bad in [
+            "192.0.2.1 - 192.0.2.9",
+            "192.0.2.1-192.0.2.9\n",
+            " 192.0.2.1",
+        ] {
+            assert!(
+                AddressEntry::parse_field("Addresses", bad).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Cidr::parse_any("c", "10.0.0.0/0").unwrap().to_string(),
+            "0.0.0.0/0"
+        );
+        assert_eq!(Cidr::parse_any("c", "::/0").unwrap().to_string(), "::/0");
+    }
+
+    proptest::proptest! {
+        /// Issue 23: every accepted block prints to a text that parses back
+        /// to the same block, and holds no address outside the block the
+        /// text literally names (the written address under the written
+        /// prefix, or the one address of a bare IP).
+        #[test]
+        fn accepted_blocks_round_trip_and_never_grow(
+            n in proptest::prelude::any::<u128>(),
+            v6 in proptest::prelude::any::<bool>(),
+            len in 0u8..=128,
+            bare in proptest::prelude::any::<bool>(),
+            low in 0u8..=3,
+        ) {
+            let family = if v6 { Family::V6 } else { Family::V4 };
+            let len = len % (family.bits() + 1);
+            // Bias towards small addresses, where 0.0.0.0/n lives.
+            let n = (n & family.max()) >> (u32::from(low) * 8);
+            let ip = u128_to_ip(family, n);
+            let text = if bare { ip.to_string() } else { format!("{ip}/{len}") };
+            let Ok(c) = Cidr::parse_any("CidrBlock", &text) else {
+                return Ok(());
+            };
+            let again = Cidr::parse_any("CidrBlock", &c.to_string());
+            proptest::prop_assert_eq!(again.as_ref().ok(), Some(&c), "{} -> {}", text, c);
+            let written_len = if bare { family.bits() } else { len };
+            let mask = prefix_mask(family, written_len);
+            let written = AddrRange::new(family, n & mask, (n & mask) | (!mask & family.max()));
+            let written = written.expect("a block is a range");
+            proptest::prop_assert!(
+                c.range().lo() >= written.lo() && c.range().hi() <= written.hi(),
+                "{} grew to {}", text, c
+            );
+            let entry = AddressEntry::parse_field("Addresses", &text);
+            proptest::prop_assert_eq!(entry.ok().map(|e| e.range()), Some(c.range()));
+        }
     }
 
     #[test]

@@ -149,20 +149,41 @@ pub enum Ports {
 
 impl Ports {
     /// Parses the port grammar, naming `field` in errors.
+    ///
+    /// Strict: no whitespace, no leading zero (`080`), and no port twice
+    /// (`80,80`, `80,70-90`: `InvalidParameterValue.Duplicate`), so that a
+    /// spec prints back exactly as accepted.
     pub fn parse_field(field: &str, value: &str) -> Result<Self, ModelError> {
-        let trimmed = value.trim();
-        if trimmed.eq_ignore_ascii_case("ALL") {
+        if value.eq_ignore_ascii_case("ALL") {
             return Ok(Ports::All);
         }
-        if trimmed.is_empty() {
+        if value.is_empty() {
             return Err(ModelError::new(
                 ErrorCode::InvalidParameterValueEmpty,
                 format!("{field} {value:?}: must not be empty"),
             ));
         }
+        if value.chars().any(char::is_whitespace) {
+            return Err(ModelError::malformed(
+                field,
+                value,
+                "must not contain spaces or line breaks",
+            ));
+        }
         let mut list = Vec::new();
-        for item in trimmed.split(',') {
-            list.push(parse_range(field, value, item.trim())?);
+        for item in value.split(',') {
+            list.push(parse_range(field, value, item)?);
+        }
+        let mut sorted = list.clone();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[1].lo <= w[0].hi) {
+            return Err(ModelError::new(
+                ErrorCode::InvalidParameterValueDuplicate,
+                format!(
+                    "{field} {value:?}: {} and {} overlap; name each port once",
+                    w[0], w[1]
+                ),
+            ));
         }
         Ok(Ports::List(list))
     }
@@ -237,8 +258,8 @@ fn parse_range(field: &str, whole: &str, item: &str) -> Result<PortRange, ModelE
     match item.split_once('-') {
         None => parse_port(field, whole, item).map(PortRange::single),
         Some((lo, hi)) => {
-            let lo = parse_port(field, whole, lo.trim())?;
-            let hi = parse_port(field, whole, hi.trim())?;
+            let lo = parse_port(field, whole, lo)?;
+            let hi = parse_port(field, whole, hi)?;
             PortRange::new(lo, hi)
                 .ok_or_else(|| ModelError::malformed(field, whole, "range start is above its end"))
         }
@@ -246,7 +267,8 @@ fn parse_range(field: &str, whole: &str, item: &str) -> Result<PortRange, ModelE
 }
 
 fn parse_port(field: &str, whole: &str, text: &str) -> Result<u16, ModelError> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (text.len() > 1 && text.starts_with('0')) {
         return Err(ModelError::malformed(
             field,
             whole,
@@ -294,7 +316,7 @@ mod tests {
         assert_eq!(Ports::parse_field("Port", "all").unwrap(), Ports::All);
         assert_eq!(Ports::parse_field("Port", "80").unwrap().to_string(), "80");
         assert_eq!(
-            Ports::parse_field("Port", " 80 , 443,8000-8100 ")
+            Ports::parse_field("Port", "80,443,8000-8100")
                 .unwrap()
                 .to_string(),
             "80,443,8000-8100"
@@ -303,7 +325,7 @@ mod tests {
             Ports::parse_field("Port", "1-65535").unwrap().to_string(),
             "1-65535"
         );
-        let p = Ports::parse_field("Port", "30000 - 32768").unwrap();
+        let p = Ports::parse_field("Port", "30000-32768").unwrap();
         assert!(p.contains(30000) && p.contains(32768) && !p.contains(32769));
     }
 
@@ -330,6 +352,17 @@ mod tests {
             ("1-2-3", ErrorCode::InvalidParameterValueMalformed),
             ("+80", ErrorCode::InvalidParameterValueMalformed),
             ("80 443", ErrorCode::InvalidParameterValueMalformed),
+            // strict forms (issue 15): no whitespace, no leading zero, no
+            // port twice
+            (" 80", ErrorCode::InvalidParameterValueMalformed),
+            ("80\n", ErrorCode::InvalidParameterValueMalformed),
+            ("30000 - 32768", ErrorCode::InvalidParameterValueMalformed),
+            (" all ", ErrorCode::InvalidParameterValueMalformed),
+            ("080", ErrorCode::InvalidParameterValueMalformed),
+            ("80-090", ErrorCode::InvalidParameterValueMalformed),
+            ("80,80", ErrorCode::InvalidParameterValueDuplicate),
+            ("80,70-90", ErrorCode::InvalidParameterValueDuplicate),
+            ("1-10,10-20", ErrorCode::InvalidParameterValueDuplicate),
         ] {
             let err = Ports::parse_field("Port", bad).unwrap_err();
             assert_eq!(err.code(), code, "{bad:?}: {err}");

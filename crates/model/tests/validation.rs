@@ -216,8 +216,14 @@ fn peer_rules() {
         ErrorCode::InvalidParameterValueMalformed,
         "AddressTemplate.AddressGroupId",
     );
-    // 0.0.0.0/n means 0.0.0.0/0
-    let r = rule(r#"{"Protocol":"tcp","CidrBlock":"0.0.0.0/16","Action":"ACCEPT"}"#).unwrap();
+    // 0.0.0.0/n (n > 0), however written, is refused, never widened
+    // (issue 23; docs/semantics.md)
+    for cidr in ["0.0.0.0/16", "9.9.9.9/3", " 10.0.0.0/8"] {
+        let body = format!(r#"{{"Protocol":"tcp","CidrBlock":"{cidr}","Action":"ACCEPT"}}"#);
+        let err = rule(&body).unwrap_err();
+        assert!(err.message().contains("CidrBlock"), "{cidr}: {err}");
+    }
+    let r = rule(r#"{"Protocol":"tcp","CidrBlock":"0.0.0.0/0","Action":"ACCEPT"}"#).unwrap();
     assert_eq!(r.peer.to_string(), "0.0.0.0/0");
 }
 

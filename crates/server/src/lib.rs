@@ -17,6 +17,7 @@ pub mod http;
 pub mod metrics;
 pub mod params;
 pub mod tc3;
+pub mod upgrade;
 
 use palisade_model::limits::Limits;
 use palisade_store::{Account, Location, Store, StoreError};
@@ -172,6 +173,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
             let store = palisade_store::open(&location)?;
             let admin = ensure_admin(store.as_ref(), &data_dir)?;
+            upgrade::run_once(store.as_ref())?;
             Ok((store, admin))
         })
         .await

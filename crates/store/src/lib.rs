@@ -398,6 +398,12 @@ pub trait Tx {
     fn put_cluster(&mut self, account: &str, c: &ClusterRecord) -> Result<(), StoreError>;
     /// Deletes a cluster.
     fn delete_cluster(&mut self, account: &str, id: &str) -> Result<(), StoreError>;
+
+    /// A store-wide marker, such as a one-time start-up task that ran
+    /// (`None` if never set). Names other than `revision` only.
+    fn marker(&self, name: &str) -> Result<Option<i64>, StoreError>;
+    /// Sets a store-wide marker.
+    fn set_marker(&mut self, name: &str, value: i64) -> Result<(), StoreError>;
 }
 
 /// A transactional store. Object-safe, so a server can hold an

@@ -1385,4 +1385,19 @@ impl Tx for PgTx<'_> {
         self.touched.insert(account.to_string());
         Ok(())
     }
+
+    fn marker(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        debug_assert_ne!(name, "revision");
+        let rows = self.query("SELECT value FROM meta WHERE key = $1", &[&name])?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    fn set_marker(&mut self, name: &str, value: i64) -> Result<(), StoreError> {
+        debug_assert_ne!(name, "revision");
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            &[&name, &value],
+        )?;
+        Ok(())
+    }
 }

@@ -1115,6 +1115,23 @@ impl Tx for SqliteTx<'_> {
         self.touched.insert(account.to_string());
         Ok(())
     }
+
+    fn marker(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        debug_assert_ne!(name, "revision");
+        Ok(self
+            .tx
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_marker(&mut self, name: &str, value: i64) -> Result<(), StoreError> {
+        debug_assert_ne!(name, "revision");
+        self.tx
+            .prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?
+            .execute(rusqlite::params![name, value])?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

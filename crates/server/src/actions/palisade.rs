@@ -808,10 +808,18 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// Every stored value is parsed again; one that does not parse is
+    /// `Corrupt` (an `InternalError`), never skipped: skipping a member
+    /// address of a group that a DROP rule references would fail open.
     fn load(tx: &dyn Tx, account: &str) -> Result<Self, ApiError> {
+        let corrupt = |e: palisade_model::ModelError| {
+            ApiError::from(palisade_store::StoreError::Corrupt(format!(
+                "stored data of account {account} does not parse: {e}"
+            )))
+        };
         let mut s = Snapshot::default();
         for g in tx.groups(account)? {
-            let id = SecurityGroupId::parse_field("SecurityGroupId", &g.id)?;
+            let id = SecurityGroupId::parse_field("SecurityGroupId", &g.id).map_err(corrupt)?;
             let set = PolicySet {
                 version: Some(g.version),
                 ingress: rules_of(&g, Direction::Ingress)?,
@@ -823,22 +831,31 @@ impl Snapshot {
             let ips: Vec<IpAddr> = i
                 .private_ips
                 .iter()
-                .filter_map(|ip| ip.parse().ok())
-                .collect();
+                .map(|ip| {
+                    ip.parse().map_err(|_| {
+                        corrupt(palisade_model::ModelError::malformed(
+                            "PrivateIpAddresses",
+                            ip,
+                            format_args!("of instance {}", i.id),
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
             for g in &i.security_group_ids {
-                let id = SecurityGroupId::parse_field("SecurityGroupId", g)?;
+                let id = SecurityGroupId::parse_field("SecurityGroupId", g).map_err(corrupt)?;
                 s.members.entry(id).or_default().extend(ips.iter().copied());
             }
             s.instances
                 .insert(i.id, (i.security_group_ids, i.private_ips));
         }
         for t in tx.templates(account, TemplateKind::Address)? {
-            let id = AddressTemplateId::parse_field("AddressTemplateId", &t.id)?;
+            let id = AddressTemplateId::parse_field("AddressTemplateId", &t.id).map_err(corrupt)?;
             let addresses = t
                 .members
                 .iter()
                 .map(|a| AddressEntry::parse_field("Addresses", a))
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<_, _>>()
+                .map_err(corrupt)?;
             s.address_templates.insert(
                 id.clone(),
                 AddressTemplate {
@@ -849,12 +866,14 @@ impl Snapshot {
             );
         }
         for t in tx.templates(account, TemplateKind::AddressGroup)? {
-            let id = AddressTemplateGroupId::parse_field("AddressTemplateGroupId", &t.id)?;
+            let id = AddressTemplateGroupId::parse_field("AddressTemplateGroupId", &t.id)
+                .map_err(corrupt)?;
             let templates = t
                 .members
                 .iter()
                 .map(|m| AddressTemplateId::parse_field("AddressTemplateIds", m))
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<_, _>>()
+                .map_err(corrupt)?;
             s.address_groups.insert(
                 id.clone(),
                 AddressTemplateGroup {
@@ -865,12 +884,13 @@ impl Snapshot {
             );
         }
         for t in tx.templates(account, TemplateKind::Service)? {
-            let id = ServiceTemplateId::parse_field("ServiceTemplateId", &t.id)?;
+            let id = ServiceTemplateId::parse_field("ServiceTemplateId", &t.id).map_err(corrupt)?;
             let services = t
                 .members
                 .iter()
                 .map(|e| ServiceEntry::parse_field("Services", e))
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<_, _>>()
+                .map_err(corrupt)?;
             s.service_templates.insert(
                 id.clone(),
                 ServiceTemplate {
@@ -881,12 +901,14 @@ impl Snapshot {
             );
         }
         for t in tx.templates(account, TemplateKind::ServiceGroup)? {
-            let id = ServiceTemplateGroupId::parse_field("ServiceTemplateGroupId", &t.id)?;
+            let id = ServiceTemplateGroupId::parse_field("ServiceTemplateGroupId", &t.id)
+                .map_err(corrupt)?;
             let templates = t
                 .members
                 .iter()
                 .map(|m| ServiceTemplateId::parse_field("ServiceTemplateIds", m))
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<_, _>>()
+                .map_err(corrupt)?;
             s.service_groups.insert(
                 id.clone(),
                 ServiceTemplateGroup {
@@ -938,6 +960,32 @@ fn peer_json(w: &palisade_model::wire::SecurityGroupPolicy) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stored member address that does not parse fails the whole load
+    /// (`InternalError`), where it used to be skipped: a DROP rule that
+    /// references the group would have let that member through.
+    #[test]
+    fn a_member_address_that_does_not_parse_is_corrupt_not_skipped() -> Result<(), ApiError> {
+        use palisade_store::{InstanceRecord, SqliteStore, Store, StoreExt};
+        let store = SqliteStore::open(std::path::Path::new(":memory:"))?;
+        let account = store.create_account("a")?.id;
+        let instance = |id: &str, ip: &str| InstanceRecord {
+            id: id.into(),
+            name: "n".into(),
+            private_ips: vec![ip.into()],
+            created_time: "2026-01-01 00:00:00".into(),
+            security_group_ids: vec![],
+        };
+        store.write(|tx| tx.insert_instance(&account, &instance("ins-00000001", "198.18.0.1")))?;
+        assert!(store.read(|tx| Snapshot::load(tx, &account)).is_ok());
+        store.write(|tx| tx.insert_instance(&account, &instance("ins-00000002", "198.18.0.x")))?;
+        let err = store
+            .read(|tx| Snapshot::load(tx, &account))
+            .err()
+            .expect("a corrupt address fails the load");
+        assert_eq!(err.code, "InternalError");
+        Ok(())
+    }
 
     fn one_instance() -> Result<Snapshot, ApiError> {
         let mut s = Snapshot::default();
