@@ -1,51 +1,8 @@
-//! `Cidr::parse_any`, `parse_v4` and `parse_v6` on any string. Panic
-//! contract (addr.rs): no input panics. Properties: the family-specific
-//! parsers agree with `parse_any`, an accepted block prints back to itself,
-//! its network address is inside it, and its range splits back into exactly
-//! this one block.
+//! The `cidr` target: the input and properties are in
+//! `palisade_fuzzing::cidr` (crates/fuzzing), where `cargo test` also
+//! replays the stored corpus and every past crash input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use palisade_model::{Cidr, Family};
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let any = Cidr::parse_any("CidrBlock", text);
-    let v4 = Cidr::parse_v4("CidrBlock", text);
-    let v6 = Cidr::parse_v6("Ipv6CidrBlock", text);
-    let Ok(c) = any else {
-        assert!(
-            v4.is_err() && v6.is_err(),
-            "{text:?}: a family parser accepts what parse_any refuses"
-        );
-        return;
-    };
-    match c.family() {
-        Family::V4 => assert_eq!(v4.ok(), Some(c), "{text:?}: parse_v4 disagrees"),
-        Family::V6 => assert_eq!(v6.ok(), Some(c), "{text:?}: parse_v6 disagrees"),
-    }
-    assert!(
-        c.prefix_len() <= c.family().bits(),
-        "{text:?}: prefix too long"
-    );
-    let printed = c.to_string();
-    let again = Cidr::parse_any("CidrBlock", &printed)
-        .unwrap_or_else(|e| panic!("{text:?} printed as {printed:?}, which fails: {e}"));
-    assert_eq!(again, c, "{text:?} does not survive printing");
-    assert!(
-        c.contains(c.network()),
-        "{text:?}: network outside the block"
-    );
-    let range = c.range();
-    assert!(range.lo() <= range.hi());
-    // `to_cidrs` writes `/len` even for a bare IP, so compare the blocks.
-    let blocks = range.to_cidrs();
-    assert_eq!(blocks.len(), 1, "{text:?}: range splits into {blocks:?}");
-    assert_eq!(
-        blocks[0].range(),
-        range,
-        "{text:?}: range does not split back"
-    );
-});
+fuzz_target!(|data: &[u8]| palisade_fuzzing::cidr::check(data));
