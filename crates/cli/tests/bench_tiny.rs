@@ -24,14 +24,6 @@ fn bench(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 #[test]
 fn bench_propagate_runs_tiny() {
     let r = bench(&[
@@ -60,8 +52,7 @@ fn bench_api_runs_tiny() {
 
 #[test]
 fn bench_dataplane_runs_tiny() {
-    if !is_root() {
-        eprintln!("skipping bench_dataplane_runs_tiny: needs root (network namespaces, nftables)");
+    if !palisade_testkit::root("bench_dataplane_runs_tiny") {
         return;
     }
     let r = bench(&[

@@ -143,8 +143,9 @@ struct Group {
 
 #[test]
 fn agents_long_polling_two_servers_while_rules_change() {
-    let Ok(base) = std::env::var("PALISADE_TEST_PG") else {
-        eprintln!("skipping the scale-out load test: PALISADE_TEST_PG is unset (several servers need PostgreSQL)");
+    let Some(base) =
+        palisade_testkit::postgres("agents_long_polling_two_servers_while_rules_change")
+    else {
         return;
     };
     let agents = env_num("PALISADE_LOAD_AGENTS", 20) as usize;

@@ -29,21 +29,15 @@ fn backends() -> Vec<Backend> {
         reopen: Box::new(move || palisade_store::open(&l2).expect("reopen sqlite")),
         _dir: Some(dir),
     }];
-    match std::env::var("PALISADE_TEST_PG") {
-        Ok(base) if !base.is_empty() => {
-            let url = palisade_store::scratch_database(&base).expect("create scratch database");
-            let u2 = url.clone();
-            out.push(Backend {
-                name: "postgres",
-                store: Arc::new(PgStore::open(&url).expect("open postgres")),
-                reopen: Box::new(move || Arc::new(PgStore::open(&u2).expect("reopen postgres"))),
-                _dir: None,
-            });
-        }
-        _ => eprintln!(
-            "skipping the PostgreSQL half: PALISADE_TEST_PG is unset \
-             (scripts/test.sh sets it; or scripts/pg-cluster.sh start DIR)"
-        ),
+    if let Some(base) = palisade_testkit::postgres("the PostgreSQL half of the conformance suite") {
+        let url = palisade_store::scratch_database(&base).expect("create scratch database");
+        let u2 = url.clone();
+        out.push(Backend {
+            name: "postgres",
+            store: Arc::new(PgStore::open(&url).expect("open postgres")),
+            reopen: Box::new(move || Arc::new(PgStore::open(&u2).expect("reopen postgres"))),
+            _dir: None,
+        });
     }
     out
 }
@@ -122,6 +116,54 @@ fn failed_write_changes_nothing_and_keeps_revision() {
             store.write(|tx| tx.insert_group("b", &group("sg-00000001"))),
             Err(StoreError::DuplicateId(_))
         ));
+    }
+}
+
+/// Store-wide markers (one-time start-up tasks, such as the server's
+/// report of blocks an earlier version widened): absent until set, kept
+/// across handles and reopening, never the revision, and a set marker does
+/// not bump the revision (agents have nothing to fetch).
+#[test]
+fn markers_are_kept_and_do_not_bump_the_revision() {
+    for b in backends() {
+        let store = &b.store;
+        let before = store.revision().expect("rev");
+        assert_eq!(
+            store.read(|tx| tx.marker("report:x")).expect("read"),
+            None,
+            "{}",
+            b.name
+        );
+        store.write(|tx| tx.set_marker("report:x", 1)).expect("set");
+        store
+            .write(|tx| tx.set_marker("report:x", 2))
+            .expect("set again");
+        assert_eq!(store.revision().expect("rev"), before, "{}", b.name);
+        let again = (b.reopen)();
+        assert_eq!(
+            again.read(|tx| tx.marker("report:x")).expect("read"),
+            Some(2),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            again.read(|tx| tx.marker("report:y")).expect("read"),
+            None,
+            "{}",
+            b.name
+        );
+        // A failed write sets nothing.
+        let failed: Result<(), StoreError> = store.write(|tx| {
+            tx.set_marker("report:y", 1)?;
+            Err(StoreError::NotFound("simulated".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(
+            store.read(|tx| tx.marker("report:y")).expect("read"),
+            None,
+            "{}",
+            b.name
+        );
     }
 }
 
@@ -793,8 +835,9 @@ fn tx_none(store: &dyn Store) -> u64 {
 /// its data when a newer binary opens it, and takes the new keys.
 #[test]
 fn postgres_database_before_migration_3_keeps_its_data() {
-    let Ok(base) = std::env::var("PALISADE_TEST_PG") else {
-        eprintln!("skipping: PALISADE_TEST_PG is unset");
+    let Some(base) =
+        palisade_testkit::postgres("postgres_database_before_migration_3_keeps_its_data")
+    else {
         return;
     };
     let url = palisade_store::scratch_database(&base).expect("scratch database");

@@ -4,8 +4,10 @@
 //! through the real `NftDataplane --netns`. Addresses come from
 //! 198.18.0.0/15 and the documentation ranges only; nothing routes out.
 //!
-//! Tests skip (with the reason printed) when not root or when `nft` / `ip`
-//! / `python3` are missing.
+//! Tests skip (printing `SKIPPED` and the reason) when not root or when
+//! `nft` / `ip` / `python3` are missing, and fail instead when the run
+//! requires root (`PALISADE_REQUIRE=root`, as `.ci/run` sets; see
+//! `palisade_testkit`).
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -26,28 +28,13 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Why these tests cannot run here, if they cannot.
 pub fn skip_reason() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root".into());
-    }
-    for tool in ["nft", "ip", "python3"] {
-        let ok = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !ok {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
+    palisade_testkit::root_missing()
 }
 
 /// Starts a root test: `None` (after printing why) when it must be skipped;
 /// otherwise a guard that runs the kernel tests of one binary one at a time.
 pub fn start(test: &str) -> Option<MutexGuard<'static, ()>> {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping {test}: {why}");
+    if !palisade_testkit::root(test) {
         return None;
     }
     Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
