@@ -161,6 +161,7 @@ fn run(
     crate::exposure::run(&mut engine, options, &mut out);
     crate::anomaly::run(&mut engine, &mut out);
     crate::refs::run(&engine, placeholders, &mut out);
+    crate::refs::impossible(&engine, &mut out);
     crate::limits::run(&engine, options, &mut out);
     Ok(out)
 }

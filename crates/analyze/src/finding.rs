@@ -120,6 +120,8 @@ check_ids! {
     Ano002 = "ANO002", Info, "RedundantRule", "A rule can never match: earlier rules with the same action cover it (redundant, safe to remove).";
     /// A rule partly overlaps an earlier rule with the other action.
     Ano003 = "ANO003", Info, "CorrelatedRule", "A rule partly overlaps an earlier rule with the other action (correlated).";
+    /// A rule whose protocol cannot occur with its peer's address family.
+    Ano004 = "ANO004", Warning, "ImpossibleRule", "A rule can never match: its protocol exists in one address family and its peer is of the other (ICMP with an IPv6 peer, ICMPv6 with an IPv4 peer).";
     /// A reference to something empty.
     Ref001 = "REF001", Warning, "EmptyReference", "A rule references a group with no instances bound or an empty template.";
     /// A reference to something missing.
@@ -237,7 +239,7 @@ mod tests {
                 Some(serde_json::json!(id.as_str()))
             );
         }
-        assert_eq!(CheckId::ALL.len(), 18);
+        assert_eq!(CheckId::ALL.len(), 19);
         assert_eq!(CheckId::Exp001.severity(), Severity::Error);
         assert_eq!(CheckId::Ano002.severity(), Severity::Info);
         assert!(Severity::Info < Severity::Warning && Severity::Warning < Severity::Error);

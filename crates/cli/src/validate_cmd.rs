@@ -3,6 +3,9 @@
 //! or without its `Response` envelope, or a bare `SecurityGroupPolicySet`).
 //! Exit 0 when valid; 1 with one line per problem (file:line, path, Tencent
 //! code, message naming the field and value); 2 when the file cannot be read.
+//! A valid file may still carry warnings (a rule that can never match, such
+//! as ICMP with an IPv6 peer): printed, and `warnings` in the JSON, without
+//! changing the exit code.
 
 use crate::output::{print_json, Format};
 use clap::Args;
@@ -28,6 +31,7 @@ struct Report {
     kind: &'static str,
     valid: bool,
     problems: Vec<ProblemJson>,
+    warnings: Vec<ProblemJson>,
 }
 
 #[derive(Serialize)]
@@ -56,23 +60,38 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file.display()))?;
     let (kind, result) = validate_text(&text);
     let problems = result.err().unwrap_or_default();
+    let warnings = if problems.is_empty() {
+        warnings_of(&text)
+    } else {
+        Vec::new()
+    };
     let name = args.file.display().to_string();
+    let json = |list: &[Problem]| -> Vec<ProblemJson> {
+        list.iter()
+            .map(|p| ProblemJson {
+                line: p.line,
+                path: p.path.clone(),
+                code: p.error.code().to_string(),
+                message: p.error.message().to_string(),
+            })
+            .collect()
+    };
     match args.output {
         Format::Json => print_json(&Report {
             file: name.clone(),
             kind,
             valid: problems.is_empty(),
-            problems: problems
-                .iter()
-                .map(|p| ProblemJson {
-                    line: p.line,
-                    path: p.path.clone(),
-                    code: p.error.code().to_string(),
-                    message: p.error.message().to_string(),
-                })
-                .collect(),
+            problems: json(&problems),
+            warnings: json(&warnings),
         })?,
         Format::Table => {
+            for w in &warnings {
+                let at = match w.line {
+                    Some(l) => format!("{name}:{l}"),
+                    None => name.clone(),
+                };
+                println!("{at}: {}: warning: {}", w.path, w.error.message());
+            }
             for p in &problems {
                 let at = match p.line {
                     Some(l) => format!("{name}:{l}"),
@@ -97,6 +116,67 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The warnings of a valid document: rules that can never match because
+/// their protocol cannot occur with their literal peer's address family
+/// (`Policy::impossible_family`; `check` reports them as ANO004, references
+/// included). The code of each is `InvalidParameterValue` only for shape:
+/// nothing is refused.
+pub fn warnings_of(text: &str) -> Vec<Problem> {
+    let lines = LineIndex::new(text);
+    let mut out = Vec::new();
+    let mut push = |path: String, why: String| {
+        out.push(Problem {
+            line: lines.line(&path),
+            path,
+            error: ModelError::new(ErrorCode::InvalidParameterValue, why),
+        });
+    };
+    if let Ok(fleet) = Fleet::parse(text) {
+        for (i, g) in fleet.security_groups.iter().enumerate() {
+            for d in palisade_model::Direction::BOTH {
+                for (j, rule) in g.policies.rules(d).iter().enumerate() {
+                    if let Some(why) = rule.impossible_family() {
+                        push(
+                            format!("security_groups[{i}].policies.{}[{j}]", d.wire_name()),
+                            why,
+                        );
+                    }
+                }
+            }
+        }
+        return out;
+    }
+    let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+        return out;
+    };
+    let mut prefix = String::new();
+    let mut inner = &value;
+    if let Some(r) = value.as_mapping().and_then(|m| m.get("Response")) {
+        prefix.push_str("Response.");
+        inner = r;
+    }
+    if let Some(set) = inner
+        .as_mapping()
+        .and_then(|m| m.get("SecurityGroupPolicySet"))
+    {
+        prefix.push_str("SecurityGroupPolicySet.");
+        inner = set;
+    }
+    let Ok(set) = serde_yaml::from_value::<wire::SecurityGroupPolicySet>(inner.clone()) else {
+        return out;
+    };
+    if let Ok(set) = palisade_model::PolicySet::from_wire(&set) {
+        for d in palisade_model::Direction::BOTH {
+            for (j, rule) in set.rules(d).iter().enumerate() {
+                if let Some(why) = rule.impossible_family() {
+                    push(format!("{prefix}{}[{j}]", d.wire_name()), why);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Detects what `text` is and validates it: the kind and the problems.

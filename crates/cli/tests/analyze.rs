@@ -335,3 +335,88 @@ fn check_and_reach_against_a_running_server() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--server"), "{}", stderr(&o));
 }
+
+/// Issue 16, item 8: a rule whose protocol cannot occur with its peer's
+/// family (ICMP with an IPv6 peer, ICMPv6 with an IPv4 one, or a group all
+/// of whose members are of the other family) is an ANO004 finding and a
+/// `validate` warning (still valid, exit 0), and `explain` refuses a packet
+/// that cannot exist instead of answering for it.
+#[test]
+fn impossible_rules_are_found_and_impossible_packets_refused() {
+    let fleet = temp_file(
+        "impossible.yaml",
+        "security_groups:
+  - id: sg-imp00001
+    policies:
+      Ingress:
+        - {Protocol: TCP, Port: \"22\", CidrBlock: 198.51.100.0/24, Action: ACCEPT}
+        - {Protocol: ICMP, Ipv6CidrBlock: \"2001:db8::/32\", Action: ACCEPT}
+      Egress:
+        - {Protocol: ICMPv6, CidrBlock: 0.0.0.0/0, Action: DROP}
+        - {Protocol: ICMPv6, SecurityGroupId: sg-imp00001, Action: ACCEPT}
+        - {Protocol: ICMP, SecurityGroupId: sg-imp00001, Action: ACCEPT}
+instances:
+  - {id: ins-imp00001, private_ips: [198.18.0.3], security_groups: [sg-imp00001]}
+",
+    );
+    let o = palisade(&["check", &fleet, "--output", "json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let at: Vec<(String, u64)> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["id"] == "ANO004")
+        .map(|f| {
+            let r = &f["location"]["rule"];
+            (
+                r["direction"].as_str().unwrap().to_string(),
+                r["policy_index"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        at,
+        [
+            ("ingress".to_string(), 1),
+            ("egress".to_string(), 0),
+            ("egress".to_string(), 1)
+        ],
+        "{v:#}"
+    );
+    let o = palisade(&["validate", &fleet, "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let paths: Vec<&str> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "security_groups[0].policies.Ingress[1]",
+            "security_groups[0].policies.Egress[0]"
+        ]
+    );
+    let o = palisade(&[
+        "explain",
+        "--fleet",
+        &fleet,
+        "--instance",
+        "ins-imp00001",
+        "--direction",
+        "ingress",
+        "--protocol",
+        "icmp",
+        "--peer",
+        "2001:db8::1",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stderr(&o).contains("cannot occur"), "{}", stderr(&o));
+    assert!(
+        stdout(&o).is_empty(),
+        "no verdict for an impossible packet: {}",
+        stdout(&o)
+    );
+}

@@ -137,6 +137,36 @@ pub enum Peer {
     AddressTemplateGroup(AddressTemplateGroupId),
 }
 
+impl Policy {
+    /// Why this rule can never match, when its protocol cannot occur with
+    /// its literal peer's address family (`Protocol: ICMP` with an
+    /// `Ipv6CidrBlock`, ICMPv6 with a `CidrBlock`): such a rule is valid
+    /// Tencent input but matches no packet, so an ACCEPT allows nothing and
+    /// a DROP protects nothing. `None` for references and service
+    /// templates, whose families are known only once resolved.
+    pub fn impossible_family(&self) -> Option<String> {
+        let Service::Protocol { protocol, .. } = &self.service else {
+            return None;
+        };
+        let (needs, has) = (protocol.family()?, self.peer.family()?);
+        (needs != has).then(|| {
+            let (field, other) = match needs {
+                Family::V4 => ("Ipv6CidrBlock", "ICMPv6"),
+                Family::V6 => ("CidrBlock", "ICMP"),
+            };
+            format!(
+                "{protocol} exists only in {} but the peer is the {field} {}: the rule can never \
+                 match (for this family use {other})",
+                match needs {
+                    Family::V4 => "IPv4",
+                    Family::V6 => "IPv6",
+                },
+                self.peer
+            )
+        })
+    }
+}
+
 impl Peer {
     /// The family of a literal peer; `None` for references, which may hold both.
     pub fn family(&self) -> Option<Family> {

@@ -82,6 +82,12 @@ impl Protocol {
         }
     }
 
+    /// The one address family this protocol exists in: ICMP only in IPv4,
+    /// ICMPv6 only in IPv6; `None` for the protocols of both.
+    pub fn family(self) -> Option<crate::Family> {
+        family_of_protocol_number(self.number()?)
+    }
+
     /// Whether rules of this protocol may name ports.
     pub fn has_ports(self) -> bool {
         matches!(self, Protocol::Tcp | Protocol::Udp)
@@ -91,6 +97,16 @@ impl Protocol {
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The one address family IP protocol `number` exists in (1, ICMP: IPv4;
+/// 58, ICMPv6: IPv6), or `None` when it exists in both.
+pub fn family_of_protocol_number(number: u8) -> Option<crate::Family> {
+    match number {
+        1 => Some(crate::Family::V4),
+        58 => Some(crate::Family::V6),
+        _ => None,
     }
 }
 

@@ -58,6 +58,28 @@ impl Packet {
             PolicyError::malformed("--peer", peer, "expected an IPv4 or IPv6 address")
         })?;
         let port = port.map(|p| parse_port("--port", p)).transpose()?;
+        if let Some(family) = palisade_model::proto::family_of_protocol_number(protocol) {
+            if family != palisade_model::Family::of(peer) {
+                return Err(PolicyError::malformed(
+                    "--peer",
+                    &peer.to_string(),
+                    format!(
+                        "{} packets exist only in {}; this packet cannot occur (use --protocol {})",
+                        protocol_name(protocol),
+                        if family == palisade_model::Family::V4 {
+                            "IPv4"
+                        } else {
+                            "IPv6"
+                        },
+                        if family == palisade_model::Family::V4 {
+                            "icmpv6"
+                        } else {
+                            "icmp"
+                        },
+                    ),
+                ));
+            }
+        }
         Ok(Packet {
             direction,
             protocol,
@@ -530,6 +552,10 @@ mod tests {
             ("ingress", "tcp", "10.0.0.1", Some("65536"), "--port"),
             ("ingress", "tcp", "10.0.0.1", Some("-1"), "--port"),
             ("ingress", "tcp", "10.0.0.1", Some(""), "--port"),
+            // a packet that cannot exist: ICMP over IPv6, ICMPv6 over IPv4
+            ("ingress", "icmp", "2001:db8::1", None, "cannot occur"),
+            ("egress", "1", "::1", None, "cannot occur"),
+            ("ingress", "icmpv6", "192.0.2.1", None, "cannot occur"),
         ] {
             let e = Packet::parse(d, proto, peer, port).unwrap_err();
             assert!(e.to_string().contains(field), "{e}");
