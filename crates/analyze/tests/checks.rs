@@ -522,6 +522,39 @@ fn lim001_limits_are_findings() {
 }
 
 #[test]
+fn ano004_protocol_and_peer_family_exclude_each_other() {
+    let with = |ingress: Vec<String>| {
+        Fx::empty()
+            .group("sg-app00001", ingress, vec![])
+            .group("sg-db000001", vec![], vec![])
+            .instance("ins-app00001", "10.3.0.5", &["sg-app00001"])
+            .instance("ins-db000001", "10.3.0.9", &["sg-db000001"])
+    };
+    for (on, off) in [
+        (
+            rule("ICMP", "ALL", "2001:db8::/32", "ACCEPT"),
+            rule("ICMPv6", "ALL", "2001:db8::/32", "ACCEPT"),
+        ),
+        (
+            rule("ICMPv6", "ALL", "10.0.0.0/8", "DROP"),
+            rule("ICMP", "ALL", "10.0.0.0/8", "DROP"),
+        ),
+        // every member of the referenced group is IPv4
+        (
+            rule("ICMPv6", "ALL", "sg-db000001", "ACCEPT"),
+            rule("ICMP", "ALL", "sg-db000001", "ACCEPT"),
+        ),
+    ] {
+        let got = triggers(CheckId::Ano004, &with(vec![on.clone()]), &with(vec![off]));
+        assert!(
+            got[0].message.contains("can never match"),
+            "{on}: {}",
+            got[0].message
+        );
+    }
+}
+
+#[test]
 fn every_id_is_covered_by_a_test_above() {
     // Keeps this file honest when an id is added.
     let text = include_str!("checks.rs").to_ascii_uppercase();
