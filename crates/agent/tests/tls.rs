@@ -45,6 +45,8 @@ fn https_server_with_a_private_ca() {
         tls: Some((cert.clone(), key)),
         limits: palisade_model::Limits::default(),
         log_json: false,
+        strict_signatures: false,
+        max_connections: palisade_server::serve::DEFAULT_MAX_CONNECTIONS,
     };
     std::fs::create_dir_all(&config.data_dir).unwrap();
     let data_dir = config.data_dir.clone();

@@ -32,6 +32,16 @@ pub struct ServeArgs {
     /// Log format on stderr (filter with RUST_LOG).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Require x-tc-action and the body to be signed, and accept a write's
+    /// signature only once within its 300 s window (per server). The
+    /// Tencent SDKs and tccli do not sign x-tc-action: their calls are
+    /// refused; `palisade`'s own client and agent do.
+    #[arg(long, env = "PALISADE_STRICT_SIGNATURES")]
+    strict_signatures: bool,
+    /// Most client connections open at once (lowered to fit the open-file
+    /// limit, which the server raises to its hard limit at start).
+    #[arg(long, default_value_t = palisade_server::serve::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    max_connections: usize,
 }
 
 /// How `serve` writes its log.
@@ -135,6 +145,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls: args.tls_cert.zip(args.tls_key),
         limits: palisade_model::Limits::default(),
         log_json: args.log_format == LogFormat::Json,
+        strict_signatures: args.strict_signatures,
+        max_connections: args.max_connections,
     };
     palisade_server::run_blocking(config).context("palisade serve")?;
     Ok(ExitCode::SUCCESS)

@@ -1,10 +1,16 @@
 //! The HTTP surface: `POST /` with Tencent's API v3 envelope, `GET /metrics`.
 //!
-//! Every answer to `POST /`, success or error, is HTTP 200 with
-//! `Content-Type: application/json` exactly (the Python SDK ignores errors
-//! sent any other way) and a fresh `RequestId`. Each request is logged once
-//! with its RequestId, service, action, account and result code; secrets
-//! and signatures are never logged.
+//! Every answer other than `GET /metrics`, success or error, wrong method
+//! or path included, is HTTP 200 with `Content-Type: application/json`
+//! exactly (the Python SDK ignores errors sent any other way) and a fresh
+//! `RequestId`. Each request is logged once with its RequestId, service,
+//! action, account and result code; secrets and signatures are never logged.
+//!
+//! A request is checked in the order that costs an attacker most and the
+//! server least: its headers first (Authorization, timestamp, SecretId,
+//! strict mode's rules), with no byte of the body read; then the body, read
+//! within [`BODY_TIMEOUT`] against a global in-flight budget
+//! ([`BODY_BUDGET_BYTES`]); then the signature over it.
 
 use crate::actions::{self, Ctx};
 use crate::error::ApiError;
@@ -21,10 +27,35 @@ use palisade_model::limits::Limits;
 use palisade_store::Store;
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// The bytes of request bodies being read or held by requests at once,
+/// across the server. A request whose body would exceed it waits up to
+/// [`BUDGET_WAIT`], then is refused with `RequestLimitExceeded`.
+pub const BODY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+
+/// Bodies up to this size do not count against [`BODY_BUDGET_BYTES`], so a
+/// budget held by large bodies never stalls the small requests (describes,
+/// agents' polls); the connection cap bounds their total (16 KiB each).
+pub const SMALL_BODY_BYTES: usize = 16 * 1024;
+
+/// How long a request waits for its share of [`BODY_BUDGET_BYTES`].
+pub const BUDGET_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the body of a request whose headers passed may take to arrive.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A refused request's body up to this size is read and dropped, so that
+/// the client, still sending it, reads the answer instead of a reset; a
+/// larger one is not read at all.
+const REFUSED_DRAIN_BYTES: usize = 64 * 1024;
+
+/// How long the body of a refused request is drained.
+const REFUSED_DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// The API version of the `vpc` and `cvm` services.
 pub const TENCENT_VERSION: &str = "2017-03-12";
@@ -45,6 +76,10 @@ pub struct AppState {
     credentials: crate::credentials::CredentialCache,
     /// Set when the server is shutting down: long-polls answer at once.
     shutting_down: tokio::sync::watch::Sender<bool>,
+    /// Bytes of [`BODY_BUDGET_BYTES`] not held by a request.
+    body_budget: Arc<Semaphore>,
+    /// Strict mode (`--strict-signatures`): the signatures of accepted writes.
+    replays: Option<crate::replay::ReplayWindow>,
 }
 
 impl AppState {
@@ -57,7 +92,22 @@ impl AppState {
             rulesets: actions::RulesetCache::default(),
             credentials: crate::credentials::CredentialCache::default(),
             shutting_down: tokio::sync::watch::Sender::new(false),
+            body_budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES)),
+            replays: None,
         }
+    }
+
+    /// Strict signatures (docs/api.md): `x-tc-action` must be signed, the
+    /// body must be signed, and a write's signature is accepted once.
+    #[must_use]
+    pub fn strict_signatures(mut self) -> Self {
+        self.replays = Some(crate::replay::ReplayWindow::default());
+        self
+    }
+
+    /// Whether strict signatures are on.
+    pub fn is_strict(&self) -> bool {
+        self.replays.is_some()
     }
 
     /// Ends every pending long-poll (they answer `Changed: false`) so a
@@ -67,12 +117,49 @@ impl AppState {
     }
 }
 
-/// The router: `POST /` and `GET /metrics`.
+/// The router: `POST /` and `GET /metrics`; anything else gets the
+/// envelope with `UnsupportedProtocol`.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", post(api))
+        .route("/", post(api).fallback(wrong_method))
         .route("/metrics", get(metrics))
+        .fallback(wrong_path)
         .with_state(state)
+}
+
+async fn wrong_method(req: Request) -> Response {
+    refused(
+        ApiError::new(
+            "UnsupportedProtocol",
+            format!(
+                "method {} is not served: call the API with POST / and a JSON body",
+                req.method()
+            ),
+        ),
+        req.into_body(),
+    )
+    .await
+}
+
+async fn wrong_path(req: Request) -> Response {
+    // Echo at most a short, printable part of what the client sent.
+    let path: String = req.uri().path().chars().take(100).collect();
+    refused(
+        ApiError::new(
+            "UnsupportedProtocol",
+            format!("path {path:?} is not served: call the API with POST / and a JSON body"),
+        ),
+        req.into_body(),
+    )
+    .await
+}
+
+/// The answer to a request refused before its body was wanted: a small
+/// body is drained first (see [`REFUSED_DRAIN_BYTES`]).
+async fn refused(error: ApiError, body: Body) -> Response {
+    drain(body, REFUSED_DRAIN_BYTES, REFUSED_DRAIN_TIME).await;
+    tracing::info!(code = %error.code, message = %error.message, "request refused");
+    envelope(&uuid::Uuid::new_v4().to_string(), Err(error))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -103,23 +190,36 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let (parts, body) = req.into_parts();
-    let body = read_body(body).await;
-    let outcome = match body {
-        None => Outcome {
-            service: String::new(),
-            action: header_str(&parts.headers, "x-tc-action"),
-            account: String::new(),
-            account_id: String::new(),
-            result: Err(ApiError::new(
-                "RequestSizeLimitExceeded",
-                format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
-            )),
-        },
-        Some(body) => {
-            let headers = Arc::new(parts.headers);
+    let headers = Arc::new(parts.headers);
+    let action = header_str(&headers, "x-tc-action");
+    let unattributed = |result| Outcome {
+        service: String::new(),
+        action: action.clone(),
+        account: String::new(),
+        account_id: String::new(),
+        result,
+    };
+    let admitted = {
+        let (st, h) = (state.clone(), headers.clone());
+        tokio::task::spawn_blocking(move || admit(&st, &h))
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(format!("request task failed: {e}"))))
+    };
+    let read = match admitted {
+        Err(e) => {
+            drain(body, REFUSED_DRAIN_BYTES, REFUSED_DRAIN_TIME).await;
+            Err(e)
+        }
+        Ok(admitted) => read_body(&state, &headers, body)
+            .await
+            .map(|body| (admitted, body)),
+    };
+    let outcome = match read {
+        Err(e) => unattributed(Err(e)),
+        Ok((admitted, (body, _budget))) => {
             let body = Arc::new(body);
             let method = parts.method.to_string();
-            let mut outcome = run_handle(&state, &method, &headers, &body).await;
+            let mut outcome = run_handle(&state, &method, &headers, &body, admitted).await;
             // Long-poll of DescribeInstanceRuleset: wait here, on the async
             // side, so a waiting agent holds no blocking thread, for a commit
             // that changed the caller's account; then answer afresh (the
@@ -232,6 +332,7 @@ async fn run_handle(
     method: &str,
     headers: &Arc<HeaderMap>,
     body: &Arc<Vec<u8>>,
+    admitted: Admitted,
 ) -> Outcome {
     let (st, method, headers, body) = (
         state.clone(),
@@ -239,7 +340,8 @@ async fn run_handle(
         headers.clone(),
         body.clone(),
     );
-    match tokio::task::spawn_blocking(move || handle(&st, &method, &headers, &body)).await {
+    match tokio::task::spawn_blocking(move || handle(&st, &method, &headers, &body, admitted)).await
+    {
         Ok(o) => o,
         Err(e) => Outcome {
             service: String::new(),
@@ -302,27 +404,119 @@ fn long_poll(outcome: &Outcome, body: &[u8]) -> Option<(u64, std::time::Duration
     (wait > 0).then(|| (after, std::time::Duration::from_secs(wait)))
 }
 
-/// Reads the body up to [`MAX_BODY_BYTES`]. A larger body is read on (and
-/// dropped) up to [`DRAIN_LIMIT`] so the client gets the error answer instead
-/// of a broken pipe; `None` means too large (or a broken connection).
-async fn read_body(body: Body) -> Option<Vec<u8>> {
+/// Reads the body of a request whose headers passed: refused unread when
+/// its declared length is over [`MAX_BODY_BYTES`] (and drained, up to
+/// [`DRAIN_LIMIT`], so the client reads the answer), read within
+/// [`BODY_TIMEOUT`], and, past [`SMALL_BODY_BYTES`], only with its share of
+/// [`BODY_BUDGET_BYTES`], which the returned permit holds until the request
+/// is answered.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), ApiError> {
     use futures_util::StreamExt;
-    let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
-    let mut total = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.ok()?;
-        total = total.saturating_add(chunk.len());
-        if total > MAX_BODY_BYTES {
-            buf = Vec::new();
-            if total > DRAIN_LIMIT {
-                return None;
+    let too_large = || {
+        ApiError::new(
+            "RequestSizeLimitExceeded",
+            format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        drain(body, DRAIN_LIMIT, BODY_TIMEOUT).await;
+        return Err(too_large());
+    }
+    // At most MAX_BODY_BYTES, checked above.
+    let declared = declared.map(|n| n as usize);
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let take = |n: usize| {
+        let budget = state.body_budget.clone();
+        async move {
+            // n <= MAX_BODY_BYTES, far below u32::MAX.
+            let n = u32::try_from(n).unwrap_or(u32::MAX);
+            match tokio::time::timeout(BUDGET_WAIT, budget.acquire_many_owned(n)).await {
+                Ok(Ok(p)) => Ok(p),
+                _ => Err(ApiError::new(
+                    "RequestLimitExceeded",
+                    format!(
+                        "the server is reading {BODY_BUDGET_BYTES} bytes of request bodies \
+                         already; retry shortly"
+                    ),
+                )),
             }
-            continue;
+        }
+    };
+    if let Some(n) = declared.filter(|n| *n > SMALL_BODY_BYTES) {
+        permit = Some(take(n).await?);
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    let mut stream = body.into_data_stream();
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    "InvalidRequest",
+                    format!(
+                        "the request body did not arrive within {} s",
+                        BODY_TIMEOUT.as_secs()
+                    ),
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::new(
+                    "InvalidRequest",
+                    format!("the request body could not be read: {e}"),
+                ))
+            }
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        let total = buf.len().saturating_add(chunk.len());
+        if total > MAX_BODY_BYTES {
+            drop(buf);
+            drain_stream(stream, total, DRAIN_LIMIT, BODY_TIMEOUT).await;
+            return Err(too_large());
+        }
+        // A body of unknown length (chunked) takes its share as it comes.
+        if declared.is_none() && total > SMALL_BODY_BYTES {
+            let more = take(total - buf.len().max(SMALL_BODY_BYTES)).await?;
+            match &mut permit {
+                Some(p) => p.merge(more),
+                None => permit = Some(more),
+            }
         }
         buf.extend_from_slice(&chunk);
     }
-    (total <= MAX_BODY_BYTES).then_some(buf)
+    Ok((buf, permit))
+}
+
+/// Reads and drops up to `limit` bytes of `body` for at most `time`.
+async fn drain(body: Body, limit: usize, time: Duration) {
+    drain_stream(body.into_data_stream(), 0, limit, time).await;
+}
+
+/// [`drain`] of a stream of which `total` bytes were read already.
+async fn drain_stream(
+    mut stream: axum::body::BodyDataStream,
+    mut total: usize,
+    limit: usize,
+    time: Duration,
+) {
+    use futures_util::StreamExt;
+    let _ = tokio::time::timeout(time, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            total = total.saturating_add(chunk.len());
+            if total > limit {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// How much of an oversized body is read and dropped before giving up.
@@ -337,7 +531,72 @@ fn header_str(headers: &HeaderMap, name: &str) -> String {
         .to_string()
 }
 
-fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> Outcome {
+/// A request whose headers passed: who it claims to come from, before the
+/// signature over the body is checked.
+struct Admitted {
+    pending: tc3::Pending,
+    credential: palisade_store::Credential,
+}
+
+/// The checks that need no body (see the module doc): the action is named,
+/// the Authorization header, timestamp and SecretId hold, and in strict
+/// mode `x-tc-action` and the body are signed.
+fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admitted, ApiError> {
+    if header_str(headers, "x-tc-action").is_empty() {
+        return Err(ApiError::missing("X-TC-Action"));
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut credential = None;
+    let mut lookup_error = None;
+    let lookup = |secret_id: &str| match state.credentials.get(state.store.as_ref(), secret_id) {
+        Ok(Some(c)) => {
+            let key = c.secret_key.clone();
+            credential = Some(c);
+            Some(key)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            lookup_error = Some(e);
+            None
+        }
+    };
+    let pending = tc3::check_headers(|name| headers.get(name).map(|v| v.as_bytes()), now, lookup);
+    // A store that cannot be read is the server's fault, not a bad key.
+    if let Some(e) = lookup_error {
+        return Err(ApiError::from(e));
+    }
+    let pending = pending.map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    if state.is_strict() {
+        if !pending.signs("x-tc-action") {
+            return Err(ApiError::new(
+                "AuthFailure.InvalidAuthorization",
+                "this server requires strict signatures: SignedHeaders must include \
+                 x-tc-action (e.g. content-type;host;x-tc-action)",
+            ));
+        }
+        if pending.unsigned_payload() {
+            return Err(ApiError::new(
+                "AuthFailure.InvalidAuthorization",
+                "this server requires strict signatures: the body must be signed \
+                 (X-TC-Content-SHA256: UNSIGNED-PAYLOAD is refused)",
+            ));
+        }
+    }
+    let credential =
+        credential.ok_or_else(|| ApiError::internal("admitted request without credential"))?;
+    Ok(Admitted {
+        pending,
+        credential,
+    })
+}
+
+fn handle(
+    state: &AppState,
+    method: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    admitted: Admitted,
+) -> Outcome {
     let mut out = Outcome {
         service: String::new(),
         action: header_str(headers, "x-tc-action"),
@@ -346,39 +605,38 @@ fn handle(state: &AppState, method: &str, headers: &HeaderMap, body: &[u8]) -> O
         result: Ok(Map::new()),
     };
     out.result = (|| {
-        if out.action.is_empty() {
-            return Err(ApiError::missing("X-TC-Action"));
-        }
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let mut credential = None;
-        let mut lookup_error = None;
-        let lookup = |secret_id: &str| match state.credentials.get(state.store.as_ref(), secret_id)
-        {
-            Ok(Some(c)) => {
-                let key = c.secret_key.clone();
-                credential = Some(c);
-                Some(key)
+        let Admitted {
+            pending,
+            credential,
+        } = admitted;
+        let verified = pending
+            .verify(method, |name| headers.get(name).map(|v| v.as_bytes()), body)
+            .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+        if let Some(replays) = &state.replays {
+            if !out.action.starts_with("Describe") {
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                match replays.admit(&verified.signature, verified.timestamp, now) {
+                    crate::replay::Admission::Fresh => {}
+                    crate::replay::Admission::Replayed => {
+                        return Err(ApiError::new(
+                            "AuthFailure.SignatureFailure",
+                            "this signature was already used for a write within its 300 s \
+                             window (strict signatures refuse replays): sign the request anew",
+                        ))
+                    }
+                    crate::replay::Admission::Full => {
+                        return Err(ApiError::new(
+                            "RequestLimitExceeded",
+                            format!(
+                                "this server remembers {} write signatures of the last 300 s \
+                                 and is full; retry shortly",
+                                crate::replay::CAPACITY
+                            ),
+                        ))
+                    }
+                }
             }
-            Ok(None) => None,
-            Err(e) => {
-                lookup_error = Some(e);
-                None
-            }
-        };
-        let verified = tc3::verify(
-            method,
-            |name| headers.get(name).map(|v| v.as_bytes()),
-            body,
-            now,
-            lookup,
-        );
-        // A store that cannot be read is the server's fault, not a bad key.
-        if let Some(e) = lookup_error {
-            return Err(ApiError::from(e));
         }
-        let verified = verified.map_err(|e| ApiError::new(e.code(), e.to_string()))?;
-        let credential =
-            credential.ok_or_else(|| ApiError::internal("verified request without credential"))?;
         let account = &credential.account;
         out.service = verified.service.clone();
         out.account_id = account.id.clone();

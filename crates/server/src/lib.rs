@@ -4,9 +4,11 @@
 //! the VPC and CVM security-group actions plus Palisade's own `palisade`
 //! service, on top of a [`palisade_store::Store`].
 //!
-//! Module map: [`tc3`] signs and verifies; [`http`] is the envelope, logging
-//! and metrics; [`actions`] holds one module per resource family; [`params`]
-//! reads request parameters with Tencent's error codes.
+//! Module map: [`serve`] accepts connections under a cap and timeouts;
+//! [`tc3`] signs and verifies; [`replay`] is strict mode's memory of
+//! signatures; [`http`] is the envelope, body budget, logging and metrics;
+//! [`actions`] holds one module per resource family; [`params`] reads
+//! request parameters with Tencent's error codes.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +18,8 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod params;
+pub mod replay;
+pub mod serve;
 pub mod tc3;
 pub mod upgrade;
 
@@ -63,6 +67,12 @@ pub struct Config {
     pub limits: Limits,
     /// Log one JSON object per line instead of human-readable text.
     pub log_json: bool,
+    /// Strict signatures: `x-tc-action` and the body must be signed, and a
+    /// write's signature is accepted once (docs/api.md).
+    pub strict_signatures: bool,
+    /// Most connections open at once ([`serve::DEFAULT_MAX_CONNECTIONS`]);
+    /// lowered to fit the open-file limit.
+    pub max_connections: usize,
 }
 
 /// The JSON printed by `palisade account create --output json` and written
@@ -201,7 +211,36 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             "account `admin` exists; its credentials were written to this file on first start"
         ),
     }
-    let state = Arc::new(http::AppState::new(store, config.limits));
+    let files = serve::raise_open_file_limit();
+    let soft = files.as_ref().map_or(1024, |f| f.soft);
+    let max_connections = serve::connection_cap(config.max_connections, soft);
+    match &files {
+        Ok(f) => tracing::info!(
+            before = f.before,
+            soft = f.soft,
+            hard = f.hard,
+            max_connections,
+            "open-file limit {} (was {}, hard limit {}): at most {max_connections} connections",
+            f.soft,
+            f.before,
+            f.hard
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            max_connections,
+            "cannot read or raise the open-file limit: at most {max_connections} connections"
+        ),
+    }
+    let mut state = http::AppState::new(store, config.limits);
+    if config.strict_signatures {
+        state = state.strict_signatures();
+        tracing::info!(
+            capacity = replay::CAPACITY,
+            "strict signatures: x-tc-action and the body must be signed; a write's signature \
+             is accepted once within its 300 s window (per server)"
+        );
+    }
+    let state = Arc::new(state);
     let app = http::router(state.clone());
     let shutdown = {
         let state = state.clone();
@@ -214,23 +253,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         context: format!("binding {}", config.listen),
         source,
     })?;
-    match &config.tls {
-        None => {
-            let local = listener.local_addr().map_err(|source| ServerError::Io {
-                context: "reading the bound address".into(),
-                source,
-            })?;
-            tracing::info!(listen = %local, "serving the Tencent-compatible API over HTTP");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(|source| ServerError::Io {
-                    context: "serving".into(),
-                    source,
-                })
-        }
-        Some((cert, key)) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+    let local = listener.local_addr().map_err(|source| ServerError::Io {
+        context: "reading the bound address".into(),
+        source,
+    })?;
+    let tls = match &config.tls {
+        None => None,
+        Some((cert, key)) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
                 .map_err(|source| ServerError::Io {
                     context: format!(
@@ -239,30 +269,19 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
                         key.display()
                     ),
                     source,
-                })?;
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
-            });
-            tracing::info!(listen = %config.listen, "serving the Tencent-compatible API over HTTPS");
-            listener
-                .into_std()
-                .and_then(|listener| axum_server::from_tcp_rustls(listener, tls))
-                .map_err(|source| ServerError::Io {
-                    context: "handing the listener to TLS".into(),
-                    source,
                 })?
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
-                .map_err(|source| ServerError::Io {
-                    context: format!("serving HTTPS on {}", config.listen),
-                    source,
-                })
-        }
-    }
+                .get_inner(),
+        ),
+    };
+    let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
+    tracing::info!(
+        listen = %local,
+        header_timeout_s = serve::HEADER_TIMEOUT.as_secs(),
+        body_timeout_s = http::BODY_TIMEOUT.as_secs(),
+        "serving the Tencent-compatible API over {scheme}"
+    );
+    serve::serve(listener, app, tls, max_connections, shutdown).await;
+    Ok(())
 }
 
 /// The listening socket's backlog (the kernel caps it at

@@ -59,6 +59,11 @@ pub struct Verified {
     pub secret_id: String,
     /// The service named in the credential scope (`vpc`, `cvm`, `palisade`).
     pub service: String,
+    /// The signature, 64 lower-case hex digits: what strict mode remembers
+    /// to refuse a replay.
+    pub signature: String,
+    /// `X-TC-Timestamp`: the signature is valid until 300 s after it.
+    pub timestamp: i64,
 }
 
 /// The parsed `Authorization` header.
@@ -130,8 +135,9 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, AuthError> {
     })
 }
 
-/// Verifies a request. `header` returns a header's raw value by lower-case
-/// name; `secret_key` returns the key of a SecretId, if the SecretId exists.
+/// Verifies a request: [`check_headers`], then [`Pending::verify`].
+/// `header` returns a header's raw value by lower-case name; `secret_key`
+/// returns the key of a SecretId, if the SecretId exists.
 pub fn verify<'h>(
     method: &str,
     header: impl Fn(&str) -> Option<&'h [u8]>,
@@ -139,6 +145,18 @@ pub fn verify<'h>(
     now: i64,
     secret_key: impl FnOnce(&str) -> Option<String>,
 ) -> Result<Verified, AuthError> {
+    check_headers(&header, now, secret_key)?.verify(method, header, body)
+}
+
+/// Everything that can be checked before the body is read: the
+/// `Authorization` header parses, `X-TC-Timestamp` is inside the window and
+/// matches the credential date, the SecretId exists and every signed header
+/// is present. The server reads no body of a request that fails here.
+pub fn check_headers<'h>(
+    header: impl Fn(&str) -> Option<&'h [u8]>,
+    now: i64,
+    secret_key: impl FnOnce(&str) -> Option<String>,
+) -> Result<Pending, AuthError> {
     let auth_value = header("authorization")
         .ok_or_else(|| AuthError::InvalidAuthorization("missing Authorization header".into()))?;
     let auth_value = std::str::from_utf8(auth_value)
@@ -161,47 +179,117 @@ pub fn verify<'h>(
             auth.date
         )));
     }
+    if let Some(name) = auth.signed_headers.split(';').find(|n| header(n).is_none()) {
+        return Err(AuthError::InvalidAuthorization(format!(
+            "signed header {name} is missing"
+        )));
+    }
+    let unsigned_payload =
+        header("x-tc-content-sha256").map(<[u8]>::trim_ascii) == Some(b"UNSIGNED-PAYLOAD");
 
     let Some(key) = secret_key(&auth.secret_id) else {
         return Err(AuthError::SecretIdNotFound(auth.secret_id));
     };
+    Ok(Pending {
+        auth,
+        timestamp,
+        key,
+        unsigned_payload,
+    })
+}
 
-    let mut canonical_headers = Vec::new();
-    for name in auth.signed_headers.split(';') {
-        let value = header(name).ok_or_else(|| {
-            AuthError::InvalidAuthorization(format!("signed header {name} is missing"))
-        })?;
-        canonical_headers.extend_from_slice(name.as_bytes());
-        canonical_headers.push(b':');
-        canonical_headers.extend_from_slice(value.trim_ascii());
-        canonical_headers.push(b'\n');
+/// A request whose headers passed [`check_headers`]; its signature is
+/// checked once the body is in ([`Pending::verify`]).
+pub struct Pending {
+    auth: Authorization,
+    timestamp: i64,
+    key: String,
+    unsigned_payload: bool,
+}
+
+impl std::fmt::Debug for Pending {
+    // Never print the secret key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("secret_id", &self.auth.secret_id)
+            .field("service", &self.auth.service)
+            .field("signed_headers", &self.auth.signed_headers)
+            .field("timestamp", &self.timestamp)
+            .finish_non_exhaustive()
     }
-    let unsigned =
-        header("x-tc-content-sha256").map(<[u8]>::trim_ascii) == Some(b"UNSIGNED-PAYLOAD");
-    let payload: &[u8] = if unsigned { b"UNSIGNED-PAYLOAD" } else { body };
-    let matches = |canonical: &[u8]| -> bool {
-        let expected = signature_for(
-            method,
-            canonical,
-            &auth.signed_headers,
-            payload,
+}
+
+impl Pending {
+    /// Whether header `name` (lower case) is among the signed headers.
+    pub fn signs(&self, name: &str) -> bool {
+        self.auth.signed_headers.split(';').any(|n| n == name)
+    }
+
+    /// Whether the client sent `X-TC-Content-SHA256: UNSIGNED-PAYLOAD`:
+    /// the body is then not covered by the signature.
+    pub fn unsigned_payload(&self) -> bool {
+        self.unsigned_payload
+    }
+
+    /// The service named in the credential scope.
+    pub fn service(&self) -> &str {
+        &self.auth.service
+    }
+
+    /// Checks the signature over the signed headers and `body`.
+    pub fn verify<'h>(
+        self,
+        method: &str,
+        header: impl Fn(&str) -> Option<&'h [u8]>,
+        body: &[u8],
+    ) -> Result<Verified, AuthError> {
+        let Pending {
+            auth,
             timestamp,
-            &auth.date,
-            &auth.service,
-            &key,
-        );
-        expected.as_bytes().ct_eq(auth.signature.as_bytes()).into()
-    };
-    // The SDKs sign the raw values; Tencent's documentation also describes
-    // lower-casing them. Both forms need the secret key, so both are taken.
-    let lowered = canonical_headers.to_ascii_lowercase();
-    if matches(&canonical_headers) || (lowered != canonical_headers && matches(&lowered)) {
-        Ok(Verified {
-            secret_id: auth.secret_id,
-            service: auth.service,
-        })
-    } else {
-        Err(AuthError::SignatureFailure)
+            key,
+            unsigned_payload,
+        } = self;
+        let mut canonical_headers = Vec::new();
+        for name in auth.signed_headers.split(';') {
+            let value = header(name).ok_or_else(|| {
+                AuthError::InvalidAuthorization(format!("signed header {name} is missing"))
+            })?;
+            canonical_headers.extend_from_slice(name.as_bytes());
+            canonical_headers.push(b':');
+            canonical_headers.extend_from_slice(value.trim_ascii());
+            canonical_headers.push(b'\n');
+        }
+        let payload: &[u8] = if unsigned_payload {
+            b"UNSIGNED-PAYLOAD"
+        } else {
+            body
+        };
+        let matches = |canonical: &[u8]| -> bool {
+            let expected = signature_for(
+                method,
+                canonical,
+                &auth.signed_headers,
+                payload,
+                timestamp,
+                &auth.date,
+                &auth.service,
+                &key,
+            );
+            expected.as_bytes().ct_eq(auth.signature.as_bytes()).into()
+        };
+        // The SDKs sign the raw values; Tencent's documentation also describes
+        // lower-casing them. Both forms need the secret key, so both are taken.
+        let lowered = canonical_headers.to_ascii_lowercase();
+        if matches(&canonical_headers) || (lowered != canonical_headers && matches(&lowered)) {
+            Ok(Verified {
+                secret_id: auth.secret_id,
+                service: auth.service,
+                signature: auth.signature,
+                timestamp,
+            })
+        } else {
+            Err(AuthError::SignatureFailure)
+        }
     }
 }
 

@@ -146,9 +146,10 @@ fn expired_and_tampered_requests_are_refused() {
     set(
         &mut h,
         "Authorization",
-        sign_with_action(
+        common::sign_with_action(
             cred(a),
             &host,
+            "vpc",
             "DescribeSecurityGroupPolicies",
             body.as_bytes(),
             ts,
@@ -164,40 +165,6 @@ fn expired_and_tampered_requests_are_refused() {
         "AuthFailure.SignatureFailure"
     );
     assert_eq!(server.db_bytes(), before);
-}
-
-/// TC3 with `SignedHeaders=content-type;host;x-tc-action`.
-fn sign_with_action(c: (&str, &str), host: &str, action: &str, body: &[u8], ts: i64) -> String {
-    use hmac::{Hmac, Mac};
-    use sha2::{Digest, Sha256};
-    let hmac = |k: &[u8], d: &[u8]| {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(k).expect("any key length");
-        m.update(d);
-        m.finalize().into_bytes().to_vec()
-    };
-    let date = time::OffsetDateTime::from_unix_timestamp(ts)
-        .expect("ts")
-        .format(&time::macros::format_description!("[year]-[month]-[day]"))
-        .expect("date");
-    let signed = "content-type;host;x-tc-action";
-    let canonical = format!(
-        "POST\n/\n\ncontent-type:application/json\nhost:{host}\nx-tc-action:{}\n\n{signed}\n{}",
-        action.to_ascii_lowercase(),
-        hex::encode(Sha256::digest(body))
-    );
-    let scope = format!("{date}/vpc/tc3_request");
-    let sts = format!(
-        "TC3-HMAC-SHA256\n{ts}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    );
-    let k = hmac(format!("TC3{}", c.1).as_bytes(), date.as_bytes());
-    let k = hmac(&k, b"vpc");
-    let k = hmac(&k, b"tc3_request");
-    let sig = hex::encode(hmac(&k, sts.as_bytes()));
-    format!(
-        "TC3-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={sig}",
-        c.0
-    )
 }
 
 /// Fake ids shaped like `ids`, unique per `n`, that exist nowhere.
