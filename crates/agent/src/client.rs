@@ -175,30 +175,29 @@ impl HttpControlPlane {
     ) -> Result<Value, AgentError> {
         let body = params.to_string();
         let ts = time::OffsetDateTime::now_utc().unix_timestamp();
-        let content_type = "application/json";
-        let auth = tc3::authorization(
-            &self.secret_id,
-            &self.secret_key,
-            service,
-            content_type,
-            &self.host,
-            body.as_bytes(),
-            ts,
-        );
         let transport = |message: String| AgentError::Transport {
             action: action.to_string(),
             message,
         };
-        let resp = self
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let mut request = self
             .http
             .post(&format!("{}/", self.endpoint))
-            .set("Content-Type", content_type)
-            .set("Host", &self.host)
-            .set("X-TC-Action", action)
             .set("X-TC-Version", version)
-            .set("X-TC-Timestamp", &ts.to_string())
-            .set("X-TC-Region", "ap-guangzhou")
-            .set("Authorization", &auth)
+            .set("X-TC-Region", "ap-guangzhou");
+        for (name, value) in tc3::signed_headers(
+            &self.secret_id,
+            &self.secret_key,
+            service,
+            action,
+            &self.host,
+            body.as_bytes(),
+            ts,
+            &nonce,
+        ) {
+            request = request.set(name, &value);
+        }
+        let resp = request
             .send_string(&body)
             .map_err(|e| transport(e.to_string()))?;
         let text = resp

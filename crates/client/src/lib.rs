@@ -152,28 +152,26 @@ impl Client {
     pub fn call(&self, service: &str, action: &str, params: &Value) -> Result<Value, ClientError> {
         let body = serde_json::to_vec(params).map_err(|e| self.transport(e))?;
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
-        let content_type = "application/json";
-        let authorization = tc3::authorization(
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let mut request = self
+            .agent
+            .post(&self.url)
+            .set("X-TC-Version", version_of(service))
+            .set("X-TC-Region", &self.region)
+            .set("X-TC-Language", "en-US");
+        for (name, value) in tc3::signed_headers(
             &self.credentials.secret_id,
             &self.credentials.secret_key,
             service,
-            content_type,
+            action,
             &self.host,
             &body,
             timestamp,
-        );
-        let response = self
-            .agent
-            .post(&self.url)
-            .set("Content-Type", content_type)
-            .set("Host", &self.host)
-            .set("X-TC-Action", action)
-            .set("X-TC-Version", version_of(service))
-            .set("X-TC-Region", &self.region)
-            .set("X-TC-Timestamp", &timestamp.to_string())
-            .set("X-TC-Language", "en-US")
-            .set("Authorization", &authorization)
-            .send_bytes(&body);
+            &nonce,
+        ) {
+            request = request.set(name, &value);
+        }
+        let response = request.send_bytes(&body);
         let response = match response {
             Ok(r) => r,
             Err(ureq::Error::Status(code, _)) => {

@@ -1,7 +1,10 @@
-//! TC3-HMAC-SHA256 request signing, client side, as
-//! `shared/reference/tencent-api.md` states it: sign `content-type;host`
-//! over a POST of a JSON body. The server's verifier is the other half;
-//! the server's tests check that the two agree.
+//! TC3-HMAC-SHA256 request signing, client side. [`authorization`] signs
+//! `content-type;host` over a POST of a JSON body, as the Tencent SDKs do;
+//! [`signed_headers`], which Palisade's own clients use, also signs
+//! `x-tc-action` and a random `x-palisade-nonce`, so a captured request cannot
+//! be re-sent as another action and two identical calls differ (what a
+//! server with `--strict-signatures` requires; docs/api.md). The server's
+//! verifier is the other half; the server's tests check that the two agree.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -38,6 +41,58 @@ pub fn authorization(
     format!(
         "{ALGORITHM} Credential={secret_id}/{scope}, SignedHeaders=content-type;host, Signature={signature}"
     )
+}
+
+/// The headers of a POST of `body` calling `action`, signed over
+/// `content-type;host;x-palisade-nonce;x-tc-action` and the body:
+/// `Content-Type`, `Host`, `X-TC-Action`, `X-TC-Timestamp`,
+/// `X-Palisade-Nonce` and `Authorization`. `nonce` should be fresh for each
+/// call (a random UUID). The canonical values are lower-cased, as Tencent's
+/// signature documentation describes.
+#[allow(clippy::too_many_arguments)] // one call = one signed request
+pub fn signed_headers(
+    secret_id: &str,
+    secret_key: &str,
+    service: &str,
+    action: &str,
+    host: &str,
+    body: &[u8],
+    timestamp: i64,
+    nonce: &str,
+) -> Vec<(&'static str, String)> {
+    const SIGNED: &str = "content-type;host;x-palisade-nonce;x-tc-action";
+    let content_type = "application/json";
+    let date = date_of(timestamp);
+    let canonical_request = format!(
+        "POST\n/\n\ncontent-type:{}\nhost:{}\nx-palisade-nonce:{}\nx-tc-action:{}\n\n{SIGNED}\n{}",
+        content_type,
+        host.trim().to_ascii_lowercase(),
+        nonce.trim().to_ascii_lowercase(),
+        action.trim().to_ascii_lowercase(),
+        hex::encode(Sha256::digest(body))
+    );
+    let scope = format!("{date}/{service}/tc3_request");
+    let string_to_sign = format!(
+        "{ALGORITHM}\n{timestamp}\n{scope}\n{}",
+        hex::encode(Sha256::digest(canonical_request.as_bytes()))
+    );
+    let k_date = hmac(format!("TC3{secret_key}").as_bytes(), date.as_bytes());
+    let k_service = hmac(&k_date, service.as_bytes());
+    let k_signing = hmac(&k_service, b"tc3_request");
+    let signature = hex::encode(hmac(&k_signing, string_to_sign.as_bytes()));
+    vec![
+        ("Content-Type", content_type.to_string()),
+        ("Host", host.to_string()),
+        ("X-TC-Action", action.to_string()),
+        ("X-TC-Timestamp", timestamp.to_string()),
+        ("X-Palisade-Nonce", nonce.to_string()),
+        (
+            "Authorization",
+            format!(
+                "{ALGORITHM} Credential={secret_id}/{scope}, SignedHeaders={SIGNED}, Signature={signature}"
+            ),
+        ),
+    ]
 }
 
 /// `YYYY-MM-DD` (UTC) of a unix time; the epoch's date when out of range.
@@ -117,6 +172,60 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 2, "only {checked} vectors applied");
+    }
+
+    #[test]
+    fn headers_signing_the_action_verify_on_the_server() {
+        let body = br#"{"GroupName":"web"}"#;
+        let headers = signed_headers(
+            "AKIDx",
+            "key",
+            "vpc",
+            "CreateSecurityGroup",
+            "Pal.Example:9180",
+            body,
+            1_790_000_000,
+            "3f1e0c4e-0d6b-4a51-9b8e-2f6c1f0a7d11",
+        );
+        let verify = |headers: &[(&str, String)]| {
+            palisade_server::tc3::verify(
+                "POST",
+                |name| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.as_bytes())
+                },
+                body,
+                1_790_000_000,
+                |_| Some("key".to_string()),
+            )
+        };
+        let checked = palisade_server::tc3::check_headers(
+            |name| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.as_bytes())
+            },
+            1_790_000_000,
+            |_| Some("key".to_string()),
+        )
+        .unwrap();
+        assert!(checked.signs("x-tc-action") && checked.signs("x-palisade-nonce"));
+        assert_eq!(verify(&headers).unwrap().service, "vpc");
+        for (name, value) in [
+            ("X-TC-Action", "DeleteSecurityGroup"),
+            ("X-Palisade-Nonce", "another"),
+        ] {
+            let mut swapped = headers.clone();
+            swapped.iter_mut().find(|(k, _)| *k == name).unwrap().1 = value.to_string();
+            assert_eq!(
+                verify(&swapped),
+                Err(palisade_server::tc3::AuthError::SignatureFailure),
+                "{name}"
+            );
+        }
     }
 
     #[test]
