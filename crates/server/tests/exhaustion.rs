@@ -116,7 +116,13 @@ fn exhaustion() {
 
     let creds = wait_for_credentials(&dir.path().join("data"));
     let call = || describe(addr, &creds);
-    let (ok, first) = call();
+    // The credentials are written before the server listens.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut ok, mut first) = call();
+    while !ok && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        (ok, first) = call();
+    }
     assert!(ok, "the server does not answer a signed describe");
     let limit_line = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
