@@ -80,8 +80,10 @@ def free_port():
 class Server:
     """A running `palisade serve` process."""
 
-    def __init__(self, data_dir, port=None, store=None):
+    def __init__(self, data_dir, port=None, store=None, args=()):
         self.data_dir = Path(data_dir)
+        # `args`: more `serve` options (e.g. --strict-signatures).
+        self.args = list(args)
         # `store`: a --store URL shared with other servers (default: this
         # data directory's own store).
         self.store = store or store_url(self.data_dir)
@@ -94,7 +96,7 @@ class Server:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--listen", self.endpoint, "--data-dir", str(self.data_dir),
-             *(["--store", self.store] if self.store else [])],
+             *(["--store", self.store] if self.store else []), *self.args],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
