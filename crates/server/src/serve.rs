@@ -12,8 +12,8 @@
 //!   head, before the first byte, so it is also the idle timeout of a new
 //!   or kept-alive connection, and a client trickling bytes is cut at the
 //!   same moment as one sending nothing.
-//! - A head is at most [`MAX_HEAD_BYTES`] (hyper answers 431 past it), which
-//!   bounds a connection's read buffer while its head arrives.
+//! - A head is at most [`MAX_HEAD_BYTES`] (hyper answers 431 past it), and
+//!   a connection's read buffer stops growing there (`max_buf_size`).
 //! - HTTP/1.1 only (the SDKs, tccli, ureq all speak it; TLS offers only
 //!   `http/1.1` in ALPN).
 //!
@@ -85,6 +85,7 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .max_header_size(MAX_HEAD_BYTES)
         .max_buf_size(MAX_HEAD_BYTES);
     let tls = tls.map(|config| {
         let mut config = (*config).clone();
