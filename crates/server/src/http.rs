@@ -158,8 +158,12 @@ async fn wrong_path(req: Request) -> Response {
 /// body is drained first (see [`REFUSED_DRAIN_BYTES`]).
 async fn refused(error: ApiError, body: Body) -> Response {
     drain(body, REFUSED_DRAIN_BYTES, REFUSED_DRAIN_TIME).await;
-    tracing::info!(code = %error.code, message = %error.message, "request refused");
-    envelope(&uuid::Uuid::new_v4().to_string(), Err(error))
+    let request_id = uuid::Uuid::new_v4().to_string();
+    tracing::info!(
+        request_id = %request_id, code = %error.code, message = %error.message,
+        "request refused"
+    );
+    envelope(&request_id, Err(error))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
