@@ -146,6 +146,7 @@ impl World {
             account: &self.account,
             limits: &self.limits,
             rulesets: &actions::RulesetCache::default(),
+            agent_of: None,
         };
         actions::dispatch(&ctx, service, action, &params)
     }

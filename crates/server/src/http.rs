@@ -381,6 +381,8 @@ async fn run_again(state: &Arc<AppState>, first: Outcome, body: &Arc<Vec<u8>>) -
             account: &account_id,
             limits: &st.limits,
             rulesets: &st.rulesets,
+            // Only `DescribeInstanceRuleset`, a read, is run again.
+            agent_of: None,
         };
         actions::dispatch(&ctx, &service, &action, &params)
     })
@@ -680,6 +682,7 @@ fn handle(
             account: &account.id,
             limits: &state.limits,
             rulesets: &state.rulesets,
+            agent_of: credential.instance_scope.as_deref(),
         };
         actions::dispatch(&ctx, &verified.service, &out.action, &params)
     })();

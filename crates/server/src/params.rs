@@ -44,6 +44,12 @@ impl Params {
         }
     }
 
+    /// The parameters as sent, for checks that precede reading them (the
+    /// bounds of every list, `actions::bounds`).
+    pub fn raw(&self) -> &Map<String, Value> {
+        &self.map
+    }
+
     /// Fails with `UnknownParameter` on the first name not in `known`.
     pub fn allow_only(&self, known: &[&str]) -> Result<(), ApiError> {
         for k in self.map.keys() {

@@ -376,6 +376,39 @@ fn an_agent_credential_reads_only_its_own_instance() {
         {"InstanceId": a_ids["$INS"], "PrivateIpAddresses": ["10.0.0.5"]},
         {"InstanceId": a_ids["$INS2"], "PrivateIpAddresses": ["10.0.0.7"]}]}),
     );
+    // Its own instance: confirming the registration as it stands works;
+    // new addresses (they would widen every rule that references the
+    // instance's groups, on other nodes) or a new name need the account's key.
+    let registered = server
+        .call(
+            cred(a),
+            "DescribeInstances",
+            &json!({"InstanceIds": [a_ids["$INS"]]}),
+        )
+        .assert_ok("describe")["InstanceSet"][0]["PrivateIpAddresses"]
+        .clone();
+    let confirm = json!({"Instances": [
+        {"InstanceId": a_ids["$INS"], "PrivateIpAddresses": registered}]});
+    let before_confirm = server.db_bytes();
+    server
+        .call(agent, "RegisterInstances", &confirm)
+        .assert_ok("confirm");
+    assert_eq!(server.db_bytes(), before_confirm, "a confirmation wrote");
+    let mut widened = registered.as_array().expect("ips").clone();
+    widened.push(json!("203.0.113.66"));
+    refused(
+        "RegisterInstances",
+        &json!({"Instances": [{"InstanceId": a_ids["$INS"], "PrivateIpAddresses": widened}]}),
+    );
+    refused(
+        "RegisterInstances",
+        &json!({"Instances": [{"InstanceId": a_ids["$INS"], "PrivateIpAddresses": ["203.0.113.66"]}]}),
+    );
+    refused(
+        "RegisterInstances",
+        &json!({"Instances": [{"InstanceId": a_ids["$INS"], "InstanceName": "renamed",
+            "PrivateIpAddresses": registered}]}),
+    );
     // Every other action, with a valid request of the agent's own account.
     let valid = common::valid_requests(a_ids);
     for (_, action) in ACTIONS {
@@ -388,6 +421,15 @@ fn an_agent_credential_reads_only_its_own_instance() {
         refused(action, &valid[*action]);
     }
     assert_eq!(server.db_bytes(), before, "an agent changed the database");
+    // The account's key changes them, and the agent confirms the new ones.
+    let moved = json!({"Instances": [
+        {"InstanceId": a_ids["$INS"], "PrivateIpAddresses": ["203.0.113.66"]}]});
+    server
+        .call(cred(a), "RegisterInstances", &moved)
+        .assert_ok("account key moves the instance");
+    server
+        .call(agent, "RegisterInstances", &moved)
+        .assert_ok("agent confirms the new address");
 
     // Deregistering the instance revokes its agent's credential.
     let admin = cred(a);

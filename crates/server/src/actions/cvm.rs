@@ -9,6 +9,7 @@ use crate::error::ApiError;
 use crate::params::{paginate, Params};
 use palisade_store::{InstanceRecord, Tx};
 use serde_json::{json, Value};
+use std::collections::HashSet;
 
 const MAX_INSTANCES_PER_CALL: usize = 100;
 
@@ -26,12 +27,8 @@ fn instance_ids(p: &Params) -> Result<Vec<String>, ApiError> {
     for id in &ids {
         check_instance_id(id)?;
     }
-    let mut seen = Vec::new();
-    ids.retain(|id| {
-        let new = !seen.contains(id);
-        seen.push(id.clone());
-        new
-    });
+    let mut seen = HashSet::with_capacity(ids.len());
+    ids.retain(|id| seen.insert(id.clone()));
     Ok(ids)
 }
 
@@ -201,8 +198,9 @@ pub fn modify_attribute(ctx: &Ctx<'_>, p: &Params) -> Reply {
         }
     }
     if let Some(gs) = &groups {
-        for (i, g) in gs.iter().enumerate() {
-            if gs[..i].contains(g) {
+        let mut seen = HashSet::with_capacity(gs.len());
+        for g in gs {
+            if !seen.insert(g.as_str()) {
                 return Err(ApiError::new(
                     "InvalidParameterValue.Duplicate",
                     format!("SecurityGroups: {g} is given twice"),

@@ -6,6 +6,7 @@
 //! Isolation: every lookup goes through [`Ctx::account`], so another
 //! account's resource is indistinguishable from one that does not exist.
 
+pub mod bounds;
 mod clusters;
 mod cvm;
 mod groups;
@@ -34,6 +35,11 @@ pub struct Ctx<'a> {
     pub limits: &'a Limits,
     /// Resolved rulesets shared between requests.
     pub rulesets: &'a RulesetCache,
+    /// The instance the caller's agent credential is scoped to, if it holds
+    /// one: `RegisterInstances` may then only confirm that instance's
+    /// registration as it stands, never change its addresses (they widen
+    /// every rule that references the instance's groups, on other nodes).
+    pub agent_of: Option<&'a str>,
 }
 
 impl Ctx<'_> {
@@ -99,8 +105,10 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("palisade", "DescribeClusters"),
 ];
 
-/// Runs one action.
+/// Runs one action. Every list of the request is held to its bound first
+/// ([`bounds`]), before the action decodes anything or opens a transaction.
 pub fn dispatch(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Reply {
+    bounds::check(action, p.raw(), ctx.limits)?;
     match (service, action) {
         ("vpc", "CreateSecurityGroup") => groups::create(ctx, p, false),
         ("vpc", "CreateSecurityGroupWithPolicies") => groups::create(ctx, p, true),

@@ -6,6 +6,7 @@
 //! computed at (resolution is the `policy` crate's). This is what an agent
 //! enforces.
 
+use super::bounds::MAX_PRIVATE_IPS;
 use super::cvm::check_instance_id;
 use super::{map_insert, new_id, now, reply, rules_of, Ctx, Reply};
 use crate::error::ApiError;
@@ -33,12 +34,11 @@ struct NewInstance {
     private_ip_addresses: Option<Vec<String>>,
 }
 
-/// Most private addresses one instance registers (a node with several
-/// interfaces and secondary addresses stays far below it).
-const MAX_PRIVATE_IPS: usize = 64;
-
 /// `RegisterInstances`: creates instances (or updates the name, when given,
-/// and IPs of ones that exist); ids are generated when absent.
+/// and IPs of ones that exist); ids are generated when absent. An agent
+/// credential may only confirm its instance as registered (same addresses,
+/// same or no name): anything else is `AuthFailure.UnauthorizedOperation`,
+/// decided inside the write transaction against the stored record.
 pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
     p.allow_only(&["Instances"])?;
     let list: Vec<NewInstance> = p.req_typed("Instances")?;
@@ -112,6 +112,9 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
                     // instance) writes nothing, so it wakes no agent.
                     let name = name.unwrap_or_else(|| existing.name.clone());
                     if existing.name != name || existing.private_ips != ips {
+                        if let Some(ins) = ctx.agent_of {
+                            return Err(agent_may_not_change(ins));
+                        }
                         existing.name = name;
                         existing.private_ips = ips;
                         tx.update_instance(ctx.account, &existing)?;
@@ -119,6 +122,12 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
                     ids.push(existing.id);
                 }
                 None => {
+                    // Not reached with the scope check in front (an agent
+                    // names its own instance, which exists while its key
+                    // does), and refused all the same.
+                    if let Some(ins) = ctx.agent_of {
+                        return Err(agent_may_not_change(ins));
+                    }
                     let rec = InstanceRecord {
                         id: id.unwrap_or_else(|| new_id("ins-")),
                         name: name.unwrap_or_default(),
@@ -134,6 +143,20 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
         Ok(ids)
     })?;
     reply(json!({ "InstanceIdSet": ids }))
+}
+
+/// An agent credential tried to change its instance's registration: the
+/// addresses it would set are admitted by every rule that references the
+/// instance's groups, on every node, so only the account's own key may set
+/// them.
+fn agent_may_not_change(ins: &str) -> ApiError {
+    ApiError::new(
+        "AuthFailure.UnauthorizedOperation",
+        format!(
+            "this credential belongs to the agent of {ins}: it may confirm the instance's \
+             registration as it stands, but changing its name or addresses needs the account's key"
+        ),
+    )
 }
 
 /// `DeregisterInstances`.
@@ -1082,6 +1105,7 @@ mod tests {
             account: &account,
             limits: &limits,
             rulesets: &cache,
+            agent_of: None,
         };
         let call = |action: &str, params: Value| -> Result<Map<String, Value>, ApiError> {
             let service = ACTIONS

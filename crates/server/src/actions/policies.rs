@@ -12,6 +12,7 @@ use palisade_model::wire;
 use palisade_model::{AddressEntry, ServiceEntry};
 use palisade_store::{GroupRecord, TemplateKind, Tx};
 use serde_json::json;
+use std::collections::HashSet;
 
 fn policy_set(p: &Params, field: &str) -> Result<wire::SecurityGroupPolicySet, ApiError> {
     p.req_typed(field)
@@ -110,21 +111,46 @@ pub fn create(ctx: &Ctx<'_>, p: &Params) -> Reply {
         ));
     }
     let at = indexes.first().copied().flatten();
+    // Duplicates among the new rules are found before the transaction, and
+    // against the group's rules inside it, by hashing: linear in the rules.
+    let duplicate = |n: usize, rule: &Policy| {
+        ApiError::new(
+            "UnsupportedOperation.DuplicatePolicy",
+            format!(
+                "{}[{n}]: the same rule ({rule}) is already in the group",
+                dir.wire_name()
+            ),
+        )
+    };
+    let mut seen = HashSet::with_capacity(new_rules.len());
+    for (n, rule) in new_rules.iter().enumerate() {
+        if !seen.insert(rule_key(rule)) {
+            return Err(duplicate(n, rule));
+        }
+    }
     ctx.write(|tx| {
         let g = load_group(tx, ctx.account, "SecurityGroupId", &id)?;
         check_version(&set, &g)?;
         let (mut ingress, mut egress) = lists(&g)?;
         let list = dir_mut(dir, &mut ingress, &mut egress);
-        for (n, rule) in new_rules.iter().enumerate() {
-            let dup = list.iter().chain(new_rules[..n].iter()).any(|r| {
-                r.service == rule.service && r.peer == rule.peer && r.action == rule.action
-            });
-            if dup {
-                return Err(ApiError::new(
-                    "UnsupportedOperation.DuplicatePolicy",
-                    format!("{}[{n}]: the same rule ({rule}) is already in the group", dir.wire_name()),
-                ));
-            }
+        let total = list.len() + new_rules.len();
+        if total > ctx.limits.rules_per_direction {
+            return Err(ApiError::new(
+                "LimitExceeded.SecurityGroupPolicySet",
+                format!(
+                    "{}: {total} rules, the limit is {} per direction",
+                    dir.wire_name(),
+                    ctx.limits.rules_per_direction
+                ),
+            ));
+        }
+        let held: HashSet<_> = list.iter().map(rule_key).collect();
+        if let Some((n, rule)) = new_rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| held.contains(&rule_key(r)))
+        {
+            return Err(duplicate(n, rule));
         }
         let pos = match at {
             None => list.len(),
@@ -148,6 +174,11 @@ pub fn create(ctx: &Ctx<'_>, p: &Params) -> Reply {
         save(ctx, tx, g, &ingress, &egress)
     })?;
     reply(json!({}))
+}
+
+/// What makes two rules the same rule (their descriptions aside).
+fn rule_key(r: &Policy) -> (&Service, &Peer, &palisade_model::policy::Action) {
+    (&r.service, &r.peer, &r.action)
 }
 
 fn has_content(w: &wire::SecurityGroupPolicy) -> bool {
@@ -202,7 +233,7 @@ pub fn delete(ctx: &Ctx<'_>, p: &Params) -> Reply {
         check_version(&set, &g)?;
         let (mut ingress, mut egress) = lists(&g)?;
         let list = dir_mut(dir, &mut ingress, &mut egress);
-        let mut remove: Vec<usize> = Vec::new();
+        let mut remove: HashSet<usize> = HashSet::new();
         match &targets {
             None => {
                 for w in wire_list {
@@ -217,13 +248,12 @@ pub fn delete(ctx: &Ctx<'_>, p: &Params) -> Reply {
                             ),
                         ));
                     }
-                    if remove.contains(&i) {
+                    if !remove.insert(i) {
                         return Err(ApiError::new(
                             "InvalidParameterValue.Duplicate",
                             format!("PolicyIndex {i} is given twice"),
                         ));
                     }
-                    remove.push(i);
                 }
             }
             Some(targets) => {
@@ -236,7 +266,9 @@ pub fn delete(ctx: &Ctx<'_>, p: &Params) -> Reply {
                             && (t.description.is_empty() || r.description == t.description)
                     });
                     match found {
-                        Some(i) => remove.push(i),
+                        Some(i) => {
+                            remove.insert(i);
+                        }
                         None => {
                             return Err(ApiError::new(
                                 "ResourceNotFound",
@@ -324,7 +356,7 @@ pub fn replace(ctx: &Ctx<'_>, p: &Params, many: bool) -> Reply {
     }
     let new_rules = parse_rules(Some(wire_list), dir)?;
     let mut at = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     for w in wire_list {
         let i = w
             .policy_index

@@ -3,12 +3,14 @@
 //! rule or a template group uses it) and describe. The four kinds share one
 //! implementation driven by a [`Spec`] naming each kind's wire fields.
 
+use super::bounds::MAX_TEMPLATE_ENTRIES;
 use super::{check_name, map_insert, new_id, now, reply, Ctx, Reply};
 use crate::error::ApiError;
 use crate::params::{paginate, Params};
 use palisade_model::{AddressEntry, ServiceEntry};
 use palisade_store::{Tag, TemplateKind, TemplateRecord, Tx};
 use serde_json::{json, Map, Value};
+use std::collections::HashSet;
 
 /// How one kind of template is spelled on the wire.
 struct Spec {
@@ -185,9 +187,22 @@ fn read_entries(spec: &Spec, p: &Params) -> Result<Option<(Vec<String>, Value)>,
     let Some(entries) = entries else {
         return Ok(None);
     };
+    // `Addresses` and `AddressesExtra` are each bounded before this
+    // (`bounds`); together they must be too.
+    if entries.len() > MAX_TEMPLATE_ENTRIES {
+        return Err(ApiError::new(
+            "InvalidParameterValue.LimitExceeded",
+            format!(
+                "{}: {} entries in all, at most {MAX_TEMPLATE_ENTRIES}",
+                spec.entries,
+                entries.len()
+            ),
+        ));
+    }
     let entries: Vec<String> = entries.iter().map(|e| e.trim().to_string()).collect();
-    for (i, e) in entries.iter().enumerate() {
-        if entries[..i].contains(e) {
+    let mut seen = HashSet::with_capacity(entries.len());
+    for e in &entries {
+        if !seen.insert(e.as_str()) {
             return Err(ApiError::new(
                 "InvalidParameterValue.Duplicate",
                 format!("{} {e:?} is given twice", spec.entries),

@@ -446,6 +446,7 @@ pub fn seed(store: &SqliteStore, account: &str, suffix: &str) -> Ids {
             account,
             limits: &limits,
             rulesets: &palisade_server::actions::RulesetCache::default(),
+            agent_of: None,
         };
         match actions::dispatch(&ctx, service, action, &params) {
             Ok(m) => Value::Object(m),
