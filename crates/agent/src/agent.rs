@@ -587,4 +587,40 @@ mod tests {
         assert!(matches!(a.step().as_slice(), [Event::Rejected(_)]));
         assert_eq!(a.applied_revision(), Some(2));
     }
+
+    /// A group "member" of 10.0.0.0/12 would be a million hash-set
+    /// elements: the budget refuses it by counting, the loaded rules stay,
+    /// and the refusal is reported to the server.
+    #[test]
+    fn a_ruleset_over_the_budget_is_refused_and_reported() {
+        let mut a = agent(FakeServer {
+            ruleset: Some(ruleset(2, &["198.18.0.5"])),
+            ..Default::default()
+        });
+        a.step();
+        let loaded = a.dataplane().table.clone();
+        let applies = a.dataplane().log.len();
+        a.control().ruleset = Some(ruleset(3, &["10.0.0.0/12"]));
+        let events = a.step();
+        let [Event::Rejected(why)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert!(
+            why.contains("1048578") && why.contains("--max-elements"),
+            "{why}"
+        );
+        assert_eq!(a.applied_revision(), Some(2));
+        assert_eq!(a.dataplane().table, loaded, "the loaded rules stay");
+        assert_eq!(a.dataplane().log.len(), applies, "nothing was loaded");
+        let report = a.control().reports.last().expect("a report").clone();
+        assert_eq!(report.applied_revision, 2);
+        assert!(
+            report.errors.iter().any(|e| e.contains("--max-elements")),
+            "{report:?}"
+        );
+        // Within a budget raised for it, the same ruleset loads.
+        a.config.compile.max_elements = 1 << 21;
+        a.step();
+        assert_eq!(a.applied_revision(), Some(3));
+    }
 }

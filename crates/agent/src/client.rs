@@ -88,7 +88,18 @@ pub struct HttpControlPlane {
     /// `KnownDigest`, so a long poll only ends early when the rules differ
     /// from what the agent holds.
     known_digest: Option<String>,
+    /// The longest answer read ([`DEFAULT_MAX_RESPONSE_BYTES`] by default).
+    max_response_bytes: u64,
 }
+
+/// The longest answer the agent reads by default (`palisade agent
+/// --max-response-bytes`): 8 MiB. A `DescribeInstanceRuleset` answer at
+/// the compile budget ([`crate::compile::DEFAULT_MAX_ELEMENTS`]) of single
+/// IPv4 addresses, each listed once, is about 3.5 MB (14 bytes with quotes
+/// and comma); the rest is room for IPv6 addresses and lists that several
+/// rules repeat. A longer answer is refused unread, whatever the server
+/// (or anyone on the path of a plain-HTTP connection) sends.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
 
 impl HttpControlPlane {
     /// A client of `endpoint` (`http://HOST:PORT` or `https://...`).
@@ -120,7 +131,14 @@ impl HttpControlPlane {
             secret_key: secret_key.to_string(),
             http: ureq::AgentBuilder::new().timeout(timeout).build(),
             known_digest: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         })
+    }
+
+    /// Reads answers of at most `bytes` bytes; longer ones are an error.
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response_bytes = bytes;
+        self
     }
 
     /// Trusts the CA certificates of the PEM file `path` (instead of the
@@ -173,6 +191,34 @@ impl HttpControlPlane {
         action: &str,
         params: &Value,
     ) -> Result<Value, AgentError> {
+        let text = self.post(service, version, action, params)?;
+        let v: Value = serde_json::from_slice(&text).map_err(|e| AgentError::Transport {
+            action: action.to_string(),
+            message: format!("the answer is not JSON: {e}"),
+        })?;
+        let response = v.get("Response").ok_or_else(|| AgentError::Transport {
+            action: action.to_string(),
+            message: "the answer has no Response".into(),
+        })?;
+        if let Some(err) = response.get("Error") {
+            return Err(api_error(
+                action,
+                err.get("Code").and_then(Value::as_str),
+                err.get("Message").and_then(Value::as_str),
+            ));
+        }
+        Ok(response.clone())
+    }
+
+    /// Sends one signed call and reads its answer, at most
+    /// `max_response_bytes` of it.
+    fn post(
+        &self,
+        service: &str,
+        version: &str,
+        action: &str,
+        params: &Value,
+    ) -> Result<Vec<u8>, AgentError> {
         let body = params.to_string();
         let ts = time::OffsetDateTime::now_utc().unix_timestamp();
         let transport = |message: String| AgentError::Transport {
@@ -200,32 +246,90 @@ impl HttpControlPlane {
         let resp = request
             .send_string(&body)
             .map_err(|e| transport(e.to_string()))?;
-        let text = resp
-            .into_string()
-            .map_err(|e| transport(format!("reading the answer: {e}")))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| transport(format!("the answer is not JSON: {e}")))?;
-        let response = v
-            .get("Response")
-            .cloned()
-            .ok_or_else(|| transport("the answer has no Response".into()))?;
-        if let Some(err) = response.get("Error") {
-            return Err(AgentError::Api {
-                action: action.to_string(),
-                code: err
-                    .get("Code")
-                    .and_then(Value::as_str)
-                    .unwrap_or("InternalError")
-                    .to_string(),
-                message: err
-                    .get("Message")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-            });
+        let max = self.max_response_bytes;
+        let too_long = || {
+            transport(format!(
+                "the answer is longer than {max} bytes (--max-response-bytes); not read"
+            ))
+        };
+        let declared = resp
+            .header("Content-Length")
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(too_long());
         }
-        Ok(response)
+        // Sized once when the length is known: growing by doubling would
+        // hold up to twice the answer while it is read.
+        let mut text = Vec::with_capacity(usize::try_from(declared.unwrap_or(0)).unwrap_or(0));
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(resp.into_reader(), max.saturating_add(1)),
+            &mut text,
+        )
+        .map_err(|e| transport(format!("reading the answer: {e}")))?;
+        if text.len() as u64 > max {
+            return Err(too_long());
+        }
+        Ok(text)
     }
+}
+
+fn api_error(action: &str, code: Option<&str>, message: Option<&str>) -> AgentError {
+    AgentError::Api {
+        action: action.to_string(),
+        code: code.unwrap_or("InternalError").to_string(),
+        message: message.unwrap_or_default().to_string(),
+    }
+}
+
+/// The `DescribeInstanceRuleset` answer, decoded straight from the bytes
+/// into the typed ruleset (no JSON tree held beside it).
+#[derive(serde::Deserialize)]
+struct RulesetAnswer {
+    #[serde(rename = "Response")]
+    response: RulesetResponse,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RulesetResponse {
+    #[serde(default)]
+    error: Option<AnswerError>,
+    #[serde(default)]
+    ruleset: Option<WireRuleset>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AnswerError {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// Decodes a `DescribeInstanceRuleset` answer.
+pub fn decode_ruleset(text: &[u8]) -> Result<WireRuleset, AgentError> {
+    const ACTION: &str = "DescribeInstanceRuleset";
+    let answer: RulesetAnswer = serde_json::from_slice(text).map_err(|e| match e.classify() {
+        // Not JSON at all: the server (or the path to it) is broken, as
+        // for any other action, and the next server is tried.
+        serde_json::error::Category::Data => AgentError::BadRuleset(e.to_string()),
+        _ => AgentError::Transport {
+            action: ACTION.into(),
+            message: format!("the answer is not JSON: {e}"),
+        },
+    })?;
+    if let Some(err) = answer.response.error {
+        return Err(api_error(
+            ACTION,
+            err.code.as_deref(),
+            err.message.as_deref(),
+        ));
+    }
+    answer
+        .response
+        .ruleset
+        .ok_or_else(|| AgentError::BadRuleset("the answer has no Ruleset".into()))
 }
 
 impl ControlPlane for HttpControlPlane {
@@ -243,10 +347,8 @@ impl ControlPlane for HttpControlPlane {
                 params["KnownDigest"] = json!(d);
             }
         }
-        let r = self.call("DescribeInstanceRuleset", &params)?;
-        let rs = r.get("Ruleset").cloned().unwrap_or(Value::Null);
-        let wire: WireRuleset =
-            serde_json::from_value(rs).map_err(|e| AgentError::BadRuleset(e.to_string()))?;
+        let text = self.post(SERVICE, VERSION, "DescribeInstanceRuleset", &params)?;
+        let wire = decode_ruleset(&text)?;
         self.known_digest.clone_from(&wire.digest);
         Ok(wire)
     }

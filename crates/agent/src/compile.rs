@@ -70,6 +70,10 @@ pub struct CompileOptions {
     /// before and after it ([`HOIST_MIN_PEERS`] by default; 0 keeps every
     /// reference out of the maps).
     pub hoist_min_peers: usize,
+    /// The most nft rules plus set and map elements a snapshot may compile
+    /// to ([`DEFAULT_MAX_ELEMENTS`] by default): a larger one is refused by
+    /// counting, before anything is expanded ([`cost`]).
+    pub max_elements: usize,
 }
 
 impl Default for CompileOptions {
@@ -78,9 +82,26 @@ impl Default for CompileOptions {
             uplinks: Vec::new(),
             mode: Mode::default(),
             hoist_min_peers: HOIST_MIN_PEERS,
+            max_elements: DEFAULT_MAX_ELEMENTS,
         }
     }
 }
+
+/// The default [`CompileOptions::max_elements`] (`palisade agent
+/// --max-elements`). What the server's default limits let one instance's
+/// ruleset hold in practice: a security group referenced by a rule stands
+/// for up to 2,000 instances (`instances_per_group`), so the 10 references
+/// a group may make (`references_per_group`) come to 20,000 addresses at
+/// one address per instance, and the 5 groups of an instance to 100,000;
+/// the default leaves room for 2.5 times that, for templates (1,000
+/// entries each, 100 per template group), second addresses and the rules
+/// themselves (500 per direction). It is not the product of every limit:
+/// 64 addresses on each of 2,000 instances of 50 referenced groups is 6.4
+/// million elements, a size no node is given without raising this.
+/// Measured with this default: the agent stays under 256 MiB holding a
+/// snapshot at the budget while refusing the largest hostile answer
+/// (docs/operations.md).
+pub const DEFAULT_MAX_ELEMENTS: usize = 250_000;
 
 /// The default [`CompileOptions::hoist_min_peers`]. A reference's
 /// addresses in a verdict map cost a map update per membership change
@@ -104,6 +125,18 @@ pub enum CompileError {
         "--uplink {0:?}: an interface name is 1-15 characters of letters, digits, and . _ - @ :"
     )]
     BadUplink(String),
+    /// The snapshot would compile to more rules and set elements than the
+    /// budget: more than the server sends a node within its limits.
+    #[error(
+        "the ruleset needs {needed} nft rules and set elements, more than the \
+         budget of {max} (--max-elements); refused, the loaded rules stay"
+    )]
+    OverBudget {
+        /// What the snapshot needs (saturating).
+        needed: u128,
+        /// The budget.
+        max: usize,
+    },
 }
 
 /// A named address set of one family.
@@ -278,6 +311,13 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
             return Err(CompileError::BadUplink(u.clone()));
         }
     }
+    let needed = cost(snapshot, opts);
+    if needed > opts.max_elements as u128 {
+        return Err(CompileError::OverBudget {
+            needed,
+            max: opts.max_elements,
+        });
+    }
     let mut sets: BTreeMap<String, NamedSet> = BTreeMap::new();
     let mut chains = Vec::new();
     let mut rule_chains = Vec::new();
@@ -353,6 +393,16 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
     gen_first.extend(rule_chains);
     gen_first.extend(chains);
     let chains = gen_first;
+    // The maps' boxes come from the header-space difference of the rules,
+    // which [`cost`] bounds by its inputs only: the result is held to the
+    // budget too.
+    let built = maps.iter().map(|m| m.elements.len()).sum::<usize>();
+    if opts.mode == Mode::Maps && built > opts.max_elements {
+        return Err(CompileError::OverBudget {
+            needed: built as u128,
+            max: opts.max_elements,
+        });
+    }
     Ok(Compiled {
         sets: sets.into_values().collect(),
         maps,
@@ -631,14 +681,7 @@ const MAX_HASH_SET_ADDRESSES: u128 = 1 << 20;
 /// An address template or template group, whose entries may be CIDRs and
 /// ranges, is an interval set.
 fn reference_set(name: String, family: Family, rule: &Rule, peers: &[AddrRange]) -> NamedSet {
-    let group = rule
-        .peer_ref
-        .as_deref()
-        .is_some_and(|r| r.to_ascii_lowercase().starts_with("sg-"));
-    let addresses = peers.iter().fold(0u128, |n, p| {
-        n.saturating_add((p.hi() - p.lo()).saturating_add(1))
-    });
-    if !group || addresses > MAX_HASH_SET_ADDRESSES {
+    if reference_layout(rule, peers.iter()).0 {
         return NamedSet {
             name,
             family,
@@ -656,6 +699,70 @@ fn reference_set(name: String, family: Family, rule: &Rule, peers: &[AddrRange])
         interval: false,
         elements,
     }
+}
+
+/// Whether a reference's set is an interval set, and how many elements it
+/// holds: a security group's addresses one by one (up to
+/// [`MAX_HASH_SET_ADDRESSES`]), anything else its ranges. Counted, not
+/// built, so [`cost`] and [`reference_set`] agree.
+fn reference_layout<'a>(rule: &Rule, peers: impl Iterator<Item = &'a AddrRange>) -> (bool, u128) {
+    let group = rule
+        .peer_ref
+        .as_deref()
+        .is_some_and(|r| r.to_ascii_lowercase().starts_with("sg-"));
+    let (ranges, addresses) = peers.fold((0u128, 0u128), |(n, a), p| {
+        (n + 1, a.saturating_add((p.hi() - p.lo()).saturating_add(1)))
+    });
+    if !group || addresses > MAX_HASH_SET_ADDRESSES {
+        (true, ranges)
+    } else {
+        (false, addresses)
+    }
+}
+
+/// What `snapshot` costs once compiled with `opts`, counted without
+/// building it: nft rules (one per rule, family and service), the elements
+/// of each named set (once per set, a security group's addresses one by
+/// one), inline peer lists (once per rule and service) and, in
+/// [`Mode::Maps`], each rule's peers times its port ranges. A snapshot the
+/// server could send within its limits costs at most
+/// [`DEFAULT_MAX_ELEMENTS`]; a hostile one (a group "member" of
+/// `10.0.0.0/12`, a million addresses) is refused by this count before a
+/// single element is made.
+pub fn cost(snapshot: &Snapshot, opts: &CompileOptions) -> u128 {
+    let mut total = 0u128;
+    let mut named = std::collections::HashSet::new();
+    for direction in [Direction::Ingress, Direction::Egress] {
+        for rule in snapshot.rules(direction) {
+            let services = rule.services.len() as u128;
+            let hoisted = rule.peer_ref.is_some() && rule.peers.len() >= opts.hoist_min_peers;
+            for family in [Family::V4, Family::V6] {
+                let peers = || rule.peers.iter().filter(move |r| r.family() == family);
+                let ranges = peers().count() as u128;
+                let set = rule.peer_ref.as_deref().and_then(|r| set_name(r, family));
+                total = total.saturating_add(services);
+                total = total.saturating_add(match set {
+                    Some(name) => {
+                        if named.insert(name) {
+                            reference_layout(rule, peers()).1
+                        } else {
+                            0
+                        }
+                    }
+                    None => ranges.saturating_mul(services),
+                });
+                if opts.mode == Mode::Maps && !hoisted {
+                    let ports: u128 = rule
+                        .services
+                        .iter()
+                        .map(|s| s.ports.len().max(1) as u128)
+                        .sum();
+                    total = total.saturating_add(ranges.max(1).saturating_mul(ports));
+                }
+            }
+        }
+    }
+    total
 }
 
 fn set_name(peer_ref: &str, family: Family) -> Option<String> {
@@ -1141,6 +1248,120 @@ mod tests {
             uplinks: vec!["eth0".into()],
             ..Default::default()
         }
+    }
+
+    fn snapshot_of(ingress: Vec<Rule>) -> Snapshot {
+        Snapshot {
+            instance_id: "ins-1".into(),
+            revision: 1,
+            ingress,
+            egress: Vec::new(),
+        }
+    }
+
+    fn referencing(mut r: Rule, peer_ref: &str) -> Rule {
+        r.peer_ref = Some(peer_ref.into());
+        r
+    }
+
+    /// The count agrees with what compiling builds, a shared set is counted
+    /// once, and a snapshot over the budget is refused before anything is
+    /// expanded.
+    #[test]
+    fn the_budget_counts_what_compiling_builds() {
+        let tcp = Some(6);
+        let group = referencing(
+            rule(
+                "sg-a",
+                0,
+                Action::Accept,
+                tcp,
+                &[(22, 22)],
+                &["10.1.0.0/24"],
+            ),
+            "sg-b",
+        );
+        let template = referencing(
+            rule(
+                "sg-a",
+                1,
+                Action::Accept,
+                tcp,
+                &[(80, 80)],
+                &["10.2.0.0/16", "10.4.0.1-10.4.0.9"],
+            ),
+            "ipm-c",
+        );
+        let inline = rule(
+            "sg-a",
+            2,
+            Action::Drop,
+            None,
+            &[],
+            &["192.0.2.0/24", "2001:db8::/32"],
+        );
+        let again = referencing(
+            rule(
+                "sg-a",
+                3,
+                Action::Drop,
+                tcp,
+                &[(443, 443)],
+                &["10.1.0.0/24"],
+            ),
+            "sg-b",
+        );
+        let snap = snapshot_of(vec![group, template, inline, again]);
+        // Rules: 4 rules x 2 families x 1 service. Sets: sg-b's 256
+        // addresses one by one (v4; its v6 set is empty), ipm-c's 2 ranges;
+        // sg-b again: nothing more. Inline: 1 range per family.
+        assert_eq!(cost(&snap, &opts()), 8 + 256 + 2 + 2);
+        let c = compile(&snap, &opts()).expect("compiles");
+        assert_eq!(c.element_count(), 256 + 2);
+        let exact = CompileOptions {
+            max_elements: 268,
+            ..opts()
+        };
+        assert!(compile(&snap, &exact).is_ok(), "at the budget");
+        let under = CompileOptions {
+            max_elements: 267,
+            ..opts()
+        };
+        assert_eq!(
+            compile(&snap, &under),
+            Err(CompileError::OverBudget {
+                needed: 268,
+                max: 267
+            })
+        );
+
+        // Hostile: 100 groups each "holding" 10.0.0.0/12, 100 million
+        // addresses in all. Refused by counting: compiling would first
+        // build the sets, so a quick answer shows nothing was expanded.
+        let wide: Vec<Rule> = (0..100)
+            .map(|i| {
+                referencing(
+                    rule(
+                        "sg-a",
+                        i,
+                        Action::Accept,
+                        tcp,
+                        &[(22, 22)],
+                        &["10.0.0.0/12"],
+                    ),
+                    &format!("sg-w{i}"),
+                )
+            })
+            .collect();
+        let snap = snapshot_of(wide);
+        assert_eq!(cost(&snap, &opts()), 200 + 100 * (1 << 20));
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            compile(&snap, &opts()),
+            Err(CompileError::OverBudget { needed, max: DEFAULT_MAX_ELEMENTS })
+                if needed == 200 + 100 * (1 << 20)
+        ));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     fn seed_node() -> Snapshot {

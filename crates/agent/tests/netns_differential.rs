@@ -172,6 +172,7 @@ fn differential(mode: Mode, references: bool, name: &str) {
             uplinks: vec!["eth0".into()],
             mode,
             hoist_min_peers: if references { 0 } else { HOIST_MIN_PEERS },
+            ..Default::default()
         };
         load_opts(&lab, "node", &snap, &opts);
         for _ in 0..PROBES_PER_LIST {

@@ -209,6 +209,7 @@ fn membership_changes(mode: Mode, hoist_min_peers: usize, kind: &str, listed: &s
         uplinks: vec!["eth0".into()],
         mode,
         hoist_min_peers,
+        ..Default::default()
     };
     let c1 = compile(&snap_with(&["198.18.0.3"]), &opts).unwrap();
     let mut dp = lab.dataplane("node");

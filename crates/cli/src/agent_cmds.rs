@@ -59,6 +59,14 @@ pub struct AgentArgs {
     /// Milliseconds between syncs (at most 1000 keeps the 2 s restore promise).
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
+    /// The most nft rules plus set elements a ruleset may compile to; a
+    /// larger one is refused (counted, not built) and the loaded rules stay.
+    #[arg(long, default_value_t = palisade_agent::compile::DEFAULT_MAX_ELEMENTS)]
+    max_elements: usize,
+    /// The longest server answer read, in bytes; a longer one is refused
+    /// unread and the loaded rules stay.
+    #[arg(long, default_value_t = palisade_agent::client::DEFAULT_MAX_RESPONSE_BYTES)]
+    max_response_bytes: u64,
 }
 
 /// `palisade nft ...`.
@@ -106,7 +114,8 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         args.server
             .iter()
             .map(|s| {
-                let c = HttpControlPlane::new(s, &args.secret_id, &args.secret_key, timeout)?;
+                let c = HttpControlPlane::new(s, &args.secret_id, &args.secret_key, timeout)?
+                    .with_max_response_bytes(args.max_response_bytes);
                 match &args.ca_cert {
                     Some(ca) => c.with_ca_file(ca, timeout),
                     None => Ok(c),
@@ -119,6 +128,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         compile: CompileOptions {
             uplinks: args.uplink.clone(),
             mode: mode(args.maps),
+            max_elements: args.max_elements,
             ..Default::default()
         },
         private_ips,
@@ -188,10 +198,10 @@ fn log(e: &Event) {
             "agent: table inet palisade was missing or edited; restored revision {revision}"
         ),
         Event::ServerUnavailable(m) => {
-            eprintln!("agent: server unavailable, keeping the rules: {m}")
+            eprintln!("agent: warning: server unavailable, keeping the rules: {m}")
         }
         Event::DataplaneFailed(m) => eprintln!("agent: loading the rules failed: {m}"),
-        Event::Rejected(m) => eprintln!("agent: snapshot refused, keeping the rules: {m}"),
+        Event::Rejected(m) => eprintln!("agent: error: snapshot refused, keeping the rules: {m}"),
     }
 }
 
