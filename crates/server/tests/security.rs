@@ -328,6 +328,15 @@ fn an_agent_credential_reads_only_its_own_instance() {
         .create_instance_key(&a.id, &a_ids["$INS"])
         .expect("agent key");
     let agent = (key.secret_id.as_str(), key.secret_key.as_str());
+    // Two addresses, so that a confirmation may list them in another order.
+    server
+        .call(
+            cred(a),
+            "RegisterInstances",
+            &json!({"Instances": [{"InstanceId": a_ids["$INS"],
+                "PrivateIpAddresses": ["10.0.0.5", "10.0.0.6"]}]}),
+        )
+        .assert_ok("two addresses");
     let own = json!({"InstanceId": a_ids["$INS"]});
     let r = server.call(agent, "DescribeInstanceRuleset", &own);
     assert_eq!(
@@ -393,6 +402,15 @@ fn an_agent_credential_reads_only_its_own_instance() {
     server
         .call(agent, "RegisterInstances", &confirm)
         .assert_ok("confirm");
+    let mut reordered = registered.as_array().expect("ips").clone();
+    reordered.reverse();
+    server
+        .call(
+            agent,
+            "RegisterInstances",
+            &json!({"Instances": [{"InstanceId": a_ids["$INS"], "PrivateIpAddresses": reordered}]}),
+        )
+        .assert_ok("confirm in another order");
     assert_eq!(server.db_bytes(), before_confirm, "a confirmation wrote");
     let mut widened = registered.as_array().expect("ips").clone();
     widened.push(json!("203.0.113.66"));

@@ -113,6 +113,13 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
                     let name = name.unwrap_or_else(|| existing.name.clone());
                     if existing.name != name || existing.private_ips != ips {
                         if let Some(ins) = ctx.agent_of {
+                            // The same addresses in another order (as an
+                            // agent may read them off its interfaces)
+                            // confirm; anything else is a change.
+                            if existing.name == name && same_set(&existing.private_ips, &ips) {
+                                ids.push(existing.id);
+                                continue;
+                            }
                             return Err(agent_may_not_change(ins));
                         }
                         existing.name = name;
@@ -143,6 +150,11 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
         Ok(ids)
     })?;
     reply(json!({ "InstanceIdSet": ids }))
+}
+
+fn same_set(a: &[String], b: &[String]) -> bool {
+    let set = |l: &[String]| l.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+    a.len() == b.len() && set(a) == set(b)
 }
 
 /// An agent credential tried to change its instance's registration: the
