@@ -270,3 +270,13 @@ def test_malformed_body(fresh):
     for body in [b"not json", b"[1,2]"]:
         _, ctype, r = raw(S, "DescribeSecurityGroups", body=body)
         assert ctype == "application/json" and r["Error"]["Code"] == "InvalidParameter"
+
+
+def test_version_zero_is_the_current_version_of_a_new_group(fresh):
+    """docs/api.md: a new group is at Version "0", so a write carrying "0"
+    passes the check once (as with Tencent), and then no more."""
+    sg = fresh.group()
+    assert fresh.rules(sg)["Version"] == "0"
+    add(fresh, sg, "Ingress", [SSH], Version="0")
+    assert fresh.rules(sg)["Version"] == "1"
+    assert error_code(add, fresh, sg, "Ingress", [PING], Version="0") == "UnsupportedOperation.VersionMismatch"

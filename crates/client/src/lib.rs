@@ -1,6 +1,6 @@
 //! A client of Palisade's Tencent-compatible API, for the commands that talk
 //! to a server (`export`, `plan`, `apply`, `tke apply`): TC3-HMAC-SHA256
-//! signing as `shared/reference/tencent-api.md` states it, credentials from
+//! signing (`palisade_protocol::tc3`, shared with the server), credentials from
 //! a file (the JSON `palisade account create` prints) or from
 //! `TENCENTCLOUD_SECRET_ID` / `TENCENTCLOUD_SECRET_KEY` as tccli reads them,
 //! and Tencent's error envelope turned into [`ClientError::Api`].

@@ -96,7 +96,7 @@ pub fn check(data: &[u8]) {
         // ts + 1 would start a new day: a date mismatch, not a bad signature.
         ts -= 1;
     }
-    let auth = tc3::sign(
+    let auth = tc3::authorization(
         &id,
         &input.secret_key,
         &service,

@@ -1,20 +1,22 @@
-//! TC3-HMAC-SHA256: Tencent Cloud API v3 request signing, verified exactly as
-//! `shared/reference/tencent-api.md` describes and as the Python SDK and
+//! TC3-HMAC-SHA256: Tencent Cloud API v3 request signing, verified as
+//! Tencent's signature documentation describes and as the Python SDK and
 //! tccli compute it. The verifier works on the raw received values of the
 //! signed headers (tccli signs `Host: http://127.0.0.1:PORT` verbatim),
 //! compares signatures in constant time and enforces a 300 s clock window.
 //!
-//! [`sign`] is the same computation from the client side; the tests check
-//! both against vectors the Python SDK produced (`testdata/`).
+//! The signature itself is computed by `palisade_protocol::tc3`, the one
+//! implementation clients sign with ([`authorization`] and
+//! [`signed_headers`] are re-exported from there); this module parses the
+//! `Authorization` header, checks the clock and the credentials, and
+//! compares in constant time. The tests check it against vectors the
+//! Python SDK produced (`testdata/`).
 
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+pub use palisade_protocol::tc3::{authorization, date_of, signed_headers};
+use palisade_protocol::tc3::{signature, ALGORITHM};
 use subtle::ConstantTimeEq;
 
 /// How far `X-TC-Timestamp` may be from the server clock, in seconds.
 pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
-
-const ALGORITHM: &str = "TC3-HMAC-SHA256";
 
 /// Why a request failed authentication; each maps to one `AuthFailure.*` code.
 #[non_exhaustive]
@@ -265,7 +267,7 @@ impl Pending {
             body
         };
         let matches = |canonical: &[u8]| -> bool {
-            let expected = signature_for(
+            let expected = signature(
                 method,
                 canonical,
                 &auth.signed_headers,
@@ -291,116 +293,6 @@ impl Pending {
             Err(AuthError::SignatureFailure)
         }
     }
-}
-
-/// Signs a request the way the SDK does, returning the Authorization value.
-/// `content_type` and `host` are the raw header values that will be sent.
-pub fn sign(
-    secret_id: &str,
-    secret_key: &str,
-    service: &str,
-    content_type: &str,
-    host: &str,
-    body: &[u8],
-    timestamp: i64,
-) -> String {
-    let date = date_of(timestamp).unwrap_or_default();
-    let canonical_headers = format!("content-type:{content_type}\nhost:{host}\n");
-    let sig = signature_for(
-        "POST",
-        canonical_headers.as_bytes(),
-        "content-type;host",
-        body,
-        timestamp,
-        &date,
-        service,
-        secret_key,
-    );
-    format!(
-        "{ALGORITHM} Credential={secret_id}/{date}/{service}/tc3_request, SignedHeaders=content-type;host, Signature={sig}"
-    )
-}
-
-/// Everything a client needs to call `action` of `service` (at `version`)
-/// on a Palisade (or Tencent) endpoint: the headers to send with
-/// `POST /` and `body`, signed at `timestamp`. `host` is the `Host` header
-/// value the HTTP client will send (e.g. `127.0.0.1:9180`).
-#[allow(clippy::too_many_arguments)] // one call = one signed request
-pub fn request_headers(
-    secret_id: &str,
-    secret_key: &str,
-    service: &str,
-    version: &str,
-    action: &str,
-    host: &str,
-    body: &[u8],
-    timestamp: i64,
-) -> Vec<(&'static str, String)> {
-    let content_type = "application/json";
-    vec![
-        ("Content-Type", content_type.to_string()),
-        ("Host", host.to_string()),
-        ("X-TC-Action", action.to_string()),
-        ("X-TC-Version", version.to_string()),
-        ("X-TC-Timestamp", timestamp.to_string()),
-        (
-            "Authorization",
-            sign(
-                secret_id,
-                secret_key,
-                service,
-                content_type,
-                host,
-                body,
-                timestamp,
-            ),
-        ),
-    ]
-}
-
-#[allow(clippy::too_many_arguments)] // the TC3 inputs, named as the spec names them
-fn signature_for(
-    method: &str,
-    canonical_headers: &[u8],
-    signed_headers: &str,
-    payload: &[u8],
-    timestamp: i64,
-    date: &str,
-    service: &str,
-    secret_key: &str,
-) -> String {
-    let mut canonical_request = Vec::new();
-    canonical_request.extend_from_slice(method.as_bytes());
-    canonical_request.extend_from_slice(b"\n/\n\n");
-    canonical_request.extend_from_slice(canonical_headers);
-    canonical_request.push(b'\n');
-    canonical_request.extend_from_slice(signed_headers.as_bytes());
-    canonical_request.push(b'\n');
-    canonical_request.extend_from_slice(hex::encode(Sha256::digest(payload)).as_bytes());
-
-    let scope = format!("{date}/{service}/tc3_request");
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{timestamp}\n{scope}\n{}",
-        hex::encode(Sha256::digest(&canonical_request))
-    );
-    let k_date = hmac(format!("TC3{secret_key}").as_bytes(), date.as_bytes());
-    let k_service = hmac(&k_date, service.as_bytes());
-    let k_signing = hmac(&k_service, b"tc3_request");
-    hex::encode(hmac(&k_signing, string_to_sign.as_bytes()))
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length, so new_from_slice cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// The UTC calendar date of a unix timestamp, `YYYY-MM-DD`.
-fn date_of(timestamp: i64) -> Option<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp(timestamp).ok()?;
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    t.format(&fmt).ok()
 }
 
 #[cfg(test)]
@@ -475,7 +367,7 @@ mod tests {
             .into_iter()
             .filter(|v| !v.headers.contains_key("x-tc-content-sha256"))
         {
-            let auth = sign(
+            let auth = authorization(
                 &v.secret_id,
                 &v.secret_key,
                 &v.service,
@@ -493,7 +385,7 @@ mod tests {
         let body = b"{}";
         let ts = 1_764_172_800;
         // Signed over "host:vpc.example" while the header says "VPC.Example".
-        let auth = sign(
+        let auth = authorization(
             "AKIDx",
             "key",
             "vpc",
@@ -530,17 +422,17 @@ mod tests {
     }
 
     #[test]
-    fn request_headers_verify() {
+    fn signed_headers_verify() {
         let body = br#"{"InstanceId":"ins-abcdefgh"}"#;
-        let headers = request_headers(
+        let headers = signed_headers(
             "AKIDx",
             "key",
             "palisade",
-            "2026-11-01",
             "DescribeInstanceRuleset",
             "127.0.0.1:9180",
             body,
             1_764_172_800,
+            "5d0c9d7e-1b8f-4a5e-8f6e-3c2b1a0f9e8d",
         );
         let map: HashMap<String, String> = headers
             .into_iter()

@@ -1,5 +1,5 @@
 //! The HTTP envelope end to end inside one process: requests signed with
-//! [`palisade_server::tc3::sign`] go through the real router and store, and
+//! [`palisade_server::tc3::authorization`] go through the real router and store, and
 //! the answers are checked for HTTP 200, the exact `Content-Type`, and that a
 //! failing mutation leaves the store (and its revision) unchanged.
 
@@ -43,7 +43,7 @@ async fn call(
     let body = body.to_string();
     let ts = time::OffsetDateTime::now_utc().unix_timestamp();
     let host = "127.0.0.1:9180";
-    let auth = tc3::sign(
+    let auth = tc3::authorization(
         &f.account.secret_id,
         &f.account.secret_key,
         service,

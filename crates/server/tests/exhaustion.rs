@@ -174,7 +174,7 @@ fn exhaustion() {
             };
             let ts = now();
             // A real SecretId and timestamp, a signature that will not match.
-            let auth = tc3::sign(
+            let auth = tc3::authorization(
                 &creds.0,
                 "not-the-key",
                 "vpc",
@@ -303,7 +303,7 @@ fn describe(addr: SocketAddr, creds: &(String, String)) -> (bool, Duration) {
     let body = b"{}";
     let host = addr.to_string();
     let ts = now();
-    let auth = tc3::sign(
+    let auth = tc3::authorization(
         &creds.0,
         &creds.1,
         "vpc",

@@ -162,7 +162,7 @@ impl Server {
     ) -> Vec<(&'static str, Vec<u8>)> {
         let service = service_of(action);
         let host = self.host();
-        let auth = tc3::sign(cred.0, cred.1, service, "application/json", &host, body, ts);
+        let auth = tc3::authorization(cred.0, cred.1, service, "application/json", &host, body, ts);
         vec![
             ("Host", host.into_bytes()),
             ("Content-Type", b"application/json".to_vec()),
@@ -207,34 +207,25 @@ pub fn sign_with_action(
     body: &[u8],
     ts: i64,
 ) -> String {
-    use hmac::{Hmac, Mac};
-    use sha2::{Digest, Sha256};
-    let hmac = |k: &[u8], d: &[u8]| {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(k).expect("any key length");
-        m.update(d);
-        m.finalize().into_bytes().to_vec()
-    };
-    let date = time::OffsetDateTime::from_unix_timestamp(ts)
-        .expect("ts")
-        .format(&time::macros::format_description!("[year]-[month]-[day]"))
-        .expect("date");
+    use palisade_server::tc3;
+    let date = tc3::date_of(ts).expect("a timestamp with a date");
     let signed = "content-type;host;x-tc-action";
-    let canonical = format!(
-        "POST\n/\n\ncontent-type:application/json\nhost:{host}\nx-tc-action:{}\n\n{signed}\n{}",
-        action.to_ascii_lowercase(),
-        hex::encode(Sha256::digest(body))
+    let headers = format!(
+        "content-type:application/json\nhost:{host}\nx-tc-action:{}\n",
+        action.to_ascii_lowercase()
     );
-    let scope = format!("{date}/{service}/tc3_request");
-    let sts = format!(
-        "TC3-HMAC-SHA256\n{ts}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical.as_bytes()))
+    let sig = palisade_protocol::tc3::signature(
+        "POST",
+        headers.as_bytes(),
+        signed,
+        body,
+        ts,
+        &date,
+        service,
+        c.1,
     );
-    let k = hmac(format!("TC3{}", c.1).as_bytes(), date.as_bytes());
-    let k = hmac(&k, service.as_bytes());
-    let k = hmac(&k, b"tc3_request");
-    let sig = hex::encode(hmac(&k, sts.as_bytes()));
     format!(
-        "TC3-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={sig}",
+        "TC3-HMAC-SHA256 Credential={}/{date}/{service}/tc3_request, SignedHeaders={signed}, Signature={sig}",
         c.0
     )
 }
