@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-/// The Tencent error codes that validation can produce.
+/// Every Tencent error code Palisade answers with: validation's, and the
+/// API server's (which cannot emit a code that is not here).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -40,6 +41,48 @@ pub enum ErrorCode {
     UnsupportedOperationDuplicatePolicy,
     /// The policy set `Version` given is not the current one.
     UnsupportedOperationVersionMismatch,
+    /// A filter name the action does not know.
+    InvalidParameterFilterInvalidKey,
+    /// A list holds more values than its bound.
+    InvalidParameterValueLimitExceeded,
+    /// A parameter the action does not take.
+    UnknownParameter,
+    /// A group would be bound to more instances than allowed.
+    LimitExceededSingleUsgQuota,
+    /// The operation is not possible on this resource.
+    UnsupportedOperation,
+    /// The action does not exist in the service.
+    InvalidAction,
+    /// The API version is not the service's.
+    NoSuchVersion,
+    /// A method or path other than `POST /`.
+    UnsupportedProtocol,
+    /// The request could not be read (its body arrived too slowly).
+    InvalidRequest,
+    /// The server is at a limit of requests in flight; retry.
+    RequestLimitExceeded,
+    /// The request body is larger than allowed.
+    RequestSizeLimitExceeded,
+    /// An instance id names no instance (CVM spelling).
+    InvalidInstanceIdNotFound,
+    /// An instance id is not well-formed (CVM spelling).
+    InvalidInstanceIdMalformed,
+    /// A security group id is not well-formed (CVM spelling).
+    InvalidSgIdMalformed,
+    /// A security group id names no group (CVM spelling).
+    InvalidSecurityGroupIdNotFound,
+    /// The credential may not do this (an agent key outside its instance).
+    AuthFailureUnauthorizedOperation,
+    /// The `Authorization` header cannot be parsed or lacks a required part.
+    AuthFailureInvalidAuthorization,
+    /// The signature does not match (or, in strict mode, was already used).
+    AuthFailureSignatureFailure,
+    /// `X-TC-Timestamp` is more than 300 s from the server's clock.
+    AuthFailureSignatureExpire,
+    /// The `SecretId` is not known.
+    AuthFailureSecretIdNotFound,
+    /// The server failed; the detail is in its log.
+    InternalError,
 }
 
 impl ErrorCode {
@@ -64,7 +107,34 @@ impl ErrorCode {
             Self::ResourceInUse => "ResourceInUse",
             Self::UnsupportedOperationDuplicatePolicy => "UnsupportedOperation.DuplicatePolicy",
             Self::UnsupportedOperationVersionMismatch => "UnsupportedOperation.VersionMismatch",
+            Self::InvalidParameterFilterInvalidKey => "InvalidParameter.FilterInvalidKey",
+            Self::InvalidParameterValueLimitExceeded => "InvalidParameterValue.LimitExceeded",
+            Self::UnknownParameter => "UnknownParameter",
+            Self::LimitExceededSingleUsgQuota => "LimitExceeded.SingleUSGQuota",
+            Self::UnsupportedOperation => "UnsupportedOperation",
+            Self::InvalidAction => "InvalidAction",
+            Self::NoSuchVersion => "NoSuchVersion",
+            Self::UnsupportedProtocol => "UnsupportedProtocol",
+            Self::InvalidRequest => "InvalidRequest",
+            Self::RequestLimitExceeded => "RequestLimitExceeded",
+            Self::RequestSizeLimitExceeded => "RequestSizeLimitExceeded",
+            Self::InvalidInstanceIdNotFound => "InvalidInstanceId.NotFound",
+            Self::InvalidInstanceIdMalformed => "InvalidInstanceId.Malformed",
+            Self::InvalidSgIdMalformed => "InvalidSgId.Malformed",
+            Self::InvalidSecurityGroupIdNotFound => "InvalidSecurityGroupId.NotFound",
+            Self::AuthFailureUnauthorizedOperation => "AuthFailure.UnauthorizedOperation",
+            Self::AuthFailureInvalidAuthorization => "AuthFailure.InvalidAuthorization",
+            Self::AuthFailureSignatureFailure => "AuthFailure.SignatureFailure",
+            Self::AuthFailureSignatureExpire => "AuthFailure.SignatureExpire",
+            Self::AuthFailureSecretIdNotFound => "AuthFailure.SecretIdNotFound",
+            Self::InternalError => "InternalError",
         }
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

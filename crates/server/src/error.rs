@@ -3,24 +3,25 @@
 //! (DESIGN.md section 6). Every failure of a request ends up here.
 
 use palisade_model::error::ModelError;
+use palisade_model::ErrorCode;
 use palisade_store::StoreError;
-use std::borrow::Cow;
 
 /// A Tencent-style API error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {
-    /// The code exactly as Tencent spells it, e.g. `ResourceNotFound`.
-    pub code: Cow<'static, str>,
+    /// The code (one of [`ErrorCode`]: the server cannot answer with a code
+    /// that is not there); on the wire as Tencent spells it.
+    pub code: ErrorCode,
     /// A message naming the field and the bad value.
     pub message: String,
 }
 
 impl ApiError {
     /// An error with `code` and `message`.
-    pub fn new(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            code: code.into(),
+            code,
             message: message.into(),
         }
     }
@@ -28,7 +29,7 @@ impl ApiError {
     /// `MissingParameter` for `field`.
     pub fn missing(field: &str) -> Self {
         Self::new(
-            "MissingParameter",
+            ErrorCode::MissingParameter,
             format!("the request is missing required parameter `{field}`"),
         )
     }
@@ -36,7 +37,7 @@ impl ApiError {
     /// `InvalidParameterValue.Malformed` for `field` holding `value`.
     pub fn malformed(field: &str, value: &str, why: &str) -> Self {
         Self::new(
-            "InvalidParameterValue.Malformed",
+            ErrorCode::InvalidParameterValueMalformed,
             format!("{field} {value:?}: {why}"),
         )
     }
@@ -44,7 +45,7 @@ impl ApiError {
     /// `ResourceNotFound` for an id (also used for other accounts' resources).
     pub fn not_found(field: &str, id: &str) -> Self {
         Self::new(
-            "ResourceNotFound",
+            ErrorCode::ResourceNotFound,
             format!("{field} {id:?}: no such resource"),
         )
     }
@@ -53,7 +54,7 @@ impl ApiError {
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(%detail, "internal error");
         Self::new(
-            "InternalError",
+            ErrorCode::InternalError,
             "an internal error occurred; see the server log",
         )
     }
@@ -61,7 +62,7 @@ impl ApiError {
 
 impl From<ModelError> for ApiError {
     fn from(e: ModelError) -> Self {
-        Self::new(e.code().as_str(), e.message().to_string())
+        Self::new(e.code(), e.message().to_string())
     }
 }
 
@@ -73,7 +74,7 @@ impl From<StoreError> for ApiError {
         if e.is_unavailable() {
             tracing::warn!(error = %e, "store unavailable");
             return Self::new(
-                "InternalError",
+                ErrorCode::InternalError,
                 "the database is unavailable; retry shortly",
             );
         }

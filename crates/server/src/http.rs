@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use palisade_model::limits::Limits;
+use palisade_model::ErrorCode;
 use palisade_store::Store;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -130,7 +131,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn wrong_method(req: Request) -> Response {
     refused(
         ApiError::new(
-            "UnsupportedProtocol",
+            ErrorCode::UnsupportedProtocol,
             format!(
                 "method {} is not served: call the API with POST / and a JSON body",
                 req.method()
@@ -146,7 +147,7 @@ async fn wrong_path(req: Request) -> Response {
     let path: String = req.uri().path().chars().take(100).collect();
     refused(
         ApiError::new(
-            "UnsupportedProtocol",
+            ErrorCode::UnsupportedProtocol,
             format!("path {path:?} is not served: call the API with POST / and a JSON body"),
         ),
         req.into_body(),
@@ -424,7 +425,7 @@ async fn read_body(
     use futures_util::StreamExt;
     let too_large = || {
         ApiError::new(
-            "RequestSizeLimitExceeded",
+            ErrorCode::RequestSizeLimitExceeded,
             format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
         )
     };
@@ -448,7 +449,7 @@ async fn read_body(
             match tokio::time::timeout(BUDGET_WAIT, budget.acquire_many_owned(n)).await {
                 Ok(Ok(p)) => Ok(p),
                 _ => Err(ApiError::new(
-                    "RequestLimitExceeded",
+                    ErrorCode::RequestLimitExceeded,
                     format!(
                         "the server is reading {BODY_BUDGET_BYTES} bytes of request bodies \
                          already; retry shortly"
@@ -466,7 +467,7 @@ async fn read_body(
         let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
             Err(_) => {
                 return Err(ApiError::new(
-                    "InvalidRequest",
+                    ErrorCode::InvalidRequest,
                     format!(
                         "the request body did not arrive within {} s",
                         BODY_TIMEOUT.as_secs()
@@ -476,7 +477,7 @@ async fn read_body(
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 return Err(ApiError::new(
-                    "InvalidRequest",
+                    ErrorCode::InvalidRequest,
                     format!("the request body could not be read: {e}"),
                 ))
             }
@@ -575,14 +576,14 @@ fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admitted, ApiError> {
     if state.is_strict() {
         if !pending.signs("x-tc-action") {
             return Err(ApiError::new(
-                "AuthFailure.InvalidAuthorization",
+                ErrorCode::AuthFailureInvalidAuthorization,
                 "this server requires strict signatures: SignedHeaders must include \
                  x-tc-action (e.g. content-type;host;x-tc-action)",
             ));
         }
         if pending.unsigned_payload() {
             return Err(ApiError::new(
-                "AuthFailure.InvalidAuthorization",
+                ErrorCode::AuthFailureInvalidAuthorization,
                 "this server requires strict signatures: the body must be signed \
                  (X-TC-Content-SHA256: UNSIGNED-PAYLOAD is refused)",
             ));
@@ -625,14 +626,14 @@ fn handle(
                     crate::replay::Admission::Fresh => {}
                     crate::replay::Admission::Replayed => {
                         return Err(ApiError::new(
-                            "AuthFailure.SignatureFailure",
+                            ErrorCode::AuthFailureSignatureFailure,
                             "this signature was already used for a write within its 300 s \
                              window (strict signatures refuse replays): sign the request anew",
                         ))
                     }
                     crate::replay::Admission::Full => {
                         return Err(ApiError::new(
-                            "RequestLimitExceeded",
+                            ErrorCode::RequestLimitExceeded,
                             format!(
                                 "this server remembers {} write signatures of the last 300 s \
                                  and is full; retry shortly",
@@ -655,7 +656,7 @@ fn handle(
             "palisade" => PALISADE_VERSION,
             other => {
                 return Err(ApiError::new(
-                    "InvalidAction",
+                    ErrorCode::InvalidAction,
                     format!("service {other:?} is not served here (vpc, cvm, palisade)"),
                 ))
             }
@@ -666,7 +667,7 @@ fn handle(
         }
         if version != expected {
             return Err(ApiError::new(
-                "NoSuchVersion",
+                ErrorCode::NoSuchVersion,
                 format!(
                     "version {version:?} of service {} does not exist; use {expected}",
                     verified.service
@@ -709,7 +710,7 @@ fn check_scope(ins: &str, service: &str, action: &str, params: &Params) -> Resul
         Ok(())
     } else {
         Err(ApiError::new(
-            "AuthFailure.UnauthorizedOperation",
+            ErrorCode::AuthFailureUnauthorizedOperation,
             format!(
                 "this credential belongs to the agent of {ins}: it may only call palisade \
                  DescribeInstanceRuleset, ReportInstanceStatus or RegisterInstances for {ins}"
@@ -725,7 +726,7 @@ fn envelope(request_id: &str, result: Result<Map<String, Value>, ApiError>) -> R
             let mut m = Map::new();
             m.insert(
                 "Error".into(),
-                serde_json::json!({"Code": e.code, "Message": e.message}),
+                serde_json::json!({"Code": e.code.as_str(), "Message": e.message}),
             );
             m
         }

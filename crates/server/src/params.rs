@@ -5,6 +5,7 @@
 //! way, as the SDKs and tccli send both.
 
 use crate::error::ApiError;
+use palisade_model::ErrorCode;
 use palisade_store::Tag;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -34,11 +35,11 @@ impl Params {
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(map)) => Ok(Self { map }),
             Ok(_) => Err(ApiError::new(
-                "InvalidParameter",
+                ErrorCode::InvalidParameter,
                 "the request body must be a JSON object",
             )),
             Err(e) => Err(ApiError::new(
-                "InvalidParameter",
+                ErrorCode::InvalidParameter,
                 format!("the request body is not valid JSON: {e}"),
             )),
         }
@@ -55,7 +56,7 @@ impl Params {
         for k in self.map.keys() {
             if !known.contains(&k.as_str()) {
                 return Err(ApiError::new(
-                    "UnknownParameter",
+                    ErrorCode::UnknownParameter,
                     format!("the parameter `{k}` is not recognized by this action"),
                 ));
             }
@@ -94,7 +95,7 @@ impl Params {
             .ok_or_else(|| ApiError::missing(name))?;
         if list.is_empty() {
             return Err(ApiError::new(
-                "InvalidParameterValue.Empty",
+                ErrorCode::InvalidParameterValueEmpty,
                 format!("{name} must not be empty"),
             ));
         }
@@ -151,9 +152,9 @@ impl Params {
         serde_json::from_value(v.clone()).map(Some).map_err(|e| {
             let msg = e.to_string();
             if msg.starts_with("unknown field") {
-                ApiError::new("UnknownParameter", format!("{name}: {msg}"))
+                ApiError::new(ErrorCode::UnknownParameter, format!("{name}: {msg}"))
             } else {
-                ApiError::new("InvalidParameter", format!("{name}: {msg}"))
+                ApiError::new(ErrorCode::InvalidParameter, format!("{name}: {msg}"))
             }
         })
     }
@@ -180,7 +181,7 @@ impl Params {
             for k in obj.keys() {
                 if k != "Name" && k != "Values" {
                     return Err(ApiError::new(
-                        "UnknownParameter",
+                        ErrorCode::UnknownParameter,
                         format!("Filters: the parameter `{k}` is not recognized"),
                     ));
                 }
@@ -197,7 +198,7 @@ impl Params {
             });
             if !ok {
                 return Err(ApiError::new(
-                    "InvalidParameter.FilterInvalidKey",
+                    ErrorCode::InvalidParameterFilterInvalidKey,
                     format!(
                         "Filters.Name {name:?}: unknown filter; known: {}",
                         known.join(", ")
@@ -231,7 +232,7 @@ impl Params {
         for t in &tags {
             if t.key.is_empty() {
                 return Err(ApiError::new(
-                    "InvalidParameterValue.Empty",
+                    ErrorCode::InvalidParameterValueEmpty,
                     "Tags.Key must not be empty",
                 ));
             }
@@ -241,7 +242,7 @@ impl Params {
             ] {
                 if value.chars().count() > max {
                     return Err(ApiError::new(
-                        "InvalidParameterValue.TooLong",
+                        ErrorCode::InvalidParameterValueTooLong,
                         format!("{field}: longer than {max} characters"),
                     ));
                 }
@@ -256,7 +257,7 @@ impl Params {
         let limit = self.opt_uint("Limit")?.unwrap_or(20);
         if limit > max_limit {
             return Err(ApiError::new(
-                "InvalidParameterValue.Range",
+                ErrorCode::InvalidParameterValueRange,
                 format!("Limit {limit}: must be at most {max_limit}"),
             ));
         }
@@ -278,7 +279,7 @@ pub const MAX_TAG_VALUE: usize = 255;
 pub fn bounded_list<T: AsRef<str>>(field: &str, items: &[T], max: usize) -> Result<(), ApiError> {
     if items.len() > max {
         return Err(ApiError::new(
-            "InvalidParameterValue.LimitExceeded",
+            ErrorCode::InvalidParameterValueLimitExceeded,
             format!("{field}: {} items, at most {max}", items.len()),
         ));
     }
@@ -286,7 +287,7 @@ pub fn bounded_list<T: AsRef<str>>(field: &str, items: &[T], max: usize) -> Resu
     for item in items {
         if !seen.insert(item.as_ref()) {
             return Err(ApiError::new(
-                "InvalidParameterValue.Duplicate",
+                ErrorCode::InvalidParameterValueDuplicate,
                 format!("{field}: {:?} is named twice", item.as_ref()),
             ));
         }
@@ -295,7 +296,10 @@ pub fn bounded_list<T: AsRef<str>>(field: &str, items: &[T], max: usize) -> Resu
 }
 
 fn type_error(name: &str, expected: &str) -> ApiError {
-    ApiError::new("InvalidParameter", format!("{name} must be {expected}"))
+    ApiError::new(
+        ErrorCode::InvalidParameter,
+        format!("{name} must be {expected}"),
+    )
 }
 
 /// The `[offset, offset+limit)` window of `items`.

@@ -11,6 +11,7 @@
 //! compares in constant time. The tests check it against vectors the
 //! Python SDK produced (`testdata/`).
 
+use palisade_model::ErrorCode;
 pub use palisade_protocol::tc3::{authorization, date_of, signed_headers};
 use palisade_protocol::tc3::{signature, ALGORITHM};
 use subtle::ConstantTimeEq;
@@ -44,12 +45,12 @@ pub enum AuthError {
 
 impl AuthError {
     /// The Tencent error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::InvalidAuthorization(_) => "AuthFailure.InvalidAuthorization",
-            Self::SecretIdNotFound(_) => "AuthFailure.SecretIdNotFound",
-            Self::SignatureFailure => "AuthFailure.SignatureFailure",
-            Self::SignatureExpire { .. } => "AuthFailure.SignatureExpire",
+            Self::InvalidAuthorization(_) => ErrorCode::AuthFailureInvalidAuthorization,
+            Self::SecretIdNotFound(_) => ErrorCode::AuthFailureSecretIdNotFound,
+            Self::SignatureFailure => ErrorCode::AuthFailureSignatureFailure,
+            Self::SignatureExpire { .. } => ErrorCode::AuthFailureSignatureExpire,
         }
     }
 }

@@ -13,6 +13,7 @@
 
 use crate::error::ApiError;
 use palisade_model::limits::Limits;
+use palisade_model::ErrorCode;
 use serde_json::{Map, Value};
 
 /// How a bound is set.
@@ -49,13 +50,13 @@ pub struct Bound {
     /// How many items it may hold.
     pub max: Max,
     /// The Tencent error code of a longer list.
-    pub code: &'static str,
+    pub code: ErrorCode,
 }
 
 /// Any list [`BOUNDS`] does not name holds at most this many items.
 pub const OTHER_LISTS: usize = 100;
 
-const TOO_MANY: &str = "InvalidParameterValue.LimitExceeded";
+const TOO_MANY: ErrorCode = ErrorCode::InvalidParameterValueLimitExceeded;
 
 const WITH_TAGS: &[&str] = &[
     "CreateSecurityGroup",
@@ -119,25 +120,25 @@ pub const BOUNDS: &[Bound] = &[
         actions: WITH_RULES,
         path: "SecurityGroupPolicySet.Ingress",
         max: Max::RulesPerDirection,
-        code: "LimitExceeded.SecurityGroupPolicySet",
+        code: ErrorCode::LimitExceededSecurityGroupPolicySet,
     },
     Bound {
         actions: WITH_RULES,
         path: "SecurityGroupPolicySet.Egress",
         max: Max::RulesPerDirection,
-        code: "LimitExceeded.SecurityGroupPolicySet",
+        code: ErrorCode::LimitExceededSecurityGroupPolicySet,
     },
     Bound {
         actions: WITH_ORIGINAL_RULES,
         path: "OriginalSecurityGroupPolicySet.Ingress",
         max: Max::RulesPerDirection,
-        code: "LimitExceeded.SecurityGroupPolicySet",
+        code: ErrorCode::LimitExceededSecurityGroupPolicySet,
     },
     Bound {
         actions: WITH_ORIGINAL_RULES,
         path: "OriginalSecurityGroupPolicySet.Egress",
         max: Max::RulesPerDirection,
-        code: "LimitExceeded.SecurityGroupPolicySet",
+        code: ErrorCode::LimitExceededSecurityGroupPolicySet,
     },
     Bound {
         actions: &[
@@ -159,7 +160,7 @@ pub const BOUNDS: &[Bound] = &[
         actions: &["ModifyInstancesAttribute"],
         path: "SecurityGroups",
         max: Max::GroupsPerInstance,
-        code: "LimitExceeded.AssociateUSGLimitExceeded",
+        code: ErrorCode::LimitExceededAssociateUsgLimitExceeded,
     },
     Bound {
         actions: WITH_INSTANCE_IDS,
@@ -295,7 +296,7 @@ pub fn check(action: &str, params: &Map<String, Value>, limits: &Limits) -> Resu
 
 /// The bound of the list at `path` of `action`: the table's, or
 /// [`OTHER_LISTS`] with `InvalidParameterValue.LimitExceeded`.
-pub fn bound_of(action: &str, path: &str, limits: &Limits) -> (usize, &'static str) {
+pub fn bound_of(action: &str, path: &str, limits: &Limits) -> (usize, ErrorCode) {
     BOUNDS
         .iter()
         .find(|b| b.path == path && b.actions.contains(&action))
@@ -336,13 +337,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn code(action: &str, params: Value) -> Option<String> {
+    fn code(action: &str, params: Value) -> Option<ErrorCode> {
         let Value::Object(map) = params else {
             panic!("an object")
         };
-        check(action, &map, &Limits::default())
-            .err()
-            .map(|e| e.code.to_string())
+        check(action, &map, &Limits::default()).err().map(|e| e.code)
     }
 
     fn list(n: usize) -> Vec<Value> {
@@ -365,7 +364,7 @@ mod tests {
                 };
                 assert_eq!(code(action, build(max)), None, "{action} {}", b.path);
                 assert_eq!(
-                    code(action, build(max + 1)).as_deref(),
+                    code(action, build(max + 1)),
                     Some(b.code),
                     "{action} {}",
                     b.path
@@ -379,13 +378,13 @@ mod tests {
         let filters = |values: usize| json!({"Filters": [{"Name": "a", "Values": list(1)}, {"Name": "b", "Values": list(values)}]});
         assert_eq!(code("DescribeSecurityGroups", filters(5)), None);
         assert_eq!(
-            code("DescribeSecurityGroups", filters(6)).as_deref(),
+            code("DescribeSecurityGroups", filters(6)),
             Some(TOO_MANY)
         );
         let ips = |n: usize| json!({"Instances": [{"InstanceId": "ins-1", "PrivateIpAddresses": list(n)}]});
         assert_eq!(code("RegisterInstances", ips(64)), None);
         assert_eq!(
-            code("RegisterInstances", ips(65)).as_deref(),
+            code("RegisterInstances", ips(65)),
             Some(TOO_MANY)
         );
     }
@@ -395,12 +394,12 @@ mod tests {
         let p = |n: usize| json!({"Unexpected": {"Deep": [list(n)]}});
         assert_eq!(code("CreateSecurityGroup", p(OTHER_LISTS)), None);
         assert_eq!(
-            code("CreateSecurityGroup", p(OTHER_LISTS + 1)).as_deref(),
+            code("CreateSecurityGroup", p(OTHER_LISTS + 1)),
             Some(TOO_MANY)
         );
         // A bound of one action does not leak to another.
         let tags = json!({"Tags": list(OTHER_LISTS + 1)});
-        assert_eq!(code("DeleteSecurityGroup", tags).as_deref(), Some(TOO_MANY));
+        assert_eq!(code("DeleteSecurityGroup", tags), Some(TOO_MANY));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::cvm::check_instance_id;
 use super::{map_insert, new_id, now, reply, Ctx, Reply};
 use crate::error::ApiError;
 use crate::params::{bounded_list, Params};
+use palisade_model::ErrorCode;
 use palisade_model::{Cidr, ClusterId};
 use palisade_store::ClusterRecord;
 use serde_json::{json, Map, Value};
@@ -58,7 +59,7 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
     let name = p.opt_str("ClusterName")?.unwrap_or_default();
     if name.chars().count() > 60 {
         return Err(ApiError::new(
-            "InvalidParameterValue.TooLong",
+            ErrorCode::InvalidParameterValueTooLong,
             format!("ClusterName {name:?}: longer than 60 characters"),
         ));
     }
@@ -91,7 +92,7 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
         for i in nodes.iter().chain(&masters) {
             if tx.instance(ctx.account, i)?.is_none() {
                 return Err(ApiError::new(
-                    "InvalidInstanceId.NotFound",
+                    ErrorCode::InvalidInstanceIdNotFound,
                     format!("instance {i:?} is not registered"),
                 ));
             }

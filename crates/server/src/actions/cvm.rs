@@ -7,6 +7,7 @@
 use super::{now, reply, Ctx, Reply};
 use crate::error::ApiError;
 use crate::params::{paginate, Params};
+use palisade_model::ErrorCode;
 use palisade_store::{InstanceRecord, Tx};
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -17,7 +18,7 @@ fn instance_ids(p: &Params) -> Result<Vec<String>, ApiError> {
     let mut ids = p.req_str_list("InstanceIds")?;
     if ids.len() > MAX_INSTANCES_PER_CALL {
         return Err(ApiError::new(
-            "InvalidParameterValue.LimitExceeded",
+            ErrorCode::InvalidParameterValueLimitExceeded,
             format!(
                 "InstanceIds: {} ids, at most {MAX_INSTANCES_PER_CALL}",
                 ids.len()
@@ -36,15 +37,20 @@ fn instance_ids(p: &Params) -> Result<Vec<String>, ApiError> {
 pub(super) fn check_instance_id(id: &str) -> Result<(), ApiError> {
     palisade_model::InstanceId::parse_field("InstanceIds", id)
         .map(|_| ())
-        .map_err(|e| ApiError::new("InvalidInstanceId.Malformed", e.message().to_string()))
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidInstanceIdMalformed,
+                e.message().to_string(),
+            )
+        })
 }
 
 fn check_group(tx: &dyn Tx, account: &str, field: &str, id: &str) -> Result<(), ApiError> {
     palisade_model::SecurityGroupId::parse_field(field, id)
-        .map_err(|e| ApiError::new("InvalidSgId.Malformed", e.message().to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidSgIdMalformed, e.message().to_string()))?;
     if tx.group(account, id)?.is_none() {
         return Err(ApiError::new(
-            "InvalidSecurityGroupId.NotFound",
+            ErrorCode::InvalidSecurityGroupIdNotFound,
             format!("{field} {id:?}: no such security group"),
         ));
     }
@@ -54,7 +60,7 @@ fn check_group(tx: &dyn Tx, account: &str, field: &str, id: &str) -> Result<(), 
 fn load_instance(tx: &dyn Tx, account: &str, id: &str) -> Result<InstanceRecord, ApiError> {
     tx.instance(account, id)?.ok_or_else(|| {
         ApiError::new(
-            "InvalidInstanceId.NotFound",
+            ErrorCode::InvalidInstanceIdNotFound,
             format!("InstanceIds {id:?}: no such instance (register it with the palisade service's RegisterInstances)"),
         )
     })
@@ -68,7 +74,7 @@ fn check_group_lists(
     for ins in changed {
         if ins.security_group_ids.len() > ctx.limits.groups_per_instance {
             return Err(ApiError::new(
-                "LimitExceeded.AssociateUSGLimitExceeded",
+                ErrorCode::LimitExceededAssociateUsgLimitExceeded,
                 format!(
                     "instance {} would have {} security groups, the limit is {}",
                     ins.id,
@@ -91,7 +97,7 @@ fn check_group_lists(
         }
         if members.len() > ctx.limits.instances_per_group {
             return Err(ApiError::new(
-                "LimitExceeded.SingleUSGQuota",
+                ErrorCode::LimitExceededSingleUsgQuota,
                 format!(
                     "security group {g} would be bound to {} instances, the limit is {}",
                     members.len(),
@@ -107,7 +113,7 @@ fn one_group(p: &Params) -> Result<String, ApiError> {
     let groups = p.req_str_list("SecurityGroupIds")?;
     if groups.len() != 1 {
         return Err(ApiError::new(
-            "InvalidParameterValue.LimitExceeded",
+            ErrorCode::InvalidParameterValueLimitExceeded,
             "SecurityGroupIds: this action takes exactly one security group",
         ));
     }
@@ -149,7 +155,7 @@ pub fn disassociate(ctx: &Ctx<'_>, p: &Params) -> Reply {
             let mut ins = load_instance(tx, ctx.account, id)?;
             if !ins.security_group_ids.contains(&group) {
                 return Err(ApiError::new(
-                    "InvalidParameterValue",
+                    ErrorCode::InvalidParameterValue,
                     format!("instance {id} is not bound to security group {group}"),
                 ));
             }
@@ -179,7 +185,7 @@ pub fn modify_attribute(ctx: &Ctx<'_>, p: &Params) -> Reply {
     p.allow_only(&known)?;
     if let Some(f) = UNSUPPORTED.iter().find(|f| p.has(f)) {
         return Err(ApiError::new(
-            "UnsupportedOperation",
+            ErrorCode::UnsupportedOperation,
             format!("{f}: Palisade manages security groups and names only"),
         ));
     }
@@ -192,7 +198,7 @@ pub fn modify_attribute(ctx: &Ctx<'_>, p: &Params) -> Reply {
     if let Some(n) = &name {
         if n.chars().count() > 60 {
             return Err(ApiError::new(
-                "InvalidParameterValue.TooLong",
+                ErrorCode::InvalidParameterValueTooLong,
                 format!("InstanceName {n:?}: longer than 60 characters"),
             ));
         }
@@ -202,7 +208,7 @@ pub fn modify_attribute(ctx: &Ctx<'_>, p: &Params) -> Reply {
         for g in gs {
             if !seen.insert(g.as_str()) {
                 return Err(ApiError::new(
-                    "InvalidParameterValue.Duplicate",
+                    ErrorCode::InvalidParameterValueDuplicate,
                     format!("SecurityGroups: {g} is given twice"),
                 ));
             }
@@ -260,14 +266,14 @@ pub fn describe(ctx: &Ctx<'_>, p: &Params) -> Reply {
     ])?;
     if ids.is_some() && !filters.is_empty() {
         return Err(ApiError::new(
-            "InvalidParameter.Coexist",
+            ErrorCode::InvalidParameterCoexist,
             "InstanceIds and Filters exclude each other",
         ));
     }
     if let Some(ids) = &ids {
         if ids.len() > MAX_INSTANCES_PER_CALL {
             return Err(ApiError::new(
-                "InvalidParameterValue.LimitExceeded",
+                ErrorCode::InvalidParameterValueLimitExceeded,
                 format!(
                     "InstanceIds: {} ids, at most {MAX_INSTANCES_PER_CALL}",
                     ids.len()

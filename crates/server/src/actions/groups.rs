@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::params::{bounded_list, paginate, Params};
 use palisade_model::policy::Direction;
 use palisade_model::wire;
+use palisade_model::ErrorCode;
 use palisade_store::{GroupRecord, Tx};
 use serde_json::{json, Value};
 
@@ -35,7 +36,7 @@ fn description(p: &Params, field: &str) -> Result<Option<String>, ApiError> {
     if let Some(d) = &d {
         if d.chars().count() > MAX_DESC {
             return Err(ApiError::new(
-                "InvalidParameterValue.TooLong",
+                ErrorCode::InvalidParameterValueTooLong,
                 format!("{field}: longer than {MAX_DESC} characters"),
             ));
         }
@@ -51,7 +52,7 @@ fn check_group_quota(ctx: &Ctx<'_>, tx: &dyn Tx, project: &str) -> Result<(), Ap
         .count();
     if n >= ctx.limits.groups_per_project {
         return Err(ApiError::new(
-            "LimitExceeded",
+            ErrorCode::LimitExceeded,
             format!(
                 "project {project} has {n} security groups, the limit is {}",
                 ctx.limits.groups_per_project
@@ -123,7 +124,7 @@ pub fn delete(ctx: &Ctx<'_>, p: &Params) -> Reply {
         let referrers = tx.referrers(ctx.account, &id)?;
         if !referrers.is_empty() {
             return Err(ApiError::new(
-                "ResourceInUse",
+                ErrorCode::ResourceInUse,
                 format!(
                     "SecurityGroupId {id:?} is referenced by the rules of {}",
                     referrers.join(", ")
@@ -133,7 +134,7 @@ pub fn delete(ctx: &Ctx<'_>, p: &Params) -> Reply {
         let bound = tx.group_instances(ctx.account, &id)?;
         if !bound.is_empty() {
             return Err(ApiError::new(
-                "ResourceInUse",
+                ErrorCode::ResourceInUse,
                 format!(
                     "SecurityGroupId {id:?} is bound to instances {}",
                     bound.join(", ")
@@ -184,7 +185,7 @@ pub fn clone(ctx: &Ctx<'_>, p: &Params) -> Reply {
     let id = p.req_str("SecurityGroupId")?;
     if p.has("RemoteRegion") {
         return Err(ApiError::new(
-            "UnsupportedOperation",
+            ErrorCode::UnsupportedOperation,
             "RemoteRegion: Palisade has one region; clone within it",
         ));
     }
@@ -260,14 +261,14 @@ pub fn describe(ctx: &Ctx<'_>, p: &Params) -> Reply {
     ])?;
     if ids.is_some() && !filters.is_empty() {
         return Err(ApiError::new(
-            "InvalidParameter.Coexist",
+            ErrorCode::InvalidParameterCoexist,
             "SecurityGroupIds and Filters exclude each other",
         ));
     }
     if let Some(ids) = &ids {
         if ids.len() > 100 {
             return Err(ApiError::new(
-                "InvalidParameterValue.LimitExceeded",
+                ErrorCode::InvalidParameterValueLimitExceeded,
                 format!("SecurityGroupIds: {} ids, at most 100", ids.len()),
             ));
         }

@@ -21,6 +21,7 @@ use crate::params::Params;
 use palisade_model::limits::Limits;
 use palisade_model::policy::{Direction, Peer, Policy, Service};
 use palisade_model::wire;
+use palisade_model::ErrorCode;
 use palisade_store::{GroupRecord, RuleRecord, Store, StoreError, StoreExt, TemplateKind, Tx};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -140,7 +141,7 @@ pub fn dispatch(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Reply
         ("palisade", "DeregisterClusters") => clusters::deregister(ctx, p),
         ("palisade", "DescribeClusters") => clusters::describe(ctx, p),
         _ => Err(ApiError::new(
-            "InvalidAction",
+            ErrorCode::InvalidAction,
             format!("action {action:?} of service {service:?} does not exist or is not supported by Palisade"),
         )),
     }
@@ -285,7 +286,7 @@ fn set_rules(
     for (dir, list) in [(Direction::Ingress, ingress), (Direction::Egress, egress)] {
         if list.len() > ctx.limits.rules_per_direction {
             return Err(ApiError::new(
-                "LimitExceeded.SecurityGroupPolicySet",
+                ErrorCode::LimitExceededSecurityGroupPolicySet,
                 format!(
                     "{}: {} rules, the limit is {} per direction",
                     dir.wire_name(),
@@ -302,7 +303,7 @@ fn set_rules(
         .count();
     if group_refs > ctx.limits.references_per_group {
         return Err(ApiError::new(
-            "LimitExceeded",
+            ErrorCode::LimitExceeded,
             format!(
                 "{group_refs} rules reference security groups, the limit is {} per group",
                 ctx.limits.references_per_group
@@ -347,13 +348,13 @@ fn parse_rules(
 fn check_name(field: &str, name: &str, max: usize) -> Result<(), ApiError> {
     if name.trim().is_empty() {
         return Err(ApiError::new(
-            "InvalidParameterValue.Empty",
+            ErrorCode::InvalidParameterValueEmpty,
             format!("{field} must not be empty"),
         ));
     }
     if name.chars().count() > max {
         return Err(ApiError::new(
-            "InvalidParameterValue.TooLong",
+            ErrorCode::InvalidParameterValueTooLong,
             format!("{field} {name:?}: longer than {max} characters"),
         ));
     }
@@ -365,7 +366,7 @@ fn check_name(field: &str, name: &str, max: usize) -> Result<(), ApiError> {
 fn map_insert(e: StoreError) -> ApiError {
     match e {
         StoreError::DuplicateId(id) => ApiError::new(
-            "InvalidParameterValue.Duplicate",
+            ErrorCode::InvalidParameterValueDuplicate,
             format!("id {id:?} is already in use"),
         ),
         other => ApiError::from(other),

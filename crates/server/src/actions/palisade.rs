@@ -12,6 +12,7 @@ use super::{map_insert, new_id, now, reply, rules_of, Ctx, Reply};
 use crate::error::ApiError;
 use crate::params::{bounded_list, Params};
 use palisade_model::policy::{Direction, PolicySet};
+use palisade_model::ErrorCode;
 use palisade_model::{
     AddressEntry, AddressTemplate, AddressTemplateGroup, AddressTemplateGroupId, AddressTemplateId,
     Family, SecurityGroupId, ServiceEntry, ServiceTemplate, ServiceTemplateGroup,
@@ -44,13 +45,13 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
     let list: Vec<NewInstance> = p.req_typed("Instances")?;
     if list.is_empty() {
         return Err(ApiError::new(
-            "InvalidParameterValue.Empty",
+            ErrorCode::InvalidParameterValueEmpty,
             "Instances must not be empty",
         ));
     }
     if list.len() > 100 {
         return Err(ApiError::new(
-            "InvalidParameterValue.LimitExceeded",
+            ErrorCode::InvalidParameterValueLimitExceeded,
             format!("Instances: {} instances, at most 100 per call", list.len()),
         ));
     }
@@ -71,7 +72,7 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
             .ok_or_else(|| ApiError::missing(&format!("Instances[{n}].PrivateIpAddresses")))?;
         if ips.is_empty() {
             return Err(ApiError::new(
-                "InvalidParameterValue.Empty",
+                ErrorCode::InvalidParameterValueEmpty,
                 format!("Instances[{n}].PrivateIpAddresses must not be empty"),
             ));
         }
@@ -92,7 +93,7 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
         let name = i.instance_name;
         if name.as_deref().is_some_and(|n| n.chars().count() > 60) {
             return Err(ApiError::new(
-                "InvalidParameterValue.TooLong",
+                ErrorCode::InvalidParameterValueTooLong,
                 format!("Instances[{n}].InstanceName: longer than 60 characters"),
             ));
         }
@@ -163,7 +164,7 @@ fn same_set(a: &[String], b: &[String]) -> bool {
 /// them.
 fn agent_may_not_change(ins: &str) -> ApiError {
     ApiError::new(
-        "AuthFailure.UnauthorizedOperation",
+        ErrorCode::AuthFailureUnauthorizedOperation,
         format!(
             "this credential belongs to the agent of {ins}: it may confirm the instance's \
              registration as it stands, but changing its name or addresses needs the account's key"
@@ -202,7 +203,7 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
     let wait = p.opt_uint("WaitSeconds")?.unwrap_or(0);
     if wait > MAX_WAIT_SECONDS {
         return Err(ApiError::new(
-            "InvalidParameterValue.Range",
+            ErrorCode::InvalidParameterValueRange,
             format!("WaitSeconds {wait}: at most {MAX_WAIT_SECONDS}"),
         ));
     }
@@ -328,7 +329,7 @@ pub fn report_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
     let counters: Vec<Counter> = p.opt_typed("Counters")?.unwrap_or_default();
     if counters.len() > MAX_COUNTERS {
         return Err(ApiError::new(
-            "InvalidParameterValue.LimitExceeded",
+            ErrorCode::InvalidParameterValueLimitExceeded,
             format!(
                 "Counters: {} entries, at most {MAX_COUNTERS}",
                 counters.len()
@@ -353,7 +354,7 @@ pub fn report_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
     let errors = p.opt_str_list("Errors")?.unwrap_or_default();
     if errors.len() > MAX_ERRORS || errors.iter().any(|e| e.chars().count() > MAX_ERROR_CHARS) {
         return Err(ApiError::new(
-            "InvalidParameterValue.LimitExceeded",
+            ErrorCode::InvalidParameterValueLimitExceeded,
             format!(
                 "Errors: at most {MAX_ERRORS} messages of at most {MAX_ERROR_CHARS} characters"
             ),

@@ -9,6 +9,7 @@ use crate::error::ApiError;
 use crate::params::Params;
 use palisade_model::policy::{parse_version, Direction, Peer, Policy, PolicySet, Service};
 use palisade_model::wire;
+use palisade_model::ErrorCode;
 use palisade_model::{AddressEntry, ServiceEntry};
 use palisade_store::{GroupRecord, TemplateKind, Tx};
 use serde_json::json;
@@ -23,7 +24,7 @@ fn check_version(set: &wire::SecurityGroupPolicySet, g: &GroupRecord) -> Result<
         let v = parse_version("SecurityGroupPolicySet.Version", v)?;
         if v != g.version {
             return Err(ApiError::new(
-                "UnsupportedOperation.VersionMismatch",
+                ErrorCode::UnsupportedOperationVersionMismatch,
                 format!(
                     "SecurityGroupPolicySet.Version {v}: the current version of {} is {}",
                     g.id, g.version
@@ -44,11 +45,11 @@ fn one_direction(
         (Some(i), None) => Ok((Direction::Ingress, i)),
         (None, Some(e)) => Ok((Direction::Egress, e)),
         (Some(_), Some(_)) => Err(ApiError::new(
-            "InvalidParameter.Coexist",
+            ErrorCode::InvalidParameterCoexist,
             "SecurityGroupPolicySet: Ingress and Egress exclude each other in this action; send one direction per call",
         )),
         (None, None) => Err(ApiError::new(
-            "MissingParameter",
+            ErrorCode::MissingParameter,
             "SecurityGroupPolicySet: give the rules in Ingress or Egress",
         )),
     }
@@ -89,7 +90,7 @@ fn dir_mut<'a>(
 fn index_of(i: i64, field: &str) -> Result<usize, ApiError> {
     usize::try_from(i).map_err(|_| {
         ApiError::new(
-            "InvalidParameterValue.Range",
+            ErrorCode::InvalidParameterValueRange,
             format!("{field} {i}: must not be negative"),
         )
     })
@@ -106,7 +107,7 @@ pub fn create(ctx: &Ctx<'_>, p: &Params) -> Reply {
     indexes.dedup();
     if indexes.len() > 1 {
         return Err(ApiError::new(
-            "InvalidParameter",
+            ErrorCode::InvalidParameter,
             "SecurityGroupPolicySet: every rule of one call must carry the same PolicyIndex (or none)",
         ));
     }
@@ -115,7 +116,7 @@ pub fn create(ctx: &Ctx<'_>, p: &Params) -> Reply {
     // against the group's rules inside it, by hashing: linear in the rules.
     let duplicate = |n: usize, rule: &Policy| {
         ApiError::new(
-            "UnsupportedOperation.DuplicatePolicy",
+            ErrorCode::UnsupportedOperationDuplicatePolicy,
             format!(
                 "{}[{n}]: the same rule ({rule}) is already in the group",
                 dir.wire_name()
@@ -136,7 +137,7 @@ pub fn create(ctx: &Ctx<'_>, p: &Params) -> Reply {
         let total = list.len() + new_rules.len();
         if total > ctx.limits.rules_per_direction {
             return Err(ApiError::new(
-                "LimitExceeded.SecurityGroupPolicySet",
+                ErrorCode::LimitExceededSecurityGroupPolicySet,
                 format!(
                     "{}: {total} rules, the limit is {} per direction",
                     dir.wire_name(),
@@ -158,7 +159,7 @@ pub fn create(ctx: &Ctx<'_>, p: &Params) -> Reply {
                 let i = index_of(i, "PolicyIndex")?;
                 if i > list.len() {
                     return Err(ApiError::new(
-                        "InvalidParameterValue.Range",
+                        ErrorCode::InvalidParameterValueRange,
                         format!(
                             "PolicyIndex {i}: the {} list has {} rules, so the index must be 0..={}",
                             dir.wire_name(),
@@ -213,13 +214,13 @@ pub fn delete(ctx: &Ctx<'_>, p: &Params) -> Reply {
     let by_content = wire_list.iter().filter(|w| has_content(w)).count();
     if by_index > 0 && by_content > 0 {
         return Err(ApiError::new(
-            "InvalidParameter.Coexist",
+            ErrorCode::InvalidParameterCoexist,
             "SecurityGroupPolicySet: delete by PolicyIndex or by rule content, not both",
         ));
     }
     if by_index == 0 && by_content < wire_list.len() {
         return Err(ApiError::new(
-            "MissingParameter",
+            ErrorCode::MissingParameter,
             "SecurityGroupPolicySet: each rule to delete needs a PolicyIndex or its content",
         ));
     }
@@ -240,7 +241,7 @@ pub fn delete(ctx: &Ctx<'_>, p: &Params) -> Reply {
                     let i = index_of(w.policy_index.unwrap_or(-1), "PolicyIndex")?;
                     if i >= list.len() {
                         return Err(ApiError::new(
-                            "ResourceNotFound",
+                            ErrorCode::ResourceNotFound,
                             format!(
                                 "PolicyIndex {i}: the {} list has {} rules",
                                 dir.wire_name(),
@@ -250,7 +251,7 @@ pub fn delete(ctx: &Ctx<'_>, p: &Params) -> Reply {
                     }
                     if !remove.insert(i) {
                         return Err(ApiError::new(
-                            "InvalidParameterValue.Duplicate",
+                            ErrorCode::InvalidParameterValueDuplicate,
                             format!("PolicyIndex {i} is given twice"),
                         ));
                     }
@@ -271,7 +272,7 @@ pub fn delete(ctx: &Ctx<'_>, p: &Params) -> Reply {
                         }
                         None => {
                             return Err(ApiError::new(
-                                "ResourceNotFound",
+                                ErrorCode::ResourceNotFound,
                                 format!("{}[{n}]: no rule {t} in the group", dir.wire_name()),
                             ))
                         }
@@ -350,7 +351,7 @@ pub fn replace(ctx: &Ctx<'_>, p: &Params, many: bool) -> Reply {
     let (dir, wire_list) = one_direction(&set)?;
     if !many && wire_list.len() != 1 {
         return Err(ApiError::new(
-            "InvalidParameterValue.LimitExceeded",
+            ErrorCode::InvalidParameterValueLimitExceeded,
             "SecurityGroupPolicySet: ReplaceSecurityGroupPolicy replaces exactly one rule",
         ));
     }
@@ -364,7 +365,7 @@ pub fn replace(ctx: &Ctx<'_>, p: &Params, many: bool) -> Reply {
         let index = index_of(i, "PolicyIndex")?;
         if !seen.insert(index) {
             return Err(ApiError::new(
-                "InvalidParameterValue.Duplicate",
+                ErrorCode::InvalidParameterValueDuplicate,
                 format!(
                     "SecurityGroupPolicySet.PolicyIndex {i}: named twice; replace each rule once"
                 ),
@@ -378,7 +379,7 @@ pub fn replace(ctx: &Ctx<'_>, p: &Params, many: bool) -> Reply {
             let (odir, olist) = one_direction(o)?;
             if odir != dir || olist.len() != wire_list.len() {
                 return Err(ApiError::new(
-                    "InvalidParameter",
+                    ErrorCode::InvalidParameter,
                     "OriginalSecurityGroupPolicySet must list one original rule per replaced rule, same direction",
                 ));
             }
@@ -393,14 +394,14 @@ pub fn replace(ctx: &Ctx<'_>, p: &Params, many: bool) -> Reply {
         for (n, (&i, rule)) in at.iter().zip(&new_rules).enumerate() {
             let Some(slot) = list.get_mut(i) else {
                 return Err(ApiError::new(
-                    "ResourceNotFound",
+                    ErrorCode::ResourceNotFound,
                     format!("PolicyIndex {i}: the {} list has no such rule", dir.wire_name()),
                 ));
             };
             if let Some(orig) = originals.as_ref().and_then(|o| o.get(n)) {
                 if !(slot.service == orig.service && slot.peer == orig.peer && slot.action == orig.action) {
                     return Err(ApiError::new(
-                        "InvalidParameterValue",
+                        ErrorCode::InvalidParameterValue,
                         format!("OriginalSecurityGroupPolicySet: the rule at PolicyIndex {i} is {slot}, not {orig}"),
                     ));
                 }

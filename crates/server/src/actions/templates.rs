@@ -7,6 +7,7 @@ use super::bounds::MAX_TEMPLATE_ENTRIES;
 use super::{check_name, map_insert, new_id, now, reply, Ctx, Reply};
 use crate::error::ApiError;
 use crate::params::{paginate, Params};
+use palisade_model::ErrorCode;
 use palisade_model::{AddressEntry, ServiceEntry};
 use palisade_store::{Tag, TemplateKind, TemplateRecord, Tx};
 use serde_json::{json, Map, Value};
@@ -142,7 +143,7 @@ fn route(action: &str) -> Option<(&'static Spec, &'static str)> {
 pub fn dispatch(ctx: &Ctx<'_>, action: &str, p: &Params) -> Reply {
     let Some((spec, verb)) = route(action) else {
         return Err(ApiError::new(
-            "InvalidAction",
+            ErrorCode::InvalidAction,
             format!("action {action:?} does not exist"),
         ));
     };
@@ -165,7 +166,7 @@ fn read_entries(spec: &Spec, p: &Params) -> Result<Option<(Vec<String>, Value)>,
                 for k in item.keys() {
                     if k != key && k != "Description" {
                         return Err(ApiError::new(
-                            "UnknownParameter",
+                            ErrorCode::UnknownParameter,
                             format!("{field}: the parameter `{k}` is not recognized"),
                         ));
                     }
@@ -191,7 +192,7 @@ fn read_entries(spec: &Spec, p: &Params) -> Result<Option<(Vec<String>, Value)>,
     // (`bounds`); together they must be too.
     if entries.len() > MAX_TEMPLATE_ENTRIES {
         return Err(ApiError::new(
-            "InvalidParameterValue.LimitExceeded",
+            ErrorCode::InvalidParameterValueLimitExceeded,
             format!(
                 "{}: {} entries in all, at most {MAX_TEMPLATE_ENTRIES}",
                 spec.entries,
@@ -204,7 +205,7 @@ fn read_entries(spec: &Spec, p: &Params) -> Result<Option<(Vec<String>, Value)>,
     for e in &entries {
         if !seen.insert(e.as_str()) {
             return Err(ApiError::new(
-                "InvalidParameterValue.Duplicate",
+                ErrorCode::InvalidParameterValueDuplicate,
                 format!("{} {e:?} is given twice", spec.entries),
             ));
         }
@@ -276,7 +277,7 @@ fn create(ctx: &Ctx<'_>, spec: &Spec, p: &Params) -> Reply {
     let (members, extra) = read_entries(spec, p)?.ok_or_else(|| ApiError::missing(spec.entries))?;
     if members.is_empty() {
         return Err(ApiError::new(
-            "InvalidParameterValue.Empty",
+            ErrorCode::InvalidParameterValueEmpty,
             format!("{} must not be empty", spec.entries),
         ));
     }
@@ -311,7 +312,7 @@ fn delete(ctx: &Ctx<'_>, spec: &Spec, p: &Params) -> Reply {
         let users = tx.referrers(ctx.account, &id)?;
         if !users.is_empty() {
             return Err(ApiError::new(
-                "ResourceInUse",
+                ErrorCode::ResourceInUse,
                 format!("{} {id:?} is in use by {}", spec.id, users.join(", ")),
             ));
         }
@@ -336,7 +337,7 @@ fn modify(ctx: &Ctx<'_>, spec: &Spec, p: &Params) -> Reply {
     if let Some((m, _)) = &entries {
         if m.is_empty() {
             return Err(ApiError::new(
-                "InvalidParameterValue.Empty",
+                ErrorCode::InvalidParameterValueEmpty,
                 format!("{} must not be empty", spec.entries),
             ));
         }
