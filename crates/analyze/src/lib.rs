@@ -15,14 +15,11 @@
 //!   direction, as boxes of packets newly accepted or newly dropped.
 //! - [`reach`]: whether traffic from one instance or CIDR gets to another.
 //! - [`sarif`]: findings as SARIF 2.1.0.
-//! - [`bench`]: a generator of large fleets and a naive baseline, for the
-//!   benchmark in `BENCHMARKS.md`.
 //!
 //! Panic contract: no public function panics on any input.
 
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod check;
 pub mod diff;
 pub mod engine;

@@ -8,12 +8,15 @@
 //! - [`classify`]: `palisade bench classify`: packets generated from a rule
 //!   list, the fast classifier ([`palisade_policy::Classifier`]) checked
 //!   against the linear scan on every (or a documented sample of) packet,
-//!   and both timed.
+//!   and both timed;
+//! - [`check`]: the `check` benchmark's generator of large fleets and its
+//!   naive baseline (`--example bench_check`, `--example gen_fleet`).
 //!
 //! Panic contract: no public function panics on any input.
 
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod classbench;
 pub mod classify;
 

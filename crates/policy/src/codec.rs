@@ -288,7 +288,6 @@ mod tests {
                 let _ = crate::eval::Packet::parse(t, t, t, Some(t));
                 let _ = crate::resolve::ProtocolMatch::parse_field("f", t);
                 let _ = serde_json::from_str::<crate::resolve::Ruleset>(t);
-                let _ = serde_json::from_str::<crate::conntrack::Event>(t);
             }
         }
 

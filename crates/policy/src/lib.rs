@@ -6,8 +6,6 @@
 //!   template expanded (sections 2 and 4);
 //! - [`eval`]: first-match evaluation of a packet to a [`Verdict`] naming
 //!   the deciding rule, or default drop;
-//! - [`conntrack`]: a connection-tracking simulator (replies and related
-//!   ICMP errors pass, a rule change cuts the flows it no longer allows);
 //! - [`classify`]: a fast first-match classifier held to the linear scan;
 //! - [`space`] and [`decide`]: exact packet sets as disjoint boxes, the set
 //!   each rule decides under first match, and the set a list accepts.
@@ -18,7 +16,6 @@
 
 pub mod classify;
 pub mod codec;
-pub mod conntrack;
 pub mod decide;
 pub mod error;
 pub mod eval;
@@ -26,7 +23,6 @@ pub mod resolve;
 pub mod space;
 
 pub use classify::{Classifier, ClassifierStats};
-pub use conntrack::{Conntrack, CutMode, Decision, Event, FlowKey, Reason, SimPacket, Transport};
 pub use decide::{accepted, decided_sets, decompose, rule_space, Decomposition};
 pub use error::{PolicyError, ResolveError};
 pub use eval::{evaluate, first_match, parse_protocol, Packet, Verdict};

@@ -1,9 +1,9 @@
 //! The `check` benchmark of `BENCHMARKS.md`: generates a fleet, then times,
 //! in one process, parsing, `check`, and the naive baseline (per-instance
 //! resolution and linear evaluation of sampled packets).
-//! `cargo run --release -p palisade-analyze --example bench_check -- [GROUPS RULES INSTANCES]`
+//! `cargo run --release -p palisade-bench --example bench_check -- [GROUPS RULES INSTANCES]`
 
-use palisade_analyze::bench::{generate, naive_baseline, Spec};
+use palisade_bench::check::{generate, naive_baseline, Spec};
 use palisade_analyze::{check, diff, load, CheckOptions};
 use std::time::Instant;
 

@@ -1,8 +1,8 @@
-//! Prints a generated fleet (see `palisade_analyze::bench`):
-//! `cargo run --release -p palisade-analyze --example gen_fleet -- GROUPS RULES INSTANCES [SEED] > fleet.yaml`
+//! Prints a generated fleet (see `palisade_bench::check`):
+//! `cargo run --release -p palisade-bench --example gen_fleet -- GROUPS RULES INSTANCES [SEED] > fleet.yaml`
 //! (defaults: the 1000 100 10000).
 
-use palisade_analyze::bench::{generate, Spec};
+use palisade_bench::check::{generate, Spec};
 use std::io::Write as _;
 
 fn main() {

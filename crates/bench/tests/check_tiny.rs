@@ -1,10 +1,10 @@
 //! The `check` benchmark at a tiny size, so CI runs it once (the full size
-//! is `cargo run --release -p palisade-analyze --example bench_check`), and
+//! is `cargo run --release -p palisade-bench --example bench_check`), and
 //! a differential test on the generated fleet: for sampled packets, the
 //! engine's composed accepted sets agree with resolving each instance and
 //! evaluating linearly, first match.
 
-use palisade_analyze::bench::{generate, naive_baseline, Spec};
+use palisade_bench::check::{generate, naive_baseline, Spec};
 use palisade_analyze::{check, load, CheckOptions, Engine};
 use palisade_model::Direction;
 use palisade_policy::{evaluate, resolve_instance, Packet};
