@@ -14,15 +14,18 @@
 //!
 //! Fail-static: a server that cannot be reached, or a snapshot that does
 //! not compile, leaves the kernel as it is; the agent never deletes the
-//! table, not even on exit. A restart ends in the same reconcile: the same
-//! rules compile to the same generations, so established connections that
-//! are still allowed are not disturbed.
+//! table, not even on exit. A restart ends in the same reconcile: the
+//! dataplane is wrapped in [`Stamping`], which reads the stamps in force
+//! back from the table, so the same rules keep the same generations and
+//! established connections that are still allowed are not disturbed; a
+//! change takes the next generation ([`crate::stamp`]).
 
 use crate::client::{AgentStatus, ControlPlane, RuleCounter};
 use crate::compile::{compile, CompileOptions, Compiled};
 use crate::dataplane::Dataplane;
 use crate::error::AgentError;
 use crate::snapshot::Snapshot;
+use crate::stamp::Stamping;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -83,7 +86,7 @@ struct Applied {
 
 /// One node's agent over a dataplane and a control plane.
 pub struct Agent<D: Dataplane, C: ControlPlane> {
-    dataplane: D,
+    dataplane: Stamping<D>,
     control: C,
     config: AgentConfig,
     desired: Option<(u64, Compiled)>,
@@ -98,7 +101,7 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
     /// A new agent; nothing happens until [`Agent::step`].
     pub fn new(dataplane: D, control: C, config: AgentConfig) -> Self {
         Self {
-            dataplane,
+            dataplane: Stamping::new(dataplane),
             control,
             report_supported: config.report,
             config,
@@ -112,7 +115,7 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
 
     /// The dataplane (for tests).
     pub fn dataplane(&mut self) -> &mut D {
-        &mut self.dataplane
+        &mut self.dataplane.inner
     }
 
     /// The control plane (for tests).
@@ -125,7 +128,9 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
         self.applied.as_ref().map(|a| a.revision)
     }
 
-    /// The compiled program the agent wants loaded.
+    /// The compiled program the agent wants loaded, as compiled (with
+    /// [`crate::stamp::Stamp::offline`]; the loaded one carries the
+    /// agent's stamps).
     pub fn desired(&self) -> Option<&Compiled> {
         self.desired.as_ref().map(|(_, c)| c)
     }

@@ -18,18 +18,30 @@
 //! default drop.
 //!
 //! Revoked connections (DESIGN.md section 2): a rule that accepts a packet
-//! stamps the flow's conntrack mark with the direction's *generation* (the
-//! low 16 bits for ingress, the high 16 for egress). The generation is a
-//! hash of the direction's compiled rules and the contents of the sets they
-//! use, so it changes exactly when what the direction allows changes. An
-//! established packet in the original direction whose stamp equals the
-//! current generation is accepted at once (one conntrack lookup, one
-//! compare); one with another stamp falls through to the rules again and is
-//! either re-stamped (still allowed) or dropped (revoked). Replies are never
-//! re-checked, as in the cloud. The generation is written in two one-rule
-//! chains per direction only (`<dir>_current`, `<dir>_stamp`; accepting
-//! rules `goto <dir>_stamp`), so a membership change rewrites those and
-//! not the rule list: its transaction does not grow with the rules.
+//! stamps the flow's conntrack mark with the direction's *generation*, in
+//! the direction's own field of the mark ([`MarkBits`]: bits 0-11 for
+//! ingress and 12-23 for egress by default; every other bit is kept, as
+//! `ct mark set ct mark and ~FIELD or STAMP`). An established packet in the
+//! original direction whose field equals the current generation is
+//! accepted at once (one conntrack lookup, one compare); one with another
+//! value falls through to the rules again and is either re-stamped (still
+//! allowed) or dropped (revoked). Replies are never re-checked, as in the
+//! cloud. The generation is written in two one-rule chains per direction
+//! only (`<dir>_current`, `<dir>_stamp`; accepting rules `goto
+//! <dir>_stamp`), so a membership change rewrites those and not the rule
+//! list: its transaction does not grow with the rules.
+//!
+//! The compiler does not choose the generation: a fast path is only safe
+//! if the generation equals no stamp some idle flow still carries, which
+//! depends on what was loaded before, so it is the agent's state
+//! ([`crate::stamp`]). `compile` hashes what each direction allows (its
+//! rules and the contents of the sets they use) into the stamp's `rules`
+//! digest, which tells the agent whether a direction changed, and writes
+//! [`Stamp::offline`] (generation 1) in the generation chains, so offline
+//! output is deterministic; [`Compiled::stamped`] puts the agent's stamps
+//! in. The `shape` leaves the stamps out, so the element-update path
+//! ([`Compiled::delta_script`]) carries the new stamp with the new
+//! elements.
 //!
 //! Peers that are references become named sets, one per family
 //! (`sg_1a2b3c4d_v4`), so that membership changes are element updates: a
@@ -39,6 +51,7 @@
 //! reads an ICMP checksum).
 
 use crate::snapshot::{Rule, ServiceMatch, Snapshot};
+use crate::stamp::{MarkBits, Stamp};
 use palisade_model::addr::u128_to_ip;
 use palisade_model::{Action, AddrRange, Direction, Family, PortRange};
 use sha2::{Digest, Sha256};
@@ -51,10 +64,6 @@ pub const TABLE: &str = "inet palisade";
 pub const INGRESS_PRIORITY: i32 = -150;
 /// The egress base chain's priority: after SNAT (100).
 pub const EGRESS_PRIORITY: i32 = 150;
-/// Conntrack mark bits holding the ingress generation.
-pub const INGRESS_MARK_MASK: u32 = 0x0000_ffff;
-/// Conntrack mark bits holding the egress generation.
-pub const EGRESS_MARK_MASK: u32 = 0xffff_0000;
 
 /// What the compiler needs besides the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +83,8 @@ pub struct CompileOptions {
     /// to ([`DEFAULT_MAX_ELEMENTS`] by default): a larger one is refused by
     /// counting, before anything is expanded ([`cost`]).
     pub max_elements: usize,
+    /// The `ct mark` bits the stamps live in ([`MarkBits::DEFAULT`]).
+    pub marks: MarkBits,
 }
 
 impl Default for CompileOptions {
@@ -83,6 +94,7 @@ impl Default for CompileOptions {
             mode: Mode::default(),
             hoist_min_peers: HOIST_MIN_PEERS,
             max_elements: DEFAULT_MAX_ELEMENTS,
+            marks: MarkBits::DEFAULT,
         }
     }
 }
@@ -277,11 +289,13 @@ pub struct Compiled {
     pub maps: Vec<VerdictMap>,
     /// Per-rule chains ([`Mode::Maps`]), then `ingress` and `egress`.
     pub chains: Vec<Chain>,
-    /// The ingress generation stamped into conntrack marks (never 0).
-    pub ingress_generation: u16,
-    /// The egress generation (never 0).
-    pub egress_generation: u16,
-    /// The rules with generations and elements left out: two compilations
+    /// The ingress and egress stamps in the generation chains:
+    /// [`Stamp::offline`] as compiled, the agent's with
+    /// [`Compiled::stamped`].
+    pub stamps: [Stamp; 2],
+    /// The `ct mark` bits the stamps live in.
+    pub marks: MarkBits,
+    /// The rules with stamps and elements left out: two compilations
     /// with equal `shape` differ only in set and map elements.
     pub shape: String,
 }
@@ -324,7 +338,7 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
     // The generation chains come first: rules jump to them.
     let mut gen_first = Vec::new();
     let mut maps = Vec::new();
-    let mut gens = [0u16; 2];
+    let mut stamps = [Stamp::offline(0, &opts.marks, Direction::Ingress); 2];
     let mut shape = String::new();
     for (slot, direction) in [Direction::Ingress, Direction::Egress]
         .into_iter()
@@ -340,10 +354,8 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
             let mut h = Sha256::new();
             h.update(plan.digest_input.as_bytes());
             hash_sets(&mut h, &sets, plan.used_sets);
-            let digest = h.finalize();
-            let gen = u16::from_be_bytes([digest[0], digest[1]]).max(1);
-            gens[slot] = gen;
-            gen_first.extend(gen_chains(direction, gen));
+            stamps[slot] = Stamp::offline(digest64(h), &opts.marks, direction);
+            gen_first.extend(gen_chains(direction, stamps[slot], &opts.marks));
             shape.push_str(&plan.shape_input);
             for (name, action, c) in &plan.rule_chains {
                 rule_chains.push(Chain {
@@ -373,17 +385,16 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
                 matchers.push((m, rule.action, comment(rule, direction)));
             }
         }
-        // The generation: what this direction allows, hashed.
+        // What this direction allows, hashed: a change takes the next
+        // generation ([`crate::stamp::Stamper`]).
         let mut h = Sha256::new();
         for (m, action, c) in &matchers {
             h.update(format!("{m}|{action}|{c}\n").as_bytes());
             let _ = writeln!(shape, "{direction} {m} {action} {c}");
         }
         hash_sets(&mut h, &sets, used_sets);
-        let digest = h.finalize();
-        let gen = u16::from_be_bytes([digest[0], digest[1]]).max(1);
-        gens[slot] = gen;
-        gen_first.extend(gen_chains(direction, gen));
+        stamps[slot] = Stamp::offline(digest64(h), &opts.marks, direction);
+        gen_first.extend(gen_chains(direction, stamps[slot], &opts.marks));
         chains.push(build_chain(
             direction,
             &opts.uplinks,
@@ -407,10 +418,16 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
         sets: sets.into_values().collect(),
         maps,
         chains,
-        ingress_generation: gens[0],
-        egress_generation: gens[1],
+        stamps,
+        marks: opts.marks,
         shape,
     })
+}
+
+/// The first 64 bits of a SHA-256.
+fn digest64(h: Sha256) -> u64 {
+    let d = h.finalize();
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 impl Compiled {
@@ -429,8 +446,8 @@ impl Compiled {
         let _ = writeln!(out, "table {TABLE} {{");
         let _ = writeln!(
             out,
-            "\tcomment \"managed by palisade-agent; generations ingress {:#06x} egress {:#06x}\"",
-            self.ingress_generation, self.egress_generation
+            "\tcomment \"managed by palisade-agent; generations ingress {:#x} egress {:#x}\"",
+            self.stamps[0].generation, self.stamps[1].generation
         );
         for s in &self.sets {
             let _ = writeln!(out, "\tset {} {{", s.name);
@@ -457,6 +474,33 @@ impl Compiled {
         }
         let _ = writeln!(out, "}}");
         out
+    }
+
+    /// The digests of what each direction allows (ingress, egress):
+    /// equal digests, equal rules and set contents.
+    pub fn rules_digests(&self) -> [u64; 2] {
+        self.stamps.map(|s| s.rules)
+    }
+
+    /// The same program with `stamps` in its generation chains (the
+    /// rules digests are the compiler's, whatever `stamps` say).
+    pub fn stamped(mut self, stamps: [Stamp; 2]) -> Self {
+        for (i, direction) in [Direction::Ingress, Direction::Egress]
+            .into_iter()
+            .enumerate()
+        {
+            let stamp = Stamp {
+                rules: self.stamps[i].rules,
+                ..stamps[i]
+            };
+            self.stamps[i] = stamp;
+            for new in gen_chains(direction, stamp, &self.marks) {
+                if let Some(c) = self.chains.iter_mut().find(|c| c.name == new.name) {
+                    *c = new;
+                }
+            }
+        }
+        self
     }
 
     /// The number of set elements the table holds.
@@ -922,28 +966,28 @@ fn verdict(direction: Direction, action: Action) -> String {
 
 /// The two chains holding a direction's generation: `<dir>_current`
 /// (established packets of the original direction stamped with it are
-/// accepted) and `<dir>_stamp` (an accepted packet's flow is stamped).
-fn gen_chains(direction: Direction, gen: u16) -> [Chain; 2] {
-    let (keep, stamp) = match direction {
-        Direction::Ingress => (EGRESS_MARK_MASK, u32::from(gen)),
-        Direction::Egress => (INGRESS_MARK_MASK, u32::from(gen) << 16),
-    };
-    let mask = !keep;
+/// accepted; its comment states the stamp, for an agent that restarts)
+/// and `<dir>_stamp` (an accepted packet's flow is stamped: the
+/// direction's field is set, every other bit of the mark kept).
+fn gen_chains(direction: Direction, stamp: Stamp, marks: &MarkBits) -> [Chain; 2] {
+    let mask = marks.mask(direction);
+    let keep = !mask;
+    let value = marks.value(direction, stamp.generation);
     let dir = direction.as_str();
     [
         Chain {
             name: format!("{dir}_current"),
             hook: None,
             rules: vec![format!(
-                "ct mark and {mask:#010x} == {stamp:#010x} counter accept comment \"{}\"",
-                baseline_comment(direction, "current")
+                "ct mark and {mask:#010x} == {value:#010x} counter accept comment \"{}\"",
+                stamp.comment(direction, marks)
             )],
         },
         Chain {
             name: format!("{dir}_stamp"),
             hook: None,
             rules: vec![format!(
-                "ct mark set ct mark and {keep:#010x} or {stamp:#010x} accept"
+                "ct mark set ct mark and {keep:#010x} or {value:#010x} accept"
             )],
         },
     ]
@@ -1431,14 +1475,12 @@ mod tests {
         let ingress = chain(&c, "ingress");
         assert_eq!(ingress.hook, Some(("prerouting", -150)));
         assert_eq!(ingress.rules[0], "iifname != { \"eth0\" } return");
-        let g = c.ingress_generation;
+        assert_eq!(c.stamps[0].generation, 1, "offline output: generation 1");
         let body: Vec<&str> = ingress.rules[7..].iter().map(String::as_str).collect();
         let acc = "goto ingress_stamp";
         assert_eq!(
             chain(&c, "ingress_stamp").rules,
-            vec![format!(
-                "ct mark set ct mark and 0xffff0000 or {g:#010x} accept"
-            )]
+            vec!["ct mark set ct mark and 0xfffff000 or 0x00000001 accept".to_string()]
         );
         assert_eq!(
             body,
@@ -1455,10 +1497,14 @@ mod tests {
         assert_eq!(egress.hook, Some(("postrouting", 150)));
         assert!(egress.rules[0].starts_with("oifname != "));
         assert!(egress.rules[7].ends_with("goto egress_stamp comment \"sg-node0001 egress 0\""));
-        assert!(chain(&c, "egress_stamp").rules[0].contains(&format!(
-            "or {:#010x} accept",
-            u32::from(c.egress_generation) << 16
-        )));
+        assert_eq!(
+            chain(&c, "egress_stamp").rules,
+            ["ct mark set ct mark and 0xff000fff or 0x00001000 accept"],
+            "the egress field, every other bit kept"
+        );
+        assert!(chain(&c, "egress_current").rules[0].starts_with(
+            "ct mark and 0x00fff000 == 0x00001000 counter accept comment \"palisade egress current mask 0x00fff000 stamp 0x1 floor 0xfff rules "
+        ));
         assert!(c.script().contains(
             "add table inet palisade\ndelete table inet palisade\ntable inet palisade {"
         ));
@@ -1506,7 +1552,7 @@ mod tests {
         assert_eq!(r2.hook, None);
         assert!(r2.rules[0].ends_with("goto ingress_stamp comment \"sg-node0001 ingress 2\""));
         assert_eq!(c, compile(&seed_node(), &o).unwrap(), "deterministic");
-        assert!(c.ingress_generation != 0 && c.egress_generation != 0);
+        assert_eq!(c.stamps.map(|s| s.generation), [1, 1]);
     }
 
     #[test]
@@ -1522,7 +1568,7 @@ mod tests {
             r[6],
             "ct direction original ct state established jump ingress_current"
         );
-        assert!(chain(&c, "ingress_current").rules[0].contains("ct mark and 0x0000ffff =="));
+        assert!(chain(&c, "ingress_current").rules[0].contains("ct mark and 0x00000fff =="));
         assert_eq!(r.len(), 8, "no rules: baseline then default drop");
     }
 
@@ -1601,13 +1647,14 @@ mod tests {
         };
         let c2 = compile(&s2, &opts()).unwrap();
         assert_ne!(
-            c1.ingress_generation, c2.ingress_generation,
-            "membership change is a new generation"
+            c1.rules_digests()[0],
+            c2.rules_digests()[0],
+            "a membership change is a change of what ingress allows"
         );
         let d = c2.set_deltas(&c1).unwrap();
         assert_eq!(d.sets.len(), 2);
         let script = c2.delta_script(&d);
-        assert!(script.starts_with("delete element inet palisade sg_b_v4 { 198.18.0.5 }\nadd element inet palisade sg_b_v6 { 2001:db8::7 }\ninsert rule inet palisade ingress_current return\ninsert rule inet palisade ingress_current ct mark and 0x0000ffff == "));
+        assert!(script.starts_with("delete element inet palisade sg_b_v4 { 198.18.0.5 }\nadd element inet palisade sg_b_v6 { 2001:db8::7 }\ninsert rule inet palisade ingress_current return\ninsert rule inet palisade ingress_current ct mark and 0x00000fff == "));
         assert!(!script.contains("flush"), "adds only: {script}");
         assert!(
             crate::session::NftSession::fits(&script),
@@ -1751,13 +1798,13 @@ mod tests {
             .iter()
             .any(|s| s.name == "sg_b_v4" && s.elements.len() == 2));
         // A member joining is one element of the group's set: no map changes,
-        // a new generation.
+        // a new digest.
         let c2 = compile(
             &snap(&["198.18.0.1", "198.18.0.3", "198.18.0.5"]),
             &hoisting,
         )
         .unwrap();
-        assert_ne!(c1.ingress_generation, c2.ingress_generation);
+        assert_ne!(c1.rules_digests(), c2.rules_digests());
         let d = c2.set_deltas(&c1).expect("same shape: a delta");
         assert!(d.maps.is_empty(), "{d:?}");
         assert_eq!(d.sets.len(), 1);
@@ -1798,7 +1845,7 @@ mod tests {
         };
         let c1 = compile(&snap("198.18.0.1"), &o).unwrap();
         let c2 = compile(&snap("198.18.0.1-198.18.0.2"), &o).unwrap();
-        assert_ne!(c1.ingress_generation, c2.ingress_generation);
+        assert_ne!(c1.rules_digests(), c2.rules_digests());
         let d = c2.set_deltas(&c1).expect("same shape: a delta");
         assert!(d.sets.is_empty());
         let ports = d.maps.iter().find(|m| m.name == "ingress_v4_tcp").unwrap();
@@ -1849,10 +1896,11 @@ mod tests {
         let mut changed = seed_node();
         changed.ingress.remove(0);
         let c = compile(&changed, &opts()).unwrap();
-        assert_ne!(a.ingress_generation, c.ingress_generation);
+        assert_ne!(a.rules_digests()[0], c.rules_digests()[0]);
         assert_eq!(
-            a.egress_generation, c.egress_generation,
-            "egress unchanged keeps its stamp"
+            a.rules_digests()[1],
+            c.rules_digests()[1],
+            "egress unchanged keeps its digest (and so its stamp)"
         );
     }
 

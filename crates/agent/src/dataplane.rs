@@ -27,6 +27,10 @@ pub struct LiveTable {
     /// Counters summed per rule comment (`sg-1a2b3c4d ingress 3`,
     /// `palisade ingress default drop`, ...).
     pub counters: BTreeMap<String, Counter>,
+    /// The comment of each chain's first rule that has one, by chain name:
+    /// `ingress_current` and `egress_current` state the stamps in force
+    /// ([`crate::stamp::Stamp::comment`]).
+    pub heads: BTreeMap<String, String>,
 }
 
 /// Loads compiled rulesets into a packet filter and reads them back.
@@ -43,6 +47,11 @@ pub trait Dataplane {
 
     /// Reads the table, or `None` when there is none.
     fn read(&mut self) -> Result<Option<LiveTable>, AgentError>;
+
+    /// Clears the `ct mark` bits of `mask` in every conntrack entry,
+    /// leaving the other bits as they are; returns how many entries had
+    /// some of them set ([`crate::stamp`]: before a stamp value is reused).
+    fn clear_marks(&mut self, mask: u32) -> Result<usize, AgentError>;
 
     /// The packet filter's ruleset generation: a number that changes on
     /// every committed change to any table. `None` when this dataplane
@@ -76,6 +85,8 @@ pub struct FakeDataplane {
     pub generation: Option<u32>,
     /// How many times the table was read.
     pub reads: usize,
+    /// The masks of the `ct mark` clears asked for, in order.
+    pub clears: Vec<u32>,
 }
 
 impl FakeDataplane {
@@ -160,8 +171,7 @@ impl Dataplane for FakeDataplane {
             map.elements.sort();
         }
         table.chains = compiled.chains.clone();
-        table.ingress_generation = compiled.ingress_generation;
-        table.egress_generation = compiled.egress_generation;
+        table.stamps = compiled.stamps;
         self.commit();
         self.log
             .push(format!("deltas {}", deltas.sets.len() + deltas.maps.len()));
@@ -177,11 +187,26 @@ impl Dataplane for FakeDataplane {
             if self.tampered {
                 h.update(b"tampered");
             }
+            let heads = t
+                .chains
+                .iter()
+                .filter_map(|c| {
+                    let (_, comment) = c.rules.iter().find_map(|r| r.split_once(" comment \""))?;
+                    Some((c.name.clone(), comment.trim_end_matches('"').to_string()))
+                })
+                .collect();
             LiveTable {
                 fingerprint: hex::encode(h.finalize()),
                 counters: self.counters.clone(),
+                heads,
             }
         }))
+    }
+
+    fn clear_marks(&mut self, mask: u32) -> Result<usize, AgentError> {
+        self.check_failure()?;
+        self.clears.push(mask);
+        Ok(0)
     }
 
     fn generation(&mut self) -> Result<Option<u32>, AgentError> {
@@ -227,6 +252,11 @@ impl Dataplane for DryRunDataplane {
 
     fn read(&mut self) -> Result<Option<LiveTable>, AgentError> {
         self.inner.read()
+    }
+
+    /// Nothing was loaded, so nothing was stamped.
+    fn clear_marks(&mut self, _mask: u32) -> Result<usize, AgentError> {
+        Ok(0)
     }
 
     fn generation(&mut self) -> Result<Option<u32>, AgentError> {

@@ -4,7 +4,10 @@
 //! - [`snapshot`]: the resolved, ordered rules of one instance at a revision;
 //! - [`compile`]: the pure compiler from a snapshot to the nft program of
 //!   table `inet palisade` (hooks, baseline, first-match order, counters,
-//!   named sets, conntrack-mark generations for revoked connections);
+//!   named sets, conntrack-mark generation chains for revoked connections);
+//! - [`stamp`]: the generations themselves, handed out by the agent so that
+//!   none equals a stamp an idle flow still carries, and the `ct mark` bits
+//!   Palisade owns;
 //! - [`dataplane`]: the `Dataplane` trait and an in-memory fake;
 //! - [`nft`]: the `nft` implementation (optionally inside a network namespace);
 //! - [`netlink`]: the ruleset generation and rule counters straight from
@@ -28,9 +31,11 @@ pub mod netlink;
 pub mod nft;
 pub mod session;
 pub mod snapshot;
+pub mod stamp;
 
 pub use compile::{compile, CompileOptions, Compiled};
 pub use dataplane::{Counter, Dataplane, DryRunDataplane, FakeDataplane, LiveTable};
 pub use error::AgentError;
 pub use nft::NftDataplane;
 pub use snapshot::Snapshot;
+pub use stamp::{MarkBits, Stamping};

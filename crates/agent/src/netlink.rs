@@ -8,6 +8,10 @@
 //! - [`NfNetlink::rule_counters`]: a dump of one table's rules (no set
 //!   elements), summed per rule comment.
 //!
+//! And one conntrack operation, rare but needed before a stamp value is
+//! reused ([`crate::stamp`]): [`NfNetlink::clear_ct_marks`] clears some
+//! `ct mark` bits in every entry, the others untouched.
+//!
 //! Programs are still loaded and the table still read for its fingerprint
 //! with `nft` ([`crate::nft`]). The socket is opened in the dataplane's
 //! network namespace by a short-lived thread that enters it (`setns`), so
@@ -23,7 +27,18 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const IPCTNL_MSG_CT_NEW: u16 = 0;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_MARK: u16 = 8;
+const CTA_ZONE: u16 = 18;
+const CTA_MARK_MASK: u16 = 21;
+const NLA_F_NESTED: u16 = 0x8000;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const ENOENT: i32 = 2;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_GETGEN: u16 = 16;
 const NFT_MSG_NEWGEN: u16 = 15;
@@ -85,11 +100,12 @@ impl NfNetlink {
     pub fn generation(&mut self) -> Result<u32, AgentError> {
         let mut id = None;
         self.request(
+            NFNL_SUBSYS_NFTABLES,
             NFT_MSG_GETGEN,
             NLM_F_REQUEST | NLM_F_ACK,
             0,
             &[],
-            |ty, body| {
+            |ty, _, body| {
                 if ty == NFT_MSG_NEWGEN {
                     id = attrs(body)
                         .find(|(t, _)| *t == NFTA_GEN_ID)
@@ -109,11 +125,12 @@ impl NfNetlink {
         put_attr(&mut filter, NFTA_RULE_TABLE, &name);
         let mut counters: BTreeMap<String, Counter> = BTreeMap::new();
         self.request(
+            NFNL_SUBSYS_NFTABLES,
             NFT_MSG_GETRULE,
             NLM_F_REQUEST | NLM_F_DUMP,
             NFPROTO_INET,
             &filter,
-            |ty, body| {
+            |ty, _, body| {
                 if ty != NFT_MSG_NEWRULE {
                     return;
                 }
@@ -145,23 +162,107 @@ impl NfNetlink {
         Ok(counters)
     }
 
-    /// Sends one request and hands each answer message's type (the nf_tables
-    /// message number) and body (after the `nfgenmsg`) to `each`, until the
-    /// dump's end or the acknowledgement.
+    /// Clears the `ct mark` bits of `mask` in every conntrack entry (IPv4
+    /// and IPv6, every zone) whose mark has some of them, leaving its other
+    /// bits alone: a dump, then one update per such entry carrying
+    /// `CTA_MARK` 0 and `CTA_MARK_MASK` `mask`, which the kernel applies as
+    /// `mark = (mark & ~mask) ^ 0` under the entry (so a bit another
+    /// program sets meanwhile is not undone). Entries that expired between
+    /// the dump and their update are skipped. Returns how many were
+    /// updated.
+    pub fn clear_ct_marks(&mut self, mask: u32) -> Result<usize, AgentError> {
+        let mut marked: Vec<(u8, Vec<u8>)> = Vec::new();
+        for family in [AF_INET, AF_INET6] {
+            self.request(
+                NFNL_SUBSYS_CTNETLINK,
+                IPCTNL_MSG_CT_GET,
+                NLM_F_REQUEST | NLM_F_DUMP,
+                family,
+                &[],
+                |ty, family, body| {
+                    if ty != IPCTNL_MSG_CT_NEW {
+                        return;
+                    }
+                    let (mut tuple, mut zone, mut mark) = (None, None, 0);
+                    for (t, v) in attrs(body) {
+                        match t {
+                            CTA_TUPLE_ORIG => tuple = Some(v),
+                            CTA_ZONE => zone = Some(v),
+                            CTA_MARK => {
+                                mark = v.try_into().map(u32::from_be_bytes).unwrap_or(0);
+                            }
+                            _ => {}
+                        }
+                    }
+                    let Some(tuple) = tuple.filter(|_| mark & mask != 0) else {
+                        return;
+                    };
+                    let mut update = Vec::new();
+                    put_attr(&mut update, CTA_TUPLE_ORIG | NLA_F_NESTED, tuple);
+                    if let Some(z) = zone {
+                        put_attr(&mut update, CTA_ZONE, z);
+                    }
+                    put_attr(&mut update, CTA_MARK, &0u32.to_be_bytes());
+                    put_attr(&mut update, CTA_MARK_MASK, &mask.to_be_bytes());
+                    marked.push((family, update));
+                },
+            )?;
+        }
+        let mut cleared = 0;
+        for (family, update) in &marked {
+            // No NLM_F_CREATE: an entry that is gone stays gone (ENOENT).
+            match self.exchange(
+                NFNL_SUBSYS_CTNETLINK,
+                IPCTNL_MSG_CT_NEW,
+                NLM_F_REQUEST | NLM_F_ACK,
+                *family,
+                update,
+                |_, _, _| {},
+            )? {
+                0 => cleared += 1,
+                e if e == -ENOENT => {}
+                e => return Err(kernel_error(e)),
+            }
+        }
+        Ok(cleared)
+    }
+
+    /// [`NfNetlink::exchange`], an error answer as an error.
     fn request(
         &mut self,
+        subsys: u16,
         msg: u16,
         flags: u16,
         family: u8,
         payload: &[u8],
-        mut each: impl FnMut(u16, &[u8]),
+        each: impl FnMut(u16, u8, &[u8]),
     ) -> Result<(), AgentError> {
+        match self.exchange(subsys, msg, flags, family, payload, each)? {
+            0 => Ok(()),
+            code => Err(kernel_error(code)),
+        }
+    }
+
+    /// Sends one request to subsystem `subsys` and hands each answer
+    /// message's type (the subsystem's message number), family and body
+    /// (after the `nfgenmsg`) to `each`, until the dump's end or the
+    /// acknowledgement; returns the acknowledgement's code (0, or a
+    /// negative errno).
+    fn exchange(
+        &mut self,
+        subsys: u16,
+        msg: u16,
+        flags: u16,
+        family: u8,
+        payload: &[u8],
+        mut each: impl FnMut(u16, u8, &[u8]),
+    ) -> Result<i32, AgentError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let len = HEADER + NFGENMSG + payload.len();
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&(len as u32).to_ne_bytes());
-        out.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
+        out.extend_from_slice(&((subsys << 8) | msg).to_ne_bytes());
         out.extend_from_slice(&flags.to_ne_bytes());
         out.extend_from_slice(&seq.to_ne_bytes());
         out.extend_from_slice(&0u32.to_ne_bytes());
@@ -191,22 +292,15 @@ impl NfNetlink {
                     continue;
                 }
                 match ty {
-                    NLMSG_DONE => return Ok(()),
+                    NLMSG_DONE => return Ok(0),
                     NLMSG_ERROR => {
-                        let code = match body {
-                            [a, b, c, d, ..] => i32::from_ne_bytes([*a, *b, *c, *d]),
-                            _ => return Err(AgentError::Netlink("a short error message".into())),
+                        return match body {
+                            [a, b, c, d, ..] => Ok(i32::from_ne_bytes([*a, *b, *c, *d])),
+                            _ => Err(AgentError::Netlink("a short error message".into())),
                         };
-                        if code == 0 {
-                            return Ok(());
-                        }
-                        return Err(AgentError::Netlink(format!(
-                            "the kernel answered: {}",
-                            std::io::Error::from_raw_os_error(-code)
-                        )));
                     }
-                    _ if ty >> 8 == NFNL_SUBSYS_NFTABLES && body.len() >= NFGENMSG => {
-                        each(ty & 0xff, &body[NFGENMSG..]);
+                    _ if ty >> 8 == subsys && body.len() >= NFGENMSG => {
+                        each(ty & 0xff, body[0], &body[NFGENMSG..]);
                     }
                     _ => {}
                 }
@@ -225,6 +319,13 @@ fn new_socket() -> Result<OwnedFd, AgentError> {
     sockopt::set_socket_timeout(&fd, sockopt::Timeout::Recv, Some(Duration::from_secs(5)))
         .map_err(|e| failed("SO_RCVTIMEO", e.into()))?;
     Ok(fd)
+}
+
+fn kernel_error(code: i32) -> AgentError {
+    AgentError::Netlink(format!(
+        "the kernel answered: {}",
+        std::io::Error::from_raw_os_error(-code)
+    ))
 }
 
 fn failed(what: &str, e: std::io::Error) -> AgentError {

@@ -324,6 +324,12 @@ impl Dataplane for NftDataplane {
         self.netlink(NfNetlink::generation).map(Some)
     }
 
+    /// Over conntrack's netlink (a dump, then one masked update per entry
+    /// that has some of the bits), in the dataplane's namespace.
+    fn clear_marks(&mut self, mask: u32) -> Result<usize, AgentError> {
+        self.netlink(|n| n.clear_ct_marks(mask))
+    }
+
     /// From a netlink dump of the table's rules, which leaves set elements
     /// out (a `nft` listing reads them all); from the listing if netlink
     /// fails.
@@ -339,6 +345,7 @@ impl Dataplane for NftDataplane {
 /// Counters per comment and a fingerprint of the definition.
 pub fn live_table(json: &Value) -> LiveTable {
     let mut counters: BTreeMap<String, Counter> = BTreeMap::new();
+    let mut heads: BTreeMap<String, String> = BTreeMap::new();
     let items = json
         .get("nftables")
         .and_then(Value::as_array)
@@ -355,6 +362,13 @@ pub fn live_table(json: &Value) -> LiveTable {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
+            // Rules are listed in chain order: the first one with a
+            // comment is the chain's head.
+            if let Some(chain) = rule.get("chain").and_then(Value::as_str) {
+                if !comment.is_empty() && !heads.contains_key(chain) {
+                    heads.insert(chain.to_string(), comment.clone());
+                }
+            }
             for e in rule
                 .get("expr")
                 .and_then(Value::as_array)
@@ -375,6 +389,7 @@ pub fn live_table(json: &Value) -> LiveTable {
     LiveTable {
         fingerprint: hex::encode(Sha256::digest(text.as_bytes())),
         counters,
+        heads,
     }
 }
 

@@ -11,6 +11,7 @@ use common::*;
 use palisade_agent::compile::{compile, CompileOptions, Mode};
 use palisade_agent::dataplane::Dataplane;
 use palisade_agent::nft::MAX_STACKED_DELTAS;
+use palisade_agent::Stamping;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -212,7 +213,8 @@ fn membership_changes(mode: Mode, hoist_min_peers: usize, kind: &str, listed: &s
         ..Default::default()
     };
     let c1 = compile(&snap_with(&["198.18.0.3"]), &opts).unwrap();
-    let mut dp = lab.dataplane("node");
+    // The agent's stamps: each change takes the next generation.
+    let mut dp = Stamping::new(lab.dataplane("node"));
     dp.apply(&c1).unwrap();
     assert_eq!(peer.cmd(&format!("tcp 198.18.0.3 {NODE} 8080 1.0")), "ok");
     assert_eq!(peer.cmd(&format!("tcp 198.18.0.4 {NODE} 8080 1.0")), "fail");
@@ -338,8 +340,8 @@ fn large_sets_load_in_chunks_with_an_atomic_switch() {
         uplinks: vec!["eth0".into()],
         ..Default::default()
     };
-    let mut dp = lab.dataplane("node");
-    dp.chunk = 50;
+    let mut dp = Stamping::new(lab.dataplane("node"));
+    dp.inner.chunk = 50;
     dp.apply(&compile(&snap_with("198.18.0.3"), &opts).unwrap())
         .unwrap();
     assert_eq!(peer.cmd(&format!("tcp 198.18.0.3 {NODE} 8080 1.0")), "ok");
@@ -361,7 +363,7 @@ fn large_sets_load_in_chunks_with_an_atomic_switch() {
         "old sets deleted: {listing}"
     );
     // And a normal load after that replaces everything.
-    dp.chunk = 100_000;
+    dp.inner.chunk = 100_000;
     dp.apply(&compile(&snap_with("198.18.0.3"), &opts).unwrap())
         .unwrap();
     assert_eq!(peer.cmd(&format!("tcp 198.18.0.3 {NODE} 8080 1.0")), "ok");

@@ -12,7 +12,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use palisade_agent::dataplane::Dataplane;
-use palisade_agent::{compile, CompileOptions, NftDataplane, Snapshot};
+use palisade_agent::{compile, CompileOptions, NftDataplane, Snapshot, Stamping};
 use palisade_model::{Fleet, InstanceId};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -290,10 +290,12 @@ pub fn load_mode(
     );
 }
 
-/// [`load`] with compile options.
+/// [`load`] with compile options. Stamped as an agent that restarts
+/// before each load would: the stamps in force read back from the table,
+/// the next generation for a direction whose rules changed.
 pub fn load_opts(lab: &Lab, ns: &str, snapshot: &Snapshot, opts: &CompileOptions) {
     let compiled = compile(snapshot, opts).expect("compile");
-    if let Err(e) = lab.dataplane(ns).apply(&compiled) {
+    if let Err(e) = Stamping::new(lab.dataplane(ns)).apply(&compiled) {
         panic!("load: {e}\n{}", compiled.script());
     }
 }
