@@ -446,8 +446,12 @@ mod tests {
     }
 
     fn agent(server: FakeServer) -> Agent<FakeDataplane, FakeServer> {
+        agent_on(FakeDataplane::new(), server)
+    }
+
+    fn agent_on(dp: FakeDataplane, server: FakeServer) -> Agent<FakeDataplane, FakeServer> {
         Agent::new(
-            FakeDataplane::new(),
+            dp,
             server,
             AgentConfig {
                 instance_id: "ins-node0001".into(),
@@ -489,6 +493,78 @@ mod tests {
         a.control().ruleset = Some(r);
         assert_eq!(a.step(), vec![Event::Replaced { revision: 4 }]);
         assert_eq!(a.dataplane().log, vec!["apply", "deltas 1", "apply"]);
+    }
+
+    /// The generations in force (ingress, egress).
+    fn generations(a: &mut Agent<FakeDataplane, FakeServer>) -> [u32; 2] {
+        let table = a.dataplane().table.as_ref().unwrap();
+        table.stamps.map(|s| s.generation)
+    }
+
+    #[test]
+    fn stamps_follow_changes_and_are_read_back_on_a_restart() {
+        let mut a = agent(FakeServer {
+            ruleset: Some(ruleset(2, &["198.18.0.1"])),
+            ..Default::default()
+        });
+        a.step();
+        // A node without a table: its bits cleared once, then generation 1,
+        // the program `palisade nft compile` prints (and `--dry-run`).
+        assert_eq!(a.dataplane().clears, vec![0x00ff_ffff]);
+        assert_eq!(generations(&mut a), [1, 1]);
+        let offline = a.desired().unwrap().script();
+        assert_eq!(a.dataplane().table.as_ref().unwrap().script(), offline);
+        // A member joining: an element update with the next ingress
+        // generation; egress did not change.
+        a.control().ruleset = Some(ruleset(3, &["198.18.0.1", "198.18.0.9"]));
+        assert_eq!(a.step(), vec![Event::Updated { revision: 3 }]);
+        assert_eq!(generations(&mut a), [2, 1]);
+        // A restart over the same kernel: the stamps are read back, the
+        // same rules keep them, nothing is cleared.
+        let kernel = std::mem::take(a.dataplane());
+        let mut b = agent_on(
+            kernel,
+            FakeServer {
+                ruleset: Some(ruleset(3, &["198.18.0.1", "198.18.0.9"])),
+                ..Default::default()
+            },
+        );
+        assert_eq!(b.step(), vec![Event::Replaced { revision: 3 }]);
+        assert_eq!(generations(&mut b), [2, 1]);
+        assert_eq!(b.dataplane().clears, vec![0x00ff_ffff]);
+        b.control().ruleset = Some(ruleset(4, &["198.18.0.9"]));
+        assert_eq!(b.step(), vec![Event::Updated { revision: 4 }]);
+        assert_eq!(generations(&mut b), [3, 1]);
+        // A table the agent cannot read its stamps from: cleared before
+        // and after the load.
+        b.dataplane().table.as_mut().unwrap().chains.clear();
+        let kernel = std::mem::take(b.dataplane());
+        let mut c = agent_on(
+            kernel,
+            FakeServer {
+                ruleset: Some(ruleset(4, &["198.18.0.9"])),
+                ..Default::default()
+            },
+        );
+        c.step();
+        assert_eq!(c.dataplane().clears[1..], [0x00ff_ffff, 0x00ff_ffff]);
+        assert_eq!(generations(&mut c), [1, 1]);
+    }
+
+    #[test]
+    fn a_failed_clear_loads_nothing() {
+        let mut a = agent(FakeServer {
+            ruleset: Some(ruleset(2, &[])),
+            ..Default::default()
+        });
+        a.dataplane().fail_clears = true;
+        assert!(
+            matches!(a.step().as_slice(), [Event::DataplaneFailed(e)] if e.contains("conntrack"))
+        );
+        assert!(a.dataplane().table.is_none(), "no stamp without its clear");
+        a.dataplane().fail_clears = false;
+        assert_eq!(a.step(), vec![Event::Replaced { revision: 2 }]);
+        assert_eq!(a.dataplane().clears, vec![0x00ff_ffff]);
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct FakeDataplane {
     pub reads: usize,
     /// The masks of the `ct mark` clears asked for, in order.
     pub clears: Vec<u32>,
+    /// When set, clears fail (conntrack unreachable).
+    pub fail_clears: bool,
 }
 
 impl FakeDataplane {
@@ -205,6 +207,9 @@ impl Dataplane for FakeDataplane {
 
     fn clear_marks(&mut self, mask: u32) -> Result<usize, AgentError> {
         self.check_failure()?;
+        if self.fail_clears {
+            return Err(AgentError::Netlink("conntrack: permission denied".into()));
+        }
         self.clears.push(mask);
         Ok(0)
     }
