@@ -9,7 +9,9 @@ use palisade_agent::agent::{Agent, AgentConfig, Event};
 use palisade_agent::client::HttpControlPlane;
 use palisade_agent::compile::Mode;
 use palisade_agent::failover::Failover;
-use palisade_agent::{compile, CompileOptions, Dataplane, DryRunDataplane, NftDataplane, Snapshot};
+use palisade_agent::{
+    compile, CompileOptions, Dataplane, DryRunDataplane, MarkBits, NftDataplane, Snapshot,
+};
 use palisade_model::{Fleet, InstanceId};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +69,15 @@ pub struct AgentArgs {
     /// unread and the loaded rules stay.
     #[arg(long, default_value_t = palisade_agent::client::DEFAULT_MAX_RESPONSE_BYTES)]
     max_response_bytes: u64,
+    /// The `ct mark` bits Palisade owns, `INGRESS_MASK,EGRESS_MASK` (each
+    /// a run of contiguous bits, disjoint); every other bit is left to
+    /// other software (docs/agent.md).
+    #[arg(
+        long,
+        env = "PALISADE_CT_MARK_BITS",
+        default_value = "0x00000fff,0x00fff000"
+    )]
+    ct_mark_bits: MarkBits,
 }
 
 /// `palisade nft ...`.
@@ -91,6 +102,9 @@ pub struct CompileArgs {
     /// Compile each rule's decided set into verdict maps instead of a linear chain.
     #[arg(long)]
     maps: bool,
+    /// The `ct mark` bits Palisade owns (as `palisade agent --ct-mark-bits`).
+    #[arg(long, default_value = "0x00000fff,0x00fff000")]
+    ct_mark_bits: MarkBits,
 }
 
 /// Runs `palisade agent`.
@@ -129,6 +143,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             uplinks: args.uplink.clone(),
             mode: mode(args.maps),
             max_elements: args.max_elements,
+            marks: args.ct_mark_bits,
             ..Default::default()
         },
         private_ips,
@@ -237,6 +252,7 @@ pub fn nft(cmd: NftCommand) -> anyhow::Result<ExitCode> {
                 &CompileOptions {
                     uplinks: args.uplink,
                     mode: mode(args.maps),
+                    marks: args.ct_mark_bits,
                     ..Default::default()
                 },
             )?;
