@@ -369,21 +369,38 @@ impl<D: Dataplane> Stamping<D> {
     }
 
     /// After the load: the clear after it, and the stamper's new state.
+    ///
+    /// A failed load that would have changed a generation forgets what
+    /// is known: the transaction may have been committed with its answer
+    /// lost (a broken `nft -i` session), and which of the two generations
+    /// flows were stamped with since is unknown, so the next load clears
+    /// first (planning on either would reuse the other one after the
+    /// ring's next clear). A failed clear after the load likewise.
     fn finish(
         &mut self,
         plan: &StampPlan,
         loaded: Result<(), AgentError>,
     ) -> Result<(), AgentError> {
-        let done = loaded.and_then(|()| match plan.clear_after {
-            0 => Ok(()),
-            mask => self.inner.clear_marks(mask).map(|_| ()),
-        });
-        match (&done, self.stamper.as_mut()) {
-            (Ok(()), Some(s)) => s.commit(plan),
-            (Err(_), Some(s)) => s.forget(),
-            _ => {}
+        if let Err(e) = loaded {
+            if let Some(s) = self.stamper.as_mut() {
+                if s.known != plan.stamps.map(Some) {
+                    s.forget();
+                }
+            }
+            return Err(e);
         }
-        done
+        if plan.clear_after != 0 {
+            if let Err(e) = self.inner.clear_marks(plan.clear_after) {
+                if let Some(s) = self.stamper.as_mut() {
+                    s.forget();
+                }
+                return Err(e);
+            }
+        }
+        if let Some(s) = self.stamper.as_mut() {
+            s.commit(plan);
+        }
+        Ok(())
     }
 }
 
@@ -574,6 +591,52 @@ mod tests {
             present.insert(g);
         }
         assert!(clears >= 500 / 7, "the ring wrapped many times: {clears}");
+    }
+
+    /// A program whose ingress allows TCP `port` from anywhere.
+    fn program(port: u16) -> Compiled {
+        use crate::snapshot::{Rule, ServiceMatch, Snapshot};
+        let rule = Rule {
+            group: "sg-a".into(),
+            index: 0,
+            action: palisade_model::Action::Accept,
+            services: vec![ServiceMatch {
+                protocol: Some(6),
+                ports: vec![palisade_model::PortRange::single(port)],
+            }],
+            peers: vec![palisade_model::AddrRange::everything(
+                palisade_model::Family::V4,
+            )],
+            peer_ref: None,
+        };
+        let snapshot = Snapshot {
+            ingress: vec![rule],
+            ..Default::default()
+        };
+        let opts = crate::compile::CompileOptions {
+            uplinks: vec!["eth0".into()],
+            ..Default::default()
+        };
+        crate::compile::compile(&snapshot, &opts).unwrap()
+    }
+
+    #[test]
+    fn a_failed_load_that_changed_a_generation_clears_before_the_next() {
+        let mut dp = Stamping::new(crate::dataplane::FakeDataplane::new());
+        dp.apply(&program(22)).unwrap();
+        dp.apply(&program(23)).unwrap();
+        assert_eq!(dp.inner.clears, [0x00ff_ffff], "once, on the empty node");
+        // The same program failing to load again: nothing to forget.
+        dp.inner.fail_next = Some("boom".into());
+        assert!(dp.apply(&program(23)).is_err());
+        assert_eq!(dp.stamper().unwrap().known()[0].unwrap().generation, 2);
+        // A change failing: generation 2 or 3 may be in force.
+        dp.inner.fail_next = Some("boom".into());
+        assert!(dp.apply(&program(24)).is_err());
+        dp.apply(&program(24)).unwrap();
+        assert_eq!(dp.inner.clears[1..], [0x00ff_ffff, 0x00ff_ffff]);
+        let table = dp.inner.table.as_ref().unwrap();
+        assert_eq!(table.stamps.map(|s| s.generation), [1, 1]);
     }
 
     #[test]
