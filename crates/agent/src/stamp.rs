@@ -316,8 +316,9 @@ impl Stamper {
         self.table = true;
     }
 
-    /// Records that a load may have happened and a clear did not finish:
-    /// nothing is known any more.
+    /// Records that the stamps in force, or those conntrack may hold, are
+    /// no longer known (a load whose answer may have been lost, a clear
+    /// that did not finish): the next plan clears before and after.
     pub fn forget(&mut self) {
         self.known = [None, None];
         self.table = true;
