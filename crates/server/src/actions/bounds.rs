@@ -341,7 +341,9 @@ mod tests {
         let Value::Object(map) = params else {
             panic!("an object")
         };
-        check(action, &map, &Limits::default()).err().map(|e| e.code)
+        check(action, &map, &Limits::default())
+            .err()
+            .map(|e| e.code)
     }
 
     fn list(n: usize) -> Vec<Value> {
@@ -377,16 +379,10 @@ mod tests {
     fn nested_lists_are_bounded_inside_each_item() {
         let filters = |values: usize| json!({"Filters": [{"Name": "a", "Values": list(1)}, {"Name": "b", "Values": list(values)}]});
         assert_eq!(code("DescribeSecurityGroups", filters(5)), None);
-        assert_eq!(
-            code("DescribeSecurityGroups", filters(6)),
-            Some(TOO_MANY)
-        );
+        assert_eq!(code("DescribeSecurityGroups", filters(6)), Some(TOO_MANY));
         let ips = |n: usize| json!({"Instances": [{"InstanceId": "ins-1", "PrivateIpAddresses": list(n)}]});
         assert_eq!(code("RegisterInstances", ips(64)), None);
-        assert_eq!(
-            code("RegisterInstances", ips(65)),
-            Some(TOO_MANY)
-        );
+        assert_eq!(code("RegisterInstances", ips(65)), Some(TOO_MANY));
     }
 
     #[test]

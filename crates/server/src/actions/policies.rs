@@ -11,7 +11,7 @@ use palisade_model::policy::{parse_version, Direction, Peer, Policy, PolicySet, 
 use palisade_model::wire;
 use palisade_model::ErrorCode;
 use palisade_model::{AddressEntry, ServiceEntry};
-use palisade_store::{GroupRecord, TemplateKind, Tx};
+use palisade_store::{GroupRecord, StoreError, TemplateKind, Tx};
 use serde_json::json;
 use std::collections::HashSet;
 
@@ -512,11 +512,17 @@ fn matches(filter: &str, value: &str, dir: Direction, r: &Policy) -> bool {
 /// One rule per address and per service entry of the templates it names.
 fn expand(tx: &dyn Tx, account: &str, rule: &Policy) -> Result<Vec<Policy>, ApiError> {
     let template_members = |id: &str, kind: TemplateKind| -> Result<Vec<String>, ApiError> {
-        Ok(tx
-            .template(account, id)?
+        // The store keeps references whole (a referenced template cannot be
+        // deleted), so a missing one is corrupt data, never an empty list:
+        // expanding it to nothing would hide what the rule says.
+        tx.template(account, id)?
             .filter(|t| t.kind == kind)
             .map(|t| t.members)
-            .unwrap_or_default())
+            .ok_or_else(|| {
+                ApiError::from(StoreError::Corrupt(format!(
+                    "a rule references {id}, which the store does not hold"
+                )))
+            })
     };
     let mut addresses: Option<Vec<String>> = None;
     match &rule.peer {
@@ -551,7 +557,8 @@ fn expand(tx: &dyn Tx, account: &str, rule: &Policy) -> Result<Vec<Policy>, ApiE
         Some(list) => {
             let mut out = Vec::new();
             for a in list {
-                let entry = AddressEntry::parse_field("Addresses", &a)?;
+                let entry = AddressEntry::parse_field("Addresses", &a)
+                    .map_err(|e| ApiError::from(StoreError::Corrupt(e.to_string())))?;
                 for c in entry.range().to_cidrs() {
                     out.push(match c.family() {
                         palisade_model::Family::V4 => Peer::Cidr(c),
@@ -572,7 +579,8 @@ fn expand(tx: &dyn Tx, account: &str, rule: &Policy) -> Result<Vec<Policy>, ApiE
                     ports: e.ports,
                 })
             })
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<_, _>>()
+            .map_err(|e| ApiError::from(StoreError::Corrupt(e.to_string())))?,
     };
     let mut out = Vec::new();
     for peer in &peers {
@@ -584,4 +592,52 @@ fn expand(tx: &dyn Tx, account: &str, rule: &Policy) -> Result<Vec<Policy>, ApiE
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_store::{SqliteStore, Store, StoreExt};
+
+    /// A rule whose template the store does not hold expands to an
+    /// `InternalError` (corrupt data), not to an empty list that would hide
+    /// what the rule says; a held template expands to its addresses.
+    #[test]
+    fn expanding_a_missing_template_is_corrupt_not_empty() -> Result<(), ApiError> {
+        let store = SqliteStore::open(std::path::Path::new(":memory:"))?;
+        let account = store.create_account("a")?.id;
+        let rule = |id: &str| -> Result<Policy, ApiError> {
+            let w: palisade_model::wire::SecurityGroupPolicy = serde_json::from_value(json!({
+                "Protocol": "TCP", "Port": "22", "AddressTemplate": {"AddressId": id}, "Action": "ACCEPT"
+            }))
+            .map_err(ApiError::internal)?;
+            Ok(Policy::from_wire(&w)?)
+        };
+        let missing = rule("ipm-missing1")?;
+        let err = store
+            .read(|tx| expand(tx, &account, &missing))
+            .err()
+            .expect("a missing template is an error");
+        assert_eq!(err.code, "InternalError");
+        store.write(|tx| {
+            tx.insert_template(
+                &account,
+                &palisade_store::TemplateRecord {
+                    id: "ipm-present1".into(),
+                    kind: TemplateKind::Address,
+                    name: "t".into(),
+                    members: vec!["192.0.2.0/25".into(), "2001:db8::1".into()],
+                    extra: json!(null),
+                    tags: vec![],
+                    created_time: "2026-01-01 00:00:00".into(),
+                    updated_time: "2026-01-01 00:00:00".into(),
+                },
+            )
+        })?;
+        let present = rule("ipm-present1")?;
+        let rules = store.read(|tx| expand(tx, &account, &present))?;
+        let peers: Vec<String> = rules.iter().map(|r| r.peer.to_string()).collect();
+        assert_eq!(peers, ["192.0.2.0/25", "2001:db8::1/128"]);
+        Ok(())
+    }
 }
