@@ -616,8 +616,7 @@ mod tests {
         let missing = rule("ipm-missing1")?;
         let err = store
             .read(|tx| expand(tx, &account, &missing))
-            .err()
-            .expect("a missing template is an error");
+            .expect_err("a missing template is an error");
         assert_eq!(err.code, "InternalError");
         store.write(|tx| {
             tx.insert_template(
