@@ -3,8 +3,8 @@
 //! resolution and linear evaluation of sampled packets).
 //! `cargo run --release -p palisade-bench --example bench_check -- [GROUPS RULES INSTANCES]`
 
-use palisade_bench::check::{generate, naive_baseline, Spec};
 use palisade_analyze::{check, diff, load, CheckOptions};
+use palisade_bench::check::{generate, naive_baseline, Spec};
 use std::time::Instant;
 
 fn main() {

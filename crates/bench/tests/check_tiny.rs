@@ -4,8 +4,8 @@
 //! engine's composed accepted sets agree with resolving each instance and
 //! evaluating linearly, first match.
 
-use palisade_bench::check::{generate, naive_baseline, Spec};
 use palisade_analyze::{check, load, CheckOptions, Engine};
+use palisade_bench::check::{generate, naive_baseline, Spec};
 use palisade_model::Direction;
 use palisade_policy::{evaluate, resolve_instance, Packet};
 use std::net::{IpAddr, Ipv4Addr};

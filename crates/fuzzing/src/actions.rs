@@ -25,7 +25,11 @@ pub fn check(data: &[u8]) {
                 serde_json::to_string(&reply).expect("a reply serialises");
             }
             Err(e) => {
-                assert!(well_formed_code(e.code.as_str()), "{action}: code {:?}", e.code);
+                assert!(
+                    well_formed_code(e.code.as_str()),
+                    "{action}: code {:?}",
+                    e.code
+                );
                 assert_ne!(
                     e.code,
                     "InternalError",
