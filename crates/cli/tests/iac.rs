@@ -537,3 +537,43 @@ fn zero_network_blocks_are_refused_everywhere_and_nothing_widens_on_the_way_roun
     assert_eq!(explain(&again, "200.1.1.1"), json!(0));
     assert_eq!(explain(&again, "1.2.3.4"), json!(2));
 }
+
+#[test]
+fn a_name_two_server_templates_share_stops_plan_and_apply() {
+    let s = Server::start();
+    let client = s.client();
+    let mut ids = Vec::new();
+    for cidr in ["203.0.113.0/24", "198.51.100.0/24"] {
+        let a = client
+            .vpc(
+                "CreateAddressTemplate",
+                &json!({"AddressTemplateName": "office", "Addresses": [cidr]}),
+            )
+            .unwrap();
+        ids.push(
+            a["AddressTemplate"]["AddressTemplateId"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "office.yaml",
+        "address_templates:\n  - {id: ipm-file0001, name: office, addresses: [192.0.2.0/24]}\n",
+    );
+    let before = s.export();
+    // plan's error code is 1 (0 and 2 say whether there are changes);
+    // apply's is 2, as for any unusable input.
+    for (verb, code) in [(&["plan"][..], 1), (&["apply", "--auto-approve"][..], 2)] {
+        let mut args = verb.to_vec();
+        args.insert(1, file.to_str().unwrap());
+        let o = s.run(&args);
+        assert_eq!(o.status.code(), Some(code), "{verb:?}: {}", text(&o));
+        let t = text(&o);
+        assert!(t.contains("InvalidParameterValue.Duplicate"), "{t}");
+        assert!(t.contains(&format!("{}, {}", ids[0], ids[1])), "{t}");
+    }
+    assert_eq!(s.export(), before, "nothing was created");
+}

@@ -31,6 +31,17 @@ pub enum IacError {
     #[error("UnsupportedOperation.VersionMismatch: {}; nothing was changed (export again, or remove the Version lines to take the server's rules as the base)",
         .0.iter().map(|c| format!("{} changed on the server (file Version {}, server Version {})", c.security_group_id, c.file_version, c.server_version)).collect::<Vec<_>>().join("; "))]
     Conflict(Vec<Conflict>),
+    /// A file entry that is not on the server by id matches several server
+    /// resources by name, so it is unclear which one it means.
+    #[error("InvalidParameterValue.Duplicate: {kind} {name:?} in the file matches {} on the server by name ({}); nothing was changed (give the id in the file, or rename or delete all but one on the server)", .ids.len(), .ids.join(", "))]
+    Ambiguous {
+        /// `security group`, `address template`, ...
+        kind: String,
+        /// The name they share.
+        name: String,
+        /// Their ids on the server.
+        ids: Vec<String>,
+    },
     /// A change the API cannot make.
     #[error("{0}")]
     Unsupported(String),

@@ -187,6 +187,7 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
 
     // Identities: file label (id or name) -> id on the server or placeholder.
     let groups = Ids::new(
+        "security group",
         "sg-",
         desired
             .security_groups
@@ -196,8 +197,9 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
             .security_groups
             .iter()
             .map(|g| (g.id.as_str(), g.name.as_str())),
-    );
+    )?;
     let ats = Ids::new(
+        "address template",
         TemplateKind::Address.prefix(),
         desired
             .address_templates
@@ -207,8 +209,9 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
             .address_templates
             .iter()
             .map(|t| (t.id.as_str(), t.name.as_str())),
-    );
+    )?;
     let atgs = Ids::new(
+        "address template group",
         TemplateKind::AddressGroup.prefix(),
         desired
             .address_template_groups
@@ -218,8 +221,9 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
             .address_template_groups
             .iter()
             .map(|t| (t.id.as_str(), t.name.as_str())),
-    );
+    )?;
     let sts = Ids::new(
+        "service template",
         TemplateKind::Service.prefix(),
         desired
             .service_templates
@@ -229,8 +233,9 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
             .service_templates
             .iter()
             .map(|t| (t.id.as_str(), t.name.as_str())),
-    );
+    )?;
     let stgs = Ids::new(
+        "service template group",
         TemplateKind::ServiceGroup.prefix(),
         desired
             .service_template_groups
@@ -240,7 +245,7 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
             .service_template_groups
             .iter()
             .map(|t| (t.id.as_str(), t.name.as_str())),
-    );
+    )?;
 
     // The file with every label replaced by its id.
     let mut mapped = desired.clone();
@@ -476,7 +481,6 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
             ));
         }
     }
-
     for inst in &mapped.instances {
         match remote.instances.iter().find(|r| r.id == inst.id) {
             None => {
@@ -799,11 +803,16 @@ struct Ids {
 }
 
 impl Ids {
+    /// Matches file entries to server ones: every entry whose id the server
+    /// has first, then the rest by name. Two server resources of the same
+    /// name that an entry could mean are an error rather than a guess (a
+    /// guess would change one and leave the other, or create a third).
     fn new<'a>(
+        kind: &str,
         prefix: &str,
         desired: impl Iterator<Item = (&'a str, &'a str)>,
         remote: impl Iterator<Item = (&'a str, &'a str)> + Clone,
-    ) -> Ids {
+    ) -> Result<Ids, IacError> {
         let desired: Vec<(&str, &str)> = desired.collect();
         let mut name_count: HashMap<&str, usize> = HashMap::new();
         for (_, n) in &desired {
@@ -815,23 +824,39 @@ impl Ids {
             matched: HashSet::new(),
             labels: HashMap::new(),
         };
+        let by_id: Vec<Option<&str>> = desired
+            .iter()
+            .map(|(id, _)| {
+                (!id.is_empty())
+                    .then(|| remote.clone().find(|(r, _)| r == id).map(|(r, _)| r))
+                    .flatten()
+            })
+            .collect();
+        ids.matched
+            .extend(by_id.iter().flatten().map(|r| r.to_string()));
         let mut placeholders = 0;
-        for (id, name) in &desired {
-            let by_id = (!id.is_empty())
-                .then(|| remote.clone().find(|(r, _)| r == id))
-                .flatten();
-            let by_name = || {
-                let mut same = remote
-                    .clone()
-                    .filter(|(r, n)| !name.is_empty() && n == name && !ids.matched.contains(*r));
-                match (same.next(), same.next()) {
-                    (Some(one), None) => Some(one),
-                    _ => None,
+        for ((id, name), by_id) in desired.iter().zip(by_id) {
+            let found = match by_id {
+                Some(r) => Some(r),
+                None if name.is_empty() => None,
+                None => {
+                    let same: Vec<&str> = remote
+                        .clone()
+                        .filter(|(r, n)| n == name && !ids.matched.contains(*r))
+                        .map(|(r, _)| r)
+                        .collect();
+                    if same.len() > 1 {
+                        return Err(IacError::Ambiguous {
+                            kind: kind.to_string(),
+                            name: name.to_string(),
+                            ids: same.iter().map(|r| r.to_string()).collect(),
+                        });
+                    }
+                    same.first().copied()
                 }
             };
-            let found = by_id.or_else(by_name);
             let final_id = match found {
-                Some((r, _)) => {
+                Some(r) => {
                     ids.matched.insert(r.to_string());
                     ids.new.push(false);
                     r.to_string()
@@ -852,7 +877,7 @@ impl Ids {
             }
             ids.final_ids.push(final_id);
         }
-        ids
+        Ok(ids)
     }
 
     /// The id a label stands for; other text is kept (an id on the server).
@@ -861,5 +886,72 @@ impl Ids {
             .get(label)
             .cloned()
             .unwrap_or_else(|| label.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+    use super::*;
+
+    fn fleet(yaml: &str) -> FleetFile {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const TWO_OFFICES: &str = "
+address_templates:
+  - {id: ipm-aaaa0001, name: office, addresses: [203.0.113.0/24]}
+  - {id: ipm-aaaa0002, name: office, addresses: [198.51.100.0/24]}
+";
+
+    #[test]
+    fn a_name_two_server_templates_share_is_ambiguous() {
+        let file = fleet(
+            "address_templates:\n  - {id: ipm-file0001, name: office, addresses: [192.0.2.0/24]}\n",
+        );
+        let err = plan(&file, &fleet(TWO_OFFICES), false).unwrap_err();
+        let IacError::Ambiguous { kind, name, ids } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            (kind.as_str(), name.as_str()),
+            ("address template", "office")
+        );
+        assert_eq!(ids, &["ipm-aaaa0001", "ipm-aaaa0002"]);
+        assert!(
+            err.to_string().contains("ipm-aaaa0001, ipm-aaaa0002"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_id_settles_it_and_the_other_name_then_matches_once() {
+        // The second entry has its server id; the first (whose id is the
+        // file's own) can then only mean the other.
+        let file = fleet(
+            "address_templates:
+  - {id: ipm-file0001, name: office, addresses: [203.0.113.0/24]}
+  - {id: ipm-aaaa0002, name: office, addresses: [198.51.100.0/24]}
+",
+        );
+        let p = plan(&file, &fleet(TWO_OFFICES), false).unwrap();
+        assert!(p.is_empty(), "{:?}", p.steps);
+    }
+
+    #[test]
+    fn a_name_two_server_groups_share_is_ambiguous() {
+        let remote = fleet(
+            "security_groups:
+  - {id: sg-aaaa0001, name: web, policies: {Ingress: [], Egress: []}}
+  - {id: sg-aaaa0002, name: web, policies: {Ingress: [], Egress: []}}
+",
+        );
+        let file = fleet("security_groups:\n  - {id: sg-file0001, name: web, policies: {Ingress: [], Egress: []}}\n");
+        let err = plan(&file, &remote, false).unwrap_err();
+        assert!(
+            matches!(&err, IacError::Ambiguous { kind, ids, .. } if kind == "security group" && ids == &["sg-aaaa0001", "sg-aaaa0002"]),
+            "{err}"
+        );
     }
 }
