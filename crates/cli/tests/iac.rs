@@ -577,3 +577,107 @@ fn a_name_two_server_templates_share_stops_plan_and_apply() {
     }
     assert_eq!(s.export(), before, "nothing was created");
 }
+
+/// Two new groups whose rules reference each other, a template group of
+/// templates created in the same run, rules and a binding naming them all:
+/// one `apply` on an empty server does it, and a second finds nothing.
+#[test]
+fn one_apply_creates_groups_and_templates_that_reference_each_other() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "cycle.yaml",
+        r#"security_groups:
+  - id: sg-groupa01
+    name: a
+    policies:
+      Ingress:
+        - {Protocol: TCP, Port: "80", SecurityGroupId: b, Action: ACCEPT}
+        - {AddressTemplate: {AddressGroupId: offices}, ServiceTemplate: {ServiceGroupId: admin}, Action: ACCEPT}
+      Egress: []
+  - id: sg-groupb01
+    name: b
+    policies:
+      Ingress:
+        - {Protocol: TCP, Port: "5432", SecurityGroupId: a, Action: ACCEPT}
+      Egress: []
+address_templates:
+  - {id: ipm-office01, name: office-1, addresses: [203.0.113.0/24]}
+  - {id: ipm-office02, name: office-2, addresses: [198.51.100.0/24]}
+address_template_groups:
+  - {id: ipmg-offices1, name: offices, templates: [office-1, office-2]}
+service_templates:
+  - {id: ppm-ssh00001, name: ssh, services: ["tcp:22"]}
+service_template_groups:
+  - {id: ppmg-admin001, name: admin, templates: [ssh]}
+instances:
+  - {id: ins-cyc00001, private_ips: [10.0.0.11], security_groups: [a, b]}
+"#,
+    );
+    let f = file.to_str().unwrap();
+    let o = s.run(&["apply", f, "--auto-approve", "--output", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let applied: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let order: Vec<String> = applied["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}",
+                d["action"].as_str().unwrap(),
+                d["kind"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "create address_template",
+            "create address_template",
+            "create service_template",
+            "create address_template_group",
+            "create service_template_group",
+            "create security_group",
+            "create security_group",
+            "update security_group_policies",
+            "update security_group_policies",
+            "create instance",
+            "update instance_binding",
+        ]
+    );
+    let o = s.run(&["plan", f]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // The references point at the ids the server assigned.
+    let exported: Value = serde_yaml::from_str(&s.export()).unwrap();
+    let id = |list: &str, name: &str| {
+        exported[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (id("security_groups", "a"), id("security_groups", "b"));
+    let groups = exported["security_groups"].as_array().unwrap();
+    assert_eq!(groups[0]["policies"]["Ingress"][0]["SecurityGroupId"], b);
+    assert_eq!(groups[1]["policies"]["Ingress"][0]["SecurityGroupId"], a);
+    assert_eq!(
+        groups[0]["policies"]["Ingress"][1]["AddressTemplate"]["AddressGroupId"],
+        id("address_template_groups", "offices")
+    );
+    let offices = &exported["address_template_groups"][0]["templates"];
+    assert_eq!(
+        offices,
+        &json!([
+            id("address_templates", "office-1"),
+            id("address_templates", "office-2")
+        ])
+    );
+    assert_eq!(exported["instances"][0]["security_groups"], json!([a, b]));
+}

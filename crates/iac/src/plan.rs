@@ -375,6 +375,12 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
         |t: &ServiceTemplateGroupEntry| (&t.id, &t.name, t.templates.clone()),
     );
 
+    // Every new group is created before any rules are written, because a
+    // rule may reference a group created in the same run (two new groups
+    // may even reference each other), and the server refuses a rule whose
+    // group does not exist yet. Templates and template groups come before
+    // both: a template group only holds templates, and rules hold either.
+    let mut fills = Vec::new();
     for (i, g) in mapped.security_groups.iter().enumerate() {
         let wanted = after_fleet
             .group(&g.id.parse().map_err(|e| IacError::Server(format!("{e}")))?)
@@ -407,7 +413,7 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
                 },
             ));
             if !wanted.ingress.is_empty() || !wanted.egress.is_empty() {
-                steps.push(step(
+                fills.push(step(
                     "update",
                     "security_group_policies",
                     &g.id,
@@ -430,7 +436,7 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
             continue;
         };
         if have.name != g.name || have.description != g.description {
-            steps.push(step(
+            fills.push(step(
                 "update",
                 "security_group",
                 &g.id,
@@ -461,7 +467,7 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
                 });
             }
             let (old, new) = (rules(&have.policies), rules(&wanted));
-            steps.push(step(
+            fills.push(step(
                 "update",
                 "security_group_policies",
                 &g.id,
@@ -481,6 +487,8 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
             ));
         }
     }
+    steps.extend(fills);
+
     for inst in &mapped.instances {
         match remote.instances.iter().find(|r| r.id == inst.id) {
             None => {
