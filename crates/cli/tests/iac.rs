@@ -681,3 +681,60 @@ instances:
     );
     assert_eq!(exported["instances"][0]["security_groups"], json!([a, b]));
 }
+
+/// README.md's "Against a running server", in order: apply the example,
+/// then `tke apply` for its cluster. The example's `tke-node` group is the
+/// cluster's node group, so `tke apply` brings it up to date instead of
+/// adding an equal second group, and `check` finds nothing it did not find
+/// before.
+#[test]
+fn the_readme_sequence_leaves_one_node_group() {
+    let s = Server::start();
+    let ex = example();
+    let o = s.run(&["apply", ex.to_str().unwrap(), "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let check = |s: &Server| {
+        let o = s.run(&["check", "--output", "json"]);
+        assert!(o.status.code().is_some(), "{}", text(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).expect("check --output json");
+        v["findings"].clone()
+    };
+    let before = check(&s);
+    let tke = [
+        "tke",
+        "apply",
+        "--cluster-id",
+        "cls-demo0001",
+        "--cluster-cidr",
+        "10.0.0.0/16",
+        "--container-cidr",
+        "172.16.0.0/16",
+        "--nodes",
+        "ins-node0001,ins-node0002",
+    ];
+    let o = s.run(&tke);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("No changes"), "{}", text(&o));
+    let exported: Value = serde_yaml::from_str(&s.export()).unwrap();
+    let names: Vec<&str> = exported["security_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ops", "tke-node"]);
+    assert_eq!(check(&s), before);
+
+    // With SSH opened, the same group gains the rule; still no second group.
+    let mut with_ssh = tke.to_vec();
+    with_ssh.extend(["--ssh-from", "203.0.113.0/24"]);
+    let o = s.run(&with_ssh);
+    assert!(o.status.success(), "{}", text(&o));
+    let exported: Value = serde_yaml::from_str(&s.export()).unwrap();
+    let groups = exported["security_groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{exported:#}");
+    assert_eq!(groups[1]["name"], "tke-node");
+    assert_eq!(groups[1]["policies"]["Ingress"][5]["Port"], "22");
+    let o = s.run(&with_ssh);
+    assert!(text(&o).contains("No changes"), "{}", text(&o));
+}
