@@ -3,7 +3,8 @@
 //! `--server URL` and `--credentials FILE` (the JSON `account create`
 //! prints), or `TENCENTCLOUD_SECRET_ID` / `TENCENTCLOUD_SECRET_KEY`.
 //! Exit codes: `plan` 0 nothing to do, 2 changes, 1 error (as
-//! `terraform plan -detailed-exitcode`); `apply` and `export` 0 or 1.
+//! `terraform plan -detailed-exitcode`); `apply` and `export` 0, or 2 on
+//! any error (as every command's unusable input).
 
 use crate::output::{print_json, table, Format};
 use anyhow::Context;
