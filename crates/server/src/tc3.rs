@@ -252,16 +252,31 @@ impl Pending {
             key,
             unsigned_payload,
         } = self;
-        let mut canonical_headers = Vec::new();
-        for name in auth.signed_headers.split(';') {
-            let value = header(name).ok_or_else(|| {
-                AuthError::InvalidAuthorization(format!("signed header {name} is missing"))
-            })?;
-            canonical_headers.extend_from_slice(name.as_bytes());
-            canonical_headers.push(b':');
-            canonical_headers.extend_from_slice(value.trim_ascii());
-            canonical_headers.push(b'\n');
-        }
+        let canonical = |host: Option<&[u8]>| -> Result<Vec<u8>, AuthError> {
+            let mut out = Vec::new();
+            for name in auth.signed_headers.split(';') {
+                let value = match (name, host) {
+                    ("host", Some(host)) => host,
+                    _ => header(name).ok_or_else(|| {
+                        AuthError::InvalidAuthorization(format!("signed header {name} is missing"))
+                    })?,
+                };
+                out.extend_from_slice(name.as_bytes());
+                out.push(b':');
+                out.extend_from_slice(value.trim_ascii());
+                out.push(b'\n');
+            }
+            Ok(out)
+        };
+        let canonical_headers = canonical(None)?;
+        // The Node.js SDK signs the host name without the port it sends in
+        // `Host` (`host:127.0.0.1` for `Host: 127.0.0.1:9180`): that form is
+        // taken too, when the rest of the header is exactly the name signed.
+        // Such a signature does not cover the port.
+        let portless = header("host")
+            .and_then(|h| without_port(h.trim_ascii()))
+            .map(|name| canonical(Some(name)))
+            .transpose()?;
         let payload: &[u8] = if unsigned_payload {
             b"UNSIGNED-PAYLOAD"
         } else {
@@ -282,8 +297,13 @@ impl Pending {
         };
         // The SDKs sign the raw values; Tencent's documentation also describes
         // lower-casing them. Both forms need the secret key, so both are taken.
-        let lowered = canonical_headers.to_ascii_lowercase();
-        if matches(&canonical_headers) || (lowered != canonical_headers && matches(&lowered)) {
+        let matches_either_case = |canonical: &[u8]| -> bool {
+            let lowered = canonical.to_ascii_lowercase();
+            matches(canonical) || (lowered != canonical && matches(&lowered))
+        };
+        if matches_either_case(&canonical_headers)
+            || portless.as_deref().is_some_and(matches_either_case)
+        {
             Ok(Verified {
                 secret_id: auth.secret_id,
                 service: auth.service,
@@ -294,6 +314,18 @@ impl Pending {
             Err(AuthError::SignatureFailure)
         }
     }
+}
+
+/// `host` of a `Host` value `host:port` (`[::1]` of `[::1]:9180`): what the
+/// Node.js SDK signs, `new URL(url).hostname`. `None` when the value has no
+/// port.
+fn without_port(value: &[u8]) -> Option<&[u8]> {
+    let colon = value.iter().rposition(|b| *b == b':')?;
+    let (host, port) = (&value[..colon], &value[colon + 1..]);
+    let port_ok = (1..=5).contains(&port.len()) && port.iter().all(u8::is_ascii_digit);
+    let host_ok = !host.is_empty()
+        && (!host.contains(&b':') || (host.starts_with(b"[") && host.ends_with(b"]")));
+    (port_ok && host_ok).then_some(host)
 }
 
 #[cfg(test)]
@@ -420,6 +452,82 @@ mod tests {
             |_| Some("other".into()),
         );
         assert_eq!(wrong, Err(AuthError::SignatureFailure));
+    }
+
+    /// As the Node.js SDK signs: `host:127.0.0.1` while sending
+    /// `Host: 127.0.0.1:9180`.
+    #[test]
+    fn a_signature_over_the_host_without_its_port_is_accepted() {
+        let body = b"{}";
+        let ts = 1_764_172_800;
+        let check = |signed_host: &str, sent_host: &str| {
+            let auth = authorization(
+                "AKIDx",
+                "key",
+                "127",
+                "application/json",
+                signed_host,
+                body,
+                ts,
+            );
+            let headers: HashMap<&str, String> = [
+                ("authorization", auth),
+                ("content-type", "application/json".into()),
+                ("host", sent_host.into()),
+                ("x-tc-timestamp", ts.to_string()),
+            ]
+            .into_iter()
+            .collect();
+            verify(
+                "POST",
+                |n| headers.get(n).map(|s| s.as_bytes()),
+                body,
+                ts,
+                |_| Some("key".into()),
+            )
+            .map(|v| v.service)
+        };
+        assert_eq!(check("127.0.0.1", "127.0.0.1:9180"), Ok("127".into()));
+        assert_eq!(check("[::1]", "[::1]:9180"), Ok("127".into()));
+        assert!(check("vpc.example.test", "VPC.example.test:9180").is_ok());
+        for (signed, sent) in [
+            ("127.0.0.1", "127.0.0.2:9180"),
+            ("127.0.0.1", "127.0.0.1.evil:9180"),
+            ("127.0.0.1", "127.0.0.1:9180x"),
+            ("127.0.0.1", "127.0.0.1:"),
+            ("127.0.0.1:9180", "127.0.0.1"),
+            ("::1", "::1:9180"),
+            ("http://127.0.0.1", "http://127.0.0.1:9180"),
+        ] {
+            assert_eq!(
+                check(signed, sent),
+                Err(AuthError::SignatureFailure),
+                "{signed} / {sent}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_port_takes_only_a_numeric_port_off_one_name() {
+        let w =
+            |v: &str| without_port(v.as_bytes()).map(|h| String::from_utf8_lossy(h).into_owned());
+        assert_eq!(w("127.0.0.1:9180").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            w("vpc.example.test:443").as_deref(),
+            Some("vpc.example.test")
+        );
+        assert_eq!(w("[::1]:9180").as_deref(), Some("[::1]"));
+        for v in [
+            "127.0.0.1",
+            "::1",
+            "[::1]",
+            ":9180",
+            "a:b",
+            "a:123456",
+            "http://a:1x",
+        ] {
+            assert_eq!(w(v), None, "{v}");
+        }
     }
 
     #[test]
