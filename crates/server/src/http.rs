@@ -62,6 +62,11 @@ const REFUSED_DRAIN_TIME: Duration = Duration::from_secs(5);
 pub const TENCENT_VERSION: &str = "2017-03-12";
 /// The API version of the `palisade` service.
 pub const PALISADE_VERSION: &str = "2026-11-01";
+/// The API version of the `sts` service.
+pub const STS_VERSION: &str = "2018-08-13";
+
+/// The services served, by the name a credential scope gives them.
+const SERVICES: &[&str] = &["vpc", "cvm", "palisade", "sts"];
 
 /// Shared state of the HTTP handlers.
 pub struct AppState {
@@ -307,9 +312,7 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
     };
     // Label only known (service, action) pairs, so that arbitrary action
     // names sent by anyone cannot grow the metrics without bound.
-    let known = actions::ACTIONS
-        .iter()
-        .any(|(s, a)| *s == outcome.service && *a == outcome.action);
+    let known = actions::served(&outcome.service, &outcome.action);
     let (service_label, action_label) = if known {
         (outcome.service.as_str(), outcome.action.as_str())
     } else {
@@ -645,21 +648,17 @@ fn handle(
             }
         }
         let account = &credential.account;
-        out.service = verified.service.clone();
         out.account_id = account.id.clone();
         out.account = match &credential.instance_scope {
             None => account.name.clone(),
             Some(ins) => format!("{}/{ins}", account.name),
         };
-        let expected = match verified.service.as_str() {
-            "vpc" | "cvm" => TENCENT_VERSION,
+        let service = service_of(&verified.service, &out.action)?;
+        out.service = service.to_string();
+        let expected = match service {
             "palisade" => PALISADE_VERSION,
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidAction,
-                    format!("service {other:?} is not served here (vpc, cvm, palisade)"),
-                ))
-            }
+            "sts" => STS_VERSION,
+            _ => TENCENT_VERSION,
         };
         let version = header_str(headers, "x-tc-version");
         if version.is_empty() {
@@ -668,15 +667,12 @@ fn handle(
         if version != expected {
             return Err(ApiError::new(
                 ErrorCode::NoSuchVersion,
-                format!(
-                    "version {version:?} of service {} does not exist; use {expected}",
-                    verified.service
-                ),
+                format!("version {version:?} of service {service} does not exist; use {expected}"),
             ));
         }
         let params = Params::from_body(body)?;
         if let Some(ins) = &credential.instance_scope {
-            check_scope(ins, &verified.service, &out.action, &params)?;
+            check_scope(ins, service, &out.action, &params)?;
         }
         let ctx = Ctx {
             store: state.store.as_ref(),
@@ -685,9 +681,36 @@ fn handle(
             rulesets: &state.rulesets,
             agent_of: credential.instance_scope.as_deref(),
         };
-        actions::dispatch(&ctx, &verified.service, &out.action, &params)
+        actions::dispatch(&ctx, service, &out.action, &params)
     })();
     out
+}
+
+/// The service a verified request is for. A credential scope that names a
+/// served service decides it, exactly as signed. Any other scope is what an
+/// SDK that takes the service from the endpoint's first label signs when the
+/// endpoint is an address (the Node.js SDK signs `127` for `127.0.0.1:9180`):
+/// the action then decides, when exactly one service serves it.
+///
+/// What the signature covers is unchanged by this: the scope as signed, and
+/// `X-TC-Action` only when it is among the signed headers (strict mode
+/// requires it). Without it, a signed scope of `vpc` already lets whoever
+/// holds the request change the action within `vpc`; a scope naming no
+/// served service lets them change it to any action, of any service, that
+/// the same body and key answer. docs/api.md says so.
+fn service_of(scope: &str, action: &str) -> Result<&'static str, ApiError> {
+    if let Some(s) = SERVICES.iter().find(|s| **s == scope) {
+        return Ok(s);
+    }
+    actions::service_of(action).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidAction,
+            format!(
+                "service {scope:?} of the credential scope is not served here (vpc, cvm, \
+                 palisade, sts), and action {action:?} is not served by exactly one of them"
+            ),
+        )
+    })
 }
 
 /// What an agent credential (scoped to instance `ins`) may do: read that

@@ -106,6 +106,29 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("palisade", "DescribeClusters"),
 ];
 
+/// The actions of Tencent's STS (version `2018-08-13`) served: tools that
+/// hard-wire Tencent's endpoint names ask who they are before anything else.
+pub const STS_ACTIONS: &[&str] = &["GetCallerIdentity"];
+
+/// Whether `action` of `service` is served.
+pub fn served(service: &str, action: &str) -> bool {
+    ACTIONS.iter().any(|(s, a)| *s == service && *a == action)
+        || (service == "sts" && STS_ACTIONS.contains(&action))
+}
+
+/// The one service that serves `action`, if exactly one does. Each action
+/// name is served by one service today; a name two services came to share
+/// would answer `None` here rather than pick one.
+pub fn service_of(action: &str) -> Option<&'static str> {
+    let mut services = ACTIONS
+        .iter()
+        .filter(|(_, a)| *a == action)
+        .map(|(s, _)| *s)
+        .chain(STS_ACTIONS.iter().filter(|a| **a == action).map(|_| "sts"));
+    let first = services.next()?;
+    services.next().is_none().then_some(first)
+}
+
 /// Runs one action. Every list of the request is held to its bound first
 /// ([`bounds`]), before the action decodes anything or opens a transaction.
 pub fn dispatch(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Reply {
@@ -140,11 +163,26 @@ pub fn dispatch(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Reply
         ("palisade", "RegisterCluster") => clusters::register(ctx, p),
         ("palisade", "DeregisterClusters") => clusters::deregister(ctx, p),
         ("palisade", "DescribeClusters") => clusters::describe(ctx, p),
+        ("sts", "GetCallerIdentity") => caller_identity(ctx),
         _ => Err(ApiError::new(
             ErrorCode::InvalidAction,
             format!("action {action:?} of service {service:?} does not exist or is not supported by Palisade"),
         )),
     }
+}
+
+/// STS `GetCallerIdentity`: the caller's account, in the fields of
+/// Tencent's answer for a root account (a Palisade account has no sub-users).
+/// Tencent's account ids are numbers; Palisade's are `acc-` ids.
+fn caller_identity(ctx: &Ctx<'_>) -> Reply {
+    let id = ctx.account;
+    reply(json!({
+        "Arn": format!("qcs::cam::uin/{id}:uin/{id}"),
+        "AccountId": id,
+        "UserId": id,
+        "PrincipalId": id,
+        "Type": "RootAccount",
+    }))
 }
 
 fn reply(pairs: Value) -> Reply {
