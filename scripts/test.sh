@@ -2,6 +2,8 @@
 # Runs every test Palisade has, installing what they need on the way:
 #   - nftables and iproute2 (Debian packages; root tests use them),
 #   - a Python venv in .venv with the real Tencent clients (tests/requirements.txt),
+#   - Tencent's Node.js SDK in tests/node/node_modules (tests/node/package-lock.json),
+#     when node and npm are installed (the Node.js test says it was skipped otherwise),
 #   - the Rust workspace tests (unit, property, integration),
 #   - the Python end-to-end tests against a freshly started `palisade serve`.
 # Usage: ./scripts/test.sh            (everything)
@@ -42,6 +44,12 @@ if [ -z "${PALISADE_SKIP_PY:-}" ]; then
     python3 -m venv .venv
   fi
   .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+  if command -v npm >/dev/null 2>&1; then
+    say "Node.js SDK (tests/node)"
+    (cd tests/node && npm ci --no-audit --no-fund --silent)
+  else
+    echo "note: npm missing; the Node.js SDK test will be skipped" >&2
+  fi
 fi
 
 # ---- BEGIN PostgreSQL block (issue 8: PostgreSQL store, several servers) ----
