@@ -1,0 +1,93 @@
+"""STS `GetCallerIdentity` through the real Python SDK, and Tencent's own
+endpoint names served by Palisade over HTTPS (docs/api.md, "Tools that
+hard-wire Tencent's endpoint names"): the SDK's default endpoint
+`sts.tencentcloudapi.com` and `vpc.ap-guangzhou.tencentcloudapi.com` on port
+443, resolved to the test server by a patched `socket.getaddrinfo` (no DNS,
+no /etc/hosts), the test CA appended to a copy of certifi's bundle, as an
+operator appends it to the real one."""
+
+import shutil
+import socket
+import subprocess
+
+import certifi
+import pytest
+from tencentcloud.common import credential
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.sts.v20180813 import models as sts_models
+from tencentcloud.sts.v20180813 import sts_client
+from tencentcloud.vpc.v20170312 import models as vpc_models
+from tencentcloud.vpc.v20170312 import vpc_client
+
+from palisade_api import REGION, Server, profile, typed
+
+
+def identity(client):
+    return typed(client, sts_models, "GetCallerIdentity", {})
+
+
+def test_get_caller_identity_names_the_callers_account(server, fresh, admin):
+    cred = credential.Credential(fresh.creds["SecretId"], fresh.creds["SecretKey"])
+    me = identity(sts_client.StsClient(cred, REGION, profile(server.endpoint)))
+    account = me["AccountId"]
+    assert account.startswith("acc-")
+    assert me["UserId"] == me["PrincipalId"] == account
+    assert me["Arn"] == f"qcs::cam::uin/{account}:uin/{account}" and me["Type"] == "RootAccount"
+    theirs = identity(sts_client.StsClient(admin.cred, REGION, profile(server.endpoint)))
+    assert theirs["AccountId"] != account
+
+
+@pytest.fixture()
+def tencent_names(tmp_path, monkeypatch):
+    """A TLS server whose certificate names *.tencentcloudapi.com, and
+    *.tencentcloudapi.com:443 resolving to it."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a test certificate")
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=Palisade test CA",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    (tmp_path / "san.ext").write_text(
+        "subjectAltName=DNS:*.tencentcloudapi.com,DNS:*.ap-guangzhou.tencentcloudapi.com\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=tencentcloudapi.com",
+            "-keyout", "key.pem", "-out", "req.csr")
+    openssl("x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "1", "-extfile", "san.ext", "-out", "cert.pem")
+    srv = Server(tmp_path / "data", args=["--tls-cert", str(tmp_path / "cert.pem"),
+                                          "--tls-key", str(tmp_path / "key.pem")]).start()
+    bundle = tmp_path / "cacert.pem"
+    bundle.write_text(open(certifi.where()).read() + (tmp_path / "ca.pem").read_text())
+    # The SDK verifies against certifi.where() whatever REQUESTS_CA_BUNDLE says.
+    monkeypatch.setattr(certifi, "where", lambda: str(bundle))
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if str(host).endswith(".tencentcloudapi.com") and int(port) == 443:
+            return real("127.0.0.1", srv.port, *args, **kwargs)
+        if str(host).endswith(".tencentcloudapi.com"):
+            raise socket.gaierror("only port 443 of Tencent's names is served here")
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield srv
+    srv.stop()
+
+
+def test_tencent_endpoint_names_over_https(tencent_names):
+    creds = tencent_names.admin_credentials()
+    cred = credential.Credential(creds["SecretId"], creds["SecretKey"])
+    # The SDK's own default: https://sts.tencentcloudapi.com, no endpoint set.
+    me = identity(sts_client.StsClient(cred, REGION))
+    assert me["AccountId"].startswith("acc-")
+    prof = ClientProfile(httpProfile=HttpProfile(endpoint=f"vpc.{REGION}.tencentcloudapi.com"))
+    vpc = vpc_client.VpcClient(cred, REGION, prof)
+    g = typed(vpc, vpc_models, "CreateSecurityGroup", {"GroupName": "named", "GroupDescription": "by name"})
+    sg = g["SecurityGroup"]["SecurityGroupId"]
+    d = typed(vpc, vpc_models, "DescribeSecurityGroups", {"SecurityGroupIds": [sg]})
+    assert d["TotalCount"] == 1
+    # The default vpc endpoint, vpc.tencentcloudapi.com, the same way.
+    d = typed(vpc_client.VpcClient(cred, REGION), vpc_models, "DescribeSecurityGroups", {})
+    assert d["TotalCount"] == 1
