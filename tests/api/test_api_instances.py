@@ -224,6 +224,11 @@ def test_instance_scoped_agent_credential(server, fresh):
     assert rs["InstanceId"] == ins
     assert error_code(agent.p, "DescribeInstanceRuleset", {"InstanceId": other}) == "AuthFailure.UnauthorizedOperation"
     assert error_code(agent.v, "DescribeSecurityGroups") == "AuthFailure.UnauthorizedOperation"
+    from tencentcloud.common.common_client import CommonClient
+
+    from palisade_api import REGION, profile
+    sts = CommonClient("sts", "2018-08-13", agent.cred, REGION, profile(server.endpoint))
+    assert error_code(sts.call_json, "GetCallerIdentity", {}) == "AuthFailure.UnauthorizedOperation"
     assert error_code(agent.p, "DeregisterInstances", {"InstanceIds": [ins]}) == "AuthFailure.UnauthorizedOperation"
     # The agent confirms its instance, reports status; the owner sees it.
     assert agent.p("RegisterInstances", {"Instances": [{"InstanceId": ins, "PrivateIpAddresses": ["10.0.0.1"]}]})["InstanceIdSet"] == [ins]

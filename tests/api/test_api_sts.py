@@ -31,7 +31,7 @@ def test_get_caller_identity_names_the_callers_account(server, fresh, admin):
     cred = credential.Credential(fresh.creds["SecretId"], fresh.creds["SecretKey"])
     me = identity(sts_client.StsClient(cred, REGION, profile(server.endpoint)))
     account = me["AccountId"]
-    assert account.startswith("acc-")
+    assert account == fresh.creds["AccountId"]
     assert me["UserId"] == me["PrincipalId"] == account
     assert me["Arn"] == f"qcs::cam::uin/{account}:uin/{account}" and me["Type"] == "RootAccount"
     theirs = identity(sts_client.StsClient(admin.cred, REGION, profile(server.endpoint)))
