@@ -764,3 +764,28 @@ fn envelope(request_id: &str, result: Result<Map<String, Value>, ApiError>) -> R
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_served_scope_decides_the_service_as_signed() {
+        assert_eq!(service_of("vpc", "DescribeInstances").ok(), Some("vpc"));
+        assert_eq!(service_of("sts", "GetCallerIdentity").ok(), Some("sts"));
+        assert_eq!(
+            service_of("palisade", "GetCallerIdentity").ok(),
+            Some("palisade")
+        );
+    }
+
+    #[test]
+    fn another_scope_takes_the_one_service_of_the_action() {
+        for (service, action) in actions::ACTIONS {
+            assert_eq!(service_of("127", action).ok(), Some(*service), "{action}");
+        }
+        assert_eq!(service_of("127", "GetCallerIdentity").ok(), Some("sts"));
+        let err = service_of("127", "RunInstances").expect_err("no service serves it");
+        assert_eq!(err.code, ErrorCode::InvalidAction);
+    }
+}
