@@ -45,6 +45,9 @@ pub struct AgentConfig {
     pub interval: Duration,
     /// Whether to send `ReportInstanceStatus` (off for dry runs).
     pub report: bool,
+    /// Whether to register the instance when the server lacks it (off for
+    /// dry runs, which write nothing to the server either).
+    pub register: bool,
 }
 
 /// What one step did.
@@ -69,6 +72,9 @@ pub enum Event {
     },
     /// The server could not be asked; the kernel keeps its rules.
     ServerUnavailable(String),
+    /// The server does not know the instance and the agent may not
+    /// register it (a dry run).
+    NotRegistered(String),
     /// Loading or reading the kernel table failed.
     DataplaneFailed(String),
     /// The snapshot was refused (bad JSON, bad options).
@@ -165,7 +171,14 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
             Ok(w) => w,
             Err(e) => {
                 self.last_error = e.to_string();
-                events.push(Event::ServerUnavailable(e.to_string()));
+                let unknown = e
+                    .api_code()
+                    .is_some_and(|c| c.starts_with("ResourceNotFound"));
+                events.push(if unknown && !self.config.register {
+                    Event::NotRegistered(e.to_string())
+                } else {
+                    Event::ServerUnavailable(e.to_string())
+                });
                 return;
             }
         };
@@ -202,7 +215,7 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
                     && e.api_code()
                         .is_some_and(|c| c.starts_with("ResourceNotFound")) =>
             {
-                if self.config.private_ips.is_empty() {
+                if !self.config.register || self.config.private_ips.is_empty() {
                     return Err(e);
                 }
                 self.control
@@ -462,6 +475,7 @@ mod tests {
                 private_ips: vec!["198.18.0.11".into()],
                 interval: Duration::from_millis(10),
                 report: true,
+                register: true,
             },
         )
     }
@@ -475,6 +489,25 @@ mod tests {
         assert!(a.step().is_empty());
         assert_eq!(a.dataplane().log, vec!["apply".to_string()]);
         assert_eq!(a.control().reports[0].applied_revision, 1);
+    }
+
+    /// A dry run (`palisade agent --dry-run`) neither registers the
+    /// instance nor reports its status: it writes nothing to the server.
+    #[test]
+    fn a_dry_run_writes_nothing_to_the_server() {
+        let mut a = agent(FakeServer::default());
+        a.config.register = false;
+        a.report_supported = false;
+        let ev = a.step();
+        assert!(
+            matches!(ev.as_slice(), [Event::NotRegistered(e)] if e.contains("ResourceNotFound")),
+            "{ev:?}"
+        );
+        assert!(a.control().registered.is_empty(), "not registered");
+        a.control().ruleset = Some(ruleset(2, &[]));
+        assert_eq!(a.step(), vec![Event::Replaced { revision: 2 }]);
+        assert!(a.control().registered.is_empty());
+        assert!(a.control().reports.is_empty(), "no status report");
     }
 
     #[test]

@@ -233,6 +233,7 @@ fn the_agents_memory_stays_bounded_whatever_the_server_answers() {
             private_ips: Vec::new(),
             interval: Duration::from_secs(1),
             report: true,
+            register: true,
         },
     );
     let before = peak_rss_kib();

@@ -127,6 +127,7 @@ impl RunningAgent {
                     // The CLI default: a 1 s long poll per step.
                     interval: Duration::from_millis(1000),
                     report: true,
+                    register: true,
                 },
             );
             agent.run(&s, |e| eprintln!("agent: {e:?}"));

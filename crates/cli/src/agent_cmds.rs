@@ -148,18 +148,25 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         },
         private_ips,
         interval: Duration::from_millis(args.interval_ms.clamp(50, 60_000)),
-        // A dry run loads nothing, so it has nothing to report.
+        // A dry run writes nothing anywhere: it loads nothing, so it has
+        // nothing to report, and it leaves an unknown instance unknown.
         report: !args.dry_run,
+        register: !args.dry_run,
+    };
+    let log = Log {
+        dry_run: args.dry_run,
     };
     if args.dry_run {
         run(
             Agent::new(DryRunDataplane::new(), control, config),
             args.once,
+            log,
         )
     } else {
         run(
             Agent::new(NftDataplane::new(args.netns.clone()), control, config),
             args.once,
+            log,
         )
     }
 }
@@ -167,6 +174,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
 fn run<D: Dataplane>(
     mut agent: Agent<D, Failover<HttpControlPlane>>,
     once: bool,
+    log: Log,
 ) -> anyhow::Result<ExitCode> {
     if once {
         let events = agent.step();
@@ -174,9 +182,12 @@ fn run<D: Dataplane>(
         for e in &events {
             failed |= matches!(
                 e,
-                Event::ServerUnavailable(_) | Event::DataplaneFailed(_) | Event::Rejected(_)
+                Event::ServerUnavailable(_)
+                    | Event::NotRegistered(_)
+                    | Event::DataplaneFailed(_)
+                    | Event::Rejected(_)
             );
-            log(e);
+            log.event(e);
         }
         return Ok(if failed || agent.applied_revision().is_none() {
             ExitCode::from(2)
@@ -191,32 +202,52 @@ fn run<D: Dataplane>(
     agent.run(&stop, |e| {
         let failure = matches!(
             e,
-            Event::ServerUnavailable(_) | Event::DataplaneFailed(_) | Event::Rejected(_)
+            Event::ServerUnavailable(_)
+                | Event::NotRegistered(_)
+                | Event::DataplaneFailed(_)
+                | Event::Rejected(_)
         );
         let text = format!("{e:?}");
         if !failure || text != last {
-            log(e);
+            log.event(e);
         }
         last = if failure { text } else { String::new() };
     });
     Ok(ExitCode::SUCCESS)
 }
 
-fn log(e: &Event) {
-    match e {
-        Event::Registered => eprintln!("agent: registered the instance with the server"),
-        Event::Replaced { revision } => eprintln!("agent: loaded revision {revision}"),
-        Event::Updated { revision } => {
-            eprintln!("agent: loaded revision {revision} (set elements only)")
+/// How events are printed: a dry run says what it would load.
+#[derive(Clone, Copy)]
+struct Log {
+    dry_run: bool,
+}
+
+impl Log {
+    fn event(self, e: &Event) {
+        let load = if self.dry_run { "would load" } else { "loaded" };
+        match e {
+            Event::Registered => eprintln!("agent: registered the instance with the server"),
+            Event::Replaced { revision } => eprintln!("agent: {load} revision {revision}"),
+            Event::Updated { revision } => {
+                eprintln!("agent: {load} revision {revision} (set elements only)")
+            }
+            Event::Restored { revision } if self.dry_run => {
+                eprintln!("agent: would load revision {revision} (restoring the table)")
+            }
+            Event::Restored { revision } => eprintln!(
+                "agent: table inet palisade was missing or edited; restored revision {revision}"
+            ),
+            Event::ServerUnavailable(m) => {
+                eprintln!("agent: warning: server unavailable, keeping the rules: {m}")
+            }
+            Event::NotRegistered(m) => eprintln!(
+                "agent: error: the server does not know this instance, and a dry run does not register it: {m}"
+            ),
+            Event::DataplaneFailed(m) => eprintln!("agent: loading the rules failed: {m}"),
+            Event::Rejected(m) => {
+                eprintln!("agent: error: snapshot refused, keeping the rules: {m}")
+            }
         }
-        Event::Restored { revision } => eprintln!(
-            "agent: table inet palisade was missing or edited; restored revision {revision}"
-        ),
-        Event::ServerUnavailable(m) => {
-            eprintln!("agent: warning: server unavailable, keeping the rules: {m}")
-        }
-        Event::DataplaneFailed(m) => eprintln!("agent: loading the rules failed: {m}"),
-        Event::Rejected(m) => eprintln!("agent: error: snapshot refused, keeping the rules: {m}"),
     }
 }
 

@@ -257,6 +257,7 @@ pub fn propagate(
             private_ips: vec![],
             interval: Duration::from_secs(1),
             report: !args.no_report,
+            register: true,
         };
         let (stop, tx) = (stop.clone(), tx.clone());
         threads.push(

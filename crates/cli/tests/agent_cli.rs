@@ -1,0 +1,129 @@
+//! `palisade agent` as a newcomer first runs it, against a real `palisade
+//! serve` on 127.0.0.1: a dry run writes nothing to the server, and a key
+//! the server refuses is said to be refused (with its own exit code), not
+//! taken for a server that is down.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use palisade_client::{Client, Credentials};
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+
+/// A server on a free loopback port with its own data directory; killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &listen, "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start palisade serve");
+        let server = Server {
+            child,
+            url: format!("http://{listen}"),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.dir.path().join("admin-credentials.json").exists()
+            || std::net::TcpStream::connect(&listen).is_err()
+        {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn credentials(&self) -> Credentials {
+        Credentials::load(Some(&self.dir.path().join("admin-credentials.json"))).unwrap()
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.url, self.credentials()).unwrap()
+    }
+
+    /// Everything the server holds that an agent could write: the
+    /// instances with their status reports, and the revision.
+    fn state(&self) -> Value {
+        self.client()
+            .palisade("DescribeInstanceStatus", &json!({}))
+            .unwrap()
+    }
+
+    /// `palisade agent --once` with `args`, signing with `key`.
+    fn agent(&self, key: &str, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(["agent", "--once", "--server", &self.url])
+            .args(["--instance-id", "ins-node0001", "--uplink", "eth0"])
+            .args(["--private-ip", "198.18.0.11"])
+            .args(args)
+            .env("PALISADE_SECRET_ID", self.credentials().secret_id)
+            .env("PALISADE_SECRET_KEY", key)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run palisade agent")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_dry_run_writes_nothing_to_the_server() {
+    let s = Server::start();
+    let key = s.credentials().secret_key;
+    let before = s.state();
+    // An instance the server does not know stays unknown.
+    let o = s.agent(&key, &["--dry-run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("a dry run does not register it"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(s.state(), before, "the dry run registered the instance");
+    // A known instance: the program is printed, "would load" is said, and
+    // no status is reported.
+    s.client()
+        .palisade(
+            "RegisterInstances",
+            &json!({ "Instances": [{ "InstanceId": "ins-node0001", "PrivateIpAddresses": ["198.18.0.11"] }] }),
+        )
+        .unwrap();
+    let before = s.state();
+    let o = s.agent(&key, &["--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("table inet palisade"),
+        "the program is printed"
+    );
+    assert!(stderr(&o).contains("would load revision"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("loaded"), "{}", stderr(&o));
+    assert_eq!(s.state(), before, "the dry run reported a status");
+    assert_eq!(before["InstanceStatusSet"][0]["Reported"], false);
+}
