@@ -72,6 +72,10 @@ pub enum Event {
     },
     /// The server could not be asked; the kernel keeps its rules.
     ServerUnavailable(String),
+    /// The server refused the agent's credentials (`AuthFailure.*`): not
+    /// an outage, so retrying as it is will not help until the key is
+    /// fixed; the kernel keeps its rules.
+    KeyRefused(String),
     /// The server does not know the instance and the agent may not
     /// register it (a dry run).
     NotRegistered(String),
@@ -171,10 +175,10 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
             Ok(w) => w,
             Err(e) => {
                 self.last_error = e.to_string();
-                let unknown = e
-                    .api_code()
-                    .is_some_and(|c| c.starts_with("ResourceNotFound"));
-                events.push(if unknown && !self.config.register {
+                let code = e.api_code().unwrap_or_default();
+                events.push(if code.starts_with("AuthFailure") {
+                    Event::KeyRefused(e.to_string())
+                } else if code.starts_with("ResourceNotFound") && !self.config.register {
                     Event::NotRegistered(e.to_string())
                 } else {
                     Event::ServerUnavailable(e.to_string())
@@ -398,6 +402,8 @@ mod tests {
     struct FakeServer {
         ruleset: Option<WireRuleset>,
         down: bool,
+        /// The Tencent code every call fails with, if any.
+        refuse: Option<&'static str>,
         registered: Vec<String>,
         reports: Vec<AgentStatus>,
     }
@@ -409,6 +415,13 @@ mod tests {
             _after: Option<u64>,
             _wait: Duration,
         ) -> Result<WireRuleset, AgentError> {
+            if let Some(code) = self.refuse {
+                return Err(AgentError::Api {
+                    action: "DescribeInstanceRuleset".into(),
+                    code: code.into(),
+                    message: "the key is refused".into(),
+                });
+            }
             if self.down {
                 return Err(AgentError::Transport {
                     action: "DescribeInstanceRuleset".into(),
@@ -675,6 +688,31 @@ mod tests {
         a.dataplane().delete_table();
         let ev = a.step();
         assert!(ev.contains(&Event::Restored { revision: 2 }));
+    }
+
+    /// A refused key is not an outage: it is named as such, every step
+    /// while it lasts, and the kernel keeps its rules.
+    #[test]
+    fn a_refused_key_is_not_a_server_outage() {
+        let mut a = agent(FakeServer {
+            ruleset: Some(ruleset(2, &[])),
+            ..Default::default()
+        });
+        a.step();
+        for code in [
+            "AuthFailure.SecretIdNotFound",
+            "AuthFailure.SignatureFailure",
+        ] {
+            a.control().refuse = Some(code);
+            let ev = a.step();
+            assert!(
+                matches!(ev.as_slice(), [Event::KeyRefused(e)] if e.contains(code)),
+                "{ev:?}"
+            );
+            assert_eq!(a.applied_revision(), Some(2), "the rules stay");
+        }
+        a.control().refuse = None;
+        assert!(a.step().is_empty());
     }
 
     #[test]

@@ -171,6 +171,12 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The exit code of `palisade agent --once` when the server refused the
+/// agent's key (`AuthFailure.*`): distinct from 2 (the server could not be
+/// reached, or the rules could not be loaded), so a script or a service
+/// manager can tell a key to fix from an outage to wait out.
+pub const KEY_REFUSED: u8 = 3;
+
 fn run<D: Dataplane>(
     mut agent: Agent<D, Failover<HttpControlPlane>>,
     once: bool,
@@ -183,11 +189,15 @@ fn run<D: Dataplane>(
             failed |= matches!(
                 e,
                 Event::ServerUnavailable(_)
+                    | Event::KeyRefused(_)
                     | Event::NotRegistered(_)
                     | Event::DataplaneFailed(_)
                     | Event::Rejected(_)
             );
             log.event(e);
+        }
+        if events.iter().any(|e| matches!(e, Event::KeyRefused(_))) {
+            return Ok(ExitCode::from(KEY_REFUSED));
         }
         return Ok(if failed || agent.applied_revision().is_none() {
             ExitCode::from(2)
@@ -203,6 +213,7 @@ fn run<D: Dataplane>(
         let failure = matches!(
             e,
             Event::ServerUnavailable(_)
+                | Event::KeyRefused(_)
                 | Event::NotRegistered(_)
                 | Event::DataplaneFailed(_)
                 | Event::Rejected(_)
@@ -240,6 +251,9 @@ impl Log {
             Event::ServerUnavailable(m) => {
                 eprintln!("agent: warning: server unavailable, keeping the rules: {m}")
             }
+            Event::KeyRefused(m) => eprintln!(
+                "agent: error: the server refused this agent's key: {m} (check --secret-id and --secret-key; the kernel keeps its rules)"
+            ),
             Event::NotRegistered(m) => eprintln!(
                 "agent: error: the server does not know this instance, and a dry run does not register it: {m}"
             ),

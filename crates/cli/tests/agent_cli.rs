@@ -127,3 +127,46 @@ fn a_dry_run_writes_nothing_to_the_server() {
     assert_eq!(s.state(), before, "the dry run reported a status");
     assert_eq!(before["InstanceStatusSet"][0]["Reported"], false);
 }
+
+#[test]
+fn a_refused_key_is_an_authorization_error_with_its_own_exit_code() {
+    let s = Server::start();
+    let o = s.agent("not-the-key", &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("the server refused this agent's key")
+            && err.contains("AuthFailure.SignatureFailure"),
+        "{err}"
+    );
+    assert!(!err.contains("server unavailable"), "{err}");
+    // A long-running agent keeps retrying, and says so once.
+    let mut agent = Command::new(BIN)
+        .args([
+            "agent",
+            "--server",
+            &s.url,
+            "--dry-run",
+            "--interval-ms",
+            "100",
+        ])
+        .args(["--instance-id", "ins-node0001", "--uplink", "eth0"])
+        .args(["--private-ip", "198.18.0.11"])
+        .env("PALISADE_SECRET_ID", s.credentials().secret_id)
+        .env("PALISADE_SECRET_KEY", "not-the-key")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(agent.try_wait().unwrap().is_none(), "the agent gave up");
+    agent.kill().unwrap();
+    let out = agent.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("the server refused this agent's key").count(),
+        1,
+        "{err}"
+    );
+}
