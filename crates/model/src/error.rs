@@ -194,6 +194,21 @@ impl ModelError {
     }
 }
 
+impl ModelError {
+    /// The same error with its field named below `parent` in Tencent's
+    /// dotted style: `Port "x": ...` within `SecurityGroupPolicySet.Ingress.2`
+    /// reads `SecurityGroupPolicySet.Ingress.2.Port "x": ...`. For messages
+    /// that start with the field's name, as [`Policy::from_wire`]'s do.
+    ///
+    /// [`Policy::from_wire`]: crate::policy::Policy::from_wire
+    pub fn within(self, parent: impl fmt::Display) -> Self {
+        Self {
+            code: self.code,
+            message: format!("{parent}.{}", self.message),
+        }
+    }
+}
+
 impl fmt::Display for ModelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code, self.message)

@@ -4,7 +4,9 @@
 //! ("parse, don't validate", STYLE.md). Empty strings count as absent, since
 //! Tencent prints unused fields as `""`. Numbers are accepted where Tencent's
 //! examples send strings and the other way round (`PolicyIndex`, `Port`,
-//! `Version`), so that YAML's `Port: 80` works too.
+//! `Version`), so that YAML's `Port: 80` works too. The API is stricter, as
+//! Tencent's is: [`check_api_types`] refuses a number where Tencent
+//! documents a string, before these types see the request.
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -154,6 +156,72 @@ pub struct PolicyStatistics {
     pub egress_ipv6_total_count: u64,
 }
 
+/// A JSON value of the wrong type in an API request: where, relative to the
+/// checked value (`Ingress.2.Port`), and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeMismatch {
+    /// The dotted path below the checked value (Tencent's style).
+    pub path: String,
+    /// What the field must be.
+    pub expected: &'static str,
+}
+
+/// The fields of a rule that take an integer or a string holding one:
+/// Tencent's own examples send `PolicyIndex` both ways. Every other scalar
+/// field of a rule is a string in Tencent's API.
+const INT_OR_STRING: &[&str] = &["PolicyIndex", "Priority"];
+
+/// Checks the JSON types of a `SecurityGroupPolicySet` as Tencent's API
+/// does: `Version` and every scalar rule field other than `PolicyIndex`
+/// and `Priority` must be a string (`"Port": 81` is refused, as Tencent
+/// refuses it). Fleet files keep the leniency of the wire types (YAML's
+/// `Port: 80`); only the server calls this. Shapes the wire types refuse
+/// anyway (a list for `Ingress`, an unknown field) are left to them.
+pub fn check_api_types(set: &serde_json::Value) -> Result<(), TypeMismatch> {
+    use serde_json::Value;
+    let Value::Object(set) = set else {
+        return Ok(());
+    };
+    let string = |path: String, v: &Value| match v {
+        Value::String(_) | Value::Null => Ok(()),
+        _ => Err(TypeMismatch {
+            path,
+            expected: "a string",
+        }),
+    };
+    if let Some(v) = set.get("Version") {
+        string("Version".into(), v)?;
+    }
+    for dir in ["Ingress", "Egress"] {
+        let Some(Value::Array(rules)) = set.get(dir) else {
+            continue;
+        };
+        for (i, rule) in rules.iter().enumerate() {
+            let Value::Object(rule) = rule else {
+                continue;
+            };
+            for (field, v) in rule {
+                let path = format!("{dir}.{i}.{field}");
+                match field.as_str() {
+                    f if INT_OR_STRING.contains(&f) => match v {
+                        Value::String(_) | Value::Number(_) | Value::Null => {}
+                        _ => {
+                            return Err(TypeMismatch {
+                                path,
+                                expected: "an integer or a string",
+                            })
+                        }
+                    },
+                    // Objects, checked field by field by their wire types.
+                    "ServiceTemplate" | "AddressTemplate" => {}
+                    _ => string(path, v)?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Takes an absent value, a string or a number; `""` counts as absent.
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
@@ -222,6 +290,25 @@ mod tests {
         assert_eq!(rule.policy_index, Some(2));
         assert_eq!(rule.port.as_deref(), Some("80"));
         assert!(serde_json::from_str::<SecurityGroupPolicy>(r#"{"PolicyIndex":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn the_api_wants_strings_where_tencent_documents_them() {
+        let check = |json: &str| check_api_types(&serde_json::from_str(json).unwrap());
+        assert_eq!(
+            check(r#"{"Ingress":[{"PolicyIndex":0,"Port":"81"},{"PolicyIndex":"1"}]}"#),
+            Ok(())
+        );
+        let err = check(r#"{"Ingress":[{"Port":"80"},{"Port":"80"},{"Port":81}]}"#).unwrap_err();
+        assert_eq!(err.path, "Ingress.2.Port");
+        assert_eq!(
+            check(r#"{"Egress":[{"Action":["ACCEPT"]}]}"#)
+                .unwrap_err()
+                .path,
+            "Egress.0.Action"
+        );
+        assert_eq!(check(r#"{"Version":3}"#).unwrap_err().path, "Version");
+        assert!(check(r#"{"Ingress":[{"PolicyIndex":[1]}]}"#).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! way, as the SDKs and tccli send both.
 
 use crate::error::ApiError;
+use palisade_model::wire;
 use palisade_model::ErrorCode;
 use palisade_store::Tag;
 use serde::de::DeserializeOwned;
@@ -78,12 +79,12 @@ impl Params {
         self.opt_str(name)?.ok_or_else(|| ApiError::missing(name))
     }
 
-    /// An optional string (numbers are taken as their text).
+    /// An optional string. A number is refused (`InvalidParameter`), as
+    /// Tencent refuses `"GroupName": 123`.
     pub fn opt_str(&self, name: &str) -> Result<Option<String>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(_) => Err(type_error(name, "a string")),
         }
     }
@@ -144,19 +145,49 @@ impl Params {
     }
 
     /// An optional structured value (a wire type). Unknown nested fields give
-    /// `UnknownParameter`, other shape errors `InvalidParameter`.
+    /// `UnknownParameter`, other shape errors `InvalidParameter`; both name
+    /// the field by its dotted path, as Tencent does
+    /// (`SecurityGroupPolicySet.Ingress.2.Port`).
     pub fn opt_typed<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ApiError> {
         let Some(v) = self.get(name) else {
             return Ok(None);
         };
-        serde_json::from_value(v.clone()).map(Some).map_err(|e| {
-            let msg = e.to_string();
+        serde_path_to_error::deserialize(v).map(Some).map_err(|e| {
+            let mut path = name.to_string();
+            for segment in e.path().iter() {
+                match segment {
+                    serde_path_to_error::Segment::Seq { index } => {
+                        path.push_str(&format!(".{index}"))
+                    }
+                    serde_path_to_error::Segment::Map { key } => path.push_str(&format!(".{key}")),
+                    serde_path_to_error::Segment::Enum { variant } => {
+                        path.push_str(&format!(".{variant}"))
+                    }
+                    serde_path_to_error::Segment::Unknown => {}
+                }
+            }
+            let msg = e.inner().to_string();
             if msg.starts_with("unknown field") {
-                ApiError::new(ErrorCode::UnknownParameter, format!("{name}: {msg}"))
+                ApiError::new(ErrorCode::UnknownParameter, format!("{path}: {msg}"))
             } else {
-                ApiError::new(ErrorCode::InvalidParameter, format!("{name}: {msg}"))
+                ApiError::new(ErrorCode::InvalidParameter, format!("{path}: {msg}"))
             }
         })
+    }
+
+    /// An optional `SecurityGroupPolicySet`-shaped value, with Tencent's JSON
+    /// types: a number where a string is documented is `InvalidParameter`
+    /// naming the field ([`wire::check_api_types`]).
+    pub fn opt_policy_set(
+        &self,
+        name: &str,
+    ) -> Result<Option<wire::SecurityGroupPolicySet>, ApiError> {
+        let set = self.opt_typed(name)?;
+        if let Some(v) = self.get(name) {
+            wire::check_api_types(v)
+                .map_err(|m| type_error(&format!("{name}.{}", m.path), m.expected))?;
+        }
+        Ok(set)
     }
 
     /// A required structured value.
@@ -377,7 +408,10 @@ mod tests {
             p.req_str("Z").expect_err("null is absent").code,
             "MissingParameter"
         );
-        assert_eq!(p.req_str("N").expect("number as text"), "5");
+        assert_eq!(
+            p.req_str("N").expect_err("a number is not a string").code,
+            "InvalidParameter"
+        );
         assert_eq!(p.opt_str("L").expect_err("list").code, "InvalidParameter");
         assert_eq!(
             p.opt_str_list("A").expect_err("string").code,

@@ -76,7 +76,7 @@ pub fn create(ctx: &Ctx<'_>, p: &Params, with_policies: bool) -> Reply {
     let project = project_id(p)?;
     let tags = p.tags()?;
     let set: Option<wire::SecurityGroupPolicySet> = if with_policies {
-        p.opt_typed("SecurityGroupPolicySet")?
+        p.opt_policy_set("SecurityGroupPolicySet")?
     } else {
         None
     };
@@ -121,24 +121,23 @@ pub fn delete(ctx: &Ctx<'_>, p: &Params) -> Reply {
     let id = p.req_str("SecurityGroupId")?;
     ctx.write(|tx| {
         load_group(tx, ctx.account, "SecurityGroupId", &id)?;
+        // Both reasons at once, so one answer says everything to undo.
         let referrers = tx.referrers(ctx.account, &id)?;
+        let bound = tx.group_instances(ctx.account, &id)?;
+        let mut uses = Vec::new();
         if !referrers.is_empty() {
-            return Err(ApiError::new(
-                ErrorCode::ResourceInUse,
-                format!(
-                    "SecurityGroupId {id:?} is referenced by the rules of {}",
-                    referrers.join(", ")
-                ),
+            uses.push(format!(
+                "referenced by the rules of {}",
+                referrers.join(", ")
             ));
         }
-        let bound = tx.group_instances(ctx.account, &id)?;
         if !bound.is_empty() {
+            uses.push(format!("bound to instances {}", bound.join(", ")));
+        }
+        if !uses.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::ResourceInUse,
-                format!(
-                    "SecurityGroupId {id:?} is bound to instances {}",
-                    bound.join(", ")
-                ),
+                format!("SecurityGroupId {id:?} is {}", uses.join(" and ")),
             ));
         }
         tx.delete_group(ctx.account, &id)?;

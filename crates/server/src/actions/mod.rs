@@ -373,8 +373,8 @@ fn parse_rules(
         .enumerate()
         .map(|(i, w)| {
             Policy::from_wire(w).map(|p| stamp(p, &time)).map_err(|e| {
-                ApiError::from(e.at(format_args!(
-                    "SecurityGroupPolicySet.{}[{i}]",
+                ApiError::from(e.within(format_args!(
+                    "SecurityGroupPolicySet.{}.{i}",
                     dir.wire_name()
                 )))
             })

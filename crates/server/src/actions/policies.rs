@@ -16,7 +16,8 @@ use serde_json::json;
 use std::collections::HashSet;
 
 fn policy_set(p: &Params, field: &str) -> Result<wire::SecurityGroupPolicySet, ApiError> {
-    p.req_typed(field)
+    p.opt_policy_set(field)?
+        .ok_or_else(|| ApiError::missing(field))
 }
 
 fn check_version(set: &wire::SecurityGroupPolicySet, g: &GroupRecord) -> Result<(), ApiError> {
@@ -118,7 +119,7 @@ pub fn create(ctx: &Ctx<'_>, p: &Params) -> Reply {
         ApiError::new(
             ErrorCode::UnsupportedOperationDuplicatePolicy,
             format!(
-                "{}[{n}]: the same rule ({rule}) is already in the group",
+                "SecurityGroupPolicySet.{}.{n}: the same rule ({rule}) is already in the group",
                 dir.wire_name()
             ),
         )
@@ -273,7 +274,10 @@ pub fn delete(ctx: &Ctx<'_>, p: &Params) -> Reply {
                         None => {
                             return Err(ApiError::new(
                                 ErrorCode::ResourceNotFound,
-                                format!("{}[{n}]: no rule {t} in the group", dir.wire_name()),
+                                format!(
+                                    "SecurityGroupPolicySet.{}.{n}: no rule {t} in the group",
+                                    dir.wire_name()
+                                ),
                             ))
                         }
                     }
@@ -335,7 +339,7 @@ pub fn replace(ctx: &Ctx<'_>, p: &Params, many: bool) -> Reply {
     let id = p.req_str("SecurityGroupId")?;
     let set = policy_set(p, "SecurityGroupPolicySet")?;
     let original: Option<wire::SecurityGroupPolicySet> =
-        p.opt_typed("OriginalSecurityGroupPolicySet")?;
+        p.opt_policy_set("OriginalSecurityGroupPolicySet")?;
     if many {
         match p.opt_str("UpdateType")?.as_deref() {
             None | Some("Policy") | Some("Priority") | Some("Both") => {}
