@@ -4,6 +4,7 @@ Version "0"), Replace, Describe with filters and expansion, limits, and that
 every failed call leaves the policy set exactly as it was."""
 
 import pytest
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from palisade_api import error_code
 
@@ -280,3 +281,31 @@ def test_version_zero_is_the_current_version_of_a_new_group(fresh):
     add(fresh, sg, "Ingress", [SSH], Version="0")
     assert fresh.rules(sg)["Version"] == "1"
     assert error_code(add, fresh, sg, "Ingress", [PING], Version="0") == "UnsupportedOperation.VersionMismatch"
+
+
+def sdk_error(fn, *args, **kwargs):
+    """Runs a call that must fail; returns (code, message)."""
+    try:
+        fn(*args, **kwargs)
+    except TencentCloudSDKException as e:
+        return e.get_code(), e.get_message()
+    raise AssertionError("the call succeeded but should have failed")
+
+
+def test_wrong_json_types_and_bad_rules_name_the_field(fresh):
+    """Through the typed SDK models, which pass values as given: a number
+    where Tencent documents a string is InvalidParameter naming the field,
+    and a problem in the third rule names SecurityGroupPolicySet.Ingress.2."""
+    sg = fresh.group()
+    code, msg = sdk_error(fresh.v, "CreateSecurityGroup", {"GroupName": 123, "GroupDescription": "d"})
+    assert code == "InvalidParameter" and msg.startswith("GroupName"), msg
+    rules = [dict(SSH, Port="1"), dict(SSH, Port="2")]
+    code, msg = sdk_error(add, fresh, sg, "Ingress", rules + [dict(SSH, Port=81)])
+    assert (code, msg) == ("InvalidParameter", "SecurityGroupPolicySet.Ingress.2.Port must be a string")
+    code, msg = sdk_error(add, fresh, sg, "Ingress", rules + [dict(SSH, Port="99999")])
+    assert code == "InvalidParameterValue.Range" and msg.startswith("SecurityGroupPolicySet.Ingress.2.Port "), msg
+    assert fresh.rules(sg)["Ingress"] == []
+    # PolicyIndex as an integer and as a string, as Tencent's examples send it.
+    add(fresh, sg, "Ingress", [dict(SSH, PolicyIndex=0)])
+    add(fresh, sg, "Ingress", [dict(SSH, Port="23", PolicyIndex="0")])
+    assert [r["Port"] for r in fresh.rules(sg)["Ingress"]] == ["23", "22"]
