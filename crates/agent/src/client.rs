@@ -149,31 +149,14 @@ impl HttpControlPlane {
         path: &std::path::Path,
         timeout: Duration,
     ) -> Result<Self, AgentError> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::CertificateDer;
-        let io = |message: String| AgentError::Io {
-            context: format!("reading CA certificates from {}", path.display()),
-            source: std::io::Error::other(message),
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(path).map_err(|e| io(e.to_string()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| io(e.to_string()))?;
-            roots.add(cert).map_err(|e| io(e.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(io("no certificate in the file".into()));
-        }
-        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| io(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config =
+            palisade_client::tls_config_from_ca_file(path).map_err(|e| AgentError::Io {
+                context: format!("reading CA certificates from {}", path.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         self.http = ureq::AgentBuilder::new()
             .timeout(timeout)
-            .tls_config(std::sync::Arc::new(config))
+            .tls_config(config)
             .build();
         Ok(self)
     }

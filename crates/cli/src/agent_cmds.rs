@@ -26,12 +26,24 @@ pub struct AgentArgs {
     /// agent fails over in turn).
     #[arg(long, env = "PALISADE_SERVER", required = true, value_delimiter = ',')]
     server: Vec<String>,
-    /// SecretId of the credential.
-    #[arg(long, env = "PALISADE_SECRET_ID")]
-    secret_id: String,
-    /// SecretKey of the credential (prefer the environment variable).
-    #[arg(long, env = "PALISADE_SECRET_KEY", hide_env_values = true)]
-    secret_key: String,
+    /// Credentials JSON (`{"SecretId", "SecretKey"}`, mode 0600), as every
+    /// other command takes; default: the TENCENTCLOUD_SECRET_ID and
+    /// TENCENTCLOUD_SECRET_KEY variables.
+    #[arg(long, conflicts_with_all = ["secret_id", "secret_key"])]
+    credentials: Option<PathBuf>,
+    /// SecretId of the credential (older spelling; prefer --credentials or
+    /// TENCENTCLOUD_SECRET_ID).
+    #[arg(long, env = "PALISADE_SECRET_ID", requires = "secret_key")]
+    secret_id: Option<String>,
+    /// SecretKey of the credential (older spelling; never put a key on a
+    /// command line: use --credentials or TENCENTCLOUD_SECRET_KEY).
+    #[arg(
+        long,
+        env = "PALISADE_SECRET_KEY",
+        hide_env_values = true,
+        requires = "secret_id"
+    )]
+    secret_key: Option<String>,
     /// The instance this node is (`ins-...`).
     #[arg(long)]
     instance_id: String,
@@ -124,12 +136,27 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         args.private_ip.clone()
     };
     let timeout = Duration::from_secs(10);
+    // The older --secret-id/--secret-key (or PALISADE_SECRET_*) first, then
+    // --credentials FILE, then TENCENTCLOUD_SECRET_ID/KEY: one way for
+    // every command (palisade_client::Credentials::load).
+    let credentials = match (&args.secret_id, &args.secret_key) {
+        (Some(id), Some(key)) => palisade_client::Credentials {
+            secret_id: id.clone(),
+            secret_key: key.clone(),
+        },
+        _ => palisade_client::Credentials::load(args.credentials.as_deref())?,
+    };
     let control = Failover::new(
         args.server
             .iter()
             .map(|s| {
-                let c = HttpControlPlane::new(s, &args.secret_id, &args.secret_key, timeout)?
-                    .with_max_response_bytes(args.max_response_bytes);
+                let c = HttpControlPlane::new(
+                    s,
+                    &credentials.secret_id,
+                    &credentials.secret_key,
+                    timeout,
+                )?
+                .with_max_response_bytes(args.max_response_bytes);
                 match &args.ca_cert {
                     Some(ca) => c.with_ca_file(ca, timeout),
                     None => Ok(c),

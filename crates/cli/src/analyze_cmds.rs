@@ -81,6 +81,22 @@ pub struct FleetSource {
     /// the TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY variables.
     #[arg(long, requires = "server")]
     pub credentials: Option<PathBuf>,
+    /// PEM file of the CA(s) to trust for an `https://` --server with a
+    /// private CA (default: the public web roots).
+    #[arg(long, env = "PALISADE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl FleetSource {
+    /// A client of `url` with the source's credentials and CA.
+    pub fn client(&self, url: &str) -> anyhow::Result<palisade_client::Client> {
+        let credentials = palisade_client::Credentials::load(self.credentials.as_deref())?;
+        let client = palisade_client::Client::new(url, credentials)?;
+        Ok(match &self.ca_cert {
+            Some(ca) => client.with_ca_file(ca)?,
+            None => client,
+        })
+    }
 }
 
 /// `palisade check`.
@@ -371,8 +387,7 @@ fn read_source(source: &FleetSource) -> anyhow::Result<(Loaded, String)> {
         };
         return Ok((read_fleet(path)?, path.display().to_string()));
     };
-    let credentials = palisade_client::Credentials::load(source.credentials.as_deref())?;
-    let client = palisade_client::Client::new(url, credentials)?;
+    let client = source.client(url)?;
     let mut remote = palisade_iac::export(&client)
         .with_context(|| format!("cannot read the fleet from {url}"))?;
     if let Some(path) = &source.fleet {

@@ -17,8 +17,20 @@ use std::process::ExitCode;
 #[derive(Args)]
 pub struct ExplainArgs {
     /// The fleet file.
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    fleet: Option<PathBuf>,
+    /// Explain against what this server holds now (its groups, templates
+    /// and instances, read as `palisade export` reads them), e.g.
+    /// `http://127.0.0.1:9180`.
     #[arg(long)]
-    fleet: PathBuf,
+    server: Option<String>,
+    /// Credentials JSON (`{"SecretId", "SecretKey"}`) for --server; default:
+    /// the TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY variables.
+    #[arg(long, requires = "server")]
+    credentials: Option<PathBuf>,
+    /// PEM file of the CA(s) to trust for an `https://` --server.
+    #[arg(long, env = "PALISADE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// The instance whose groups decide (`ins-...`).
     #[arg(long)]
     instance: String,
@@ -62,13 +74,29 @@ struct Explanation {
 
 /// Runs `explain`.
 pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.fleet)
-        .with_context(|| format!("cannot read {}", args.fleet.display()))?;
+    let (text, source) = match (&args.server, &args.fleet) {
+        (Some(url), _) => {
+            let source = crate::analyze_cmds::FleetSource {
+                fleet: None,
+                server: Some(url.clone()),
+                credentials: args.credentials.clone(),
+                ca_cert: args.ca_cert.clone(),
+            };
+            let remote = palisade_iac::export(&source.client(url)?)
+                .with_context(|| format!("cannot read the fleet from {url}"))?;
+            (serde_yaml::to_string(&remote)?, url.clone())
+        }
+        (None, Some(path)) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        (None, None) => anyhow::bail!("give --fleet FILE or --server URL"),
+    };
     let fleet = Fleet::parse(&text).map_err(|problems| {
         let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         anyhow::anyhow!(
-            "{} is not a valid fleet file (run `palisade validate`):\n{}",
-            args.fleet.display(),
+            "{source} is not a valid fleet (run `palisade validate`):\n{}",
             lines.join("\n")
         )
     })?;
@@ -77,7 +105,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!(
             "ResourceNotFound: --instance {:?}: no such instance in {}",
             args.instance,
-            args.fleet.display()
+            source
         );
     }
     let packet = Packet::parse(

@@ -27,12 +27,20 @@ pub struct ServerArgs {
     /// TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY variables.
     #[arg(long)]
     credentials: Option<PathBuf>,
+    /// PEM file of the CA(s) to trust for an `https://` server with a
+    /// private CA (default: the public web roots).
+    #[arg(long, env = "PALISADE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
 }
 
 impl ServerArgs {
     fn client(&self) -> anyhow::Result<Client> {
         let creds = Credentials::load(self.credentials.as_deref())?;
-        Ok(Client::new(&self.server, creds)?)
+        let client = Client::new(&self.server, creds)?;
+        Ok(match &self.ca_cert {
+            Some(ca) => client.with_ca_file(ca)?,
+            None => client,
+        })
     }
 }
 

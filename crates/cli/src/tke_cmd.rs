@@ -15,7 +15,7 @@ pub enum TkeCommand {
     /// Print the seed's default security group for TKE nodes or masters.
     Template(TemplateArgs),
     /// Create or update a cluster's default groups on a server and bind its nodes.
-    Apply(crate::iac_cmds::TkeApplyArgs),
+    Apply(Box<crate::iac_cmds::TkeApplyArgs>),
 }
 
 /// `palisade tke template`.
@@ -45,7 +45,7 @@ enum RoleArg {
 pub fn run(cmd: TkeCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TkeCommand::Template(args) => template(args),
-        TkeCommand::Apply(args) => crate::iac_cmds::tke_apply(args),
+        TkeCommand::Apply(args) => crate::iac_cmds::tke_apply(*args),
     }
 }
 

@@ -170,3 +170,44 @@ fn a_refused_key_is_an_authorization_error_with_its_own_exit_code() {
         "{err}"
     );
 }
+
+/// Issue 17, item 4: the agent takes its credentials as every command does:
+/// `--credentials FILE` or the TENCENTCLOUD_SECRET_ID/KEY variables, besides
+/// the older --secret-id/--secret-key (PALISADE_SECRET_*).
+#[test]
+fn the_agent_takes_credentials_as_every_command_does() {
+    let s = Server::start();
+    s.client()
+        .palisade(
+            "RegisterInstances",
+            &json!({ "Instances": [{ "InstanceId": "ins-node0001", "PrivateIpAddresses": ["198.18.0.11"] }] }),
+        )
+        .unwrap();
+    let file = s.dir.path().join("admin-credentials.json");
+    let base = |c: &mut Command| {
+        c.args(["agent", "--once", "--dry-run", "--server", &s.url])
+            .args(["--instance-id", "ins-node0001", "--uplink", "eth0"])
+            .env_remove("PALISADE_SECRET_ID")
+            .env_remove("PALISADE_SECRET_KEY")
+            .env_remove("TENCENTCLOUD_SECRET_ID")
+            .env_remove("TENCENTCLOUD_SECRET_KEY")
+            .stdin(Stdio::null());
+    };
+    let mut with_file = Command::new(BIN);
+    base(&mut with_file);
+    let o = with_file.arg("--credentials").arg(&file).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "--credentials: {}", stderr(&o));
+    let mut with_env = Command::new(BIN);
+    base(&mut with_env);
+    let o = with_env
+        .env("TENCENTCLOUD_SECRET_ID", s.credentials().secret_id)
+        .env("TENCENTCLOUD_SECRET_KEY", s.credentials().secret_key)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "TENCENTCLOUD_*: {}", stderr(&o));
+    let mut with_nothing = Command::new(BIN);
+    base(&mut with_nothing);
+    let o = with_nothing.output().unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("--credentials"), "{}", stderr(&o));
+}

@@ -46,6 +46,46 @@ pub enum ClientError {
     /// No usable credentials.
     #[error("credentials: {0}")]
     Credentials(String),
+    /// A CA certificate file that cannot be used.
+    #[error("CA certificates in {path}: {why}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// A TLS configuration that trusts exactly the CA certificates of the PEM
+/// file `path` (instead of the public web roots), for an `https://` server
+/// with a private CA or a self-signed certificate. Shared by the CLI's
+/// client and the agent (`--ca-cert`).
+pub fn tls_config_from_ca_file(
+    path: &Path,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |why: String| ClientError::CaFile {
+        path: path.display().to_string(),
+        why,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }
 
 impl ClientError {
@@ -140,6 +180,16 @@ impl Client {
                 .timeout(Duration::from_secs(60))
                 .build(),
         })
+    }
+
+    /// The same client trusting exactly the CA certificates of the PEM file
+    /// `path` for an `https://` server ([`tls_config_from_ca_file`]).
+    pub fn with_ca_file(mut self, path: &Path) -> Result<Client, ClientError> {
+        self.agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(60))
+            .tls_config(tls_config_from_ca_file(path)?)
+            .build();
+        Ok(self)
     }
 
     /// The server URL.
