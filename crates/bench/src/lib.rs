@@ -10,15 +10,30 @@
 //!   against the linear scan on every (or a documented sample of) packet,
 //!   and both timed;
 //! - [`check`]: the `check` benchmark's generator of large fleets and its
-//!   naive baseline (`--example bench_check`, `--example gen_fleet`).
+//!   naive baseline (`--example bench_check`, `--example gen_fleet`);
+//! - [`dataplane`]: `palisade bench dataplane`: the kernel's new-flow
+//!   cost and apply times in a lab of network namespaces (root);
+//! - [`control_plane`]: `palisade bench propagate` and `bench api`: a real
+//!   server under simulated agents and signed clients;
+//! - [`interrupt`]: Ctrl-C as a flag, so the labs and servers are removed.
 //!
-//! Panic contract: no public function panics on any input.
+//! The CLI (`crates/cli/src/bench_cmds.rs`) only parses options and prints
+//! these reports; the raw sockets, namespaces and load generators, and the
+//! dependencies they need, stay here, out of the shipped product crates.
+//!
+//! Panic contract: no public function panics on any input. The harnesses
+//! (`dataplane`, `control_plane`) return `anyhow` errors: they drive
+//! external commands and a child server, and their errors are only ever
+//! printed.
 
 #![warn(missing_docs)]
 
 pub mod check;
 pub mod classbench;
 pub mod classify;
+pub mod control_plane;
+pub mod dataplane;
+pub mod interrupt;
 
 pub use classbench::{ClassBenchRule, DpdkExport};
 pub use classify::{ClassifyOptions, ClassifyReport, ClassifyRun, Verify};

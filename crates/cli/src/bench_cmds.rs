@@ -10,14 +10,18 @@
 //! or egress list. Exit 0 when the classifier agrees with the linear scan
 //! on every verified packet, 1 on any mismatch, 2 on unusable input.
 //!
-//! The other subcommands live beside it: `bench dataplane` (root; kernel
-//! new-flow rates and apply times, `bench_dataplane.rs`), `bench propagate`
-//! (change-to-applied over N agents) and `bench api` (signed requests per
-//! second), both in `bench_server.rs`.
+//! The other subcommands measure in `palisade-bench` too and are printed
+//! here: `bench dataplane` (root; kernel new-flow rates and apply times,
+//! `palisade_bench::dataplane`), `bench propagate` (change-to-applied over
+//! N agents) and `bench api` (signed requests per second), both
+//! `palisade_bench::control_plane`, run against this binary's `serve`.
 
 use crate::output::{print_json, table, Format};
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use palisade_bench::control_plane::{self, ApiOptions, PropagateOptions};
+use palisade_bench::dataplane::{self, DataplaneOptions, DataplaneReport, ModeResult};
+use palisade_bench::interrupt::catch_interrupt;
 use palisade_bench::{classbench, classify, ClassifyOptions, DpdkExport, Verify};
 use palisade_model::{Direction, Fleet, InstanceId};
 use palisade_policy::{resolve_instance, ResolvedRule};
@@ -33,12 +37,12 @@ pub enum BenchCommand {
     Classify(ClassifyArgs),
     /// (root) New flows per second through no firewall, linear chains and
     /// verdict maps in network namespaces; apply and membership-change times.
-    Dataplane(crate::bench_dataplane::DataplaneArgs),
+    Dataplane(DataplaneArgs),
     /// A server and N simulated agents: change-to-applied latency.
-    Propagate(crate::bench_server::PropagateArgs),
+    Propagate(PropagateArgs),
     /// Signed requests per second: DescribeSecurityGroupPolicies and
     /// CreateSecurityGroupPolicies.
-    Api(crate::bench_server::ApiArgs),
+    Api(ApiArgs),
 }
 
 /// `palisade bench classify`.
@@ -78,14 +82,248 @@ pub struct ClassifyArgs {
     output: Format,
 }
 
+/// `palisade bench dataplane`.
+#[derive(Args, Debug, Clone)]
+pub struct DataplaneArgs {
+    /// Rules in the ingress list (groups of 100).
+    #[arg(long, default_value_t = 1000)]
+    pub rules: usize,
+    /// Addresses of the group the first rule references.
+    #[arg(long, default_value_t = 10_000)]
+    pub addresses: usize,
+    /// Seconds of probes per round and node.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    /// Rounds (each round probes every node once; the fastest counts).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Probes per send call (`sendmmsg`): 1 puts every probe's whole
+    /// path in a system call of its own; 64 is how a NIC's NAPI poll
+    /// hands packets to the stack, many per softirq.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub batch: u16,
+    /// Longest a compile or one `nft` load may take before it is given up.
+    #[arg(long, default_value_t = 120)]
+    pub max_load_secs: u64,
+    /// table or json.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// `palisade bench propagate`.
+#[derive(Args, Debug, Clone)]
+pub struct PropagateArgs {
+    /// Simulated agents (at most 2,000: the instances one group may hold).
+    #[arg(long, default_value_t = 100)]
+    pub agents: usize,
+    /// Rule changes, made one at a time.
+    #[arg(long, default_value_t = 10)]
+    pub changes: usize,
+    /// Pause after every agent applied a change before the next one, ms.
+    /// An agent steps at most once a second (it sleeps out the rest of its
+    /// 1 s interval after applying), so a gap under ~1 s measures that
+    /// sleep; the default leaves every agent back in its long poll.
+    #[arg(long, default_value_t = 1500)]
+    pub gap_ms: u64,
+    /// Agents do not send `ReportInstanceStatus` (by default they do, as
+    /// real agents: one durable store write per agent after each change).
+    #[arg(long)]
+    pub no_report: bool,
+    /// table or json.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// `palisade bench api`.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Seconds per measured call.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Concurrent client threads.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// table or json.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Format,
+}
+
 /// Runs a `bench` subcommand.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Classify(args) => classify_cmd(args),
-        BenchCommand::Dataplane(args) => crate::bench_dataplane::dataplane_cmd(args),
-        BenchCommand::Propagate(args) => crate::bench_server::propagate_cmd(args),
-        BenchCommand::Api(args) => crate::bench_server::api_cmd(args),
+        BenchCommand::Dataplane(args) => dataplane_cmd(args),
+        BenchCommand::Propagate(args) => propagate_cmd(args),
+        BenchCommand::Api(args) => api_cmd(args),
     }
+}
+
+/// Runs `palisade bench dataplane`.
+fn dataplane_cmd(args: DataplaneArgs) -> anyhow::Result<ExitCode> {
+    if let Some(why) = dataplane::skip_reason() {
+        anyhow::bail!("bench dataplane needs {why}");
+    }
+    catch_interrupt();
+    let opts = DataplaneOptions {
+        rules: args.rules,
+        addresses: args.addresses,
+        seconds: args.seconds,
+        rounds: args.rounds,
+        batch: args.batch,
+        max_load_secs: args.max_load_secs,
+    };
+    let r = dataplane::run(&opts, &mut |l| eprintln!("bench dataplane: {l}"))?;
+    match args.output {
+        Format::Json => print_json(&r)?,
+        Format::Table => print_dataplane(&r),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_dataplane(r: &DataplaneReport) {
+    println!(
+        "{} rules, {} referenced addresses; {} rounds of {} s, {} probes per send call, \
+         conntrack flushed every {} probes",
+        r.rules, r.addresses, r.rounds, r.seconds, r.batch, r.probes_per_flush
+    );
+    let mut t = table(&["", "no firewall", "linear", "maps"]);
+    let opt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
+    let row = |name: &str, n: String, l: String, m: String| vec![name.to_string(), n, l, m];
+    t.add_row(row(
+        "new flows/s",
+        format!(
+            "{:.0} (one-rule table: {:.0})",
+            r.none.flows_per_sec, r.one_rule.flows_per_sec
+        ),
+        format!("{:.0}", r.linear.flows.flows_per_sec),
+        format!("{:.0}", r.maps.flows.flows_per_sec),
+    ));
+    t.add_row(row(
+        "ns per new flow",
+        format!("{:.0}", r.none.ns_per_flow),
+        format!("{:.0}", r.linear.flows.ns_per_flow),
+        format!("{:.0}", r.maps.flows.ns_per_flow),
+    ));
+    // The rows measured per mode: name, field, decimals.
+    type Field = fn(&ModeResult) -> Option<f64>;
+    let rows_before: [(&str, Field, usize); 6] = [
+        ("ns added per new flow", |m| m.ns_added_per_flow, 0),
+        (
+            "ns added over the one-rule table",
+            |m| m.ns_added_over_one_rule,
+            0,
+        ),
+        ("elements", |m| Some(m.elements as f64), 0),
+        ("compile ms", |m| Some(m.compile_ms), 0),
+        ("apply ms", |m| m.apply_ms, 0),
+        ("replace ms", |m| m.replace_ms, 0),
+    ];
+    let rows_after: [(&str, Field, usize); 4] = [
+        ("member leaves ms (kernel)", |m| m.leave_apply_ms, 1),
+        ("table read ms (nft -j, after a load)", |m| m.read_ms, 1),
+        ("generation ms (netlink, idle step)", |m| m.generation_ms, 3),
+        ("counters ms (netlink, status report)", |m| m.counters_ms, 2),
+    ];
+    let per_mode = |t: &mut comfy_table::Table, rows: &[(&str, Field, usize)]| {
+        for (name, field, d) in rows {
+            t.add_row(row(
+                name,
+                "-".into(),
+                opt(field(&r.linear), *d),
+                opt(field(&r.maps), *d),
+            ));
+        }
+    };
+    per_mode(&mut t, &rows_before);
+    let change = |m: &ModeResult| format!("{} ({})", opt(m.change_apply_ms, 1), m.change_kind);
+    t.add_row(row(
+        "membership change ms (kernel)",
+        "-".into(),
+        change(&r.linear),
+        change(&r.maps),
+    ));
+    per_mode(&mut t, &rows_after);
+    println!("{t}");
+    if let Some(x) = r.linear_over_maps {
+        println!("linear adds {x:.1}x what maps add per new flow");
+    }
+    for (name, m) in [("linear", &r.linear), ("maps", &r.maps)] {
+        if let Some(s) = &m.skipped {
+            println!("{name}: {s}");
+        }
+    }
+}
+
+/// Runs `palisade bench propagate`.
+fn propagate_cmd(args: PropagateArgs) -> anyhow::Result<ExitCode> {
+    catch_interrupt();
+    let opts = PropagateOptions {
+        palisade: std::env::current_exe().context("cannot find the palisade binary")?,
+        agents: args.agents,
+        changes: args.changes,
+        gap_ms: args.gap_ms,
+        reports: !args.no_report,
+    };
+    let r = control_plane::propagate(&opts, &mut |l| eprintln!("bench propagate: {l}"))?;
+    match args.output {
+        Format::Json => print_json(&r)?,
+        Format::Table => {
+            let mut t = table(&["", "value"]);
+            for (k, v) in [
+                ("agents", r.agents.to_string()),
+                ("changes", r.changes.to_string()),
+                ("samples (missed)", format!("{} ({})", r.samples, r.missed)),
+                ("change-to-applied p50 ms", format!("{:.1}", r.p50_ms)),
+                ("p99 ms", format!("{:.1}", r.p99_ms)),
+                ("max ms", format!("{:.1}", r.max_ms)),
+                ("write call p50 ms", format!("{:.1}", r.write_p50_ms)),
+                (
+                    "p99 / target (1 s)",
+                    format!("{:.2}", r.p99_ms / r.target_p99_ms),
+                ),
+            ] {
+                t.add_row(vec![k.to_string(), v]);
+            }
+            println!("{t}");
+        }
+    }
+    Ok(if r.missed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Runs `palisade bench api`.
+fn api_cmd(args: ApiArgs) -> anyhow::Result<ExitCode> {
+    catch_interrupt();
+    let opts = ApiOptions {
+        palisade: std::env::current_exe().context("cannot find the palisade binary")?,
+        seconds: args.seconds,
+        clients: args.clients,
+    };
+    let r = control_plane::api(&opts, &mut |l| eprintln!("bench api: {l}"))?;
+    match args.output {
+        Format::Json => print_json(&r)?,
+        Format::Table => {
+            let mut t = table(&["call", "requests/s", "p50 ms", "p99 ms", "errors"]);
+            for (k, v) in [
+                ("DescribeSecurityGroupPolicies", &r.describe),
+                ("CreateSecurityGroupPolicies (durable)", &r.create),
+                ("baseline: GET /metrics", &r.baseline_metrics),
+            ] {
+                t.add_row(vec![
+                    k.to_string(),
+                    format!("{:.0}", v.per_sec),
+                    format!("{:.2}", v.p50_ms),
+                    format!("{:.2}", v.p99_ms),
+                    v.errors.to_string(),
+                ]);
+            }
+            println!("{t}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn classify_cmd(args: ClassifyArgs) -> anyhow::Result<ExitCode> {

@@ -9,8 +9,6 @@ use std::process::ExitCode;
 mod agent_cmds;
 mod analyze_cmds;
 mod bench_cmds;
-mod bench_dataplane;
-mod bench_server;
 mod explain_cmd;
 mod iac_cmds;
 mod output;

@@ -50,9 +50,8 @@
 //! and each compile is bounded (`--max-load-secs`); what does not finish is
 //! reported as skipped, not waited for.
 
-use crate::output::{print_json, table, Format};
+use crate::interrupt::{check_interrupt, interrupted};
 use anyhow::{bail, Context};
-use clap::Args;
 use palisade_agent::compile::{compile, CompileOptions, Compiled, Mode};
 use palisade_agent::dataplane::Dataplane;
 use palisade_agent::snapshot::{Rule, ServiceMatch, Snapshot};
@@ -61,37 +60,25 @@ use palisade_model::{Action, AddrRange, Family, PortRange};
 use serde::Serialize;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
-use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// `palisade bench dataplane`.
-#[derive(Args, Debug, Clone)]
-pub struct DataplaneArgs {
+/// What to measure: the options of `palisade bench dataplane`.
+#[derive(Debug, Clone)]
+pub struct DataplaneOptions {
     /// Rules in the ingress list (groups of 100).
-    #[arg(long, default_value_t = 1000)]
     pub rules: usize,
     /// Addresses of the group the first rule references.
-    #[arg(long, default_value_t = 10_000)]
     pub addresses: usize,
     /// Seconds of probes per round and node.
-    #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
     /// Rounds (each round probes every node once; the fastest counts).
-    #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-    /// Probes per send call (`sendmmsg`): 1 puts every probe's whole
-    /// path in a system call of its own; 64 is how a NIC's NAPI poll
-    /// hands packets to the stack, many per softirq.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Probes per send call (`sendmmsg`), 1 to 1024.
     pub batch: u16,
-    /// Longest a compile or one `nft` load may take before it is given up.
-    #[arg(long, default_value_t = 120)]
+    /// Longest a compile or one `nft` load may take before it is given up, s.
     pub max_load_secs: u64,
-    /// table or json.
-    #[arg(long, value_enum, default_value_t)]
-    pub output: Format,
 }
 
 /// What one run measured (the JSON of `--output json`).
@@ -177,57 +164,6 @@ pub struct ModeResult {
     pub ns_added_over_one_rule: Option<f64>,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Makes Ctrl-C set a flag that the benchmarks' loops check (so their
-/// guards run) instead of killing the process; idempotent.
-pub fn catch_interrupt() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(_) => return,
-            };
-            rt.block_on(async {
-                let ctrl_c = tokio::signal::ctrl_c();
-                let _ = tx.send(());
-                if ctrl_c.await.is_ok() {
-                    INTERRUPTED.store(true, Ordering::SeqCst);
-                    eprintln!("interrupted: cleaning up");
-                }
-            });
-        });
-        let _ = rx.recv_timeout(Duration::from_secs(1));
-    });
-}
-
-/// An error when Ctrl-C was pressed.
-pub fn check_interrupt() -> anyhow::Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-/// Runs `palisade bench dataplane`.
-pub fn dataplane_cmd(args: DataplaneArgs) -> anyhow::Result<ExitCode> {
-    if let Some(why) = skip_reason() {
-        bail!("bench dataplane needs {why}");
-    }
-    catch_interrupt();
-    let r = run(&args, &mut |l| eprintln!("bench dataplane: {l}"))?;
-    match args.output {
-        Format::Json => print_json(&r)?,
-        Format::Table => print_table(&r),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Why the benchmark cannot run here (not root, no `nft`/`ip`), if it cannot.
 pub fn skip_reason() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
@@ -248,7 +184,7 @@ pub fn skip_reason() -> Option<String> {
 }
 
 /// The benchmark; `log` sees progress lines.
-pub fn run(args: &DataplaneArgs, log: &mut dyn FnMut(&str)) -> anyhow::Result<DataplaneReport> {
+pub fn run(args: &DataplaneOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<DataplaneReport> {
     if args.rules < 2 {
         bail!("--rules must be at least 2");
     }
@@ -539,7 +475,7 @@ fn apply_bounded(
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        if t.elapsed() > limit || INTERRUPTED.load(Ordering::SeqCst) {
+        if t.elapsed() > limit || interrupted() {
             let _ = child.kill();
             let _ = child.wait();
             bail!(
@@ -907,80 +843,6 @@ fn run_cmd(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn print_table(r: &DataplaneReport) {
-    println!(
-        "{} rules, {} referenced addresses; {} rounds of {} s, {} probes per send call, \
-         conntrack flushed every {} probes",
-        r.rules, r.addresses, r.rounds, r.seconds, r.batch, r.probes_per_flush
-    );
-    let mut t = table(&["", "no firewall", "linear", "maps"]);
-    let opt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
-    let row = |name: &str, n: String, l: String, m: String| vec![name.to_string(), n, l, m];
-    t.add_row(row(
-        "new flows/s",
-        format!(
-            "{:.0} (one-rule table: {:.0})",
-            r.none.flows_per_sec, r.one_rule.flows_per_sec
-        ),
-        format!("{:.0}", r.linear.flows.flows_per_sec),
-        format!("{:.0}", r.maps.flows.flows_per_sec),
-    ));
-    t.add_row(row(
-        "ns per new flow",
-        format!("{:.0}", r.none.ns_per_flow),
-        format!("{:.0}", r.linear.flows.ns_per_flow),
-        format!("{:.0}", r.maps.flows.ns_per_flow),
-    ));
-    // The rows measured per mode: name, field, decimals.
-    type Field = fn(&ModeResult) -> Option<f64>;
-    let rows_before: [(&str, Field, usize); 6] = [
-        ("ns added per new flow", |m| m.ns_added_per_flow, 0),
-        (
-            "ns added over the one-rule table",
-            |m| m.ns_added_over_one_rule,
-            0,
-        ),
-        ("elements", |m| Some(m.elements as f64), 0),
-        ("compile ms", |m| Some(m.compile_ms), 0),
-        ("apply ms", |m| m.apply_ms, 0),
-        ("replace ms", |m| m.replace_ms, 0),
-    ];
-    let rows_after: [(&str, Field, usize); 4] = [
-        ("member leaves ms (kernel)", |m| m.leave_apply_ms, 1),
-        ("table read ms (nft -j, after a load)", |m| m.read_ms, 1),
-        ("generation ms (netlink, idle step)", |m| m.generation_ms, 3),
-        ("counters ms (netlink, status report)", |m| m.counters_ms, 2),
-    ];
-    let per_mode = |t: &mut comfy_table::Table, rows: &[(&str, Field, usize)]| {
-        for (name, field, d) in rows {
-            t.add_row(row(
-                name,
-                "-".into(),
-                opt(field(&r.linear), *d),
-                opt(field(&r.maps), *d),
-            ));
-        }
-    };
-    per_mode(&mut t, &rows_before);
-    let change = |m: &ModeResult| format!("{} ({})", opt(m.change_apply_ms, 1), m.change_kind);
-    t.add_row(row(
-        "membership change ms (kernel)",
-        "-".into(),
-        change(&r.linear),
-        change(&r.maps),
-    ));
-    per_mode(&mut t, &rows_after);
-    println!("{t}");
-    if let Some(x) = r.linear_over_maps {
-        println!("linear adds {x:.1}x what maps add per new flow");
-    }
-    for (name, m) in [("linear", &r.linear), ("maps", &r.maps)] {
-        if let Some(s) = &m.skipped {
-            println!("{name}: {s}");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -992,14 +854,13 @@ mod tests {
             eprintln!("skipping dataplane_bench_runs_tiny: needs {why}");
             return;
         }
-        let args = DataplaneArgs {
+        let args = DataplaneOptions {
             rules: 10,
             addresses: 10,
             seconds: 0.05,
             rounds: 1,
             batch: 8,
             max_load_secs: 60,
-            output: Format::Json,
         };
         let r = run(&args, &mut |l| eprintln!("{l}")).expect("bench dataplane");
         assert!(r.linear.skipped.is_none() && r.maps.skipped.is_none());

@@ -1,7 +1,8 @@
 //! `palisade bench propagate` and `palisade bench api` (issue 6, item 4;
 //! DESIGN.md section 4): the control plane under load, on 127.0.0.1 only.
 //!
-//! Both start the real server (this binary's `serve`, a child process on a
+//! Both start the real server (`palisade serve` from the binary named in
+//! the options, normally the running `palisade`; a child process on a
 //! free port with a temporary data directory and SQLite store, killed and
 //! removed on drop, also after an error or Ctrl-C) and talk to it with
 //! TC3-signed requests.
@@ -23,10 +24,8 @@
 //!   last. The baseline, in the same run, is `GET /metrics`: the same
 //!   HTTP stack with no signature check and no store read.
 
-use crate::bench_dataplane::{catch_interrupt, check_interrupt};
-use crate::output::{print_json, table, Format};
+use crate::interrupt::check_interrupt;
 use anyhow::{bail, Context};
-use clap::Args;
 use palisade_agent::agent::{Agent, AgentConfig, Event};
 use palisade_agent::client::HttpControlPlane;
 use palisade_agent::compile::CompileOptions;
@@ -34,47 +33,36 @@ use palisade_agent::FakeDataplane;
 use palisade_client::{Client, Credentials};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-/// `palisade bench propagate`.
-#[derive(Args, Debug, Clone)]
-pub struct PropagateArgs {
+/// What to measure: the options of `palisade bench propagate`.
+#[derive(Debug, Clone)]
+pub struct PropagateOptions {
+    /// The `palisade` binary whose `serve` is benchmarked.
+    pub palisade: PathBuf,
     /// Simulated agents (at most 2,000: the instances one group may hold).
-    #[arg(long, default_value_t = 100)]
     pub agents: usize,
     /// Rule changes, made one at a time.
-    #[arg(long, default_value_t = 10)]
     pub changes: usize,
     /// Pause after every agent applied a change before the next one, ms.
-    /// An agent steps at most once a second (it sleeps out the rest of its
-    /// 1 s interval after applying), so a gap under ~1 s measures that
-    /// sleep; the default leaves every agent back in its long poll.
-    #[arg(long, default_value_t = 1500)]
     pub gap_ms: u64,
-    /// Agents do not send `ReportInstanceStatus` (by default they do, as
-    /// real agents: one durable store write per agent after each change).
-    #[arg(long)]
-    pub no_report: bool,
-    /// table or json.
-    #[arg(long, value_enum, default_value_t)]
-    pub output: Format,
+    /// Agents send `ReportInstanceStatus` after each change, as real ones do.
+    pub reports: bool,
 }
 
-/// `palisade bench api`.
-#[derive(Args, Debug, Clone)]
-pub struct ApiArgs {
+/// What to measure: the options of `palisade bench api`.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// The `palisade` binary whose `serve` is benchmarked.
+    pub palisade: PathBuf,
     /// Seconds per measured call.
-    #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
     /// Concurrent client threads.
-    #[arg(long, default_value_t = 8)]
     pub clients: usize,
-    /// table or json.
-    #[arg(long, value_enum, default_value_t)]
-    pub output: Format,
 }
 
 /// What `bench propagate` measured.
@@ -132,76 +120,16 @@ pub struct Rate {
     pub p99_ms: f64,
 }
 
-/// Runs `palisade bench propagate`.
-pub fn propagate_cmd(args: PropagateArgs) -> anyhow::Result<ExitCode> {
-    catch_interrupt();
-    let r = propagate(&args, &mut |l| eprintln!("bench propagate: {l}"))?;
-    match args.output {
-        Format::Json => print_json(&r)?,
-        Format::Table => {
-            let mut t = table(&["", "value"]);
-            for (k, v) in [
-                ("agents", r.agents.to_string()),
-                ("changes", r.changes.to_string()),
-                ("samples (missed)", format!("{} ({})", r.samples, r.missed)),
-                ("change-to-applied p50 ms", format!("{:.1}", r.p50_ms)),
-                ("p99 ms", format!("{:.1}", r.p99_ms)),
-                ("max ms", format!("{:.1}", r.max_ms)),
-                ("write call p50 ms", format!("{:.1}", r.write_p50_ms)),
-                (
-                    "p99 / target (1 s)",
-                    format!("{:.2}", r.p99_ms / r.target_p99_ms),
-                ),
-            ] {
-                t.add_row(vec![k.to_string(), v]);
-            }
-            println!("{t}");
-        }
-    }
-    Ok(if r.missed > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-/// Runs `palisade bench api`.
-pub fn api_cmd(args: ApiArgs) -> anyhow::Result<ExitCode> {
-    catch_interrupt();
-    let r = api(&args, &mut |l| eprintln!("bench api: {l}"))?;
-    match args.output {
-        Format::Json => print_json(&r)?,
-        Format::Table => {
-            let mut t = table(&["call", "requests/s", "p50 ms", "p99 ms", "errors"]);
-            for (k, v) in [
-                ("DescribeSecurityGroupPolicies", &r.describe),
-                ("CreateSecurityGroupPolicies (durable)", &r.create),
-                ("baseline: GET /metrics", &r.baseline_metrics),
-            ] {
-                t.add_row(vec![
-                    k.to_string(),
-                    format!("{:.0}", v.per_sec),
-                    format!("{:.2}", v.p50_ms),
-                    format!("{:.2}", v.p99_ms),
-                    v.errors.to_string(),
-                ]);
-            }
-            println!("{t}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// The propagation benchmark; `log` sees progress lines.
 pub fn propagate(
-    args: &PropagateArgs,
+    args: &PropagateOptions,
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<PropagateReport> {
     if args.agents == 0 || args.agents > 2000 {
         bail!("--agents must be 1-2000 (the instances one group may hold)");
     }
     raise_fd_limit();
-    let server = Server::start()?;
+    let server = Server::start(&args.palisade)?;
     let admin = server.client()?;
     let r = admin.vpc(
         "CreateSecurityGroupWithPolicies",
@@ -256,7 +184,7 @@ pub fn propagate(
             },
             private_ips: vec![],
             interval: Duration::from_secs(1),
-            report: !args.no_report,
+            report: args.reports,
             register: true,
         };
         let (stop, tx) = (stop.clone(), tx.clone());
@@ -284,7 +212,7 @@ pub fn propagate(
 }
 
 fn measure_propagation(
-    args: &PropagateArgs,
+    args: &PropagateOptions,
     admin: &Client,
     group: &str,
     ids: &[String],
@@ -353,7 +281,7 @@ fn measure_propagation(
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Ok(PropagateReport {
         agents: ids.len(),
-        reports: !args.no_report,
+        reports: args.reports,
         changes: args.changes,
         samples: latencies.len(),
         missed,
@@ -366,10 +294,10 @@ fn measure_propagation(
 }
 
 /// The API benchmark; `log` sees progress lines.
-pub fn api(args: &ApiArgs, log: &mut dyn FnMut(&str)) -> anyhow::Result<ApiReport> {
+pub fn api(args: &ApiOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<ApiReport> {
     let clients = args.clients.max(1);
     raise_fd_limit();
-    let server = Server::start()?;
+    let server = Server::start(&args.palisade)?;
     let admin = server.client()?;
     let mut set = Vec::new();
     for i in 0..10 {
@@ -565,17 +493,17 @@ struct Server {
     url: String,
     credentials: Credentials,
     dir: tempfile::TempDir,
+    exe: PathBuf,
 }
 
 impl Server {
-    fn start() -> anyhow::Result<Self> {
+    fn start(exe: &Path) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let exe = std::env::current_exe()?;
         let log = std::fs::File::create(dir.path().join("serve.log"))?;
-        let child = Command::new(&exe)
+        let child = Command::new(exe)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
@@ -593,6 +521,7 @@ impl Server {
                 secret_key: String::new(),
             },
             dir,
+            exe: exe.to_path_buf(),
         };
         let creds = server
             .dir
@@ -625,7 +554,7 @@ impl Server {
 
     /// A new account's credentials (`palisade account create`).
     fn account(&self, name: &str) -> anyhow::Result<Credentials> {
-        let out = Command::new(std::env::current_exe()?)
+        let out = Command::new(&self.exe)
             .args(["account", "create", name, "--output", "json"])
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
@@ -651,9 +580,8 @@ impl Drop for Server {
 mod tests {
     use super::*;
 
-    // The server is this crate's binary; a unit test's current_exe is the
-    // test harness, so these run through the built `palisade` instead
-    // (tests/bench_tiny.rs).
+    // The benchmarks themselves need the built `palisade` binary; they run
+    // through it in crates/cli/tests/bench_tiny.rs.
     #[test]
     fn percentiles_pick_the_rank() {
         let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
