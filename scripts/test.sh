@@ -13,10 +13,10 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n== %s ==\n' "$*"; }
 
-# A whole run took about 3.6 GiB in a fresh clone on 2026-11-27 (target/ 1.9 GiB,
-# fuzz/target/ 1.1 GiB, which this script no longer builds, .venv 0.7 GiB); a full
-# disk shows up later as a linker "Bus error" or "No space left on device", so say
-# how much there is before starting.
+# A whole run takes about 3 GiB (a fresh clone on 2026-12-03: target/ 2.3 GiB,
+# .venv 0.7 GiB, tests/node/node_modules 4.4 MiB; fuzz/target/ is no longer built
+# here); a full disk shows up later as a linker "Bus error" or "No space left on
+# device", so say how much there is before starting.
 avail_kib=$(df -Pk . | awk 'NR == 2 {print $4}')
 echo "disk: $((avail_kib / 1024)) MiB free under $PWD"
 if [ "$avail_kib" -lt $((4 * 1024 * 1024)) ]; then
