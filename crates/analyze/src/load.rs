@@ -36,12 +36,13 @@ pub struct Loaded {
 
 /// Reads `text` (YAML or JSON) leniently; see the module documentation.
 pub fn load(text: &str) -> Result<Loaded, LoadError> {
-    let file: FleetFile = serde_yaml::from_str(text).map_err(|e| LoadError::Syntax {
-        line: e.location().map(|l| l.line()),
-        message: e.to_string(),
-    })?;
-    let lines = LineIndex::new(text);
-    load_file(file, lines)
+    let syntax = |e: palisade_model::YamlError| LoadError::Syntax {
+        line: e.line,
+        message: e.message,
+    };
+    let doc = palisade_model::yaml::parse(text).map_err(syntax)?;
+    let file: FleetFile = palisade_model::yaml::from_document(&doc).map_err(syntax)?;
+    load_file(file, doc.lines)
 }
 
 /// [`load`] for an already-read file; `lines` locates findings.

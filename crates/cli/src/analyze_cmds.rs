@@ -393,7 +393,7 @@ fn read_source(source: &FleetSource) -> anyhow::Result<(Loaded, String)> {
     if let Some(path) = &source.fleet {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let local: palisade_model::FleetFile = serde_yaml::from_str(&text)
+        let local: palisade_model::FleetFile = palisade_model::yaml::from_str(&text)
             .with_context(|| format!("{} is not a fleet file", path.display()))?;
         remote.clusters = local.clusters;
         if local.limits.is_some() {

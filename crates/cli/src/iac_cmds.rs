@@ -202,7 +202,7 @@ pub fn tke_apply(args: TkeApplyArgs) -> anyhow::Result<ExitCode> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             Some(
-                serde_yaml::from_str(&text)
+                palisade_model::yaml::from_str(&text)
                     .with_context(|| format!("{} is not a fleet file", path.display()))?,
             )
         }
@@ -281,11 +281,8 @@ pub fn tke_apply(args: TkeApplyArgs) -> anyhow::Result<ExitCode> {
 fn read_fleet(path: &Path) -> anyhow::Result<FleetFile> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_yaml::from_str(&text).map_err(|e| {
-        let at = e
-            .location()
-            .map(|l| format!(":{}", l.line()))
-            .unwrap_or_default();
+    palisade_model::yaml::from_str(&text).map_err(|e| {
+        let at = e.line.map(|l| format!(":{l}")).unwrap_or_default();
         anyhow::anyhow!("{}{at}: InvalidParameter: {e}", path.display())
     })
 }

@@ -148,23 +148,20 @@ pub fn warnings_of(text: &str) -> Vec<Problem> {
         }
         return out;
     }
-    let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+    let Ok(doc) = palisade_model::yaml::parse(text) else {
         return out;
     };
     let mut prefix = String::new();
-    let mut inner = &value;
-    if let Some(r) = value.as_mapping().and_then(|m| m.get("Response")) {
+    let mut inner = &doc.value;
+    if let Some(r) = doc.value.get("Response") {
         prefix.push_str("Response.");
         inner = r;
     }
-    if let Some(set) = inner
-        .as_mapping()
-        .and_then(|m| m.get("SecurityGroupPolicySet"))
-    {
+    if let Some(set) = inner.get("SecurityGroupPolicySet") {
         prefix.push_str("SecurityGroupPolicySet.");
         inner = set;
     }
-    let Ok(set) = serde_yaml::from_value::<wire::SecurityGroupPolicySet>(inner.clone()) else {
+    let Ok(set) = serde_json::from_value::<wire::SecurityGroupPolicySet>(inner.clone()) else {
         return out;
     };
     if let Ok(set) = palisade_model::PolicySet::from_wire(&set) {
@@ -181,59 +178,58 @@ pub fn warnings_of(text: &str) -> Vec<Problem> {
 
 /// Detects what `text` is and validates it: the kind and the problems.
 pub fn validate_text(text: &str) -> (&'static str, Result<(), Vec<Problem>>) {
-    let value: serde_yaml::Value = match serde_yaml::from_str(text) {
-        Ok(v) => v,
+    let doc = match palisade_model::yaml::parse(text) {
+        Ok(d) => d,
         Err(e) => {
             return (
                 "document",
                 Err(vec![Problem {
                     path: String::new(),
-                    line: e.location().map(|l| l.line()),
-                    error: ModelError::new(ErrorCode::InvalidParameter, e.to_string()),
+                    line: e.line,
+                    error: ModelError::new(ErrorCode::InvalidParameter, e.message),
                 }]),
             )
         }
     };
-    let top = value.as_mapping();
+    let value = &doc.value;
+    let top = value.as_object();
     let has = |k: &str| top.is_some_and(|m| m.contains_key(k));
     if value.is_null() || FLEET_KEYS.iter().any(|k| has(k)) {
         return ("fleet file", Fleet::parse(text).map(|_| ()));
     }
     // tccli prints the Response's content; SDK dumps keep the envelope.
-    let (mut prefix, mut inner) = (String::new(), &value);
+    let (mut prefix, mut inner) = (String::new(), value);
     if let Some(r) = top.and_then(|m| m.get("Response")) {
         prefix.push_str("Response.");
         inner = r;
     }
-    if let Some(s) = inner
-        .as_mapping()
-        .and_then(|m| m.get("SecurityGroupPolicySet"))
-    {
+    if let Some(s) = inner.get("SecurityGroupPolicySet") {
         prefix.push_str("SecurityGroupPolicySet");
         inner = s;
     } else if prefix.ends_with('.') {
         prefix.pop();
     }
-    let lines = LineIndex::new(text);
-    let set: wire::SecurityGroupPolicySet = match serde_yaml::from_value(inner.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            return (
-                "security group policy set",
-                Err(vec![Problem {
-                    path: prefix.clone(),
-                    line: lines.line(&prefix),
-                    error: ModelError::new(
-                        ErrorCode::InvalidParameter,
-                        format!(
-                            "not a fleet file (no {}) nor a SecurityGroupPolicySet: {e}",
-                            FLEET_KEYS[0]
+    let lines = &doc.lines;
+    let set: wire::SecurityGroupPolicySet =
+        match palisade_model::yaml::from_value(inner.clone(), lines, &prefix) {
+            Ok(s) => s,
+            Err(e) => {
+                return (
+                    "security group policy set",
+                    Err(vec![Problem {
+                        path: prefix.clone(),
+                        line: lines.line(&prefix),
+                        error: ModelError::new(
+                            ErrorCode::InvalidParameter,
+                            format!(
+                                "not a fleet file (no {}) nor a SecurityGroupPolicySet: {e}",
+                                FLEET_KEYS[0]
+                            ),
                         ),
-                    ),
-                }]),
-            )
-        }
-    };
+                    }]),
+                )
+            }
+        };
     let result = check_policy_set(&set, &Limits::default())
         .map(|_| ())
         .map_err(|errs| {

@@ -251,7 +251,7 @@ fn tke_apply_twice_and_check_is_clean() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("No changes"), "{}", text(&o));
     assert_eq!(s.export(), after_first);
-    let file: Value = serde_yaml::from_str(&after_first).unwrap();
+    let file: Value = palisade_model::yaml::from_str(&after_first).unwrap();
     let names: Vec<&str> = file["security_groups"]
         .as_array()
         .unwrap()
@@ -322,7 +322,7 @@ fn tke_apply_records_the_cluster_and_opens_peer_clusters() {
         "ins-aaaa0001",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    let exported: Value = serde_yaml::from_str(&s.export()).unwrap();
+    let exported: Value = palisade_model::yaml::from_str(&s.export()).unwrap();
     assert_eq!(exported["clusters"][0]["id"], "cls-aaaaaaaa");
     assert_eq!(exported["clusters"][0]["container_cidr"], "172.16.0.0/16");
     // the peer's CIDRs come from the server's record of it
@@ -341,7 +341,7 @@ fn tke_apply_records_the_cluster_and_opens_peer_clusters() {
         "cls-aaaaaaaa",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    let exported: Value = serde_yaml::from_str(&s.export()).unwrap();
+    let exported: Value = palisade_model::yaml::from_str(&s.export()).unwrap();
     let group = exported["security_groups"]
         .as_array()
         .unwrap()
@@ -651,7 +651,7 @@ instances:
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
     // The references point at the ids the server assigned.
-    let exported: Value = serde_yaml::from_str(&s.export()).unwrap();
+    let exported: Value = palisade_model::yaml::from_str(&s.export()).unwrap();
     let id = |list: &str, name: &str| {
         exported[list]
             .as_array()
@@ -715,7 +715,7 @@ fn the_readme_sequence_leaves_one_node_group() {
     let o = s.run(&tke);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("No changes"), "{}", text(&o));
-    let exported: Value = serde_yaml::from_str(&s.export()).unwrap();
+    let exported: Value = palisade_model::yaml::from_str(&s.export()).unwrap();
     let names: Vec<&str> = exported["security_groups"]
         .as_array()
         .unwrap()
@@ -730,7 +730,7 @@ fn the_readme_sequence_leaves_one_node_group() {
     with_ssh.extend(["--ssh-from", "203.0.113.0/24"]);
     let o = s.run(&with_ssh);
     assert!(o.status.success(), "{}", text(&o));
-    let exported: Value = serde_yaml::from_str(&s.export()).unwrap();
+    let exported: Value = palisade_model::yaml::from_str(&s.export()).unwrap();
     let groups = exported["security_groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2, "{exported:#}");
     assert_eq!(groups[1]["name"], "tke-node");

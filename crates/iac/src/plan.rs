@@ -904,7 +904,7 @@ mod tests {
     use super::*;
 
     fn fleet(yaml: &str) -> FleetFile {
-        serde_yaml::from_str(yaml).unwrap()
+        palisade_model::yaml::from_str(yaml).unwrap()
     }
 
     const TWO_OFFICES: &str = "

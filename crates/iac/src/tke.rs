@@ -270,7 +270,7 @@ mod tests {
                 "  - id: {id}\n    name: {name}\n    policies:\n      Ingress:{ingress}\n      Egress:\n        - {{Protocol: ALL, Port: ALL, CidrBlock: 0.0.0.0/0, Action: ACCEPT}}\n"
             );
         }
-        let mut file: FleetFile = serde_yaml::from_str(&yaml).unwrap();
+        let mut file: FleetFile = palisade_model::yaml::from_str(&yaml).unwrap();
         let all: Vec<String> = groups.iter().map(|g| g.0.to_string()).collect();
         for n in ["ins-node0001", "ins-node0002"] {
             file.instances.push(InstanceEntry {

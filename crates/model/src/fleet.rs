@@ -226,15 +226,16 @@ impl Fleet {
     /// Parses and validates a fleet file's text (YAML or JSON). On failure,
     /// every problem found, each with its path and line.
     pub fn parse(text: &str) -> Result<Fleet, Vec<Problem>> {
-        let lines = LineIndex::new(text);
-        let file: FleetFile = serde_yaml::from_str(text).map_err(|e| {
+        let syntax = |e: crate::YamlError| {
             vec![Problem {
                 path: String::new(),
-                line: e.location().map(|l| l.line()),
-                error: ModelError::new(ErrorCode::InvalidParameter, e.to_string()),
+                line: e.line,
+                error: ModelError::new(ErrorCode::InvalidParameter, e.message),
             }]
-        })?;
-        Fleet::from_file(&file, lines)
+        };
+        let doc = crate::yaml::parse(text).map_err(syntax)?;
+        let file: FleetFile = crate::yaml::from_document(&doc).map_err(syntax)?;
+        Fleet::from_file(&file, doc.lines)
     }
 
     /// Validates an already-read file; `lines` locates problems.

@@ -16,6 +16,7 @@ pub mod proto;
 pub mod resources;
 pub mod template;
 pub mod wire;
+pub mod yaml;
 
 pub use addr::{AddrRange, AddressEntry, Cidr, Family};
 pub use error::{ErrorCode, ModelError};
@@ -31,3 +32,4 @@ pub use resources::{Cluster, Instance, SecurityGroup};
 pub use template::{
     AddressTemplate, AddressTemplateGroup, ServiceEntry, ServiceTemplate, ServiceTemplateGroup,
 };
+pub use yaml::YamlError;
