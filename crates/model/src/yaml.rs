@@ -5,7 +5,7 @@
 //!
 //! Scalars are resolved by the YAML 1.2 core schema: `true`/`false` (any
 //! case spelling the spec lists) are booleans, `yes`/`no`/`on`/`off` are
-//! strings, `0o17` is octal and `017` is the decimal 17, `~`/`null`/empty is
+//! strings, `0o17` is octal and `017` the string "017", `~`/`null`/empty is
 //! null. A quoted scalar or one tagged `!!str` is always a string. Keys are
 //! scalars and a key given twice in one mapping is an error naming its line.
 //! Aliases repeat their anchor's value; `<<` is an ordinary key (YAML 1.2
@@ -38,11 +38,11 @@ pub struct Document {
     pub lines: LineIndex,
 }
 
-/// Reads the first document of `text`.
+/// Reads `text`, which must hold at most one document.
 pub fn parse(text: &str) -> Result<Document, YamlError> {
     let mut rx = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    let loaded = parser.load(&mut rx, false);
+    let loaded = parser.load(&mut rx, true);
     if let Some(e) = rx.error {
         return Err(e);
     }
@@ -66,7 +66,7 @@ pub fn parse(text: &str) -> Result<Document, YamlError> {
 /// The line index of `text`; what precedes a syntax error stays indexed.
 pub(crate) fn index(text: &str) -> HashMap<String, usize> {
     let mut rx = Builder::default();
-    let _ = Parser::new_from_str(text).load(&mut rx, false);
+    let _ = Parser::new_from_str(text).load(&mut rx, true);
     rx.lines
 }
 
@@ -130,7 +130,7 @@ struct Builder {
     anchors: HashMap<usize, Value>,
     lines: HashMap<String, usize>,
     error: Option<YamlError>,
-    /// Set once the first document ends; later documents are ignored.
+    /// Set once the first document's root is complete; a second is an error.
     done: bool,
 }
 
@@ -266,8 +266,15 @@ impl Builder {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
-        if self.error.is_none() && !self.done {
+        if self.error.is_some() {
+            return;
+        }
+        if !self.done {
             self.event(ev, mark);
+        } else if matches!(ev, Event::DocumentStart) {
+            // libyaml refused a stream, yaml-rust2 indexed it all; silently
+            // reading only the first would drop the rest of the rules.
+            self.fail(mark.line(), "a second document; give one".to_string());
         }
     }
 }
@@ -300,7 +307,8 @@ fn resolve(text: &str, style: TScalarStyle, tag: Option<&Tag>) -> Value {
     as_str
 }
 
-/// `[-+]?[0-9]+`, `0o[0-7]+`, `0x[0-9a-fA-F]+`, when it fits in 64 bits.
+/// `[-+]?[0-9]+` without a leading zero, `0o[0-7]+`, `0x[0-9a-fA-F]+`,
+/// when it fits in 64 bits.
 fn integer(text: &str) -> Option<Value> {
     let radix = |digits: &str, r: u32| {
         if digits.is_empty() || digits.starts_with(['+', '-']) {
@@ -315,7 +323,12 @@ fn integer(text: &str) -> Option<Value> {
         return radix(d, 16);
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    // `017` is octal to YAML 1.1 and 17 to 1.2: kept as its text, as
+    // serde_yaml read it, and as export writes such a string (quoted).
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || (digits.len() > 1 && digits.starts_with('0'))
+    {
         return None;
     }
     let unsigned = text.strip_prefix('+').unwrap_or(text);
@@ -345,7 +358,9 @@ fn is_float(text: &str) -> bool {
         let e = e.strip_prefix(['-', '+']).unwrap_or(e);
         !e.is_empty() && digits(e)
     });
-    mantissa_ok && exp_ok
+    // Bare digits are integers or, with a leading zero, strings.
+    let bare = frac.is_none() && exp.is_none();
+    mantissa_ok && exp_ok && !bare
 }
 
 #[cfg(test)]
@@ -359,7 +374,7 @@ mod tests {
         let doc = parse(text).unwrap();
         assert_eq!(
             doc.value,
-            json!({"a": "yes", "b": "on", "c": 17, "d": 15, "e": null, "f": true,
+            json!({"a": "yes", "b": "on", "c": "017", "d": 15, "e": null, "f": true,
                    "g": "1", "h": "2", "i": 1.5, "j": 31, "k": -3, "l": ".inf"})
         );
     }
@@ -382,6 +397,12 @@ mod tests {
         assert_eq!(e.line, Some(4));
         assert!(e.message.contains("duplicate key `a.b`"), "{e}");
         assert!(e.message.contains("first at line 2"), "{e}");
+    }
+
+    #[test]
+    fn second_document_is_an_error_naming_its_line() {
+        let e = parse("a: 1\n---\na: 2\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
     }
 
     #[test]

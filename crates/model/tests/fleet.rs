@@ -204,3 +204,73 @@ security_groups:
         ]
     );
 }
+
+/// serde_yaml read this rule's `Port` through the aliased key, while the
+/// yaml-rust2 locator lost step at the alias (taking `"99999"` for a key) and
+/// placed the bad port on the rule's first line. One event stream gives one
+/// reading: the value is the port, and its line is the alias's line.
+#[test]
+fn an_aliased_key_is_read_and_located_one_way() {
+    let text = "\
+security_groups:
+  - id: sg-aaaaaaaa
+    policies:
+      Ingress:
+        - Protocol: TCP
+          &p Port: \"22\"
+          CidrBlock: 10.0.0.0/8
+          Action: ACCEPT
+        - Protocol: TCP
+          *p : \"99999\"
+          CidrBlock: 10.0.0.0/8
+          Action: ACCEPT
+";
+    let p = problems(text);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].path.ends_with("Ingress[1].Port"), "{p:#?}");
+    assert_eq!(p[0].line, Some(10), "{p:#?}");
+}
+
+#[test]
+fn a_duplicate_key_is_an_error_naming_its_line() {
+    let text = "\
+security_groups:
+  - id: sg-aaaaaaaa
+    policies:
+      Ingress:
+        - Protocol: TCP
+          Port: \"22\"
+          Port: \"23\"
+          CidrBlock: 10.0.0.0/8
+          Action: ACCEPT
+";
+    let p = problems(text);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_eq!(p[0].line, Some(7), "{p:#?}");
+    let msg = p[0].error.to_string();
+    assert!(
+        msg.contains("duplicate key `security_groups[0].policies.Ingress[0].Port`")
+            && msg.contains("first at line 6"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn yes_and_leading_zeros_are_strings() {
+    let text = "\
+security_groups:
+  - id: sg-aaaaaaaa
+    name: yes
+    description: 007
+    policies:
+      Ingress:
+        - {Protocol: TCP, Port: on, CidrBlock: 10.0.0.0/8, Action: ACCEPT}
+";
+    let p = problems(text);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].error.to_string().contains("Port \"on\""), "{p:#?}");
+    let fleet =
+        Fleet::parse(&text.replace("Port: on", "Port: 22")).unwrap_or_else(|p| panic!("{p:#?}"));
+    let g = &fleet.security_groups[0];
+    assert_eq!((g.name.as_str(), g.description.as_str()), ("yes", "007"));
+}
