@@ -378,3 +378,81 @@ fn run_plan(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+    use palisade_model::fleet::GroupEntry;
+    use palisade_model::{wire, FleetFile};
+
+    /// `export` writes with serde_yaml and every reader uses
+    /// `palisade_model::yaml`: text that YAML 1.1, 1.2 or either crate could
+    /// take for something other than a string must read back as written.
+    #[test]
+    fn exported_yaml_reads_back_identically() {
+        let tricky = [
+            "yes",
+            "no",
+            "on",
+            "off",
+            "y",
+            "n",
+            "true",
+            "False",
+            "null",
+            "Null",
+            "~",
+            "",
+            "017",
+            "0o17",
+            "0x1F",
+            "0b11",
+            "+5",
+            "-3",
+            "1.5",
+            "1e3",
+            ".inf",
+            ".nan",
+            "#x",
+            "a: b",
+            "- x",
+            "'q'",
+            "\"d\"",
+            " pad ",
+            "multi\nline",
+            "*alias",
+            "&anchor",
+            "!tag",
+            "%dir",
+            "@at",
+            "`tick`",
+            "{x}",
+            "[x]",
+            "10:30",
+            "2026-12-03",
+        ];
+        let mut file = FleetFile::default();
+        for (i, t) in tricky.iter().enumerate() {
+            // Tencent prints an unused field as "", so the wire types read "" as absent.
+            let text = (!t.is_empty()).then(|| (*t).to_string());
+            let rule = wire::SecurityGroupPolicy {
+                port: text.clone(),
+                policy_description: text,
+                ..Default::default()
+            };
+            file.security_groups.push(GroupEntry {
+                id: format!("sg-{i:08}"),
+                name: (*t).to_string(),
+                description: (*t).to_string(),
+                policies: wire::SecurityGroupPolicySet {
+                    ingress: Some(vec![rule]),
+                    ..Default::default()
+                },
+            });
+        }
+        let text = serde_yaml::to_string(&file).unwrap();
+        let back: FleetFile = palisade_model::yaml::from_str(&text).unwrap();
+        assert_eq!(back, file, "{text}");
+    }
+}
