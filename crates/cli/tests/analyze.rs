@@ -110,6 +110,27 @@ fn check_unusable_input_exits_2_with_one_clear_error() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// An account is one network: two instances holding one private IP would
+/// each be admitted by a rule naming the other's groups, so `check` refuses
+/// such a file, naming the line, the address and the instance that holds it.
+#[test]
+fn check_refuses_a_private_ip_held_by_two_instances() {
+    let dup = temp_file(
+        "dup.yaml",
+        &WEB.replace("private_ips: [10.2.0.6]", "private_ips: [10.2.0.5]"),
+    );
+    let o = palisade(&["check", &dup]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "line 12: instances[1].private_ips[0]: InvalidParameterValue.Duplicate: \
+             private_ips \"10.2.0.5\": already used by ins-web00001"
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_sarif_locates_results_in_the_file() {
     let path = example("broken-cluster.yaml");

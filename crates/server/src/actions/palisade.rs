@@ -100,8 +100,9 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
         prepared.push((id, name, ips));
     }
     let ids = ctx.write(|tx| {
+        let mut held = Holders::load(tx, ctx.account)?;
         let mut ids = Vec::new();
-        for (id, name, ips) in prepared {
+        for (n, (id, name, ips)) in prepared.into_iter().enumerate() {
             match id
                 .as_deref()
                 .map(|id| tx.instance(ctx.account, id))
@@ -123,6 +124,7 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
                             }
                             return Err(agent_may_not_change(ins));
                         }
+                        held.claim(n, &existing.id, &ips)?;
                         existing.name = name;
                         existing.private_ips = ips;
                         tx.update_instance(ctx.account, &existing)?;
@@ -143,6 +145,7 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
                         created_time: now(),
                         security_group_ids: Vec::new(),
                     };
+                    held.claim(n, &rec.id, &rec.private_ips)?;
                     tx.insert_instance(ctx.account, &rec).map_err(map_insert)?;
                     ids.push(rec.id);
                 }
@@ -151,6 +154,52 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
         Ok(ids)
     })?;
     reply(json!({ "InstanceIdSet": ids }))
+}
+
+/// Which instance holds each private IP of the account. An account is one
+/// network: a group reference admits its members' IPs, so a second instance
+/// holding the same IP would be admitted silently by every rule that
+/// references the first one's groups.
+struct Holders(HashMap<IpAddr, String>);
+
+impl Holders {
+    fn load(tx: &dyn Tx, account: &str) -> Result<Self, ApiError> {
+        let mut held = HashMap::new();
+        for i in tx.instances(account)? {
+            for ip in &i.private_ips {
+                // A stored IP that does not parse is reported by every
+                // resolution of the account; here it can clash with nothing.
+                if let Ok(addr) = ip.parse::<IpAddr>() {
+                    held.insert(addr, i.id.clone());
+                }
+            }
+        }
+        Ok(Self(held))
+    }
+
+    /// Gives `ips` to instance `id` (the `n`th of the request), releasing the
+    /// ones it held before; `InvalidParameterValue.Duplicate` naming the
+    /// holder when another instance holds one of them.
+    fn claim(&mut self, n: usize, id: &str, ips: &[String]) -> Result<(), ApiError> {
+        // Checked by `register` before the transaction.
+        let addrs: Vec<IpAddr> = ips.iter().filter_map(|ip| ip.parse().ok()).collect();
+        for addr in &addrs {
+            if let Some(owner) = self.0.get(addr).filter(|owner| *owner != id) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParameterValueDuplicate,
+                    format!(
+                        "Instances[{n}].PrivateIpAddresses: {addr} is already held by \
+                         instance {owner} of this account (an account is one network)"
+                    ),
+                ));
+            }
+        }
+        self.0.retain(|_, owner| owner != id);
+        for addr in addrs {
+            self.0.insert(addr, id.to_string());
+        }
+        Ok(())
+    }
 }
 
 fn same_set(a: &[String], b: &[String]) -> bool {
@@ -1208,6 +1257,93 @@ mod tests {
         // A later state, another instance: not known without a read.
         assert_eq!(cache.unchanged("acc", 10, "ins-00000001", &digest), None);
         assert_eq!(cache.unchanged("acc", 9, "ins-00000002", &digest), None);
+        Ok(())
+    }
+
+    /// An account is one network: a private IP held by one instance cannot
+    /// be registered to another (in a later call, in the same call, or by
+    /// changing an instance's addresses), and an instance may keep or move
+    /// its own. Nothing is written by a refused call.
+    #[test]
+    fn a_private_ip_is_held_by_one_instance_of_an_account() -> Result<(), Box<dyn std::error::Error>>
+    {
+        use crate::actions::dispatch;
+        use palisade_store::{SqliteStore, Store};
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open_dir(dir.path())?;
+        let account = store.create_account("a")?.id;
+        let other = store.create_account("b")?.id;
+        let (cache, limits) = (RulesetCache::default(), palisade_model::Limits::default());
+        let register = |account: &str, instances: Value| {
+            let ctx = Ctx {
+                store: &store,
+                account,
+                limits: &limits,
+                rulesets: &cache,
+                agent_of: None,
+            };
+            let params = json!({ "Instances": instances }).to_string();
+            dispatch(
+                &ctx,
+                "palisade",
+                "RegisterInstances",
+                &Params::from_body(params.as_bytes())?,
+            )
+        };
+        let refused = |r: Result<_, ApiError>| match r {
+            Err(e) => (e.code.as_str().to_string(), e.message),
+            Ok(v) => panic!("accepted: {v:?}"),
+        };
+        register(
+            &account,
+            json!([{"InstanceId": "ins-00000001", "PrivateIpAddresses": ["10.0.0.1", "fd00::1"]}]),
+        )?;
+        let (code, msg) = refused(register(
+            &account,
+            json!([{"InstanceId": "ins-00000002", "PrivateIpAddresses": ["10.0.0.2", "10.0.0.1"]}]),
+        ));
+        assert_eq!(code, "InvalidParameterValue.Duplicate");
+        assert_eq!(
+            msg,
+            "Instances[0].PrivateIpAddresses: 10.0.0.1 is already held by instance \
+             ins-00000001 of this account (an account is one network)"
+        );
+        // The same address spelled another way is the same address.
+        let (_, msg) = refused(register(
+            &account,
+            json!([{"InstanceId": "ins-00000002", "PrivateIpAddresses": ["fd00:0::1"]}]),
+        ));
+        assert!(
+            msg.contains("fd00::1 is already held by instance ins-00000001"),
+            "{msg}"
+        );
+        // Two new instances of one call.
+        let (_, msg) = refused(register(
+            &account,
+            json!([{"PrivateIpAddresses": ["10.0.0.3"]},
+                   {"InstanceId": "ins-00000003", "PrivateIpAddresses": ["10.0.0.3"]}]),
+        ));
+        assert!(
+            msg.starts_with("Instances[1].PrivateIpAddresses: 10.0.0.3"),
+            "{msg}"
+        );
+        let held = store.read(|tx| tx.instances(&account))?;
+        assert_eq!(held.len(), 1, "a refused call writes nothing");
+        // Re-registering keeps, and moving frees, an instance's own addresses.
+        register(
+            &account,
+            json!([{"InstanceId": "ins-00000001", "PrivateIpAddresses": ["10.0.0.9", "10.0.0.1"]}]),
+        )?;
+        register(
+            &account,
+            json!([{"InstanceId": "ins-00000001", "PrivateIpAddresses": ["10.0.0.9"]},
+                   {"InstanceId": "ins-00000002", "PrivateIpAddresses": ["10.0.0.1"]}]),
+        )?;
+        // Another account is another network.
+        register(
+            &other,
+            json!([{"InstanceId": "ins-00000011", "PrivateIpAddresses": ["10.0.0.1"]}]),
+        )?;
         Ok(())
     }
 }
