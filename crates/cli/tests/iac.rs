@@ -650,8 +650,12 @@ instances:
     let o = s.run(&["plan", f]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
-    // The references point at the ids the server assigned.
-    let exported: Value = palisade_model::yaml::from_str(&s.export()).unwrap();
+    // The references point at the ids the server assigned, and no field is
+    // written empty (`AddressId: ''` beside the `AddressGroupId`).
+    let yaml = s.export();
+    assert!(!yaml.contains("''") && !yaml.contains("\"\""), "{yaml}");
+    assert!(!yaml.contains("AddressId"), "{yaml}");
+    let exported: Value = palisade_model::yaml::from_str(&yaml).unwrap();
     let id = |list: &str, name: &str| {
         exported[list]
             .as_array()

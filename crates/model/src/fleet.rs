@@ -67,9 +67,42 @@ pub struct GroupEntry {
     /// Description.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
-    /// The rules, as tccli prints a `SecurityGroupPolicySet`.
-    #[serde(default)]
+    /// The rules, as tccli prints a `SecurityGroupPolicySet` but without
+    /// empty fields.
+    #[serde(default, serialize_with = "without_empty_fields")]
     pub policies: wire::SecurityGroupPolicySet,
+}
+
+/// Writes a policy set without empty fields (`Ipv6CidrBlock: ''`, the unused
+/// half of an `AddressTemplate`): in a rule an empty field is an absent one,
+/// and a person reading an exported file should see only what the rule says.
+/// The API answers keep them, as Tencent's do.
+fn without_empty_fields<S: serde::Serializer>(
+    set: &wire::SecurityGroupPolicySet,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    // `serde_yaml::Value` keeps the fields in their order.
+    let mut v = serde_yaml::to_value(set).map_err(serde::ser::Error::custom)?;
+    prune_empty(&mut v);
+    v.serialize(s)
+}
+
+fn prune_empty(v: &mut serde_yaml::Value) {
+    use serde_yaml::Value;
+    match v {
+        Value::Mapping(m) => {
+            for (_, x) in m.iter_mut() {
+                prune_empty(x);
+            }
+            m.retain(|_, x| match x {
+                Value::String(s) => !s.is_empty(),
+                Value::Mapping(inner) => !inner.is_empty(),
+                _ => true,
+            });
+        }
+        Value::Sequence(list) => list.iter_mut().for_each(prune_empty),
+        _ => {}
+    }
 }
 
 /// An address template as written.

@@ -274,3 +274,31 @@ security_groups:
     let g = &fleet.security_groups[0];
     assert_eq!((g.name.as_str(), g.description.as_str()), ("yes", "007"));
 }
+
+/// A written fleet file holds no empty fields: a rule on an address
+/// template has no `AddressGroupId: ''`, and no `Ipv6CidrBlock: ''`; what
+/// is left reads back as the same rules.
+#[test]
+fn a_written_file_has_no_empty_fields() {
+    let text = r#"security_groups:
+  - id: sg-abcdefgh
+    name: x
+    policies:
+      Ingress:
+        - {Protocol: TCP, Port: "22", CidrBlock: 192.0.2.0/24, Ipv6CidrBlock: "", Action: ACCEPT}
+        - {AddressTemplate: {AddressId: ipm-abcdefgh, AddressGroupId: ""}, ServiceTemplate: {ServiceId: "", ServiceGroupId: ""}, Protocol: UDP, Action: DROP}
+address_templates:
+  - {id: ipm-abcdefgh, name: t, addresses: [10.0.0.0/8]}
+"#;
+    let file: FleetFile = palisade_model::yaml::from_str(text).unwrap();
+    let written = serde_yaml::to_string(&file).unwrap();
+    assert!(!written.contains("''"), "{written}");
+    assert!(!written.contains("ServiceTemplate"), "{written}");
+    assert!(
+        written.contains("AddressTemplate:\n        AddressId: ipm-abcdefgh\n"),
+        "{written}"
+    );
+    let back = Fleet::parse(&written).unwrap_or_else(|p| panic!("{p:?}"));
+    let orig = Fleet::parse(text).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(back.security_groups, orig.security_groups);
+}
