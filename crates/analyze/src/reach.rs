@@ -14,7 +14,11 @@ use crate::engine::{Engine, ListEffect};
 use crate::error::AnalyzeError;
 use palisade_model::addr::u128_to_ip;
 use palisade_model::{AddrRange, AddressEntry, Direction, Family, Fleet, InstanceId};
-use palisade_policy::{codec, eval::protocol_name, Packet, PacketBox, PacketSet, RuleOrigin};
+use palisade_policy::{
+    codec,
+    eval::{protocol_name, protocol_range_name},
+    Packet, PacketBox, PacketSet, RuleOrigin,
+};
 use serde::Serialize;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -100,7 +104,8 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Allowed {
     /// `TCP`, `UDP`, `ALL`, `ALL but TCP and UDP`, or other protocols by
-    /// name or number range: `ICMP,GRE`, `0-5,7-16`.
+    /// name, or by number range with the named ones it holds:
+    /// `ICMP, GRE`, `0-5 (ICMP, ...), 7-16`.
     pub protocols: String,
     /// `ALL`, or port ranges `22,80-90` (TCP/UDP only).
     pub ports: String,
@@ -438,16 +443,10 @@ fn describe(set: &PacketSet) -> Vec<Allowed> {
     } else if !merged.is_empty() {
         let names: Vec<String> = merged
             .iter()
-            .map(|&(lo, hi)| {
-                if lo == hi {
-                    protocol_name(lo)
-                } else {
-                    format!("{lo}-{hi}")
-                }
-            })
+            .map(|&(lo, hi)| protocol_range_name(lo, hi))
             .collect();
         out.push(Allowed {
-            protocols: names.join(","),
+            protocols: names.join(", "),
             ports: "ALL".to_string(),
         });
     }

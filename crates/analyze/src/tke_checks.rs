@@ -8,7 +8,11 @@ use crate::check::{all_traffic, packets};
 use crate::engine::{Effect, Engine};
 use crate::finding::{CheckId, Finding, Location};
 use palisade_model::{Cluster, Direction, Instance, Protocol, Service};
-use palisade_policy::{codec, eval::protocol_name, Packet, PacketSet, RuleOrigin};
+use palisade_policy::{
+    codec,
+    eval::{protocol_name, protocol_range_name},
+    Packet, PacketSet, RuleOrigin,
+};
 use std::collections::{BTreeMap, HashSet};
 
 const NODE_PORTS: (u16, u16) = (30000, 32768);
@@ -419,7 +423,7 @@ fn ports_of(set: &PacketSet) -> String {
             let name = if lo == hi {
                 protocol_name(lo)
             } else {
-                format!("protocols {lo}-{hi}")
+                format!("protocols {}", protocol_range_name(lo, hi))
             };
             let merged = palisade_model::proto::merge_ranges(&ports);
             if palisade_policy::has_ports(lo) && lo == hi {

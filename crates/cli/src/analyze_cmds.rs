@@ -153,7 +153,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                         text,
                     ]);
                 }
-                say!("{t}");
+                say!("{}", crate::output::whole_words(t));
             }
             let (e, w, i) = report.counts();
             say!("{name}: {e} error(s), {w} warning(s), {i} info");
@@ -223,13 +223,10 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
                 ] {
                     for c in list {
                         let b = &c.packets;
-                        let protos = if b.protocol_lo == b.protocol_hi {
-                            palisade_policy::eval::protocol_name(b.protocol_lo)
-                        } else if (b.protocol_lo, b.protocol_hi) == (0, 255) {
-                            "ALL".to_string()
-                        } else {
-                            format!("{}-{}", b.protocol_lo, b.protocol_hi)
-                        };
+                        let protos = palisade_policy::eval::protocol_range_name(
+                            b.protocol_lo,
+                            b.protocol_hi,
+                        );
                         t.add_row(vec![
                             kind.to_string(),
                             protos,
@@ -241,11 +238,11 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
                         ]);
                     }
                 }
-                say!("{t}");
+                say!("{}", crate::output::whole_words(t));
                 let shown = d.newly_accepted.len() + d.newly_dropped.len();
                 let all = d.newly_accepted_boxes + d.newly_dropped_boxes;
                 if shown < all {
-                    say!("  ({shown} of {all} boxes shown; --output json lists the counts)");
+                    say!("  ({shown} of {all} packet sets shown; --output json lists the counts)");
                 }
             }
         }
@@ -350,7 +347,7 @@ pub fn reach(args: ReachArgs) -> anyhow::Result<ExitCode> {
                         for a in &allowed {
                             t.add_row(vec![a.protocols.clone(), a.ports.clone()]);
                         }
-                        say!("{t}");
+                        say!("{}", crate::output::whole_words(t));
                     }
                 }
             }

@@ -310,12 +310,12 @@ fn show_plan(plan: &Plan, format: Format) -> anyhow::Result<()> {
             s.detail.clone(),
         ]);
     }
-    println!("{t}");
+    println!("{}", crate::output::whole_words(t));
     if plan.effect.changed {
         println!("\nEffect on traffic:");
         for d in &plan.effect.instances {
             println!(
-                "  {} {} ({}): {} newly accepted box(es), {} newly dropped",
+                "  {} {} ({}): {} newly accepted packet set(s), {} newly dropped",
                 d.instance, d.direction, d.status, d.newly_accepted_boxes, d.newly_dropped_boxes
             );
             for b in d.newly_accepted.iter().take(5) {

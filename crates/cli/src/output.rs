@@ -2,7 +2,7 @@
 //! human tables (every table has a `--output json` twin).
 
 use clap::ValueEnum;
-use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
+use comfy_table::{presets::UTF8_BORDERS_ONLY, ColumnConstraint, ContentArrangement, Table, Width};
 use palisade_model::{Direction, Policy};
 use serde::Serialize;
 
@@ -22,12 +22,49 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A new table with Palisade's look.
+/// A new table with Palisade's look, as wide as the terminal, or as
+/// `COLUMNS` says when that is set (a pipe has no width of its own).
+/// Print it through [`whole_words`].
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.iter().copied());
+    if let Some(width) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<u16>().ok())
+    {
+        t.set_width(width);
+    }
+    t
+}
+
+/// `t`, with every column at least as wide as its longest word, so that
+/// cells wrap only at spaces. comfy-table cuts a word longer than its
+/// column anywhere, and an address or CIDR cut in two reads as two
+/// different ones; a table wider than the terminal is the lesser harm.
+pub fn whole_words(mut t: Table) -> Table {
+    let mut widest: Vec<usize> = Vec::new();
+    for row in t.header().into_iter().chain(t.row_iter()) {
+        for (i, cell) in row.cell_iter().enumerate() {
+            let longest = cell
+                .content()
+                .split_whitespace()
+                .map(|w| w.chars().count())
+                .max()
+                .unwrap_or(0);
+            if widest.len() <= i {
+                widest.resize(i + 1, 0);
+            }
+            widest[i] = widest[i].max(longest);
+        }
+    }
+    for (column, longest) in t.column_iter_mut().zip(widest) {
+        let width = u16::try_from(longest)
+            .unwrap_or(u16::MAX)
+            .saturating_add(column.padding_width());
+        column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(width)));
+    }
     t
 }
 
@@ -61,5 +98,5 @@ pub fn rules_table(direction: Direction, rules: &[Policy]) -> Table {
             rule.description.clone(),
         ]);
     }
-    t
+    whole_words(t)
 }

@@ -182,6 +182,46 @@ fn diff_exit_codes_and_json() {
     assert_eq!(v["instances"].as_array().unwrap().len(), 1);
 }
 
+/// The human `diff` on a terminal 40 columns wide: protocols by name, and
+/// every address whole (a cell wraps at spaces only, never inside an
+/// address); the JSON keeps protocol numbers.
+#[test]
+fn diff_tables_name_protocols_and_keep_addresses_whole() {
+    let v6 = "security_groups:
+  - id: sg-web00001
+    name: web
+    policies:
+      Ingress:
+        - {Protocol: ALL, Port: ALL, Ipv6CidrBlock: \"2001:db8:aaaa:bbbb::/64\", Action: ACCEPT}
+instances:
+  - {id: ins-web00001, private_ips: [\"2001:db8:ffff:eeee::5\"], security_groups: [sg-web00001]}
+";
+    let a = temp_file("v6a.yaml", v6);
+    let b = temp_file(
+        "v6b.yaml",
+        &v6.replace("Protocol: ALL, Port: ALL", "Protocol: TCP, Port: \"22\""),
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["diff", &a, &b])
+        .env("COLUMNS", "40")
+        .output()
+        .expect("run palisade");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert!(words.contains(&"2001:db8:aaaa:bbbb::/64"), "{out}");
+    assert!(words.contains(&"2001:db8:aaaa:bbbb::"), "a witness: {out}");
+    assert!(words.contains(&"TCP"), "{out}");
+    assert!(words.contains(&"(UDP,"), "{out}");
+    assert!(!words.contains(&"6"), "{out}");
+    let o = palisade(&["diff", &a, &b, "--output", "json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let dropped = v["instances"][0]["newly_dropped"].as_array().expect("list");
+    assert!(dropped
+        .iter()
+        .any(|c| c["box"]["protocols"] == serde_json::json!([6, 6])));
+}
+
 #[test]
 fn reach_yes_no_and_sets() {
     let f = temp_file("reach.yaml", WEB);

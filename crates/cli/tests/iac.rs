@@ -168,6 +168,15 @@ fn plan_lists_exactly_the_changes_and_their_effect() {
         assert_eq!(w["protocol"], 6);
         assert_eq!(w["port"], 23);
     }
+    // The human form names the protocol and says what changed in words.
+    let o = s.run(&["plan", file.to_str().unwrap()]);
+    let out = text(&o);
+    assert!(
+        out.contains("3 newly accepted packet set(s), 0 newly dropped"),
+        "{out}"
+    );
+    assert!(out.contains("+ ingress TCP "), "{out}");
+    assert!(!out.to_lowercase().contains("box"), "{out}");
 }
 
 #[test]

@@ -225,6 +225,28 @@ pub fn protocol_name(n: u8) -> String {
     }
 }
 
+/// How a person reads the protocols `lo..=hi`: `TCP` for one, `ALL` for
+/// every one, and a range as its numbers with the named protocols it holds,
+/// `7-255 (UDP, GRE, ICMPv6, ...)`, since most numbers have no name here.
+pub fn protocol_range_name(lo: u8, hi: u8) -> String {
+    if lo == hi {
+        return protocol_name(lo);
+    }
+    if (lo, hi) == (0, u8::MAX) {
+        return "ALL".to_string();
+    }
+    let named: Vec<String> = [1, 6, 17, 47, 58]
+        .into_iter()
+        .filter(|n| (lo..=hi).contains(n))
+        .map(protocol_name)
+        .collect();
+    if named.is_empty() {
+        format!("{lo}-{hi}")
+    } else {
+        format!("{lo}-{hi} ({}, ...)", named.join(", "))
+    }
+}
+
 /// Parses a port 0-65535.
 pub fn parse_port(field: &str, value: &str) -> Result<u16, PolicyError> {
     let t = value.trim();
@@ -271,6 +293,15 @@ mod tests {
 
     const DEFAULT_DROP: (Action, Option<(String, Direction, usize)>) = (Action::Drop, None);
     use Action::{Accept, Drop};
+
+    #[test]
+    fn protocols_read_as_names() {
+        assert_eq!(protocol_range_name(6, 6), "TCP");
+        assert_eq!(protocol_range_name(0, 255), "ALL");
+        assert_eq!(protocol_range_name(7, 16), "7-16");
+        assert_eq!(protocol_range_name(0, 5), "0-5 (ICMP, ...)");
+        assert_eq!(protocol_range_name(7, 255), "7-255 (UDP, GRE, ICMPv6, ...)");
+    }
 
     #[test]
     fn first_match_across_groups_in_binding_order() {
