@@ -91,3 +91,25 @@ def test_tencent_endpoint_names_over_https(tencent_names):
     # The default vpc endpoint, vpc.tencentcloudapi.com, the same way.
     d = typed(vpc_client.VpcClient(cred, REGION), vpc_models, "DescribeSecurityGroups", {})
     assert d["TotalCount"] == 1
+
+
+def test_python_sdk_with_a_named_endpoint_and_a_port(server, fresh, monkeypatch):
+    """A named endpoint with a port (`vpc.example.test:PORT`, the name
+    resolving to the server) works with the Python SDK as an address does:
+    the SDK signs `Host` with the port and the scope with its own service."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if str(host).endswith(".example.test"):
+            return real("127.0.0.1", port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    cred = fresh.cred
+    vpc = vpc_client.VpcClient(cred, REGION, profile(f"vpc.example.test:{server.port}"))
+    req = vpc_models.CreateSecurityGroupRequest()
+    req.GroupName, req.GroupDescription = "named", "named endpoint"
+    sg = vpc.CreateSecurityGroup(req).SecurityGroup.SecurityGroupId
+    assert fresh.v("DescribeSecurityGroups", {"SecurityGroupIds": [sg]})["TotalCount"] == 1
+    me = identity(sts_client.StsClient(cred, REGION, profile(f"sts.example.test:{server.port}")))
+    assert me["AccountId"] == identity(sts_client.StsClient(cred, REGION, profile(server.endpoint)))["AccountId"]
