@@ -8,9 +8,11 @@
 // when PALISADE_RESOLVE is set), PALISADE_RESOLVE (optional: the address
 // every host name resolves to, so that `vpc.example.test` needs no DNS or
 // /etc/hosts entry), PALISADE_NAMED=1 (endpoints `vpc.` + host, `cvm.` +
-// host, `sts.` + host instead of the host alone).
+// host, `sts.` + host instead of the host alone), PALISADE_TLS=1 (https://;
+// trust a private CA with Node's NODE_EXTRA_CA_CERTS).
 "use strict";
 const http = require("http");
+const https = require("https");
 const { CommonClient } = require("tencentcloud-sdk-nodejs-common");
 const cvm = require("tencentcloud-sdk-nodejs-cvm").cvm.v20170312;
 
@@ -18,10 +20,11 @@ const env = process.env;
 const host = env.PALISADE_HOST;
 const named = env.PALISADE_NAMED === "1";
 const resolve = env.PALISADE_RESOLVE;
+const tls = env.PALISADE_TLS === "1";
 // Node's own lookup hook: the agent's connections resolve every name to
 // PALISADE_RESOLVE. The SDK still sends and signs the name.
 const agent = resolve
-  ? new http.Agent({
+  ? new (tls ? https : http).Agent({
       lookup: (_name, options, cb) =>
         options && options.all
           ? cb(null, [{ address: resolve, family: resolve.includes(":") ? 6 : 4 }])
@@ -35,7 +38,7 @@ function config(service) {
     region: "ap-guangzhou",
     profile: {
       httpProfile: {
-        protocol: "http://",
+        protocol: tls ? "https://" : "http://",
         endpoint: named ? `${service}.${host}` : host,
         agent,
       },
