@@ -6,9 +6,12 @@ hard-wire Tencent's endpoint names"): the SDK's default endpoint
 no /etc/hosts), the test CA appended to a copy of certifi's bundle, as an
 operator appends it to the real one."""
 
+import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 
 import certifi
 import pytest
@@ -113,3 +116,34 @@ def test_python_sdk_with_a_named_endpoint_and_a_port(server, fresh, monkeypatch)
     assert fresh.v("DescribeSecurityGroups", {"SecurityGroupIds": [sg]})["TotalCount"] == 1
     me = identity(sts_client.StsClient(cred, REGION, profile(f"sts.example.test:{server.port}")))
     assert me["AccountId"] == identity(sts_client.StsClient(cred, REGION, profile(server.endpoint)))["AccountId"]
+
+
+# tccli in a child Python: Tencent's names on 443 go to the test server's
+# port, and certifi's bundle is the copy with the test CA (what an operator
+# does by appending the CA to the real one).
+TCCLI_ON_TENCENT_NAMES = """
+import socket, sys, certifi
+port, bundle = int(sys.argv[1]), sys.argv[2]
+real = socket.getaddrinfo
+def getaddrinfo(host, p, *a, **k):
+    if str(host).endswith(".tencentcloudapi.com") and int(p) == 443:
+        return real("127.0.0.1", port, *a, **k)
+    return real(host, p, *a, **k)
+socket.getaddrinfo = getaddrinfo
+certifi.where = lambda: bundle
+from tccli.main import main
+sys.argv = ["tccli"] + sys.argv[3:]
+sys.exit(main())
+"""
+
+
+def test_tccli_with_tencent_names_over_https(tencent_names, tmp_path):
+    """tccli with no --endpoint at all: its default `vpc.tencentcloudapi.com`
+    over HTTPS reaches Palisade."""
+    creds = tencent_names.admin_credentials()
+    cmd = [sys.executable, "-c", TCCLI_ON_TENCENT_NAMES, str(tencent_names.port), str(tmp_path / "cacert.pem"),
+           "vpc", "CreateSecurityGroup", "--GroupName", "tccli", "--GroupDescription", "over https",
+           "--secretId", creds["SecretId"], "--secretKey", creds["SecretKey"], "--region", REGION]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HOME=str(tmp_path)), timeout=120)
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert json.loads(p.stdout)["SecurityGroup"]["SecurityGroupId"].startswith("sg-")

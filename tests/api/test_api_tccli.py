@@ -59,3 +59,34 @@ def test_tccli_group_and_policy_lifecycle(tccli):
     assert [r["Protocol"] for r in s["Ingress"]] == ["TCP"] and s["Version"] == "3"
     tccli("vpc", "DeleteSecurityGroup", "--SecurityGroupId", sg)
     assert tccli("vpc", "DescribeSecurityGroups")["TotalCount"] == 0
+
+
+# tccli in a child Python whose name lookups send *.example.test to the
+# server (no DNS, no /etc/hosts), then tccli's own entry point.
+RESOLVING_TCCLI = """
+import socket, sys
+real = socket.getaddrinfo
+def getaddrinfo(host, port, *a, **k):
+    if str(host).endswith(".example.test"):
+        host = "127.0.0.1"
+    return real(host, port, *a, **k)
+socket.getaddrinfo = getaddrinfo
+from tccli.main import main
+sys.argv = ["tccli"] + sys.argv[1:]
+sys.exit(main())
+"""
+
+
+def test_tccli_with_a_named_endpoint_and_a_port(server, fresh, tmp_path):
+    """`--endpoint http://vpc.example.test:PORT`, the name resolving to the
+    server: tccli works as it does with an address."""
+    creds = fresh.creds
+    port = server.endpoint.rsplit(":", 1)[1]
+    cmd = [sys.executable, "-c", RESOLVING_TCCLI, "vpc", "CreateSecurityGroup",
+           "--GroupName", "named", "--GroupDescription", "named endpoint",
+           "--secretId", creds["SecretId"], "--secretKey", creds["SecretKey"],
+           "--region", "ap-guangzhou", "--endpoint", f"http://vpc.example.test:{port}"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HOME=str(tmp_path)), timeout=120)
+    assert p.returncode == 0, p.stderr + p.stdout
+    sg = json.loads(p.stdout)["SecurityGroup"]["SecurityGroupId"]
+    assert fresh.v("DescribeSecurityGroups", {"SecurityGroupIds": [sg]})["TotalCount"] == 1
