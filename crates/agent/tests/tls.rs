@@ -1,38 +1,18 @@
 //! The agent's client reaches an HTTPS `palisade serve` whose certificate
 //! comes from a private CA (`--ca-cert`), and refuses it without that CA.
-//! Needs the `openssl` command to make the certificate; skips without it.
+//! Needs the `openssl` command to make the certificate (CI installs it).
 
 #![allow(clippy::unwrap_used)] // a test: a failed setup step should stop it loudly
 
 use palisade_agent::client::HttpControlPlane;
 use serde_json::json;
-use std::process::Command;
 use std::time::Duration;
 
 #[test]
 fn https_server_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = (
-        dir.path().join("ca.pem"),
-        dir.path().join("cert.pem"),
-        dir.path().join("key.pem"),
-    );
     // A private CA and a server certificate for 127.0.0.1 signed by it.
-    let script = r#"set -e
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=palisade-test-ca -keyout ca.key -out ca.pem
-        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr
-        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
-        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out cert.pem"#;
-    let made = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(dir.path())
-        .output();
-    if !made.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "skipping https_server_with_a_private_ca: openssl could not make the certificates"
-        );
-        return;
-    }
+    let palisade_testkit::PrivateCa { ca, cert, key } = palisade_testkit::private_ca(dir.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

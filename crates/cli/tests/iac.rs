@@ -760,17 +760,7 @@ fn the_readme_sequence_leaves_one_node_group() {
 #[test]
 fn every_server_command_takes_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let script = r#"set -e
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=palisade-test-ca -keyout ca.key -out ca.pem
-        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr
-        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
-        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out cert.pem"#;
-    let made = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "openssl: {}", text(&made));
+    let certs = palisade_testkit::private_ca(dir.path());
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -782,9 +772,9 @@ fn every_server_command_takes_a_private_ca() {
         .args(["serve", "--listen", &listen, "--data-dir"])
         .arg(&data)
         .arg("--tls-cert")
-        .arg(dir.path().join("cert.pem"))
+        .arg(&certs.cert)
         .arg("--tls-key")
-        .arg(dir.path().join("key.pem"))
+        .arg(&certs.key)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -796,7 +786,7 @@ fn every_server_command_takes_a_private_ca() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let url = format!("https://{listen}");
-    let ca = dir.path().join("ca.pem");
+    let ca = certs.ca.clone();
     let ex = example();
     let run = |args: &[&str], with_ca: bool| -> Output {
         let mut c = Command::new(BIN);

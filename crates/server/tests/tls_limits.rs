@@ -10,7 +10,6 @@ use palisade_model::Limits;
 use palisade_server::http::{router, AppState};
 use palisade_server::serve::{self, TLS_HANDSHAKE_TIMEOUT};
 use palisade_store::SqliteStore;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,26 +22,11 @@ const CAP: usize = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_gets_the_same_limits() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let script = r#"set -e
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=palisade-test-ca -keyout ca.key -out ca.pem
-        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr
-        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
-        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out cert.pem"#;
-    let made = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(dir.path())
-        .output();
-    if !made.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!("skipping https_gets_the_same_limits: openssl could not make the certificates");
-        return;
-    }
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
-        dir.path().join("cert.pem"),
-        dir.path().join("key.pem"),
-    )
-    .await
-    .expect("certificate")
-    .get_inner();
+    let certs = palisade_testkit::private_ca(dir.path());
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&certs.cert, &certs.key)
+        .await
+        .expect("certificate")
+        .get_inner();
     let store = Arc::new(SqliteStore::open_dir(dir.path()).expect("store"));
     let app = router(Arc::new(AppState::new(store, Limits::default())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -59,7 +43,7 @@ async fn https_gets_the_same_limits() {
 
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     roots
-        .add(CertificateDer::from_pem_file(dir.path().join("ca.pem")).expect("ca"))
+        .add(CertificateDer::from_pem_file(&certs.ca).expect("ca"))
         .expect("root");
     let client = tokio_rustls::TlsConnector::from(Arc::new(
         tokio_rustls::rustls::ClientConfig::builder()

@@ -118,6 +118,46 @@ pub fn postgres(test: &str) -> Option<String> {
     }
 }
 
+/// The files [`private_ca`] writes.
+#[derive(Debug, Clone)]
+pub struct PrivateCa {
+    /// The CA's certificate (PEM): what a client is told to trust.
+    pub ca: std::path::PathBuf,
+    /// The server's certificate for `127.0.0.1` (PEM), signed by the CA.
+    pub cert: std::path::PathBuf,
+    /// The server certificate's private key (PEM).
+    pub key: std::path::PathBuf,
+}
+
+/// Makes a private CA and a server certificate for `127.0.0.1` signed by it
+/// in `dir`, with the `openssl` command, for tests of an `https://` server
+/// that clients reach with `--ca-cert`. Panics (naming openssl's output)
+/// when openssl is missing or fails: CI installs it.
+pub fn private_ca(dir: &std::path::Path) -> PrivateCa {
+    let script = r#"set -e
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=palisade-test-ca -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr
+        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
+        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out cert.pem"#;
+    let made = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output();
+    match made {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "openssl could not make the test certificates: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("cannot run sh to make the test certificates: {e}"),
+    }
+    PrivateCa {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
