@@ -27,6 +27,7 @@ need_pkgs=()
 command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v conntrack >/dev/null 2>&1 || need_pkgs+=(conntrack)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)   # test certificates (testkit::private_ca)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing ${need_pkgs[*]}"
