@@ -68,6 +68,10 @@ pub struct Finding {
 /// Runs the pass unless it already ran (`None` then), and marks the store.
 /// Everything happens in one write transaction.
 pub fn scan_once(store: &dyn Store) -> Result<Option<Report>, StoreError> {
+    // Every start after the first: one read, no writer lock, no account list.
+    if store.read(|tx| tx.marker(MARKER))?.is_some() {
+        return Ok(None);
+    }
     let accounts = store.accounts()?;
     store.write(|tx| {
         if tx.marker(MARKER)?.is_some() {
