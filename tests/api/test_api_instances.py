@@ -91,20 +91,26 @@ def test_describe_instance_ruleset(fresh):
     assert rs["InstanceId"] == db and rs["SecurityGroupIds"] == [g_db, g_web]
     assert isinstance(rs["Revision"], int) and rs["Revision"] > 0
     ing = rs["Ingress"]
-    assert [(r["SecurityGroupId"], r["PolicyIndex"], r["Protocol"], r["Port"], r["Action"]) for r in ing] == [
-        (g_db, 0, "TCP", "5432", "ACCEPT"),
-        (g_db, 1, "TCP", "22", "ACCEPT"),
-        (g_web, 0, "ALL", "ALL", "DROP"),
+    # One entry per rule: its origin, the rule as written, and its services
+    # and peers resolved (the policy crate's resolved rule).
+    assert [(r["security_group_id"], r["direction"], r["policy_index"], r["policy"]["Protocol"], r["policy"]["Port"], r["action"])
+            for r in ing] == [
+        (g_db, "ingress", 0, "TCP", "5432", "ACCEPT"),
+        (g_db, "ingress", 1, "TCP", "22", "ACCEPT"),
+        (g_web, "ingress", 0, "ALL", "ALL", "DROP"),
     ]
-    # The group reference resolves to the private IPs of the instances bound to it.
-    assert ing[0]["CidrBlocks"] == ["10.0.0.1/32", "10.0.0.2/32"] and ing[0]["Ipv6CidrBlocks"] == ["fd00::2/128"]
-    assert ing[1]["CidrBlocks"] == ["192.0.2.0/24"]
+    assert ing[0]["policy"]["SecurityGroupId"] == g_web and ing[0]["services"] == [{"protocol": 6, "ports": "5432"}]
+    assert ing[2]["services"] == [{"protocol": "ALL", "ports": "ALL"}]
+    # The group reference resolves to the private IPs of the instances bound
+    # to it (adjacent addresses merged, IPv4 first); the template to its entries.
+    assert ing[0]["peers"] == ["10.0.0.1-10.0.0.2", "fd00::2"]
+    assert ing[1]["peers"] == ["192.0.2.0/24"]
     assert rs["Egress"] == []
     # Membership changes show up, with a newer revision.
     fresh.c("DisassociateSecurityGroups", {"SecurityGroupIds": [g_web], "InstanceIds": [web]})
     rs2 = fresh.p("DescribeInstanceRuleset", {"InstanceId": db})["Ruleset"]
     assert rs2["Revision"] > rs["Revision"]
-    assert rs2["Ingress"][0]["CidrBlocks"] == ["10.0.0.2/32"]
+    assert rs2["Ingress"][0]["peers"] == ["10.0.0.2", "fd00::2"]
     assert error_code(fresh.p, "DescribeInstanceRuleset", {"InstanceId": "ins-00000000"}) == "ResourceNotFound"
 
 
@@ -129,7 +135,7 @@ def test_ruleset_long_poll(fresh):
     rs = fresh.p("DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rev, "WaitSeconds": 20})["Ruleset"]
     timer.join()
     assert rs["Changed"] is True and rs["Revision"] > rev and time.time() - t0 < 10
-    assert [(r["Protocol"], r["Port"], r["CidrBlocks"]) for r in rs["Ingress"]] == [("TCP", "22", ["10.0.0.0/8"])]
+    assert [(r["policy"]["Protocol"], r["policy"]["Port"], r["peers"]) for r in rs["Ingress"]] == [("TCP", "22", ["10.0.0.0/8"])]
     assert error_code(fresh.p, "DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rev, "WaitSeconds": 51}) == "InvalidParameterValue.Range"
 
 
@@ -164,7 +170,7 @@ def test_long_poll_wakes_only_for_its_own_account(server, fresh):
     rs = fresh.p("DescribeInstanceRuleset", {"InstanceId": ins, "AfterRevision": rs["Revision"], "WaitSeconds": 20})["Ruleset"]
     timer.join()
     assert rs["Changed"] is True and time.time() - t0 < 5
-    assert [(r["Protocol"], r["Port"]) for r in rs["Ingress"]] == [("TCP", "22")]
+    assert [(r["policy"]["Protocol"], r["policy"]["Port"]) for r in rs["Ingress"]] == [("TCP", "22")]
 
 
 def test_long_poll_with_known_digest_wakes_only_when_the_rules_change(fresh):
@@ -200,7 +206,7 @@ def test_long_poll_with_known_digest_wakes_only_when_the_rules_change(fresh):
     took = time.time() - t0
     w.join()
     assert rs["Changed"] is True and rs["Digest"] != digest and 0.8 <= took < 5, (rs, took)
-    assert [(r["Protocol"], r["Port"]) for r in rs["Ingress"]] == [("TCP", "22")]
+    assert [(r["policy"]["Protocol"], r["policy"]["Port"]) for r in rs["Ingress"]] == [("TCP", "22")]
 
 
 def test_instance_scoped_agent_credential(server, fresh):

@@ -115,7 +115,7 @@ def test_long_poll_on_b_wakes_within_1s_of_a_write_on_a(pair):
         rs = answer["rs"]
         assert rs["Changed"] is True and rs["Revision"] > rev
         assert answer["at"] - written < 1.0, f"B woke {answer['at'] - written:.3f} s after A's write"
-        assert str(100 + round_) in [r["Port"] for r in rs["Ingress"]]
+        assert str(100 + round_) in [r["policy"]["Port"] for r in rs["Ingress"]]
         rev = rs["Revision"]
 
 
@@ -136,4 +136,4 @@ def test_plain_ruleset_read_on_b_sees_a_write_on_a_at_once_despite_b_cache(pair)
         via_a.v("CreateSecurityGroupPolicies", {"SecurityGroupId": sg, "SecurityGroupPolicySet": {
             "Ingress": [dict(SSH, Port=port)]}})
         rs = via_b.p("DescribeInstanceRuleset", {"InstanceId": ins})["Ruleset"]
-        assert port in [r["Port"] for r in rs["Ingress"]], (round_, rs)
+        assert port in [r["policy"]["Port"] for r in rs["Ingress"]], (round_, rs)

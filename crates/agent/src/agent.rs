@@ -178,6 +178,8 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
                 let code = e.api_code().unwrap_or_default();
                 events.push(if code.starts_with("AuthFailure") {
                     Event::KeyRefused(e.to_string())
+                } else if matches!(e, AgentError::BadRuleset(_)) {
+                    Event::Rejected(e.to_string())
                 } else if code.starts_with("ResourceNotFound") && !self.config.register {
                     Event::NotRegistered(e.to_string())
                 } else {
@@ -193,8 +195,8 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
         {
             return;
         }
-        let compiled = Snapshot::try_from(&wire)
-            .and_then(|s| compile(&s, &self.config.compile).map_err(AgentError::from));
+        let compiled =
+            compile(&Snapshot::from(&wire), &self.config.compile).map_err(AgentError::from);
         match compiled {
             Ok(c) => self.desired = Some((wire.revision, c)),
             Err(e) => {
@@ -207,7 +209,7 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
     fn fetch(
         &mut self,
         events: &mut Vec<Event>,
-    ) -> Result<crate::snapshot::WireRuleset, AgentError> {
+    ) -> Result<palisade_protocol::service::InstanceRuleset, AgentError> {
         let after = self.desired.as_ref().map(|(rev, _)| *rev);
         // A long poll of whole seconds within the interval (none below 1 s),
         // at most 5 s for the HTTP timeout and the server's limit; `run`
@@ -396,16 +398,18 @@ mod tests {
     use super::*;
     use crate::client::AgentStatus;
     use crate::dataplane::FakeDataplane;
-    use crate::snapshot::{WirePeer, WireRule, WireRuleset};
+    use palisade_protocol::service::InstanceRuleset;
 
     #[derive(Default)]
     struct FakeServer {
-        ruleset: Option<WireRuleset>,
+        ruleset: Option<InstanceRuleset>,
         down: bool,
         /// The Tencent code every call fails with, if any.
         refuse: Option<&'static str>,
         registered: Vec<String>,
         reports: Vec<AgentStatus>,
+        /// Answer with a rule whose protocol does not parse.
+        garbled: bool,
     }
 
     impl ControlPlane for FakeServer {
@@ -414,7 +418,7 @@ mod tests {
             id: &str,
             _after: Option<u64>,
             _wait: Duration,
-        ) -> Result<WireRuleset, AgentError> {
+        ) -> Result<InstanceRuleset, AgentError> {
             if let Some(code) = self.refuse {
                 return Err(AgentError::Api {
                     action: "DescribeInstanceRuleset".into(),
@@ -427,6 +431,16 @@ mod tests {
                     action: "DescribeInstanceRuleset".into(),
                     message: "connection refused".into(),
                 });
+            }
+            if self.garbled {
+                let rule = r#"{"security_group_id":"sg-aaaaaaaa","direction":"ingress",
+                    "policy_index":0,"action":"ACCEPT","policy":{"Protocol":"TCP","Port":"22",
+                    "CidrBlock":"198.18.0.0/15","Action":"ACCEPT"},
+                    "services":[{"protocol":"NOPE","ports":"22"}],"peers":[]}"#;
+                let answer = format!(
+                    r#"{{"Response":{{"Ruleset":{{"InstanceId":"{id}","Revision":3,"Ingress":[{rule}]}}}}}}"#
+                );
+                return crate::client::decode_ruleset(answer.as_bytes());
             }
             match &self.ruleset {
                 Some(r) => Ok(r.clone()),
@@ -448,27 +462,21 @@ mod tests {
         }
     }
 
-    fn ruleset(revision: u64, members: &[&str]) -> WireRuleset {
-        WireRuleset {
-            instance_id: "ins-node0001".into(),
-            revision,
-            changed: true,
-            digest: None,
-            ingress: vec![WireRule {
-                security_group_id: "sg-a".into(),
-                policy_index: 0,
-                protocol: "TCP".into(),
-                port: Some("22".into()),
-                action: "ACCEPT".into(),
-                peer: Some(WirePeer {
-                    security_group_id: Some("sg-b".into()),
-                    address_template: None,
-                }),
-                cidr_blocks: members.iter().map(|s| s.to_string()).collect(),
-                ipv6_cidr_blocks: vec![],
-            }],
-            egress: vec![],
-        }
+    fn ruleset(revision: u64, members: &[&str]) -> InstanceRuleset {
+        ruleset_on_port(revision, members, 22)
+    }
+
+    fn ruleset_on_port(revision: u64, members: &[&str], port: u16) -> InstanceRuleset {
+        serde_json::from_value(serde_json::json!({
+            "InstanceId": "ins-node0001",
+            "Revision": revision,
+            "Ingress": [{"security_group_id": "sg-aaaaaaaa", "direction": "ingress",
+                "policy_index": 0, "action": "ACCEPT",
+                "policy": {"Protocol": "TCP", "Port": port.to_string(),
+                           "SecurityGroupId": "sg-bbbbbbbb", "Action": "ACCEPT"},
+                "services": [{"protocol": 6, "ports": port.to_string()}], "peers": members}],
+        }))
+        .expect("a well-formed answer")
     }
 
     fn agent(server: FakeServer) -> Agent<FakeDataplane, FakeServer> {
@@ -534,9 +542,7 @@ mod tests {
         assert_eq!(a.step(), vec![Event::Updated { revision: 3 }]);
         let set = &a.dataplane().table.as_ref().unwrap().sets[0];
         assert_eq!(set.elements.len(), 2);
-        let mut r = ruleset(4, &["198.18.0.1"]);
-        r.ingress[0].port = Some("23".into());
-        a.control().ruleset = Some(r);
+        a.control().ruleset = Some(ruleset_on_port(4, &["198.18.0.1"], 23));
         assert_eq!(a.step(), vec![Event::Replaced { revision: 4 }]);
         assert_eq!(a.dataplane().log, vec!["apply", "deltas 1", "apply"]);
     }
@@ -733,9 +739,7 @@ mod tests {
             ..Default::default()
         });
         a.step();
-        let mut bad = ruleset(3, &[]);
-        bad.ingress[0].protocol = "NOPE".into();
-        a.control().ruleset = Some(bad);
+        a.control().garbled = true;
         assert!(matches!(a.step().as_slice(), [Event::Rejected(_)]));
         assert_eq!(a.applied_revision(), Some(2));
     }

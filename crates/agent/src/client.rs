@@ -4,61 +4,13 @@
 //! fake; [`HttpControlPlane`] is the real client.
 
 use crate::error::AgentError;
-use crate::snapshot::WireRuleset;
 use palisade_client::tc3;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// The service name in the credential scope.
-pub const SERVICE: &str = "palisade";
-/// The API version of the service.
-pub const VERSION: &str = "2026-11-01";
-
-/// What the agent reports (`ReportInstanceStatus`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AgentStatus {
-    /// The instance.
-    pub instance_id: String,
-    /// The revision whose rules the kernel holds.
-    pub applied_revision: u64,
-    /// Errors since the last success (empty when healthy).
-    pub errors: Vec<String>,
-    /// Per-rule counters.
-    pub counters: Vec<RuleCounter>,
-}
-
-/// One rule's kernel counter.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RuleCounter {
-    /// The rule's group.
-    pub security_group_id: String,
-    /// `ingress` or `egress`.
-    pub direction: String,
-    /// Its `PolicyIndex`.
-    pub policy_index: u64,
-    /// Packets.
-    pub packets: u64,
-    /// Bytes.
-    pub bytes: u64,
-}
-
-impl AgentStatus {
-    /// The `ReportInstanceStatus` parameters.
-    pub fn to_params(&self) -> Value {
-        json!({
-            "InstanceId": self.instance_id,
-            "AppliedRevision": self.applied_revision,
-            "Errors": self.errors.iter().map(|e| e.chars().take(2000).collect::<String>()).take(100).collect::<Vec<_>>(),
-            "Counters": self.counters.iter().map(|c| json!({
-                "SecurityGroupId": c.security_group_id,
-                "Direction": c.direction,
-                "PolicyIndex": c.policy_index,
-                "Packets": c.packets,
-                "Bytes": c.bytes,
-            })).collect::<Vec<_>>(),
-        })
-    }
-}
+pub use palisade_protocol::service::{
+    InstanceRuleset, InstanceStatus as AgentStatus, RuleCounter, RulesetRequest, SERVICE, VERSION,
+};
 
 /// The calls the agent makes.
 pub trait ControlPlane {
@@ -70,7 +22,7 @@ pub trait ControlPlane {
         instance_id: &str,
         after: Option<u64>,
         wait: Duration,
-    ) -> Result<WireRuleset, AgentError>;
+    ) -> Result<InstanceRuleset, AgentError>;
     /// Creates the instance with these private IPs (`RegisterInstances`).
     fn register(&mut self, instance_id: &str, private_ips: &[String]) -> Result<(), AgentError>;
     /// Reports the applied revision, counters and errors (`ReportInstanceStatus`).
@@ -278,7 +230,7 @@ struct RulesetResponse {
     #[serde(default)]
     error: Option<AnswerError>,
     #[serde(default)]
-    ruleset: Option<WireRuleset>,
+    ruleset: Option<InstanceRuleset>,
 }
 
 #[derive(serde::Deserialize)]
@@ -291,7 +243,7 @@ struct AnswerError {
 }
 
 /// Decodes a `DescribeInstanceRuleset` answer.
-pub fn decode_ruleset(text: &[u8]) -> Result<WireRuleset, AgentError> {
+pub fn decode_ruleset(text: &[u8]) -> Result<InstanceRuleset, AgentError> {
     const ACTION: &str = "DescribeInstanceRuleset";
     let answer: RulesetAnswer = serde_json::from_slice(text).map_err(|e| match e.classify() {
         // Not JSON at all: the server (or the path to it) is broken, as
@@ -321,15 +273,17 @@ impl ControlPlane for HttpControlPlane {
         instance_id: &str,
         after: Option<u64>,
         wait: Duration,
-    ) -> Result<WireRuleset, AgentError> {
-        let mut params = json!({ "InstanceId": instance_id });
-        if let Some(after) = after {
-            params["AfterRevision"] = json!(after);
-            params["WaitSeconds"] = json!(wait.as_secs());
-            if let Some(d) = &self.known_digest {
-                params["KnownDigest"] = json!(d);
-            }
-        }
+    ) -> Result<InstanceRuleset, AgentError> {
+        let request = RulesetRequest {
+            instance_id: instance_id.to_string(),
+            after_revision: after,
+            wait_seconds: after.map(|_| wait.as_secs()),
+            known_digest: after.and(self.known_digest.clone()),
+        };
+        let params = serde_json::to_value(&request).map_err(|e| AgentError::Transport {
+            action: "DescribeInstanceRuleset".into(),
+            message: e.to_string(),
+        })?;
         let text = self.post(SERVICE, VERSION, "DescribeInstanceRuleset", &params)?;
         let wire = decode_ruleset(&text)?;
         self.known_digest.clone_from(&wire.digest);
@@ -345,7 +299,10 @@ impl ControlPlane for HttpControlPlane {
     }
 
     fn report(&mut self, status: &AgentStatus) -> Result<(), AgentError> {
-        self.call("ReportInstanceStatus", &status.to_params())
-            .map(|_| ())
+        let params = serde_json::to_value(status.bounded()).map_err(|e| AgentError::Transport {
+            action: "ReportInstanceStatus".into(),
+            message: e.to_string(),
+        })?;
+        self.call("ReportInstanceStatus", &params).map(|_| ())
     }
 }

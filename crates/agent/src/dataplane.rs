@@ -227,8 +227,9 @@ impl Dataplane for FakeDataplane {
     }
 }
 
-/// `--dry-run`: prints each program it is asked to load to standard output
-/// and loads nothing. It reports back what it "loaded", so a running agent
+/// `--dry-run`: prints each program it is asked to load to standard output,
+/// exactly as it would be loaded (each opens with its `# Palisade` comment
+/// line), and loads nothing. It reports back what it "loaded", so a running agent
 /// prints once per change, not once per second.
 #[derive(Debug, Default)]
 pub struct DryRunDataplane {
@@ -246,12 +247,12 @@ impl DryRunDataplane {
 
 impl Dataplane for DryRunDataplane {
     fn apply(&mut self, compiled: &Compiled) -> Result<(), AgentError> {
-        println!("{}", compiled.script());
+        print!("{}", compiled.script());
         self.inner.apply(compiled)
     }
 
     fn apply_deltas(&mut self, compiled: &Compiled, deltas: &Deltas) -> Result<(), AgentError> {
-        println!("{}", compiled.delta_script(deltas));
+        print!("{}", compiled.delta_script(deltas));
         self.inner.apply_deltas(compiled, deltas)
     }
 

@@ -5,9 +5,9 @@
 //! back), and a failure of every server is reported like a single server's:
 //! the kernel keeps its rules.
 
+use crate::client::InstanceRuleset;
 use crate::client::{AgentStatus, ControlPlane};
 use crate::error::AgentError;
-use crate::snapshot::WireRuleset;
 use std::time::Duration;
 
 /// A [`ControlPlane`] over several equivalent servers, failing over in turn.
@@ -66,7 +66,7 @@ impl<C: ControlPlane> ControlPlane for Failover<C> {
         instance_id: &str,
         after: Option<u64>,
         wait: Duration,
-    ) -> Result<WireRuleset, AgentError> {
+    ) -> Result<InstanceRuleset, AgentError> {
         self.each("DescribeInstanceRuleset", |c| {
             c.ruleset(instance_id, after, wait)
         })
@@ -99,7 +99,7 @@ mod tests {
             instance_id: &str,
             _after: Option<u64>,
             _wait: Duration,
-        ) -> Result<WireRuleset, AgentError> {
+        ) -> Result<InstanceRuleset, AgentError> {
             self.calls += 1;
             if !self.up {
                 return Err(AgentError::Transport {

@@ -1,18 +1,19 @@
 //! What the agent enforces: one instance's resolved, ordered rules per
-//! direction at a store revision (DESIGN.md section 4). The server resolves
-//! every reference; this type only carries sets. Two sources convert into
-//! it: the `policy` crate's [`palisade_policy::resolve::Ruleset`] (offline,
-//! `palisade nft compile --fleet`) and the server's `DescribeInstanceRuleset`
-//! JSON (the running agent). The compiler reads nothing else.
+//! direction at a store revision (DESIGN.md section 4), as the compiler
+//! reads them. The rules are the `policy` resolver's
+//! [`ResolvedRule`]s, whether they come from a fleet file (`palisade nft
+//! compile --fleet`) or from the server's `DescribeInstanceRuleset` answer
+//! (the running agent, [`InstanceRuleset`], which carries the same type):
+//! both go through the one conversion below, so the two build the same
+//! program from the same state.
 //!
 //! A rule keeps the name of its peer when the peer is a reference (a group
 //! or an address template): the compiler turns such peers into named nft
 //! sets, so that a membership change is an element update, not a new rule.
 
-use crate::error::AgentError;
 use palisade_model::{Action, AddrRange, Direction, Peer, PortRange};
-use palisade_policy::resolve::{ProtocolMatch, Ruleset};
-use serde::Deserialize;
+use palisade_policy::resolve::{ProtocolMatch, ResolvedRule, Ruleset};
+use palisade_protocol::service::InstanceRuleset;
 
 /// One instance's rules at a revision.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,36 +76,48 @@ impl ServiceMatch {
 
 impl From<&Ruleset> for Snapshot {
     fn from(r: &Ruleset) -> Self {
-        let convert = |rules: &[palisade_policy::resolve::ResolvedRule]| {
-            rules
-                .iter()
-                .map(|rule| Rule {
-                    group: rule.origin().security_group_id.to_string(),
-                    index: rule.origin().policy_index,
-                    action: rule.action(),
-                    services: rule
-                        .services()
-                        .iter()
-                        .map(|s| ServiceMatch {
-                            protocol: match s.protocol {
-                                ProtocolMatch::All => None,
-                                ProtocolMatch::Number(n) => Some(n),
-                            },
-                            ports: s.ports.clone(),
-                        })
-                        .collect(),
-                    peers: rule.peers().to_vec(),
-                    peer_ref: peer_ref(&rule.policy().peer),
-                })
-                .collect()
-        };
         Snapshot {
             instance_id: String::new(),
             revision: 0,
-            ingress: convert(&r.ingress),
-            egress: convert(&r.egress),
+            ingress: rules(&r.ingress),
+            egress: rules(&r.egress),
         }
     }
+}
+
+impl From<&InstanceRuleset> for Snapshot {
+    fn from(r: &InstanceRuleset) -> Self {
+        Snapshot {
+            instance_id: r.instance_id.clone(),
+            revision: r.revision,
+            ingress: rules(&r.ingress),
+            egress: rules(&r.egress),
+        }
+    }
+}
+
+fn rules(rules: &[ResolvedRule]) -> Vec<Rule> {
+    rules
+        .iter()
+        .map(|rule| Rule {
+            group: rule.origin().security_group_id.to_string(),
+            index: rule.origin().policy_index,
+            action: rule.action(),
+            services: rule
+                .services()
+                .iter()
+                .map(|s| ServiceMatch {
+                    protocol: match s.protocol {
+                        ProtocolMatch::All => None,
+                        ProtocolMatch::Number(n) => Some(n),
+                    },
+                    ports: s.ports.clone(),
+                })
+                .collect(),
+            peers: rule.peers().to_vec(),
+            peer_ref: peer_ref(&rule.policy().peer),
+        })
+        .collect()
 }
 
 fn peer_ref(peer: &Peer) -> Option<String> {
@@ -116,182 +129,33 @@ fn peer_ref(peer: &Peer) -> Option<String> {
     }
 }
 
-/// The `Ruleset` object of the server's `DescribeInstanceRuleset` answer.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct WireRuleset {
-    /// The instance.
-    pub instance_id: String,
-    /// The store revision.
-    pub revision: u64,
-    /// False when a long poll ended without a revision newer than asked for.
-    #[serde(default = "yes")]
-    pub changed: bool,
-    /// Ingress entries (one per rule and service), in order.
-    #[serde(default)]
-    pub ingress: Vec<WireRule>,
-    /// Egress entries, in order.
-    #[serde(default)]
-    pub egress: Vec<WireRule>,
-    /// The server's digest of this answer's content (absent from servers
-    /// older than it).
-    #[serde(default)]
-    pub digest: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// One resolved entry of the server's answer.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct WireRule {
-    /// The group.
-    pub security_group_id: String,
-    /// Position in the group's list.
-    pub policy_index: usize,
-    /// `TCP`, `UDP`, `ICMP`, `ICMPv6`, `GRE`, `ALL`.
-    pub protocol: String,
-    /// `ALL` or Tencent's port grammar.
-    #[serde(default)]
-    pub port: Option<String>,
-    /// `ACCEPT` or `DROP`.
-    pub action: String,
-    /// The rule's peer as written (which reference, if any).
-    #[serde(default)]
-    pub peer: Option<WirePeer>,
-    /// Expanded IPv4 peers.
-    #[serde(default)]
-    pub cidr_blocks: Vec<String>,
-    /// Expanded IPv6 peers.
-    #[serde(default)]
-    pub ipv6_cidr_blocks: Vec<String>,
-}
-
-/// The peer as written in the rule.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct WirePeer {
-    /// A referenced group.
-    #[serde(default)]
-    pub security_group_id: Option<String>,
-    /// A referenced address template or template group.
-    #[serde(default)]
-    pub address_template: Option<WireAddressTemplate>,
-}
-
-/// `AddressTemplate` of a rule.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct WireAddressTemplate {
-    /// `ipm-...`.
-    #[serde(default)]
-    pub address_id: Option<String>,
-    /// `ipmg-...`.
-    #[serde(default)]
-    pub address_group_id: Option<String>,
-}
-
-impl TryFrom<&WireRuleset> for Snapshot {
-    type Error = AgentError;
-
-    fn try_from(w: &WireRuleset) -> Result<Self, AgentError> {
-        let convert = |list: &[WireRule], dir: &str| -> Result<Vec<Rule>, AgentError> {
-            list.iter()
-                .enumerate()
-                .map(|(n, r)| {
-                    wire_rule(r).map_err(|why| AgentError::BadRuleset(format!("{dir}[{n}]: {why}")))
-                })
-                .collect()
-        };
-        Ok(Snapshot {
-            instance_id: w.instance_id.clone(),
-            revision: w.revision,
-            ingress: convert(&w.ingress, "Ingress")?,
-            egress: convert(&w.egress, "Egress")?,
-        })
-    }
-}
-
-fn wire_rule(r: &WireRule) -> Result<Rule, String> {
-    let protocol =
-        match ProtocolMatch::parse_field("Protocol", &r.protocol).map_err(|e| e.to_string())? {
-            ProtocolMatch::All => None,
-            ProtocolMatch::Number(n) => Some(n),
-        };
-    let service = match protocol {
-        Some(n) if palisade_policy::has_ports(n) => ServiceMatch {
-            protocol,
-            ports: palisade_policy::codec::parse_ports("Port", r.port.as_deref().unwrap_or("ALL"))
-                .map_err(|e| e.to_string())?,
-        },
-        _ => ServiceMatch::all_ports(protocol),
-    };
-    let action = Action::parse_field("Action", &r.action).map_err(|e| e.to_string())?;
-    let mut peers = Vec::new();
-    for text in r.cidr_blocks.iter().chain(&r.ipv6_cidr_blocks) {
-        peers.push(
-            palisade_policy::codec::parse_addr_range("CidrBlocks", text)
-                .map_err(|e| e.to_string())?,
-        );
-    }
-    let peer_ref = r.peer.as_ref().and_then(|p| {
-        p.security_group_id
-            .clone()
-            .filter(|s| !s.is_empty())
-            .or_else(|| {
-                p.address_template.as_ref().and_then(|t| {
-                    t.address_id
-                        .clone()
-                        .filter(|s| !s.is_empty())
-                        .or_else(|| t.address_group_id.clone().filter(|s| !s.is_empty()))
-                })
-            })
-    });
-    Ok(Rule {
-        group: r.security_group_id.clone(),
-        index: r.policy_index,
-        action,
-        services: vec![service],
-        peers: palisade_policy::resolve::merge_addr_ranges(peers),
-        peer_ref,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn server_json_converts() {
-        let json = r#"{"InstanceId":"ins-1","Revision":7,"SecurityGroupIds":["sg-a"],
-          "Ingress":[{"SecurityGroupId":"sg-a","PolicyIndex":0,"Protocol":"TCP","Port":"22,30000-32768",
-             "Action":"ACCEPT","Peer":{"CidrBlock":"198.51.100.0/24"},"CidrBlocks":["198.51.100.0/24"],"Ipv6CidrBlocks":[]},
-            {"SecurityGroupId":"sg-a","PolicyIndex":1,"Protocol":"ICMP","Port":"ALL","Action":"drop",
-             "Peer":{"SecurityGroupId":"sg-b"},"CidrBlocks":["198.18.0.1","198.18.0.2"],"Ipv6CidrBlocks":["2001:db8::1"]}],
+    fn a_server_answer_converts_rule_for_rule() {
+        let json = r#"{"InstanceId":"ins-1","Revision":7,"SecurityGroupIds":["sg-aaaaaaaa"],
+          "Ingress":[{"security_group_id":"sg-aaaaaaaa","direction":"ingress","policy_index":0,"action":"ACCEPT",
+             "policy":{"Protocol":"TCP","Port":"22,30000-32768","CidrBlock":"198.51.100.0/24","Action":"ACCEPT"},
+             "services":[{"protocol":6,"ports":"22,30000-32768"}],"peers":["198.51.100.0/24"]},
+            {"security_group_id":"sg-aaaaaaaa","direction":"ingress","policy_index":1,"action":"drop",
+             "policy":{"Protocol":"ALL","SecurityGroupId":"sg-bbbbbbbb","Action":"DROP"},
+             "services":[{"protocol":"ALL","ports":"ALL"}],"peers":["198.18.0.1","198.18.0.2","2001:db8::1"]}],
           "Egress":[]}"#;
-        let w: WireRuleset = serde_json::from_str(json).unwrap();
-        let s = Snapshot::try_from(&w).unwrap();
-        assert_eq!(s.revision, 7);
+        let w: InstanceRuleset = serde_json::from_str(json).unwrap();
+        let s = Snapshot::from(&w);
+        assert_eq!((s.instance_id.as_str(), s.revision), ("ins-1", 7));
         assert_eq!(s.ingress.len(), 2);
         assert_eq!(s.ingress[0].services[0].protocol, Some(6));
         assert_eq!(s.ingress[0].services[0].ports.len(), 2);
-        assert_eq!(s.ingress[1].peer_ref.as_deref(), Some("sg-b"));
+        assert_eq!(s.ingress[1].services[0].protocol, None);
+        assert_eq!(s.ingress[1].peer_ref.as_deref(), Some("sg-bbbbbbbb"));
         assert_eq!(
             s.ingress[1].peers.len(),
             2,
             "198.18.0.1-2 merge, plus one v6"
         );
         assert_eq!(s.ingress[1].action, Action::Drop);
-    }
-
-    #[test]
-    fn bad_server_json_is_an_error() {
-        let json = r#"{"InstanceId":"ins-1","Revision":7,
-          "Ingress":[{"SecurityGroupId":"sg-a","PolicyIndex":0,"Protocol":"NOPE","Port":"ALL",
-             "Action":"ACCEPT","CidrBlocks":[]}]}"#;
-        let w: WireRuleset = serde_json::from_str(json).unwrap();
-        assert!(Snapshot::try_from(&w).is_err());
     }
 }

@@ -54,7 +54,7 @@ const ANSWERS: [Answer; 6] = [
 
 fn rule(group: usize, member_of: &str) -> String {
     format!(
-        r#"{{"SecurityGroupId":"sg-node0001","PolicyIndex":{group},"Protocol":"TCP","Port":"22","Action":"ACCEPT","Peer":{{"SecurityGroupId":"{member_of}"}},"CidrBlocks":["#
+        r#"{{"security_group_id":"sg-node0001","direction":"ingress","policy_index":{group},"action":"ACCEPT","policy":{{"Protocol":"TCP","Port":"22","SecurityGroupId":"{member_of}","Action":"ACCEPT"}},"services":[{{"protocol":6,"ports":"22"}}],"peers":["#
     )
 }
 

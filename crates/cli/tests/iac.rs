@@ -868,3 +868,175 @@ fn every_server_command_takes_a_private_ca() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Issue 16, item 1: the program the live agent would load
+/// (`agent --dry-run`, from the server's `DescribeInstanceRuleset`) is,
+/// byte for byte, what `nft compile --fleet` makes of the same state
+/// (`palisade export` of the server), for every instance, in both modes:
+/// fleets with every peer kind (IPv4 and IPv6 blocks, group references
+/// with members of both families, address templates and template groups)
+/// and every service kind (protocols, service templates and groups), in
+/// both directions; again after members join a referenced group.
+#[test]
+fn the_agent_loads_byte_for_byte_what_nft_compile_makes_of_the_export() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "every-kind.yaml",
+        r#"security_groups:
+  - id: sg-node0001
+    name: node
+    policies:
+      Ingress:
+        - {Protocol: TCP, Port: "23", CidrBlock: 0.0.0.0/0, Action: DROP, PolicyDescription: no telnet}
+        - {Protocol: TCP, Port: "22", AddressTemplate: {AddressId: office}, Action: ACCEPT}
+        - {Protocol: TCP, Port: "8080,9000-9100", SecurityGroupId: web, Action: ACCEPT}
+        - {Protocol: UDP, Port: "53", SecurityGroupId: empty, Action: ACCEPT}
+        - {Protocol: ICMP, Port: ALL, CidrBlock: 198.18.0.0/15, Action: ACCEPT}
+        - {Protocol: ICMPv6, Ipv6CidrBlock: "::/0", Action: ACCEPT}
+        - {ServiceTemplate: {ServiceGroupId: dns}, Ipv6CidrBlock: "2001:db8::/32", Action: ACCEPT}
+        - {Protocol: UDP, Port: "500-600", AddressTemplate: {AddressGroupId: v6only}, Action: DROP}
+        - {ServiceTemplate: {ServiceId: web}, CidrBlock: 198.51.100.0/24, Action: DROP}
+        - {Protocol: GRE, CidrBlock: 10.0.0.0/8, Action: ACCEPT}
+        - {Protocol: ALL, Port: ALL, CidrBlock: 10.0.0.0/16, Action: ACCEPT}
+      Egress:
+        - {Protocol: TCP, Port: "25", Ipv6CidrBlock: "::/0", Action: DROP}
+        - {Protocol: TCP, Port: "5432", SecurityGroupId: web, Action: ACCEPT}
+        - {ServiceTemplate: {ServiceId: web}, AddressTemplate: {AddressGroupId: v6only}, Action: ACCEPT}
+        - {Protocol: ALL, Port: ALL, CidrBlock: 0.0.0.0/0, Action: ACCEPT}
+  - id: sg-web00001
+    name: web
+    policies:
+      Ingress:
+        - {Protocol: TCP, Port: "80,443", SecurityGroupId: node, Action: ACCEPT}
+        - {ServiceTemplate: {ServiceGroupId: dns}, AddressTemplate: {AddressId: office}, Action: ACCEPT}
+      Egress:
+        - {Protocol: ALL, Port: ALL, Ipv6CidrBlock: "::/0", Action: ACCEPT}
+  - id: sg-empty001
+    name: empty
+    policies: {}
+address_templates:
+  - {id: ipm-office01, name: office, addresses: [203.0.113.0/24, 192.0.2.10-192.0.2.20, "2001:db8:1::/48"]}
+  - {id: ipm-v6hosts1, name: v6hosts, addresses: ["2001:db9::1", "2001:db9:3::1-2001:db9:3::ff"]}
+address_template_groups:
+  - {id: ipmg-v6only01, name: v6only, templates: [v6hosts]}
+service_templates:
+  - {id: ppm-dns00001, name: dns, services: ["udp:53", "tcp:53"]}
+  - {id: ppm-ping0001, name: ping, services: ["icmpv6"]}
+  - {id: ppm-web00001, name: web, services: ["tcp:80,443", "tcp:8000-8100"]}
+service_template_groups:
+  - {id: ppmg-dns00001, name: dns, templates: [dns, ping]}
+instances:
+  - {id: ins-node0001, private_ips: [198.18.0.11, "2001:db8:ff::11"], security_groups: [node, web]}
+  - {id: ins-web00001, private_ips: [198.18.1.5, "2001:db8:ff::5"], security_groups: [web]}
+  - {id: ins-web00002, private_ips: [198.18.1.6], security_groups: [web, node]}
+  - {id: ins-bare0001, private_ips: [198.18.0.99], security_groups: []}
+"#,
+    );
+    let o = s.run(&["apply", file.to_str().unwrap(), "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let same_programs = |round: &str, instances: &[&str]| {
+        let exported = write(dir.path(), "exported.yaml", &s.export());
+        for &instance in instances {
+            for mode in [&[][..], &["--maps"][..]] {
+                let args = ["--uplink", "eth0"];
+                let agent = s.run(
+                    &[
+                        &["agent", "--once", "--dry-run", "--instance-id", instance][..],
+                        &args,
+                        mode,
+                    ]
+                    .concat(),
+                );
+                assert!(agent.status.success(), "{}", text(&agent));
+                let offline = Command::new(BIN)
+                    .args(["nft", "compile", "--fleet"])
+                    .arg(&exported)
+                    .args([&["--instance", instance][..], &args, mode].concat())
+                    .output()
+                    .unwrap();
+                assert!(offline.status.success(), "{}", text(&offline));
+                let program = String::from_utf8(agent.stdout).unwrap();
+                assert!(program.contains("table inet palisade"), "{program}");
+                assert_eq!(
+                    program,
+                    String::from_utf8(offline.stdout).unwrap(),
+                    "{round}: {instance} {mode:?}: the agent's program differs from nft compile's"
+                );
+            }
+        }
+        exported
+    };
+    let exported = std::fs::read_to_string(same_programs(
+        "as applied",
+        &[
+            "ins-node0001",
+            "ins-web00001",
+            "ins-web00002",
+            "ins-bare0001",
+        ],
+    ))
+    .unwrap();
+    // Not a vacuous comparison: the node's program matches peers of both
+    // families, from blocks, from members and from templates.
+    let node_program = || {
+        let o = Command::new(BIN)
+            .args(["nft", "compile", "--fleet"])
+            .arg(dir.path().join("exported.yaml"))
+            .args(["--instance", "ins-node0001", "--uplink", "eth0"])
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let node = node_program();
+    for expected in [
+        "198.18.1.5",
+        "2001:db8:ff::5",
+        "2001:db9:3::1-2001:db9:3::ff",
+        "192.0.2.10-192.0.2.20",
+        "ip6 saddr 2001:db8::/32 meta l4proto ipv6-icmp",
+        "meta l4proto gre",
+    ] {
+        assert!(node.contains(expected), "{expected} missing from {node}");
+    }
+    assert!(exported.contains("ins-bare0001"), "{exported}");
+
+    // Members join and leave a referenced group: both sides follow.
+    let client = s.client();
+    client
+        .palisade(
+            "RegisterInstances",
+            &json!({"Instances": [{"InstanceId": "ins-web00003",
+                "PrivateIpAddresses": ["198.18.1.7", "2001:db8:ff::7"]}]}),
+        )
+        .unwrap();
+    let web = palisade_model::yaml::from_str::<Value>(&exported).unwrap()["security_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "web")
+        .unwrap()["id"]
+        .clone();
+    client
+        .cvm(
+            "AssociateSecurityGroups",
+            &json!({"SecurityGroupIds": [web], "InstanceIds": ["ins-web00003"]}),
+        )
+        .unwrap();
+    client
+        .palisade(
+            "DeregisterInstances",
+            &json!({"InstanceIds": ["ins-web00002"]}),
+        )
+        .unwrap();
+    same_programs(
+        "after members changed",
+        &[
+            "ins-node0001",
+            "ins-web00001",
+            "ins-web00003",
+            "ins-bare0001",
+        ],
+    );
+}

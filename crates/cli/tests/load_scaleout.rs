@@ -308,8 +308,9 @@ fn agents_long_polling_two_servers_while_rules_change() {
                         let port = rs
                             .ingress
                             .first()
-                            .and_then(|r| r.port.as_deref())
-                            .and_then(|p| p.parse::<u64>().ok())
+                            .and_then(|r| r.services().first())
+                            .and_then(|s| s.ports.first())
+                            .map(|p| u64::from(p.lo()))
                             .unwrap_or(1);
                         let applied = port - 1;
                         let before = seen[n].swap(

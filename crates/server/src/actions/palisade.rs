@@ -15,13 +15,16 @@ use palisade_model::policy::{Direction, PolicySet};
 use palisade_model::ErrorCode;
 use palisade_model::{
     AddressEntry, AddressTemplate, AddressTemplateGroup, AddressTemplateGroupId, AddressTemplateId,
-    Family, SecurityGroupId, ServiceEntry, ServiceTemplate, ServiceTemplateGroup,
-    ServiceTemplateGroupId, ServiceTemplateId,
+    SecurityGroupId, ServiceEntry, ServiceTemplate, ServiceTemplateGroup, ServiceTemplateGroupId,
+    ServiceTemplateId,
 };
-use palisade_policy::{Catalog, ProtocolMatch, ResolvedRule};
+use palisade_policy::{Catalog, ResolvedRule};
+use palisade_protocol::service::{
+    InstanceRuleset, RuleCounter, MAX_COUNTERS, MAX_ERRORS, MAX_ERROR_CHARS,
+};
 use palisade_store::{InstanceRecord, Store, StoreExt, TemplateKind, Tx};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -304,16 +307,16 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
             Some(known) => *known != digest,
             None => after.is_none_or(|a| cached.revision > a),
         };
-        return reply(json!({ "Ruleset": {
-            "InstanceId": id,
-            "Revision": seen.max(global),
-            "SecurityGroupIds": cached.groups,
-            "PrivateIpAddresses": cached.ips,
-            "Ingress": cached.rules.ingress,
-            "Egress": cached.rules.egress,
-            "Digest": digest,
-            "Changed": changed,
-        }}));
+        return answer(InstanceRuleset {
+            instance_id: id,
+            revision: seen.max(global),
+            security_group_ids: cached.groups,
+            private_ip_addresses: cached.ips,
+            ingress: cached.rules.ingress.clone(),
+            egress: cached.rules.egress.clone(),
+            digest: Some(digest),
+            changed,
+        });
     }
     let out = ctx.read(|tx| {
         let ins = tx
@@ -337,33 +340,26 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
             Some(known) => *known != digest,
             None => after.is_none_or(|a| account_revision > a),
         };
-        Ok(json!({
-            "InstanceId": ins.id,
-            "Revision": revision,
-            "SecurityGroupIds": ins.security_group_ids,
-            "PrivateIpAddresses": ins.private_ips,
-            "Ingress": rules.ingress,
-            "Egress": rules.egress,
-            "Digest": digest,
-            "Changed": changed,
-        }))
+        Ok(InstanceRuleset {
+            instance_id: ins.id,
+            revision,
+            security_group_ids: ins.security_group_ids,
+            private_ip_addresses: ins.private_ips,
+            ingress: rules.ingress.clone(),
+            egress: rules.egress.clone(),
+            digest: Some(digest),
+            changed,
+        })
     })?;
-    reply(json!({ "Ruleset": out }))
+    answer(out)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct Counter {
-    security_group_id: String,
-    direction: String,
-    policy_index: u64,
-    packets: u64,
-    bytes: u64,
+/// The `{"Ruleset": ...}` reply of `DescribeInstanceRuleset`.
+fn answer(ruleset: InstanceRuleset) -> Reply {
+    let ruleset = serde_json::to_value(ruleset)
+        .map_err(|e| ApiError::internal(format!("serialising a ruleset: {e}")))?;
+    reply(json!({ "Ruleset": ruleset }))
 }
-
-const MAX_COUNTERS: usize = 20_000;
-const MAX_ERRORS: usize = 100;
-const MAX_ERROR_CHARS: usize = 2_000;
 
 /// `ReportInstanceStatus`: an agent says which revision it applied, its
 /// per-rule counters and its errors. Kept (last report wins) and shown by
@@ -375,7 +371,7 @@ pub fn report_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
     let applied = p
         .opt_uint("AppliedRevision")?
         .ok_or_else(|| ApiError::missing("AppliedRevision"))?;
-    let counters: Vec<Counter> = p.opt_typed("Counters")?.unwrap_or_default();
+    let counters: Vec<RuleCounter> = p.opt_typed("Counters")?.unwrap_or_default();
     if counters.len() > MAX_COUNTERS {
         return Err(ApiError::new(
             ErrorCode::InvalidParameterValueLimitExceeded,
@@ -467,59 +463,10 @@ pub fn describe_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
 /// (`http::long_poll`), off the blocking threads.
 const MAX_WAIT_SECONDS: u64 = 50;
 
-/// One entry per (protocol, ports) of a resolved rule, with its peers as
-/// CIDR lists.
-fn rule_json(rule: &ResolvedRule) -> Vec<Value> {
-    let mut v4 = Vec::new();
-    let mut v6 = Vec::new();
-    for range in rule.peers() {
-        for c in range.to_cidrs() {
-            match c.family() {
-                Family::V4 => v4.push(c.to_string()),
-                Family::V6 => v6.push(c.to_string()),
-            }
-        }
-    }
-    let origin = rule.origin();
-    let wire = rule.policy().to_wire(origin.policy_index);
-    rule.services()
-        .iter()
-        .map(|s| {
-            let port = match s.protocol {
-                ProtocolMatch::Number(n) if palisade_policy::has_ports(n) => {
-                    let all =
-                        s.ports.len() == 1 && s.ports[0].lo() == 0 && s.ports[0].hi() == u16::MAX;
-                    if all {
-                        "ALL".to_string()
-                    } else {
-                        s.ports
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    }
-                }
-                _ => "ALL".to_string(),
-            };
-            json!({
-                "SecurityGroupId": origin.security_group_id.as_str(),
-                "PolicyIndex": origin.policy_index,
-                "Protocol": s.protocol.to_string(),
-                "Port": port,
-                "Action": rule.action().as_str(),
-                "Peer": peer_json(&wire),
-                "CidrBlocks": v4,
-                "Ipv6CidrBlocks": v6,
-                "PolicyDescription": rule.policy().description,
-            })
-        })
-        .collect()
-}
-
-/// The resolved rules of one ordered list of groups, as the API shows them.
+/// The resolved rules of one ordered list of groups.
 pub struct Rules {
-    ingress: Vec<Value>,
-    egress: Vec<Value>,
+    ingress: Vec<ResolvedRule>,
+    egress: Vec<ResolvedRule>,
     /// SHA-256 of the two lists' JSON.
     digest: [u8; 32],
 }
@@ -820,12 +767,10 @@ impl AccountRules {
             .iter()
             .map(|g| SecurityGroupId::parse_field("SecurityGroupIds", g))
             .collect::<Result<Vec<_>, _>>()?;
-        let ruleset = palisade_policy::resolve(&*snapshot, &ids)
+        let palisade_policy::Ruleset {
+            ingress, egress, ..
+        } = palisade_policy::resolve(&*snapshot, &ids)
             .map_err(|e| ApiError::internal(format!("resolving {groups:?}: {e}")))?;
-        let view = |dir: Direction| -> Vec<Value> {
-            ruleset.rules(dir).iter().flat_map(rule_json).collect()
-        };
-        let (ingress, egress) = (view(Direction::Ingress), view(Direction::Egress));
         let digest = {
             use sha2::{Digest, Sha256};
             let text = serde_json::to_vec(&(&ingress, &egress))
@@ -1033,18 +978,10 @@ impl Catalog for Snapshot {
     }
 }
 
-fn peer_json(w: &palisade_model::wire::SecurityGroupPolicy) -> Value {
-    json!({
-        "CidrBlock": w.cidr_block,
-        "Ipv6CidrBlock": w.ipv6_cidr_block,
-        "SecurityGroupId": w.security_group_id,
-        "AddressTemplate": w.address_template,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     /// A stored member address that does not parse fails the whole load
     /// (`InternalError`), where it used to be skipped: a DROP rule that
@@ -1201,7 +1138,8 @@ mod tests {
             json!({"SecurityGroupIds": [group], "InstanceIds": [ins]}),
         )?;
         let seen = || *store.watch_account(&account).borrow();
-        let port = |answer: &Map<String, Value>| answer["Ruleset"]["Ingress"][0]["Port"].clone();
+        let port =
+            |answer: &Map<String, Value>| answer["Ruleset"]["Ingress"][0]["policy"]["Port"].clone();
         let poll = json!({"InstanceId": ins, "AfterRevision": 0});
 
         // Nothing cached and nobody reading: the poll reads, into the cache.
