@@ -195,10 +195,10 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
         {
             return;
         }
-        let compiled =
-            compile(&Snapshot::from(&wire), &self.config.compile).map_err(AgentError::from);
+        let revision = wire.revision;
+        let compiled = compile(&Snapshot::from(wire), &self.config.compile);
         match compiled {
-            Ok(c) => self.desired = Some((wire.revision, c)),
+            Ok(c) => self.desired = Some((revision, c)),
             Err(e) => {
                 self.last_error = e.to_string();
                 events.push(Event::Rejected(e.to_string()));

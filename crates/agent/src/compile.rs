@@ -50,10 +50,11 @@
 //! without ports are matched with `meta l4proto`, never `th dport` (which
 //! reads an ICMP checksum).
 
-use crate::snapshot::{Rule, ServiceMatch, Snapshot};
+use crate::snapshot::{peer_ref, Snapshot};
 use crate::stamp::{MarkBits, Stamp};
 use palisade_model::addr::u128_to_ip;
-use palisade_model::{Action, AddrRange, Direction, Family, PortRange};
+use palisade_model::{Action, AddrRange, Direction, Family};
+use palisade_policy::{ProtocolMatch, ResolvedRule, ServiceMatch};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -382,7 +383,7 @@ pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, C
                 if let Some(s) = set {
                     used_sets.push(s);
                 }
-                matchers.push((m, rule.action, comment(rule, direction)));
+                matchers.push((m, rule.action(), comment(rule, direction)));
             }
         }
         // What this direction allows, hashed: a change takes the next
@@ -679,12 +680,12 @@ pub fn write_chain(out: &mut String, c: &Chain) {
 }
 
 /// A rule's counter key and comment: `sg-1a2b3c4d ingress 3`.
-pub fn comment(rule: &Rule, direction: Direction) -> String {
+pub fn comment(rule: &ResolvedRule, direction: Direction) -> String {
     format!(
         "{} {} {}",
-        sanitize_comment(&rule.group),
+        sanitize_comment(rule.origin().security_group_id.as_str()),
         direction.as_str(),
-        rule.index
+        rule.origin().policy_index
     )
 }
 
@@ -724,7 +725,12 @@ const MAX_HASH_SET_ADDRESSES: u128 = 1 << 20;
 /// here), so a member joining is one element add whatever the set's size.
 /// An address template or template group, whose entries may be CIDRs and
 /// ranges, is an interval set.
-fn reference_set(name: String, family: Family, rule: &Rule, peers: &[AddrRange]) -> NamedSet {
+fn reference_set(
+    name: String,
+    family: Family,
+    rule: &ResolvedRule,
+    peers: &[AddrRange],
+) -> NamedSet {
     if reference_layout(rule, peers.iter()).0 {
         return NamedSet {
             name,
@@ -749,11 +755,11 @@ fn reference_set(name: String, family: Family, rule: &Rule, peers: &[AddrRange])
 /// holds: a security group's addresses one by one (up to
 /// [`MAX_HASH_SET_ADDRESSES`]), anything else its ranges. Counted, not
 /// built, so [`cost`] and [`reference_set`] agree.
-fn reference_layout<'a>(rule: &Rule, peers: impl Iterator<Item = &'a AddrRange>) -> (bool, u128) {
-    let group = rule
-        .peer_ref
-        .as_deref()
-        .is_some_and(|r| r.to_ascii_lowercase().starts_with("sg-"));
+fn reference_layout<'a>(
+    rule: &ResolvedRule,
+    peers: impl Iterator<Item = &'a AddrRange>,
+) -> (bool, u128) {
+    let group = peer_ref(rule).is_some_and(|r| r.to_ascii_lowercase().starts_with("sg-"));
     let (ranges, addresses) = peers.fold((0u128, 0u128), |(n, a), p| {
         (n + 1, a.saturating_add((p.hi() - p.lo()).saturating_add(1)))
     });
@@ -778,12 +784,12 @@ pub fn cost(snapshot: &Snapshot, opts: &CompileOptions) -> u128 {
     let mut named = std::collections::HashSet::new();
     for direction in [Direction::Ingress, Direction::Egress] {
         for rule in snapshot.rules(direction) {
-            let services = rule.services.len() as u128;
-            let hoisted = rule.peer_ref.is_some() && rule.peers.len() >= opts.hoist_min_peers;
+            let services = rule.services().len() as u128;
+            let hoisted = hoisted(rule, opts.hoist_min_peers);
             for family in [Family::V4, Family::V6] {
-                let peers = || rule.peers.iter().filter(move |r| r.family() == family);
+                let peers = || rule.peers().iter().filter(move |r| r.family() == family);
                 let ranges = peers().count() as u128;
-                let set = rule.peer_ref.as_deref().and_then(|r| set_name(r, family));
+                let set = peer_ref(rule).and_then(|r| set_name(r, family));
                 total = total.saturating_add(services);
                 total = total.saturating_add(match set {
                     Some(name) => {
@@ -797,7 +803,7 @@ pub fn cost(snapshot: &Snapshot, opts: &CompileOptions) -> u128 {
                 });
                 if opts.mode == Mode::Maps && !hoisted {
                     let ports: u128 = rule
-                        .services
+                        .services()
                         .iter()
                         .map(|s| s.ports.len().max(1) as u128)
                         .sum();
@@ -807,6 +813,12 @@ pub fn cost(snapshot: &Snapshot, opts: &CompileOptions) -> u128 {
         }
     }
     total
+}
+
+/// Whether a rule of [`Mode::Maps`] stays a rule of its own that looks up
+/// its reference's named set, instead of elements in the verdict maps.
+fn hoisted(rule: &ResolvedRule, hoist_min_peers: usize) -> bool {
+    peer_ref(rule).is_some() && rule.peers().len() >= hoist_min_peers
 }
 
 fn set_name(peer_ref: &str, family: Family) -> Option<String> {
@@ -834,14 +846,14 @@ fn set_name(peer_ref: &str, family: Family) -> Option<String> {
 /// The nft match expressions of a rule (one per family and service), each
 /// with the named set it uses, if any.
 fn rule_matchers(
-    rule: &Rule,
+    rule: &ResolvedRule,
     direction: Direction,
     sets: &mut BTreeMap<String, NamedSet>,
 ) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
     for family in [Family::V4, Family::V6] {
         let peers: Vec<AddrRange> = rule
-            .peers
+            .peers()
             .iter()
             .filter(|r| r.family() == family)
             .copied()
@@ -852,7 +864,7 @@ fn rule_matchers(
             (Family::V6, Direction::Ingress) => ("ip6", "saddr"),
             (Family::V6, Direction::Egress) => ("ip6", "daddr"),
         };
-        let named = rule.peer_ref.as_deref().and_then(|r| set_name(r, family));
+        let named = peer_ref(rule).and_then(|r| set_name(r, family));
         let (peer_match, set) = match named {
             // A reference: always a named set, even when empty today, so a
             // member joining later is one element add.
@@ -879,7 +891,7 @@ fn rule_matchers(
                 (format!("{prefix} {field} {value}"), None)
             }
         };
-        for service in &rule.services {
+        for service in rule.services() {
             let Some(l4) = service_match(service) else {
                 continue;
             };
@@ -901,7 +913,7 @@ fn rule_matchers(
 /// The transport part of a match; `None` when the service matches nothing
 /// (TCP or UDP with no port); empty when it matches every protocol.
 fn service_match(s: &ServiceMatch) -> Option<String> {
-    let Some(proto) = s.protocol else {
+    let ProtocolMatch::Number(proto) = s.protocol else {
         return Some(String::new());
     };
     let name = match proto {
@@ -1061,29 +1073,33 @@ struct MapPlan {
 }
 
 fn map_plan(
-    rules: &[Rule],
+    rules: &[ResolvedRule],
     direction: Direction,
     hoist_min_peers: usize,
     sets: &mut BTreeMap<String, NamedSet>,
 ) -> MapPlan {
-    use palisade_policy::space::PacketSet;
     let dir = direction.as_str();
-    let all_ports = PortRange::new(0, u16::MAX).unwrap_or(PortRange::single(0));
     let mut plan = MapPlan::default();
-    // The rules since the last hoisted one: one segment of maps. Packets
-    // that reach a segment were decided by no rule before it, so its
-    // rules are decided among themselves.
-    let mut segment = Segment::default();
-    let mut seg_no = 0;
+    // The rules since the last hoisted one are one segment of maps. Packets
+    // that reach a segment were decided by no rule before it, so its rules
+    // are decided among themselves.
+    let (mut start, mut seg_no) = (0, 0);
     for (pos, rule) in rules.iter().enumerate() {
         let chain = format!("{dir}_r{pos}");
         let c = comment(rule, direction);
-        let _ = writeln!(plan.digest_input, "{chain} {} {c}", rule.action);
-        let _ = writeln!(plan.shape_input, "{chain} {} {c}", rule.action);
-        plan.rule_chains.push((chain.clone(), rule.action, c));
-        if rule.peer_ref.is_some() && rule.peers.len() >= hoist_min_peers {
-            segment.flush(&mut plan, direction, seg_no, false);
-            seg_no += 1;
+        let _ = writeln!(plan.digest_input, "{chain} {} {c}", rule.action());
+        let _ = writeln!(plan.shape_input, "{chain} {} {c}", rule.action());
+        plan.rule_chains.push((chain.clone(), rule.action(), c));
+        if hoisted(rule, hoist_min_peers) {
+            segment_maps(
+                &mut plan,
+                direction,
+                seg_no,
+                start,
+                &rules[start..pos],
+                false,
+            );
+            (start, seg_no) = (pos + 1, seg_no + 1);
             for (m, set) in rule_matchers(rule, direction, sets) {
                 let line = format!("{m} jump {chain}");
                 let _ = writeln!(plan.digest_input, "{line}");
@@ -1091,32 +1107,53 @@ fn map_plan(
                 plan.lookups.push(line);
                 plan.used_sets.extend(set);
             }
-            continue;
         }
-        segment.rules += 1;
-        let services: Vec<(u8, u8, Vec<PortRange>)> = rule
-            .services
-            .iter()
-            .map(|s| {
-                let (lo, hi) = s.protocol.map_or((0, u8::MAX), |p| (p, p));
-                let ports = if lo == hi && palisade_policy::has_ports(lo) {
-                    s.ports.clone()
-                } else {
-                    vec![all_ports]
-                };
-                (lo, hi, ports)
-            })
-            .collect();
-        // One pass over the peers, not one union per peer and port.
-        let space = PacketSet::from_services(&services, &rule.peers);
-        let decided = space.difference(&segment.matched);
-        segment.matched.union_with(&space);
+    }
+    // A direction with no rules in the maps at all still gets its six
+    // (empty) maps, so the table keeps its shape as rules come and go.
+    segment_maps(
+        &mut plan,
+        direction,
+        seg_no,
+        start,
+        &rules[start..],
+        seg_no == 0,
+    );
+    plan
+}
+
+/// The maps of one segment of [`map_plan`], `rules` (the rules from
+/// position `start`), when it has rules or `always`: each rule's decided
+/// set (`policy`'s decomposition, within the segment) as elements jumping
+/// to the rule's chain. Six maps: a family each; TCP and UDP keyed by
+/// address and port, the other protocols by address and protocol. A map
+/// per transport protocol, not one keyed by protocol too: a packet's
+/// lookup meets half the elements and one field fewer (the lookup's cost
+/// grows with both), and the protocol is one compare before it. Segment
+/// 0's maps have plain names (`ingress_v4_tcp`); later ones are numbered
+/// (`ingress_v4_tcp_1`).
+fn segment_maps(
+    plan: &mut MapPlan,
+    direction: Direction,
+    seg_no: usize,
+    start: usize,
+    rules: &[ResolvedRule],
+    always: bool,
+) {
+    if rules.is_empty() && !always {
+        return;
+    }
+    let dir = direction.as_str();
+    // [family][TCP, UDP, other protocols] -> elements
+    let mut elements: [[Vec<String>; 3]; 2] = Default::default();
+    for (i, decided) in palisade_policy::decided_sets(rules).iter().enumerate() {
+        let chain = format!("{dir}_r{}", start + i);
         for b in decided.boxes() {
             let fam = usize::from(b.peers.family() == Family::V6);
             let addr = element(b.peers);
             for (kind, p) in [6u8, 17].into_iter().enumerate() {
                 if b.protocol_lo <= p && p <= b.protocol_hi {
-                    segment.elements[fam][kind].push(format!(
+                    elements[fam][kind].push(format!(
                         "{addr} . {} : jump {chain}",
                         range_text(u32::from(b.ports.lo()), u32::from(b.ports.hi()))
                     ));
@@ -1130,93 +1167,61 @@ fn map_plan(
                 }
                 let end = hi.min(cut.saturating_sub(1));
                 if lo <= end {
-                    segment.elements[fam][2]
+                    elements[fam][2]
                         .push(format!("{addr} . {} : jump {chain}", range_text(lo, end)));
                 }
                 lo = lo.max(cut + 1);
             }
         }
     }
-    // A direction with no rules in the maps at all still gets its six
-    // (empty) maps, so the table keeps its shape as rules come and go.
-    segment.flush(&mut plan, direction, seg_no, seg_no == 0);
-    plan
-}
-
-/// The rules of one segment of [`map_plan`], decided among themselves.
-#[derive(Default)]
-struct Segment {
-    rules: usize,
-    matched: palisade_policy::space::PacketSet,
-    /// [family][TCP, UDP, other protocols] -> elements
-    elements: [[Vec<String>; 3]; 2],
-}
-
-impl Segment {
-    /// Ends the segment: its six maps (a family each; TCP and UDP keyed by
-    /// address and port, the other protocols by address and protocol) and
-    /// their lookups, when it has rules or `always`. A map per transport
-    /// protocol, not one keyed by protocol too: a packet's lookup meets
-    /// half the elements and one field fewer (the lookup's cost grows with
-    /// both), and the protocol is one compare before it. Segment 0's maps
-    /// have plain names (`ingress_v4_tcp`); later ones are numbered
-    /// (`ingress_v4_tcp_1`).
-    fn flush(&mut self, plan: &mut MapPlan, direction: Direction, seg_no: usize, always: bool) {
-        let segment = std::mem::take(self);
-        if segment.rules == 0 && !always {
-            return;
-        }
-        let mut elements = segment.elements;
-        let dir = direction.as_str();
-        let number = if seg_no == 0 {
-            String::new()
-        } else {
-            format!("_{seg_no}")
-        };
-        for (fam, (nfproto, addr_type, field)) in
-            [("ipv4", "ipv4_addr", "ip"), ("ipv6", "ipv6_addr", "ip6")]
-                .into_iter()
-                .enumerate()
-        {
-            let peer = match direction {
-                Direction::Ingress => format!("{field} saddr"),
-                Direction::Egress => format!("{field} daddr"),
-            };
-            let fam_tag = if fam == 0 { "v4" } else { "v6" };
-            for (kind, (suffix, ty, key, guard)) in [
-                (
-                    "tcp",
-                    "{A} . inet_service",
-                    "{P} . th dport",
-                    "meta l4proto tcp ",
-                ),
-                (
-                    "udp",
-                    "{A} . inet_service",
-                    "{P} . th dport",
-                    "meta l4proto udp ",
-                ),
-                ("other", "{A} . inet_proto", "{P} . meta l4proto", ""),
-            ]
+    let number = if seg_no == 0 {
+        String::new()
+    } else {
+        format!("_{seg_no}")
+    };
+    for (fam, (nfproto, addr_type, field)) in
+        [("ipv4", "ipv4_addr", "ip"), ("ipv6", "ipv6_addr", "ip6")]
             .into_iter()
             .enumerate()
-            {
-                let name = format!("{dir}_{fam_tag}_{suffix}{number}");
-                let ty = ty.replace("{A}", addr_type);
-                let key = key.replace("{P}", &peer);
-                let map = VerdictMap {
-                    name,
-                    key_type: ty,
-                    elements: std::mem::take(&mut elements[fam][kind]),
-                };
-                let _ = writeln!(plan.digest_input, "{}", map.declaration());
-                let _ = writeln!(plan.shape_input, "map {} {}", map.name, map.key_type);
-                plan.lookups.push(format!(
-                    "meta nfproto {nfproto} {guard}{key} vmap @{}",
-                    map.name
-                ));
-                plan.decls.push(map);
-            }
+    {
+        let peer = match direction {
+            Direction::Ingress => format!("{field} saddr"),
+            Direction::Egress => format!("{field} daddr"),
+        };
+        let fam_tag = if fam == 0 { "v4" } else { "v6" };
+        for (kind, (suffix, ty, key, guard)) in [
+            (
+                "tcp",
+                "{A} . inet_service",
+                "{P} . th dport",
+                "meta l4proto tcp ",
+            ),
+            (
+                "udp",
+                "{A} . inet_service",
+                "{P} . th dport",
+                "meta l4proto udp ",
+            ),
+            ("other", "{A} . inet_proto", "{P} . meta l4proto", ""),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let name = format!("{dir}_{fam_tag}_{suffix}{number}");
+            let ty = ty.replace("{A}", addr_type);
+            let key = key.replace("{P}", &peer);
+            let map = VerdictMap {
+                name,
+                key_type: ty,
+                elements: std::mem::take(&mut elements[fam][kind]),
+            };
+            let _ = writeln!(plan.digest_input, "{}", map.declaration());
+            let _ = writeln!(plan.shape_input, "map {} {}", map.name, map.key_type);
+            plan.lookups.push(format!(
+                "meta nfproto {nfproto} {guard}{key} vmap @{}",
+                map.name
+            ));
+            plan.decls.push(map);
         }
     }
 }
@@ -1253,8 +1258,9 @@ pub fn first_ip(r: AddrRange) -> std::net::IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_model::PortRange;
+    use palisade_model::{Cidr, Peer, PortRange};
     use palisade_policy::codec::parse_addr_range;
+    use palisade_policy::RuleOrigin;
 
     fn rule(
         group: &str,
@@ -1263,28 +1269,32 @@ mod tests {
         proto: Option<u8>,
         ports: &[(u16, u16)],
         peers: &[&str],
-    ) -> Rule {
-        Rule {
-            group: group.into(),
-            index,
+    ) -> ResolvedRule {
+        let ports = if ports.is_empty() {
+            vec![PortRange::new(0, u16::MAX).unwrap()]
+        } else {
+            ports
+                .iter()
+                .map(|(a, b)| PortRange::new(*a, *b).unwrap())
+                .collect()
+        };
+        ResolvedRule::from_sets(
+            RuleOrigin {
+                security_group_id: group.parse().unwrap(),
+                direction: Direction::Ingress,
+                policy_index: index,
+            },
             action,
-            services: vec![ServiceMatch {
-                protocol: proto,
-                ports: if ports.is_empty() {
-                    ServiceMatch::all_ports(proto).ports
-                } else {
-                    ports
-                        .iter()
-                        .map(|(a, b)| PortRange::new(*a, *b).unwrap())
-                        .collect()
-                },
+            vec![ServiceMatch {
+                protocol: proto.map_or(ProtocolMatch::All, ProtocolMatch::Number),
+                ports,
             }],
-            peers: peers
+            peers
                 .iter()
                 .map(|p| parse_addr_range("t", p).unwrap())
                 .collect(),
-            peer_ref: None,
-        }
+            Peer::Cidr(Cidr::parse_v4("t", "0.0.0.0/0").unwrap()),
+        )
     }
 
     fn opts() -> CompileOptions {
@@ -1294,7 +1304,7 @@ mod tests {
         }
     }
 
-    fn snapshot_of(ingress: Vec<Rule>) -> Snapshot {
+    fn snapshot_of(ingress: Vec<ResolvedRule>) -> Snapshot {
         Snapshot {
             instance_id: "ins-1".into(),
             revision: 1,
@@ -1303,9 +1313,21 @@ mod tests {
         }
     }
 
-    fn referencing(mut r: Rule, peer_ref: &str) -> Rule {
-        r.peer_ref = Some(peer_ref.into());
-        r
+    /// `r` with its peer written as a reference to `name`.
+    fn referencing(r: ResolvedRule, name: &str) -> ResolvedRule {
+        let peer = match name.split('-').next() {
+            Some("sg") => Peer::SecurityGroup(name.parse().unwrap()),
+            Some("ipmg") => Peer::AddressTemplateGroup(name.parse().unwrap()),
+            _ => Peer::AddressTemplate(name.parse().unwrap()),
+        };
+        let peers = r.peers().to_vec();
+        r.with_peer(peer, peers)
+    }
+
+    /// `r` with these peers.
+    fn with_peers(r: ResolvedRule, peers: Vec<AddrRange>) -> ResolvedRule {
+        let peer = r.policy().peer.clone();
+        r.with_peer(peer, peers)
     }
 
     /// The count agrees with what compiling builds, a shared set is counted
@@ -1316,28 +1338,28 @@ mod tests {
         let tcp = Some(6);
         let group = referencing(
             rule(
-                "sg-a",
+                "sg-aaaaaaaa",
                 0,
                 Action::Accept,
                 tcp,
                 &[(22, 22)],
                 &["10.1.0.0/24"],
             ),
-            "sg-b",
+            "sg-bbbbbbbb",
         );
         let template = referencing(
             rule(
-                "sg-a",
+                "sg-aaaaaaaa",
                 1,
                 Action::Accept,
                 tcp,
                 &[(80, 80)],
                 &["10.2.0.0/16", "10.4.0.1-10.4.0.9"],
             ),
-            "ipm-c",
+            "ipm-cccccccc",
         );
         let inline = rule(
-            "sg-a",
+            "sg-aaaaaaaa",
             2,
             Action::Drop,
             None,
@@ -1346,19 +1368,19 @@ mod tests {
         );
         let again = referencing(
             rule(
-                "sg-a",
+                "sg-aaaaaaaa",
                 3,
                 Action::Drop,
                 tcp,
                 &[(443, 443)],
                 &["10.1.0.0/24"],
             ),
-            "sg-b",
+            "sg-bbbbbbbb",
         );
         let snap = snapshot_of(vec![group, template, inline, again]);
         // Rules: 4 rules x 2 families x 1 service. Sets: sg-b's 256
         // addresses one by one (v4; its v6 set is empty), ipm-c's 2 ranges;
-        // sg-b again: nothing more. Inline: 1 range per family.
+        // sg-bbbbbbbb again: nothing more. Inline: 1 range per family.
         assert_eq!(cost(&snap, &opts()), 8 + 256 + 2 + 2);
         let c = compile(&snap, &opts()).expect("compiles");
         assert_eq!(c.element_count(), 256 + 2);
@@ -1382,18 +1404,18 @@ mod tests {
         // Hostile: 100 groups each "holding" 10.0.0.0/12, 100 million
         // addresses in all. Refused by counting: compiling would first
         // build the sets, so a quick answer shows nothing was expanded.
-        let wide: Vec<Rule> = (0..100)
+        let wide: Vec<ResolvedRule> = (0..100)
             .map(|i| {
                 referencing(
                     rule(
-                        "sg-a",
+                        "sg-aaaaaaaa",
                         i,
                         Action::Accept,
                         tcp,
                         &[(22, 22)],
                         &["10.0.0.0/12"],
                     ),
-                    &format!("sg-w{i}"),
+                    &format!("sg-w{i:07}"),
                 )
             })
             .collect();
@@ -1576,10 +1598,24 @@ mod tests {
     fn protocols_without_ports_never_use_th_dport() {
         let s = Snapshot {
             ingress: vec![
-                rule("sg-a", 0, Action::Drop, Some(1), &[], &["192.0.2.0/24"]),
-                rule("sg-a", 1, Action::Accept, Some(58), &[], &["2001:db8::/32"]),
                 rule(
-                    "sg-a",
+                    "sg-aaaaaaaa",
+                    0,
+                    Action::Drop,
+                    Some(1),
+                    &[],
+                    &["192.0.2.0/24"],
+                ),
+                rule(
+                    "sg-aaaaaaaa",
+                    1,
+                    Action::Accept,
+                    Some(58),
+                    &[],
+                    &["2001:db8::/32"],
+                ),
+                rule(
+                    "sg-aaaaaaaa",
                     2,
                     Action::Accept,
                     Some(47),
@@ -1587,7 +1623,7 @@ mod tests {
                     &["192.0.2.1", "2001:db8::1"],
                 ),
                 rule(
-                    "sg-a",
+                    "sg-aaaaaaaa",
                     3,
                     Action::Accept,
                     Some(6),
@@ -1601,7 +1637,7 @@ mod tests {
         let text = c.script();
         assert!(!text.contains("th dport"));
         assert!(text.contains(
-            "ip saddr 192.0.2.0/24 meta l4proto icmp counter drop comment \"sg-a ingress 0\""
+            "ip saddr 192.0.2.0/24 meta l4proto icmp counter drop comment \"sg-aaaaaaaa ingress 0\""
         ));
         assert!(text.contains("ip6 saddr 2001:db8::/32 meta l4proto ipv6-icmp counter"));
         assert!(text.contains("ip saddr 192.0.2.1 meta l4proto gre counter"));
@@ -1611,15 +1647,17 @@ mod tests {
 
     #[test]
     fn references_become_named_sets_and_deltas() {
-        let mut r = rule(
-            "sg-a",
-            0,
-            Action::Accept,
-            None,
-            &[],
-            &["198.18.0.1", "198.18.0.5"],
+        let r = referencing(
+            rule(
+                "sg-aaaaaaaa",
+                0,
+                Action::Accept,
+                None,
+                &[],
+                &["198.18.0.1", "198.18.0.5"],
+            ),
+            "sg-bbbbbbbb",
         );
-        r.peer_ref = Some("sg-b".into());
         let s1 = Snapshot {
             ingress: vec![r.clone()],
             egress: vec![r.clone()],
@@ -1627,19 +1665,22 @@ mod tests {
         };
         let c1 = compile(&s1, &opts()).unwrap();
         assert_eq!(c1.sets.len(), 2);
-        assert_eq!(c1.sets[0].name, "sg_b_v4");
-        assert_eq!(c1.sets[1].name, "sg_b_v6");
+        assert_eq!(c1.sets[0].name, "sg_bbbbbbbb_v4");
+        assert_eq!(c1.sets[1].name, "sg_bbbbbbbb_v6");
         assert!(c1.sets[1].elements.is_empty());
         let text = c1.script();
-        assert!(text.contains("ip saddr @sg_b_v4"));
-        assert!(text.contains("ip6 saddr @sg_b_v6"));
-        assert!(text.contains("ip daddr @sg_b_v4"));
+        assert!(text.contains("ip saddr @sg_bbbbbbbb_v4"));
+        assert!(text.contains("ip6 saddr @sg_bbbbbbbb_v6"));
+        assert!(text.contains("ip daddr @sg_bbbbbbbb_v4"));
         assert!(text.contains("elements = { 198.18.0.1, 198.18.0.5 }"));
 
-        r.peers = vec![
-            parse_addr_range("t", "198.18.0.1").unwrap(),
-            parse_addr_range("t", "2001:db8::7").unwrap(),
-        ];
+        let r = with_peers(
+            r,
+            vec![
+                parse_addr_range("t", "198.18.0.1").unwrap(),
+                parse_addr_range("t", "2001:db8::7").unwrap(),
+            ],
+        );
         let s2 = Snapshot {
             ingress: vec![r.clone()],
             egress: vec![r],
@@ -1654,7 +1695,7 @@ mod tests {
         let d = c2.set_deltas(&c1).unwrap();
         assert_eq!(d.sets.len(), 2);
         let script = c2.delta_script(&d);
-        assert!(script.starts_with("delete element inet palisade sg_b_v4 { 198.18.0.5 }\nadd element inet palisade sg_b_v6 { 2001:db8::7 }\ninsert rule inet palisade ingress_current return\ninsert rule inet palisade ingress_current ct mark and 0x00000fff == "));
+        assert!(script.starts_with("delete element inet palisade sg_bbbbbbbb_v4 { 198.18.0.5 }\nadd element inet palisade sg_bbbbbbbb_v6 { 2001:db8::7 }\ninsert rule inet palisade ingress_current return\ninsert rule inet palisade ingress_current ct mark and 0x00000fff == "));
         assert!(!script.contains("flush"), "adds only: {script}");
         assert!(
             crate::session::NftSession::fits(&script),
@@ -1673,23 +1714,34 @@ mod tests {
 
     #[test]
     fn group_members_are_a_hash_set_and_templates_an_interval_set() {
-        let mut by_group = rule(
-            "sg-a",
-            0,
-            Action::Accept,
-            None,
-            &[],
-            &["198.18.0.1-198.18.0.3"],
+        let by_group = referencing(
+            rule(
+                "sg-aaaaaaaa",
+                0,
+                Action::Accept,
+                None,
+                &[],
+                &["198.18.0.1-198.18.0.3"],
+            ),
+            "sg-bbbbbbbb",
         );
-        by_group.peer_ref = Some("sg-b".into());
-        let mut by_template = rule("sg-a", 1, Action::Accept, None, &[], &["192.0.2.0/24"]);
-        by_template.peer_ref = Some("ipm-office01".into());
+        let by_template = referencing(
+            rule(
+                "sg-aaaaaaaa",
+                1,
+                Action::Accept,
+                None,
+                &[],
+                &["192.0.2.0/24"],
+            ),
+            "ipm-office01",
+        );
         let s = Snapshot {
             ingress: vec![by_group.clone(), by_template],
             ..Default::default()
         };
         let c = compile(&s, &opts()).unwrap();
-        let group = c.sets.iter().find(|s| s.name == "sg_b_v4").unwrap();
+        let group = c.sets.iter().find(|s| s.name == "sg_bbbbbbbb_v4").unwrap();
         assert!(!group.interval);
         assert_eq!(group.declaration(), "type ipv4_addr;");
         // The resolver's merged range is split into the members again.
@@ -1699,17 +1751,20 @@ mod tests {
         assert!(template.interval);
         assert_eq!(template.declaration(), "type ipv4_addr; flags interval;");
         let text = c.script();
-        assert!(text.contains("set sg_b_v4 {\n\t\ttype ipv4_addr\n\t\telements = {"));
+        assert!(text.contains("set sg_bbbbbbbb_v4 {\n\t\ttype ipv4_addr\n\t\telements = {"));
         assert!(text.contains("set ipm_office01_v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n"));
         // A member joining is an element add to the hash set.
-        by_group.peers = vec![parse_addr_range("t", "198.18.0.1-198.18.0.4").unwrap()];
+        let by_group = with_peers(
+            by_group,
+            vec![parse_addr_range("t", "198.18.0.1-198.18.0.4").unwrap()],
+        );
         let s2 = Snapshot {
             ingress: vec![by_group, s.ingress[1].clone()],
             ..Default::default()
         };
         let d = compile(&s2, &opts()).unwrap().set_deltas(&c).unwrap();
         assert_eq!(d.sets.len(), 1);
-        assert_eq!(d.sets[0].name, "sg_b_v4");
+        assert_eq!(d.sets[0].name, "sg_bbbbbbbb_v4");
         assert_eq!(element(d.sets[0].add[0]), "198.18.0.4");
         assert!(d.sets[0].delete.is_empty());
     }
@@ -1738,16 +1793,32 @@ mod tests {
     fn large_references_stay_rules_of_their_own_between_map_segments() {
         let snap = |members: &[&str]| {
             let narrow = rule(
-                "sg-a",
+                "sg-aaaaaaaa",
                 0,
                 Action::Accept,
                 Some(6),
                 &[(22, 22)],
                 &["198.18.1.0/24"],
             );
-            let mut by_group = rule("sg-a", 1, Action::Accept, Some(6), &[(80, 80)], members);
-            by_group.peer_ref = Some("sg-b".into());
-            let wide = rule("sg-a", 2, Action::Drop, None, &[], &["198.18.0.0/16"]);
+            let by_group = referencing(
+                rule(
+                    "sg-aaaaaaaa",
+                    1,
+                    Action::Accept,
+                    Some(6),
+                    &[(80, 80)],
+                    members,
+                ),
+                "sg-bbbbbbbb",
+            );
+            let wide = rule(
+                "sg-aaaaaaaa",
+                2,
+                Action::Drop,
+                None,
+                &[],
+                &["198.18.0.0/16"],
+            );
             Snapshot {
                 ingress: vec![narrow, by_group, wide],
                 ..Default::default()
@@ -1769,7 +1840,7 @@ mod tests {
         };
         // Segment 0 (rule 0), the reference looking its set up, segment 1
         // (rule 2): in list order.
-        let hoisted = at("tcp dport 80 ip saddr @sg_b_v4 jump ingress_r1");
+        let hoisted = at("tcp dport 80 ip saddr @sg_bbbbbbbb_v4 jump ingress_r1");
         assert!(at("vmap @ingress_v4_tcp") < hoisted);
         assert!(hoisted < at("vmap @ingress_v4_tcp_1"));
         let map = |c: &Compiled, name: &str| -> Vec<String> {
@@ -1796,7 +1867,7 @@ mod tests {
         assert!(c1
             .sets
             .iter()
-            .any(|s| s.name == "sg_b_v4" && s.elements.len() == 2));
+            .any(|s| s.name == "sg_bbbbbbbb_v4" && s.elements.len() == 2));
         // A member joining is one element of the group's set: no map changes,
         // a new digest.
         let c2 = compile(
@@ -1834,10 +1905,26 @@ mod tests {
             ..opts()
         };
         let snap = |members: &str| {
-            let mut by_group = rule("sg-a", 0, Action::Accept, Some(6), &[(22, 22)], &[members]);
-            by_group.peer_ref = Some("sg-b".into());
+            let by_group = referencing(
+                rule(
+                    "sg-aaaaaaaa",
+                    0,
+                    Action::Accept,
+                    Some(6),
+                    &[(22, 22)],
+                    &[members],
+                ),
+                "sg-bbbbbbbb",
+            );
             // A later rule whose decided set the group's members cut.
-            let wide = rule("sg-a", 1, Action::Drop, None, &[], &["198.18.0.0/24"]);
+            let wide = rule(
+                "sg-aaaaaaaa",
+                1,
+                Action::Drop,
+                None,
+                &[],
+                &["198.18.0.0/24"],
+            );
             Snapshot {
                 ingress: vec![by_group, wide],
                 ..Default::default()
@@ -1924,14 +2011,29 @@ mod tests {
     fn empty_port_list_and_empty_peers_compile_to_no_rule() {
         let s = Snapshot {
             ingress: vec![
-                Rule {
-                    services: vec![ServiceMatch {
-                        protocol: Some(6),
+                {
+                    let r = rule(
+                        "sg-aaaaaaaa",
+                        0,
+                        Action::Accept,
+                        Some(6),
+                        &[],
+                        &["192.0.2.1"],
+                    );
+                    let no_ports = ServiceMatch {
+                        protocol: ProtocolMatch::Number(6),
                         ports: vec![],
-                    }],
-                    ..rule("sg-a", 0, Action::Accept, Some(6), &[], &["192.0.2.1"])
+                    };
+                    let peer = r.policy().peer.clone();
+                    ResolvedRule::from_sets(
+                        r.origin().clone(),
+                        r.action(),
+                        vec![no_ports],
+                        r.peers().to_vec(),
+                        peer,
+                    )
                 },
-                rule("sg-a", 1, Action::Accept, None, &[], &[]),
+                rule("sg-aaaaaaaa", 1, Action::Accept, None, &[], &[]),
             ],
             ..Default::default()
         };

@@ -11,8 +11,8 @@
 //! or an address template): the compiler turns such peers into named nft
 //! sets, so that a membership change is an element update, not a new rule.
 
-use palisade_model::{Action, AddrRange, Direction, Peer, PortRange};
-use palisade_policy::resolve::{ProtocolMatch, ResolvedRule, Ruleset};
+use palisade_model::{Direction, Peer};
+use palisade_policy::resolve::{ResolvedRule, Ruleset};
 use palisade_protocol::service::InstanceRuleset;
 
 /// One instance's rules at a revision.
@@ -23,14 +23,14 @@ pub struct Snapshot {
     /// The store revision they were computed at (0 when offline).
     pub revision: u64,
     /// Ingress rules, first match first.
-    pub ingress: Vec<Rule>,
+    pub ingress: Vec<ResolvedRule>,
     /// Egress rules, first match first.
-    pub egress: Vec<Rule>,
+    pub egress: Vec<ResolvedRule>,
 }
 
 impl Snapshot {
     /// The list of one direction.
-    pub fn rules(&self, direction: Direction) -> &[Rule] {
+    pub fn rules(&self, direction: Direction) -> &[ResolvedRule] {
         match direction {
             Direction::Ingress => &self.ingress,
             Direction::Egress => &self.egress,
@@ -38,94 +38,36 @@ impl Snapshot {
     }
 }
 
-/// One resolved rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// The group the rule belongs to (`sg-...`).
-    pub group: String,
-    /// Its `PolicyIndex` in that group's list.
-    pub index: usize,
-    /// ACCEPT or DROP.
-    pub action: Action,
-    /// The (protocol, ports) pairs it matches; ports count for TCP and UDP only.
-    pub services: Vec<ServiceMatch>,
-    /// The peer addresses, both families.
-    pub peers: Vec<AddrRange>,
-    /// The referenced group or template when the peer is a reference.
-    pub peer_ref: Option<String>,
-}
-
-/// A protocol (None = every protocol) and, for TCP/UDP, destination ports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceMatch {
-    /// The IP protocol number, or `None` for all.
-    pub protocol: Option<u8>,
-    /// Destination ports (TCP and UDP only); `0-65535` for all.
-    pub ports: Vec<PortRange>,
-}
-
-impl ServiceMatch {
-    /// A service matching every port of `protocol`.
-    pub fn all_ports(protocol: Option<u8>) -> Self {
-        Self {
-            protocol,
-            ports: vec![PortRange::new(0, u16::MAX).unwrap_or(PortRange::single(0))],
-        }
-    }
-}
-
-impl From<&Ruleset> for Snapshot {
-    fn from(r: &Ruleset) -> Self {
+impl From<Ruleset> for Snapshot {
+    fn from(r: Ruleset) -> Self {
         Snapshot {
             instance_id: String::new(),
             revision: 0,
-            ingress: rules(&r.ingress),
-            egress: rules(&r.egress),
+            ingress: r.ingress,
+            egress: r.egress,
         }
     }
 }
 
-impl From<&InstanceRuleset> for Snapshot {
-    fn from(r: &InstanceRuleset) -> Self {
+impl From<InstanceRuleset> for Snapshot {
+    fn from(r: InstanceRuleset) -> Self {
         Snapshot {
-            instance_id: r.instance_id.clone(),
+            instance_id: r.instance_id,
             revision: r.revision,
-            ingress: rules(&r.ingress),
-            egress: rules(&r.egress),
+            ingress: r.ingress,
+            egress: r.egress,
         }
     }
 }
 
-fn rules(rules: &[ResolvedRule]) -> Vec<Rule> {
-    rules
-        .iter()
-        .map(|rule| Rule {
-            group: rule.origin().security_group_id.to_string(),
-            index: rule.origin().policy_index,
-            action: rule.action(),
-            services: rule
-                .services()
-                .iter()
-                .map(|s| ServiceMatch {
-                    protocol: match s.protocol {
-                        ProtocolMatch::All => None,
-                        ProtocolMatch::Number(n) => Some(n),
-                    },
-                    ports: s.ports.clone(),
-                })
-                .collect(),
-            peers: rule.peers().to_vec(),
-            peer_ref: peer_ref(&rule.policy().peer),
-        })
-        .collect()
-}
-
-fn peer_ref(peer: &Peer) -> Option<String> {
-    match peer {
+/// The group or template a rule's peer names, when it is a reference: the
+/// compiler makes it a named set.
+pub fn peer_ref(rule: &ResolvedRule) -> Option<&str> {
+    match &rule.policy().peer {
         Peer::Cidr(_) | Peer::Ipv6Cidr(_) => None,
-        Peer::SecurityGroup(id) => Some(id.to_string()),
-        Peer::AddressTemplate(id) => Some(id.to_string()),
-        Peer::AddressTemplateGroup(id) => Some(id.to_string()),
+        Peer::SecurityGroup(id) => Some(id.as_str()),
+        Peer::AddressTemplate(id) => Some(id.as_str()),
+        Peer::AddressTemplateGroup(id) => Some(id.as_str()),
     }
 }
 
@@ -134,7 +76,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_server_answer_converts_rule_for_rule() {
+    fn a_server_answer_is_the_snapshot_rule_for_rule() {
         let json = r#"{"InstanceId":"ins-1","Revision":7,"SecurityGroupIds":["sg-aaaaaaaa"],
           "Ingress":[{"security_group_id":"sg-aaaaaaaa","direction":"ingress","policy_index":0,"action":"ACCEPT",
              "policy":{"Protocol":"TCP","Port":"22,30000-32768","CidrBlock":"198.51.100.0/24","Action":"ACCEPT"},
@@ -144,18 +86,15 @@ mod tests {
              "services":[{"protocol":"ALL","ports":"ALL"}],"peers":["198.18.0.1","198.18.0.2","2001:db8::1"]}],
           "Egress":[]}"#;
         let w: InstanceRuleset = serde_json::from_str(json).unwrap();
-        let s = Snapshot::from(&w);
+        let s = Snapshot::from(w);
         assert_eq!((s.instance_id.as_str(), s.revision), ("ins-1", 7));
-        assert_eq!(s.ingress.len(), 2);
-        assert_eq!(s.ingress[0].services[0].protocol, Some(6));
-        assert_eq!(s.ingress[0].services[0].ports.len(), 2);
-        assert_eq!(s.ingress[1].services[0].protocol, None);
-        assert_eq!(s.ingress[1].peer_ref.as_deref(), Some("sg-bbbbbbbb"));
+        assert_eq!(s.rules(Direction::Ingress).len(), 2);
+        assert_eq!(peer_ref(&s.ingress[0]), None);
+        assert_eq!(peer_ref(&s.ingress[1]), Some("sg-bbbbbbbb"));
         assert_eq!(
-            s.ingress[1].peers.len(),
+            s.ingress[1].peers().len(),
             2,
             "198.18.0.1-2 merge, plus one v6"
         );
-        assert_eq!(s.ingress[1].action, Action::Drop);
     }
 }

@@ -596,20 +596,23 @@ mod tests {
 
     /// A program whose ingress allows TCP `port` from anywhere.
     fn program(port: u16) -> Compiled {
-        use crate::snapshot::{Rule, ServiceMatch, Snapshot};
-        let rule = Rule {
-            group: "sg-a".into(),
-            index: 0,
-            action: palisade_model::Action::Accept,
-            services: vec![ServiceMatch {
-                protocol: Some(6),
+        use crate::snapshot::Snapshot;
+        use palisade_model::{Cidr, Family, Peer};
+        use palisade_policy::{ProtocolMatch, ResolvedRule, RuleOrigin, ServiceMatch};
+        let rule = ResolvedRule::from_sets(
+            RuleOrigin {
+                security_group_id: "sg-aaaaaaaa".parse().unwrap(),
+                direction: palisade_model::Direction::Ingress,
+                policy_index: 0,
+            },
+            palisade_model::Action::Accept,
+            vec![ServiceMatch {
+                protocol: ProtocolMatch::Number(6),
                 ports: vec![palisade_model::PortRange::single(port)],
             }],
-            peers: vec![palisade_model::AddrRange::everything(
-                palisade_model::Family::V4,
-            )],
-            peer_ref: None,
-        };
+            vec![palisade_model::AddrRange::everything(Family::V4)],
+            Peer::Cidr(Cidr::parse_v4("t", "0.0.0.0/0").unwrap()),
+        );
         let snapshot = Snapshot {
             ingress: vec![rule],
             ..Default::default()

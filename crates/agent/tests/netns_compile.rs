@@ -52,7 +52,7 @@ fn example_fleet_programs_pass_nft_check_and_load() {
             uplinks: vec!["eth0".into(), "bond0.100".into()],
             ..Default::default()
         };
-        let script = compile(&Snapshot::from(&rs), &opts).unwrap().script();
+        let script = compile(&Snapshot::from(rs), &opts).unwrap().script();
         let (ok, err) = nft_in(&ns, &["-c", "-f", "-"], &script);
         assert!(ok, "nft -c refused the program of {id}: {err}\n{script}");
         let (ok, err) = nft_in(&ns, &["-f", "-"], &script);

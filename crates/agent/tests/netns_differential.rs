@@ -164,7 +164,12 @@ fn differential(mode: Mode, references: bool, name: &str) {
             let rules = snap.ingress.iter_mut().chain(snap.egress.iter_mut());
             for (n, r) in rules.enumerate() {
                 if rng.gen_bool(0.5) {
-                    r.peer_ref = Some(format!("ipm-d{list:03}x{n:03}"));
+                    // The same sets, written as a reference: a named set.
+                    let id = format!("ipm-d{list:03}x{n:03}").parse().unwrap();
+                    let peers = r.peers().to_vec();
+                    *r = r
+                        .clone()
+                        .with_peer(palisade_model::Peer::AddressTemplate(id), peers);
                 }
             }
         }

@@ -199,11 +199,12 @@ fn membership_changes(mode: Mode, hoist_min_peers: usize, kind: &str, listed: &s
             json!({"Ingress": [tcp(8080, "198.18.0.0/24", "ACCEPT")], "Egress": []}),
         )]);
         // The same rule as a reference to sg-peers001 with these members.
-        s.ingress[0].peer_ref = Some("sg-peers001".into());
-        s.ingress[0].peers = members
+        let members = members
             .iter()
             .map(|m| palisade_policy::codec::parse_addr_range("t", m).unwrap())
             .collect();
+        let group = palisade_model::Peer::SecurityGroup("sg-peers001".parse().unwrap());
+        s.ingress[0] = s.ingress[0].clone().with_peer(group, members);
         s
     };
     let opts = CompileOptions {
@@ -325,15 +326,14 @@ fn large_sets_load_in_chunks_with_an_atomic_switch() {
             "sg-big00001",
             json!({"Ingress": [tcp(8080, "198.18.0.0/24", "ACCEPT")], "Egress": []}),
         )]);
-        s.ingress[0].peer_ref = Some("sg-many0001".into());
-        s.ingress[0].peers = members
+        let members = members
             .iter()
             .map(String::as_str)
             .chain([extra])
             .map(|m| palisade_policy::codec::parse_addr_range("t", m).unwrap())
             .collect();
-        s.ingress[0].peers =
-            palisade_policy::resolve::merge_addr_ranges(s.ingress[0].peers.clone());
+        let group = palisade_model::Peer::SecurityGroup("sg-many0001".parse().unwrap());
+        s.ingress[0] = s.ingress[0].clone().with_peer(group, members);
         s
     };
     let opts = CompileOptions {

@@ -11,8 +11,9 @@ mod common;
 use common::*;
 use palisade_agent::compile::{compile, CompileOptions, Mode};
 use palisade_agent::dataplane::Dataplane;
-use palisade_agent::snapshot::{Rule, ServiceMatch, Snapshot};
-use palisade_model::{Action, AddrRange, Family, PortRange};
+use palisade_agent::snapshot::Snapshot;
+use palisade_model::{Action, AddrRange, Cidr, Direction, Family, Peer, PortRange};
+use palisade_policy::{ProtocolMatch, ResolvedRule, RuleOrigin, ServiceMatch};
 use std::time::Instant;
 
 fn big_snapshot(members: u128) -> Snapshot {
@@ -20,7 +21,7 @@ fn big_snapshot(members: u128) -> Snapshot {
     for g in 0..5u32 {
         for i in 0..100u32 {
             let n = g * 100 + i;
-            let (peers, peer_ref) = if i % 5 == 0 {
+            let (peers, peer) = if i % 5 == 0 {
                 // 2,000 members: single addresses spread over 198.18.0.0/15.
                 let base = u128::from(u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)));
                 let members = (0..members)
@@ -31,30 +32,36 @@ fn big_snapshot(members: u128) -> Snapshot {
                     .collect();
                 (
                     palisade_policy::resolve::merge_addr_ranges(members),
-                    Some(format!("sg-ref{n:05}")),
+                    Peer::SecurityGroup(format!("sg-ref{n:05}").parse().unwrap()),
                 )
             } else {
                 let a = u128::from(u32::from(std::net::Ipv4Addr::new(203, 0, 113, 0)))
                     + u128::from(n % 256);
-                (vec![AddrRange::new(Family::V4, a, a).unwrap()], None)
+                (
+                    vec![AddrRange::new(Family::V4, a, a).unwrap()],
+                    Peer::Cidr(Cidr::parse_v4("t", "203.0.113.0/24").unwrap()),
+                )
             };
-            ingress.push(Rule {
-                group: format!("sg-scale{g:03}"),
-                index: i as usize,
-                action: if i % 7 == 3 {
+            ingress.push(ResolvedRule::from_sets(
+                RuleOrigin {
+                    security_group_id: format!("sg-scale{g:03}").parse().unwrap(),
+                    direction: Direction::Ingress,
+                    policy_index: i as usize,
+                },
+                if i % 7 == 3 {
                     Action::Drop
                 } else {
                     Action::Accept
                 },
-                services: vec![ServiceMatch {
-                    protocol: Some(6),
+                vec![ServiceMatch {
+                    protocol: ProtocolMatch::Number(6),
                     ports: vec![
                         PortRange::new(1000 + (n as u16 % 500), 1100 + (n as u16 % 500)).unwrap(),
                     ],
                 }],
                 peers,
-                peer_ref,
-            });
+                peer,
+            ));
         }
     }
     Snapshot {

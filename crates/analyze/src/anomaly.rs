@@ -39,9 +39,10 @@ fn within(e: &Engine<'_>, s: &DirSummary, out: &mut Vec<Finding>) {
     let mut accepted = PacketSet::empty();
     let mut dropped = PacketSet::empty();
     for (i, rule) in s.rules.iter().enumerate() {
-        let (Some(space), Some(decided)) = (s.spaces.get(i), s.decided.get(i)) else {
+        let Some(decided) = s.decided.get(i) else {
             continue;
         };
+        let space = &palisade_policy::rule_space(rule);
         let other = match rule.action() {
             Action::Accept => &dropped,
             Action::Drop => &accepted,

@@ -14,13 +14,9 @@
 
 use crate::error::AnalyzeError;
 use crate::finding::Location;
-use palisade_model::{
-    AddressTemplate, AddressTemplateGroup, AddressTemplateGroupId, AddressTemplateId, Direction,
-    Fleet, InstanceId, PolicySet, SecurityGroupId, ServiceTemplate, ServiceTemplateGroup,
-    ServiceTemplateGroupId, ServiceTemplateId,
-};
+use palisade_model::{Direction, Fleet, InstanceId, SecurityGroupId};
 use palisade_policy::{
-    first_match, rule_space, Catalog, Packet, PacketSet, ResolvedRule, RuleOrigin,
+    decompose, first_match, Decomposition, FleetIndex, Packet, PacketSet, ResolvedRule, RuleOrigin,
 };
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -31,8 +27,6 @@ use std::rc::Rc;
 pub struct DirSummary {
     /// The resolved rules, in order.
     pub rules: Vec<ResolvedRule>,
-    /// Each rule's own packets, ignoring the rules above it.
-    pub spaces: Vec<PacketSet>,
     /// Each rule's decided packets under first match within the group.
     pub decided: Vec<PacketSet>,
     /// The packets some rule of the group matches.
@@ -102,30 +96,13 @@ pub struct Engine<'f> {
     effects: HashMap<Vec<SecurityGroupId>, Rc<ListEffect>>,
     instance_index: HashMap<InstanceId, usize>,
     group_index: HashMap<SecurityGroupId, usize>,
-    members: HashMap<SecurityGroupId, Vec<IpAddr>>,
+    catalog: FleetIndex,
 }
 
 impl<'f> Engine<'f> {
     /// Resolves and takes apart every group of `fleet`.
     pub fn new(fleet: &'f Fleet) -> Result<Engine<'f>, AnalyzeError> {
-        let mut members: HashMap<SecurityGroupId, Vec<IpAddr>> = HashMap::new();
-        for inst in &fleet.instances {
-            for g in &inst.security_groups {
-                members
-                    .entry(g.clone())
-                    .or_default()
-                    .extend(inst.private_ips.iter().copied());
-            }
-        }
-        let catalog = Indexed {
-            fleet,
-            members: &members,
-            groups: fleet
-                .security_groups
-                .iter()
-                .map(|g| (g.id.clone(), &g.policies))
-                .collect(),
-        };
+        let catalog = FleetIndex::new(fleet);
         let mut groups = HashMap::new();
         for g in &fleet.security_groups {
             let rs = palisade_policy::resolve(&catalog, std::slice::from_ref(&g.id))?;
@@ -153,7 +130,7 @@ impl<'f> Engine<'f> {
                 .enumerate()
                 .map(|(i, x)| (x.id.clone(), i))
                 .collect(),
-            members,
+            catalog,
         })
     }
 
@@ -169,12 +146,12 @@ impl<'f> Engine<'f> {
 
     /// The private IPs of the instances bound to group `id`.
     pub fn members(&self, id: &SecurityGroupId) -> &[IpAddr] {
-        self.members.get(id).map_or(&[], Vec::as_slice)
+        self.catalog.members(id)
     }
 
     /// Whether any instance is bound to group `id`.
     pub fn has_members(&self, id: &SecurityGroupId) -> bool {
-        self.members.contains_key(id)
+        self.catalog.has_members(id)
     }
 
     /// The effect of `groups` bound in this order (memoised, prefixes too).
@@ -287,57 +264,17 @@ fn compose(before: &Effect, group: &DirSummary) -> Effect {
     }
 }
 
-/// Takes one direction of one group apart.
+/// Takes one direction of one group apart (`policy`'s decomposition).
 pub fn summarize(rules: Vec<ResolvedRule>) -> DirSummary {
-    let mut s = DirSummary {
-        spaces: Vec::with_capacity(rules.len()),
-        decided: Vec::with_capacity(rules.len()),
-        ..DirSummary::default()
-    };
-    for rule in &rules {
-        let space = rule_space(rule);
-        let own = space.difference(&s.matched);
-        s.matched.union_with(&own);
-        if rule.action() == palisade_model::Action::Accept {
-            s.accepted.union_with(&own);
-        }
-        s.spaces.push(space);
-        s.decided.push(own);
-    }
-    s.rules = rules;
-    s
-}
-
-/// The fleet as a catalog with membership indexed once (the fleet's own
-/// `member_ips` scans every instance for each reference).
-struct Indexed<'a> {
-    fleet: &'a Fleet,
-    members: &'a HashMap<SecurityGroupId, Vec<IpAddr>>,
-    groups: HashMap<SecurityGroupId, &'a PolicySet>,
-}
-
-impl Catalog for Indexed<'_> {
-    fn policies(&self, id: &SecurityGroupId) -> Option<&PolicySet> {
-        self.groups.get(id).copied()
-    }
-
-    fn member_ips(&self, id: &SecurityGroupId) -> Vec<IpAddr> {
-        self.members.get(id).cloned().unwrap_or_default()
-    }
-
-    fn address_template(&self, id: &AddressTemplateId) -> Option<&AddressTemplate> {
-        self.fleet.address_template(id)
-    }
-
-    fn address_template_group(&self, id: &AddressTemplateGroupId) -> Option<&AddressTemplateGroup> {
-        self.fleet.address_template_group(id)
-    }
-
-    fn service_template(&self, id: &ServiceTemplateId) -> Option<&ServiceTemplate> {
-        self.fleet.service_template(id)
-    }
-
-    fn service_template_group(&self, id: &ServiceTemplateGroupId) -> Option<&ServiceTemplateGroup> {
-        self.fleet.service_template_group(id)
+    let Decomposition {
+        decided,
+        matched,
+        accepted,
+    } = decompose(&rules);
+    DirSummary {
+        rules,
+        decided,
+        matched,
+        accepted,
     }
 }

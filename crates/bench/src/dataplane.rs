@@ -54,9 +54,10 @@ use crate::interrupt::{check_interrupt, interrupted};
 use anyhow::{bail, Context};
 use palisade_agent::compile::{compile, CompileOptions, Compiled, Mode};
 use palisade_agent::dataplane::Dataplane;
-use palisade_agent::snapshot::{Rule, ServiceMatch, Snapshot};
+use palisade_agent::snapshot::Snapshot;
 use palisade_agent::NftDataplane;
-use palisade_model::{Action, AddrRange, Family, PortRange};
+use palisade_model::{Action, AddrRange, Cidr, Direction, Family, Peer, PortRange};
+use palisade_policy::{ProtocolMatch, ResolvedRule, RuleOrigin, ServiceMatch};
 use serde::Serialize;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
@@ -521,7 +522,7 @@ pub fn snapshot(rules: usize, addresses: usize, joined: bool) -> Snapshot {
                 6,
                 port(22, 22),
                 members.clone(),
-                Some("sg-members".to_string()),
+                Some(Peer::SecurityGroup(id("sg-members1"))),
             )
         } else if j + 1 == rules {
             let lo = v4(Ipv4Addr::new(198, 18, 0, 0));
@@ -538,17 +539,26 @@ pub fn snapshot(rules: usize, addresses: usize, joined: bool) -> Snapshot {
             let proto = if j % 2 == 0 { 6 } else { 17 };
             (action, proto, port(p, p + 2), vec![single(peer)], None)
         };
-        ingress.push(Rule {
-            group: format!("sg-bench{:04}", j / 100),
-            index: j % 100,
+        // The rule as written: the members' group, or a block standing for
+        // the peers (the compiler looks only at the sets and references).
+        let peer = peer_ref.unwrap_or_else(|| {
+            // "0.0.0.0/0" is a well-formed IPv4 block.
+            Peer::Cidr(Cidr::parse_v4("CidrBlock", "0.0.0.0/0").expect("a valid block"))
+        });
+        ingress.push(ResolvedRule::from_sets(
+            RuleOrigin {
+                security_group_id: id(&format!("sg-b{:07}", j / 100)),
+                direction: Direction::Ingress,
+                policy_index: j % 100,
+            },
             action,
-            services: vec![ServiceMatch {
-                protocol: Some(protocol),
+            vec![ServiceMatch {
+                protocol: ProtocolMatch::Number(protocol),
                 ports: vec![ports],
             }],
-            peers: palisade_policy::resolve::merge_addr_ranges(peers),
-            peer_ref,
-        });
+            peers,
+            peer,
+        ));
     }
     Snapshot {
         instance_id: "ins-bench001".into(),
@@ -556,6 +566,12 @@ pub fn snapshot(rules: usize, addresses: usize, joined: bool) -> Snapshot {
         ingress,
         egress: vec![],
     }
+}
+
+/// A group id of the bench's own making.
+fn id(text: &str) -> palisade_model::SecurityGroupId {
+    // Every id made here is `sg-` and 8 lower-case alphanumerics.
+    text.parse().expect("a well-formed group id")
 }
 
 /// The probes' accept rule alone.
@@ -879,8 +895,11 @@ mod tests {
     fn snapshot_has_the_shape_described() {
         let s = snapshot(5, 3, false);
         assert_eq!(s.ingress.len(), 5);
-        assert_eq!(s.ingress[0].peers.len(), 3);
-        assert_eq!(snapshot(5, 3, true).ingress[0].peers.len(), 4);
-        assert_eq!(s.ingress[4].services[0].protocol, Some(17));
+        assert_eq!(s.ingress[0].peers().len(), 3);
+        assert_eq!(snapshot(5, 3, true).ingress[0].peers().len(), 4);
+        assert_eq!(
+            s.ingress[4].services()[0].protocol,
+            ProtocolMatch::Number(17)
+        );
     }
 }

@@ -317,7 +317,7 @@ pub fn nft(cmd: NftCommand) -> anyhow::Result<ExitCode> {
             };
             let id = InstanceId::parse_field("--instance", &args.instance)?;
             let ruleset = palisade_policy::resolve_instance(&fleet, &id)?;
-            let mut snapshot = Snapshot::from(&ruleset);
+            let mut snapshot = Snapshot::from(ruleset);
             snapshot.instance_id = args.instance.clone();
             let compiled = compile(
                 &snapshot,

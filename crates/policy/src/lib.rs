@@ -27,8 +27,8 @@ pub use decide::{accepted, decided_sets, decompose, rule_space, Decomposition};
 pub use error::{PolicyError, ResolveError};
 pub use eval::{evaluate, first_match, parse_protocol, Packet, Verdict};
 pub use resolve::{
-    resolve, resolve_instance, Catalog, FleetIndex, ProtocolMatch, ResolvedRule, Resolver,
-    RuleOrigin, Ruleset, ServiceMatch,
+    expand_templates, resolve, resolve_instance, Catalog, FleetIndex, ProtocolMatch, ResolvedRule,
+    Resolver, RuleOrigin, Ruleset, ServiceMatch,
 };
 pub use space::{PacketBox, PacketSet};
 

@@ -19,10 +19,10 @@
 use crate::codec;
 use crate::error::PolicyError;
 use palisade_model::{
-    Action, AddrRange, AddressTemplate, AddressTemplateGroup, AddressTemplateGroupId,
-    AddressTemplateId, Direction, Fleet, InstanceId, Peer, Policy, PolicySet, PortRange, Protocol,
-    SecurityGroupId, Service, ServiceTemplate, ServiceTemplateGroup, ServiceTemplateGroupId,
-    ServiceTemplateId,
+    Action, AddrRange, AddressEntry, AddressTemplate, AddressTemplateGroup, AddressTemplateGroupId,
+    AddressTemplateId, Direction, Family, Fleet, InstanceId, Peer, Policy, PolicySet, PortRange,
+    Protocol, SecurityGroupId, Service, ServiceEntry, ServiceTemplate, ServiceTemplateGroup,
+    ServiceTemplateGroupId, ServiceTemplateId,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -247,6 +247,40 @@ impl ResolvedRule {
         }
     }
 
+    /// A rule given by its sets, for generated rule lists (tests,
+    /// benchmarks): written as every protocol from `peer` (the reference
+    /// the sets stand for, or a block).
+    pub fn from_sets(
+        origin: RuleOrigin,
+        action: Action,
+        services: Vec<ServiceMatch>,
+        peers: Vec<AddrRange>,
+        peer: Peer,
+    ) -> Self {
+        let policy = Policy {
+            service: Service::Protocol {
+                protocol: Protocol::All,
+                ports: palisade_model::Ports::All,
+            },
+            peer,
+            action,
+            description: String::new(),
+            modify_time: None,
+            priority: None,
+        };
+        Self::new(origin, action, policy, services, peers)
+    }
+
+    /// The same rule written with peer `peer`, standing for `peers` (a
+    /// reference's members as they change, in tests and benchmarks).
+    pub fn with_peer(self, peer: Peer, peers: Vec<AddrRange>) -> Self {
+        let policy = Policy {
+            peer,
+            ..self.policy
+        };
+        Self::new(self.origin, self.action, policy, self.services, peers)
+    }
+
     /// Where the rule comes from.
     pub fn origin(&self) -> &RuleOrigin {
         &self.origin
@@ -325,73 +359,110 @@ impl Ruleset {
     }
 }
 
-/// A [`Catalog`] over a fleet with hash-map lookups and membership computed
-/// once, for resolving many instances (the fleet's own lookups scan lists).
-#[derive(Debug, Clone)]
-pub struct FleetIndex<'a> {
-    groups: HashMap<&'a SecurityGroupId, &'a PolicySet>,
-    members: HashMap<&'a SecurityGroupId, Vec<IpAddr>>,
-    address_templates: HashMap<&'a AddressTemplateId, &'a AddressTemplate>,
-    address_template_groups: HashMap<&'a AddressTemplateGroupId, &'a AddressTemplateGroup>,
-    service_templates: HashMap<&'a ServiceTemplateId, &'a ServiceTemplate>,
-    service_template_groups: HashMap<&'a ServiceTemplateGroupId, &'a ServiceTemplateGroup>,
+/// The one [`Catalog`] with hash-map lookups and membership computed once,
+/// for resolving many instances (the fleet's own lookups scan lists):
+/// built from a fleet file ([`FleetIndex::new`]), or from the objects the
+/// server reads from a store snapshot ([`FleetIndex::from`] a [`Fleet`] of
+/// them).
+#[derive(Debug, Clone, Default)]
+pub struct FleetIndex {
+    groups: HashMap<SecurityGroupId, PolicySet>,
+    members: HashMap<SecurityGroupId, Vec<IpAddr>>,
+    address_templates: HashMap<AddressTemplateId, AddressTemplate>,
+    address_template_groups: HashMap<AddressTemplateGroupId, AddressTemplateGroup>,
+    service_templates: HashMap<ServiceTemplateId, ServiceTemplate>,
+    service_template_groups: HashMap<ServiceTemplateGroupId, ServiceTemplateGroup>,
 }
 
-impl<'a> FleetIndex<'a> {
-    /// Indexes `fleet`.
-    pub fn new(fleet: &'a Fleet) -> Self {
-        let mut members: HashMap<&SecurityGroupId, Vec<IpAddr>> = HashMap::new();
-        for i in &fleet.instances {
-            for g in &i.security_groups {
+impl FleetIndex {
+    /// Indexes `fleet` (its groups, instances and templates; copied).
+    pub fn new(fleet: &Fleet) -> Self {
+        Self::from(Fleet {
+            security_groups: fleet.security_groups.clone(),
+            address_templates: fleet.address_templates.clone(),
+            address_template_groups: fleet.address_template_groups.clone(),
+            service_templates: fleet.service_templates.clone(),
+            service_template_groups: fleet.service_template_groups.clone(),
+            instances: fleet.instances.clone(),
+            ..Fleet::default()
+        })
+    }
+
+    /// The private IPs (both families) of the instances bound to group `id`.
+    pub fn members(&self, id: &SecurityGroupId) -> &[IpAddr] {
+        self.members.get(id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether any instance is bound to group `id`.
+    pub fn has_members(&self, id: &SecurityGroupId) -> bool {
+        self.members.contains_key(id)
+    }
+}
+
+impl From<Fleet> for FleetIndex {
+    /// Indexes the groups, instances and templates of `fleet` (clusters and
+    /// limits play no part in resolution).
+    fn from(fleet: Fleet) -> Self {
+        let mut members: HashMap<SecurityGroupId, Vec<IpAddr>> = HashMap::new();
+        for i in fleet.instances {
+            for g in i.security_groups {
                 members.entry(g).or_default().extend(&i.private_ips);
             }
         }
         FleetIndex {
             groups: fleet
                 .security_groups
-                .iter()
-                .map(|g| (&g.id, &g.policies))
+                .into_iter()
+                .map(|g| (g.id, g.policies))
                 .collect(),
             members,
-            address_templates: fleet.address_templates.iter().map(|t| (&t.id, t)).collect(),
+            address_templates: fleet
+                .address_templates
+                .into_iter()
+                .map(|t| (t.id.clone(), t))
+                .collect(),
             address_template_groups: fleet
                 .address_template_groups
-                .iter()
-                .map(|t| (&t.id, t))
+                .into_iter()
+                .map(|t| (t.id.clone(), t))
                 .collect(),
-            service_templates: fleet.service_templates.iter().map(|t| (&t.id, t)).collect(),
+            service_templates: fleet
+                .service_templates
+                .into_iter()
+                .map(|t| (t.id.clone(), t))
+                .collect(),
             service_template_groups: fleet
                 .service_template_groups
-                .iter()
-                .map(|t| (&t.id, t))
+                .into_iter()
+                .map(|t| (t.id.clone(), t))
                 .collect(),
         }
     }
 }
 
-impl Catalog for FleetIndex<'_> {
+impl Catalog for FleetIndex {
     fn policies(&self, id: &SecurityGroupId) -> Option<&PolicySet> {
-        self.groups.get(id).copied()
+        self.groups.get(id)
     }
 
     fn member_ips(&self, id: &SecurityGroupId) -> Vec<IpAddr> {
-        self.members.get(id).cloned().unwrap_or_default()
+        self.members(id).to_vec()
     }
 
     fn address_template(&self, id: &AddressTemplateId) -> Option<&AddressTemplate> {
-        self.address_templates.get(id).copied()
+        self.address_templates.get(id)
     }
 
     fn address_template_group(&self, id: &AddressTemplateGroupId) -> Option<&AddressTemplateGroup> {
-        self.address_template_groups.get(id).copied()
+        self.address_template_groups.get(id)
     }
 
     fn service_template(&self, id: &ServiceTemplateId) -> Option<&ServiceTemplate> {
-        self.service_templates.get(id).copied()
+        self.service_templates.get(id)
     }
 
     fn service_template_group(&self, id: &ServiceTemplateGroupId) -> Option<&ServiceTemplateGroup> {
-        self.service_template_groups.get(id).copied()
+        self.service_template_groups.get(id)
     }
 }
 
@@ -504,6 +575,52 @@ pub fn resolve_instance(fleet: &Fleet, id: &InstanceId) -> Result<Ruleset, Polic
     resolve(fleet, &instance.security_groups)
 }
 
+/// A rule as Tencent's `DescribeSecurityGroupExpandedPolicies` shows it:
+/// one written rule per address (each entry's CIDR blocks) and per service
+/// entry of the templates it names, in the templates' order; any other peer
+/// or service as written (a group reference stays a reference). The
+/// templates are looked up as [`resolve`] looks them up: a missing one is
+/// the same error, never an empty list.
+pub fn expand_templates<C: Catalog + ?Sized>(
+    catalog: &C,
+    origin: &RuleOrigin,
+    policy: &Policy,
+) -> Result<Vec<Policy>, PolicyError> {
+    let peers: Vec<Peer> = match &policy.peer {
+        Peer::AddressTemplate(_) | Peer::AddressTemplateGroup(_) => {
+            address_entries(catalog, origin, &policy.peer)?
+                .into_iter()
+                .flat_map(|e| e.range().to_cidrs())
+                .map(|c| match c.family() {
+                    Family::V4 => Peer::Cidr(c),
+                    Family::V6 => Peer::Ipv6Cidr(c),
+                })
+                .collect()
+        }
+        peer => vec![peer.clone()],
+    };
+    let services: Vec<Service> = match &policy.service {
+        Service::Protocol { .. } => vec![policy.service.clone()],
+        service => service_entries(catalog, origin, service)?
+            .into_iter()
+            .map(|e| Service::Protocol {
+                protocol: e.protocol,
+                ports: e.ports.clone(),
+            })
+            .collect(),
+    };
+    Ok(peers
+        .iter()
+        .flat_map(|peer| {
+            services.iter().map(move |service| Policy {
+                peer: peer.clone(),
+                service: service.clone(),
+                ..policy.clone()
+            })
+        })
+        .collect())
+}
+
 fn resolve_service<C: Catalog + ?Sized>(
     catalog: &C,
     origin: &RuleOrigin,
@@ -517,23 +634,34 @@ fn resolve_service<C: Catalog + ?Sized>(
             vec![crate::all_ports()]
         },
     };
+    if let Service::Protocol { protocol, ports } = service {
+        return Ok(vec![entry(*protocol, ports)]);
+    }
+    Ok(service_entries(catalog, origin, service)?
+        .into_iter()
+        .map(|e| entry(e.protocol, &e.ports))
+        .collect())
+}
+
+/// The entries of the service template or template group `service` names,
+/// in order (none for a protocol and ports).
+fn service_entries<'c, C: Catalog + ?Sized>(
+    catalog: &'c C,
+    origin: &RuleOrigin,
+    service: &Service,
+) -> Result<Vec<&'c ServiceEntry>, PolicyError> {
     let template = |id: &ServiceTemplateId| {
         catalog
             .service_template(id)
-            .map(|t| {
-                t.services
-                    .iter()
-                    .map(|e| entry(e.protocol, &e.ports))
-                    .collect::<Vec<_>>()
-            })
+            .map(|t| t.services.iter())
             .ok_or_else(|| PolicyError::UnknownServiceTemplate {
                 origin: origin.clone(),
                 id: id.to_string(),
             })
     };
     match service {
-        Service::Protocol { protocol, ports } => Ok(vec![entry(*protocol, ports)]),
-        Service::Template(id) => template(id),
+        Service::Protocol { .. } => Ok(Vec::new()),
+        Service::Template(id) => Ok(template(id)?.collect()),
         Service::TemplateGroup(gid) => {
             let group = catalog.service_template_group(gid).ok_or_else(|| {
                 PolicyError::UnknownServiceTemplateGroup {
@@ -555,15 +683,6 @@ fn resolve_peer<C: Catalog + ?Sized>(
     origin: &RuleOrigin,
     peer: &Peer,
 ) -> Result<Vec<AddrRange>, PolicyError> {
-    let template = |id: &AddressTemplateId| {
-        catalog
-            .address_template(id)
-            .map(|t| t.addresses.iter().map(|a| a.range()).collect::<Vec<_>>())
-            .ok_or_else(|| PolicyError::UnknownAddressTemplate {
-                origin: origin.clone(),
-                id: id.to_string(),
-            })
-    };
     match peer {
         Peer::Cidr(c) | Peer::Ipv6Cidr(c) => Ok(vec![c.range()]),
         Peer::SecurityGroup(id) => {
@@ -579,7 +698,33 @@ fn resolve_peer<C: Catalog + ?Sized>(
                 .map(AddrRange::single)
                 .collect())
         }
-        Peer::AddressTemplate(id) => template(id),
+        Peer::AddressTemplate(_) | Peer::AddressTemplateGroup(_) => {
+            Ok(address_entries(catalog, origin, peer)?
+                .into_iter()
+                .map(|e| e.range())
+                .collect())
+        }
+    }
+}
+
+/// The entries of the address template or template group `peer` names, in
+/// order (none for any other peer).
+fn address_entries<'c, C: Catalog + ?Sized>(
+    catalog: &'c C,
+    origin: &RuleOrigin,
+    peer: &Peer,
+) -> Result<Vec<&'c AddressEntry>, PolicyError> {
+    let template = |id: &AddressTemplateId| {
+        catalog
+            .address_template(id)
+            .map(|t| t.addresses.iter())
+            .ok_or_else(|| PolicyError::UnknownAddressTemplate {
+                origin: origin.clone(),
+                id: id.to_string(),
+            })
+    };
+    match peer {
+        Peer::AddressTemplate(id) => Ok(template(id)?.collect()),
         Peer::AddressTemplateGroup(gid) => {
             let group = catalog.address_template_group(gid).ok_or_else(|| {
                 PolicyError::UnknownAddressTemplateGroup {
@@ -593,6 +738,7 @@ fn resolve_peer<C: Catalog + ?Sized>(
             }
             Ok(out)
         }
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -831,6 +977,57 @@ mod tests {
             matches!(e, PolicyError::UnknownServiceTemplateGroup { .. }),
             "{e}"
         );
+    }
+
+    #[test]
+    fn expanding_templates_writes_one_rule_per_address_and_service() {
+        let f = fleet();
+        let origin = |g: &str, i: usize| RuleOrigin {
+            security_group_id: sg(g),
+            direction: Direction::Ingress,
+            policy_index: i,
+        };
+        let expanded = |g: &str, i: usize| -> Vec<String> {
+            let policy = &f.group(&sg(g)).unwrap().policies.ingress[i];
+            expand_templates(&f, &origin(g, i), policy)
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        // An address template: each entry's CIDR blocks, in order.
+        assert_eq!(
+            expanded("sg-first001", 1),
+            [
+                "ACCEPT TCP 22 peer 203.0.113.0/24",
+                "ACCEPT TCP 22 peer 192.0.2.10/31",
+                "ACCEPT TCP 22 peer 192.0.2.12/30",
+                "ACCEPT TCP 22 peer 192.0.2.16/30",
+                "ACCEPT TCP 22 peer 192.0.2.20/32",
+            ]
+        );
+        // A service template group: each entry of each template.
+        assert_eq!(
+            expanded("sg-second01", 3),
+            [
+                "ACCEPT UDP 53 peer 2001:db8::/32",
+                "ACCEPT TCP 53 peer 2001:db8::/32",
+                "ACCEPT ICMPv6 ALL peer 2001:db8::/32",
+            ]
+        );
+        // A group reference stays as written.
+        assert_eq!(
+            expanded("sg-first001", 2),
+            ["ACCEPT TCP 8080 peer sg-web00001"]
+        );
+        // A missing template is the resolver's error, not an empty list.
+        let mut g = f.clone();
+        g.address_templates.clear();
+        let policy = &f.group(&sg("sg-first001")).unwrap().policies.ingress[1];
+        assert!(matches!(
+            expand_templates(&g, &origin("sg-first001", 1), policy),
+            Err(PolicyError::UnknownAddressTemplate { .. })
+        ));
     }
 
     #[test]

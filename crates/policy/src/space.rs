@@ -82,19 +82,6 @@ impl PacketSet {
         PacketSet::product(&protos, &[b.peers])
     }
 
-    /// The packets of one rule built in one pass: each `(protocol_lo,
-    /// protocol_hi, ports)` service (ports widened to all for the protocols
-    /// without ports) from every range of `peers`. The same set as the union
-    /// of the boxes, without one union per peer (a reference of 100,000
-    /// addresses would otherwise cost 100,000 unions).
-    pub fn from_services(services: &[(u8, u8, Vec<PortRange>)], peers: &[AddrRange]) -> PacketSet {
-        let mut protos = ProtoPorts::default();
-        for (lo, hi, ports) in services {
-            protos.add(*lo, *hi, &PortSet::of(ports));
-        }
-        protos.times(peers)
-    }
-
     /// The packets of a protocol-and-port set times a list of address ranges.
     fn product(protos: &ProtoPorts, peers: &[AddrRange]) -> PacketSet {
         let mut v4: Vec<(u128, u128)> = Vec::new();
@@ -789,37 +776,6 @@ mod tests {
             protocol_hi: phi,
             peers: crate::codec::parse_addr_range("t", peers).unwrap(),
             ports: PortRange::new(plo_port, phi_port).unwrap(),
-        }
-    }
-
-    #[test]
-    fn from_services_is_the_union_of_the_boxes() {
-        let peers: Vec<AddrRange> = ["10.0.0.1/32", "10.0.0.3/32", "10.0.0.2/31", "2001:db8::/64"]
-            .iter()
-            .map(|p| crate::codec::parse_addr_range("t", p).unwrap())
-            .collect();
-        let p80 = PortRange::new(80, 90).unwrap();
-        let p22 = PortRange::single(22);
-        let services = [
-            (6, 6, vec![p80, p22]),
-            (1, 1, vec![crate::all_ports()]),
-            (0, 255, vec![crate::all_ports()]),
-        ];
-        for n in 0..services.len() {
-            let mut boxes = PacketSet::empty();
-            for (lo, hi, ports) in &services[n..] {
-                for peer in &peers {
-                    for p in ports {
-                        boxes.union_with(&PacketSet::from_box(&PacketBox {
-                            protocol_lo: *lo,
-                            protocol_hi: *hi,
-                            peers: *peer,
-                            ports: *p,
-                        }));
-                    }
-                }
-            }
-            assert_eq!(PacketSet::from_services(&services[n..], &peers), boxes);
         }
     }
 

@@ -244,7 +244,7 @@ pub fn snapshot(groups: &[(&str, serde_json::Value)]) -> Snapshot {
     let fleet = Fleet::parse(&fleet.to_string()).unwrap_or_else(|p| panic!("fleet: {p:?}"));
     let id = InstanceId::parse_field("t", "ins-node0001").expect("id");
     let rs = palisade_policy::resolve_instance(&fleet, &id).expect("resolve");
-    Snapshot::from(&rs)
+    Snapshot::from(rs)
 }
 
 /// The policy crate's ruleset for the same fleet (for differential checks).

@@ -15,10 +15,10 @@ use palisade_model::policy::{Direction, PolicySet};
 use palisade_model::ErrorCode;
 use palisade_model::{
     AddressEntry, AddressTemplate, AddressTemplateGroup, AddressTemplateGroupId, AddressTemplateId,
-    SecurityGroupId, ServiceEntry, ServiceTemplate, ServiceTemplateGroup, ServiceTemplateGroupId,
-    ServiceTemplateId,
+    Fleet, Instance, InstanceId, SecurityGroup, SecurityGroupId, ServiceEntry, ServiceTemplate,
+    ServiceTemplateGroup, ServiceTemplateGroupId, ServiceTemplateId,
 };
-use palisade_policy::{Catalog, ResolvedRule};
+use palisade_policy::{FleetIndex, ResolvedRule};
 use palisade_protocol::service::{
     InstanceRuleset, RuleCounter, MAX_COUNTERS, MAX_ERRORS, MAX_ERROR_CHARS,
 };
@@ -769,7 +769,7 @@ impl AccountRules {
             .collect::<Result<Vec<_>, _>>()?;
         let palisade_policy::Ruleset {
             ingress, egress, ..
-        } = palisade_policy::resolve(&*snapshot, &ids)
+        } = palisade_policy::resolve(&snapshot.catalog, &ids)
             .map_err(|e| ApiError::internal(format!("resolving {groups:?}: {e}")))?;
         let digest = {
             use sha2::{Digest, Sha256};
@@ -824,17 +824,12 @@ impl AccountRules {
 }
 
 /// Everything resolution may look up, read from one store snapshot of an
-/// account.
+/// account: the account's objects in `policy`'s one catalog.
 #[derive(Default)]
 struct Snapshot {
     /// Each instance's ordered groups and its addresses, by id.
     instances: HashMap<String, (Vec<String>, Vec<String>)>,
-    policies: HashMap<SecurityGroupId, PolicySet>,
-    members: HashMap<SecurityGroupId, Vec<IpAddr>>,
-    address_templates: HashMap<AddressTemplateId, AddressTemplate>,
-    address_groups: HashMap<AddressTemplateGroupId, AddressTemplateGroup>,
-    service_templates: HashMap<ServiceTemplateId, ServiceTemplate>,
-    service_groups: HashMap<ServiceTemplateGroupId, ServiceTemplateGroup>,
+    catalog: FleetIndex,
 }
 
 impl Snapshot {
@@ -842,23 +837,24 @@ impl Snapshot {
     /// `Corrupt` (an `InternalError`), never skipped: skipping a member
     /// address of a group that a DROP rule references would fail open.
     fn load(tx: &dyn Tx, account: &str) -> Result<Self, ApiError> {
-        let corrupt = |e: palisade_model::ModelError| {
-            ApiError::from(palisade_store::StoreError::Corrupt(format!(
-                "stored data of account {account} does not parse: {e}"
-            )))
-        };
-        let mut s = Snapshot::default();
+        let corrupt = corrupt(account);
+        let mut fleet = Fleet::default();
         for g in tx.groups(account)? {
-            let id = SecurityGroupId::parse_field("SecurityGroupId", &g.id).map_err(corrupt)?;
-            let set = PolicySet {
+            let policies = PolicySet {
                 version: Some(g.version),
                 ingress: rules_of(&g, Direction::Ingress)?,
                 egress: rules_of(&g, Direction::Egress)?,
             };
-            s.policies.insert(id, set);
+            fleet.security_groups.push(SecurityGroup {
+                id: SecurityGroupId::parse_field("SecurityGroupId", &g.id).map_err(corrupt)?,
+                name: g.name,
+                description: g.description,
+                policies,
+            });
         }
+        let mut instances = HashMap::new();
         for i in tx.instances(account)? {
-            let ips: Vec<IpAddr> = i
+            let private_ips = i
                 .private_ips
                 .iter()
                 .map(|ip| {
@@ -871,111 +867,93 @@ impl Snapshot {
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            for g in &i.security_group_ids {
-                let id = SecurityGroupId::parse_field("SecurityGroupId", g).map_err(corrupt)?;
-                s.members.entry(id).or_default().extend(ips.iter().copied());
-            }
-            s.instances
-                .insert(i.id, (i.security_group_ids, i.private_ips));
+            fleet.instances.push(Instance {
+                id: InstanceId::parse_field("InstanceId", &i.id).map_err(corrupt)?,
+                name: i.name,
+                private_ips,
+                security_groups: parsed(&i.security_group_ids, |v| {
+                    SecurityGroupId::parse_field("SecurityGroupIds", v)
+                })
+                .map_err(corrupt)?,
+            });
+            instances.insert(i.id, (i.security_group_ids, i.private_ips));
         }
-        for t in tx.templates(account, TemplateKind::Address)? {
-            let id = AddressTemplateId::parse_field("AddressTemplateId", &t.id).map_err(corrupt)?;
-            let addresses = t
-                .members
-                .iter()
-                .map(|a| AddressEntry::parse_field("Addresses", a))
-                .collect::<Result<_, _>>()
-                .map_err(corrupt)?;
-            s.address_templates.insert(
-                id.clone(),
-                AddressTemplate {
-                    id,
-                    name: t.name,
-                    addresses,
-                },
-            );
-        }
-        for t in tx.templates(account, TemplateKind::AddressGroup)? {
-            let id = AddressTemplateGroupId::parse_field("AddressTemplateGroupId", &t.id)
-                .map_err(corrupt)?;
-            let templates = t
-                .members
-                .iter()
-                .map(|m| AddressTemplateId::parse_field("AddressTemplateIds", m))
-                .collect::<Result<_, _>>()
-                .map_err(corrupt)?;
-            s.address_groups.insert(
-                id.clone(),
-                AddressTemplateGroup {
-                    id,
-                    name: t.name,
-                    templates,
-                },
-            );
-        }
-        for t in tx.templates(account, TemplateKind::Service)? {
-            let id = ServiceTemplateId::parse_field("ServiceTemplateId", &t.id).map_err(corrupt)?;
-            let services = t
-                .members
-                .iter()
-                .map(|e| ServiceEntry::parse_field("Services", e))
-                .collect::<Result<_, _>>()
-                .map_err(corrupt)?;
-            s.service_templates.insert(
-                id.clone(),
-                ServiceTemplate {
-                    id,
-                    name: t.name,
-                    services,
-                },
-            );
-        }
-        for t in tx.templates(account, TemplateKind::ServiceGroup)? {
-            let id = ServiceTemplateGroupId::parse_field("ServiceTemplateGroupId", &t.id)
-                .map_err(corrupt)?;
-            let templates = t
-                .members
-                .iter()
-                .map(|m| ServiceTemplateId::parse_field("ServiceTemplateIds", m))
-                .collect::<Result<_, _>>()
-                .map_err(corrupt)?;
-            s.service_groups.insert(
-                id.clone(),
-                ServiceTemplateGroup {
-                    id,
-                    name: t.name,
-                    templates,
-                },
-            );
-        }
-        Ok(s)
+        load_templates(tx, account, &mut fleet)?;
+        Ok(Snapshot {
+            instances,
+            catalog: FleetIndex::from(fleet),
+        })
     }
 }
 
-impl Catalog for Snapshot {
-    fn policies(&self, id: &SecurityGroupId) -> Option<&PolicySet> {
-        self.policies.get(id)
-    }
+/// The templates of `account` as `policy`'s catalog: what the
+/// expanded-policies action expands with.
+pub(super) fn template_catalog(tx: &dyn Tx, account: &str) -> Result<FleetIndex, ApiError> {
+    let mut fleet = Fleet::default();
+    load_templates(tx, account, &mut fleet)?;
+    Ok(FleetIndex::from(fleet))
+}
 
-    fn member_ips(&self, id: &SecurityGroupId) -> Vec<IpAddr> {
-        self.members.get(id).cloned().unwrap_or_default()
+/// Reads the four kinds of templates of `account` into `fleet`.
+fn load_templates(tx: &dyn Tx, account: &str, fleet: &mut Fleet) -> Result<(), ApiError> {
+    let corrupt = corrupt(account);
+    for t in tx.templates(account, TemplateKind::Address)? {
+        fleet.address_templates.push(AddressTemplate {
+            id: AddressTemplateId::parse_field("AddressTemplateId", &t.id).map_err(corrupt)?,
+            addresses: parsed(&t.members, |v| AddressEntry::parse_field("Addresses", v))
+                .map_err(corrupt)?,
+            name: t.name,
+        });
     }
+    for t in tx.templates(account, TemplateKind::AddressGroup)? {
+        fleet.address_template_groups.push(AddressTemplateGroup {
+            id: AddressTemplateGroupId::parse_field("AddressTemplateGroupId", &t.id)
+                .map_err(corrupt)?,
+            templates: parsed(&t.members, |v| {
+                AddressTemplateId::parse_field("AddressTemplateIds", v)
+            })
+            .map_err(corrupt)?,
+            name: t.name,
+        });
+    }
+    for t in tx.templates(account, TemplateKind::Service)? {
+        fleet.service_templates.push(ServiceTemplate {
+            id: ServiceTemplateId::parse_field("ServiceTemplateId", &t.id).map_err(corrupt)?,
+            services: parsed(&t.members, |v| ServiceEntry::parse_field("Services", v))
+                .map_err(corrupt)?,
+            name: t.name,
+        });
+    }
+    for t in tx.templates(account, TemplateKind::ServiceGroup)? {
+        fleet.service_template_groups.push(ServiceTemplateGroup {
+            id: ServiceTemplateGroupId::parse_field("ServiceTemplateGroupId", &t.id)
+                .map_err(corrupt)?,
+            templates: parsed(&t.members, |v| {
+                ServiceTemplateId::parse_field("ServiceTemplateIds", v)
+            })
+            .map_err(corrupt)?,
+            name: t.name,
+        });
+    }
+    Ok(())
+}
 
-    fn address_template(&self, id: &AddressTemplateId) -> Option<&AddressTemplate> {
-        self.address_templates.get(id)
+/// A stored value of `account` that does not parse: `Corrupt`.
+fn corrupt(account: &str) -> impl Fn(palisade_model::ModelError) -> ApiError + Copy + '_ {
+    move |e| {
+        ApiError::from(palisade_store::StoreError::Corrupt(format!(
+            "stored data of account {account} does not parse: {e}"
+        )))
     }
+}
 
-    fn address_template_group(&self, id: &AddressTemplateGroupId) -> Option<&AddressTemplateGroup> {
-        self.address_groups.get(id)
-    }
-
-    fn service_template(&self, id: &ServiceTemplateId) -> Option<&ServiceTemplate> {
-        self.service_templates.get(id)
-    }
-
-    fn service_template_group(&self, id: &ServiceTemplateGroupId) -> Option<&ServiceTemplateGroup> {
-        self.service_groups.get(id)
-    }
+/// Each stored entry of `list` parsed by `parse` (ids, addresses,
+/// services); the first that does not parse is the error.
+fn parsed<T>(
+    list: &[String],
+    parse: impl Fn(&str) -> Result<T, palisade_model::ModelError>,
+) -> Result<Vec<T>, palisade_model::ModelError> {
+    list.iter().map(|v| parse(v)).collect()
 }
 
 #[cfg(test)]
@@ -1015,10 +993,15 @@ mod tests {
             "ins-00000001".into(),
             (vec!["sg-00000001".into()], vec!["198.18.0.1".into()]),
         );
-        s.policies.insert(
-            SecurityGroupId::parse_field("t", "sg-00000001")?,
-            PolicySet::default(),
-        );
+        s.catalog = FleetIndex::from(Fleet {
+            security_groups: vec![SecurityGroup {
+                id: SecurityGroupId::parse_field("t", "sg-00000001")?,
+                name: "g".into(),
+                description: String::new(),
+                policies: PolicySet::default(),
+            }],
+            ..Fleet::default()
+        });
         Ok(s)
     }
 

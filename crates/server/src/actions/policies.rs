@@ -10,8 +10,9 @@ use crate::params::Params;
 use palisade_model::policy::{parse_version, Direction, Peer, Policy, PolicySet, Service};
 use palisade_model::wire;
 use palisade_model::ErrorCode;
-use palisade_model::{AddressEntry, ServiceEntry};
-use palisade_store::{GroupRecord, StoreError, TemplateKind, Tx};
+use palisade_model::SecurityGroupId;
+use palisade_policy::{expand_templates, RuleOrigin};
+use palisade_store::{GroupRecord, StoreError, Tx};
 use serde_json::json;
 use std::collections::HashSet;
 
@@ -441,13 +442,30 @@ pub fn describe(ctx: &Ctx<'_>, p: &Params, expanded: bool) -> Reply {
         };
         let mut wire = set.to_wire();
         if expanded || !filters.is_empty() {
+            let catalog = match expanded {
+                true => Some(super::palisade::template_catalog(tx, ctx.account)?),
+                false => None,
+            };
+            let group = SecurityGroupId::parse_field("SecurityGroupId", &g.id)?;
             for dir in Direction::BOTH {
                 let mut out = Vec::new();
                 for (index, rule) in set.rules(dir).iter().enumerate() {
-                    let variants = if expanded {
-                        expand(tx, ctx.account, rule)?
-                    } else {
-                        vec![rule.clone()]
+                    let variants = match &catalog {
+                        Some(catalog) => {
+                            let origin = RuleOrigin {
+                                security_group_id: group.clone(),
+                                direction: dir,
+                                policy_index: index,
+                            };
+                            expand_templates(catalog, &origin, rule).map_err(|e| {
+                                // The store keeps references whole (a
+                                // referenced template cannot be deleted): a
+                                // missing one is corrupt data, never an empty
+                                // list that would hide what the rule says.
+                                ApiError::from(StoreError::Corrupt(e.to_string()))
+                            })?
+                        }
+                        None => vec![rule.clone()],
                     };
                     out.extend(
                         variants
@@ -513,95 +531,10 @@ fn matches(filter: &str, value: &str, dir: Direction, r: &Policy) -> bool {
     }
 }
 
-/// One rule per address and per service entry of the templates it names.
-fn expand(tx: &dyn Tx, account: &str, rule: &Policy) -> Result<Vec<Policy>, ApiError> {
-    let template_members = |id: &str, kind: TemplateKind| -> Result<Vec<String>, ApiError> {
-        // The store keeps references whole (a referenced template cannot be
-        // deleted), so a missing one is corrupt data, never an empty list:
-        // expanding it to nothing would hide what the rule says.
-        tx.template(account, id)?
-            .filter(|t| t.kind == kind)
-            .map(|t| t.members)
-            .ok_or_else(|| {
-                ApiError::from(StoreError::Corrupt(format!(
-                    "a rule references {id}, which the store does not hold"
-                )))
-            })
-    };
-    let mut addresses: Option<Vec<String>> = None;
-    match &rule.peer {
-        Peer::AddressTemplate(id) => {
-            addresses = Some(template_members(id.as_str(), TemplateKind::Address)?)
-        }
-        Peer::AddressTemplateGroup(id) => {
-            let mut all = Vec::new();
-            for m in template_members(id.as_str(), TemplateKind::AddressGroup)? {
-                all.extend(template_members(&m, TemplateKind::Address)?);
-            }
-            addresses = Some(all);
-        }
-        _ => {}
-    }
-    let mut services: Option<Vec<String>> = None;
-    match &rule.service {
-        Service::Template(id) => {
-            services = Some(template_members(id.as_str(), TemplateKind::Service)?)
-        }
-        Service::TemplateGroup(id) => {
-            let mut all = Vec::new();
-            for m in template_members(id.as_str(), TemplateKind::ServiceGroup)? {
-                all.extend(template_members(&m, TemplateKind::Service)?);
-            }
-            services = Some(all);
-        }
-        Service::Protocol { .. } => {}
-    }
-    let peers: Vec<Peer> = match addresses {
-        None => vec![rule.peer.clone()],
-        Some(list) => {
-            let mut out = Vec::new();
-            for a in list {
-                let entry = AddressEntry::parse_field("Addresses", &a)
-                    .map_err(|e| ApiError::from(StoreError::Corrupt(e.to_string())))?;
-                for c in entry.range().to_cidrs() {
-                    out.push(match c.family() {
-                        palisade_model::Family::V4 => Peer::Cidr(c),
-                        palisade_model::Family::V6 => Peer::Ipv6Cidr(c),
-                    });
-                }
-            }
-            out
-        }
-    };
-    let svcs: Vec<Service> = match services {
-        None => vec![rule.service.clone()],
-        Some(list) => list
-            .iter()
-            .map(|s| {
-                ServiceEntry::parse_field("Services", s).map(|e| Service::Protocol {
-                    protocol: e.protocol,
-                    ports: e.ports,
-                })
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|e| ApiError::from(StoreError::Corrupt(e.to_string())))?,
-    };
-    let mut out = Vec::new();
-    for peer in &peers {
-        for svc in &svcs {
-            let mut r = rule.clone();
-            r.peer = peer.clone();
-            r.service = svc.clone();
-            out.push(r);
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_store::{SqliteStore, Store, StoreExt};
+    use palisade_store::{SqliteStore, Store, StoreExt, TemplateKind};
 
     /// A rule whose template the store does not hold expands to an
     /// `InternalError` (corrupt data), not to an empty list that would hide
@@ -617,10 +550,19 @@ mod tests {
             .map_err(ApiError::internal)?;
             Ok(Policy::from_wire(&w)?)
         };
+        let expand = |rule: &Policy| {
+            let origin = RuleOrigin {
+                security_group_id: SecurityGroupId::parse_field("t", "sg-00000001")?,
+                direction: Direction::Ingress,
+                policy_index: 0,
+            };
+            let catalog =
+                store.read(|tx| super::super::palisade::template_catalog(tx, &account))?;
+            expand_templates(&catalog, &origin, rule)
+                .map_err(|e| ApiError::from(StoreError::Corrupt(e.to_string())))
+        };
         let missing = rule("ipm-missing1")?;
-        let err = store
-            .read(|tx| expand(tx, &account, &missing))
-            .expect_err("a missing template is an error");
+        let err = expand(&missing).expect_err("a missing template is an error");
         assert_eq!(err.code, "InternalError");
         store.write(|tx| {
             tx.insert_template(
@@ -638,7 +580,7 @@ mod tests {
             )
         })?;
         let present = rule("ipm-present1")?;
-        let rules = store.read(|tx| expand(tx, &account, &present))?;
+        let rules = expand(&present)?;
         let peers: Vec<String> = rules.iter().map(|r| r.peer.to_string()).collect();
         assert_eq!(peers, ["192.0.2.0/25", "2001:db8::1/128"]);
         Ok(())
