@@ -24,7 +24,6 @@ use crate::client::{AgentStatus, ControlPlane, RuleCounter};
 use crate::compile::{compile, CompileOptions, Compiled};
 use crate::dataplane::Dataplane;
 use crate::error::AgentError;
-use crate::snapshot::Snapshot;
 use crate::stamp::Stamping;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -196,7 +195,10 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
             return;
         }
         let revision = wire.revision;
-        let compiled = compile(&Snapshot::from(wire), &self.config.compile);
+        let compiled = wire
+            .into_ruleset()
+            .map_err(AgentError::BadRuleset)
+            .and_then(|r| compile(&r, &self.config.compile).map_err(AgentError::from));
         match compiled {
             Ok(c) => self.desired = Some((revision, c)),
             Err(e) => {

@@ -1,4 +1,4 @@
-//! The pure compiler (DESIGN.md section 3): one instance's [`Snapshot`] in,
+//! The pure compiler (DESIGN.md section 3): one instance's resolved [`Ruleset`] in,
 //! the nft program for table `inet palisade` out. No I/O, so every line is
 //! tested without root; the [`crate::dataplane`] loads what this produces.
 //!
@@ -50,11 +50,11 @@
 //! without ports are matched with `meta l4proto`, never `th dport` (which
 //! reads an ICMP checksum).
 
-use crate::snapshot::{peer_ref, Snapshot};
 use crate::stamp::{MarkBits, Stamp};
 use palisade_model::addr::u128_to_ip;
+use palisade_model::Peer;
 use palisade_model::{Action, AddrRange, Direction, Family};
-use palisade_policy::{ProtocolMatch, ResolvedRule, ServiceMatch};
+use palisade_policy::{ProtocolMatch, ResolvedRule, Ruleset, ServiceMatch};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -313,7 +313,7 @@ pub struct SetDelta {
 }
 
 /// Compiles one instance's snapshot.
-pub fn compile(snapshot: &Snapshot, opts: &CompileOptions) -> Result<Compiled, CompileError> {
+pub fn compile(snapshot: &Ruleset, opts: &CompileOptions) -> Result<Compiled, CompileError> {
     if opts.uplinks.is_empty() {
         return Err(CompileError::NoUplink);
     }
@@ -779,7 +779,7 @@ fn reference_layout<'a>(
 /// [`DEFAULT_MAX_ELEMENTS`]; a hostile one (a group "member" of
 /// `10.0.0.0/12`, a million addresses) is refused by this count before a
 /// single element is made.
-pub fn cost(snapshot: &Snapshot, opts: &CompileOptions) -> u128 {
+pub fn cost(snapshot: &Ruleset, opts: &CompileOptions) -> u128 {
     let mut total = 0u128;
     let mut named = std::collections::HashSet::new();
     for direction in [Direction::Ingress, Direction::Egress] {
@@ -813,6 +813,17 @@ pub fn cost(snapshot: &Snapshot, opts: &CompileOptions) -> u128 {
         }
     }
     total
+}
+
+/// The group or template a rule's peer names, when it is a reference: it
+/// becomes a named set, so a membership change is an element update.
+fn peer_ref(rule: &ResolvedRule) -> Option<&str> {
+    match &rule.policy().peer {
+        Peer::Cidr(_) | Peer::Ipv6Cidr(_) => None,
+        Peer::SecurityGroup(id) => Some(id.as_str()),
+        Peer::AddressTemplate(id) => Some(id.as_str()),
+        Peer::AddressTemplateGroup(id) => Some(id.as_str()),
+    }
 }
 
 /// Whether a rule of [`Mode::Maps`] stays a rule of its own that looks up
@@ -1258,7 +1269,7 @@ pub fn first_ip(r: AddrRange) -> std::net::IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_model::{Cidr, Peer, PortRange};
+    use palisade_model::{Cidr, PortRange};
     use palisade_policy::codec::parse_addr_range;
     use palisade_policy::RuleOrigin;
 
@@ -1304,10 +1315,9 @@ mod tests {
         }
     }
 
-    fn snapshot_of(ingress: Vec<ResolvedRule>) -> Snapshot {
-        Snapshot {
-            instance_id: "ins-1".into(),
-            revision: 1,
+    fn snapshot_of(ingress: Vec<ResolvedRule>) -> Ruleset {
+        Ruleset {
+            security_groups: Vec::new(),
             ingress,
             egress: Vec::new(),
         }
@@ -1430,10 +1440,9 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
-    fn seed_node() -> Snapshot {
-        Snapshot {
-            instance_id: "ins-node0001".into(),
-            revision: 3,
+    fn seed_node() -> Ruleset {
+        Ruleset {
+            security_groups: Vec::new(),
             ingress: vec![
                 rule(
                     "sg-node0001",
@@ -1579,7 +1588,7 @@ mod tests {
 
     #[test]
     fn baseline_comes_first_in_order() {
-        let c = compile(&Snapshot::default(), &opts()).unwrap();
+        let c = compile(&Ruleset::default(), &opts()).unwrap();
         let r = &chain(&c, "ingress").rules;
         assert!(r[1].starts_with("icmpv6 type { nd-neighbor-solicit"));
         assert!(r[2].starts_with("ip6 saddr { ::, fe80::/10 } icmpv6 type { mld-listener-query"));
@@ -1596,7 +1605,7 @@ mod tests {
 
     #[test]
     fn protocols_without_ports_never_use_th_dport() {
-        let s = Snapshot {
+        let s = Ruleset {
             ingress: vec![
                 rule(
                     "sg-aaaaaaaa",
@@ -1658,7 +1667,7 @@ mod tests {
             ),
             "sg-bbbbbbbb",
         );
-        let s1 = Snapshot {
+        let s1 = Ruleset {
             ingress: vec![r.clone()],
             egress: vec![r.clone()],
             ..Default::default()
@@ -1681,7 +1690,7 @@ mod tests {
                 parse_addr_range("t", "2001:db8::7").unwrap(),
             ],
         );
-        let s2 = Snapshot {
+        let s2 = Ruleset {
             ingress: vec![r.clone()],
             egress: vec![r],
             ..Default::default()
@@ -1736,7 +1745,7 @@ mod tests {
             ),
             "ipm-office01",
         );
-        let s = Snapshot {
+        let s = Ruleset {
             ingress: vec![by_group.clone(), by_template],
             ..Default::default()
         };
@@ -1758,7 +1767,7 @@ mod tests {
             by_group,
             vec![parse_addr_range("t", "198.18.0.1-198.18.0.4").unwrap()],
         );
-        let s2 = Snapshot {
+        let s2 = Ruleset {
             ingress: vec![by_group, s.ingress[1].clone()],
             ..Default::default()
         };
@@ -1819,7 +1828,7 @@ mod tests {
                 &[],
                 &["198.18.0.0/16"],
             );
-            Snapshot {
+            Ruleset {
                 ingress: vec![narrow, by_group, wide],
                 ..Default::default()
             }
@@ -1925,7 +1934,7 @@ mod tests {
                 &[],
                 &["198.18.0.0/24"],
             );
-            Snapshot {
+            Ruleset {
                 ingress: vec![by_group, wide],
                 ..Default::default()
             }
@@ -1998,18 +2007,18 @@ mod tests {
                 uplinks: vec![bad.into()],
                 ..Default::default()
             };
-            assert!(compile(&Snapshot::default(), &o).is_err(), "{bad}");
+            assert!(compile(&Ruleset::default(), &o).is_err(), "{bad}");
         }
         let o = CompileOptions::default();
         assert_eq!(
-            compile(&Snapshot::default(), &o),
+            compile(&Ruleset::default(), &o),
             Err(CompileError::NoUplink)
         );
     }
 
     #[test]
     fn empty_port_list_and_empty_peers_compile_to_no_rule() {
-        let s = Snapshot {
+        let s = Ruleset {
             ingress: vec![
                 {
                     let r = rule(

@@ -1,8 +1,8 @@
 //! Palisade's data plane (DESIGN.md sections 3 and 4): the agent that makes
 //! one node's security groups real in the kernel.
 //!
-//! - [`snapshot`]: the resolved, ordered rules of one instance at a revision;
-//! - [`compile`]: the pure compiler from a snapshot to the nft program of
+//! - [`compile`]: the pure compiler from an instance's resolved ruleset
+//!   (`policy`'s `Ruleset`, as the server sends it) to the nft program of
 //!   table `inet palisade` (hooks, baseline, first-match order, counters,
 //!   named sets, conntrack-mark generation chains for revoked connections);
 //! - [`stamp`]: the generations themselves, handed out by the agent so that
@@ -30,12 +30,10 @@ pub mod host;
 pub mod netlink;
 pub mod nft;
 pub mod session;
-pub mod snapshot;
 pub mod stamp;
 
 pub use compile::{compile, CompileOptions, Compiled};
 pub use dataplane::{Counter, Dataplane, DryRunDataplane, FakeDataplane, LiveTable};
 pub use error::AgentError;
 pub use nft::NftDataplane;
-pub use snapshot::Snapshot;
 pub use stamp::{MarkBits, Stamping};

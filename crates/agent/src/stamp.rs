@@ -596,7 +596,6 @@ mod tests {
 
     /// A program whose ingress allows TCP `port` from anywhere.
     fn program(port: u16) -> Compiled {
-        use crate::snapshot::Snapshot;
         use palisade_model::{Cidr, Family, Peer};
         use palisade_policy::{ProtocolMatch, ResolvedRule, RuleOrigin, ServiceMatch};
         let rule = ResolvedRule::from_sets(
@@ -613,7 +612,7 @@ mod tests {
             vec![palisade_model::AddrRange::everything(Family::V4)],
             Peer::Cidr(Cidr::parse_v4("t", "0.0.0.0/0").unwrap()),
         );
-        let snapshot = Snapshot {
+        let snapshot = palisade_policy::Ruleset {
             ingress: vec![rule],
             ..Default::default()
         };

@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use palisade_agent::compile::Mode;
-use palisade_agent::Snapshot;
+use palisade_policy::Ruleset;
 use serde_json::{json, Value};
 
 const CLUSTER_CIDR: &str = "198.18.0.0/24";
@@ -30,10 +30,10 @@ fn node_group() -> Value {
     serde_json::to_value(palisade_tke::node_template(&nets).unwrap().to_wire()).unwrap()
 }
 
-fn seed_snapshot(edit: impl FnOnce(&mut Value)) -> Snapshot {
+fn seed_snapshot(edit: impl FnOnce(&mut Value)) -> Ruleset {
     let mut g = node_group();
     edit(&mut g);
-    snapshot(&[("sg-node0001", g)])
+    ruleset(&[("sg-node0001", g)])
 }
 
 /// Builds the cluster; returns the lab.
@@ -139,8 +139,7 @@ fn seed_cluster(mode: Mode, name: &str) {
     let Some(_serial) = start(name) else {
         return;
     };
-    let load =
-        |lab: &Lab, ns: &str, uplink: &str, s: &Snapshot| load_mode(lab, ns, uplink, s, mode);
+    let load = |lab: &Lab, ns: &str, uplink: &str, s: &Ruleset| load_mode(lab, ns, uplink, s, mode);
     let mut lab = cluster();
     let mut client = lab.prober("client");
     let mut pod1a = lab.prober("pod1a");

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use palisade_agent::{compile, CompileOptions, Snapshot};
+use palisade_agent::{compile, CompileOptions};
 use palisade_model::Fleet;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -52,7 +52,7 @@ fn example_fleet_programs_pass_nft_check_and_load() {
             uplinks: vec!["eth0".into(), "bond0.100".into()],
             ..Default::default()
         };
-        let script = compile(&Snapshot::from(rs), &opts).unwrap().script();
+        let script = compile(&rs, &opts).unwrap().script();
         let (ok, err) = nft_in(&ns, &["-c", "-f", "-"], &script);
         assert!(ok, "nft -c refused the program of {id}: {err}\n{script}");
         let (ok, err) = nft_in(&ns, &["-f", "-"], &script);

@@ -159,7 +159,7 @@ fn differential(mode: Mode, references: bool, name: &str) {
             .map(|(i, v)| (i.as_str(), v.clone()))
             .collect();
         let policy = ruleset(&groups_ref);
-        let mut snap = snapshot(&groups_ref);
+        let mut snap = policy.clone();
         if references {
             let rules = snap.ingress.iter_mut().chain(snap.egress.iter_mut());
             for (n, r) in rules.enumerate() {

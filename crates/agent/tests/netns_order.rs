@@ -34,7 +34,7 @@ fn drop_above_accept_wins() {
     };
     let mut lab = pair();
     let mut peer = lab.prober("peer");
-    let snap = snapshot(&[(
+    let snap = ruleset(&[(
         "sg-order001",
         json!({"Ingress": [tcp(8080, "198.18.0.0/24", "DROP"), all("198.18.0.0/24", "ACCEPT")], "Egress": egress_all()}),
     )]);
@@ -56,7 +56,7 @@ fn second_group_consulted_only_when_the_first_has_no_match() {
     };
     let mut lab = pair();
     let mut peer = lab.prober("peer");
-    let snap = snapshot(&[
+    let snap = ruleset(&[
         (
             "sg-first001",
             json!({"Ingress": [tcp(8080, "0.0.0.0/0", "ACCEPT")], "Egress": egress_all()}),
@@ -72,7 +72,7 @@ fn second_group_consulted_only_when_the_first_has_no_match() {
         !peer.tcp(NODE, 9090),
         "9090: no match in the first group, the second drops"
     );
-    let swapped = snapshot(&[
+    let swapped = ruleset(&[
         (
             "sg-first001",
             json!({"Ingress": [tcp(8080, "0.0.0.0/0", "DROP")], "Egress": egress_all()}),
@@ -97,7 +97,7 @@ fn replies_to_node_initiated_connections_pass_without_ingress_rules() {
     let mut lab = pair();
     let mut node = lab.prober("node");
     let mut peer = lab.prober("peer");
-    let snap = snapshot(&[(
+    let snap = ruleset(&[(
         "sg-egress01",
         json!({"Ingress": [], "Egress": egress_all()}),
     )]);
@@ -112,7 +112,7 @@ fn replies_to_node_initiated_connections_pass_without_ingress_rules() {
         &lab,
         "node",
         "eth0",
-        &snapshot(&[("sg-none0001", json!({"Ingress": [], "Egress": []}))]),
+        &ruleset(&[("sg-none0001", json!({"Ingress": [], "Egress": []}))]),
     );
     assert!(!node.tcp(PEER, 8080));
 }
@@ -125,7 +125,7 @@ fn removed_rule_cuts_its_established_connection_and_spares_the_others() {
     };
     let mut lab = pair();
     let mut peer = lab.prober("peer");
-    let both = snapshot(&[(
+    let both = ruleset(&[(
         "sg-cut00001",
         json!({"Ingress": [tcp(8080, "198.18.0.0/24", "ACCEPT"), tcp(9090, "198.18.0.0/24", "ACCEPT")], "Egress": []}),
     )]);
@@ -141,7 +141,7 @@ fn removed_rule_cuts_its_established_connection_and_spares_the_others() {
     assert_eq!(peer.cmd("send a 1.0"), "ok", "same rules, same generation");
     assert_eq!(peer.cmd("send b 1.0"), "ok");
 
-    let only_9090 = snapshot(&[(
+    let only_9090 = ruleset(&[(
         "sg-cut00001",
         json!({"Ingress": [tcp(9090, "198.18.0.0/24", "ACCEPT")], "Egress": []}),
     )]);
@@ -194,7 +194,7 @@ fn membership_changes(mode: Mode, hoist_min_peers: usize, kind: &str, listed: &s
     let mut lab = pair();
     let mut peer = lab.prober("peer");
     let snap_with = |members: &[&str]| {
-        let mut s = snapshot(&[(
+        let mut s = ruleset(&[(
             "sg-web00001",
             json!({"Ingress": [tcp(8080, "198.18.0.0/24", "ACCEPT")], "Egress": []}),
         )]);
@@ -322,7 +322,7 @@ fn large_sets_load_in_chunks_with_an_atomic_switch() {
         .map(|i| format!("198.19.{}.{}", 100 + i / 100, (i % 100) * 2 + 1))
         .collect();
     let snap_with = |extra: &str| {
-        let mut s = snapshot(&[(
+        let mut s = ruleset(&[(
             "sg-big00001",
             json!({"Ingress": [tcp(8080, "198.18.0.0/24", "ACCEPT")], "Egress": []}),
         )]);

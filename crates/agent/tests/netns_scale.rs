@@ -11,12 +11,12 @@ mod common;
 use common::*;
 use palisade_agent::compile::{compile, CompileOptions, Mode};
 use palisade_agent::dataplane::Dataplane;
-use palisade_agent::snapshot::Snapshot;
 use palisade_model::{Action, AddrRange, Cidr, Direction, Family, Peer, PortRange};
+use palisade_policy::Ruleset;
 use palisade_policy::{ProtocolMatch, ResolvedRule, RuleOrigin, ServiceMatch};
 use std::time::Instant;
 
-fn big_snapshot(members: u128) -> Snapshot {
+fn big_snapshot(members: u128) -> Ruleset {
     let mut ingress = Vec::new();
     for g in 0..5u32 {
         for i in 0..100u32 {
@@ -64,9 +64,8 @@ fn big_snapshot(members: u128) -> Snapshot {
             ));
         }
     }
-    Snapshot {
-        instance_id: "ins-scale001".into(),
-        revision: 1,
+    Ruleset {
+        security_groups: Vec::new(),
         ingress,
         egress: vec![],
     }

@@ -16,7 +16,8 @@ mod common;
 use common::*;
 use palisade_agent::compile::{compile, CompileOptions};
 use palisade_agent::dataplane::Dataplane;
-use palisade_agent::{MarkBits, NftDataplane, Snapshot, Stamping};
+use palisade_agent::{MarkBits, NftDataplane, Stamping};
+use palisade_policy::Ruleset;
 use serde_json::json;
 
 /// Bits 0-2 for ingress, 4-6 for egress.
@@ -29,13 +30,13 @@ const FOREIGN: u32 = 0xa500_0000;
 
 /// Ingress allows TCP 8080 from the peers (rule 0) when `allow`, and TCP
 /// to an unused port chosen by `filler` (an unrelated rule that changes).
-fn rules(allow: bool, filler: u16) -> Snapshot {
+fn rules(allow: bool, filler: u16) -> Ruleset {
     let mut ingress = Vec::new();
     if allow {
         ingress.push(json!({"Protocol": "TCP", "Port": "8080", "CidrBlock": "198.18.0.0/24", "Action": "ACCEPT"}));
     }
     ingress.push(json!({"Protocol": "TCP", "Port": (20000 + filler).to_string(), "CidrBlock": "198.18.0.0/24", "Action": "ACCEPT"}));
-    snapshot(&[("sg-stamp001", json!({"Ingress": ingress, "Egress": []}))])
+    ruleset(&[("sg-stamp001", json!({"Ingress": ingress, "Egress": []}))])
 }
 
 fn options(marks: MarkBits) -> CompileOptions {

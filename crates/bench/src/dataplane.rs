@@ -54,9 +54,9 @@ use crate::interrupt::{check_interrupt, interrupted};
 use anyhow::{bail, Context};
 use palisade_agent::compile::{compile, CompileOptions, Compiled, Mode};
 use palisade_agent::dataplane::Dataplane;
-use palisade_agent::snapshot::Snapshot;
 use palisade_agent::NftDataplane;
 use palisade_model::{Action, AddrRange, Cidr, Direction, Family, Peer, PortRange};
+use palisade_policy::Ruleset;
 use palisade_policy::{ProtocolMatch, ResolvedRule, RuleOrigin, ServiceMatch};
 use serde::Serialize;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -300,8 +300,8 @@ fn load_mode(
     lab: &Lab,
     node: usize,
     mode: Mode,
-    snap: &Snapshot,
-    changed: &Snapshot,
+    snap: &Ruleset,
+    changed: &Ruleset,
     limit: Duration,
     res: &mut ModeResult,
     log: &mut dyn FnMut(&str),
@@ -418,11 +418,7 @@ fn ms_since(t: Instant) -> f64 {
 
 /// Compiles in a thread and gives up after `limit` (the thread is left to
 /// finish on its own; the process ends soon after a benchmark anyway).
-fn compile_bounded(
-    snap: &Snapshot,
-    mode: Mode,
-    limit: Duration,
-) -> anyhow::Result<(Compiled, f64)> {
+fn compile_bounded(snap: &Ruleset, mode: Mode, limit: Duration) -> anyhow::Result<(Compiled, f64)> {
     let (tx, rx) = mpsc::channel();
     let snap = snap.clone();
     std::thread::spawn(move || {
@@ -498,7 +494,7 @@ fn apply_bounded(
 /// over 10.0.0.0/8 (one more joins when `joined`); the middle rules accept
 /// or drop TCP/UDP ports from documentation-range peers; the last accepts
 /// UDP 5353 from 198.18.0.0/15, which the probes match.
-pub fn snapshot(rules: usize, addresses: usize, joined: bool) -> Snapshot {
+pub fn snapshot(rules: usize, addresses: usize, joined: bool) -> Ruleset {
     let v4 = |a: Ipv4Addr| u128::from(u32::from(a));
     let single = |a: u128| AddrRange::new(Family::V4, a, a).expect("a single address is a range");
     let base = v4(Ipv4Addr::new(10, 0, 0, 1));
@@ -560,9 +556,8 @@ pub fn snapshot(rules: usize, addresses: usize, joined: bool) -> Snapshot {
             peer,
         ));
     }
-    Snapshot {
-        instance_id: "ins-bench001".into(),
-        revision: 1,
+    Ruleset {
+        security_groups: Vec::new(),
         ingress,
         egress: vec![],
     }
@@ -575,7 +570,7 @@ fn id(text: &str) -> palisade_model::SecurityGroupId {
 }
 
 /// The probes' accept rule alone.
-fn snapshot_one_rule() -> Snapshot {
+fn snapshot_one_rule() -> Ruleset {
     let mut s = snapshot(2, 0, false);
     s.ingress.remove(0);
     s

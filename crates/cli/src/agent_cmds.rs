@@ -9,9 +9,7 @@ use palisade_agent::agent::{Agent, AgentConfig, Event};
 use palisade_agent::client::HttpControlPlane;
 use palisade_agent::compile::Mode;
 use palisade_agent::failover::Failover;
-use palisade_agent::{
-    compile, CompileOptions, Dataplane, DryRunDataplane, MarkBits, NftDataplane, Snapshot,
-};
+use palisade_agent::{compile, CompileOptions, Dataplane, DryRunDataplane, MarkBits, NftDataplane};
 use palisade_model::{Fleet, InstanceId};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -317,10 +315,8 @@ pub fn nft(cmd: NftCommand) -> anyhow::Result<ExitCode> {
             };
             let id = InstanceId::parse_field("--instance", &args.instance)?;
             let ruleset = palisade_policy::resolve_instance(&fleet, &id)?;
-            let mut snapshot = Snapshot::from(ruleset);
-            snapshot.instance_id = args.instance.clone();
             let compiled = compile(
-                &snapshot,
+                &ruleset,
                 &CompileOptions {
                     uplinks: args.uplink,
                     mode: mode(args.maps),

@@ -5,88 +5,33 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use palisade_client::{Client, Credentials};
+mod common;
+
+use common::{Server, BIN};
 use serde_json::{json, Value};
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_palisade");
-
-/// A server on a free loopback port with its own data directory; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    dir: tempfile::TempDir,
+/// Everything the server holds that an agent could write: the instances
+/// with their status reports, and the revision.
+fn state(s: &Server) -> Value {
+    s.client()
+        .palisade("DescribeInstanceStatus", &json!({}))
+        .unwrap()
 }
 
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(BIN)
-            .args(["serve", "--listen", &listen, "--data-dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start palisade serve");
-        let server = Server {
-            child,
-            url: format!("http://{listen}"),
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !server.dir.path().join("admin-credentials.json").exists()
-            || std::net::TcpStream::connect(&listen).is_err()
-        {
-            assert!(Instant::now() < deadline, "server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn credentials(&self) -> Credentials {
-        Credentials::load(Some(&self.dir.path().join("admin-credentials.json"))).unwrap()
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&self.url, self.credentials()).unwrap()
-    }
-
-    /// Everything the server holds that an agent could write: the
-    /// instances with their status reports, and the revision.
-    fn state(&self) -> Value {
-        self.client()
-            .palisade("DescribeInstanceStatus", &json!({}))
-            .unwrap()
-    }
-
-    /// `palisade agent --once` with `args`, signing with `key`.
-    fn agent(&self, key: &str, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(["agent", "--once", "--server", &self.url])
-            .args(["--instance-id", "ins-node0001", "--uplink", "eth0"])
-            .args(["--private-ip", "198.18.0.11"])
-            .args(args)
-            .env("PALISADE_SECRET_ID", self.credentials().secret_id)
-            .env("PALISADE_SECRET_KEY", key)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run palisade agent")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `palisade agent --once` against `s` with `args`, signing with `key`.
+fn agent(s: &Server, key: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["agent", "--once", "--server", &s.url])
+        .args(["--instance-id", "ins-node0001", "--uplink", "eth0"])
+        .args(["--private-ip", "198.18.0.11"])
+        .args(args)
+        .env("PALISADE_SECRET_ID", s.key().secret_id)
+        .env("PALISADE_SECRET_KEY", key)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run palisade agent")
 }
 
 fn stderr(o: &Output) -> String {
@@ -96,17 +41,17 @@ fn stderr(o: &Output) -> String {
 #[test]
 fn a_dry_run_writes_nothing_to_the_server() {
     let s = Server::start();
-    let key = s.credentials().secret_key;
-    let before = s.state();
+    let key = s.key().secret_key;
+    let before = state(&s);
     // An instance the server does not know stays unknown.
-    let o = s.agent(&key, &["--dry-run"]);
+    let o = agent(&s, &key, &["--dry-run"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("a dry run does not register it"),
         "{}",
         stderr(&o)
     );
-    assert_eq!(s.state(), before, "the dry run registered the instance");
+    assert_eq!(state(&s), before, "the dry run registered the instance");
     // A known instance: the program is printed, "would load" is said, and
     // no status is reported.
     s.client()
@@ -115,8 +60,8 @@ fn a_dry_run_writes_nothing_to_the_server() {
             &json!({ "Instances": [{ "InstanceId": "ins-node0001", "PrivateIpAddresses": ["198.18.0.11"] }] }),
         )
         .unwrap();
-    let before = s.state();
-    let o = s.agent(&key, &["--dry-run"]);
+    let before = state(&s);
+    let o = agent(&s, &key, &["--dry-run"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("table inet palisade"),
@@ -124,14 +69,14 @@ fn a_dry_run_writes_nothing_to_the_server() {
     );
     assert!(stderr(&o).contains("would load revision"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("loaded"), "{}", stderr(&o));
-    assert_eq!(s.state(), before, "the dry run reported a status");
+    assert_eq!(state(&s), before, "the dry run reported a status");
     assert_eq!(before["InstanceStatusSet"][0]["Reported"], false);
 }
 
 #[test]
 fn a_refused_key_is_an_authorization_error_with_its_own_exit_code() {
     let s = Server::start();
-    let o = s.agent("not-the-key", &[]);
+    let o = agent(&s, "not-the-key", &[]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(
@@ -152,7 +97,7 @@ fn a_refused_key_is_an_authorization_error_with_its_own_exit_code() {
         ])
         .args(["--instance-id", "ins-node0001", "--uplink", "eth0"])
         .args(["--private-ip", "198.18.0.11"])
-        .env("PALISADE_SECRET_ID", s.credentials().secret_id)
+        .env("PALISADE_SECRET_ID", s.key().secret_id)
         .env("PALISADE_SECRET_KEY", "not-the-key")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -183,7 +128,7 @@ fn the_agent_takes_credentials_as_every_command_does() {
             &json!({ "Instances": [{ "InstanceId": "ins-node0001", "PrivateIpAddresses": ["198.18.0.11"] }] }),
         )
         .unwrap();
-    let file = s.dir.path().join("admin-credentials.json");
+    let file = s.credentials();
     let base = |c: &mut Command| {
         c.args(["agent", "--once", "--dry-run", "--server", &s.url])
             .args(["--instance-id", "ins-node0001", "--uplink", "eth0"])
@@ -200,8 +145,8 @@ fn the_agent_takes_credentials_as_every_command_does() {
     let mut with_env = Command::new(BIN);
     base(&mut with_env);
     let o = with_env
-        .env("TENCENTCLOUD_SECRET_ID", s.credentials().secret_id)
-        .env("TENCENTCLOUD_SECRET_KEY", s.credentials().secret_key)
+        .env("TENCENTCLOUD_SECRET_ID", s.key().secret_id)
+        .env("TENCENTCLOUD_SECRET_KEY", s.key().secret_key)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "TENCENTCLOUD_*: {}", stderr(&o));

@@ -1,6 +1,9 @@
 //! `palisade check`, `diff` and `reach` as a user runs them: exit codes,
 //! JSON and SARIF shapes, the broken example showing most findings.
 
+mod common;
+
+use common::Server;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -283,66 +286,6 @@ fn reach_yes_no_and_sets() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("ins-nothere1"));
-}
-
-/// A `palisade serve` on a free loopback port with its own data directory; killed on drop.
-struct Server {
-    child: std::process::Child,
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_palisade"))
-            .args(["serve", "--listen", &listen, "--data-dir"])
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start palisade serve");
-        let server = Server {
-            child,
-            url: format!("http://{listen}"),
-            dir,
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !std::path::Path::new(&server.credentials()).exists()
-            || std::net::TcpStream::connect(&listen).is_err()
-        {
-            assert!(std::time::Instant::now() < deadline, "server did not start");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn credentials(&self) -> String {
-        self.dir
-            .path()
-            .join("admin-credentials.json")
-            .to_string_lossy()
-            .into_owned()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let creds = self.credentials();
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--server", &self.url, "--credentials", &creds]);
-        palisade(&all)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

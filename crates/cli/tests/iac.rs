@@ -4,86 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use palisade_client::{Client, Credentials};
+mod common;
+
+use common::{Server, BIN};
 use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_palisade");
-
-/// A server on a free loopback port with its own data directory; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(BIN)
-            .args(["serve", "--listen", &listen, "--data-dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start palisade serve");
-        let server = Server {
-            child,
-            url: format!("http://{listen}"),
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !server.credentials().exists() || std::net::TcpStream::connect(&listen).is_err() {
-            assert!(Instant::now() < deadline, "server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn credentials(&self) -> PathBuf {
-        self.dir.path().join("admin-credentials.json")
-    }
-
-    fn client(&self) -> Client {
-        Client::new(
-            &self.url,
-            Credentials::load(Some(&self.credentials())).unwrap(),
-        )
-        .unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .args(["--server", &self.url, "--credentials"])
-            .arg(self.credentials())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run palisade")
-    }
-
-    fn export(&self) -> String {
-        let o = self.run(&["export"]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn example() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/tke-cluster.yaml")

@@ -5,8 +5,7 @@
 use crate::eval::Packet;
 use crate::resolve::{ProtocolMatch, ResolvedRule, RuleOrigin, ServiceMatch};
 use palisade_model::{
-    Action, AddrRange, Cidr, Direction, Family, Fleet, Peer, Policy, PortRange, Ports, Protocol,
-    SecurityGroupId, Service,
+    Action, AddrRange, Cidr, Direction, Family, Fleet, Peer, PortRange, SecurityGroupId,
 };
 use proptest::prelude::*;
 use std::net::IpAddr;
@@ -85,23 +84,6 @@ pub fn sg(id: &str) -> SecurityGroupId {
     id.parse().unwrap_or_else(|_| panic!("bad id {id}"))
 }
 
-/// A placeholder written rule (the random rules' display form).
-fn placeholder(action: Action) -> Policy {
-    Policy {
-        service: Service::Protocol {
-            protocol: Protocol::All,
-            ports: Ports::All,
-        },
-        peer: Peer::Cidr(
-            Cidr::parse_v4("CidrBlock", "0.0.0.0/0").unwrap_or_else(|e| panic!("{e}")),
-        ),
-        action,
-        description: String::new(),
-        modify_time: None,
-        priority: None,
-    }
-}
-
 /// A rule with these sets, at `index` of group `sg-test0001` ingress.
 pub fn rule(
     index: usize,
@@ -109,16 +91,17 @@ pub fn rule(
     services: Vec<ServiceMatch>,
     peers: Vec<AddrRange>,
 ) -> ResolvedRule {
-    ResolvedRule::new(
+    let everyone = Cidr::parse_v4("CidrBlock", "0.0.0.0/0").unwrap_or_else(|e| panic!("{e}"));
+    ResolvedRule::from_sets(
         RuleOrigin {
             security_group_id: sg("sg-test0001"),
             direction: Direction::Ingress,
             policy_index: index,
         },
         action,
-        placeholder(action),
         services,
         peers,
+        Peer::Cidr(everyone),
     )
 }
 

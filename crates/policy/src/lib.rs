@@ -28,7 +28,7 @@ pub use error::{PolicyError, ResolveError};
 pub use eval::{evaluate, first_match, parse_protocol, Packet, Verdict};
 pub use resolve::{
     expand_templates, resolve, resolve_instance, Catalog, FleetIndex, ProtocolMatch, ResolvedRule,
-    Resolver, RuleOrigin, Ruleset, ServiceMatch,
+    RuleOrigin, Ruleset, ServiceMatch,
 };
 pub use space::{PacketBox, PacketSet};
 

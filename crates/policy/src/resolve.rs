@@ -466,56 +466,6 @@ impl Catalog for FleetIndex {
     }
 }
 
-/// Resolves many group lists against one catalog, resolving each group
-/// once: a group's resolved rules do not depend on the instance it is
-/// bound to. For `check` over a whole fleet, or a server computing every
-/// agent's snapshot after one change.
-pub struct Resolver<'c, C: Catalog + ?Sized> {
-    catalog: &'c C,
-    cache: HashMap<SecurityGroupId, Result<GroupRules, PolicyError>>,
-}
-
-/// One group's resolved rules, per direction.
-type GroupRules = (Vec<ResolvedRule>, Vec<ResolvedRule>);
-
-impl<'c, C: Catalog + ?Sized> Resolver<'c, C> {
-    /// A resolver with an empty cache.
-    pub fn new(catalog: &'c C) -> Self {
-        Resolver {
-            catalog,
-            cache: HashMap::new(),
-        }
-    }
-
-    /// The same as [`resolve`], from the cache where possible.
-    pub fn resolve(&mut self, groups: &[SecurityGroupId]) -> Result<Ruleset, PolicyError> {
-        let mut set = Ruleset {
-            security_groups: groups.to_vec(),
-            ..Ruleset::default()
-        };
-        for gid in groups {
-            let catalog = self.catalog;
-            let rules = self
-                .cache
-                .entry(gid.clone())
-                .or_insert_with(|| resolve_group(catalog, gid))
-                .as_ref()
-                .map_err(Clone::clone)?;
-            set.ingress.extend(rules.0.iter().cloned());
-            set.egress.extend(rules.1.iter().cloned());
-        }
-        Ok(set)
-    }
-}
-
-fn resolve_group<C: Catalog + ?Sized>(
-    catalog: &C,
-    gid: &SecurityGroupId,
-) -> Result<GroupRules, PolicyError> {
-    let one = resolve(catalog, std::slice::from_ref(gid))?;
-    Ok((one.ingress, one.egress))
-}
-
 /// Resolves the groups `groups` (binding order) into one ruleset. Fails on
 /// a bound group, referenced group or template that the catalog lacks.
 pub fn resolve<C: Catalog + ?Sized>(
@@ -849,17 +799,14 @@ mod tests {
         // The catalog works as a trait object too (the server's store snapshot).
         let dynamic: &dyn Catalog = &fleet();
         assert_eq!(resolve(dynamic, &rs.security_groups).unwrap(), rs);
-        // The index and the caching resolver agree with the plain fleet.
+        // The index agrees with the plain fleet.
         let f = fleet();
         let index = FleetIndex::new(&f);
-        let mut cached = Resolver::new(&index);
         for i in &f.instances {
             let plain = resolve(&f, &i.security_groups).unwrap();
             assert_eq!(resolve(&index, &i.security_groups).unwrap(), plain);
-            assert_eq!(cached.resolve(&i.security_groups).unwrap(), plain);
-            assert_eq!(cached.resolve(&i.security_groups).unwrap(), plain);
         }
-        assert!(cached.resolve(&[sg("sg-nothere1")]).is_err());
+        assert!(resolve(&index, &[sg("sg-nothere1")]).is_err());
         // Binding order is the order given, not the file's.
         let swapped = resolve(&fleet(), &[sg("sg-second01"), sg("sg-first001")]).unwrap();
         assert_eq!(

@@ -10,7 +10,7 @@
 //! same type from a fleet file). Unknown fields are ignored on decoding, so
 //! a newer server may add some without breaking older agents.
 
-use palisade_policy::resolve::ResolvedRule;
+use palisade_policy::resolve::{ResolvedRule, Ruleset};
 use serde::{Deserialize, Serialize};
 
 /// The service name in the credential scope.
@@ -81,6 +81,23 @@ fn yes() -> bool {
     true
 }
 
+impl InstanceRuleset {
+    /// The rules as the resolver's [`Ruleset`], what the agent compiles;
+    /// an id in `SecurityGroupIds` that does not parse is the error.
+    pub fn into_ruleset(self) -> Result<Ruleset, String> {
+        let security_groups = self
+            .security_group_ids
+            .iter()
+            .map(|g| g.parse().map_err(|e| format!("SecurityGroupIds: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Ruleset {
+            security_groups,
+            ingress: self.ingress,
+            egress: self.egress,
+        })
+    }
+}
+
 /// `ReportInstanceStatus` parameters: the revision whose rules the kernel
 /// holds, per-rule counters, and errors since the last success.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +164,9 @@ mod tests {
         assert_eq!(answer.digest, None);
         assert!(answer.egress.is_empty());
         assert_eq!(answer.ingress[0].origin().policy_index, 0);
+        let ruleset = answer.clone().into_ruleset()?;
+        assert_eq!(ruleset.security_groups[0].as_str(), "sg-abcdefgh");
+        assert_eq!(ruleset.ingress, answer.ingress);
         let again: InstanceRuleset =
             serde_json::from_value(serde_json::to_value(&answer).map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?;

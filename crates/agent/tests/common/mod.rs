@@ -12,8 +12,9 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use palisade_agent::dataplane::Dataplane;
-use palisade_agent::{compile, CompileOptions, NftDataplane, Snapshot, Stamping};
+use palisade_agent::{compile, CompileOptions, NftDataplane, Stamping};
 use palisade_model::{Fleet, InstanceId};
+use palisade_policy::Ruleset;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -234,21 +235,9 @@ impl Prober {
 }
 
 /// A fleet with `groups` (id, JSON of the policy set) bound in this order
-/// to one instance `ins-node0001`; returns the compiled-ready snapshot.
-pub fn snapshot(groups: &[(&str, serde_json::Value)]) -> Snapshot {
-    let fleet = serde_json::json!({
-        "security_groups": groups.iter().map(|(id, p)| serde_json::json!({"id": id, "name": id, "policies": p})).collect::<Vec<_>>(),
-        "instances": [{"id": "ins-node0001", "name": "node", "private_ips": ["198.18.0.11"],
-                        "security_groups": groups.iter().map(|(id, _)| *id).collect::<Vec<_>>()}],
-    });
-    let fleet = Fleet::parse(&fleet.to_string()).unwrap_or_else(|p| panic!("fleet: {p:?}"));
-    let id = InstanceId::parse_field("t", "ins-node0001").expect("id");
-    let rs = palisade_policy::resolve_instance(&fleet, &id).expect("resolve");
-    Snapshot::from(rs)
-}
-
-/// The policy crate's ruleset for the same fleet (for differential checks).
-pub fn ruleset(groups: &[(&str, serde_json::Value)]) -> palisade_policy::Ruleset {
+/// to one instance `ins-node0001`: the instance's resolved ruleset, what the
+/// compiler takes and the evaluator checks.
+pub fn ruleset(groups: &[(&str, serde_json::Value)]) -> Ruleset {
     let fleet = serde_json::json!({
         "security_groups": groups.iter().map(|(id, p)| serde_json::json!({"id": id, "name": id, "policies": p})).collect::<Vec<_>>(),
         "instances": [{"id": "ins-node0001", "name": "node", "private_ips": ["198.18.0.11"],
@@ -260,7 +249,7 @@ pub fn ruleset(groups: &[(&str, serde_json::Value)]) -> palisade_policy::Ruleset
 }
 
 /// Compiles and loads `snapshot` into namespace `ns` with uplink `uplink`.
-pub fn load(lab: &Lab, ns: &str, uplink: &str, snapshot: &Snapshot) {
+pub fn load(lab: &Lab, ns: &str, uplink: &str, snapshot: &Ruleset) {
     load_mode(
         lab,
         ns,
@@ -275,7 +264,7 @@ pub fn load_mode(
     lab: &Lab,
     ns: &str,
     uplink: &str,
-    snapshot: &Snapshot,
+    snapshot: &Ruleset,
     mode: palisade_agent::compile::Mode,
 ) {
     load_opts(
@@ -293,7 +282,7 @@ pub fn load_mode(
 /// [`load`] with compile options. Stamped as an agent that restarts
 /// before each load would: the stamps in force read back from the table,
 /// the next generation for a direction whose rules changed.
-pub fn load_opts(lab: &Lab, ns: &str, snapshot: &Snapshot, opts: &CompileOptions) {
+pub fn load_opts(lab: &Lab, ns: &str, snapshot: &Ruleset, opts: &CompileOptions) {
     let compiled = compile(snapshot, opts).expect("compile");
     if let Err(e) = Stamping::new(lab.dataplane(ns)).apply(&compiled) {
         panic!("load: {e}\n{}", compiled.script());
