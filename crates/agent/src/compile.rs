@@ -50,8 +50,10 @@
 //! without ports are matched with `meta l4proto`, never `th dport` (which
 //! reads an ICMP checksum).
 
+use crate::flowlog::{Tag, SNAPLEN};
 use crate::stamp::{MarkBits, Stamp};
 use palisade_model::addr::u128_to_ip;
+use palisade_model::flow::{Enforcement, Verdict};
 use palisade_model::Peer;
 use palisade_model::{Action, AddrRange, Direction, Family};
 use palisade_policy::{ProtocolMatch, ResolvedRule, Ruleset, ServiceMatch};
@@ -86,7 +88,47 @@ pub struct CompileOptions {
     pub max_elements: usize,
     /// The `ct mark` bits the stamps live in ([`MarkBits::DEFAULT`]).
     pub marks: MarkBits,
+    /// Flow records: every decision is logged to an NFLOG group under a
+    /// per-node rate limit ([`crate::flowlog`]); `None` logs nothing.
+    pub flow_log: Option<FlowLogOptions>,
+    /// `ENFORCE`, or `AUDIT`: drops become counted, logged passes
+    /// (`WOULD_DROP`; audit logs with [`FlowLogOptions::default`] when
+    /// `flow_log` is `None`).
+    pub enforcement: Enforcement,
 }
+
+/// Where and how fast decisions are logged for flow records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowLogOptions {
+    /// The NFLOG group ([`crate::flowlog::DEFAULT_GROUP`]).
+    pub group: u16,
+    /// Decisions logged per second on the node, at most; the ones over it
+    /// are counted in the table's `flowlog_suppressed` counter.
+    pub rate: u32,
+    /// How many decisions may be logged at once above the rate.
+    pub burst: u32,
+}
+
+impl Default for FlowLogOptions {
+    fn default() -> Self {
+        Self {
+            group: crate::flowlog::DEFAULT_GROUP,
+            rate: DEFAULT_FLOW_LOG_RATE,
+            burst: DEFAULT_FLOW_LOG_RATE,
+        }
+    }
+}
+
+/// The default rate limit of logged decisions per node and second
+/// (`palisade agent --flow-log-rate`): a node taking 2,000 new
+/// connections a second logs a quarter of them, and the agent's reading
+/// and shipping stay a small part of a core (BENCHMARKS.md).
+pub const DEFAULT_FLOW_LOG_RATE: u32 = 500;
+
+/// The table's rate limit object of logged decisions.
+pub const FLOW_LOG_LIMIT: &str = "flowlog_limit";
+/// The table's counter of decisions over the rate limit, not logged.
+pub const FLOW_LOG_SUPPRESSED: &str = "flowlog_suppressed";
 
 impl Default for CompileOptions {
     fn default() -> Self {
@@ -96,7 +138,63 @@ impl Default for CompileOptions {
             hoist_min_peers: HOIST_MIN_PEERS,
             max_elements: DEFAULT_MAX_ELEMENTS,
             marks: MarkBits::DEFAULT,
+            flow_log: None,
+            enforcement: Enforcement::Enforce,
         }
+    }
+}
+
+impl CompileOptions {
+    /// Where decisions are logged, if anywhere: audit mode always logs.
+    pub fn logging(&self) -> Option<FlowLogOptions> {
+        match self.enforcement {
+            Enforcement::Audit => Some(self.flow_log.unwrap_or_default()),
+            Enforcement::Enforce => self.flow_log,
+        }
+    }
+
+    /// The lines that decide a packet a rule (or, for `rule` `None`, the
+    /// default drop) of `direction` matched: count it, log it when
+    /// logging (within the rate limit; over it, count it as suppressed),
+    /// and give the verdict. Every line ends in the verdict, so a packet
+    /// goes through exactly one of them and the per-comment counters stay
+    /// exact.
+    fn decide(
+        &self,
+        direction: Direction,
+        action: Action,
+        rule: Option<&ResolvedRule>,
+        comment: &str,
+    ) -> Vec<String> {
+        let stamp = format!("goto {}_stamp", direction.as_str());
+        let (verdict, logged) = match (action, self.enforcement) {
+            (Action::Accept, _) => (stamp, Verdict::Accept),
+            (Action::Drop, Enforcement::Enforce) => ("drop".to_string(), Verdict::Drop),
+            (Action::Drop, Enforcement::Audit) => (stamp, Verdict::WouldDrop),
+        };
+        let Some(log) = self.logging() else {
+            return vec![format!("counter {verdict} comment \"{comment}\"")];
+        };
+        let tag = Tag {
+            verdict: logged,
+            direction,
+            rule: rule.map(|r| {
+                let o = r.origin();
+                // A policy index is below the per-group rule limit.
+                let index = u32::try_from(o.policy_index).unwrap_or(u32::MAX);
+                (o.security_group_id.clone(), index)
+            }),
+        };
+        vec![
+            format!(
+                "limit name \"{FLOW_LOG_LIMIT}\" counter name \"{FLOW_LOG_SUPPRESSED}\" counter {verdict} comment \"{comment}\""
+            ),
+            format!(
+                "counter log prefix \"{}\" group {} snaplen {SNAPLEN} {verdict} comment \"{comment}\"",
+                tag.prefix(),
+                log.group
+            ),
+        ]
     }
 }
 
@@ -299,6 +397,8 @@ pub struct Compiled {
     /// The rules with stamps and elements left out: two compilations
     /// with equal `shape` differ only in set and map elements.
     pub shape: String,
+    /// Where decisions are logged ([`CompileOptions::logging`]).
+    pub flow_log: Option<FlowLogOptions>,
 }
 
 /// Adds or removes elements of one named set.
@@ -353,42 +453,51 @@ pub fn compile(snapshot: &Ruleset, opts: &CompileOptions) -> Result<Compiled, Co
                 &mut sets,
             );
             let mut h = Sha256::new();
+            h.update(opts.enforcement.as_str().as_bytes());
             h.update(plan.digest_input.as_bytes());
             hash_sets(&mut h, &sets, plan.used_sets);
             stamps[slot] = Stamp::offline(digest64(h), &opts.marks, direction);
             gen_first.extend(gen_chains(direction, stamps[slot], &opts.marks));
             shape.push_str(&plan.shape_input);
-            for (name, action, c) in &plan.rule_chains {
+            for ((name, action, c), rule) in plan.rule_chains.iter().zip(snapshot.rules(direction))
+            {
                 rule_chains.push(Chain {
                     name: name.clone(),
                     hook: None,
-                    rules: vec![format!(
-                        "counter {} comment \"{c}\"",
-                        verdict(direction, *action)
-                    )],
+                    rules: opts.decide(direction, *action, Some(rule), c),
                 });
             }
             maps.extend(plan.decls);
-            chains.push(build_chain(
-                direction,
-                &opts.uplinks,
-                Body::Lookups(&plan.lookups),
-            ));
+            chains.push(build_chain(direction, opts, Body::Lookups(&plan.lookups)));
             continue;
         }
         let mut matchers = Vec::new();
         let mut used_sets = Vec::new();
-        for rule in snapshot.rules(direction) {
+        // With logging, a decision takes more than one line: each rule's
+        // matches go to a chain of its own, as in maps mode.
+        let mut gotos = Vec::new();
+        for (pos, rule) in snapshot.rules(direction).iter().enumerate() {
+            let c = comment(rule, direction);
+            let chain = format!("{}_r{pos}", direction.as_str());
             for (m, set) in rule_matchers(rule, direction, &mut sets) {
                 if let Some(s) = set {
                     used_sets.push(s);
                 }
-                matchers.push((m, rule.action(), comment(rule, direction)));
+                gotos.push(format!("{m} goto {chain}"));
+                matchers.push((m, rule.action(), c.clone()));
+            }
+            if opts.logging().is_some() {
+                rule_chains.push(Chain {
+                    name: chain,
+                    hook: None,
+                    rules: opts.decide(direction, rule.action(), Some(rule), &c),
+                });
             }
         }
         // What this direction allows, hashed: a change takes the next
         // generation ([`crate::stamp::Stamper`]).
         let mut h = Sha256::new();
+        h.update(opts.enforcement.as_str().as_bytes());
         for (m, action, c) in &matchers {
             h.update(format!("{m}|{action}|{c}\n").as_bytes());
             let _ = writeln!(shape, "{direction} {m} {action} {c}");
@@ -396,11 +505,11 @@ pub fn compile(snapshot: &Ruleset, opts: &CompileOptions) -> Result<Compiled, Co
         hash_sets(&mut h, &sets, used_sets);
         stamps[slot] = Stamp::offline(digest64(h), &opts.marks, direction);
         gen_first.extend(gen_chains(direction, stamps[slot], &opts.marks));
-        chains.push(build_chain(
-            direction,
-            &opts.uplinks,
-            Body::Rules(&matchers),
-        ));
+        let body = match opts.logging() {
+            Some(_) => Body::Lookups(&gotos),
+            None => Body::Rules(&matchers),
+        };
+        chains.push(build_chain(direction, opts, body));
     }
     gen_first.extend(rule_chains);
     gen_first.extend(chains);
@@ -415,6 +524,9 @@ pub fn compile(snapshot: &Ruleset, opts: &CompileOptions) -> Result<Compiled, Co
             max: opts.max_elements,
         });
     }
+    // Logging and the enforcement change chains, not elements: a change
+    // of either is a whole-table load.
+    let _ = writeln!(shape, "{:?} {:?}", opts.logging(), opts.enforcement);
     Ok(Compiled {
         sets: sets.into_values().collect(),
         maps,
@@ -422,6 +534,7 @@ pub fn compile(snapshot: &Ruleset, opts: &CompileOptions) -> Result<Compiled, Co
         stamps,
         marks: opts.marks,
         shape,
+        flow_log: opts.logging(),
     })
 }
 
@@ -450,6 +563,15 @@ impl Compiled {
             "\tcomment \"managed by palisade-agent; generations ingress {:#x} egress {:#x}\"",
             self.stamps[0].generation, self.stamps[1].generation
         );
+        if let Some(log) = self.flow_log {
+            let _ = writeln!(
+                out,
+                "\tlimit {FLOW_LOG_LIMIT} {{ rate over {}/second burst {} packets; }}",
+                log.rate,
+                log.burst.max(1)
+            );
+            let _ = writeln!(out, "\tcounter {FLOW_LOG_SUPPRESSED} {{ }}");
+        }
         for s in &self.sets {
             let _ = writeln!(out, "\tset {} {{", s.name);
             let _ = writeln!(out, "\t\ttype {}", set_type(s.family));
@@ -1016,7 +1138,8 @@ fn gen_chains(direction: Direction, stamp: Stamp, marks: &MarkBits) -> [Chain; 2
     ]
 }
 
-fn build_chain(direction: Direction, uplinks: &[String], body: Body<'_>) -> Chain {
+fn build_chain(direction: Direction, opts: &CompileOptions, body: Body<'_>) -> Chain {
+    let uplinks = &opts.uplinks;
     let (name, hook, priority, ifname) = match direction {
         Direction::Ingress => ("ingress", "prerouting", INGRESS_PRIORITY, "iifname"),
         Direction::Egress => ("egress", "postrouting", EGRESS_PRIORITY, "oifname"),
@@ -1057,7 +1180,7 @@ fn build_chain(direction: Direction, uplinks: &[String], body: Body<'_>) -> Chai
         }
         Body::Lookups(lookups) => rules.extend(lookups.iter().cloned()),
     }
-    rules.push(format!("counter drop comment \"{}\"", bc("default drop")));
+    rules.extend(opts.decide(direction, Action::Drop, None, &bc("default drop")));
     Chain {
         name: name.to_string(),
         hook: Some((hook, priority)),

@@ -26,6 +26,7 @@ pub mod compile;
 pub mod dataplane;
 pub mod error;
 pub mod failover;
+pub mod flowlog;
 pub mod host;
 pub mod netlink;
 pub mod nft;

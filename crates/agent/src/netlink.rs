@@ -77,22 +77,7 @@ impl NfNetlink {
     /// Opens a socket in the current namespace, or in the named one
     /// (`/run/netns/NAME`, as `ip netns` makes).
     pub fn open(netns: Option<&str>) -> Result<Self, AgentError> {
-        let fd = match netns {
-            None => new_socket()?,
-            Some(name) => {
-                let path = format!("/run/netns/{name}");
-                std::thread::scope(|s| {
-                    s.spawn(|| {
-                        let ns = std::fs::File::open(&path).map_err(|e| failed(&path, e))?;
-                        move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
-                            .map_err(|e| failed(&format!("setns {path}"), e.into()))?;
-                        new_socket()
-                    })
-                    .join()
-                    .unwrap_or_else(|_| Err(AgentError::Netlink("setns thread panicked".into())))
-                })?
-            }
-        };
+        let fd = in_netns(netns, new_socket)?;
         Ok(Self { fd, seq: 0 })
     }
 
@@ -309,6 +294,29 @@ impl NfNetlink {
     }
 }
 
+/// Runs `make` (which opens a socket) in the named network namespace
+/// (`/run/netns/NAME`), or here for `None`. A socket keeps the namespace
+/// it was made in, so only a short-lived thread ever enters another.
+pub(crate) fn in_netns(
+    netns: Option<&str>,
+    make: impl FnOnce() -> Result<OwnedFd, AgentError> + Send,
+) -> Result<OwnedFd, AgentError> {
+    let Some(name) = netns else {
+        return make();
+    };
+    let path = format!("/run/netns/{name}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = std::fs::File::open(&path).map_err(|e| failed(&path, e))?;
+            move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
+                .map_err(|e| failed(&format!("setns {path}"), e.into()))?;
+            make()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(AgentError::Netlink("setns thread panicked".into())))
+    })
+}
+
 fn new_socket() -> Result<OwnedFd, AgentError> {
     let fd = socket(
         AddressFamily::NETLINK,
@@ -321,23 +329,23 @@ fn new_socket() -> Result<OwnedFd, AgentError> {
     Ok(fd)
 }
 
-fn kernel_error(code: i32) -> AgentError {
+pub(crate) fn kernel_error(code: i32) -> AgentError {
     AgentError::Netlink(format!(
         "the kernel answered: {}",
         std::io::Error::from_raw_os_error(-code)
     ))
 }
 
-fn failed(what: &str, e: std::io::Error) -> AgentError {
+pub(crate) fn failed(what: &str, e: std::io::Error) -> AgentError {
     AgentError::Netlink(format!("{what}: {e}"))
 }
 
-fn align(n: usize) -> usize {
+pub(crate) fn align(n: usize) -> usize {
     (n + 3) & !3
 }
 
 /// Appends one attribute.
-fn put_attr(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
+pub(crate) fn put_attr(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
     let len = 4 + value.len();
     out.extend_from_slice(&(len as u16).to_ne_bytes());
     out.extend_from_slice(&ty.to_ne_bytes());
@@ -347,7 +355,7 @@ fn put_attr(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
 
 /// The attributes in `data`: type (without the nested and byte-order
 /// flags) and value. Stops at the first malformed one.
-fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if data.len() < 4 {
             return None;

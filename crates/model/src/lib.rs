@@ -8,6 +8,7 @@
 pub mod addr;
 pub mod error;
 pub mod fleet;
+pub mod flow;
 pub mod ids;
 pub mod limits;
 pub mod locate;
