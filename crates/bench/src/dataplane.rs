@@ -3,11 +3,14 @@
 //! changing it takes, for the same rules compiled both ways (linear chains,
 //! the reference; verdict maps, `--maps`).
 //!
-//! The lab: one client namespace and four node namespaces, each node joined
+//! The lab: one client namespace and five node namespaces, each node joined
 //! to the client by its own veth (`eth0` on the node side, the uplink): node
 //! 0 has no firewall, node 1 the linear program, node 2 the maps program,
 //! node 3 a table holding only the probes' accept rule (what a stateful
-//! table costs before any rule list: conntrack, the baseline rules).
+//! table costs before any rule list: conntrack, the baseline rules), node 4
+//! the maps program with flow records on (every decision logged to NFLOG
+//! under the rate limit, `--flow-log-rate`, and read by a thread as the
+//! agent reads it), so recording's cost is maps' own minus node 2's.
 //! Every name starts with `pbd` + the process id; a [`Lab`] guard deletes
 //! the namespaces on drop (also after an error, and after Ctrl-C, which
 //! only sets a flag the loops check). Addresses: 198.18.0.0/15 on the
@@ -52,8 +55,11 @@
 
 use crate::interrupt::{check_interrupt, interrupted};
 use anyhow::{bail, Context};
-use palisade_agent::compile::{compile, CompileOptions, Compiled, Mode};
+use palisade_agent::compile::{
+    compile, CompileOptions, Compiled, FlowLogOptions, Mode, FLOW_LOG_SUPPRESSED,
+};
 use palisade_agent::dataplane::Dataplane;
+use palisade_agent::flowlog::{Aggregator, Event, FlowLog};
 use palisade_agent::NftDataplane;
 use palisade_model::{Action, AddrRange, Cidr, Direction, Family, Peer, PortRange};
 use palisade_policy::Ruleset;
@@ -80,6 +86,9 @@ pub struct DataplaneOptions {
     pub batch: u16,
     /// Longest a compile or one `nft` load may take before it is given up, s.
     pub max_load_secs: u64,
+    /// Node 4's logged decisions per second (the agent's
+    /// `--flow-log-rate`; above it decisions are only counted).
+    pub flow_log_rate: u32,
 }
 
 /// What one run measured (the JSON of `--output json`).
@@ -108,6 +117,16 @@ pub struct DataplaneReport {
     pub maps: ModeResult,
     /// Linear ns added per flow / maps ns added per flow.
     pub linear_over_maps: Option<f64>,
+    /// The maps program with flow records on (node 4).
+    pub maps_recording: FlowResult,
+    /// Its rate limit, decisions logged per second.
+    pub flow_log_rate: u32,
+    /// Decisions the reader got from NFLOG during the rounds.
+    pub recording_logged: u64,
+    /// Decisions over the rate limit (the table's suppressed counter).
+    pub recording_suppressed: u64,
+    /// What recording adds per new flow over maps without it, ns.
+    pub recording_ns_added: Option<f64>,
 }
 
 /// New-flow measurements of one node.
@@ -209,13 +228,33 @@ pub fn run(args: &DataplaneOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result
     let one = snapshot_one_rule();
     let (c, _) = compile_bounded(&one, Mode::Linear, limit)?;
     NftDataplane::new(Some(lab.node(3))).apply(&c)?;
+    let recording = CompileOptions {
+        uplinks: vec!["eth0".into()],
+        mode: Mode::Maps,
+        flow_log: Some(FlowLogOptions {
+            rate: args.flow_log_rate,
+            burst: args.flow_log_rate,
+            ..FlowLogOptions::default()
+        }),
+        ..Default::default()
+    };
+    let mut recorder = None;
+    match compile_with(&snap, &recording, limit) {
+        Ok((c, _)) => {
+            apply_bounded(&NftDataplane::new(Some(lab.node(4))), &c, Mode::Maps, limit)?;
+            recorder = Some(Recorder::start(&lab.node(4))?);
+        }
+        Err(e) => log(&format!("maps with recording: {e:#}")),
+    }
     // Probe rounds, nodes interleaved so load from others hits all alike.
     let mut none = FlowResult::default();
     let mut one_rule = FlowResult::default();
+    let mut maps_recording = FlowResult::default();
     let nodes: Vec<usize> = [0, 3]
         .into_iter()
         .chain((linear.skipped.is_none() || linear.apply_ms.is_some()).then_some(1))
         .chain((maps.skipped.is_none() || maps.apply_ms.is_some()).then_some(2))
+        .chain(recorder.is_some().then_some(4))
         .collect();
     let socket = lab.sender()?;
     let mut next = 0u64;
@@ -256,6 +295,7 @@ pub fn run(args: &DataplaneOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result
                 0 => &mut none,
                 3 => &mut one_rule,
                 1 => &mut linear.flows,
+                4 => &mut maps_recording,
                 _ => &mut maps.flows,
             };
             f.ns_per_flow_rounds.push(ns);
@@ -263,7 +303,15 @@ pub fn run(args: &DataplaneOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result
             f.received += received;
         }
     }
-    for f in [&mut none, &mut one_rule, &mut linear.flows, &mut maps.flows] {
+    let recording_logged = recorder.map_or(0, Recorder::stop);
+    let recording_suppressed = suppressed(&lab, 4).unwrap_or(0);
+    for f in [
+        &mut none,
+        &mut one_rule,
+        &mut linear.flows,
+        &mut maps.flows,
+        &mut maps_recording,
+    ] {
         if let Some(best) = f.ns_per_flow_rounds.iter().copied().reduce(f64::min) {
             f.ns_per_flow = best;
             f.flows_per_sec = 1e9 / best;
@@ -279,6 +327,8 @@ pub fn run(args: &DataplaneOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result
         (Some(l), Some(m)) if m > 0.0 => Some(l / m),
         _ => None,
     };
+    let recording_ns_added = (maps_recording.ns_per_flow > 0.0 && maps.flows.ns_per_flow > 0.0)
+        .then_some(maps_recording.ns_per_flow - maps.flows.ns_per_flow);
     Ok(DataplaneReport {
         rules: args.rules,
         addresses: args.addresses,
@@ -291,7 +341,82 @@ pub fn run(args: &DataplaneOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result
         linear,
         maps,
         linear_over_maps,
+        maps_recording,
+        flow_log_rate: args.flow_log_rate,
+        recording_logged,
+        recording_suppressed,
+        recording_ns_added,
     })
+}
+
+/// A thread reading node 4's flow log the way the agent does (events
+/// into an aggregator, flushed every second) until stopped.
+struct Recorder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Recorder {
+    fn start(ns: &str) -> anyhow::Result<Self> {
+        let mut log = FlowLog::open(Some(ns), FlowLogOptions::default().group)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let instance = "ins-bench001".parse().expect("a valid instance id");
+            let mut agg = Aggregator::new(instance, 100_000);
+            let (mut logged, mut lost) = (0u64, 0u64);
+            let mut last = Instant::now();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let read = log.read(Duration::from_millis(100), &mut lost, |t| agg.is_open(t));
+                let read = match read {
+                    Ok(events) => events,
+                    Err(e) => {
+                        eprintln!("bench dataplane: the flow log reader stops: {e}");
+                        break;
+                    }
+                };
+                for e in read {
+                    if matches!(e, Event::Decision { .. }) {
+                        logged += 1;
+                    }
+                    agg.add(e, 0, 1);
+                }
+                if last.elapsed() >= Duration::from_secs(1) {
+                    agg.flush(0);
+                    last = Instant::now();
+                }
+            }
+            logged
+        });
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops the thread; the decisions it read.
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+/// The packets of node `n`'s suppressed-decisions counter.
+fn suppressed(lab: &Lab, n: usize) -> anyhow::Result<u64> {
+    let out = lab.exec(
+        &lab.node(n),
+        &[
+            "nft",
+            "list",
+            "counter",
+            "inet",
+            "palisade",
+            FLOW_LOG_SUPPRESSED,
+        ],
+    )?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .context("no packets in the counter")?
+        .parse()
+        .context("the counter's packets")
 }
 
 /// Compiles and loads one mode into its node and times the membership change.
@@ -419,18 +544,25 @@ fn ms_since(t: Instant) -> f64 {
 /// Compiles in a thread and gives up after `limit` (the thread is left to
 /// finish on its own; the process ends soon after a benchmark anyway).
 fn compile_bounded(snap: &Ruleset, mode: Mode, limit: Duration) -> anyhow::Result<(Compiled, f64)> {
+    let opts = CompileOptions {
+        uplinks: vec!["eth0".into()],
+        mode,
+        ..Default::default()
+    };
+    compile_with(snap, &opts, limit)
+}
+
+/// [`compile_bounded`] with any options.
+fn compile_with(
+    snap: &Ruleset,
+    opts: &CompileOptions,
+    limit: Duration,
+) -> anyhow::Result<(Compiled, f64)> {
     let (tx, rx) = mpsc::channel();
-    let snap = snap.clone();
+    let (snap, opts) = (snap.clone(), opts.clone());
     std::thread::spawn(move || {
         let t = Instant::now();
-        let c = compile(
-            &snap,
-            &CompileOptions {
-                uplinks: vec!["eth0".into()],
-                mode,
-                ..Default::default()
-            },
-        );
+        let c = compile(&snap, &opts);
         let _ = tx.send(c.map(|c| (c, ms_since(t))));
     });
     match rx.recv_timeout(limit) {
@@ -654,6 +786,9 @@ fn probe(
     }
 }
 
+/// Node namespaces: none, linear, maps, one rule, maps with recording.
+const NODES: usize = 5;
+
 /// The namespaces; deleted on drop.
 struct Lab {
     prefix: String,
@@ -673,7 +808,7 @@ impl Lab {
         };
         let client = lab.client();
         lab.add(&client)?;
-        for node in 0..4 {
+        for node in 0..NODES {
             let ns = lab.node(node);
             lab.add(&ns)?;
             for key in [
@@ -749,7 +884,7 @@ impl Lab {
                 Some(socket2::Protocol::from(255)),
             )
         })??;
-        for node in 0..4 {
+        for node in 0..NODES {
             let to = socket2::SockAddr::from(SocketAddrV4::new(
                 Ipv4Addr::new(198, 18, node as u8, 2),
                 0,
@@ -872,6 +1007,7 @@ mod tests {
             rounds: 1,
             batch: 8,
             max_load_secs: 60,
+            flow_log_rate: 5,
         };
         let r = run(&args, &mut |l| eprintln!("{l}")).expect("bench dataplane");
         assert!(r.linear.skipped.is_none() && r.maps.skipped.is_none());
@@ -884,6 +1020,10 @@ mod tests {
         assert!(r.linear.flows.received * 2 >= r.linear.flows.sent);
         assert!(r.maps.flows.received * 2 >= r.maps.flows.sent);
         assert_eq!((r.batch, r.maps.flows.sent % 8), (8, 0));
+        // Recording ran: within the limit some decisions were read, the
+        // rest counted.
+        assert!(r.maps_recording.sent > 0 && r.recording_logged > 0);
+        assert!(r.recording_logged + r.recording_suppressed >= r.maps_recording.received / 2);
     }
 
     #[test]

@@ -105,6 +105,10 @@ pub struct DataplaneArgs {
     /// Longest a compile or one `nft` load may take before it is given up.
     #[arg(long, default_value_t = 120)]
     pub max_load_secs: u64,
+    /// Node 4 (maps with flow records): decisions logged per second, the
+    /// agent's `--flow-log-rate`.
+    #[arg(long, default_value_t = palisade_agent::compile::DEFAULT_FLOW_LOG_RATE)]
+    pub flow_log_rate: u32,
     /// table or json.
     #[arg(long, value_enum, default_value_t)]
     pub output: Format,
@@ -171,6 +175,7 @@ fn dataplane_cmd(args: DataplaneArgs) -> anyhow::Result<ExitCode> {
         rounds: args.rounds,
         batch: args.batch,
         max_load_secs: args.max_load_secs,
+        flow_log_rate: args.flow_log_rate,
     };
     let r = dataplane::run(&opts, &mut |l| eprintln!("bench dataplane: {l}"))?;
     match args.output {
@@ -246,6 +251,12 @@ fn print_dataplane(r: &DataplaneReport) {
     println!("{t}");
     if let Some(x) = r.linear_over_maps {
         println!("linear adds {x:.1}x what maps add per new flow");
+    }
+    if let Some(ns) = r.recording_ns_added {
+        println!(
+            "flow records on (maps, {} logged/s at most): {:.0} ns per new flow, {ns:.0} ns over maps without; {} decisions logged, {} over the limit counted",
+            r.flow_log_rate, r.maps_recording.ns_per_flow, r.recording_logged, r.recording_suppressed
+        );
     }
     for (name, m) in [("linear", &r.linear), ("maps", &r.maps)] {
         if let Some(s) = &m.skipped {
