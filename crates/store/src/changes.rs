@@ -32,7 +32,7 @@ pub(crate) fn committed_names(
 }
 
 /// The revision watch channels of one store.
-pub(crate) struct Watchers {
+pub struct Watchers {
     global: watch::Sender<u64>,
     accounts: Mutex<HashMap<String, watch::Sender<u64>>>,
 }

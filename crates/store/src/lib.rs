@@ -24,6 +24,8 @@
 #![forbid(unsafe_code)]
 
 mod changes;
+#[macro_use]
+mod sql;
 mod pg;
 mod sqlite;
 
