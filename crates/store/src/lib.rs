@@ -27,6 +27,7 @@ mod changes;
 #[macro_use]
 mod sql;
 mod pg;
+mod pool;
 mod sqlite;
 
 pub use pg::{PgStore, MIGRATIONS as PG_MIGRATIONS, REVISION_CHANNEL};

@@ -37,6 +37,7 @@
 //! is unreachable every store call fails with [`StoreError::Unavailable`].
 
 use crate::changes::Watchers;
+use crate::pool::{Connector, Pool, Pooled};
 use crate::sql::{current_revision, Backend, Param, Row, Sql, Value};
 use crate::StoreError;
 use postgres::types::{ToSql, Type};
@@ -44,7 +45,7 @@ use postgres::{Client, IsolationLevel, NoTls};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The notification channel carrying each new revision.
@@ -142,8 +143,8 @@ ALTER TABLE instance_status DROP CONSTRAINT instance_status_pkey,
 
 /// A [`Store`] on a PostgreSQL database shared by any number of servers.
 pub struct PgStore {
-    pool: Arc<Pool>,
-    writes: Pool,
+    pool: Arc<Pool<PgConnector>>,
+    writes: Pool<PgConnector>,
     watchers: Arc<Watchers>,
     stop: Arc<AtomicBool>,
 }
@@ -160,15 +161,21 @@ impl PgStore {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
         config.application_name("palisade");
-        let writes = Pool::new(config.clone(), WRITE_POOL_SIZE);
-        let pool = Arc::new(Pool::new(config, POOL_SIZE));
+        let writes = Pool::new(
+            PgConnector {
+                config: config.clone(),
+            },
+            WRITE_POOL_SIZE,
+            POOL_WAIT,
+        );
+        let pool = Arc::new(Pool::new(PgConnector { config }, POOL_SIZE, POOL_WAIT));
         {
             let mut conn = pool.get()?;
-            migrate(&mut conn)?;
+            migrate(&mut conn.client)?;
         }
         let revision = {
             let mut conn = pool.get()?;
-            read_revision(&mut conn)?
+            read_revision(&mut conn.client)?
         };
         let watchers = Arc::new(Watchers::new(revision));
         let stop = Arc::new(AtomicBool::new(false));
@@ -178,7 +185,7 @@ impl PgStore {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("palisade-pg-listen".into())
-                .spawn(move || listen(&pool.config, &watchers, &stop))?;
+                .spawn(move || listen(&pool.connector().config, &watchers, &stop))?;
         }
         Ok(Self {
             pool,
@@ -201,7 +208,7 @@ impl Drop for PgStore {
         // dropped inside an async one, where the server drops its store:
         // close the write pool's idle connections on a plain thread. (The
         // read pool is shared with the listener thread, which drops it.)
-        let idle = std::mem::take(&mut self.writes.state().idle);
+        let idle = self.writes.take_idle();
         if !idle.is_empty() {
             let _ = std::thread::spawn(move || drop(idle)).join();
         }
@@ -342,21 +349,6 @@ fn listen(config: &postgres::Config, watchers: &Watchers, stop: &AtomicBool) {
     }
 }
 
-/// A minimal blocking connection pool: at most `size` connections, broken
-/// ones dropped on return.
-struct Pool {
-    config: postgres::Config,
-    size: usize,
-    idle: Mutex<PoolState>,
-    freed: Condvar,
-}
-
-struct PoolState {
-    /// Idle connections and when each was returned.
-    idle: Vec<(Client, Statements, std::time::Instant)>,
-    in_use: usize,
-}
-
 /// A connection's prepared statements by SQL text. `Client::query` with
 /// a string prepares the statement first, one more round trip per query;
 /// a statement prepared once per connection and kept halves that.
@@ -367,129 +359,45 @@ type Statements = std::collections::HashMap<String, postgres::Statement>;
 /// An idle connection older than this is checked before use.
 const VALIDATE_AFTER: Duration = Duration::from_secs(1);
 
-impl Pool {
-    fn new(config: postgres::Config, size: usize) -> Self {
-        Self {
-            config,
-            size,
-            idle: Mutex::new(PoolState {
-                idle: Vec::new(),
-                in_use: 0,
-            }),
-            freed: Condvar::new(),
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
-        // The state is a list and a counter, consistent between statements.
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn get(&self) -> Result<Conn<'_>, StoreError> {
-        let mut st = self.state();
-        let deadline = std::time::Instant::now() + POOL_WAIT;
-        while st.idle.is_empty() && st.in_use >= self.size {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(StoreError::Unavailable(
-                    "no free database connection within 10 s".into(),
-                ));
-            }
-            st = self
-                .freed
-                .wait_timeout(st, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-        st.in_use += 1;
-        let mut reused = st.idle.pop();
-        drop(st);
-        // An idle connection may have died with a database restart; a
-        // round trip of an empty query tells, before any work is sent on it.
-        // A connection busy a moment ago is trusted (a failure on it drops
-        // the whole idle list, see `release`). One dead connection means the
-        // others are likely dead too.
-        if let Some((c, _, since)) = &mut reused {
-            let stale =
-                since.elapsed() >= VALIDATE_AFTER && c.is_valid(Duration::from_secs(2)).is_err();
-            if c.is_closed() || stale {
-                reused = None;
-                self.state().idle.clear();
-            }
-        }
-        let client = match reused {
-            Some((c, stmts, _)) => Ok((c, stmts)),
-            None => self
-                .config
-                .connect(NoTls)
-                .map(|c| (c, Statements::new()))
-                .map_err(StoreError::from),
-        };
-        match client {
-            Ok((client, stmts)) => Ok(Conn {
-                pool: self,
-                client: Some(client),
-                stmts,
-            }),
-            Err(e) => {
-                self.release(None);
-                Err(e)
-            }
-        }
-    }
-
-    fn release(&self, client: Option<(Client, Statements)>) {
-        let mut st = self.state();
-        st.in_use = st.in_use.saturating_sub(1);
-        if let Some((c, stmts)) = client {
-            if c.is_closed() {
-                // The database went away: the idle ones are likely dead too.
-                st.idle.clear();
-            } else {
-                st.idle.push((c, stmts, std::time::Instant::now()));
-            }
-        }
-        drop(st);
-        self.freed.notify_one();
-    }
+/// Opens PostgreSQL connections for a [`Pool`].
+struct PgConnector {
+    config: postgres::Config,
 }
 
-/// A pooled connection, returned to the pool on drop.
-struct Conn<'a> {
-    pool: &'a Pool,
-    client: Option<Client>,
+/// A pooled connection and its prepared statements.
+struct PgConnection {
+    client: Client,
     stmts: Statements,
 }
 
-impl Conn<'_> {
-    /// The client and its statement cache, borrowed together.
-    fn parts(&mut self) -> (&mut Client, &mut Statements) {
-        let client = self.client.as_mut().unwrap_or_else(|| unreachable!());
-        (client, &mut self.stmts)
+impl Connector for PgConnector {
+    type Conn = PgConnection;
+
+    fn connect(&self) -> Result<PgConnection, StoreError> {
+        Ok(PgConnection {
+            client: self.config.connect(NoTls)?,
+            stmts: Statements::new(),
+        })
+    }
+
+    /// An idle connection may have died with a database restart; a round
+    /// trip of an empty query tells, before any work is sent on it. A
+    /// connection busy a moment ago is trusted (a failure on it drops the
+    /// whole idle list, see [`Connector::broken`]).
+    fn usable(&self, c: &mut PgConnection, idle: Duration) -> bool {
+        !c.client.is_closed()
+            && (idle < VALIDATE_AFTER || c.client.is_valid(Duration::from_secs(2)).is_ok())
+    }
+
+    fn broken(&self, c: &PgConnection) -> bool {
+        c.client.is_closed()
     }
 }
 
-impl std::ops::Deref for Conn<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        // `client` is `Some` from creation until drop.
-        self.client.as_ref().unwrap_or_else(|| unreachable!())
-    }
-}
-
-impl std::ops::DerefMut for Conn<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().unwrap_or_else(|| unreachable!())
-    }
-}
-
-impl Drop for Conn<'_> {
-    fn drop(&mut self) {
-        let stmts = std::mem::take(&mut self.stmts);
-        self.pool.release(self.client.take().map(|c| (c, stmts)));
-    }
+/// A pooled connection's client and statement cache, borrowed together.
+fn parts<'c>(conn: &'c mut Pooled<'_, PgConnector>) -> (&'c mut Client, &'c mut Statements) {
+    let c = &mut **conn;
+    (&mut c.client, &mut c.stmts)
 }
 
 /// The prepared statement for `sql` on a connection (or a transaction on
@@ -644,7 +552,7 @@ impl Backend for PgStore {
         f: &mut dyn FnMut(&dyn Sql) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut conn = self.pool.get()?;
-        let (client, stmts) = conn.parts();
+        let (client, stmts) = parts(&mut conn);
         if !snapshot {
             return f(&PgSql::new(PgConn::Plain(client), stmts));
         }
@@ -663,7 +571,7 @@ impl Backend for PgStore {
         f: &mut dyn FnMut(&dyn Sql) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let mut conn = self.writes.get()?;
-        let (client, stmts) = conn.parts();
+        let (client, stmts) = parts(&mut conn);
         let sql = PgSql::new(PgConn::Tx(client.transaction()?), stmts);
         if f(&sql)? {
             sql.commit()?;

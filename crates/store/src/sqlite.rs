@@ -12,11 +12,12 @@
 //! `BEGIN IMMEDIATE` so a read-then-write never hits a lock upgrade failure.
 
 use crate::changes::Watchers;
+use crate::pool::{Connector, Pool, Pooled};
 use crate::sql::{current_revision, Backend, Param, Row, Sql, Value};
 use crate::StoreError;
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 
 /// A [`Store`] on one SQLite database file: one connection for writes
 /// (SQLite has one writer at a time anyway) and a few for reads, which WAL
@@ -25,94 +26,33 @@ use std::sync::{Condvar, Mutex};
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// `None` for an in-memory database, which only its own connection sees.
-    readers: Option<Readers>,
+    readers: Option<Pool<Readers>>,
     watchers: Watchers,
 }
 
 /// Most read connections one store opens.
 const READERS: usize = 4;
 
-/// Idle read connections, opened on demand up to [`READERS`].
+/// Opens the read connections of a file's [`Pool`].
 struct Readers {
     path: std::path::PathBuf,
-    state: Mutex<(Vec<Connection>, usize)>,
-    freed: Condvar,
 }
 
-/// A read connection, returned to [`Readers`] on drop.
-struct ReadConn<'a> {
-    readers: &'a Readers,
-    conn: Option<Connection>,
-}
+impl Connector for Readers {
+    type Conn = Connection;
 
-impl std::ops::Deref for ReadConn<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        // Set from construction until drop.
-        self.conn.as_ref().unwrap_or_else(|| unreachable!())
-    }
-}
-
-impl std::ops::DerefMut for ReadConn<'_> {
-    fn deref_mut(&mut self) -> &mut Connection {
-        self.conn.as_mut().unwrap_or_else(|| unreachable!())
-    }
-}
-
-impl Drop for ReadConn<'_> {
-    fn drop(&mut self) {
-        let mut st = self.readers.lock();
-        if let Some(c) = self.conn.take() {
-            st.0.push(c);
-        }
-        drop(st);
-        self.readers.freed.notify_one();
-    }
-}
-
-impl Readers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<Connection>, usize)> {
-        // A list and a count: consistent between statements.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn get(&self) -> Result<ReadConn<'_>, StoreError> {
-        let mut st = self.lock();
-        loop {
-            if let Some(c) = st.0.pop() {
-                return Ok(ReadConn {
-                    readers: self,
-                    conn: Some(c),
-                });
-            }
-            if st.1 < READERS {
-                st.1 += 1;
-                drop(st);
-                return match open_reader(&self.path) {
-                    Ok(c) => Ok(ReadConn {
-                        readers: self,
-                        conn: Some(c),
-                    }),
-                    Err(e) => {
-                        self.lock().1 -= 1;
-                        self.freed.notify_one();
-                        Err(e)
-                    }
-                };
-            }
-            st = self
-                .freed
-                .wait(st)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(128);
+        conn.pragma_update(None, "query_only", "ON")?;
+        Ok(conn)
     }
 }
 
 /// A read connection of either kind.
 enum Reader<'a> {
-    Pooled(ReadConn<'a>),
+    Pooled(Pooled<'a, Readers>),
     Writer(std::sync::MutexGuard<'a, Connection>),
 }
 
@@ -140,14 +80,6 @@ impl std::ops::DerefMut for Reader<'_> {
 fn in_memory(path: &Path) -> bool {
     let p = path.to_string_lossy();
     p.is_empty() || p == ":memory:" || p.starts_with("file::memory:")
-}
-
-fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.set_prepared_statement_cache_capacity(128);
-    conn.pragma_update(None, "query_only", "ON")?;
-    Ok(conn)
 }
 
 /// The current schema, run (idempotently) at every open: it creates a new
@@ -248,10 +180,12 @@ impl SqliteStore {
         let revision = current_revision(&Sqlite(&conn))?;
         Ok(Self {
             conn: Mutex::new(conn),
-            readers: (!in_memory(path)).then(|| Readers {
-                path: path.to_path_buf(),
-                state: Mutex::new((Vec::new(), 0)),
-                freed: Condvar::new(),
+            readers: (!in_memory(path)).then(|| {
+                let readers = Readers {
+                    path: path.to_path_buf(),
+                };
+                // A reader waits for another to finish: queries are short.
+                Pool::new(readers, READERS, std::time::Duration::from_secs(10))
             }),
             watchers: Watchers::new(revision),
         })
