@@ -607,6 +607,35 @@ impl<'a> SqlTx<'a> {
         self.touched.insert(account.to_string());
     }
 
+    /// The record of the first row of `sql`, if any.
+    fn first<T>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        record: fn(Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.db
+            .query(sql, params)?
+            .into_iter()
+            .next()
+            .map(record)
+            .transpose()
+    }
+
+    /// The records of every row of `sql`.
+    fn all<T>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        record: fn(Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.db
+            .query(sql, params)?
+            .into_iter()
+            .map(record)
+            .collect()
+    }
+
     fn strings(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<String>, StoreError> {
         self.db
             .query(sql, params)?
@@ -714,22 +743,13 @@ impl Tx for SqlTx<'_> {
     fn group(&self, account: &str, id: &str) -> Result<Option<GroupRecord>, StoreError> {
         self.lock(account)?;
         let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE account_id = $1 AND id = $2");
-        self.db
-            .query(&sql, params![account, id])?
-            .into_iter()
-            .next()
-            .map(group_from_row)
-            .transpose()
+        self.first(&sql, params![account, id], group_from_row)
     }
 
     fn groups(&self, account: &str) -> Result<Vec<GroupRecord>, StoreError> {
         self.lock(account)?;
         let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE account_id = $1 ORDER BY seq");
-        self.db
-            .query(&sql, params![account])?
-            .into_iter()
-            .map(group_from_row)
-            .collect()
+        self.all(&sql, params![account], group_from_row)
     }
 
     fn insert_group(&mut self, account: &str, g: &GroupRecord) -> Result<(), StoreError> {
@@ -796,12 +816,7 @@ impl Tx for SqlTx<'_> {
         self.lock(account)?;
         let sql =
             format!("SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = $1 AND id = $2");
-        self.db
-            .query(&sql, params![account, id])?
-            .into_iter()
-            .next()
-            .map(template_from_row)
-            .transpose()
+        self.first(&sql, params![account, id], template_from_row)
     }
 
     fn templates(
@@ -815,24 +830,14 @@ impl Tx for SqlTx<'_> {
             let sql = format!(
                 "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = $1 AND kind = $2 ORDER BY seq"
             );
-            return self
-                .db
-                .query(&sql, params![account, kind.as_str()])?
-                .into_iter()
-                .map(template_from_row)
-                .collect();
+            return self.all(&sql, params![account, kind.as_str()], template_from_row);
         }
         let mut cache = self.templates.borrow_mut();
         if cache.as_ref().is_none_or(|(a, _)| a != account) {
             let sql = format!(
                 "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE account_id = $1 ORDER BY seq"
             );
-            let all = self
-                .db
-                .query(&sql, params![account])?
-                .into_iter()
-                .map(template_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
+            let all = self.all(&sql, params![account], template_from_row)?;
             *cache = Some((account.to_string(), all));
         }
         Ok(cache
@@ -976,23 +981,14 @@ impl Tx for SqlTx<'_> {
         self.lock(account)?;
         let sql =
             format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE account_id = $1 AND id = $2");
-        self.db
-            .query(&sql, params![account, id])?
-            .into_iter()
-            .next()
-            .map(cluster_from_row)
-            .transpose()
+        self.first(&sql, params![account, id], cluster_from_row)
     }
 
     fn clusters(&self, account: &str) -> Result<Vec<ClusterRecord>, StoreError> {
         self.lock(account)?;
         let sql =
             format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE account_id = $1 ORDER BY seq");
-        self.db
-            .query(&sql, params![account])?
-            .into_iter()
-            .map(cluster_from_row)
-            .collect()
+        self.all(&sql, params![account], cluster_from_row)
     }
 
     fn put_cluster(&mut self, account: &str, c: &ClusterRecord) -> Result<(), StoreError> {
