@@ -5,7 +5,8 @@
 #   - Tencent's Node.js SDK in tests/node/node_modules (tests/node/package-lock.json),
 #     when node and npm are installed (the Node.js test says it was skipped otherwise),
 #   - the Rust workspace tests (unit, property, integration),
-#   - the Python end-to-end tests against a freshly started `palisade serve`.
+#   - the Python end-to-end tests against a freshly started `palisade serve`,
+#     the web console's in headless Chromium (Debian's chromium, chromium-driver).
 # Usage: ./scripts/test.sh            (everything)
 #        PALISADE_SKIP_PY=1 ./scripts/test.sh   (Rust only)
 set -euo pipefail
@@ -28,6 +29,9 @@ command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v conntrack >/dev/null 2>&1 || need_pkgs+=(conntrack)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)   # test certificates (testkit::private_ca)
+# The web console's browser tests (tests/console) drive headless Chromium.
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing ${need_pkgs[*]}"
@@ -87,9 +91,10 @@ if [ -z "${PALISADE_TEST_PG:-}" ] && [ -z "${PALISADE_SKIP_PG:-}" ]; then
 fi
 # ---- END PostgreSQL block ----
 
-# PALISADE_REQUIRE=root,postgres (set by .ci/run) makes every test that
-# would be skipped for want of root or PostgreSQL fail instead
-# (crates/testkit, tests/api/conftest.py): CI cannot pass without them.
+# PALISADE_REQUIRE=root,postgres,browser (set by .ci/run) makes every test
+# that would be skipped for want of root, PostgreSQL or Chromium fail instead
+# (crates/testkit, tests/api/conftest.py, tests/console/conftest.py): CI
+# cannot pass without them.
 required() { case ",${PALISADE_REQUIRE:-}," in *",$1,"*|*",all,"*) return 0 ;; *) return 1 ;; esac; }
 if required root && [ "$(id -u)" != 0 ]; then
   echo "error: PALISADE_REQUIRE lists root, but this is not root" >&2
@@ -97,6 +102,10 @@ if required root && [ "$(id -u)" != 0 ]; then
 fi
 if required postgres && [ -z "${PALISADE_TEST_PG:-}" ]; then
   echo "error: PALISADE_REQUIRE lists postgres, but no PostgreSQL server is available (PALISADE_TEST_PG unset)" >&2
+  exit 1
+fi
+if required browser && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  echo "error: PALISADE_REQUIRE lists browser, but chromium or chromedriver is missing" >&2
   exit 1
 fi
 if required postgres && [ -n "${PALISADE_SKIP_PY:-}" ]; then

@@ -77,9 +77,11 @@ pub struct AppState {
     /// Request metrics.
     pub metrics: Metrics,
     /// Resolved rulesets shared by the long-polls of a herd.
-    rulesets: actions::RulesetCache,
+    pub(crate) rulesets: actions::RulesetCache,
     /// Callers' credentials, valid while their account is unchanged.
-    credentials: crate::credentials::CredentialCache,
+    pub(crate) credentials: crate::credentials::CredentialCache,
+    /// Served over TLS: the console's cookies are `Secure`.
+    pub(crate) console_tls: bool,
     /// Set when the server is shutting down: long-polls answer at once.
     shutting_down: tokio::sync::watch::Sender<bool>,
     /// Bytes of [`BODY_BUDGET_BYTES`] not held by a request.
@@ -100,7 +102,15 @@ impl AppState {
             shutting_down: tokio::sync::watch::Sender::new(false),
             body_budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES)),
             replays: None,
+            console_tls: false,
         }
+    }
+
+    /// Served over TLS: the console marks its cookies `Secure`.
+    #[must_use]
+    pub fn tls(mut self) -> Self {
+        self.console_tls = true;
+        self
     }
 
     /// Strict signatures (docs/api.md): `x-tc-action` must be signed, the
@@ -123,14 +133,16 @@ impl AppState {
     }
 }
 
-/// The router: `POST /` and `GET /metrics`; anything else gets the
-/// envelope with `UnsupportedProtocol`.
+/// The router: `POST /`, `GET /metrics` and the web console under
+/// `/console` ([`crate::console`]); anything else gets the envelope with
+/// `UnsupportedProtocol`.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(api).fallback(wrong_method))
         .route("/metrics", get(metrics))
         .fallback(wrong_path)
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::console::router(state))
 }
 
 async fn wrong_method(req: Request) -> Response {

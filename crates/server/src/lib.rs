@@ -8,11 +8,13 @@
 //! [`tc3`] signs and verifies; [`replay`] is strict mode's memory of
 //! signatures; [`http`] is the envelope, body budget, logging and metrics;
 //! [`actions`] holds one module per resource family; [`params`] reads
-//! request parameters with Tencent's error codes.
+//! request parameters with Tencent's error codes; [`console`] is the web
+//! console under `/console`.
 
 #![forbid(unsafe_code)]
 
 pub mod actions;
+pub mod console;
 pub mod credentials;
 pub mod error;
 pub mod http;
@@ -232,6 +234,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         ),
     }
     let mut state = http::AppState::new(store, config.limits);
+    if config.tls.is_some() {
+        state = state.tls();
+    }
     if config.strict_signatures {
         state = state.strict_signatures();
         tracing::info!(

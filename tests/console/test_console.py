@@ -1,0 +1,280 @@
+"""The web console in a real browser (docs/console.md): sign-in and
+sign-out, a group from the TKE node template, adding, moving and editing a
+rule, a conflicting save from a second session, the refusal to delete a
+referenced group, findings and a reachability answer, isolation between
+accounts, and a forged cross-site POST refused."""
+
+import http.server
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from pathlib import Path
+
+import pytest
+
+try:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:  # the `browsers` fixture skips (or fails) and says why
+    By = expected_conditions = WebDriverWait = None
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def go(d, element):
+    """Clicks a link or submit button and waits for the next page."""
+    page = d.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(d, 15).until(expected_conditions.staleness_of(page))
+
+
+def sign_in(d, srv, creds):
+    d.get(srv.url + "/console/signin")
+    d.find_element(By.ID, "secret_id").send_keys(creds["SecretId"])
+    d.find_element(By.ID, "secret_key").send_keys(creds["SecretKey"])
+    go(d, d.find_element(By.ID, "signin"))
+    assert d.current_url.endswith("/console/groups"), d.page_source[:2000]
+
+
+def text(d):
+    return d.find_element(By.TAG_NAME, "main").text
+
+
+def create_group(d, srv, name, template="", cluster="", container=""):
+    d.get(srv.url + "/console/groups")
+    d.find_element(By.ID, "new-name").send_keys(name)
+    if template:
+        d.find_element(By.CSS_SELECTOR, f"#new-template option[value='{template}']").click()
+        d.find_element(By.ID, "new-cluster").send_keys(cluster)
+        d.find_element(By.ID, "new-container").send_keys(container)
+    go(d, d.find_element(By.ID, "create-group"))
+    assert "Created security group" in d.find_element(By.ID, "flash").text, text(d)
+    return d.find_element(By.ID, "group-id").text
+
+
+def rows(d, direction):
+    return d.find_elements(By.CSS_SELECTOR, f"#{direction}-rules tbody tr")
+
+
+def add_rule(d, direction, protocol, port, peer, description, action="ACCEPT"):
+    form = d.find_element(By.ID, f"add-{direction}").find_element(By.XPATH, "ancestor::form")
+    details = form.find_element(By.XPATH, "ancestor::details")
+    if details.get_attribute("open") is None:
+        details.find_element(By.TAG_NAME, "summary").click()
+    for field, value in (("protocol", protocol), ("port", port), ("peer", peer),
+                         ("description", description)):
+        el = d.find_element(By.ID, f"add-{direction}-{field}")
+        el.clear()
+        el.send_keys(value)
+    d.find_element(By.ID, f"add-{direction}-action").send_keys(action)
+    go(d, d.find_element(By.ID, f"add-{direction}"))
+
+
+def test_sign_in_and_sign_out(console_server, browsers):
+    d = browsers()
+    d.get(console_server.url + "/console/groups")
+    assert d.current_url.endswith("/console/signin")
+    # A wrong key is refused.
+    creds = console_server.admin()
+    d.find_element(By.ID, "secret_id").send_keys(creds["SecretId"])
+    d.find_element(By.ID, "secret_key").send_keys("wrong" + creds["SecretKey"])
+    go(d, d.find_element(By.ID, "signin"))
+    assert "Wrong SecretId or SecretKey" in d.find_element(By.ID, "error").text
+    sign_in(d, console_server, creds)
+    assert d.find_element(By.ID, "account").text == "admin"
+    cookie = d.get_cookie("palisade_session")
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/console"
+    go(d, d.find_element(By.ID, "signout"))
+    assert d.current_url.endswith("/console/signin")
+    assert d.get_cookie("palisade_session") is None
+    d.get(console_server.url + "/console/groups")
+    assert d.current_url.endswith("/console/signin")
+
+
+def test_tke_template_then_add_move_and_edit_a_rule(console_server, browsers):
+    d = browsers()
+    sign_in(d, console_server, console_server.admin())
+    sg = create_group(d, console_server, "tke-nodes", "tke-node", "10.0.0.0/16", "172.16.0.0/16")
+    ingress = [r.text for r in rows(d, "ingress")]
+    assert any("172.16.0.0/16" in r for r in ingress), ingress
+    assert any("30000-32768" in r for r in ingress), ingress
+    n = len(ingress)
+
+    add_rule(d, "ingress", "TCP", "8080", "198.51.100.0/24", "web from the partner")
+    assert "Saved: Add ingress rule" in d.find_element(By.ID, "flash").text, text(d)
+    assert "8080" in rows(d, "ingress")[n].text
+
+    # Move it up one place.
+    go(d, d.find_element(By.CSS_SELECTOR, f"button[aria-label='Move ingress rule {n} up']"))
+    assert "Saved: Move ingress rule" in d.find_element(By.ID, "flash").text, text(d)
+    assert "8080" in rows(d, "ingress")[n - 1].text
+    # And to the top, by index.
+    d.find_element(By.ID, f"ingress-to-{n - 1}").send_keys("0")
+    go(d, d.find_element(By.CSS_SELECTOR, f"button[aria-label='Move ingress rule {n - 1} to the index given']"))
+    assert "8080" in rows(d, "ingress")[0].text, text(d)
+
+    # Edit it: preview first, then save.
+    go(d, d.find_element(By.CSS_SELECTOR, "a[aria-label='Edit ingress rule 0']"))
+    port = d.find_element(By.ID, "edit-port")
+    assert port.get_attribute("value") == "8080"
+    port.clear()
+    port.send_keys("8081")
+    go(d, d.find_element(By.CSS_SELECTOR, "button[value='preview']"))
+    assert "replace ingress rule 0" in d.find_element(By.ID, "change").text
+    d.find_element(By.ID, "effect")
+    go(d, d.find_element(By.ID, "confirm"))
+    assert "Saved: Replace ingress rule 0" in d.find_element(By.ID, "flash").text, text(d)
+    first = rows(d, "ingress")[0].text
+    assert "8081" in first and "198.51.100.0/24" in first
+    assert d.current_url.endswith(f"/console/groups/{sg}")
+
+
+def test_a_conflicting_save_from_a_second_session(console_server, browsers):
+    a, b = browsers(), browsers()
+    creds = console_server.admin()
+    sign_in(a, console_server, creds)
+    sign_in(b, console_server, creds)
+    sg = create_group(a, console_server, "conflicts")
+    add_rule(a, "ingress", "TCP", "22", "192.0.2.0/24", "ssh")
+    # A opens the edit form of rule 0 at this version.
+    a.get(f"{console_server.url}/console/groups/{sg}/rule?dir=ingress&index=0")
+    seen = a.find_element(By.CSS_SELECTOR, "input[name='version']").get_attribute("value")
+    # B changes the group meanwhile.
+    b.get(f"{console_server.url}/console/groups/{sg}")
+    add_rule(b, "ingress", "TCP", "443", "0.0.0.0/0", "https")
+    assert "Saved" in b.find_element(By.ID, "flash").text
+    # A's save is refused with a clear conflict, and nothing of B's is lost.
+    port = a.find_element(By.ID, "edit-port")
+    port.clear()
+    port.send_keys("2222")
+    go(a, a.find_element(By.ID, "save-rule"))
+    error = a.find_element(By.ID, "error").text
+    assert "Conflict" in error and "Nothing was saved" in error, error
+    assert f"you saw version {seen}" in error
+    current = [r.text for r in rows(a, "ingress")]
+    assert "22" in current[0] and "2222" not in current[0]
+    assert any("443" in r for r in current)
+
+
+def test_deleting_a_referenced_group_is_refused(console_server, browsers):
+    d = browsers()
+    sign_in(d, console_server, console_server.admin())
+    target = create_group(d, console_server, "db")
+    user = create_group(d, console_server, "app")
+    add_rule(d, "egress", "TCP", "5432", target, "to the database")
+    assert "Saved" in d.find_element(By.ID, "flash").text, text(d)
+    d.get(f"{console_server.url}/console/groups/{target}")
+    assert user in d.find_element(By.ID, "referrers").text
+    go(d, d.find_element(By.ID, "delete-group"))
+    error = d.find_element(By.ID, "error").text
+    assert "Not deleted" in error and f"referenced by the rules of {user}" in error, error
+    d.get(f"{console_server.url}/console/groups?q={target}")
+    assert target in d.find_element(By.ID, "groups").text
+
+
+def test_findings_and_a_reachability_answer(console_server, browsers):
+    creds = console_server.account("fleet-" + str(time.time_ns())[-6:])
+    console_server.apply(creds, REPO / "examples" / "tke-cluster.yaml")
+    d = browsers()
+    sign_in(d, console_server, creds)
+    d.get(console_server.url + "/console/findings")
+    sections = d.find_elements(By.CSS_SELECTOR, "section.finding")
+    assert sections, text(d)
+    assert "witness" not in d.find_element(By.ID, "counts").text
+    assert any("ingress TCP" in s.text for s in sections), text(d)
+    d.get(console_server.url + "/console/reach")
+    d.find_element(By.ID, "from").send_keys("198.51.100.7")
+    d.find_element(By.ID, "to").send_keys("ins-node0001")
+    d.find_element(By.ID, "protocol").send_keys("tcp")
+    d.find_element(By.ID, "port").send_keys("30080")
+    go(d, d.find_element(By.ID, "ask"))
+    verdict = d.find_element(By.ID, "verdict").text
+    assert "reachable" in verdict and "NOT" not in verdict, text(d)
+    answer = d.find_element(By.ID, "answer").text
+    assert "Destination ingress" in answer and "ACCEPT by" in answer and "30000-32768" in answer, answer
+    # And one that is not reachable: telnet is dropped by the ops group.
+    d.get(console_server.url + "/console/reach?from=198.51.100.7&to=ins-node0001&protocol=tcp&port=23")
+    assert "NOT reachable" in d.find_element(By.ID, "verdict").text
+    assert "DROP by" in d.find_element(By.ID, "answer").text
+
+
+def test_a_second_account_sees_none_of_the_first_ones_groups(console_server, browsers):
+    a = browsers()
+    sign_in(a, console_server, console_server.admin())
+    sg = create_group(a, console_server, "admins-only")
+    creds = console_server.account("other-" + str(time.time_ns())[-6:])
+    b = browsers()
+    sign_in(b, console_server, creds)
+    assert "No security groups." in b.find_element(By.ID, "groups").text
+    b.get(f"{console_server.url}/console/groups?q={sg}")
+    assert "No security groups." in b.find_element(By.ID, "groups").text
+    b.get(f"{console_server.url}/console/groups/{sg}")
+    assert "does not exist in this account" in b.find_element(By.ID, "error").text
+    b.get(f"{console_server.url}/console/findings")
+    b.get(f"{console_server.url}/console/groups")
+
+
+class _Attacker(http.server.BaseHTTPRequestHandler):
+    target = ""
+
+    def do_GET(self):  # noqa: N802
+        page = f"""<!DOCTYPE html><html><body><h1>Win a prize</h1>
+<form id="f" method="post" action="{self.target}/console/groups/create">
+<input name="name" value="forged"><input name="description" value="x">
+<input name="csrf" value="guess"></form>
+<script>document.getElementById('f').submit();</script></body></html>"""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(page.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_forged_cross_site_post_is_refused(console_server, browsers):
+    d = browsers()
+    sign_in(d, console_server, console_server.admin())
+    handler = type("Attacker", (_Attacker,), {"target": console_server.url})
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        # Another site (localhost is not 127.0.0.1) posts a form to the console.
+        d.get(f"http://localhost:{evil.server_address[1]}/")
+        deadline = time.time() + 10
+        while "/console/" not in d.current_url and time.time() < deadline:
+            time.sleep(0.1)
+        assert "/console/groups/create" in d.current_url
+        assert "nothing was changed" in d.find_element(By.ID, "error").text
+    finally:
+        evil.shutdown()
+    d.get(console_server.url + "/console/groups?q=forged")
+    assert "No security groups." in d.find_element(By.ID, "groups").text
+
+    # The session's own cookie without the form's token is refused too.
+    cookie = d.get_cookie("palisade_session")["value"]
+    req = urllib.request.Request(
+        console_server.url + "/console/groups/create",
+        data=urllib.parse.urlencode({"name": "forged", "description": ""}).encode(),
+        headers={"Cookie": f"palisade_session={cookie}"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 403
+    # And so is a token sent from another origin.
+    d.get(console_server.url + "/console/groups")
+    token = d.find_element(By.CSS_SELECTOR, "input[name='csrf']").get_attribute("value")
+    req = urllib.request.Request(
+        console_server.url + "/console/groups/create",
+        data=urllib.parse.urlencode({"name": "forged", "description": "", "csrf": token}).encode(),
+        headers={"Cookie": f"palisade_session={cookie}", "Origin": "http://evil.example"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 403
+    d.get(console_server.url + "/console/groups?q=forged")
+    assert "No security groups." in d.find_element(By.ID, "groups").text
