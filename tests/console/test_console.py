@@ -278,3 +278,30 @@ def test_a_forged_cross_site_post_is_refused(console_server, browsers):
     assert e.value.code == 403
     d.get(console_server.url + "/console/groups?q=forged")
     assert "No security groups." in d.find_element(By.ID, "groups").text
+
+
+def test_labels_keyboard_and_a_narrow_window(console_server, browsers):
+    d = browsers()
+    sign_in(d, console_server, console_server.admin())
+    sg = create_group(d, console_server, "usable", "basic")
+    for path in ("/console/groups", f"/console/groups/{sg}", "/console/templates",
+                 "/console/instances", "/console/reach"):
+        d.get(console_server.url + path)
+        # Every visible control has a label (or an aria-label).
+        for el in d.find_elements(By.CSS_SELECTOR, "input:not([type=hidden]), select"):
+            id_ = el.get_attribute("id")
+            assert id_ and d.find_elements(By.CSS_SELECTOR, f"label[for='{id_}']"), (path, el.get_attribute("name"))
+        for b in d.find_elements(By.TAG_NAME, "button"):
+            assert b.get_attribute("textContent").strip() or b.get_attribute("aria-label"), path
+    # The keyboard reaches the skip link first, then the navigation.
+    d.get(console_server.url + "/console/groups")
+    from selenium.webdriver.common.keys import Keys
+    d.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    assert d.switch_to.active_element.text == "Skip to content"
+    d.switch_to.active_element.send_keys(Keys.TAB)
+    assert d.switch_to.active_element.text == "Security groups"
+    # A narrow window: the page itself does not scroll sideways.
+    d.set_window_size(420, 800)
+    d.get(f"{console_server.url}/console/groups/{sg}")
+    width = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], width

@@ -15,6 +15,8 @@
 //!   cost and apply times in a lab of network namespaces (root);
 //! - [`control_plane`]: `palisade bench propagate` and `bench api`: a real
 //!   server under simulated agents and signed clients;
+//! - [`console`]: `palisade bench console`: the web console's groups list
+//!   and group page, rendered in-process over a large account;
 //! - [`interrupt`]: Ctrl-C as a flag, so the labs and servers are removed.
 //!
 //! The CLI (`crates/cli/src/bench_cmds.rs`) only parses options and prints
@@ -31,6 +33,7 @@
 pub mod check;
 pub mod classbench;
 pub mod classify;
+pub mod console;
 pub mod control_plane;
 pub mod dataplane;
 pub mod interrupt;

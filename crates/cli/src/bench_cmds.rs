@@ -14,7 +14,8 @@
 //! here: `bench dataplane` (root; kernel new-flow rates and apply times,
 //! `palisade_bench::dataplane`), `bench propagate` (change-to-applied over
 //! N agents) and `bench api` (signed requests per second), both
-//! `palisade_bench::control_plane`, run against this binary's `serve`.
+//! `palisade_bench::control_plane`, run against this binary's `serve`; and
+//! `bench console` (the web console's pages, `palisade_bench::console`).
 
 use crate::output::{print_json, table, Format};
 use anyhow::Context;
@@ -43,6 +44,26 @@ pub enum BenchCommand {
     /// Signed requests per second: DescribeSecurityGroupPolicies and
     /// CreateSecurityGroupPolicies.
     Api(ApiArgs),
+    /// The web console's server time: the groups list with many groups and
+    /// a group page with many rules, rendered in-process (issue 21).
+    Console(ConsoleArgs),
+}
+
+/// `palisade bench console`.
+#[derive(Args, Debug, Clone)]
+pub struct ConsoleArgs {
+    /// Security groups in the account.
+    #[arg(long, default_value_t = 1000)]
+    pub groups: usize,
+    /// Ingress rules of the measured group (the default limit is 100).
+    #[arg(long, default_value_t = 100)]
+    pub rules: usize,
+    /// Renders of each page.
+    #[arg(long, default_value_t = 50)]
+    pub runs: usize,
+    /// table or json.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Format,
 }
 
 /// `palisade bench classify`.
@@ -159,6 +180,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Dataplane(args) => dataplane_cmd(args),
         BenchCommand::Propagate(args) => propagate_cmd(args),
         BenchCommand::Api(args) => api_cmd(args),
+        BenchCommand::Console(args) => console_cmd(args),
     }
 }
 
@@ -329,6 +351,37 @@ fn api_cmd(args: ApiArgs) -> anyhow::Result<ExitCode> {
                     format!("{:.2}", v.p50_ms),
                     format!("{:.2}", v.p99_ms),
                     v.errors.to_string(),
+                ]);
+            }
+            println!("{t}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `palisade bench console`.
+fn console_cmd(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
+    let opts = palisade_bench::console::ConsoleOptions {
+        groups: args.groups,
+        rules: args.rules,
+        runs: args.runs,
+    };
+    let r = palisade_bench::console::run(&opts, &mut |l| eprintln!("bench console: {l}"))?;
+    match args.output {
+        Format::Json => print_json(&r)?,
+        Format::Table => {
+            println!(
+                "{} groups; the group page has {} ingress rules; {} renders each",
+                r.groups, r.rules, r.runs
+            );
+            let mut t = table(&["page", "bytes", "p50 ms", "p90 ms", "max ms"]);
+            for p in &r.pages {
+                t.add_row(vec![
+                    p.page.clone(),
+                    p.bytes.to_string(),
+                    format!("{:.2}", p.p50_ms),
+                    format!("{:.2}", p.p90_ms),
+                    format!("{:.2}", p.max_ms),
                 ]);
             }
             println!("{t}");

@@ -1,0 +1,174 @@
+//! `palisade bench console`: the server time of the web console's two
+//! heaviest pages (issue 21): the security-groups list of an account with
+//! `--groups` groups (first page and a middle page, 50 rows each, with rule
+//! counts, bound instances and referrers) and a group page with `--rules`
+//! ingress rules. The pages are rendered in-process by
+//! [`palisade_server::console::render_for_bench`], exactly as a GET
+//! handler renders them (every read through the API's actions), over a
+//! SQLite store in a temporary directory; HTTP and the session lookup (a
+//! hash-map read) are not counted.
+
+use anyhow::Context;
+use palisade_model::limits::Limits;
+use palisade_server::console::{call_as, render_for_bench};
+use palisade_server::http::AppState;
+use palisade_store::Location;
+use serde::Serialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct ConsoleOptions {
+    /// Groups in the account.
+    pub groups: usize,
+    /// Ingress rules of the measured group (at most the default limit, 100).
+    pub rules: usize,
+    /// Renders of each page.
+    pub runs: usize,
+}
+
+/// One page's render times.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageTimes {
+    /// The page, as its path and query.
+    pub page: String,
+    /// Bytes of HTML.
+    pub bytes: usize,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// Slowest, ms.
+    pub max_ms: f64,
+}
+
+/// The report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsoleReport {
+    /// Groups in the account.
+    pub groups: usize,
+    /// Ingress rules of the measured group.
+    pub rules: usize,
+    /// Renders of each page.
+    pub runs: usize,
+    /// Each page's times.
+    pub pages: Vec<PageTimes>,
+}
+
+/// Builds the account and times the pages.
+pub fn run(opts: &ConsoleOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<ConsoleReport> {
+    let dir = tempfile::tempdir().context("making a temporary directory")?;
+    let store = palisade_store::open(&Location::Sqlite(dir.path().join("palisade.db")))
+        .context("opening the store")?;
+    let account = store
+        .create_account("bench")
+        .context("creating the account")?;
+    let mut limits = Limits::default();
+    limits.groups_per_project = limits.groups_per_project.max(opts.groups + 1);
+    let app = Arc::new(AppState::new(store, limits));
+    let call = |action: &str, params: serde_json::Value| {
+        call_as(&app, &account.id, action, params)
+            .map_err(|e| anyhow::anyhow!("{action}: {}: {}", e.code, e.message))
+    };
+    log(&format!("creating {} groups", opts.groups));
+    let mut first = String::new();
+    for n in 0..opts.groups.max(1) {
+        let answer = call(
+            "CreateSecurityGroupWithPolicies",
+            json!({
+                "GroupName": format!("group-{n:05}"),
+                "GroupDescription": "bench",
+                "SecurityGroupPolicySet": {
+                    "Ingress": [
+                        { "Protocol": "TCP", "Port": "22", "CidrBlock": "10.0.0.0/8", "Action": "ACCEPT" },
+                        { "Protocol": "TCP", "Port": "443", "CidrBlock": "0.0.0.0/0", "Action": "ACCEPT" },
+                    ],
+                    "Egress": [ { "Protocol": "ALL", "CidrBlock": "0.0.0.0/0", "Action": "ACCEPT" } ],
+                },
+            }),
+        )?;
+        if n == 0 {
+            first = answer["SecurityGroup"]["SecurityGroupId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+        }
+    }
+    log(&format!("adding {} ingress rules to {first}", opts.rules));
+    let rules: Vec<_> = (0..opts.rules.saturating_sub(2))
+        .map(|i| {
+            json!({ "Protocol": "TCP", "Port": (1000 + i).to_string(),
+                    "CidrBlock": format!("198.18.{}.0/24", i % 256), "Action": "ACCEPT",
+                    "PolicyDescription": format!("rule {i}") })
+        })
+        .collect();
+    if !rules.is_empty() {
+        call(
+            "CreateSecurityGroupPolicies",
+            json!({ "SecurityGroupId": first, "SecurityGroupPolicySet": { "Ingress": rules } }),
+        )?;
+    }
+    let middle = (opts.groups / 50 / 2).to_string();
+    let pages = [
+        ("groups".to_string(), String::new()),
+        ("groups".to_string(), format!("page={middle}")),
+        (format!("groups/{first}"), String::new()),
+    ];
+    let mut out = Vec::new();
+    for (path, query) in pages {
+        let mut times = Vec::with_capacity(opts.runs);
+        let mut bytes = 0;
+        for _ in 0..opts.runs.max(1) {
+            let t = Instant::now();
+            bytes = render_for_bench(app.clone(), &account.id, &path, &query)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        let page = if query.is_empty() {
+            format!("/console/{path}")
+        } else {
+            format!("/console/{path}?{query}")
+        };
+        log(&format!("{page}: p50 {:.2} ms", at(0.5)));
+        out.push(PageTimes {
+            page,
+            bytes,
+            p50_ms: at(0.5),
+            p90_ms: at(0.9),
+            max_ms: at(1.0),
+        });
+    }
+    Ok(ConsoleReport {
+        groups: opts.groups,
+        rules: opts.rules,
+        runs: opts.runs,
+        pages: out,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tiny_run_renders_every_page() {
+        let r = run(
+            &ConsoleOptions {
+                groups: 3,
+                rules: 5,
+                runs: 2,
+            },
+            &mut |_| {},
+        )
+        .expect("the benchmark runs");
+        assert_eq!(r.pages.len(), 3);
+        assert!(r
+            .pages
+            .iter()
+            .all(|p| p.bytes > 1000 && p.max_ms >= p.p50_ms));
+    }
+}
