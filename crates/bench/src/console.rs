@@ -6,7 +6,8 @@
 //! [`palisade_server::console::render_for_bench`], exactly as a GET
 //! handler renders them (every read through the API's actions), over a
 //! SQLite store in a temporary directory; HTTP and the session lookup (a
-//! hash-map read) are not counted.
+//! hash-map read) are not counted. The baselines are the one API call at
+//! the heart of each page, made in-process the same way.
 
 use anyhow::Context;
 use palisade_model::limits::Limits;
@@ -117,22 +118,16 @@ pub fn run(opts: &ConsoleOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<C
         (format!("groups/{first}"), String::new()),
     ];
     let mut out = Vec::new();
-    for (path, query) in pages {
+    let mut time = |page: String, f: &mut dyn FnMut() -> anyhow::Result<usize>| {
         let mut times = Vec::with_capacity(opts.runs);
         let mut bytes = 0;
         for _ in 0..opts.runs.max(1) {
             let t = Instant::now();
-            bytes = render_for_bench(app.clone(), &account.id, &path, &query)
-                .map_err(|e| anyhow::anyhow!(e))?;
+            bytes = f()?;
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(f64::total_cmp);
         let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-        let page = if query.is_empty() {
-            format!("/console/{path}")
-        } else {
-            format!("/console/{path}?{query}")
-        };
         log(&format!("{page}: p50 {:.2} ms", at(0.5)));
         out.push(PageTimes {
             page,
@@ -141,6 +136,37 @@ pub fn run(opts: &ConsoleOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<C
             p90_ms: at(0.9),
             max_ms: at(1.0),
         });
+        anyhow::Ok(())
+    };
+    for (path, query) in pages {
+        let page = if query.is_empty() {
+            format!("/console/{path}")
+        } else {
+            format!("/console/{path}?{query}")
+        };
+        time(page, &mut || {
+            render_for_bench(app.clone(), &account.id, &path, &query)
+                .map_err(|e| anyhow::anyhow!(e))
+        })?;
+    }
+    // Baselines: the one API call at the heart of each page, as a client
+    // would make it (in-process, without HTTP), its JSON answer's size.
+    for (label, action, params) in [
+        (
+            "baseline: DescribeSecurityGroups, Limit 50",
+            "DescribeSecurityGroups",
+            json!({ "Limit": "50" }),
+        ),
+        (
+            "baseline: DescribeSecurityGroupPolicies of that group",
+            "DescribeSecurityGroupPolicies",
+            json!({ "SecurityGroupId": first }),
+        ),
+    ] {
+        time(label.to_string(), &mut || {
+            let answer = call(action, params.clone())?;
+            Ok(serde_json::to_vec(&answer)?.len())
+        })?;
     }
     Ok(ConsoleReport {
         groups: opts.groups,
@@ -165,9 +191,8 @@ mod tests {
             &mut |_| {},
         )
         .expect("the benchmark runs");
-        assert_eq!(r.pages.len(), 3);
-        assert!(r
-            .pages
+        assert_eq!(r.pages.len(), 5, "three pages and two baselines");
+        assert!(r.pages[..3]
             .iter()
             .all(|p| p.bytes > 1000 && p.max_ms >= p.p50_ms));
     }
