@@ -1,4 +1,4 @@
-//! CI runs each of `palisade bench dataplane`, `propagate` and `api` once
+//! CI runs each of `palisade bench dataplane`, `propagate`, `api` and `console` once
 //! at a tiny size through the built binary (issue 6: benchmarks are not
 //! timed tests; the numbers live in BENCHMARKS.md). Only the shape of the
 //! JSON and the absence of errors are checked. `dataplane` needs root and
@@ -47,6 +47,17 @@ fn bench_api_runs_tiny() {
     for call in ["describe", "create", "baseline_metrics"] {
         assert!(r[call]["ok"].as_u64().unwrap() > 0, "{call}: {r}");
         assert_eq!(r[call]["errors"], 0, "{call}: {r}");
+    }
+}
+
+#[test]
+fn bench_console_runs_tiny() {
+    let r = bench(&["console", "--groups", "3", "--rules", "5", "--runs", "2"]);
+    let pages = r["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 5, "{r}");
+    for p in pages {
+        assert!(p["bytes"].as_u64().unwrap() > 0, "{r}");
+        assert!(p["max_ms"].as_f64().unwrap() >= p["p50_ms"].as_f64().unwrap());
     }
 }
 
