@@ -280,3 +280,21 @@ async fn another_account_sees_none_of_the_groups_and_sign_out_ends_the_session()
     let (r, _) = send(&f, get("/console/groups", &alice)).await;
     assert_eq!(r.headers()[header::LOCATION], "/console/signin");
 }
+
+#[tokio::test]
+async fn a_form_over_16_kib_is_refused() {
+    let f = fixture(false);
+    let (cookie, csrf, _) = sign_in(&f, &f.alice).await;
+    let big = "x".repeat(20 * 1024);
+    let (r, page) = send(
+        &f,
+        post(
+            "/console/groups/create",
+            &cookie,
+            &[("name", "g"), ("description", &big), ("csrf", &csrf)],
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{page}");
+}

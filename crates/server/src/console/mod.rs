@@ -41,8 +41,10 @@ pub use pages::render_for_bench;
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after sign-in, used or not.
 pub const LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
-/// The largest form accepted.
-const MAX_FORM_BYTES: usize = 256 * 1024;
+/// The largest form accepted: the API's small-body size, so that forms,
+/// like small API requests, need no share of the body budget (the largest
+/// console form, a rule change's preview, is under 2 KiB).
+const MAX_FORM_BYTES: usize = crate::http::SMALL_BODY_BYTES;
 /// The session cookie.
 const COOKIE: &str = "palisade_session";
 /// The sign-in form's own token cookie (sign-in has no session yet).
@@ -275,13 +277,18 @@ async fn handle(State(console): State<Arc<Console>>, req: Request) -> Response {
                 "This form was sent from another site: nothing was changed.",
             );
         }
-        match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
-            Ok(b) => Form::parse(&b),
-            Err(_) => {
+        let read = tokio::time::timeout(
+            crate::http::BODY_TIMEOUT,
+            axum::body::to_bytes(body, MAX_FORM_BYTES),
+        )
+        .await;
+        match read {
+            Ok(Ok(b)) => Form::parse(&b),
+            _ => {
                 return refuse(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "Too large",
-                    "The form is too large.",
+                    "Refused",
+                    "The form is too large or did not arrive in time: nothing was changed.",
                 )
             }
         }
