@@ -60,7 +60,7 @@ def rows(d, direction):
     return d.find_elements(By.CSS_SELECTOR, f"#{direction}-rules tbody tr")
 
 
-def add_rule(d, direction, protocol, port, peer, description, action="ACCEPT"):
+def add_rule(d, direction, protocol, port, peer, description, action="ACCEPT", preview=False):
     form = d.find_element(By.ID, f"add-{direction}").find_element(By.XPATH, "ancestor::form")
     details = form.find_element(By.XPATH, "ancestor::details")
     if details.get_attribute("open") is None:
@@ -71,7 +71,10 @@ def add_rule(d, direction, protocol, port, peer, description, action="ACCEPT"):
         el.clear()
         el.send_keys(value)
     d.find_element(By.ID, f"add-{direction}-action").send_keys(action)
-    go(d, d.find_element(By.ID, f"add-{direction}"))
+    if preview:
+        go(d, form.find_element(By.CSS_SELECTOR, "button[value='preview']"))
+    else:
+        go(d, d.find_element(By.ID, f"add-{direction}"))
 
 
 def test_sign_in_and_sign_out(console_server, browsers):
@@ -198,6 +201,18 @@ def test_findings_and_a_reachability_answer(console_server, browsers):
     assert "reachable" in verdict and "NOT" not in verdict, text(d)
     answer = d.find_element(By.ID, "answer").text
     assert "Destination ingress" in answer and "ACCEPT by" in answer and "30000-32768" in answer, answer
+    # A change's preview on a group bound to instances: what it opens, where.
+    d.get(console_server.url + "/console/groups?q=ops")
+    go(d, d.find_element(By.LINK_TEXT, "ops"))
+    version = d.find_element(By.ID, "version").text
+    add_rule(d, "ingress", "TCP", "8443", "0.0.0.0/0", "tls", preview=True)
+    effect = d.find_element(By.ID, "effect").text
+    assert "+ opens" in effect and "ins-node0001" in effect and "8443" in effect, effect
+    # The preview changed nothing.
+    d.back()
+    d.get(console_server.url + "/console/groups?q=ops")
+    go(d, d.find_element(By.LINK_TEXT, "ops"))
+    assert d.find_element(By.ID, "version").text == version
     # And one that is not reachable: telnet is dropped by the ops group.
     d.get(console_server.url + "/console/reach?from=198.51.100.7&to=ins-node0001&protocol=tcp&port=23")
     assert "NOT reachable" in d.find_element(By.ID, "verdict").text
