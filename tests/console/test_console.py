@@ -320,3 +320,51 @@ def test_labels_keyboard_and_a_narrow_window(console_server, browsers):
     d.get(f"{console_server.url}/console/groups/{sg}")
     width = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
     assert width[0] <= width[1], width
+
+
+def test_instances_reorder_unbind_bind_and_templates(console_server, browsers):
+    creds = console_server.account("ins-" + str(time.time_ns())[-6:])
+    console_server.apply(creds, REPO / "examples" / "tke-cluster.yaml")
+    d = browsers()
+    sign_in(d, console_server, creds)
+    d.get(console_server.url + "/console/instances")
+    listed = d.find_element(By.ID, "instances").text
+    assert "ins-node0001" in listed and "ins-node0002" in listed
+    go(d, d.find_element(By.LINK_TEXT, "ins-node0001"))
+
+    def order():
+        return [r.find_elements(By.TAG_NAME, "td")[1].text
+                for r in d.find_elements(By.CSS_SELECTOR, "#bound-groups tbody tr")]
+
+    first, second = order()
+    go(d, d.find_element(By.CSS_SELECTOR, f"button[aria-label='Down {first}']"))
+    assert "Saved the groups" in d.find_element(By.ID, "flash").text
+    assert order() == [second, first]
+    go(d, d.find_element(By.CSS_SELECTOR, f"button[aria-label='Unbind {second}']"))
+    assert order() == [first]
+    d.find_element(By.ID, "bind-group").send_keys(second)
+    go(d, d.find_element(By.XPATH, "//button[starts-with(., 'Bind')]"))
+    assert order() == [first, second]
+    # A form read before a change made elsewhere is refused as a conflict.
+    stale = d.current_url
+    other = browsers()
+    sign_in(other, console_server, creds)
+    other.get(stale)
+    go(other, other.find_element(By.CSS_SELECTOR, f"button[aria-label='Down {first}']"))
+    go(d, d.find_element(By.CSS_SELECTOR, f"button[aria-label='Unbind {second}']"))
+    assert "Conflict" in d.find_element(By.ID, "error").text
+    assert order() == [second, first]
+
+    d.get(console_server.url + "/console/templates")
+    assert "ipm-" in d.find_element(By.ID, "address-table").text
+    details = d.find_element(By.ID, "service-name").find_element(By.XPATH, "ancestor::details")
+    details.find_element(By.TAG_NAME, "summary").click()
+    d.find_element(By.ID, "service-name").send_keys("web")
+    d.find_element(By.ID, "service-entries").send_keys("tcp:80, tcp:443")
+    go(d, details.find_element(By.TAG_NAME, "button"))
+    table = d.find_element(By.ID, "service-table").text
+    assert "web" in table and "tcp:80" in table, table
+    row = d.find_element(By.XPATH, "//table[@id='service-table']//tr[td[1]='web']")
+    go(d, row.find_element(By.TAG_NAME, "button"))
+    assert "Deleted" in d.find_element(By.ID, "flash").text
+    assert "web" not in d.find_element(By.ID, "service-table").text
