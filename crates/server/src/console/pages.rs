@@ -740,8 +740,17 @@ fn group(c: &Caller<'_>, id: &str, error: Option<(StatusCode, String)>) -> Out {
         for (i, r) in rules.iter().enumerate() {
             let cells = rule_cells(r);
             let _ = write!(body, "<tr id=\"{dir}-{i}\"><td>{i}</td>");
-            for cell in &cells {
-                let _ = write!(body, "<td>{}</td>", esc(cell));
+            for (n, cell) in cells.iter().enumerate() {
+                // A peer that is a group links to it.
+                if n == 2 && cell.starts_with("sg-") {
+                    let _ = write!(
+                        body,
+                        "<td><a href=\"/console/groups/{0}\">{0}</a></td>",
+                        esc(cell)
+                    );
+                } else {
+                    let _ = write!(body, "<td>{}</td>", esc(cell));
+                }
             }
             body.push_str("<td class=\"controls\">");
             let common = format!("{}{}", hidden("dir", dir), hidden("version", &view.version));
