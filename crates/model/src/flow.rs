@@ -211,6 +211,89 @@ impl FlowRecord {
     }
 }
 
+/// Which records a query wants (`DescribeFlowRecords`, `palisade flows`);
+/// every field that is set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowFilter {
+    /// Only these instances (empty: all of the account's).
+    pub instance_ids: Vec<InstanceId>,
+    /// Only records decided by a rule of this group.
+    pub security_group_id: Option<SecurityGroupId>,
+    /// Only this direction.
+    pub direction: Option<Direction>,
+    /// Only this policy index (with `security_group_id`: one rule).
+    pub policy_index: Option<u32>,
+    /// Only this verdict.
+    pub action: Option<Verdict>,
+    /// Only peers inside this block.
+    pub peer: Option<crate::addr::Cidr>,
+    /// Only this destination port.
+    pub port: Option<u16>,
+    /// Only this protocol number.
+    pub protocol: Option<u8>,
+    /// Only records that end at or after this time (Unix seconds).
+    pub since: Option<u64>,
+    /// Only records that start at or before this time (Unix seconds).
+    pub until: Option<u64>,
+}
+
+impl FlowFilter {
+    /// Whether `r` passes the filter: the reference the store's queries
+    /// are tested against.
+    pub fn matches(&self, r: &FlowRecord) -> bool {
+        let rule = r.rule.as_ref();
+        (self.instance_ids.is_empty() || self.instance_ids.contains(&r.instance_id))
+            && self
+                .security_group_id
+                .as_ref()
+                .is_none_or(|g| rule.is_some_and(|x| &x.security_group_id == g))
+            && self.direction.is_none_or(|d| d == r.direction)
+            && self
+                .policy_index
+                .is_none_or(|i| rule.is_some_and(|x| x.policy_index == i))
+            && self.action.is_none_or(|a| a == r.action)
+            && self.peer.is_none_or(|c| c.contains(r.peer()))
+            && self.port.is_none_or(|p| r.dst_port == Some(p))
+            && self.protocol.is_none_or(|p| p == r.protocol)
+            && self.since.is_none_or(|t| r.end >= t)
+            && self.until.is_none_or(|t| r.start <= t)
+    }
+}
+
+/// Reads a duration such as `30s`, `15m`, `1h`, `7d` (or a bare number of
+/// seconds), as `--since` and `--retention` take them.
+pub fn parse_duration(field: &str, value: &str) -> Result<std::time::Duration, ModelError> {
+    let (digits, unit) = value.split_at(
+        value
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(value.len()),
+    );
+    let n: u64 = digits.parse().map_err(|_| {
+        ModelError::malformed(
+            field,
+            value,
+            "expected a duration such as 30s, 15m, 1h or 7d",
+        )
+    })?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(ModelError::malformed(
+                field,
+                value,
+                "expected a duration such as 30s, 15m, 1h or 7d",
+            ))
+        }
+    };
+    n.checked_mul(scale)
+        .filter(|s| *s <= 100 * 365 * 86_400)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| ModelError::malformed(field, value, "longer than 100 years"))
+}
+
 mod direction_text {
     use crate::policy::Direction;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -282,6 +365,72 @@ mod tests {
         r.end = r.start - 1;
         assert!(r.check().is_err());
         assert!(serde_json::from_str::<FlowRecord>(r#"{"Bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn filters_hold_every_field_that_is_set() {
+        let r = record();
+        assert!(FlowFilter::default().matches(&r));
+        let sg: SecurityGroupId = "sg-1a2b3c4d".parse().unwrap();
+        let f = FlowFilter {
+            instance_ids: vec![r.instance_id.clone()],
+            security_group_id: Some(sg.clone()),
+            direction: Some(Direction::Ingress),
+            policy_index: Some(3),
+            action: Some(Verdict::Accept),
+            peer: Some(crate::addr::Cidr::parse_any("p", "198.18.0.0/24").unwrap()),
+            port: Some(22),
+            protocol: Some(6),
+            since: Some(r.end),
+            until: Some(r.start),
+        };
+        assert!(f.matches(&r));
+        for miss in [
+            FlowFilter {
+                policy_index: Some(4),
+                ..f.clone()
+            },
+            FlowFilter {
+                action: Some(Verdict::Drop),
+                ..f.clone()
+            },
+            FlowFilter {
+                peer: Some(crate::addr::Cidr::parse_any("p", "198.18.1.0/24").unwrap()),
+                ..f.clone()
+            },
+            FlowFilter {
+                port: Some(23),
+                ..f.clone()
+            },
+            FlowFilter {
+                since: Some(r.end + 1),
+                ..f.clone()
+            },
+            FlowFilter {
+                until: Some(r.start - 1),
+                ..f.clone()
+            },
+            FlowFilter {
+                direction: Some(Direction::Egress),
+                ..f.clone()
+            },
+        ] {
+            assert!(!miss.matches(&r), "{miss:?}");
+        }
+        let mut default_drop = r.clone();
+        default_drop.rule = None;
+        assert!(!f.matches(&default_drop), "a group filter wants a rule");
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_the_rest() {
+        assert_eq!(parse_duration("d", "90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("d", "15m").unwrap().as_secs(), 900);
+        assert_eq!(parse_duration("d", "1h").unwrap().as_secs(), 3600);
+        assert_eq!(parse_duration("d", "7d").unwrap().as_secs(), 604_800);
+        for bad in ["", "h", "1x", "-1h", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration("d", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -23,7 +23,9 @@
 
 #![forbid(unsafe_code)]
 
+use palisade_model::flow::{Enforcement, FlowFilter, FlowRecord};
 mod changes;
+mod flows;
 #[macro_use]
 mod sql;
 mod pg;
@@ -402,6 +404,16 @@ pub trait Tx {
     /// Deletes a cluster.
     fn delete_cluster(&mut self, account: &str, id: &str) -> Result<(), StoreError>;
 
+    /// How an instance's groups are applied (`ENFORCE` when never set).
+    fn enforcement(&self, account: &str, instance_id: &str) -> Result<Enforcement, StoreError>;
+    /// Sets it; a change, so agents are woken to recompile.
+    fn set_enforcement(
+        &mut self,
+        account: &str,
+        instance_id: &str,
+        mode: Enforcement,
+    ) -> Result<(), StoreError>;
+
     /// A store-wide marker, such as a one-time start-up task that ran
     /// (`None` if never set). Names other than `revision` only.
     fn marker(&self, name: &str) -> Result<Option<i64>, StoreError>;
@@ -482,6 +494,33 @@ pub trait Store: Send + Sync + 'static {
         &self,
         account: &str,
     ) -> Result<Vec<(String, serde_json::Value, String)>, StoreError>;
+
+    /// Stores flow records of one of `account`'s instances, already
+    /// checked, in one transaction; [`StoreError::NotFound`] when the
+    /// account has no such instance (nothing is stored). Records are not
+    /// configuration: no revision bump.
+    fn put_flow_records(
+        &self,
+        account: &str,
+        instance_id: &str,
+        records: &[FlowRecord],
+    ) -> Result<u64, StoreError>;
+
+    /// `account`'s records that pass `filter`, newest first, after
+    /// `offset`, at most `limit`, each with its sequence number; and how
+    /// many pass in all.
+    fn flow_records(
+        &self,
+        account: &str,
+        filter: &FlowFilter,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, Vec<(i64, FlowRecord)>), StoreError>;
+
+    /// Deletes `account`'s records that ended before `before` (Unix
+    /// seconds), then its oldest beyond `keep`; how many went.
+    fn expire_flow_records(&self, account: &str, before: u64, keep: u64)
+        -> Result<u64, StoreError>;
 }
 
 /// Typed transactions over any [`Store`]: each API action's

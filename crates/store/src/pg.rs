@@ -139,6 +139,24 @@ ALTER TABLE instance_status DROP CONSTRAINT instance_status_pkey,
     ADD PRIMARY KEY (account_id, instance_id);
 ",
     ),
+    (
+        4,
+        "
+CREATE TABLE instance_enforcement (
+    account_id TEXT NOT NULL, instance_id TEXT NOT NULL, mode TEXT NOT NULL,
+    PRIMARY KEY (account_id, instance_id));
+CREATE TABLE flow_records (
+    seq BIGSERIAL PRIMARY KEY, account_id TEXT NOT NULL, instance_id TEXT NOT NULL,
+    direction TEXT NOT NULL, src TEXT NOT NULL, dst TEXT NOT NULL, peer_hex TEXT NOT NULL,
+    src_port BIGINT NOT NULL, dst_port BIGINT NOT NULL, protocol BIGINT NOT NULL,
+    action TEXT NOT NULL, group_id TEXT NOT NULL, policy_index BIGINT NOT NULL,
+    revision BIGINT NOT NULL, decisions BIGINT NOT NULL, packets BIGINT NOT NULL,
+    bytes BIGINT NOT NULL, start_time BIGINT NOT NULL, end_time BIGINT NOT NULL);
+CREATE INDEX flow_records_instance ON flow_records (account_id, instance_id, start_time);
+CREATE INDEX flow_records_time ON flow_records (account_id, start_time);
+CREATE INDEX flow_records_end ON flow_records (account_id, end_time);
+",
+    ),
 ];
 
 /// A [`Store`] on a PostgreSQL database shared by any number of servers.

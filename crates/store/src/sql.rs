@@ -21,6 +21,7 @@ use crate::{
     random_id, Account, ClusterRecord, Credential, GroupRecord, InstanceKey, InstanceRecord, Store,
     StoreError, TemplateKind, TemplateRecord, Tx,
 };
+use palisade_model::flow::{Enforcement, FlowFilter, FlowRecord};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use tokio::sync::watch;
@@ -87,7 +88,7 @@ impl Row {
         self.0.get_mut(i).map(std::mem::take).unwrap_or_default()
     }
 
-    fn text(&mut self, i: usize) -> Result<String, StoreError> {
+    pub(crate) fn text(&mut self, i: usize) -> Result<String, StoreError> {
         match self.take(i) {
             Value::Text(s) => Ok(s),
             v => Err(StoreError::Corrupt(format!(
@@ -96,7 +97,7 @@ impl Row {
         }
     }
 
-    fn opt_text(&mut self, i: usize) -> Result<Option<String>, StoreError> {
+    pub(crate) fn opt_text(&mut self, i: usize) -> Result<Option<String>, StoreError> {
         match self.take(i) {
             Value::Null => Ok(None),
             Value::Text(s) => Ok(Some(s)),
@@ -106,7 +107,7 @@ impl Row {
         }
     }
 
-    fn int(&self, i: usize) -> Result<i64, StoreError> {
+    pub(crate) fn int(&self, i: usize) -> Result<i64, StoreError> {
         match self.0.get(i) {
             Some(Value::Int(v)) => Ok(*v),
             v => Err(StoreError::Corrupt(format!(
@@ -115,7 +116,7 @@ impl Row {
         }
     }
 
-    fn count(&self, i: usize) -> Result<u64, StoreError> {
+    pub(crate) fn count(&self, i: usize) -> Result<u64, StoreError> {
         u64::try_from(self.int(i)?).map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
     }
 
@@ -387,6 +388,45 @@ impl<B: Backend> Store for B {
             return Err(StoreError::NotFound(instance_id.to_string()));
         }
         Ok(())
+    }
+
+    fn put_flow_records(
+        &self,
+        account: &str,
+        instance_id: &str,
+        records: &[FlowRecord],
+    ) -> Result<u64, StoreError> {
+        write(self, |db| {
+            let exists = db.query(
+                "SELECT 1 FROM instances WHERE account_id = $1 AND id = $2",
+                params![account, instance_id],
+            )?;
+            if exists.is_empty() {
+                return Err(StoreError::NotFound(instance_id.to_string()));
+            }
+            crate::flows::insert(db, account, records)
+        })
+    }
+
+    fn flow_records(
+        &self,
+        account: &str,
+        filter: &FlowFilter,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, Vec<(i64, FlowRecord)>), StoreError> {
+        read(self, true, |db| {
+            crate::flows::select(db, account, filter, offset, limit)
+        })
+    }
+
+    fn expire_flow_records(
+        &self,
+        account: &str,
+        before: u64,
+        keep: u64,
+    ) -> Result<u64, StoreError> {
+        write(self, |db| crate::flows::expire(db, account, before, keep))
     }
 
     fn instance_statuses(
@@ -959,7 +999,12 @@ impl Tx for SqlTx<'_> {
         self.delete_one("instances", account, id)?;
         // A deregistered instance's bindings, agent credentials and status
         // die with it (only this account's: another may hold the same id).
-        for table in ["bindings", "instance_keys", "instance_status"] {
+        for table in [
+            "bindings",
+            "instance_keys",
+            "instance_status",
+            "instance_enforcement",
+        ] {
             let sql = format!("DELETE FROM {table} WHERE account_id = $1 AND instance_id = $2");
             self.db.execute(&sql, params![account, id])?;
         }
@@ -1012,6 +1057,41 @@ impl Tx for SqlTx<'_> {
     fn delete_cluster(&mut self, account: &str, id: &str) -> Result<(), StoreError> {
         self.lock(account)?;
         self.delete_one("clusters", account, id)?;
+        self.changed(account);
+        Ok(())
+    }
+
+    fn enforcement(&self, account: &str, instance_id: &str) -> Result<Enforcement, StoreError> {
+        self.lock(account)?;
+        let rows = self.db.query(
+            "SELECT mode FROM instance_enforcement WHERE account_id = $1 AND instance_id = $2",
+            params![account, instance_id],
+        )?;
+        match rows.into_iter().next() {
+            None => Ok(Enforcement::Enforce),
+            Some(mut r) => {
+                let mode = r.text(0)?;
+                Enforcement::parse_field("mode", &mode)
+                    .map_err(|e| StoreError::Corrupt(format!("enforcement of {instance_id}: {e}")))
+            }
+        }
+    }
+
+    fn set_enforcement(
+        &mut self,
+        account: &str,
+        instance_id: &str,
+        mode: Enforcement,
+    ) -> Result<(), StoreError> {
+        self.lock(account)?;
+        if self.instance(account, instance_id)?.is_none() {
+            return Err(StoreError::NotFound(instance_id.to_string()));
+        }
+        self.db.execute(
+            "INSERT INTO instance_enforcement (account_id, instance_id, mode) VALUES ($1, $2, $3)
+             ON CONFLICT (account_id, instance_id) DO UPDATE SET mode = excluded.mode",
+            params![account, instance_id, mode.as_str()],
+        )?;
         self.changed(account);
         Ok(())
     }

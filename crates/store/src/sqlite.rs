@@ -134,6 +134,20 @@ INSERT OR IGNORE INTO account_revisions (account_id, revision)
 CREATE TABLE IF NOT EXISTS instance_status (
     account_id TEXT NOT NULL, instance_id TEXT NOT NULL, body TEXT NOT NULL,
     reported_time TEXT NOT NULL, PRIMARY KEY (account_id, instance_id));
+CREATE TABLE IF NOT EXISTS instance_enforcement (
+    account_id TEXT NOT NULL, instance_id TEXT NOT NULL, mode TEXT NOT NULL,
+    PRIMARY KEY (account_id, instance_id));
+CREATE TABLE IF NOT EXISTS flow_records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, account_id TEXT NOT NULL, instance_id TEXT NOT NULL,
+    direction TEXT NOT NULL, src TEXT NOT NULL, dst TEXT NOT NULL, peer_hex TEXT NOT NULL,
+    src_port INTEGER NOT NULL, dst_port INTEGER NOT NULL, protocol INTEGER NOT NULL,
+    action TEXT NOT NULL, group_id TEXT NOT NULL, policy_index INTEGER NOT NULL,
+    revision INTEGER NOT NULL, decisions INTEGER NOT NULL, packets INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, start_time INTEGER NOT NULL, end_time INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS flow_records_instance
+    ON flow_records (account_id, instance_id, start_time);
+CREATE INDEX IF NOT EXISTS flow_records_time ON flow_records (account_id, start_time);
+CREATE INDEX IF NOT EXISTS flow_records_end ON flow_records (account_id, end_time);
 ";
 
 impl SqliteStore {

@@ -4,6 +4,8 @@
 //! private cluster and sets it). Without it the PostgreSQL half is skipped
 //! with a printed reason.
 
+#![allow(clippy::unwrap_used)] // a test: a failed setup step should stop it loudly
+
 use palisade_store::{
     GroupRecord, InstanceRecord, Location, PgStore, RuleRecord, Store, StoreError, StoreExt,
 };
@@ -921,4 +923,197 @@ INSERT INTO clusters (id, account_id, body, created_time, updated_time)
         again.read(|tx| tx.instances("acc-b")).expect("read").len(),
         1
     );
+}
+
+/// Random flow records of two instances, IPv4 and IPv6, every verdict.
+fn flow_records(n: usize, seed: u64) -> Vec<palisade_model::flow::FlowRecord> {
+    use palisade_model::flow::{FlowRecord, RuleRef, Verdict};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let v6 = rng.gen_bool(0.3);
+            let (src, dst): (std::net::IpAddr, std::net::IpAddr) = if v6 {
+                (
+                    format!("2001:db8::{:x}", rng.gen_range(1..40))
+                        .parse()
+                        .unwrap(),
+                    "2001:db8::11".parse().unwrap(),
+                )
+            } else {
+                (
+                    format!("198.18.{}.{}", rng.gen_range(0..3), rng.gen_range(1..40))
+                        .parse()
+                        .unwrap(),
+                    "198.18.0.11".parse().unwrap(),
+                )
+            };
+            let action = [Verdict::Accept, Verdict::Drop, Verdict::WouldDrop][rng.gen_range(0..3)];
+            let rule = (action == Verdict::Accept || rng.gen_bool(0.5)).then(|| RuleRef {
+                security_group_id: ["sg-00000001", "sg-00000002"][rng.gen_range(0..2)]
+                    .parse()
+                    .unwrap(),
+                policy_index: rng.gen_range(0..4),
+                revision: rng.gen_range(1..5),
+            });
+            let protocol = [6u8, 17, 1][rng.gen_range(0..3)];
+            let ported = protocol != 1;
+            let start = 1_000 + rng.gen_range(0..1_000);
+            let ingress = rng.gen_bool(0.5);
+            FlowRecord {
+                instance_id: ["ins-00000001", "ins-00000002"][i % 2].parse().unwrap(),
+                direction: if ingress {
+                    palisade_model::Direction::Ingress
+                } else {
+                    palisade_model::Direction::Egress
+                },
+                src_addr: if ingress { src } else { dst },
+                dst_addr: if ingress { dst } else { src },
+                src_port: ported.then(|| rng.gen_range(30_000..40_000)),
+                dst_port: ported.then(|| [22u16, 80, 443][rng.gen_range(0..3)]),
+                protocol,
+                action,
+                rule,
+                decisions: rng.gen_range(1..5),
+                packets: (action == Verdict::Drop).then_some(3),
+                bytes: (action == Verdict::Drop).then_some(180),
+                start,
+                end: start + rng.gen_range(0..100),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn flow_records_filter_like_the_reference_page_and_expire() {
+    use palisade_model::flow::{FlowFilter, Verdict};
+    use palisade_model::Cidr;
+    for b in backends() {
+        let store = &b.store;
+        let acc = store.create_account("flows").expect("account");
+        let other = store.create_account("other").expect("account");
+        store
+            .write(|tx| {
+                tx.insert_instance(&acc.id, &instance("ins-00000001", &[]))?;
+                tx.insert_instance(&acc.id, &instance("ins-00000002", &[]))
+            })
+            .expect("instances");
+        let records = flow_records(1_200, 7);
+        let rev = store.revision().expect("rev");
+        for ins in ["ins-00000001", "ins-00000002"] {
+            let mine: Vec<_> = records
+                .iter()
+                .filter(|r| r.instance_id.as_str() == ins)
+                .cloned()
+                .collect();
+            let n = store.put_flow_records(&acc.id, ins, &mine).expect("put");
+            assert_eq!(n, mine.len() as u64, "{}", b.name);
+        }
+        assert_eq!(store.revision().expect("rev"), rev, "records bump nothing");
+        // Another account's instance of the same id takes nothing.
+        assert!(matches!(
+            store.put_flow_records(&other.id, "ins-00000001", &records[..1]),
+            Err(StoreError::NotFound(_))
+        ));
+        let filters = [
+            FlowFilter::default(),
+            FlowFilter {
+                instance_ids: vec!["ins-00000002".parse().unwrap()],
+                action: Some(Verdict::Drop),
+                ..Default::default()
+            },
+            FlowFilter {
+                security_group_id: Some("sg-00000001".parse().unwrap()),
+                policy_index: Some(2),
+                direction: Some(palisade_model::Direction::Ingress),
+                ..Default::default()
+            },
+            FlowFilter {
+                peer: Some(Cidr::parse_any("p", "198.18.1.0/24").unwrap()),
+                port: Some(22),
+                protocol: Some(6),
+                ..Default::default()
+            },
+            FlowFilter {
+                peer: Some(Cidr::parse_any("p", "2001:db8::/120").unwrap()),
+                since: Some(1_500),
+                until: Some(1_700),
+                ..Default::default()
+            },
+        ];
+        for f in &filters {
+            let mut want: Vec<_> = records.iter().filter(|r| f.matches(r)).cloned().collect();
+            want.sort_by_key(|r| std::cmp::Reverse(r.start));
+            let (total, page) = store.flow_records(&acc.id, f, 0, 5_000).expect("select");
+            assert_eq!(total, want.len() as u64, "{} {f:?}", b.name);
+            let mut got: Vec<_> = page.into_iter().map(|(_, r)| r).collect();
+            // Newest first; the same records (order within a second aside).
+            assert!(got.windows(2).all(|w| w[0].start >= w[1].start));
+            let key = |r: &palisade_model::flow::FlowRecord| serde_json::to_string(r).unwrap();
+            got.sort_by_key(key);
+            want.sort_by_key(key);
+            assert_eq!(got, want, "{} {f:?}", b.name);
+            // Paging: a window of the same order.
+            let (_, window) = store.flow_records(&acc.id, f, 3, 4).expect("page");
+            assert!(window.len() <= 4);
+        }
+        let (none, _) = store
+            .flow_records(&other.id, &FlowFilter::default(), 0, 10)
+            .expect("other");
+        assert_eq!(none, 0, "accounts see only their own records");
+        // Expiry: by age, then by count, oldest first.
+        let before = records.iter().filter(|r| r.end < 1_300).count() as u64;
+        let gone = store
+            .expire_flow_records(&acc.id, 1_300, 1_000_000)
+            .expect("expire");
+        assert_eq!(gone, before, "{}", b.name);
+        let gone = store.expire_flow_records(&acc.id, 0, 100).expect("cap");
+        let (left, _) = store
+            .flow_records(&acc.id, &FlowFilter::default(), 0, 1)
+            .expect("count");
+        assert_eq!(left, 100, "{} ({gone} went)", b.name);
+    }
+}
+
+#[test]
+fn enforcement_defaults_to_enforce_and_a_change_bumps_the_revision() {
+    use palisade_model::flow::Enforcement;
+    for b in backends() {
+        let store = &b.store;
+        let acc = store.create_account("audit").expect("account");
+        store
+            .write(|tx| tx.insert_instance(&acc.id, &instance("ins-00000001", &[])))
+            .expect("instance");
+        let mode = store
+            .read(|tx| tx.enforcement(&acc.id, "ins-00000001"))
+            .expect("read");
+        assert_eq!(mode, Enforcement::Enforce);
+        let rev = store.revision().expect("rev");
+        store
+            .write(|tx| tx.set_enforcement(&acc.id, "ins-00000001", Enforcement::Audit))
+            .expect("set");
+        assert!(store.revision().expect("rev") > rev, "{}", b.name);
+        let mode = store
+            .read(|tx| tx.enforcement(&acc.id, "ins-00000001"))
+            .expect("read");
+        assert_eq!(mode, Enforcement::Audit);
+        let missing =
+            store.write(|tx| tx.set_enforcement(&acc.id, "ins-00000009", Enforcement::Audit));
+        assert!(
+            matches!(missing, Err(StoreError::NotFound(_))),
+            "{}",
+            b.name
+        );
+        // Deregistering forgets it.
+        store
+            .write(|tx| {
+                tx.delete_instance(&acc.id, "ins-00000001")?;
+                tx.insert_instance(&acc.id, &instance("ins-00000001", &[]))
+            })
+            .expect("again");
+        let mode = store
+            .read(|tx| tx.enforcement(&acc.id, "ins-00000001"))
+            .expect("read");
+        assert_eq!(mode, Enforcement::Enforce, "{}", b.name);
+    }
 }
