@@ -17,7 +17,8 @@ DescribeServiceTemplates CreateServiceTemplateGroup DeleteServiceTemplateGroup M
 DescribeServiceTemplateGroups""".split()
 CVM = "AssociateSecurityGroups DisassociateSecurityGroups ModifyInstancesAttribute DescribeInstances".split()
 PALISADE = """RegisterInstances DeregisterInstances DescribeInstanceRuleset ReportInstanceStatus DescribeInstanceStatus
-RegisterCluster DeregisterClusters DescribeClusters""".split()
+RegisterCluster DeregisterClusters DescribeClusters ReportFlowRecords DescribeFlowRecords
+ModifyInstanceEnforcement""".split()
 UNSUPPORTED = """CreateDefaultSecurityGroup DescribeAddressTemplateInstances DescribeServiceTemplateInstances
 DescribeAddressTemplateGroupInstances DescribeServiceTemplateGroupInstances AssociateNetworkInterfaceSecurityGroups
 DisassociateNetworkInterfaceSecurityGroups DisassociateVpcEndPointSecurityGroups""".split()

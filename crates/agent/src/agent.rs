@@ -195,10 +195,15 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
             return;
         }
         let revision = wire.revision;
+        // The server says whether the instance is enforced or audited.
+        let opts = CompileOptions {
+            enforcement: wire.enforcement,
+            ..self.config.compile.clone()
+        };
         let compiled = wire
             .into_ruleset()
             .map_err(AgentError::BadRuleset)
-            .and_then(|r| compile(&r, &self.config.compile).map_err(AgentError::from));
+            .and_then(|r| compile(&r, &opts).map_err(AgentError::from));
         match compiled {
             Ok(c) => self.desired = Some((revision, c)),
             Err(e) => {

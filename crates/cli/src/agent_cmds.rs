@@ -7,13 +7,16 @@
 use anyhow::Context as _;
 use palisade_agent::agent::{Agent, AgentConfig, Event};
 use palisade_agent::client::HttpControlPlane;
+use palisade_agent::compile::FlowLogOptions;
 use palisade_agent::compile::Mode;
 use palisade_agent::failover::Failover;
+use palisade_agent::flowlog::{RecorderConfig, RecorderStats};
 use palisade_agent::{compile, CompileOptions, Dataplane, DryRunDataplane, MarkBits, NftDataplane};
 use palisade_model::{Fleet, InstanceId};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `palisade agent`.
@@ -88,6 +91,23 @@ pub struct AgentArgs {
         default_value = "0x00000fff,0x00fff000"
     )]
     ct_mark_bits: MarkBits,
+    /// Record flows: log every decision (within --flow-log-rate) and ship
+    /// aggregated records to the server (`palisade flows`). Audit mode
+    /// logs its would-be drops whether or not this is given.
+    #[arg(long, env = "PALISADE_FLOW_LOG")]
+    flow_log: bool,
+    /// The NFLOG group decisions are logged to (one reader per group and
+    /// network namespace).
+    #[arg(long, default_value_t = palisade_agent::flowlog::DEFAULT_GROUP)]
+    flow_log_group: u16,
+    /// Decisions logged per second on the node, at most; the rest are
+    /// counted as suppressed.
+    #[arg(long, default_value_t = palisade_agent::compile::DEFAULT_FLOW_LOG_RATE)]
+    flow_log_rate: u32,
+    /// Seconds over which identical decisions become one record before
+    /// they are shipped.
+    #[arg(long, default_value_t = 60)]
+    flow_interval_secs: u64,
 }
 
 /// `palisade nft ...`.
@@ -115,6 +135,18 @@ pub struct CompileArgs {
     /// The `ct mark` bits Palisade owns (as `palisade agent --ct-mark-bits`).
     #[arg(long, default_value = "0x00000fff,0x00fff000")]
     ct_mark_bits: MarkBits,
+    /// Log decisions for flow records (as `palisade agent --flow-log`).
+    #[arg(long)]
+    flow_log: bool,
+    /// As `palisade agent --flow-log-group`.
+    #[arg(long, default_value_t = palisade_agent::flowlog::DEFAULT_GROUP)]
+    flow_log_group: u16,
+    /// As `palisade agent --flow-log-rate`.
+    #[arg(long, default_value_t = palisade_agent::compile::DEFAULT_FLOW_LOG_RATE)]
+    flow_log_rate: u32,
+    /// Compile audit mode (as an instance in `AUDIT`).
+    #[arg(long)]
+    audit: bool,
 }
 
 /// Runs `palisade agent`.
@@ -162,6 +194,11 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             })
             .collect::<Result<Vec<_>, _>>()?,
     );
+    let flow_log = FlowLogOptions {
+        group: args.flow_log_group,
+        rate: args.flow_log_rate,
+        burst: args.flow_log_rate,
+    };
     let config = AgentConfig {
         instance_id: args.instance_id.clone(),
         compile: CompileOptions {
@@ -169,6 +206,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             mode: mode(args.maps),
             max_elements: args.max_elements,
             marks: args.ct_mark_bits,
+            flow_log: args.flow_log.then_some(flow_log),
             ..Default::default()
         },
         private_ips,
@@ -181,19 +219,90 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let log = Log {
         dry_run: args.dry_run,
     };
+    let revision = Arc::new(AtomicU64::new(0));
     if args.dry_run {
-        run(
+        return run(
             Agent::new(DryRunDataplane::new(), control, config),
             args.once,
             log,
-        )
-    } else {
-        run(
-            Agent::new(NftDataplane::new(args.netns.clone()), control, config),
-            args.once,
-            log,
-        )
+            &revision,
+        );
     }
+    if !args.once {
+        let recorder = RecorderConfig {
+            instance: InstanceId::parse_field("--instance-id", &args.instance_id)?,
+            netns: args.netns.clone(),
+            group: args.flow_log_group,
+            interval: Duration::from_secs(args.flow_interval_secs.clamp(1, 3600)),
+            max_entries: 100_000,
+        };
+        let shippers = args
+            .server
+            .iter()
+            .map(|s| {
+                let c = HttpControlPlane::new(
+                    s,
+                    &credentials.secret_id,
+                    &credentials.secret_key,
+                    timeout,
+                )?;
+                match &args.ca_cert {
+                    Some(ca) => c.with_ca_file(ca, timeout),
+                    None => Ok(c),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        spawn_recorder(recorder, shippers, revision.clone());
+    }
+    run(
+        Agent::new(NftDataplane::new(args.netns.clone()), control, config),
+        args.once,
+        log,
+        &revision,
+    )
+}
+
+/// Starts the flow recorder on a thread of its own: it reads the node's
+/// decisions for as long as the agent runs and ships records to the first
+/// server that takes them. A recorder that cannot start (another program
+/// holds the NFLOG group) says so; the agent goes on enforcing.
+fn spawn_recorder(
+    config: RecorderConfig,
+    servers: Vec<HttpControlPlane>,
+    revision: Arc<AtomicU64>,
+) {
+    std::thread::spawn(move || {
+        let stop = AtomicBool::new(false);
+        let instance = config.instance.to_string();
+        let ship = |records: &[palisade_model::flow::FlowRecord], suppressed: u64| {
+            let params = serde_json::json!({
+                "InstanceId": instance,
+                "FlowRecords": records,
+                "Suppressed": suppressed,
+            });
+            let mut last = None;
+            for s in &servers {
+                match s.call("ReportFlowRecords", &params) {
+                    Ok(v) => return Ok(v["Stored"].as_u64().unwrap_or(0)),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| palisade_agent::AgentError::Netlink("no server".into())))
+        };
+        let mut reported = RecorderStats::default();
+        let result = palisade_agent::flowlog::record(&config, &revision, &stop, ship, |s| {
+            if s.suppressed > reported.suppressed {
+                eprintln!(
+                    "agent: flow records: {} decisions seen, {} shipped, {} suppressed so far",
+                    s.seen, s.shipped, s.suppressed
+                );
+            }
+            reported = s;
+        });
+        if let Err(e) = result {
+            eprintln!("agent: warning: flow records are off: {e}");
+        }
+    });
 }
 
 /// The exit code of `palisade agent --once` when the server refused the
@@ -206,6 +315,7 @@ fn run<D: Dataplane>(
     mut agent: Agent<D, Failover<HttpControlPlane>>,
     once: bool,
     log: Log,
+    revision: &AtomicU64,
 ) -> anyhow::Result<ExitCode> {
     if once {
         let events = agent.step();
@@ -235,6 +345,12 @@ fn run<D: Dataplane>(
     let stop = AtomicBool::new(false);
     let mut last = String::new();
     agent.run(&stop, |e| {
+        if let Event::Replaced { revision: r }
+        | Event::Updated { revision: r }
+        | Event::Restored { revision: r } = e
+        {
+            revision.store(*r, Ordering::Relaxed);
+        }
         let failure = matches!(
             e,
             Event::ServerUnavailable(_)
@@ -321,6 +437,16 @@ pub fn nft(cmd: NftCommand) -> anyhow::Result<ExitCode> {
                     uplinks: args.uplink,
                     mode: mode(args.maps),
                     marks: args.ct_mark_bits,
+                    flow_log: args.flow_log.then_some(FlowLogOptions {
+                        group: args.flow_log_group,
+                        rate: args.flow_log_rate,
+                        burst: args.flow_log_rate,
+                    }),
+                    enforcement: if args.audit {
+                        palisade_model::flow::Enforcement::Audit
+                    } else {
+                        palisade_model::flow::Enforcement::Enforce
+                    },
                     ..Default::default()
                 },
             )?;

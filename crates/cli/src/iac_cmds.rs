@@ -34,7 +34,7 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let creds = Credentials::load(self.credentials.as_deref())?;
         let client = Client::new(&self.server, creds)?;
         Ok(match &self.ca_cert {

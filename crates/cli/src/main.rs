@@ -10,6 +10,7 @@ mod agent_cmds;
 mod analyze_cmds;
 mod bench_cmds;
 mod explain_cmd;
+mod flows_cmd;
 mod iac_cmds;
 mod output;
 mod server_cmds;
@@ -61,6 +62,10 @@ enum Command {
     /// Benchmarks to run on your own machine and rule sets.
     #[command(subcommand)]
     Bench(bench_cmds::BenchCommand),
+    /// A server's flow records: what the nodes' groups decided, and which rule.
+    Flows(flows_cmd::FlowsArgs),
+    /// Enforce an instance's groups, or only audit them (drops recorded, not made).
+    Enforcement(flows_cmd::EnforcementArgs),
 }
 
 /// mimalloc instead of glibc's malloc: a describe allocates a few hundred
@@ -88,6 +93,8 @@ fn main() -> ExitCode {
         Command::Diff(args) => analyze_cmds::diff(args),
         Command::Reach(args) => analyze_cmds::reach(args),
         Command::Agent(args) => agent_cmds::agent(args),
+        Command::Flows(args) => flows_cmd::run(args),
+        Command::Enforcement(args) => flows_cmd::enforcement(args),
         Command::Nft(cmd) => agent_cmds::nft(cmd),
         Command::Export(args) => iac_cmds::export(args),
         Command::Plan(args) => iac_cmds::plan(args),

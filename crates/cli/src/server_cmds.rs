@@ -42,6 +42,17 @@ pub struct ServeArgs {
     /// limit, which the server raises to its hard limit at start).
     #[arg(long, default_value_t = palisade_server::serve::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     max_connections: usize,
+    /// How long flow records are kept (30s, 15m, 1h, 7d).
+    #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = duration)]
+    flow_retention: std::time::Duration,
+    /// The most flow records kept per account; beyond it the oldest go.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    flow_records_max: u64,
+}
+
+/// A `--flow-retention` value.
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    palisade_model::flow::parse_duration("--flow-retention", text).map_err(|e| e.to_string())
 }
 
 /// How `serve` writes its log.
@@ -147,6 +158,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         log_json: args.log_format == LogFormat::Json,
         strict_signatures: args.strict_signatures,
         max_connections: args.max_connections,
+        flow_retention: palisade_server::actions::flows::FlowRetention {
+            max_age: args.flow_retention,
+            max_records: args.flow_records_max,
+        },
     };
     palisade_server::run_blocking(config).context("palisade serve")?;
     Ok(ExitCode::SUCCESS)

@@ -14,61 +14,14 @@
 
 #[path = "../../agent/tests/common/mod.rs"]
 mod common;
+mod mgmt;
 
 use common::*;
+use mgmt::Children;
 use palisade_agent::client::HttpControlPlane;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Forwards TCP connections on `HOST PORT` to the Unix socket `PATH`.
-const RELAY: &str = r#"
-import socket, sys, threading
-host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind((host, port))
-srv.listen(64)
-print("ready", flush=True)
-def pump(a, b):
-    try:
-        while True:
-            d = a.recv(65536)
-            if not d:
-                break
-            b.sendall(d)
-    except OSError:
-        pass
-    for s in (a, b):
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-while True:
-    c, _ = srv.accept()
-    u = socket.socket(socket.AF_UNIX)
-    try:
-        u.connect(path)
-    except OSError:
-        c.close()
-        continue
-    threading.Thread(target=pump, args=(c, u), daemon=True).start()
-    threading.Thread(target=pump, args=(u, c), daemon=True).start()
-"#;
-
-/// Processes killed (and reaped) on drop, before the namespaces go.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_palisade")
@@ -80,30 +33,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Accepts on the Unix socket `path` and forwards each connection to
-/// `127.0.0.1:port` (the host side of the relay; threads end with the test).
-fn unix_to_tcp(path: &Path, port: u16) {
-    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(u) = conn else { continue };
-            let Ok(t) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-                continue;
-            };
-            let (mut u2, mut t2) = (u.try_clone().unwrap(), t.try_clone().unwrap());
-            let (mut u, mut t) = (u, t);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut u, &mut t);
-                let _ = t.shutdown(std::net::Shutdown::Both);
-            });
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut t2, &mut u2);
-                let _ = u2.shutdown(std::net::Shutdown::Both);
-            });
-        }
-    });
 }
 
 fn api(c: &HttpControlPlane, service: &str, action: &str, params: Value) -> Value {
@@ -122,10 +51,6 @@ fn agent_cut_off_for_10_s_keeps_its_rules_and_converges_within_2_s_of_reconnecti
         return;
     };
     let mut lab = pair();
-    lab.add_ns("ctl");
-    lab.link("node", "mgmt", "ctl", "mgmt");
-    lab.addr("node", "mgmt", "198.18.1.1/30");
-    lab.addr("ctl", "mgmt", "198.18.1.2/30");
     let mut peer = lab.prober("peer");
     let mut children = Children(Vec::new());
     let dir = tempfile::tempdir().unwrap();
@@ -165,24 +90,7 @@ fn agent_cut_off_for_10_s_keeps_its_rules_and_converges_within_2_s_of_reconnecti
     .unwrap();
 
     // The management path: node --mgmt--> ctl relay --unix--> server.
-    let sock = dir.path().join("api.sock");
-    unix_to_tcp(&sock, port);
-    let relay_py = dir.path().join("relay.py");
-    std::fs::write(&relay_py, RELAY).unwrap();
-    let mut relay = Command::new("ip")
-        .args(["netns", "exec", &lab.ns("ctl"), "python3"])
-        .arg(&relay_py)
-        .args(["198.18.1.2", "9180"])
-        .arg(&sock)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(relay.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    children.0.push(relay);
-    assert_eq!(line.trim(), "ready");
+    mgmt::connect(&mut lab, port, dir.path(), &mut children);
 
     let rule = |port: &str| json!({"Protocol": "TCP", "Port": port, "CidrBlock": "198.18.0.0/24", "Action": "ACCEPT"});
     let web = api(
@@ -225,7 +133,7 @@ fn agent_cut_off_for_10_s_keeps_its_rules_and_converges_within_2_s_of_reconnecti
     children.0.push(
         Command::new("ip")
             .args(["netns", "exec", &lab.ns("node"), bin(), "agent"])
-            .args(["--server", "http://198.18.1.2:9180"])
+            .args(["--server", mgmt::SERVER_IN_CTL])
             .args(["--instance-id", "ins-node0001", "--uplink", "eth0"])
             .env("PALISADE_SECRET_ID", key["SecretId"].as_str().unwrap())
             .env("PALISADE_SECRET_KEY", key["SecretKey"].as_str().unwrap())

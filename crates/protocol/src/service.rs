@@ -67,6 +67,10 @@ pub struct InstanceRuleset {
     /// Egress rules, highest priority first.
     #[serde(default)]
     pub egress: Vec<ResolvedRule>,
+    /// `ENFORCE`, or `AUDIT`: drops become counted, recorded passes.
+    /// Absent (an older server) is `ENFORCE`.
+    #[serde(default)]
+    pub enforcement: palisade_model::flow::Enforcement,
     /// The server's digest of this answer's content: equal digests mean
     /// equal content, whatever the revisions.
     #[serde(default)]

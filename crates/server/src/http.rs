@@ -730,7 +730,7 @@ fn service_of(scope: &str, action: &str) -> Result<&'static str, ApiError> {
 fn check_scope(ins: &str, service: &str, action: &str, params: &Params) -> Result<(), ApiError> {
     let own = service == "palisade"
         && match action {
-            "DescribeInstanceRuleset" | "ReportInstanceStatus" => {
+            "DescribeInstanceRuleset" | "ReportInstanceStatus" | "ReportFlowRecords" => {
                 params.opt_str("InstanceId")?.as_deref() == Some(ins)
             }
             "RegisterInstances" => params
@@ -748,7 +748,8 @@ fn check_scope(ins: &str, service: &str, action: &str, params: &Params) -> Resul
             ErrorCode::AuthFailureUnauthorizedOperation,
             format!(
                 "this credential belongs to the agent of {ins}: it may only call palisade \
-                 DescribeInstanceRuleset, ReportInstanceStatus or RegisterInstances for {ins}"
+                 DescribeInstanceRuleset, ReportInstanceStatus, ReportFlowRecords or \
+                 RegisterInstances for {ins}"
             ),
         ))
     }

@@ -75,6 +75,8 @@ pub struct Config {
     /// Most connections open at once ([`serve::DEFAULT_MAX_CONNECTIONS`]);
     /// lowered to fit the open-file limit.
     pub max_connections: usize,
+    /// How long flow records are kept, and how many per account.
+    pub flow_retention: actions::flows::FlowRetention,
 }
 
 /// The JSON printed by `palisade account create --output json` and written
@@ -247,6 +249,26 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     }
     let state = Arc::new(state);
     let app = http::router(state.clone());
+    {
+        // Flow record retention: once a minute, off the async threads.
+        let store = state.store.clone();
+        let retention = config.flow_retention;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let store = store.clone();
+                let gone = tokio::task::spawn_blocking(move || {
+                    actions::flows::expire_once(store.as_ref(), &retention)
+                })
+                .await
+                .unwrap_or(0);
+                if gone > 0 {
+                    tracing::info!(gone, "flow records expired");
+                }
+            }
+        });
+    }
     let shutdown = {
         let state = state.clone();
         async move {

@@ -83,6 +83,29 @@ impl Metrics {
         out.push_str("# HELP palisade_store_revision The store's global revision.\n");
         out.push_str("# TYPE palisade_store_revision gauge\n");
         let _ = writeln!(out, "palisade_store_revision {revision}");
+        let flows = &crate::actions::flows::METRICS;
+        for (name, help, v) in [
+            (
+                "stored",
+                "Flow records agents reported and this server stored.",
+                &flows.stored,
+            ),
+            (
+                "suppressed",
+                "Decisions agents counted but did not record (rate limit, room).",
+                &flows.suppressed,
+            ),
+            (
+                "expired",
+                "Flow records deleted by retention (age or per-account cap).",
+                &flows.expired,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP palisade_flow_records_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE palisade_flow_records_{name}_total counter");
+            let n = v.load(std::sync::atomic::Ordering::Relaxed);
+            let _ = writeln!(out, "palisade_flow_records_{name}_total {n}");
+        }
         out
     }
 }

@@ -66,6 +66,7 @@ fn serve(spec: &str) {
         log_json: false,
         strict_signatures: false,
         max_connections: palisade_server::serve::DEFAULT_MAX_CONNECTIONS,
+        flow_retention: Default::default(),
     };
     if let Err(e) = palisade_server::run_blocking(config) {
         eprintln!("server: {e}");

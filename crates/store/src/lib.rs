@@ -406,6 +406,8 @@ pub trait Tx {
 
     /// How an instance's groups are applied (`ENFORCE` when never set).
     fn enforcement(&self, account: &str, instance_id: &str) -> Result<Enforcement, StoreError>;
+    /// Every instance of the account whose mode was ever set, with it.
+    fn enforcements(&self, account: &str) -> Result<Vec<(String, Enforcement)>, StoreError>;
     /// Sets it; a change, so agents are woken to recompile.
     fn set_enforcement(
         &mut self,

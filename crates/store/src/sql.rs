@@ -1077,6 +1077,22 @@ impl Tx for SqlTx<'_> {
         }
     }
 
+    fn enforcements(&self, account: &str) -> Result<Vec<(String, Enforcement)>, StoreError> {
+        self.lock(account)?;
+        let rows = self.db.query(
+            "SELECT instance_id, mode FROM instance_enforcement WHERE account_id = $1",
+            params![account],
+        )?;
+        rows.into_iter()
+            .map(|mut r| {
+                let id = r.text(0)?;
+                let mode = Enforcement::parse_field("mode", &r.text(1)?)
+                    .map_err(|e| StoreError::Corrupt(format!("enforcement of {id}: {e}")))?;
+                Ok((id, mode))
+            })
+            .collect()
+    }
+
     fn set_enforcement(
         &mut self,
         account: &str,

@@ -94,6 +94,7 @@ const WITH_INSTANCE_IDS: &[&str] = &[
     "DescribeInstances",
     "DeregisterInstances",
     "DescribeInstanceStatus",
+    "DescribeFlowRecords",
 ];
 
 /// Every bounded list, in the order docs/api.md shows them.
@@ -226,6 +227,12 @@ pub const BOUNDS: &[Bound] = &[
         actions: &["ReportInstanceStatus"],
         path: "Counters",
         max: Max::Fixed(20_000),
+        code: TOO_MANY,
+    },
+    Bound {
+        actions: &["ReportFlowRecords"],
+        path: "FlowRecords",
+        max: Max::Fixed(super::flows::MAX_REPORTED),
         code: TOO_MANY,
     },
     Bound {

@@ -9,6 +9,7 @@
 pub mod bounds;
 mod clusters;
 mod cvm;
+pub mod flows;
 mod groups;
 mod palisade;
 mod policies;
@@ -104,6 +105,9 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("palisade", "RegisterCluster"),
     ("palisade", "DeregisterClusters"),
     ("palisade", "DescribeClusters"),
+    ("palisade", "ReportFlowRecords"),
+    ("palisade", "DescribeFlowRecords"),
+    ("palisade", "ModifyInstanceEnforcement"),
 ];
 
 /// The actions of Tencent's STS (version `2018-08-13`) served: tools that
@@ -163,6 +167,9 @@ pub fn dispatch(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Reply
         ("palisade", "RegisterCluster") => clusters::register(ctx, p),
         ("palisade", "DeregisterClusters") => clusters::deregister(ctx, p),
         ("palisade", "DescribeClusters") => clusters::describe(ctx, p),
+        ("palisade", "ReportFlowRecords") => flows::report(ctx, p),
+        ("palisade", "DescribeFlowRecords") => flows::describe(ctx, p),
+        ("palisade", "ModifyInstanceEnforcement") => flows::modify_enforcement(ctx, p),
         ("sts", "GetCallerIdentity") => caller_identity(ctx),
         _ => Err(ApiError::new(
             ErrorCode::InvalidAction,

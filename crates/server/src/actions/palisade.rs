@@ -11,6 +11,7 @@ use super::cvm::check_instance_id;
 use super::{map_insert, new_id, now, reply, rules_of, Ctx, Reply};
 use crate::error::ApiError;
 use crate::params::{bounded_list, Params};
+use palisade_model::flow::Enforcement;
 use palisade_model::policy::{Direction, PolicySet};
 use palisade_model::ErrorCode;
 use palisade_model::{
@@ -302,7 +303,12 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
         None
     };
     if let Some(cached) = cached {
-        let digest = answer_digest(&cached.rules, &cached.groups, &cached.ips);
+        let digest = answer_digest(
+            &cached.rules,
+            &cached.groups,
+            &cached.ips,
+            cached.enforcement,
+        );
         let changed = match &known_digest {
             Some(known) => *known != digest,
             None => after.is_none_or(|a| cached.revision > a),
@@ -314,6 +320,7 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
             private_ip_addresses: cached.ips,
             ingress: cached.rules.ingress.clone(),
             egress: cached.rules.egress.clone(),
+            enforcement: cached.enforcement,
             digest: Some(digest),
             changed,
         });
@@ -333,7 +340,13 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
             &ins.security_group_ids,
             || Snapshot::load(tx, ctx.account),
         )?;
-        let digest = answer_digest(&rules, &ins.security_group_ids, &ins.private_ips);
+        let enforcement = tx.enforcement(ctx.account, &ins.id)?;
+        let digest = answer_digest(
+            &rules,
+            &ins.security_group_ids,
+            &ins.private_ips,
+            enforcement,
+        );
         // The digest of what the caller holds, when it says, decides
         // `Changed` exactly; otherwise any change to the account does.
         let changed = match &known_digest {
@@ -347,6 +360,7 @@ pub fn describe_ruleset(ctx: &Ctx<'_>, p: &Params) -> Reply {
             private_ip_addresses: ins.private_ips,
             ingress: rules.ingress.clone(),
             egress: rules.egress.clone(),
+            enforcement,
             digest: Some(digest),
             changed,
         })
@@ -424,7 +438,13 @@ pub fn describe_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
             check_instance_id(id)?;
         }
     }
-    let (revision, instances) = ctx.read(|tx| Ok((tx.revision()?, tx.instances(ctx.account)?)))?;
+    let (revision, instances, modes) = ctx.read(|tx| {
+        Ok((
+            tx.revision()?,
+            tx.instances(ctx.account)?,
+            tx.enforcements(ctx.account)?,
+        ))
+    })?;
     let reports = ctx.store.instance_statuses(ctx.account)?;
     let mut set = Vec::new();
     for ins in instances {
@@ -446,6 +466,11 @@ pub fn describe_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
             "AppliedRevision": body["AppliedRevision"],
             "Counters": body["Counters"],
             "Errors": body["Errors"],
+            "Enforcement": modes
+                .iter()
+                .find(|(id, _)| *id == ins.id)
+                .map_or(Enforcement::Enforce, |(_, m)| *m)
+                .as_str(),
         }));
     }
     if let Some(ids) = &ids {
@@ -474,10 +499,16 @@ pub struct Rules {
 /// The `Digest` of a `DescribeInstanceRuleset` answer: SHA-256 over the
 /// rules and the instance's own fields, hex, first 128 bits. Equal digests
 /// mean equal content, whatever the revisions.
-fn answer_digest(rules: &Rules, groups: &[String], ips: &[String]) -> String {
+fn answer_digest(
+    rules: &Rules,
+    groups: &[String],
+    ips: &[String],
+    enforcement: Enforcement,
+) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(rules.digest);
+    h.update(enforcement.as_str().as_bytes());
     for list in [groups, ips] {
         h.update((list.len() as u64).to_le_bytes());
         for item in list {
@@ -585,6 +616,7 @@ struct AccountRules {
 struct CachedAnswer {
     /// The account revision of the snapshot.
     revision: u64,
+    enforcement: Enforcement,
     groups: Vec<String>,
     ips: Vec<String>,
     rules: Arc<Rules>,
@@ -640,7 +672,7 @@ impl RulesetCache {
         let (entry, snapshot) = self.current(account, seen)?;
         let (groups, ips) = snapshot.instances.get(instance)?;
         let rules = locked(&entry.by_groups).get(groups)?.clone();
-        Some(answer_digest(&rules, groups, ips) == known)
+        Some(answer_digest(&rules, groups, ips, snapshot.enforcement(instance)) == known)
     }
 
     /// The instance's groups, addresses and rules in `account` in the
@@ -662,6 +694,7 @@ impl RulesetCache {
         let rules = entry.rules(seen, &groups, || Ok(snapshot.clone()))?;
         Ok(Some(CachedAnswer {
             revision: entry.revision,
+            enforcement: snapshot.enforcement(instance),
             groups,
             ips,
             rules,
@@ -829,10 +862,20 @@ impl AccountRules {
 struct Snapshot {
     /// Each instance's ordered groups and its addresses, by id.
     instances: HashMap<String, (Vec<String>, Vec<String>)>,
+    /// The instances in audit mode.
+    audit: std::collections::HashSet<String>,
     catalog: FleetIndex,
 }
 
 impl Snapshot {
+    fn enforcement(&self, instance: &str) -> Enforcement {
+        if self.audit.contains(instance) {
+            Enforcement::Audit
+        } else {
+            Enforcement::Enforce
+        }
+    }
+
     /// Every stored value is parsed again; one that does not parse is
     /// `Corrupt` (an `InternalError`), never skipped: skipping a member
     /// address of a group that a DROP rule references would fail open.
@@ -879,8 +922,15 @@ impl Snapshot {
             instances.insert(i.id, (i.security_group_ids, i.private_ips));
         }
         load_templates(tx, account, &mut fleet)?;
+        let audit = tx
+            .enforcements(account)?
+            .into_iter()
+            .filter(|(_, m)| *m == Enforcement::Audit)
+            .map(|(id, _)| id)
+            .collect();
         Ok(Snapshot {
             instances,
+            audit,
             catalog: FleetIndex::from(fleet),
         })
     }
@@ -1162,7 +1212,7 @@ mod tests {
         let ips = vec!["198.18.0.1".to_string()];
         assert_eq!(cache.unchanged("acc", 9, "ins-00000001", "x"), None);
         let rules = cache.rules("acc", 7, 9, &groups, one_instance)?;
-        let digest = answer_digest(&rules, &groups, &ips);
+        let digest = answer_digest(&rules, &groups, &ips, Enforcement::Enforce);
         assert_eq!(
             cache.unchanged("acc", 9, "ins-00000001", &digest),
             Some(true)

@@ -1,0 +1,97 @@
+"""Flow records and audit mode through the Tencent Python SDK (issue 18):
+ReportFlowRecords (an agent key for its own instance only; a malformed batch
+is refused whole), DescribeFlowRecords filters and paging, and
+ModifyInstanceEnforcement (shown in DescribeInstanceStatus and the ruleset,
+a change that bumps the revision)."""
+
+import json
+import subprocess
+
+from palisade_api import BIN, Api, error_code, store_args
+from test_api_instances import register
+
+
+def record(ins, **kw):
+    r = {"InstanceId": ins, "Direction": "ingress", "SrcAddr": "198.51.100.7", "DstAddr": "10.0.0.1",
+         "SrcPort": 40000, "DstPort": 22, "Protocol": 6, "Action": "DROP", "Decisions": 2,
+         "Packets": 2, "Bytes": 120, "Start": 1000, "End": 1010}
+    r.update(kw)
+    return {k: v for k, v in r.items() if v is not None}
+
+
+def agent_of(server, fresh, ins):
+    account = [a for a in json.loads(subprocess.run(
+        [BIN, "account", "list", *store_args(server.data_dir), "--output", "json"],
+        check=True, capture_output=True, text=True).stdout) if a["AccountId"] == fresh.creds["AccountId"]][0]
+    out = subprocess.run([BIN, "account", "instance-key", "--account", account["Name"], "--instance", ins,
+                          *store_args(server.data_dir), "--output", "json"], check=True, capture_output=True, text=True)
+    return Api(server, json.loads(out.stdout))
+
+
+def test_reports_are_filtered_paged_and_scoped(server, fresh):
+    ins = register(fresh, "10.0.0.1")
+    other = register(fresh, "10.0.0.2")
+    agent = agent_of(server, fresh, ins)
+    rule = {"SecurityGroupId": "sg-00000001", "PolicyIndex": 1, "Revision": 4}
+    batch = [
+        record(ins),
+        record(ins, Action="ACCEPT", Rule=rule, DstPort=443, Start=2000, End=2000, Packets=None, Bytes=None),
+        record(ins, Action="ACCEPT", Rule=rule, DstPort=443, Decisions=0, Packets=9, Bytes=900, Start=2000, End=2050),
+        record(ins, Direction="egress", SrcAddr="2001:db8::5", DstAddr="2001:db8::1", Protocol=58, SrcPort=None,
+               DstPort=None, Action="WOULD_DROP", Start=3000, End=3001),
+    ]
+    assert agent.p("ReportFlowRecords", {"InstanceId": ins, "FlowRecords": batch, "Suppressed": 5})["Stored"] == 4
+    got = fresh.p("DescribeFlowRecords", {})
+    assert got["TotalCount"] == 4
+    assert [r["Start"] for r in got["FlowRecordSet"]] == [3000, 2000, 2000, 1000], "newest first"
+    for r in got["FlowRecordSet"]:
+        r.pop("RecordId")
+    assert got["FlowRecordSet"][3] == batch[0]
+    drops = fresh.p("DescribeFlowRecords", {"Action": "DROP"})["FlowRecordSet"]
+    assert [r["DstPort"] for r in drops] == [22]
+    by_rule = fresh.p("DescribeFlowRecords", {"SecurityGroupId": "sg-00000001", "PolicyIndex": 1})
+    assert by_rule["TotalCount"] == 2
+    v6 = fresh.p("DescribeFlowRecords", {"PeerCidr": "2001:db8::/64"})["FlowRecordSet"]
+    assert [r["Action"] for r in v6] == ["WOULD_DROP"]
+    window = fresh.p("DescribeFlowRecords", {"StartTime": 1500, "EndTime": 2500})
+    assert window["TotalCount"] == 2
+    page = fresh.p("DescribeFlowRecords", {"Offset": 1, "Limit": 2})["FlowRecordSet"]
+    assert [r["Start"] for r in page] == [2000, 2000]
+    # An agent key: its own instance only, and no reading.
+    assert error_code(agent.p, "ReportFlowRecords", {"InstanceId": other, "FlowRecords": [record(other)]}) \
+        == "AuthFailure.UnauthorizedOperation"
+    assert error_code(agent.p, "DescribeFlowRecords", {}) == "AuthFailure.UnauthorizedOperation"
+    # Malformed batches store nothing.
+    for bad in ([record(ins), record(other)],
+                [record(ins), record(ins, Protocol=1)],
+                [record(ins, Action="ACCEPT")],
+                [record(ins, End=1)],
+                [record(ins, DstAddr="2001:db8::1")]):
+        code = error_code(agent.p, "ReportFlowRecords", {"InstanceId": ins, "FlowRecords": bad})
+        assert code.startswith("InvalidParameter"), (bad, code)
+    assert error_code(agent.p, "ReportFlowRecords", {"InstanceId": ins, "FlowRecords": [{"Bogus": 1}]}).startswith(("InvalidParameter", "UnknownParameter"))
+    assert fresh.p("DescribeFlowRecords", {})["TotalCount"] == 4
+    for bad in ({"Limit": 0}, {"Limit": 1001}, {"Action": "REJECT"}, {"PeerCidr": "10.0.0.0/33"},
+                {"Port": 70000}, {"Protocol": 300}, {"InstanceIds": ["nope"]}, {"Unknown": 1}):
+        assert error_code(fresh.p, "DescribeFlowRecords", bad).startswith(("InvalidParameter", "UnknownParameter")), bad
+
+
+def test_enforcement_is_a_change_the_agent_sees(server, fresh):
+    ins = register(fresh, "10.0.0.1")
+    agent = agent_of(server, fresh, ins)
+    before = fresh.p("DescribeInstanceStatus", {"InstanceIds": [ins]})
+    assert before["InstanceStatusSet"][0]["Enforcement"] == "ENFORCE"
+    rs = agent.p("DescribeInstanceRuleset", {"InstanceId": ins})["Ruleset"]
+    assert rs["Enforcement"] == "ENFORCE"
+    fresh.p("ModifyInstanceEnforcement", {"InstanceId": ins, "Enforcement": "AUDIT"})
+    after = fresh.p("DescribeInstanceStatus", {"InstanceIds": [ins]})
+    assert after["InstanceStatusSet"][0]["Enforcement"] == "AUDIT"
+    assert after["Revision"] > before["Revision"], "a change of mode bumps the revision"
+    rs2 = agent.p("DescribeInstanceRuleset", {"InstanceId": ins, "KnownDigest": rs["Digest"]})["Ruleset"]
+    assert rs2["Enforcement"] == "AUDIT" and rs2["Changed"] is True and rs2["Digest"] != rs["Digest"]
+    assert error_code(agent.p, "ModifyInstanceEnforcement", {"InstanceId": ins, "Enforcement": "ENFORCE"}) \
+        == "AuthFailure.UnauthorizedOperation"
+    assert error_code(fresh.p, "ModifyInstanceEnforcement", {"InstanceId": ins, "Enforcement": "OFF"}) \
+        .startswith("InvalidParameterValue")
+    assert error_code(fresh.p, "ModifyInstanceEnforcement", {"InstanceId": "ins-zzzz9999", "Enforcement": "AUDIT"}) \
+        == "ResourceNotFound"
