@@ -95,3 +95,37 @@ def test_enforcement_is_a_change_the_agent_sees(server, fresh):
         .startswith("InvalidParameterValue")
     assert error_code(fresh.p, "ModifyInstanceEnforcement", {"InstanceId": "ins-zzzz9999", "Enforcement": "AUDIT"}) \
         == "ResourceNotFound"
+
+
+def test_rule_hits_sum_instances_survive_reloads_and_reset_when_the_rule_changes(server, fresh):
+    sg = fresh.v("CreateSecurityGroupWithPolicies", {"GroupName": "h", "GroupDescription": "h", "SecurityGroupPolicySet": {
+        "Ingress": [{"Protocol": "TCP", "Port": "22", "CidrBlock": "10.0.0.0/8", "Action": "ACCEPT"},
+                    {"Protocol": "TCP", "Port": "80", "CidrBlock": "10.0.0.0/8", "Action": "ACCEPT"}]}})["SecurityGroup"]["SecurityGroupId"]
+    a = register(fresh, "10.0.0.1")
+    b = register(fresh, "10.0.0.2")
+
+    def report(ins, packets):
+        fresh.p("ReportInstanceStatus", {"InstanceId": ins, "AppliedRevision": 1, "Counters": [
+            {"SecurityGroupId": sg, "Direction": "ingress", "PolicyIndex": 0, "Packets": packets, "Bytes": packets * 60}]})
+
+    def hits():
+        return {h["PolicyIndex"]: h for h in fresh.p("DescribeRuleHits", {"SecurityGroupId": sg})["RuleHitSet"]}
+
+    assert hits()[0]["Hits"] == 0 and "LastUsed" not in hits()[0]
+    report(a, 5)
+    report(b, 3)
+    report(a, 8)      # grew by 3
+    report(b, 2)      # lower: the table was reloaded, all 2 are new
+    h = hits()
+    assert h[0]["Hits"] == 5 + 3 + 3 + 2 and h[0]["LastUsed"] >= h[0]["Since"] > 0
+    assert h[1]["Hits"] == 0 and "LastUsed" not in h[1]
+    report(a, 8)      # nothing new: last use stays
+    assert hits()[0]["Hits"] == 13
+    # Another rule at index 0 (the old one moves to 1): its hits start again.
+    ver = fresh.v("DescribeSecurityGroupPolicies", {"SecurityGroupId": sg})["SecurityGroupPolicySet"]["Version"]
+    fresh.v("CreateSecurityGroupPolicies", {"SecurityGroupId": sg, "SecurityGroupPolicySet": {"Version": ver, "Ingress": [
+        {"PolicyIndex": 0, "Protocol": "UDP", "Port": "53", "CidrBlock": "10.0.0.0/8", "Action": "ACCEPT"}]}})
+    assert hits()[0]["Hits"] == 0
+    report(a, 10)
+    assert hits()[0]["Hits"] == 10, "the new rule counts from its first report"
+    assert error_code(fresh.p, "DescribeRuleHits", {"SecurityGroupId": "sg-zzzz9999"}) == "ResourceNotFound"

@@ -256,3 +256,87 @@ pub fn enforcement(args: EnforcementArgs) -> anyhow::Result<ExitCode> {
     println!("{}: {}", args.instance, mode.as_str());
     Ok(ExitCode::SUCCESS)
 }
+
+/// `palisade hits`.
+#[derive(Args)]
+pub struct HitsArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The group (`sg-...`).
+    group: String,
+    /// table or json.
+    #[arg(long, value_enum, default_value_t)]
+    output: Format,
+}
+
+/// Runs `palisade hits SG`: each rule of the group in order, with its hits
+/// summed over every instance and its last use.
+pub fn hits(args: HitsArgs) -> anyhow::Result<ExitCode> {
+    let client = args.server.client()?;
+    let hits = client.palisade(
+        "DescribeRuleHits",
+        &json!({ "SecurityGroupId": args.group }),
+    )?;
+    if args.output == Format::Json {
+        print_json(&hits)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let policies = client.vpc(
+        "DescribeSecurityGroupPolicies",
+        &json!({ "SecurityGroupId": args.group }),
+    )?;
+    let set = &policies["SecurityGroupPolicySet"];
+    let mut t = table(&[
+        "direction",
+        "index",
+        "rule",
+        "hits",
+        "last used",
+        "counted since",
+    ]);
+    for h in hits["RuleHitSet"].as_array().into_iter().flatten() {
+        let dir = h["Direction"].as_str().unwrap_or_default();
+        let i = h["PolicyIndex"].as_u64().unwrap_or(0) as usize;
+        let list = if dir == "ingress" {
+            &set["Ingress"]
+        } else {
+            &set["Egress"]
+        };
+        let rule = &list[i];
+        let text = format!(
+            "{} {} {} {}",
+            rule["Action"].as_str().unwrap_or_default(),
+            rule["Protocol"].as_str().unwrap_or_default(),
+            rule["Port"].as_str().unwrap_or_default(),
+            ["CidrBlock", "Ipv6CidrBlock", "SecurityGroupId"]
+                .iter()
+                .find_map(|k| rule[k].as_str().filter(|v| !v.is_empty()))
+                .unwrap_or("(template)")
+        );
+        let when = |k: &str| {
+            h[k].as_u64()
+                .map_or("-".to_string(), |t| format!("{} ago", ago(t)))
+        };
+        t.add_row(vec![
+            dir.to_string(),
+            i.to_string(),
+            text,
+            h["Hits"].as_u64().unwrap_or(0).to_string(),
+            when("LastUsed"),
+            when("Since"),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `3d 4h`, `12m`, `40s` since Unix time `t`.
+fn ago(t: u64) -> String {
+    let s = now().saturating_sub(t);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}

@@ -66,6 +66,8 @@ enum Command {
     Flows(flows_cmd::FlowsArgs),
     /// Enforce an instance's groups, or only audit them (drops recorded, not made).
     Enforcement(flows_cmd::EnforcementArgs),
+    /// A group's rules with their hits over every instance and last use.
+    Hits(flows_cmd::HitsArgs),
 }
 
 /// mimalloc instead of glibc's malloc: a describe allocates a few hundred
@@ -95,6 +97,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent_cmds::agent(args),
         Command::Flows(args) => flows_cmd::run(args),
         Command::Enforcement(args) => flows_cmd::enforcement(args),
+        Command::Hits(args) => flows_cmd::hits(args),
         Command::Nft(cmd) => agent_cmds::nft(cmd),
         Command::Export(args) => iac_cmds::export(args),
         Command::Plan(args) => iac_cmds::plan(args),

@@ -26,6 +26,8 @@
 use palisade_model::flow::{Enforcement, FlowFilter, FlowRecord};
 mod changes;
 mod flows;
+mod hits;
+pub use hits::{RuleCount, RuleHits};
 #[macro_use]
 mod sql;
 mod pg;
@@ -518,6 +520,20 @@ pub trait Store: Send + Sync + 'static {
         offset: u64,
         limit: u64,
     ) -> Result<(u64, Vec<(i64, FlowRecord)>), StoreError>;
+
+    /// Adds an instance's reported rule counters to its rules' hits
+    /// ([`RuleHits`]): what grew since its previous report.
+    fn record_rule_hits(
+        &self,
+        account: &str,
+        instance_id: &str,
+        counts: &[RuleCount],
+        now: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The hits of a group's rules, as recorded (the caller compares each
+    /// digest with the rule now at that position).
+    fn rule_hits(&self, account: &str, group_id: &str) -> Result<Vec<RuleHits>, StoreError>;
 
     /// Deletes `account`'s records that ended before `before` (Unix
     /// seconds), then its oldest beyond `keep`; how many went.

@@ -155,6 +155,16 @@ CREATE TABLE flow_records (
 CREATE INDEX flow_records_instance ON flow_records (account_id, instance_id, start_time);
 CREATE INDEX flow_records_time ON flow_records (account_id, start_time);
 CREATE INDEX flow_records_end ON flow_records (account_id, end_time);
+CREATE TABLE rule_counter_last (
+    account_id TEXT NOT NULL, instance_id TEXT NOT NULL, group_id TEXT NOT NULL,
+    direction TEXT NOT NULL, policy_index BIGINT NOT NULL, digest TEXT NOT NULL,
+    packets BIGINT NOT NULL,
+    PRIMARY KEY (account_id, instance_id, group_id, direction, policy_index));
+CREATE TABLE rule_hits (
+    account_id TEXT NOT NULL, group_id TEXT NOT NULL, direction TEXT NOT NULL,
+    policy_index BIGINT NOT NULL, digest TEXT NOT NULL, hits BIGINT NOT NULL,
+    last_used BIGINT NOT NULL, since BIGINT NOT NULL,
+    PRIMARY KEY (account_id, group_id, direction, policy_index));
 ",
     ),
 ];

@@ -420,6 +420,24 @@ impl<B: Backend> Store for B {
         })
     }
 
+    fn record_rule_hits(
+        &self,
+        account: &str,
+        instance_id: &str,
+        counts: &[crate::RuleCount],
+        now: u64,
+    ) -> Result<(), StoreError> {
+        write(self, |db| {
+            crate::hits::record(db, account, instance_id, counts, now)
+        })
+    }
+
+    fn rule_hits(&self, account: &str, group_id: &str) -> Result<Vec<crate::RuleHits>, StoreError> {
+        read(self, false, |db| {
+            crate::hits::of_group(db, account, group_id)
+        })
+    }
+
     fn expire_flow_records(
         &self,
         account: &str,
@@ -1004,6 +1022,7 @@ impl Tx for SqlTx<'_> {
             "instance_keys",
             "instance_status",
             "instance_enforcement",
+            "rule_counter_last",
         ] {
             let sql = format!("DELETE FROM {table} WHERE account_id = $1 AND instance_id = $2");
             self.db.execute(&sql, params![account, id])?;

@@ -148,6 +148,16 @@ CREATE INDEX IF NOT EXISTS flow_records_instance
     ON flow_records (account_id, instance_id, start_time);
 CREATE INDEX IF NOT EXISTS flow_records_time ON flow_records (account_id, start_time);
 CREATE INDEX IF NOT EXISTS flow_records_end ON flow_records (account_id, end_time);
+CREATE TABLE IF NOT EXISTS rule_counter_last (
+    account_id TEXT NOT NULL, instance_id TEXT NOT NULL, group_id TEXT NOT NULL,
+    direction TEXT NOT NULL, policy_index BIGINT NOT NULL, digest TEXT NOT NULL,
+    packets BIGINT NOT NULL,
+    PRIMARY KEY (account_id, instance_id, group_id, direction, policy_index));
+CREATE TABLE IF NOT EXISTS rule_hits (
+    account_id TEXT NOT NULL, group_id TEXT NOT NULL, direction TEXT NOT NULL,
+    policy_index BIGINT NOT NULL, digest TEXT NOT NULL, hits BIGINT NOT NULL,
+    last_used BIGINT NOT NULL, since BIGINT NOT NULL,
+    PRIMARY KEY (account_id, group_id, direction, policy_index));
 ";
 
 impl SqliteStore {

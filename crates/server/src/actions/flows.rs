@@ -19,8 +19,10 @@ use crate::error::ApiError;
 use crate::params::Params;
 use palisade_model::flow::{Enforcement, FlowFilter, FlowRecord, Verdict};
 use palisade_model::{Cidr, Direction, ErrorCode, InstanceId, SecurityGroupId};
-use palisade_store::{Store, StoreError, StoreExt};
+use palisade_protocol::service::RuleCounter;
+use palisade_store::{RuleCount, Store, StoreError, StoreExt};
 use serde_json::json;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -220,6 +222,104 @@ pub fn modify_enforcement(ctx: &Ctx<'_>, p: &Params) -> Reply {
         Err(StoreError::NotFound(_)) => Err(ApiError::not_found("InstanceId", &id)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Adds a status report's per-rule counters to the rules' hits: each
+/// counter with the digest of the rule now at its position (a counter of a
+/// position the group no longer has is left out).
+pub fn record_hits(
+    ctx: &Ctx<'_>,
+    instance: &str,
+    counters: &[RuleCounter],
+) -> Result<(), ApiError> {
+    if counters.is_empty() {
+        return Ok(());
+    }
+    let groups: BTreeSet<&str> = counters
+        .iter()
+        .map(|c| c.security_group_id.as_str())
+        .collect();
+    let digests = ctx.read(|tx| {
+        let mut out = HashMap::new();
+        for g in groups {
+            if let Some(rec) = tx.group(ctx.account, g)? {
+                for (dir, list) in [("ingress", &rec.ingress), ("egress", &rec.egress)] {
+                    for (i, r) in list.iter().enumerate() {
+                        out.insert((g.to_string(), dir, i as u64), rule_digest(&r.body));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    })?;
+    let counts: Vec<RuleCount> = counters
+        .iter()
+        .filter_map(|c| {
+            let dir = if c.direction.eq_ignore_ascii_case("ingress") {
+                "ingress"
+            } else {
+                "egress"
+            };
+            let digest = digests.get(&(c.security_group_id.clone(), dir, c.policy_index))?;
+            Some(RuleCount {
+                group_id: c.security_group_id.clone(),
+                direction: dir.to_string(),
+                policy_index: u32::try_from(c.policy_index).ok()?,
+                digest: digest.clone(),
+                packets: c.packets,
+            })
+        })
+        .collect();
+    ctx.store
+        .record_rule_hits(ctx.account, instance, &counts, unix_now())?;
+    Ok(())
+}
+
+/// `DescribeRuleHits`: `SecurityGroupId` -> `RuleHitSet`, one entry per
+/// rule of the group in order (`Direction`, `PolicyIndex`, `Hits`, and
+/// when known `LastUsed` and `Since`, Unix seconds): the decisions summed
+/// over every instance applying the rule since `Since`, kept across
+/// revisions while the rule is unchanged.
+pub fn describe_hits(ctx: &Ctx<'_>, p: &Params) -> Reply {
+    p.allow_only(&["SecurityGroupId"])?;
+    let id = p.req_str("SecurityGroupId")?;
+    let group = ctx.read(|tx| super::load_group(tx, ctx.account, "SecurityGroupId", &id))?;
+    let hits = ctx.store.rule_hits(ctx.account, &id)?;
+    let mut set = Vec::new();
+    for (dir, list) in [("ingress", &group.ingress), ("egress", &group.egress)] {
+        for (i, r) in list.iter().enumerate() {
+            let digest = rule_digest(&r.body);
+            let known = hits
+                .iter()
+                .find(|h| h.direction == dir && h.policy_index as usize == i && h.digest == digest);
+            let mut entry = json!({
+                "Direction": dir,
+                "PolicyIndex": i,
+                "Hits": known.map_or(0, |h| h.hits),
+            });
+            if let Some(h) = known {
+                entry["Since"] = json!(h.since);
+                if let Some(t) = h.last_used {
+                    entry["LastUsed"] = json!(t);
+                }
+            }
+            set.push(entry);
+        }
+    }
+    reply(json!({ "SecurityGroupId": id, "RuleHitSet": set }))
+}
+
+/// A rule's identity for hits: the digest of its stored text.
+fn rule_digest(body: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    let text = body.to_string();
+    hex::encode(&Sha256::digest(text.as_bytes())[..12])
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Applies `retention` to every account once: records older than the

@@ -108,6 +108,7 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("palisade", "ReportFlowRecords"),
     ("palisade", "DescribeFlowRecords"),
     ("palisade", "ModifyInstanceEnforcement"),
+    ("palisade", "DescribeRuleHits"),
 ];
 
 /// The actions of Tencent's STS (version `2018-08-13`) served: tools that
@@ -170,6 +171,7 @@ pub fn dispatch(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Reply
         ("palisade", "ReportFlowRecords") => flows::report(ctx, p),
         ("palisade", "DescribeFlowRecords") => flows::describe(ctx, p),
         ("palisade", "ModifyInstanceEnforcement") => flows::modify_enforcement(ctx, p),
+        ("palisade", "DescribeRuleHits") => flows::describe_hits(ctx, p),
         ("sts", "GetCallerIdentity") => caller_identity(ctx),
         _ => Err(ApiError::new(
             ErrorCode::InvalidAction,

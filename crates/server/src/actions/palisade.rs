@@ -421,10 +421,14 @@ pub fn report_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
     }
     let body = json!({ "AppliedRevision": applied, "Counters": counters_json, "Errors": errors });
     match ctx.store.put_instance_status(ctx.account, &id, &body) {
-        Ok(()) => reply(json!({})),
-        Err(palisade_store::StoreError::NotFound(_)) => Err(ApiError::not_found("InstanceId", &id)),
-        Err(e) => Err(e.into()),
+        Ok(()) => {}
+        Err(palisade_store::StoreError::NotFound(_)) => {
+            return Err(ApiError::not_found("InstanceId", &id))
+        }
+        Err(e) => return Err(e.into()),
     }
+    super::flows::record_hits(ctx, &id, &counters)?;
+    reply(json!({}))
 }
 
 /// `DescribeInstanceStatus`: `InstanceIds` (optional) -> `InstanceStatusSet`
