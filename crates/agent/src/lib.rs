@@ -16,7 +16,8 @@
 //!   that deletes does not wait out a grace period;
 //! - [`client`]: the TC3-signed calls (signed by `palisade_client::tc3`) to the server's `palisade` service;
 //! - [`failover`]: several servers (one PostgreSQL database), tried in turn;
-//! - [`agent`]: the sync and reconcile loop.
+//! - [`agent`]: the sync and reconcile loop;
+//! - [`identity`]: a node that joined with a token: its instance and key in the state directory.
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod error;
 pub mod failover;
 pub mod flowlog;
 pub mod host;
+pub mod identity;
 pub mod netlink;
 pub mod nft;
 pub mod session;

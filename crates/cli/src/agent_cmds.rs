@@ -11,6 +11,7 @@ use palisade_agent::compile::FlowLogOptions;
 use palisade_agent::compile::Mode;
 use palisade_agent::failover::Failover;
 use palisade_agent::flowlog::{RecorderConfig, RecorderStats};
+use palisade_agent::identity;
 use palisade_agent::{compile, CompileOptions, Dataplane, DryRunDataplane, MarkBits, NftDataplane};
 use palisade_model::{Fleet, InstanceId};
 use std::path::PathBuf;
@@ -45,9 +46,22 @@ pub struct AgentArgs {
         requires = "secret_id"
     )]
     secret_key: Option<String>,
-    /// The instance this node is (`ins-...`).
-    #[arg(long)]
-    instance_id: String,
+    /// The instance this node is (`ins-...`). With --join-token: the id to
+    /// join as (default: derived from /etc/machine-id).
+    #[arg(long, required_unless_present_any = ["join_token", "leave"])]
+    instance_id: Option<String>,
+    /// Join the cluster of this join token (a file holding
+    /// `jtk-xxxxxxxx.SECRET`) when the state directory holds no identity;
+    /// afterwards the node uses only its own key, kept there.
+    #[arg(long, env = "PALISADE_JOIN_TOKEN_FILE", value_name = "FILE", conflicts_with_all = ["credentials", "secret_id", "secret_key"])]
+    join_token: Option<PathBuf>,
+    /// Where a node that joined keeps its identity (identity.json, 0600).
+    #[arg(long, env = "PALISADE_STATE_DIR", default_value = "/var/lib/palisade")]
+    state_dir: PathBuf,
+    /// Deregister the node that joined (its identity in --state-dir) and
+    /// remove its key, then exit. The kernel keeps its rules.
+    #[arg(long, conflicts_with_all = ["once", "dry_run"])]
+    leave: bool,
     /// PEM file of the CA(s) to trust for an `https://` server with a
     /// private CA (default: the public web roots).
     #[arg(long, env = "PALISADE_CA_CERT")]
@@ -166,15 +180,32 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         args.private_ip.clone()
     };
     let timeout = Duration::from_secs(10);
-    // The older --secret-id/--secret-key (or PALISADE_SECRET_*) first, then
-    // --credentials FILE, then TENCENTCLOUD_SECRET_ID/KEY: one way for
-    // every command (palisade_client::Credentials::load).
-    let credentials = match (&args.secret_id, &args.secret_key) {
-        (Some(id), Some(key)) => palisade_client::Credentials {
-            secret_id: id.clone(),
-            secret_key: key.clone(),
-        },
-        _ => palisade_client::Credentials::load(args.credentials.as_deref())?,
+    if args.leave {
+        return leave(&args);
+    }
+    let (instance_id, credentials) = if let Some(token) = &args.join_token {
+        let id = joined(&args, token, &private_ips)?;
+        let credentials = palisade_client::Credentials {
+            secret_id: id.secret_id,
+            secret_key: id.secret_key,
+        };
+        (id.instance_id, credentials)
+    } else {
+        // The older --secret-id/--secret-key (or PALISADE_SECRET_*) first, then
+        // --credentials FILE, then TENCENTCLOUD_SECRET_ID/KEY: one way for
+        // every command (palisade_client::Credentials::load).
+        let credentials = match (&args.secret_id, &args.secret_key) {
+            (Some(id), Some(key)) => palisade_client::Credentials {
+                secret_id: id.clone(),
+                secret_key: key.clone(),
+            },
+            _ => palisade_client::Credentials::load(args.credentials.as_deref())?,
+        };
+        let id = args
+            .instance_id
+            .clone()
+            .context("--instance-id is required without --join-token")?;
+        (id, credentials)
     };
     let control = Failover::new(
         args.server
@@ -200,7 +231,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         burst: args.flow_log_rate,
     };
     let config = AgentConfig {
-        instance_id: args.instance_id.clone(),
+        instance_id: instance_id.clone(),
         compile: CompileOptions {
             uplinks: args.uplink.clone(),
             mode: mode(args.maps),
@@ -230,7 +261,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.once {
         let recorder = RecorderConfig {
-            instance: InstanceId::parse_field("--instance-id", &args.instance_id)?,
+            instance: InstanceId::parse_field("--instance-id", &instance_id)?,
             netns: args.netns.clone(),
             group: args.flow_log_group,
             interval: Duration::from_secs(args.flow_interval_secs.clamp(1, 3600)),
@@ -303,6 +334,128 @@ fn spawn_recorder(
             eprintln!("agent: warning: flow records are off: {e}");
         }
     });
+}
+
+/// The identity of a node started with `--join-token`: the one stored in
+/// `--state-dir`, or a new one from joining with the token (tried on each
+/// server in turn until one answers).
+fn joined(
+    args: &AgentArgs,
+    token: &std::path::Path,
+    ips: &[String],
+) -> anyhow::Result<identity::Identity> {
+    if let Some(id) = identity::load(&args.state_dir)? {
+        if let Some(asked) = args.instance_id.as_ref().filter(|i| **i != id.instance_id) {
+            anyhow::bail!(
+                "--instance-id {asked}: this node joined as {} (its identity is in {}); \
+                 run `palisade agent --leave` first to join again",
+                id.instance_id,
+                identity::path(&args.state_dir).display()
+            );
+        }
+        eprintln!(
+            "agent: instance {} of cluster {} (identity in {})",
+            id.instance_id,
+            id.cluster_id,
+            args.state_dir.display()
+        );
+        return Ok(id);
+    }
+    let text = std::fs::read_to_string(token)
+        .with_context(|| format!("reading the join token {}", token.display()))?;
+    let instance = match &args.instance_id {
+        Some(i) => InstanceId::parse_field("--instance-id", i)?.to_string(),
+        None => identity::machine_instance_id()?,
+    };
+    if ips.is_empty() {
+        anyhow::bail!(
+            "--uplink {}: no address to join with (give --private-ip)",
+            args.uplink.join(",")
+        );
+    }
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mut last = None;
+    for server in &args.server {
+        let client = palisade_client::Client::anonymous(server)?;
+        let client = match &args.ca_cert {
+            Some(ca) => client.with_ca_file(ca)?,
+            None => client,
+        };
+        match identity::join(&client, &text, &instance, name.trim(), ips) {
+            Ok(id) => {
+                identity::save(&args.state_dir, &id)?;
+                eprintln!(
+                    "agent: joined cluster {} as instance {} (identity kept in {})",
+                    id.cluster_id,
+                    id.instance_id,
+                    identity::path(&args.state_dir).display()
+                );
+                return Ok(id);
+            }
+            // The server refused: another server of the same database
+            // would refuse alike.
+            Err(e @ palisade_agent::AgentError::Api { .. }) => {
+                return Err(anyhow::Error::new(e).context("joining the cluster"))
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(
+        || anyhow::anyhow!("no --server to join"),
+        |e| anyhow::Error::new(e).context("joining the cluster"),
+    ))
+}
+
+/// `palisade agent --leave`.
+fn leave(args: &AgentArgs) -> anyhow::Result<ExitCode> {
+    let Some(id) = identity::load(&args.state_dir)? else {
+        anyhow::bail!(
+            "{}: no identity; this node did not join with a token (nothing to leave)",
+            identity::path(&args.state_dir).display()
+        );
+    };
+    let credentials = palisade_client::Credentials {
+        secret_id: id.secret_id.clone(),
+        secret_key: id.secret_key.clone(),
+    };
+    let mut last = None;
+    for server in &args.server {
+        let client = palisade_client::Client::new(server, credentials.clone())?;
+        let client = match &args.ca_cert {
+            Some(ca) => client.with_ca_file(ca)?,
+            None => client,
+        };
+        match identity::leave(&client, &id) {
+            Ok(()) => {
+                last = None;
+                break;
+            }
+            // Keys die with their instance: an unknown key means the
+            // instance was already deregistered (pruned, say).
+            Err(e) if e.api_code() == Some("AuthFailure.SecretIdNotFound") => {
+                eprintln!(
+                    "agent: the server no longer knows this node's key: instance {} was already deregistered",
+                    id.instance_id
+                );
+                last = None;
+                break;
+            }
+            Err(e @ palisade_agent::AgentError::Api { .. }) => {
+                last = Some(e);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    if let Some(e) = last {
+        return Err(anyhow::Error::new(e).context("leaving the cluster (the identity is kept)"));
+    }
+    identity::remove(&args.state_dir)?;
+    eprintln!(
+        "agent: instance {} left cluster {}; its key is removed",
+        id.instance_id, id.cluster_id
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The exit code of `palisade agent --once` when the server refused the

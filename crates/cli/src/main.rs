@@ -9,6 +9,7 @@ use std::process::ExitCode;
 mod agent_cmds;
 mod analyze_cmds;
 mod bench_cmds;
+mod cluster_cmds;
 mod explain_cmd;
 mod flows_cmd;
 mod iac_cmds;
@@ -35,6 +36,9 @@ enum Command {
     /// Manage API accounts (works while the server runs).
     #[command(subcommand)]
     Account(server_cmds::AccountCommand),
+    /// Clusters whose nodes join and leave by themselves: join tokens, status, prune.
+    #[command(subcommand)]
+    Cluster(cluster_cmds::ClusterCommand),
     /// The TKE profile: the seed's default groups.
     #[command(subcommand)]
     Tke(tke_cmd::TkeCommand),
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => server_cmds::serve(args),
         Command::Account(cmd) => server_cmds::account(cmd),
+        Command::Cluster(cmd) => cluster_cmds::run(cmd),
         Command::Tke(cmd) => tke_cmd::run(cmd),
         Command::Validate(args) => validate_cmd::run(args),
         Command::Explain(args) => explain_cmd::run(args),

@@ -221,23 +221,30 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
         account_id: String::new(),
         result,
     };
-    let admitted = {
+    // A join token's one action, unsigned (actions/join.rs says why).
+    let joining = action == "JoinCluster" && !headers.contains_key(header::AUTHORIZATION);
+    let admitted = if joining {
+        Err(ApiError::internal("unreachable: a join is not admitted"))
+    } else {
         let (st, h) = (state.clone(), headers.clone());
         tokio::task::spawn_blocking(move || admit(&st, &h))
             .await
             .unwrap_or_else(|e| Err(ApiError::internal(format!("request task failed: {e}"))))
     };
     let read = match admitted {
+        Err(_) if joining => Err(join(&state, &headers, body).await),
         Err(e) => {
             drain(body, REFUSED_DRAIN_BYTES, REFUSED_DRAIN_TIME).await;
-            Err(e)
+            Err(Err(e))
         }
         Ok(admitted) => read_body(&state, &headers, body)
             .await
-            .map(|body| (admitted, body)),
+            .map(|body| (admitted, body))
+            .map_err(Err),
     };
     let outcome = match read {
-        Err(e) => unattributed(Err(e)),
+        Err(Ok(joined)) => joined,
+        Err(Err(e)) => unattributed(Err(e)),
         Ok((admitted, (body, _budget))) => {
             let body = Arc::new(body);
             let method = parts.method.to_string();
@@ -371,6 +378,35 @@ async fn run_handle(
             result: Err(ApiError::internal(format!("request task failed: {e}"))),
         },
     }
+}
+
+/// `JoinCluster`: the body is read within the same bounds as any request,
+/// and the join token inside it is the only credential (no signature).
+async fn join(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Result<Outcome, ApiError> {
+    let (body, _budget) = read_body(state, headers, body).await?;
+    let version = header_str(headers, "x-tc-version");
+    let st = state.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        if version != PALISADE_VERSION {
+            return Err(ApiError::new(
+                ErrorCode::NoSuchVersion,
+                format!(
+                    "JoinCluster is served at palisade version {PALISADE_VERSION}, not {version:?}"
+                ),
+            ));
+        }
+        let params = Params::from_body(&body)?;
+        actions::join_cluster(st.store.as_ref(), &st.limits, &params)
+    })
+    .await
+    .unwrap_or_else(|e| Err(ApiError::internal(format!("request task failed: {e}"))));
+    Ok(Outcome {
+        service: "palisade".into(),
+        action: "JoinCluster".into(),
+        account: String::new(),
+        account_id: String::new(),
+        result,
+    })
 }
 
 /// Answers a long-poll again after a wake-up: the same action with the
@@ -730,9 +766,10 @@ fn service_of(scope: &str, action: &str) -> Result<&'static str, ApiError> {
 fn check_scope(ins: &str, service: &str, action: &str, params: &Params) -> Result<(), ApiError> {
     let own = service == "palisade"
         && match action {
-            "DescribeInstanceRuleset" | "ReportInstanceStatus" | "ReportFlowRecords" => {
-                params.opt_str("InstanceId")?.as_deref() == Some(ins)
-            }
+            "DescribeInstanceRuleset"
+            | "ReportInstanceStatus"
+            | "ReportFlowRecords"
+            | "LeaveCluster" => params.opt_str("InstanceId")?.as_deref() == Some(ins),
             "RegisterInstances" => params
                 .opt_typed::<Vec<serde_json::Map<String, Value>>>("Instances")?
                 .is_some_and(|list| {
@@ -748,8 +785,8 @@ fn check_scope(ins: &str, service: &str, action: &str, params: &Params) -> Resul
             ErrorCode::AuthFailureUnauthorizedOperation,
             format!(
                 "this credential belongs to the agent of {ins}: it may only call palisade \
-                 DescribeInstanceRuleset, ReportInstanceStatus, ReportFlowRecords or \
-                 RegisterInstances for {ins}"
+                 DescribeInstanceRuleset, ReportInstanceStatus, ReportFlowRecords, \
+                 RegisterInstances or LeaveCluster for {ins}"
             ),
         ))
     }

@@ -417,6 +417,22 @@ pub trait Tx {
         instance_id: &str,
         mode: Enforcement,
     ) -> Result<(), StoreError>;
+    /// A join token by its id, whichever account issued it: `(account,
+    /// body)`. The id names the account; the caller checks the secret
+    /// (its hash is in the body) before it acts for that account.
+    fn join_token(&self, id: &str) -> Result<Option<(String, serde_json::Value)>, StoreError>;
+    /// The join tokens of an account, oldest first: `(id, body)`.
+    fn join_tokens(&self, account: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
+    /// Creates or replaces a join token of `account`.
+    fn put_join_token(
+        &mut self,
+        account: &str,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+    /// Stores an agent credential for an instance of `account` created in
+    /// this transaction ([`Store::create_instance_key`] runs its own).
+    fn insert_instance_key(&mut self, key: &InstanceKey) -> Result<(), StoreError>;
 
     /// A store-wide marker, such as a one-time start-up task that ran
     /// (`None` if never set). Names other than `revision` only.
@@ -637,6 +653,12 @@ fn check_account_name(name: &str) -> Result<(), StoreError> {
     } else {
         Err(StoreError::InvalidAccountName(name.to_string()))
     }
+}
+
+/// `prefix` and `n` random letters and digits, for secrets made outside
+/// the store (an agent key created inside a larger transaction).
+pub fn random_secret(prefix: &str, n: usize) -> String {
+    random_alnum(prefix, n)
 }
 
 /// `prefix` and `n` random letters and digits, for secrets.

@@ -73,7 +73,8 @@ const MIGRATION_LOCK: i64 = 0x5041_4c49_5341_4445; // "PALISADE"
 /// account only). Version 3 keys instances, clusters, bindings and instance status by
 /// `(account_id, id)` (and indexes instance keys by account): those ids are
 /// chosen by clients, and one account's id must neither block nor reveal
-/// another's.
+/// another's. Version 6 adds the join tokens (`join_tokens`, one JSON body
+/// each, the secret only as its hash).
 pub const MIGRATIONS: &[(i32, &str)] = &[
     (
         1,
@@ -165,6 +166,15 @@ CREATE TABLE rule_hits (
     policy_index BIGINT NOT NULL, digest TEXT NOT NULL, hits BIGINT NOT NULL,
     last_used BIGINT NOT NULL, since BIGINT NOT NULL,
     PRIMARY KEY (account_id, group_id, direction, policy_index));
+",
+    ),
+    (
+        6,
+        "
+CREATE TABLE join_tokens (
+    id TEXT PRIMARY KEY, account_id TEXT NOT NULL, body TEXT NOT NULL,
+    created_time TEXT NOT NULL);
+CREATE INDEX join_tokens_account ON join_tokens (account_id);
 ",
     ),
 ];

@@ -1131,6 +1131,78 @@ impl Tx for SqlTx<'_> {
         Ok(())
     }
 
+    fn join_token(&self, id: &str) -> Result<Option<(String, serde_json::Value)>, StoreError> {
+        let Some(mut r) = self
+            .db
+            .query(
+                "SELECT account_id FROM join_tokens WHERE id = $1",
+                params![id],
+            )?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let account = r.text(0)?;
+        // Locked before the read that counts: a use is read and written
+        // under the account's lock, so two joins cannot share the last use.
+        self.lock(&account)?;
+        let Some(mut r) = self
+            .db
+            .query(
+                "SELECT body FROM join_tokens WHERE account_id = $1 AND id = $2",
+                params![&account, id],
+            )?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        Ok(Some((account, r.json(0)?)))
+    }
+
+    fn join_tokens(&self, account: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        self.lock(account)?;
+        self.db
+            .query(
+                "SELECT id, body FROM join_tokens WHERE account_id = $1 ORDER BY created_time, id",
+                params![account],
+            )?
+            .into_iter()
+            .map(|mut r| Ok((r.text(0)?, r.json(1)?)))
+            .collect()
+    }
+
+    fn put_join_token(
+        &mut self,
+        account: &str,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.lock(account)?;
+        let n = self.db.execute(
+            "UPDATE join_tokens SET body = $3 WHERE account_id = $1 AND id = $2",
+            params![account, id, &to_json(body)?],
+        )?;
+        if n == 0 {
+            self.db.execute(
+                "INSERT INTO join_tokens (id, account_id, body, created_time) VALUES ($1, $2, $3, $4)",
+                params![id, account, &to_json(body)?, &crate::now_string()],
+            )?;
+        }
+        // Not configuration that agents hold: the revision stays.
+        Ok(())
+    }
+
+    fn insert_instance_key(&mut self, key: &InstanceKey) -> Result<(), StoreError> {
+        self.lock(&key.account_id)?;
+        self.db.execute(
+            "INSERT INTO instance_keys (secret_id, secret_key, account_id, instance_id, created_time) VALUES ($1, $2, $3, $4, $5)",
+            params![&key.secret_id, &key.secret_key, &key.account_id, &key.instance_id, &crate::now_string()],
+        )?;
+        Ok(())
+    }
+
     fn marker(&self, name: &str) -> Result<Option<i64>, StoreError> {
         debug_assert_ne!(name, "revision");
         self.db

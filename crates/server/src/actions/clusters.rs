@@ -39,7 +39,9 @@ fn cluster_json(c: &ClusterRecord) -> Value {
 
 /// `RegisterCluster`: creates a cluster (id generated when absent) or
 /// replaces the description of one that exists. Nodes and masters must be
-/// registered instances of the account.
+/// registered instances of the account. `NodeSecurityGroupIds` and
+/// `MasterSecurityGroupIds` (groups of the account, in binding order) are
+/// what a node joining with a token is bound to.
 pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
     p.allow_only(&[
         "ClusterId",
@@ -51,6 +53,8 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
         "PeerClusters",
         "SshSources",
         "NodePortSources",
+        "NodeSecurityGroupIds",
+        "MasterSecurityGroupIds",
     ])?;
     let id = match p.opt_str("ClusterId")?.filter(|s| !s.is_empty()) {
         Some(id) => ClusterId::parse_field("ClusterId", &id)?.to_string(),
@@ -78,6 +82,15 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
     for c in &peers {
         ClusterId::parse_field("PeerClusters", c)?;
     }
+    let mut role_groups = Vec::new();
+    for field in ["NodeSecurityGroupIds", "MasterSecurityGroupIds"] {
+        let list = p.opt_str_list(field)?.unwrap_or_default();
+        bounded_list(field, &list, 5)?;
+        for g in &list {
+            super::parse_group_id(field, g)?;
+        }
+        role_groups.push(list);
+    }
     let body = json!({
         "ClusterName": name,
         "ClusterCidr": cluster_cidr,
@@ -88,6 +101,16 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
         "SshSources": cidrs(p, "SshSources")?,
         "NodePortSources": cidrs(p, "NodePortSources")?,
     });
+    let mut body = body;
+    for (field, list) in ["NodeSecurityGroupIds", "MasterSecurityGroupIds"]
+        .iter()
+        .zip(&role_groups)
+    {
+        // Absent unless recorded: descriptions made before stay as they were.
+        if !list.is_empty() {
+            body[*field] = json!(list);
+        }
+    }
     ctx.write(|tx| {
         for i in nodes.iter().chain(&masters) {
             if tx.instance(ctx.account, i)?.is_none() {
@@ -95,6 +118,11 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
                     ErrorCode::InvalidInstanceIdNotFound,
                     format!("instance {i:?} is not registered"),
                 ));
+            }
+        }
+        for g in role_groups.iter().flatten() {
+            if tx.group(ctx.account, g)?.is_none() {
+                return Err(ApiError::not_found("SecurityGroupId", g));
             }
         }
         let time = now();

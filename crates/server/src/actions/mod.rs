@@ -11,10 +11,12 @@ mod clusters;
 mod cvm;
 pub mod flows;
 mod groups;
+mod join;
 mod palisade;
 mod policies;
 mod templates;
 
+pub use join::join as join_cluster;
 pub use palisade::{Fill, FillLead, FillWait, RulesetCache, FILL_WAIT};
 
 use crate::error::ApiError;
@@ -109,6 +111,12 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("palisade", "DescribeFlowRecords"),
     ("palisade", "ModifyInstanceEnforcement"),
     ("palisade", "DescribeRuleHits"),
+    ("palisade", "CreateJoinToken"),
+    ("palisade", "DescribeJoinTokens"),
+    ("palisade", "RevokeJoinToken"),
+    ("palisade", "JoinCluster"),
+    ("palisade", "LeaveCluster"),
+    ("palisade", "PruneCluster"),
 ];
 
 /// The actions of Tencent's STS (version `2018-08-13`) served: tools that
@@ -172,6 +180,17 @@ pub fn dispatch(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Reply
         ("palisade", "DescribeFlowRecords") => flows::describe(ctx, p),
         ("palisade", "ModifyInstanceEnforcement") => flows::modify_enforcement(ctx, p),
         ("palisade", "DescribeRuleHits") => flows::describe_hits(ctx, p),
+        ("palisade", "CreateJoinToken") => join::create(ctx, p),
+        ("palisade", "DescribeJoinTokens") => join::describe(ctx, p),
+        ("palisade", "RevokeJoinToken") => join::revoke(ctx, p),
+        // Only a join token calls it, unsigned (`http::join`): a signed
+        // caller already has an account and registers instances itself.
+        ("palisade", "JoinCluster") => Err(ApiError::new(
+            ErrorCode::UnsupportedOperation,
+            "JoinCluster takes a join token in an unsigned request; signed callers use RegisterInstances",
+        )),
+        ("palisade", "LeaveCluster") => join::leave(ctx, p),
+        ("palisade", "PruneCluster") => join::prune(ctx, p),
         ("sts", "GetCallerIdentity") => caller_identity(ctx),
         _ => Err(ApiError::new(
             ErrorCode::InvalidAction,

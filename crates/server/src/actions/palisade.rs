@@ -164,10 +164,10 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
 /// network: a group reference admits its members' IPs, so a second instance
 /// holding the same IP would be admitted silently by every rule that
 /// references the first one's groups.
-struct Holders(HashMap<IpAddr, String>);
+pub(super) struct Holders(HashMap<IpAddr, String>);
 
 impl Holders {
-    fn load(tx: &dyn Tx, account: &str) -> Result<Self, ApiError> {
+    pub(super) fn load(tx: &dyn Tx, account: &str) -> Result<Self, ApiError> {
         let mut held = HashMap::new();
         for i in tx.instances(account)? {
             for ip in &i.private_ips {
@@ -184,7 +184,7 @@ impl Holders {
     /// Gives `ips` to instance `id` (the `n`th of the request), releasing the
     /// ones it held before; `InvalidParameterValue.Duplicate` naming the
     /// holder when another instance holds one of them.
-    fn claim(&mut self, n: usize, id: &str, ips: &[String]) -> Result<(), ApiError> {
+    pub(super) fn claim(&mut self, n: usize, id: &str, ips: &[String]) -> Result<(), ApiError> {
         // Checked by `register` before the transaction.
         let addrs: Vec<IpAddr> = ips.iter().filter_map(|ip| ip.parse().ok()).collect();
         for addr in &addrs {
@@ -435,8 +435,12 @@ pub fn report_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
 /// with each instance's last report and the current store revision, so a
 /// lagging agent shows as `AppliedRevision < Revision`.
 pub fn describe_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
-    p.allow_only(&["InstanceIds"])?;
+    p.allow_only(&["InstanceIds", "StaleSeconds"])?;
     let ids = p.opt_str_list("InstanceIds")?;
+    let stale_after = p
+        .opt_uint("StaleSeconds")?
+        .unwrap_or(super::join::DEFAULT_STALE_SECONDS);
+    let unix_now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
     if let Some(ids) = &ids {
         for id in ids {
             check_instance_id(id)?;
@@ -463,8 +467,16 @@ pub fn describe_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
                 String::new(),
             ),
         };
+        // Silent for StaleSeconds: since its last report, or since it was
+        // registered when it never reported.
+        let last = if report.is_some() {
+            &time
+        } else {
+            &ins.created_time
+        };
         set.push(json!({
             "InstanceId": ins.id,
+            "Stale": super::join::is_stale(last, unix_now, stale_after),
             "Reported": report.is_some(),
             "ReportedTime": time,
             "AppliedRevision": body["AppliedRevision"],
