@@ -67,7 +67,7 @@ pub struct AgentArgs {
     #[arg(long, env = "PALISADE_CA_CERT")]
     ca_cert: Option<PathBuf>,
     /// The node's uplink interface(s); repeat or separate with commas.
-    #[arg(long, required = true, value_delimiter = ',')]
+    #[arg(long, required_unless_present = "leave", value_delimiter = ',')]
     uplink: Vec<String>,
     /// Apply inside this network namespace (`ip netns exec NAME`).
     #[arg(long)]
