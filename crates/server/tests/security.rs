@@ -437,12 +437,17 @@ fn an_agent_credential_reads_only_its_own_instance() {
     for (_, action) in ACTIONS {
         if matches!(
             *action,
-            "DescribeInstanceRuleset" | "ReportInstanceStatus" | "RegisterInstances"
+            "DescribeInstanceRuleset"
+                | "ReportInstanceStatus"
+                | "RegisterInstances"
+                | "LeaveCluster"
         ) {
             continue;
         }
         refused(action, &valid[*action]);
     }
+    // An agent leaves as itself only.
+    refused("LeaveCluster", &json!({"InstanceId": a_ids["$INS2"]}));
     assert_eq!(server.db_bytes(), before, "an agent changed the database");
     // The account's key changes them, and the agent confirms the new ones.
     let moved = json!({"Instances": [

@@ -37,6 +37,13 @@ const MAX_TTL_SECONDS: u64 = 366 * 24 * 3600;
 const MAX_ALLOWED_CIDRS: usize = 100;
 /// Most addresses a joining node registers.
 const MAX_JOIN_IPS: usize = 16;
+/// The parameters of `JoinCluster`.
+const JOIN_PARAMS: &[&str] = &[
+    "JoinToken",
+    "InstanceId",
+    "InstanceName",
+    "PrivateIpAddresses",
+];
 /// How long an agent may stay silent before it is stale, by default.
 pub const DEFAULT_STALE_SECONDS: u64 = 300;
 
@@ -157,12 +164,7 @@ pub fn revoke(ctx: &Ctx<'_>, p: &Params) -> Reply {
 /// its agent key (`SecretId`, `SecretKey`). Every refusal registers
 /// nothing and uses nothing of the token.
 pub fn join(store: &dyn Store, limits: &palisade_model::limits::Limits, p: &Params) -> Reply {
-    p.allow_only(&[
-        "JoinToken",
-        "InstanceId",
-        "InstanceName",
-        "PrivateIpAddresses",
-    ])?;
+    p.allow_only(JOIN_PARAMS)?;
     let token = p.req_str("JoinToken")?;
     let (token_id, secret) = token.split_once('.').ok_or_else(|| {
         ApiError::new(
@@ -335,6 +337,18 @@ pub fn join(store: &dyn Store, limits: &palisade_model::limits::Limits, p: &Para
             "SecretKey": key.secret_key,
         }))
     })
+}
+
+/// `JoinCluster` in a signed request: only a join token calls it,
+/// unsigned (`http::join`); a signed caller already has an account and
+/// registers instances itself. Its parameters are checked all the same,
+/// so a misspelt one is named.
+pub fn signed(p: &Params) -> Reply {
+    p.allow_only(JOIN_PARAMS)?;
+    Err(ApiError::new(
+        ErrorCode::UnsupportedOperation,
+        "JoinCluster takes a join token in an unsigned request; signed callers use RegisterInstances",
+    ))
 }
 
 /// `LeaveCluster` (an agent's own key): `InstanceId` -> the instance is

@@ -183,12 +183,7 @@ pub fn dispatch(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Reply
         ("palisade", "CreateJoinToken") => join::create(ctx, p),
         ("palisade", "DescribeJoinTokens") => join::describe(ctx, p),
         ("palisade", "RevokeJoinToken") => join::revoke(ctx, p),
-        // Only a join token calls it, unsigned (`http::join`): a signed
-        // caller already has an account and registers instances itself.
-        ("palisade", "JoinCluster") => Err(ApiError::new(
-            ErrorCode::UnsupportedOperation,
-            "JoinCluster takes a join token in an unsigned request; signed callers use RegisterInstances",
-        )),
+        ("palisade", "JoinCluster") => join::signed(p),
         ("palisade", "LeaveCluster") => join::leave(ctx, p),
         ("palisade", "PruneCluster") => join::prune(ctx, p),
         ("sts", "GetCallerIdentity") => caller_identity(ctx),

@@ -522,9 +522,11 @@ pub fn seed(store: &SqliteStore, account: &str, suffix: &str) -> Ids {
         "palisade",
         "RegisterCluster",
         json!({
-            "ClusterId": cls, "ClusterCidr": "10.0.0.0/16", "ContainerCidr": "172.16.0.0/16", "Nodes": [ins]
+            "ClusterId": cls, "ClusterCidr": "10.0.0.0/16", "ContainerCidr": "172.16.0.0/16", "Nodes": [ins],
+            "NodeSecurityGroupIds": [sg1]
         }),
     );
+    let jtk = id(&call("palisade", "CreateJoinToken", json!({ "ClusterId": cls }))["JoinTokenId"]);
     [
         ("$SG1", sg1),
         ("$SG2", sg2),
@@ -535,6 +537,7 @@ pub fn seed(store: &SqliteStore, account: &str, suffix: &str) -> Ids {
         ("$INS2", ins2),
         ("$INS", ins),
         ("$CLS", cls),
+        ("$JTK", jtk),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
