@@ -541,6 +541,71 @@ fn instance_keys_status_and_clusters() {
     }
 }
 
+/// Join tokens (issue 22): found by id whichever account holds them,
+/// listed per account, replaced in place; an agent key made in the same
+/// transaction as its instance works at once and dies with it.
+#[test]
+fn join_tokens_and_keys_made_with_their_instance() {
+    use palisade_store::InstanceKey;
+    for b in backends() {
+        let store = &b.store;
+        let acc = store.create_account("ops").expect("account");
+        let other = store.create_account("dev").expect("account");
+        let body = serde_json::json!({"ClusterId": "cls-00000001", "Uses": 0});
+        store
+            .write(|tx| tx.put_join_token(&acc.id, "jtk-00000001", &body))
+            .expect("put");
+        let rev = store.revision().expect("rev");
+        let mut used = body.clone();
+        used["Uses"] = serde_json::json!(1);
+        store
+            .write(|tx| tx.put_join_token(&acc.id, "jtk-00000001", &used))
+            .expect("replace");
+        assert_eq!(store.revision().expect("rev"), rev, "tokens are not config");
+        let found = (b.reopen)()
+            .read(|tx| tx.join_token("jtk-00000001"))
+            .expect("read")
+            .expect("found through another handle");
+        assert_eq!(found, (acc.id.clone(), used.clone()), "{}", b.name);
+        assert_eq!(
+            store.read(|tx| tx.join_tokens(&acc.id)).expect("list"),
+            vec![("jtk-00000001".to_string(), used)]
+        );
+        assert!(store
+            .read(|tx| tx.join_tokens(&other.id))
+            .expect("list")
+            .is_empty());
+        assert_eq!(
+            store
+                .read(|tx| tx.join_token("jtk-00000002"))
+                .expect("none"),
+            None
+        );
+        let key = InstanceKey {
+            account_id: acc.id.clone(),
+            instance_id: "ins-00000001".into(),
+            secret_id: palisade_store::random_secret("AKID", 32),
+            secret_key: palisade_store::random_secret("", 32),
+        };
+        store
+            .write(|tx| {
+                tx.insert_instance(&acc.id, &instance("ins-00000001", &[]))?;
+                tx.insert_instance_key(&key)
+            })
+            .expect("instance and key");
+        let cred = store
+            .credential(&key.secret_id)
+            .expect("lookup")
+            .expect("found");
+        assert_eq!(cred.instance_scope.as_deref(), Some("ins-00000001"));
+        assert_eq!(cred.secret_key, key.secret_key);
+        store
+            .write(|tx| tx.delete_instance(&acc.id, "ins-00000001"))
+            .expect("delete");
+        assert!(store.credential(&key.secret_id).expect("lookup").is_none());
+    }
+}
+
 /// Instance and cluster ids are chosen by clients, so they are unique per
 /// account: two accounts holding the same id each see, bind, key, report
 /// and delete only their own.
