@@ -48,7 +48,7 @@ pub struct AgentArgs {
     secret_key: Option<String>,
     /// The instance this node is (`ins-...`). With --join-token: the id to
     /// join as (default: derived from /etc/machine-id).
-    #[arg(long, required_unless_present_any = ["join_token", "leave"])]
+    #[arg(long, env = "PALISADE_INSTANCE_ID", required_unless_present_any = ["join_token", "leave"])]
     instance_id: Option<String>,
     /// Join the cluster of this join token (a file holding
     /// `jtk-xxxxxxxx.SECRET`) when the state directory holds no identity;
@@ -360,6 +360,12 @@ fn joined(
             args.state_dir.display()
         );
         return Ok(id);
+    }
+    if args.dry_run {
+        anyhow::bail!(
+            "{}: no identity, and a dry run does not join (joining registers the node)",
+            identity::path(&args.state_dir).display()
+        );
     }
     let text = std::fs::read_to_string(token)
         .with_context(|| format!("reading the join token {}", token.display()))?;
