@@ -111,8 +111,9 @@ pub struct TkeApplyArgs {
     /// CIDR of the container (pod) network.
     #[arg(long)]
     container_cidr: String,
-    /// Worker nodes, comma-separated `ins-` ids (registered on the server).
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Worker nodes, comma-separated `ins-` ids (registered on the server);
+    /// none for a cluster whose nodes join by themselves (join tokens).
+    #[arg(long, value_delimiter = ',')]
     nodes: Vec<String>,
     /// Masters of a self-deployed cluster, comma-separated.
     #[arg(long, value_delimiter = ',')]

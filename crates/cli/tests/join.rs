@@ -13,22 +13,35 @@ use common::Server;
 use palisade_client::{Client, Credentials};
 use serde_json::{json, Value};
 
-/// A cluster `cls` with a node group made as `tke apply` names it; returns
-/// the group id.
+/// A cluster `cls` set up by `tke apply` with no nodes (they join by
+/// themselves); returns its node group's id.
 fn cluster(s: &Server, cls: &str) -> String {
-    let c = s.client();
-    let g = c
-        .vpc(
-            "CreateSecurityGroup",
-            &json!({ "GroupName": format!("tke-node-{cls}"), "GroupDescription": "nodes" }),
-        )
+    let o = s.run(&[
+        "tke",
+        "apply",
+        "--cluster-id",
+        cls,
+        "--cluster-cidr",
+        "198.18.0.0/24",
+        "--container-cidr",
+        "198.19.0.0/16",
+    ]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let groups = s
+        .client()
+        .vpc("DescribeSecurityGroups", &json!({}))
         .unwrap();
-    c.palisade(
-        "RegisterCluster",
-        &json!({ "ClusterId": cls, "ClusterCidr": "198.18.0.0/24", "ContainerCidr": "198.19.0.0/16" }),
-    )
-    .unwrap();
-    g["SecurityGroup"]["SecurityGroupId"]
+    groups["SecurityGroupSet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["SecurityGroupName"] == json!(format!("tke-node-{cls}")))
+        .unwrap()["SecurityGroupId"]
         .as_str()
         .unwrap()
         .to_string()
@@ -99,6 +112,34 @@ fn a_token_joins_nodes_into_its_cluster_bound_to_the_node_group() {
         ins["InstanceSet"][0]["SecurityGroupIds"],
         json!([group]),
         "{ins}"
+    );
+    let cls = c
+        .palisade(
+            "DescribeClusters",
+            &json!({ "ClusterIds": ["cls-aaaaaaaa"] }),
+        )
+        .unwrap();
+    assert_eq!(
+        cls["ClusterSet"][0]["Nodes"],
+        json!(["ins-node0001", "ins-node0002"])
+    );
+    // `tke apply` again (no --nodes: the nodes join by themselves) keeps
+    // the joined nodes listed and bound, and the recorded groups.
+    let o = s.run(&[
+        "tke",
+        "apply",
+        "--cluster-id",
+        "cls-aaaaaaaa",
+        "--cluster-cidr",
+        "198.18.0.0/24",
+        "--container-cidr",
+        "198.19.0.0/16",
+    ]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
     );
     let cls = c
         .palisade(

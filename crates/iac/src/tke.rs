@@ -114,8 +114,9 @@ pub fn desired(remote: &FleetFile, c: &TkeCluster) -> Result<(FleetFile, Cluster
         name: kept.name,
         cluster_cidr: c.networks.cluster_cidr.to_string(),
         container_cidr: c.networks.container_cidr.to_string(),
-        nodes: c.nodes.clone(),
-        masters: c.masters.clone(),
+        // Nodes that joined by themselves (join tokens) stay listed.
+        nodes: still_registered(&file, &kept.nodes, &c.nodes),
+        masters: still_registered(&file, &kept.masters, &c.masters),
         peers: c.peers.iter().map(|(id, _)| id.clone()).collect(),
         ssh_sources: c.ssh_from.iter().map(|s| s.to_string()).collect(),
         nodeport_sources: kept.nodeport_sources,
@@ -125,6 +126,22 @@ pub fn desired(remote: &FleetFile, c: &TkeCluster) -> Result<(FleetFile, Cluster
         None => file.clusters.push(cluster.clone()),
     }
     Ok((file, cluster))
+}
+
+/// `recorded` that are still registered instances of `file`, then the
+/// ones of `given` not among them.
+fn still_registered(file: &FleetFile, recorded: &[String], given: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = recorded
+        .iter()
+        .filter(|n| file.instances.iter().any(|i| &i.id == *n))
+        .cloned()
+        .collect();
+    for n in given {
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
+    }
+    out
 }
 
 /// Which group of `file` is the cluster's group of one role: the one named

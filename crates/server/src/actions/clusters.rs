@@ -41,7 +41,8 @@ fn cluster_json(c: &ClusterRecord) -> Value {
 /// replaces the description of one that exists. Nodes and masters must be
 /// registered instances of the account. `NodeSecurityGroupIds` and
 /// `MasterSecurityGroupIds` (groups of the account, in binding order) are
-/// what a node joining with a token is bound to.
+/// what a node joining with a token is bound to; absent, those recorded
+/// before are kept.
 pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
     p.allow_only(&[
         "ClusterId",
@@ -126,9 +127,18 @@ pub fn register(ctx: &Ctx<'_>, p: &Params) -> Reply {
             }
         }
         let time = now();
-        let created_time = tx
-            .cluster(ctx.account, &id)?
-            .map_or_else(|| time.clone(), |c| c.created_time);
+        let existing = tx.cluster(ctx.account, &id)?;
+        let mut body = body;
+        // The groups joining nodes get are not in a fleet file: `apply` and
+        // `tke apply`, which register the cluster from one, keep them.
+        for field in ["NodeSecurityGroupIds", "MasterSecurityGroupIds"] {
+            if !p.has(field) {
+                if let Some(kept) = existing.as_ref().and_then(|c| c.body.get(field)) {
+                    body[field] = kept.clone();
+                }
+            }
+        }
+        let created_time = existing.map_or_else(|| time.clone(), |c| c.created_time);
         let rec = ClusterRecord {
             id: id.clone(),
             body,
