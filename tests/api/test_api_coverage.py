@@ -18,7 +18,8 @@ DescribeServiceTemplateGroups""".split()
 CVM = "AssociateSecurityGroups DisassociateSecurityGroups ModifyInstancesAttribute DescribeInstances".split()
 PALISADE = """RegisterInstances DeregisterInstances DescribeInstanceRuleset ReportInstanceStatus DescribeInstanceStatus
 RegisterCluster DeregisterClusters DescribeClusters ReportFlowRecords DescribeFlowRecords
-ModifyInstanceEnforcement""".split()
+ModifyInstanceEnforcement DescribeRuleHits CreateJoinToken DescribeJoinTokens RevokeJoinToken JoinCluster
+LeaveCluster PruneCluster""".split()
 UNSUPPORTED = """CreateDefaultSecurityGroup DescribeAddressTemplateInstances DescribeServiceTemplateInstances
 DescribeAddressTemplateGroupInstances DescribeServiceTemplateGroupInstances AssociateNetworkInterfaceSecurityGroups
 DisassociateNetworkInterfaceSecurityGroups DisassociateVpcEndPointSecurityGroups""".split()

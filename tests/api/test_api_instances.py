@@ -248,7 +248,8 @@ def test_instance_scoped_agent_credential(server, fresh):
     assert mine["InstanceId"] == ins and mine["Reported"] is True and mine["AppliedRevision"] == rev and mine["ReportedTime"]
     assert mine["Counters"] == [{"SecurityGroupId": "sg-00000001", "Direction": "Ingress", "PolicyIndex": 0, "Packets": 5, "Bytes": 300}]
     assert mine["Errors"] == ["nft: none"]
-    assert theirs == {"InstanceId": other, "Reported": False, "ReportedTime": "", "AppliedRevision": 0, "Counters": [], "Errors": [],
+    # Registered just now and never reported: not stale yet (StaleSeconds 300).
+    assert theirs == {"InstanceId": other, "Stale": False, "Reported": False, "ReportedTime": "", "AppliedRevision": 0, "Counters": [], "Errors": [],
                       "Enforcement": "ENFORCE"}
     assert error_code(agent.p, "ReportInstanceStatus", {"InstanceId": other, "AppliedRevision": 1}) == "AuthFailure.UnauthorizedOperation"
     assert error_code(agent.p, "DescribeInstanceStatus", {}) == "AuthFailure.UnauthorizedOperation"
