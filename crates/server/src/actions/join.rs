@@ -203,18 +203,23 @@ pub fn join(store: &dyn Store, limits: &palisade_model::limits::Limits, p: &Para
             format!("join token {token_id}: {why}; nothing was registered"),
         )
     };
-    store.write(|tx| {
+    let genuine = |found: Option<(String, Value)>| match found {
+        Some((account, body))
+            if body["SecretSha256"]
+                .as_str()
+                .is_some_and(|h| same(h, &sha256_hex(secret))) =>
+        {
+            Ok((account, body))
+        }
         // An unknown id and a wrong secret answer alike.
-        let (account, mut body) = match tx.join_token(token_id)? {
-            Some((account, body))
-                if body["SecretSha256"]
-                    .as_str()
-                    .is_some_and(|h| same(h, &sha256_hex(secret))) =>
-            {
-                (account, body)
-            }
-            _ => return Err(refused("unknown token or wrong secret".into())),
-        };
+        _ => Err(refused("unknown token or wrong secret".into())),
+    };
+    // Anyone may send this request: a token that is not genuine is turned
+    // away on a read, so guesses never take the writer.
+    genuine(store.read(|tx| Ok::<_, ApiError>(tx.join_token(token_id)?))?)?;
+    store.write(|tx| {
+        // Read again under the account's lock: its state and uses now.
+        let (account, mut body) = genuine(tx.join_token(token_id)?)?;
         let now = unix_now();
         match state(&body, now) {
             "Active" => {}
