@@ -36,6 +36,7 @@ pub mod classify;
 pub mod console;
 pub mod control_plane;
 pub mod dataplane;
+pub mod flows;
 pub mod interrupt;
 
 pub use classbench::{ClassBenchRule, DpdkExport};

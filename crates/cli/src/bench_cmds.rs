@@ -47,6 +47,29 @@ pub enum BenchCommand {
     /// The web console's server time: the groups list with many groups and
     /// a group page with many rules, rendered in-process (issue 21).
     Console(ConsoleArgs),
+    /// Flow records in the store: batched reports stored per second, and
+    /// a filtered read of one instance and one hour (issue 18).
+    Flows(FlowsArgs),
+}
+
+/// `palisade bench flows`.
+#[derive(Args, Debug, Clone)]
+pub struct FlowsArgs {
+    /// Records to store.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Instances they are spread over.
+    #[arg(long, default_value_t = 100)]
+    pub instances: u64,
+    /// The store (default: SQLite in a temporary directory).
+    #[arg(long)]
+    pub store: Option<palisade_store::Location>,
+    /// Reads of each kind.
+    #[arg(long, default_value_t = 20)]
+    pub reads: usize,
+    /// table or json.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Format,
 }
 
 /// `palisade bench console`.
@@ -181,6 +204,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Propagate(args) => propagate_cmd(args),
         BenchCommand::Api(args) => api_cmd(args),
         BenchCommand::Console(args) => console_cmd(args),
+        BenchCommand::Flows(args) => flows_cmd(args),
     }
 }
 
@@ -360,6 +384,32 @@ fn api_cmd(args: ApiArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `palisade bench console`.
+fn flows_cmd(args: FlowsArgs) -> anyhow::Result<ExitCode> {
+    let opts = palisade_bench::flows::FlowsOptions {
+        records: args.records,
+        instances: args.instances,
+        store: args.store,
+        reads: args.reads,
+    };
+    let r = palisade_bench::flows::run(&opts, &mut |l| eprintln!("bench flows: {l}"))?;
+    match args.output {
+        Format::Json => print_json(&r)?,
+        Format::Table => {
+            println!("{} records over {} instances in {}", r.records, r.instances, r.store);
+            println!("stored: {:.0} records/s (batches of 2,000)", r.stored_per_sec);
+            println!(
+                "one instance, one hour ({} records), newest 100: median {:.2} ms, slowest {:.2} ms",
+                r.filtered_matched, r.filtered_ms.0, r.filtered_ms.1
+            );
+            println!(
+                "baseline, the account's newest 100: median {:.2} ms, slowest {:.2} ms",
+                r.unfiltered_ms.0, r.unfiltered_ms.1
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn console_cmd(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
     let opts = palisade_bench::console::ConsoleOptions {
         groups: args.groups,

@@ -156,6 +156,7 @@ CREATE TABLE flow_records (
 CREATE INDEX flow_records_instance ON flow_records (account_id, instance_id, start_time);
 CREATE INDEX flow_records_time ON flow_records (account_id, start_time);
 CREATE INDEX flow_records_end ON flow_records (account_id, end_time);
+CREATE INDEX flow_records_instance_end ON flow_records (account_id, instance_id, end_time);
 CREATE TABLE rule_counter_last (
     account_id TEXT NOT NULL, instance_id TEXT NOT NULL, group_id TEXT NOT NULL,
     direction TEXT NOT NULL, policy_index BIGINT NOT NULL, digest TEXT NOT NULL,
