@@ -156,7 +156,11 @@ fn record(id: &str, n: u64, seq: u64, total: u64) -> FlowRecord {
         src_port: Some(30_000 + (seq % 30_000) as u16),
         dst_port: Some([22, 80, 443][(seq % 3) as usize]),
         protocol: 6,
-        action: if accept { Verdict::Accept } else { Verdict::Drop },
+        action: if accept {
+            Verdict::Accept
+        } else {
+            Verdict::Drop
+        },
         rule: accept.then(|| RuleRef {
             security_group_id: "sg-bnch0001".parse().expect("a valid group id"),
             policy_index: (seq % 7) as u32,
@@ -188,6 +192,9 @@ mod tests {
         .expect("bench flows");
         assert_eq!(r.records, 6_000);
         // 2,000 records of the first instance over its share of 10 days.
-        assert!(r.filtered_matched > 0 && r.filtered_matched < 2_000, "{r:?}");
+        assert!(
+            r.filtered_matched > 0 && r.filtered_matched < 2_000,
+            "{r:?}"
+        );
     }
 }

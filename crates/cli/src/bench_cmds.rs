@@ -395,8 +395,14 @@ fn flows_cmd(args: FlowsArgs) -> anyhow::Result<ExitCode> {
     match args.output {
         Format::Json => print_json(&r)?,
         Format::Table => {
-            println!("{} records over {} instances in {}", r.records, r.instances, r.store);
-            println!("stored: {:.0} records/s (batches of 2,000)", r.stored_per_sec);
+            println!(
+                "{} records over {} instances in {}",
+                r.records, r.instances, r.store
+            );
+            println!(
+                "stored: {:.0} records/s (batches of 2,000)",
+                r.stored_per_sec
+            );
             println!(
                 "one instance, one hour ({} records), newest 100: median {:.2} ms, slowest {:.2} ms",
                 r.filtered_matched, r.filtered_ms.0, r.filtered_ms.1

@@ -254,6 +254,66 @@ pub struct GroupRecord {
     pub egress: Vec<RuleRecord>,
 }
 
+/// The marker holding how many versions of each group's policy set are
+/// kept (set by `palisade serve --history-limit`).
+pub const HISTORY_LIMIT_MARKER: &str = "history_limit";
+
+/// Versions kept per group when no limit was set.
+pub const DEFAULT_HISTORY_LIMIT: u64 = 100;
+
+/// One kept version of a group's policy set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupVersion {
+    /// The policy set `Version`.
+    pub version: u64,
+    /// Ordered ingress rules of that version.
+    pub ingress: Vec<RuleRecord>,
+    /// Ordered egress rules of that version.
+    pub egress: Vec<RuleRecord>,
+    /// When the version was written (`YYYY-MM-DD HH:MM:SS` UTC).
+    pub recorded_time: String,
+}
+
+/// What a stored [`Document`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocKind {
+    /// A Tencent snapshot policy (`sspolicy-`) with its attached groups.
+    SnapshotPolicy,
+    /// A commit-confirmed change (`chg-`) with what reverting it restores.
+    Change,
+}
+
+impl DocKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::SnapshotPolicy => "snapshot_policy",
+            Self::Change => "change",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "snapshot_policy" => Self::SnapshotPolicy,
+            "change" => Self::Change,
+            _ => return None,
+        })
+    }
+}
+
+/// A record the store keeps as JSON without interpreting it, optionally
+/// with a time at which it falls due (a pending change's deadline).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// What it is.
+    pub kind: DocKind,
+    /// Its id, unique per account and kind.
+    pub id: String,
+    /// Its content.
+    pub body: serde_json::Value,
+    /// Unix seconds at which it falls due, if it does.
+    pub due: Option<i64>,
+}
+
 /// The four kinds of template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TemplateKind {
@@ -433,6 +493,30 @@ pub trait Tx {
     /// Stores an agent credential for an instance of `account` created in
     /// this transaction ([`Store::create_instance_key`] runs its own).
     fn insert_instance_key(&mut self, key: &InstanceKey) -> Result<(), StoreError>;
+    /// The kept versions of a group's policy set, oldest first; the write
+    /// that made the current version recorded it too. At most the history
+    /// limit ([`HISTORY_LIMIT_MARKER`]) of the newest versions are kept.
+    fn group_history(&self, account: &str, group_id: &str)
+        -> Result<Vec<GroupVersion>, StoreError>;
+
+    /// One stored document of the account.
+    fn document(
+        &self,
+        account: &str,
+        kind: DocKind,
+        id: &str,
+    ) -> Result<Option<Document>, StoreError>;
+    /// The account's documents of one kind, in creation order.
+    fn documents(&self, account: &str, kind: DocKind) -> Result<Vec<Document>, StoreError>;
+    /// Inserts or replaces a document. Documents are not rules: writing one
+    /// does not wake agents.
+    fn put_document(&mut self, account: &str, doc: &Document) -> Result<(), StoreError>;
+    /// Deletes a document ([`StoreError::NotFound`] if there is none).
+    fn delete_document(&mut self, account: &str, kind: DocKind, id: &str)
+        -> Result<(), StoreError>;
+    /// `(account, id)` of every document of `kind`, of any account, whose
+    /// `due` time is at or before `now` (unix seconds), earliest first.
+    fn documents_due(&self, kind: DocKind, now: i64) -> Result<Vec<(String, String)>, StoreError>;
 
     /// A store-wide marker, such as a one-time start-up task that ran
     /// (`None` if never set). Names other than `revision` only.

@@ -73,8 +73,11 @@ const MIGRATION_LOCK: i64 = 0x5041_4c49_5341_4445; // "PALISADE"
 /// account only). Version 3 keys instances, clusters, bindings and instance status by
 /// `(account_id, id)` (and indexes instance keys by account): those ids are
 /// chosen by clients, and one account's id must neither block nor reveal
-/// another's. Version 6 adds the join tokens (`join_tokens`, one JSON body
-/// each, the secret only as its hash).
+/// another's. Version 4 adds flow records, each instance's enforcement
+/// mode and rule hits. Version 5 keeps each group's previous policy sets
+/// (`group_versions`) and the documents of snapshot policies and
+/// commit-confirmed changes (`documents`). Version 6 adds the join tokens
+/// (`join_tokens`, one JSON body each, the secret only as its hash).
 pub const MIGRATIONS: &[(i32, &str)] = &[
     (
         1,
@@ -167,6 +170,20 @@ CREATE TABLE rule_hits (
     policy_index BIGINT NOT NULL, digest TEXT NOT NULL, hits BIGINT NOT NULL,
     last_used BIGINT NOT NULL, since BIGINT NOT NULL,
     PRIMARY KEY (account_id, group_id, direction, policy_index));
+",
+    ),
+    (
+        5,
+        "
+CREATE TABLE group_versions (
+    account_id TEXT NOT NULL, group_id TEXT NOT NULL, version BIGINT NOT NULL,
+    ingress TEXT NOT NULL, egress TEXT NOT NULL, recorded_time TEXT NOT NULL,
+    PRIMARY KEY (account_id, group_id, version));
+CREATE TABLE documents (
+    seq BIGSERIAL, account_id TEXT NOT NULL, kind TEXT NOT NULL,
+    id TEXT NOT NULL, body TEXT NOT NULL, due BIGINT NOT NULL,
+    PRIMARY KEY (account_id, kind, id));
+CREATE INDEX documents_due ON documents (kind, due);
 ",
     ),
     (

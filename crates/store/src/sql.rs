@@ -18,8 +18,8 @@
 
 use crate::changes::{committed_names, Watchers};
 use crate::{
-    random_id, Account, ClusterRecord, Credential, GroupRecord, InstanceKey, InstanceRecord, Store,
-    StoreError, TemplateKind, TemplateRecord, Tx,
+    random_id, Account, ClusterRecord, Credential, DocKind, Document, GroupRecord, GroupVersion,
+    InstanceKey, InstanceRecord, Store, StoreError, TemplateKind, TemplateRecord, Tx,
 };
 use palisade_model::flow::{Enforcement, FlowFilter, FlowRecord};
 use std::cell::RefCell;
@@ -65,6 +65,8 @@ impl From<bool> for Param<'_> {
 macro_rules! params {
     ($($p:expr),* $(,)?) => { &[$(Param::from($p)),*] };
 }
+
+mod history;
 
 /// One column of a result row.
 #[derive(Debug, Default)]
@@ -822,6 +824,7 @@ impl Tx for SqlTx<'_> {
             ],
         )?;
         self.set_refs(account, &g.id, &group_refs(g))?;
+        self.record_version(account, g)?;
         self.changed(account);
         Ok(())
     }
@@ -838,6 +841,7 @@ impl Tx for SqlTx<'_> {
         )?;
         Self::found(n, &g.id)?;
         self.set_refs(account, &g.id, &group_refs(g))?;
+        self.record_version(account, g)?;
         self.changed(account);
         Ok(())
     }
@@ -847,6 +851,7 @@ impl Tx for SqlTx<'_> {
         self.delete_one("groups", account, id)?;
         self.db
             .execute("DELETE FROM refs WHERE from_id = $1", params![id])?;
+        self.forget_versions(account, id)?;
         let instances = self.strings(
             "SELECT DISTINCT instance_id FROM bindings WHERE account_id = $1 AND group_id = $2",
             params![account, id],
@@ -1201,6 +1206,44 @@ impl Tx for SqlTx<'_> {
             params![&key.secret_id, &key.secret_key, &key.account_id, &key.instance_id, &crate::now_string()],
         )?;
         Ok(())
+    }
+
+    fn group_history(
+        &self,
+        account: &str,
+        group_id: &str,
+    ) -> Result<Vec<GroupVersion>, StoreError> {
+        self.history(account, group_id)
+    }
+
+    fn document(
+        &self,
+        account: &str,
+        kind: DocKind,
+        id: &str,
+    ) -> Result<Option<Document>, StoreError> {
+        self.get_document(account, kind, id)
+    }
+
+    fn documents(&self, account: &str, kind: DocKind) -> Result<Vec<Document>, StoreError> {
+        self.list_documents(account, kind)
+    }
+
+    fn put_document(&mut self, account: &str, doc: &Document) -> Result<(), StoreError> {
+        self.store_document(account, doc)
+    }
+
+    fn delete_document(
+        &mut self,
+        account: &str,
+        kind: DocKind,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        self.remove_document(account, kind, id)
+    }
+
+    fn documents_due(&self, kind: DocKind, now: i64) -> Result<Vec<(String, String)>, StoreError> {
+        self.due(kind, now)
     }
 
     fn marker(&self, name: &str) -> Result<Option<i64>, StoreError> {

@@ -164,6 +164,15 @@ CREATE TABLE IF NOT EXISTS join_tokens (
     id TEXT PRIMARY KEY, account_id TEXT NOT NULL, body TEXT NOT NULL,
     created_time TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS join_tokens_account ON join_tokens (account_id);
+CREATE TABLE IF NOT EXISTS group_versions (
+    account_id TEXT NOT NULL, group_id TEXT NOT NULL, version INTEGER NOT NULL,
+    ingress TEXT NOT NULL, egress TEXT NOT NULL, recorded_time TEXT NOT NULL,
+    PRIMARY KEY (account_id, group_id, version));
+CREATE TABLE IF NOT EXISTS documents (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, account_id TEXT NOT NULL, kind TEXT NOT NULL,
+    id TEXT NOT NULL, body TEXT NOT NULL, due INTEGER NOT NULL,
+    UNIQUE (account_id, kind, id));
+CREATE INDEX IF NOT EXISTS documents_due ON documents (kind, due);
 ";
 
 impl SqliteStore {

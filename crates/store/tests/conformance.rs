@@ -7,7 +7,8 @@
 #![allow(clippy::unwrap_used)] // a test: a failed setup step should stop it loudly
 
 use palisade_store::{
-    GroupRecord, InstanceRecord, Location, PgStore, RuleRecord, Store, StoreError, StoreExt,
+    DocKind, Document, GroupRecord, InstanceRecord, Location, PgStore, RuleRecord, Store,
+    StoreError, StoreExt,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,6 +126,124 @@ fn failed_write_changes_nothing_and_keeps_revision() {
 /// report of blocks an earlier version widened): absent until set, kept
 /// across handles and reopening, never the revision, and a set marker does
 /// not bump the revision (agents have nothing to fetch).
+/// Every write of a group keeps its version; only the newest
+/// `history_limit` versions stay, and deleting the group forgets them.
+#[test]
+fn group_history_is_kept_bounded_and_dies_with_its_group() {
+    for b in backends() {
+        let store = &b.store;
+        let acc = store.create_account("hist").expect("account").id;
+        store
+            .write(|tx| tx.set_marker(palisade_store::HISTORY_LIMIT_MARKER, 3))
+            .expect("limit");
+        let mut g = group("sg-hist0001");
+        store.write(|tx| tx.insert_group(&acc, &g)).expect("insert");
+        for v in 1..=5u64 {
+            g.version = v;
+            g.ingress = vec![RuleRecord {
+                body: serde_json::json!({ "Port": v.to_string() }),
+                refs: vec![],
+            }];
+            g.update_time = format!("2026-01-01 00:00:0{v}");
+            store.write(|tx| tx.update_group(&acc, &g)).expect("update");
+        }
+        // An attribute-only write keeps the same version once.
+        g.name = "renamed".into();
+        store.write(|tx| tx.update_group(&acc, &g)).expect("rename");
+        let h = (b.reopen)()
+            .read(|tx| tx.group_history(&acc, "sg-hist0001"))
+            .expect("history");
+        let versions: Vec<u64> = h.iter().map(|v| v.version).collect();
+        assert_eq!(versions, vec![3, 4, 5], "{}", b.name);
+        assert_eq!(h[0].ingress[0].body["Port"], "3", "{}", b.name);
+        assert_eq!(h[2].recorded_time, "2026-01-01 00:00:05", "{}", b.name);
+        // Other accounts see none of it.
+        let other = store.create_account("hist2").expect("account").id;
+        assert!(store
+            .read(|tx| tx.group_history(&other, "sg-hist0001"))
+            .expect("history")
+            .is_empty());
+        store
+            .write(|tx| tx.delete_group(&acc, "sg-hist0001"))
+            .expect("delete");
+        assert!(store
+            .read(|tx| tx.group_history(&acc, "sg-hist0001"))
+            .expect("history")
+            .is_empty());
+    }
+}
+
+/// Documents round-trip per account and kind, and the due ones of every
+/// account are found by time.
+#[test]
+fn documents_round_trip_and_fall_due() {
+    for b in backends() {
+        let store = &b.store;
+        let a = store.create_account("docs-a").expect("account").id;
+        let c = store.create_account("docs-c").expect("account").id;
+        let before = store.revision().expect("rev");
+        let doc = |id: &str, due| Document {
+            kind: DocKind::Change,
+            id: id.into(),
+            body: serde_json::json!({ "State": "PENDING" }),
+            due,
+        };
+        store
+            .write(|tx| {
+                tx.put_document(&a, &doc("chg-1", Some(100)))?;
+                tx.put_document(&a, &doc("chg-2", Some(300)))?;
+                tx.put_document(&c, &doc("chg-3", Some(200)))?;
+                tx.put_document(&c, &doc("chg-4", None))
+            })
+            .expect("put");
+        assert_eq!(store.revision().expect("rev"), before, "{}", b.name);
+        let due = store
+            .read(|tx| tx.documents_due(DocKind::Change, 250))
+            .expect("due");
+        assert_eq!(
+            due,
+            vec![
+                (a.clone(), "chg-1".to_string()),
+                (c.clone(), "chg-3".to_string())
+            ],
+            "{}",
+            b.name
+        );
+        let again = (b.reopen)();
+        assert_eq!(
+            again
+                .read(|tx| tx.document(&a, DocKind::Change, "chg-2"))
+                .expect("get"),
+            Some(doc("chg-2", Some(300)))
+        );
+        assert!(again
+            .read(|tx| tx.document(&c, DocKind::Change, "chg-2"))
+            .expect("get")
+            .is_none());
+        assert!(again
+            .read(|tx| tx.documents(&a, DocKind::SnapshotPolicy))
+            .expect("list")
+            .is_empty());
+        store
+            .write(|tx| tx.put_document(&a, &doc("chg-1", None)))
+            .expect("settle");
+        store
+            .write(|tx| tx.delete_document(&a, DocKind::Change, "chg-2"))
+            .expect("delete");
+        let left: Vec<String> = store
+            .read(|tx| tx.documents(&a, DocKind::Change))
+            .expect("list")
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(left, vec!["chg-1"], "{}", b.name);
+        assert!(matches!(
+            store.write(|tx| tx.delete_document(&a, DocKind::Change, "chg-2")),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
 #[test]
 fn markers_are_kept_and_do_not_bump_the_revision() {
     for b in backends() {
