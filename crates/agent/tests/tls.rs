@@ -28,6 +28,7 @@ fn https_server_with_a_private_ca() {
         strict_signatures: false,
         max_connections: palisade_server::serve::DEFAULT_MAX_CONNECTIONS,
         flow_retention: Default::default(),
+        history_limit: None,
     };
     std::fs::create_dir_all(&config.data_dir).unwrap();
     let data_dir = config.data_dir.clone();

@@ -92,6 +92,11 @@ pub struct ApplyArgs {
     /// Also delete what the server has and the file does not name.
     #[arg(long)]
     prune: bool,
+    /// Revert the change unless `palisade confirm CHANGE_ID` arrives within
+    /// this time (e.g. 120s, 5m; at most 24h). The deadline is kept by the
+    /// server and survives its restart.
+    #[arg(long, value_name = "DURATION", value_parser = crate::history_cmds::parse_window)]
+    confirm_within: Option<u64>,
     /// table or json.
     #[arg(long, value_enum, default_value_t)]
     output: Format,
@@ -128,6 +133,11 @@ pub struct TkeApplyArgs {
     /// A fleet file declaring peer clusters not recorded on the server.
     #[arg(long)]
     peers_from: Option<PathBuf>,
+    /// Revert the change unless `palisade confirm CHANGE_ID` arrives within
+    /// this time (e.g. 120s, 5m; at most 24h). The deadline is kept by the
+    /// server and survives its restart.
+    #[arg(long, value_name = "DURATION", value_parser = crate::history_cmds::parse_window)]
+    confirm_within: Option<u64>,
     /// table or json.
     #[arg(long, value_enum, default_value_t)]
     output: Format,
@@ -180,7 +190,14 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let client = args.server.client()?;
     let remote = palisade_iac::export(&client)?;
     let plan = palisade_iac::plan(&desired, &remote, args.prune)?;
-    run_plan(&client, &plan, args.auto_approve, args.output)
+    run_plan(
+        &client,
+        &plan,
+        args.auto_approve,
+        args.output,
+        args.confirm_within
+            .map(|s| (s, format!("palisade apply {}", args.fleet.display()))),
+    )
 }
 
 /// Runs `tke apply`.
@@ -237,7 +254,14 @@ pub fn tke_apply(args: TkeApplyArgs) -> anyhow::Result<ExitCode> {
     };
     let (desired, _) = palisade_iac::tke::desired(&remote, &cluster)?;
     let plan = palisade_iac::plan(&desired, &remote, false)?;
-    let code = run_plan(&client, &plan, true, args.output)?;
+    let code = run_plan(
+        &client,
+        &plan,
+        true,
+        args.output,
+        args.confirm_within
+            .map(|s| (s, format!("palisade tke apply {}", args.cluster_id))),
+    )?;
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
@@ -346,6 +370,7 @@ fn run_plan(
     plan: &Plan,
     auto_approve: bool,
     format: Format,
+    confirm_within: Option<(u64, String)>,
 ) -> anyhow::Result<ExitCode> {
     if format == Format::Table {
         show_plan(plan, format)?;
@@ -366,6 +391,14 @@ fn run_plan(
             return Ok(ExitCode::from(1));
         }
     }
+    // Started after the question, so the window is not spent asking; an
+    // apply that fails halfway is reverted at the deadline like any other.
+    let change = match confirm_within {
+        Some((seconds, what)) => Some(crate::history_cmds::start_confirmed(
+            client, seconds, &what,
+        )?),
+        None => None,
+    };
     let done = palisade_iac::apply(client, plan, |d: &Done| {
         eprintln!(
             "  {} {} {} ({})",
@@ -373,7 +406,9 @@ fn run_plan(
         );
     })?;
     match format {
-        Format::Json => print_json(&serde_json::json!({ "plan": plan, "applied": done }))?,
+        Format::Json => print_json(&serde_json::json!({
+            "plan": plan, "applied": done, "change": change,
+        }))?,
         Format::Table if !done.is_empty() => println!("Apply complete: {} step(s).", done.len()),
         Format::Table => {}
     }

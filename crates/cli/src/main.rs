@@ -12,6 +12,7 @@ mod bench_cmds;
 mod cluster_cmds;
 mod explain_cmd;
 mod flows_cmd;
+mod history_cmds;
 mod iac_cmds;
 mod output;
 mod server_cmds;
@@ -63,6 +64,12 @@ enum Command {
     Plan(iac_cmds::PlanArgs),
     /// Make a server match a fleet file.
     Apply(iac_cmds::ApplyArgs),
+    /// Keep a commit-confirmed change (`apply --confirm-within`) before its deadline.
+    Confirm(history_cmds::ConfirmArgs),
+    /// A group's kept policy-set versions.
+    History(history_cmds::HistoryArgs),
+    /// Bring back the rules of a kept version of a group, as a new version.
+    Rollback(history_cmds::RollbackArgs),
     /// Benchmarks to run on your own machine and rule sets.
     #[command(subcommand)]
     Bench(bench_cmds::BenchCommand),
@@ -107,6 +114,9 @@ fn main() -> ExitCode {
         Command::Export(args) => iac_cmds::export(args),
         Command::Plan(args) => iac_cmds::plan(args),
         Command::Apply(args) => iac_cmds::apply(args),
+        Command::Confirm(args) => history_cmds::confirm(args),
+        Command::History(args) => history_cmds::history(args),
+        Command::Rollback(args) => history_cmds::rollback(args),
         Command::Bench(cmd) => bench_cmds::run(cmd),
     };
     match result {

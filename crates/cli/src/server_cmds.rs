@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// limit, which the server raises to its hard limit at start).
     #[arg(long, default_value_t = palisade_server::serve::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     max_connections: usize,
+    /// Versions of each group's policy set to keep (`palisade history`,
+    /// rollback, snapshot files); older ones are dropped as new ones are
+    /// written. Default: what the store was last told, else 100.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    history_limit: Option<u64>,
     /// How long flow records are kept (30s, 15m, 1h, 7d).
     #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = duration)]
     flow_retention: std::time::Duration,
@@ -162,6 +167,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_age: args.flow_retention,
             max_records: args.flow_records_max,
         },
+        history_limit: args.history_limit,
     };
     palisade_server::run_blocking(config).context("palisade serve")?;
     Ok(ExitCode::SUCCESS)

@@ -26,7 +26,7 @@ pub mod tc3;
 pub mod upgrade;
 
 use palisade_model::limits::Limits;
-use palisade_store::{Account, Location, Store, StoreError};
+use palisade_store::{Account, Location, Store, StoreError, StoreExt};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,6 +77,9 @@ pub struct Config {
     pub max_connections: usize,
     /// How long flow records are kept, and how many per account.
     pub flow_retention: actions::flows::FlowRetention,
+    /// Versions of each group's policy set to keep; `None` keeps the
+    /// store's setting (default [`palisade_store::DEFAULT_HISTORY_LIMIT`]).
+    pub history_limit: Option<u64>,
 }
 
 /// The JSON printed by `palisade account create --output json` and written
@@ -184,10 +187,15 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let (store, admin) = {
         let location = location.clone();
         let data_dir = config.data_dir.clone();
+        let history_limit = config.history_limit;
         tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
             let store = palisade_store::open(&location)?;
             let admin = ensure_admin(store.as_ref(), &data_dir)?;
             upgrade::run_once(store.as_ref())?;
+            if let Some(n) = history_limit {
+                let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
+                store.write(|tx| tx.set_marker(palisade_store::HISTORY_LIMIT_MARKER, n))?;
+            }
             Ok((store, admin))
         })
         .await
@@ -235,6 +243,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             "cannot read or raise the open-file limit: at most {max_connections} connections"
         ),
     }
+    // Changes not confirmed by their deadline revert, here or on any
+    // server sharing the store (a deadline passed while down: at once).
+    tokio::spawn(actions::changes::reap(store.clone(), config.limits));
     let mut state = http::AppState::new(store, config.limits);
     if config.tls.is_some() {
         state = state.tls();

@@ -67,6 +67,7 @@ fn serve(spec: &str) {
         strict_signatures: false,
         max_connections: palisade_server::serve::DEFAULT_MAX_CONNECTIONS,
         flow_retention: Default::default(),
+        history_limit: None,
     };
     if let Err(e) = palisade_server::run_blocking(config) {
         eprintln!("server: {e}");

@@ -7,10 +7,12 @@
 //! account's resource is indistinguishable from one that does not exist.
 
 pub mod bounds;
+pub mod changes;
 mod clusters;
 mod cvm;
 pub mod flows;
 mod groups;
+mod history;
 mod join;
 mod palisade;
 mod policies;
@@ -117,6 +119,11 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("palisade", "JoinCluster"),
     ("palisade", "LeaveCluster"),
     ("palisade", "PruneCluster"),
+    ("palisade", "DescribeSecurityGroupHistory"),
+    ("palisade", "RollbackSecurityGroup"),
+    ("palisade", "StartConfirmedChange"),
+    ("palisade", "ConfirmChange"),
+    ("palisade", "DescribeConfirmedChanges"),
 ];
 
 /// The actions of Tencent's STS (version `2018-08-13`) served: tools that
@@ -186,6 +193,11 @@ pub fn dispatch(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Reply
         ("palisade", "JoinCluster") => join::signed(p),
         ("palisade", "LeaveCluster") => join::leave(ctx, p),
         ("palisade", "PruneCluster") => join::prune(ctx, p),
+        ("palisade", "DescribeSecurityGroupHistory") => history::describe(ctx, p),
+        ("palisade", "RollbackSecurityGroup") => history::rollback(ctx, p),
+        ("palisade", "StartConfirmedChange") => changes::start(ctx, p),
+        ("palisade", "ConfirmChange") => changes::confirm(ctx, p),
+        ("palisade", "DescribeConfirmedChanges") => changes::describe(ctx, p),
         ("sts", "GetCallerIdentity") => caller_identity(ctx),
         _ => Err(ApiError::new(
             ErrorCode::InvalidAction,
