@@ -16,6 +16,7 @@ mod history;
 mod join;
 mod palisade;
 mod policies;
+mod snapshots;
 mod templates;
 
 pub use join::join as join_cluster;
@@ -97,6 +98,18 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("vpc", "DeleteServiceTemplateGroup"),
     ("vpc", "ModifyServiceTemplateGroupAttribute"),
     ("vpc", "DescribeServiceTemplateGroups"),
+    ("vpc", "CreateSnapshotPolicies"),
+    ("vpc", "DescribeSnapshotPolicies"),
+    ("vpc", "ModifySnapshotPolicies"),
+    ("vpc", "EnableSnapshotPolicies"),
+    ("vpc", "DisableSnapshotPolicies"),
+    ("vpc", "DeleteSnapshotPolicies"),
+    ("vpc", "AttachSnapshotInstances"),
+    ("vpc", "DetachSnapshotInstances"),
+    ("vpc", "DescribeSnapshotAttachedInstances"),
+    ("vpc", "DescribeSnapshotFiles"),
+    ("vpc", "DescribeSgSnapshotFileContent"),
+    ("vpc", "ResumeSnapshotInstance"),
     ("cvm", "AssociateSecurityGroups"),
     ("cvm", "DisassociateSecurityGroups"),
     ("cvm", "ModifyInstancesAttribute"),
@@ -171,6 +184,7 @@ pub fn dispatch(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Reply
         ("vpc", "DescribeSecurityGroupPolicies") => policies::describe(ctx, p, false),
         ("vpc", "DescribeSecurityGroupExpandedPolicies") => policies::describe(ctx, p, true),
         ("vpc", a) if templates::handles(a) => templates::dispatch(ctx, a, p),
+        ("vpc", a) if snapshots::handles(a) => snapshots::dispatch(ctx, a, p),
         ("cvm", "AssociateSecurityGroups") => cvm::associate(ctx, p),
         ("cvm", "DisassociateSecurityGroups") => cvm::disassociate(ctx, p),
         ("cvm", "ModifyInstancesAttribute") => cvm::modify_attribute(ctx, p),
