@@ -57,6 +57,22 @@ fn required(action: &str) -> &'static [&'static str] {
         "DescribeInstanceRuleset" | "ReportInstanceStatus" => &["InstanceId"],
         "RegisterCluster" => &["ClusterCidr", "ContainerCidr"],
         "DeregisterClusters" => &["ClusterIds"],
+        "CreateSnapshotPolicies" => &["SnapshotPolicies"],
+        "ModifySnapshotPolicies" => &["SnapshotPoliciesInfo"],
+        "EnableSnapshotPolicies" | "DisableSnapshotPolicies" | "DeleteSnapshotPolicies" => {
+            &["SnapshotPolicyIds"]
+        }
+        "AttachSnapshotInstances" | "DetachSnapshotInstances" => &["SnapshotPolicyId", "Instances"],
+        "DescribeSnapshotAttachedInstances" => &["SnapshotPolicyId"],
+        "DescribeSnapshotFiles" => &["BusinessType", "InstanceId", "StartDate", "EndDate"],
+        "DescribeSgSnapshotFileContent" => {
+            &["SnapshotPolicyId", "SnapshotFileId", "SecurityGroupId"]
+        }
+        "ResumeSnapshotInstance" => &["SnapshotPolicyId", "SnapshotFileId", "InstanceId"],
+        "DescribeSecurityGroupHistory" => &["SecurityGroupId"],
+        "RollbackSecurityGroup" => &["SecurityGroupId", "ToVersion"],
+        "StartConfirmedChange" => &["ConfirmWithin"],
+        "ConfirmChange" => &["ChangeId"],
         _ => &[],
     }
 }

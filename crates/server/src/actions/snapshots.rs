@@ -177,6 +177,14 @@ fn create(ctx: &Ctx<'_>, p: &Params) -> Reply {
         if backup_type == "time" && backup_policies.is_empty() {
             return Err(ApiError::missing(&field("BackupPolicies")));
         }
+        let cos_region = n
+            .cos_region
+            .ok_or_else(|| ApiError::missing(&field("CosRegion")))?;
+        let cos_bucket = n
+            .cos_bucket
+            .ok_or_else(|| ApiError::missing(&field("CosBucket")))?;
+        check_len(&field("CosRegion"), &cos_region, 64)?;
+        check_len(&field("CosBucket"), &cos_bucket, 128)?;
         made.push(SnapshotPolicy {
             snapshot_policy_id: new_id("sspolicy-"),
             snapshot_policy_name: name,
@@ -185,12 +193,8 @@ fn create(ctx: &Ctx<'_>, p: &Params) -> Reply {
             create_new_cos: n
                 .create_new_cos
                 .ok_or_else(|| ApiError::missing(&field("CreateNewCos")))?,
-            cos_region: n
-                .cos_region
-                .ok_or_else(|| ApiError::missing(&field("CosRegion")))?,
-            cos_bucket: n
-                .cos_bucket
-                .ok_or_else(|| ApiError::missing(&field("CosBucket")))?,
+            cos_region,
+            cos_bucket,
             backup_policies,
             enable: n.enable.unwrap_or(true),
             create_time: now(),
@@ -334,6 +338,14 @@ fn attach(ctx: &Ctx<'_>, p: &Params, on: bool) -> Reply {
         ));
     }
     for (i, ins) in instances.iter().enumerate() {
+        check_len(
+            &format!("Instances.{i}.InstanceRegion"),
+            &ins.instance_region,
+            64,
+        )?;
+        if let Some(name) = &ins.instance_name {
+            check_len(&format!("Instances.{i}.InstanceName"), name, 60)?;
+        }
         if ins.instance_type != "securitygroup" {
             return Err(ApiError::new(
                 ErrorCode::InvalidParameterValue,
@@ -634,6 +646,17 @@ fn decode(d: Document) -> Result<SnapshotPolicy, ApiError> {
             d.id
         )))
     })
+}
+
+/// A free-text field of at most `max` characters.
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameterValueTooLong,
+            format!("{field}: longer than {max} characters"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_backup_type(field: &str, t: &str) -> Result<(), ApiError> {

@@ -527,7 +527,36 @@ pub fn seed(store: &SqliteStore, account: &str, suffix: &str) -> Ids {
         }),
     );
     let jtk = id(&call("palisade", "CreateJoinToken", json!({ "ClusterId": cls }))["JoinTokenId"]);
+    // A snapshot policy with $SG1 attached (its file: $SG1's version at
+    // attach) and a pending commit-confirmed change.
+    let ssp = id(&call(
+        "vpc",
+        "CreateSnapshotPolicies",
+        json!({"SnapshotPolicies": [{
+            "SnapshotPolicyName": "p", "BackupType": "operate", "KeepTime": 30,
+            "CreateNewCos": false, "CosRegion": "ap-guangzhou", "CosBucket": "b"}]}),
+    )["SnapshotPolicies"][0]["SnapshotPolicyId"]);
+    call(
+        "vpc",
+        "AttachSnapshotInstances",
+        json!({"SnapshotPolicyId": ssp, "Instances": [
+            {"InstanceId": sg1, "InstanceType": "securitygroup", "InstanceRegion": "ap-guangzhou"}]}),
+    );
+    let ssfile = id(&call(
+        "vpc",
+        "DescribeSnapshotFiles",
+        json!({"BusinessType": "securitygroup", "InstanceId": sg1,
+            "StartDate": "2000-01-01 00:00:00", "EndDate": "2999-12-31 23:59:59"}),
+    )["SnapshotFileSet"][0]["SnapshotFileId"]);
+    let chg = id(&call(
+        "palisade",
+        "StartConfirmedChange",
+        json!({"ConfirmWithin": 86400}),
+    )["ChangeId"]);
     [
+        ("$SSFILE", ssfile),
+        ("$SSP", ssp),
+        ("$CHG", chg),
         ("$SG1", sg1),
         ("$SG2", sg2),
         ("$IPMG", ipmg),
