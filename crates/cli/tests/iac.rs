@@ -235,6 +235,75 @@ fn tke_apply_twice_and_check_is_clean() {
     assert_eq!(s.export(), after_first);
 }
 
+/// `tke apply --confirm-within` left unconfirmed: at the deadline the
+/// cluster's groups (which reference each other) are deleted and the nodes'
+/// bindings are back; `confirm` afterwards exits 2. Confirmed, it stays.
+#[test]
+fn tke_apply_confirm_within_reverts_unless_confirmed() {
+    let s = Server::start();
+    s.client()
+        .palisade(
+            "RegisterInstances",
+            &json!({"Instances": [
+                {"InstanceId": "ins-node0001", "PrivateIpAddresses": ["198.18.0.11"]},
+                {"InstanceId": "ins-mstr0001", "PrivateIpAddresses": ["198.18.0.10"]}]}),
+        )
+        .unwrap();
+    let before = s.export();
+    let args = [
+        "tke",
+        "apply",
+        "--cluster-id",
+        "cls-conf0001",
+        "--cluster-cidr",
+        "198.18.0.0/16",
+        "--container-cidr",
+        "172.16.0.0/16",
+        "--nodes",
+        "ins-node0001",
+        "--masters",
+        "ins-mstr0001",
+        "--confirm-within",
+        "1s",
+    ];
+    let o = s.run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    let change = out
+        .split_whitespace()
+        .find(|w| w.starts_with("chg-"))
+        .unwrap_or_else(|| panic!("no change id in {out}"))
+        .to_string();
+    assert!(s.export().contains("tke-node-cls-conf0001"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.export().contains("tke-node-cls-conf0001") {
+        assert!(Instant::now() < deadline, "not reverted: {}", s.export());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let file: Value = palisade_model::yaml::from_str(&s.export()).unwrap();
+    let old: Value = palisade_model::yaml::from_str(&before).unwrap();
+    assert_eq!(file["security_groups"], old["security_groups"]);
+    assert_eq!(file["instances"], old["instances"]);
+    let o = s.run(&["confirm", &change]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("UnsupportedOperation"), "{}", text(&o));
+
+    let mut confirmed = args.to_vec();
+    confirmed.pop();
+    confirmed.push("1m");
+    let o = s.run(&confirmed);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    let change = out
+        .split_whitespace()
+        .find(|w| w.starts_with("chg-"))
+        .unwrap()
+        .to_string();
+    let o = s.run(&["confirm", &change]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(s.export().contains("tke-node-cls-conf0001"));
+}
+
 #[test]
 fn tke_apply_records_the_cluster_and_opens_peer_clusters() {
     let s = Server::start();

@@ -5,9 +5,9 @@
 //! change. `ConfirmChange` before the deadline keeps it. Otherwise the
 //! change is reverted: every recorded group whose rules or attributes
 //! differ gets them back as a new `Version` (a deleted one is created again
-//! under its id), every instance gets its bindings back, and a group made
-//! during the window is deleted when nothing references or binds it any
-//! more. The revert is one ordinary write transaction, recorded in the
+//! under its id), every instance gets its bindings back, and the groups made
+//! during the window are deleted unless an instance binds one or a group
+//! that stays references it. The revert is one ordinary write transaction, recorded in the
 //! change (`DescribeConfirmedChanges`) and in each group's history.
 //!
 //! The deadline lives in the store ([`DocKind::Change`] with a due time),
@@ -389,25 +389,34 @@ fn revert(ctx: &Ctx<'_>, tx: &mut dyn Tx, change: &mut Change) -> Result<(), Api
             done.push(reverted(&ins.id, "BINDINGS_RESTORED", ""));
         }
     }
-    // Groups made in the window, once nothing references or binds them;
-    // one may reference another, so repeat while a pass deletes something.
+    // Groups made in the window, unless bound or referenced by a group
+    // that stays (groups made together may reference each other, as a TKE
+    // cluster's node and master groups do: they go together).
+    let mut doomed = Vec::new();
+    for g in tx.groups(account)? {
+        if !before_ids.contains(g.id.as_str()) && tx.group_instances(account, &g.id)?.is_empty() {
+            doomed.push(g.id);
+        }
+    }
     loop {
-        let mut deleted = false;
-        for g in tx.groups(account)? {
-            if before_ids.contains(g.id.as_str()) {
-                continue;
-            }
-            if tx.referrers(account, &g.id)?.is_empty()
-                && tx.group_instances(account, &g.id)?.is_empty()
+        let mut keep = Vec::new();
+        for id in &doomed {
+            if tx
+                .referrers(account, id)?
+                .iter()
+                .any(|r| !doomed.contains(r))
             {
-                tx.delete_group(account, &g.id)?;
-                done.push(reverted(&g.id, "GROUP_DELETED", ""));
-                deleted = true;
+                keep.push(id.clone());
             }
         }
-        if !deleted {
+        if keep.is_empty() {
             break;
         }
+        doomed.retain(|id| !keep.contains(id));
+    }
+    for id in &doomed {
+        tx.delete_group(account, id)?;
+        done.push(reverted(id, "GROUP_DELETED", ""));
     }
     for g in tx.groups(account)? {
         if !before_ids.contains(g.id.as_str()) {
