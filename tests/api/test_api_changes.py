@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from palisade_api import BIN, Api, Server, error_code
+from palisade_api import BIN, PG_BASE, Api, Server, error_code, scratch_database
 
 RULE_A = {"Protocol": "TCP", "Port": "22", "CidrBlock": "203.0.113.0/24", "Action": "ACCEPT", "PolicyDescription": "ssh"}
 RULE_B = {"Protocol": "TCP", "Port": "443", "CidrBlock": "0.0.0.0/0", "Action": "ACCEPT", "PolicyDescription": "web"}
@@ -194,3 +194,33 @@ def test_history_bound_is_configurable(tmp_path):
         assert error_code(api.p, "RollbackSecurityGroup", {"SecurityGroupId": sg, "ToVersion": "3", "Version": "1"}) == "UnsupportedOperation.VersionMismatch"
     finally:
         srv.stop()
+
+
+@pytest.mark.skipif(not PG_BASE, reason="several servers need PostgreSQL (set PALISADE_STORE=postgres://...)")
+def test_another_server_reverts_a_change_whose_server_was_killed(tmp_path):
+    """Two servers on one PostgreSQL database: the change is started and made
+    through A, A is killed with SIGKILL, and B reverts it at the deadline,
+    once (both reapers look; the first settles it)."""
+    url = scratch_database()
+    a = Server(tmp_path / "a", store=url).start()
+    b = Server(tmp_path / "b", store=url).start()
+    try:
+        creds = a.create_account("pair")
+        api_a, api_b = Api(a, creds), Api(b, creds)
+        sg = setup(api_a)
+        cid = api_a.p("StartConfirmedChange", {"ConfirmWithin": 2})["ChangeId"]
+        change_the_account(api_a, sg)
+        a.stop(signal.SIGKILL)
+        assert wait_for(lambda: rules(api_b, sg)[1] == [("22", "203.0.113.0/24")])
+        assert bound(api_b) == [sg]
+        time.sleep(1.5)  # a second revert would show as another version
+        assert rules(api_b, sg) == ("3", [("22", "203.0.113.0/24")])
+        d = api_b.p("DescribeConfirmedChanges", {"ChangeIds": [cid]})["ChangeSet"][0]
+        assert d["State"] == "REVERTED"
+        # A, restarted, finds it settled and reverts nothing again.
+        a.start()
+        time.sleep(1.5)
+        assert rules(Api(a, creds), sg) == ("3", [("22", "203.0.113.0/24")])
+    finally:
+        a.stop()
+        b.stop()
