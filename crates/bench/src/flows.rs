@@ -147,7 +147,7 @@ fn timed(n: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<
 /// Record `seq` of `total`, of instance `n`: spread evenly over the span.
 fn record(id: &str, n: u64, seq: u64, total: u64) -> FlowRecord {
     let start = START + seq * SPAN / total.max(1);
-    let accept = seq % 3 != 0;
+    let accept = !seq.is_multiple_of(3);
     FlowRecord {
         instance_id: id.parse().expect("a valid instance id"),
         direction: Direction::Ingress,

@@ -73,6 +73,9 @@ fn required(action: &str) -> &'static [&'static str] {
         "RollbackSecurityGroup" => &["SecurityGroupId", "ToVersion"],
         "StartConfirmedChange" => &["ConfirmWithin"],
         "ConfirmChange" => &["ChangeId"],
+        "ReportFlowRecords" => &["InstanceId", "FlowRecords"],
+        "ModifyInstanceEnforcement" => &["InstanceId", "Enforcement"],
+        "DescribeRuleHits" => &["SecurityGroupId"],
         _ => &[],
     }
 }

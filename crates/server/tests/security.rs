@@ -439,6 +439,7 @@ fn an_agent_credential_reads_only_its_own_instance() {
             *action,
             "DescribeInstanceRuleset"
                 | "ReportInstanceStatus"
+                | "ReportFlowRecords"
                 | "RegisterInstances"
                 | "LeaveCluster"
         ) {
@@ -446,8 +447,13 @@ fn an_agent_credential_reads_only_its_own_instance() {
         }
         refused(action, &valid[*action]);
     }
-    // An agent leaves as itself only.
+    // An agent leaves as itself only, and reports flow records of its own
+    // instance only.
     refused("LeaveCluster", &json!({"InstanceId": a_ids["$INS2"]}));
+    let mut other = valid["ReportFlowRecords"].clone();
+    other["InstanceId"] = json!(a_ids["$INS2"]);
+    other["FlowRecords"][0]["InstanceId"] = json!(a_ids["$INS2"]);
+    refused("ReportFlowRecords", &other);
     assert_eq!(server.db_bytes(), before, "an agent changed the database");
     // The account's key changes them, and the agent confirms the new ones.
     let moved = json!({"Instances": [
