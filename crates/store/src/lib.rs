@@ -227,6 +227,17 @@ pub struct RuleRecord {
     pub refs: Vec<String>,
 }
 
+/// A group's policy set as stored ([`Store::group_policies`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicies {
+    /// The policy set `Version`.
+    pub version: u64,
+    /// The ingress rules: a JSON list of [`RuleRecord`]s, index 0 first.
+    pub ingress: String,
+    /// The egress rules, likewise.
+    pub egress: String,
+}
+
 /// A security group with its policy set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupRecord {
@@ -580,6 +591,20 @@ pub trait Store: Send + Sync + 'static {
     /// Resolves a SecretId to whoever holds it: an account, or an agent
     /// credential scoped to one instance.
     fn credential(&self, secret_id: &str) -> Result<Option<Credential>, StoreError>;
+
+    /// Whether a single-row read is local and short (SQLite: a file on
+    /// this machine, tens of microseconds), so a server may run one on its
+    /// async threads instead of handing it to a blocking pool; `false` when
+    /// reads cross a network (PostgreSQL).
+    fn local_reads(&self) -> bool;
+
+    /// Group `id` of `account`, only its policy set: the version and each
+    /// direction's stored rules ([`RuleRecord`]s) as their JSON text, in one
+    /// statement (no snapshot transaction), for a caller that decodes them
+    /// straight into its own types. `None` when the account has no such
+    /// group.
+    fn group_policies(&self, account: &str, id: &str)
+        -> Result<Option<StoredPolicies>, StoreError>;
 
     /// Records what an instance's agent last reported (applied revision,
     /// counters, errors) as opaque JSON. Status is not configuration: it

@@ -19,7 +19,8 @@
 use crate::changes::{committed_names, Watchers};
 use crate::{
     random_id, Account, ClusterRecord, Credential, DocKind, Document, GroupRecord, GroupVersion,
-    InstanceKey, InstanceRecord, Store, StoreError, TemplateKind, TemplateRecord, Tx,
+    InstanceKey, InstanceRecord, Store, StoreError, StoredPolicies, TemplateKind, TemplateRecord,
+    Tx,
 };
 use palisade_model::flow::{Enforcement, FlowFilter, FlowRecord};
 use std::cell::RefCell;
@@ -152,6 +153,9 @@ pub trait Backend: Send + Sync + 'static {
     /// The `ORDER BY` expression that lists accounts in creation order.
     const ACCOUNT_ORDER: &'static str;
 
+    /// Reads are local (no network round trip): see [`Store::local_reads`].
+    const LOCAL_READS: bool = false;
+
     /// Runs `f` on a read connection: inside one read-only snapshot
     /// transaction when `snapshot`, else statement by statement (a single
     /// lookup needs no snapshot and saves the round trips of one).
@@ -248,6 +252,31 @@ impl<B: Backend> Store for B {
 
     fn revision(&self) -> Result<u64, StoreError> {
         read(self, false, current_revision)
+    }
+
+    fn local_reads(&self) -> bool {
+        B::LOCAL_READS
+    }
+
+    fn group_policies(
+        &self,
+        account: &str,
+        id: &str,
+    ) -> Result<Option<StoredPolicies>, StoreError> {
+        read(self, false, |db| {
+            let rows = db.query(
+                "SELECT version, ingress, egress FROM groups WHERE account_id = $1 AND id = $2",
+                params![account, id],
+            )?;
+            let Some(mut r) = rows.into_iter().next() else {
+                return Ok(None);
+            };
+            Ok(Some(StoredPolicies {
+                version: r.count(0)?,
+                ingress: r.text(1)?,
+                egress: r.text(2)?,
+            }))
+        })
     }
 
     fn watch_revision(&self) -> watch::Receiver<u64> {

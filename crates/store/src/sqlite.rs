@@ -359,6 +359,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 impl Backend for SqliteStore {
     const ACCOUNT_ORDER: &'static str = "rowid";
+    // A file on this machine, read on its own connections (WAL: a reader
+    // never waits for the writer).
+    const LOCAL_READS: bool = true;
 
     fn in_read(
         &self,
