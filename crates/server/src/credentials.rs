@@ -34,6 +34,15 @@ impl CredentialCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The credential of `secret_id` when the cache holds it and none of its
+    /// account's credentials was removed since: no store read, so the caller
+    /// may ask from an async task. `None` means "ask [`Self::get`]" (not
+    /// cached, stale, or unknown), never "no such key".
+    pub fn cached(&self, store: &dyn Store, secret_id: &str) -> Option<Credential> {
+        let (c, revision) = self.entries().get(secret_id).cloned()?;
+        (*store.watch_keys(&c.account.id).borrow() == revision).then_some(c)
+    }
+
     /// The credential of `secret_id`, from the cache while none of its
     /// account's credentials was removed, otherwise from `store`.
     pub fn get(

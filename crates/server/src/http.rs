@@ -12,7 +12,7 @@
 //! within [`BODY_TIMEOUT`] against a global in-flight budget
 //! ([`BODY_BUDGET_BYTES`]); then the signature over it.
 
-use crate::actions::{self, Ctx};
+use crate::actions::{self, Answer, Ctx};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::params::Params;
@@ -176,7 +176,7 @@ async fn wrong_path(req: Request) -> Response {
 /// body is drained first (see [`REFUSED_DRAIN_BYTES`]).
 async fn refused(error: ApiError, body: Body) -> Response {
     drain(body, REFUSED_DRAIN_BYTES, REFUSED_DRAIN_TIME).await;
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = new_request_id();
     tracing::info!(
         request_id = %request_id, code = %error.code, message = %error.message,
         "request refused"
@@ -205,12 +205,20 @@ struct Outcome {
     account: String,
     /// The caller's account id (empty before authentication).
     account_id: String,
-    result: Result<Map<String, Value>, ApiError>,
+    result: Result<Answer, ApiError>,
+}
+
+/// A fresh `RequestId`: a version-4 UUID from the thread's random
+/// generator (`Uuid::new_v4` asks the kernel, one system call a request).
+fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = new_request_id();
     let (parts, body) = req.into_parts();
     let headers = Arc::new(parts.headers);
     let action = header_str(&headers, "x-tc-action");
@@ -223,13 +231,25 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
     };
     // A join token's one action, unsigned (actions/join.rs says why).
     let joining = action == "JoinCluster" && !headers.contains_key(header::AUTHORIZATION);
+    // A caller whose credential is cached is admitted here, on the async
+    // side: a blocking-pool hop (two thread hand-offs) per request was a
+    // visible share of a describe's time. Only a lookup that needs the
+    // store goes to the pool, where the same checks run again in full.
     let admitted = if joining {
         Err(ApiError::internal("unreachable: a join is not admitted"))
     } else {
-        let (st, h) = (state.clone(), headers.clone());
-        tokio::task::spawn_blocking(move || admit(&st, &h))
-            .await
-            .unwrap_or_else(|e| Err(ApiError::internal(format!("request task failed: {e}"))))
+        match admit(&state, &headers, Lookup::Cached) {
+            Some(admitted) => admitted,
+            None => {
+                let (st, h) = (state.clone(), headers.clone());
+                tokio::task::spawn_blocking(move || admit(&st, &h, Lookup::Store))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Some(Err(ApiError::internal(format!("request task failed: {e}"))))
+                    })
+                    .unwrap_or_else(|| Err(ApiError::internal("credential lookup did not run")))
+            }
+        }
     };
     let read = match admitted {
         Err(_) if joining => Err(join(&state, &headers, body).await),
@@ -248,7 +268,11 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
         Ok((admitted, (body, _budget))) => {
             let body = Arc::new(body);
             let method = parts.method.to_string();
-            let mut outcome = run_handle(&state, &method, &headers, &body, admitted).await;
+            let mut outcome = if runs_inline(&state, &headers) {
+                handle(&state, &method, &headers, &body, admitted)
+            } else {
+                run_handle(&state, &method, &headers, &body, admitted).await
+            };
             // Long-poll of DescribeInstanceRuleset: wait here, on the async
             // side, so a waiting agent holds no blocking thread, for a commit
             // that changed the caller's account; then answer afresh (the
@@ -354,6 +378,25 @@ async fn api(State(state): State<Arc<AppState>>, req: Request) -> Response {
     envelope(&request_id, outcome.result)
 }
 
+/// The actions answered on the async thread that read the request, with
+/// no hand-off to the blocking pool: each reads one row by its key (a
+/// group's policy set) and is bounded by the per-group rule limits. A hop
+/// to the pool and back (two thread wake-ups) cost more than such a read
+/// on a local store.
+const INLINE_ACTIONS: &[&str] = &["DescribeSecurityGroupPolicies"];
+
+/// Whether the request runs inline ([`INLINE_ACTIONS`]): only when the
+/// store's reads are local ([`Store::local_reads`]); over PostgreSQL every
+/// read waits on the network, and goes to the pool. The header only picks
+/// the thread: the request is checked and dispatched exactly as on the pool.
+fn runs_inline(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(action) = headers.get("x-tc-action") else {
+        return false;
+    };
+    let action = action.as_bytes().trim_ascii();
+    state.store.local_reads() && INLINE_ACTIONS.iter().any(|a| a.as_bytes() == action)
+}
+
 async fn run_handle(
     state: &Arc<AppState>,
     method: &str,
@@ -405,7 +448,7 @@ async fn join(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Result<
         action: "JoinCluster".into(),
         account: String::new(),
         account_id: String::new(),
-        result,
+        result: result.map(Answer::Fields),
     })
 }
 
@@ -418,7 +461,7 @@ async fn join(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Result<
 async fn run_again(state: &Arc<AppState>, first: Outcome, body: &Arc<Vec<u8>>) -> Outcome {
     let (st, body) = (state.clone(), body.clone());
     let mut out = Outcome {
-        result: Ok(Map::new()),
+        result: Ok(Answer::Fields(Map::new())),
         ..first
     };
     let (service, action, account_id) = (
@@ -436,7 +479,7 @@ async fn run_again(state: &Arc<AppState>, first: Outcome, body: &Arc<Vec<u8>>) -
             // Only `DescribeInstanceRuleset`, a read, is run again.
             agent_of: None,
         };
-        actions::dispatch(&ctx, &service, &action, &params)
+        actions::dispatch(&ctx, &service, &action, &params).map(Answer::Fields)
     })
     .await;
     out.result = match result {
@@ -452,7 +495,7 @@ fn long_poll(outcome: &Outcome, body: &[u8]) -> Option<(u64, std::time::Duration
     if outcome.service != "palisade" || outcome.action != "DescribeInstanceRuleset" {
         return None;
     }
-    let fields = outcome.result.as_ref().ok()?;
+    let fields = outcome.result.as_ref().ok()?.fields()?;
     if fields.get("Ruleset")?.get("Changed")? != &Value::Bool(false) {
         return None;
     }
@@ -596,29 +639,64 @@ struct Admitted {
     credential: palisade_store::Credential,
 }
 
+/// Where [`admit`] may look a caller's credential up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// Only in the credential cache (no store read: safe on the async side).
+    Cached,
+    /// In the cache, then the store (blocking).
+    Store,
+}
+
 /// The checks that need no body (see the module doc): the action is named,
 /// the Authorization header, timestamp and SecretId hold, and in strict
-/// mode `x-tc-action` and the body are signed.
-fn admit(state: &AppState, headers: &HeaderMap) -> Result<Admitted, ApiError> {
+/// mode `x-tc-action` and the body are signed. `None` only with
+/// [`Lookup::Cached`], when the SecretId is not in the cache: run it again
+/// with [`Lookup::Store`] (never an answer of "no such key").
+fn admit(state: &AppState, headers: &HeaderMap, how: Lookup) -> Option<Result<Admitted, ApiError>> {
     if header_str(headers, "x-tc-action").is_empty() {
-        return Err(ApiError::missing("X-TC-Action"));
+        return Some(Err(ApiError::missing("X-TC-Action")));
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut credential = None;
     let mut lookup_error = None;
-    let lookup = |secret_id: &str| match state.credentials.get(state.store.as_ref(), secret_id) {
-        Ok(Some(c)) => {
-            let key = c.secret_key.clone();
-            credential = Some(c);
-            Some(key)
-        }
-        Ok(None) => None,
-        Err(e) => {
-            lookup_error = Some(e);
-            None
+    let mut not_cached = false;
+    let lookup = |secret_id: &str| {
+        let found = match how {
+            Lookup::Store => state.credentials.get(state.store.as_ref(), secret_id),
+            Lookup::Cached => {
+                let hit = state.credentials.cached(state.store.as_ref(), secret_id);
+                not_cached = hit.is_none();
+                Ok(hit)
+            }
+        };
+        match found {
+            Ok(Some(c)) => {
+                let key = c.secret_key.clone();
+                credential = Some(c);
+                Some(key)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                lookup_error = Some(e);
+                None
+            }
         }
     };
     let pending = tc3::check_headers(|name| headers.get(name).map(|v| v.as_bytes()), now, lookup);
+    if not_cached {
+        return None;
+    }
+    Some(admit_checked(state, pending, credential, lookup_error))
+}
+
+/// The rest of [`admit`], once the credential lookup ran.
+fn admit_checked(
+    state: &AppState,
+    pending: Result<tc3::Pending, tc3::AuthError>,
+    credential: Option<palisade_store::Credential>,
+    lookup_error: Option<palisade_store::StoreError>,
+) -> Result<Admitted, ApiError> {
     // A store that cannot be read is the server's fault, not a bad key.
     if let Some(e) = lookup_error {
         return Err(ApiError::from(e));
@@ -660,7 +738,7 @@ fn handle(
         action: header_str(headers, "x-tc-action"),
         account: String::new(),
         account_id: String::new(),
-        result: Ok(Map::new()),
+        result: Ok(Answer::Fields(Map::new())),
     };
     out.result = (|| {
         let Admitted {
@@ -729,7 +807,7 @@ fn handle(
             rulesets: &state.rulesets,
             agent_of: credential.instance_scope.as_deref(),
         };
-        actions::dispatch(&ctx, service, &out.action, &params)
+        actions::answer(&ctx, service, &out.action, &params)
     })();
     out
 }
@@ -792,20 +870,24 @@ fn check_scope(ins: &str, service: &str, action: &str, params: &Params) -> Resul
     }
 }
 
-fn envelope(request_id: &str, result: Result<Map<String, Value>, ApiError>) -> Response {
-    let mut response = match result {
-        Ok(fields) => fields,
-        Err(e) => {
-            let mut m = Map::new();
-            m.insert(
-                "Error".into(),
-                serde_json::json!({"Code": e.code.as_str(), "Message": e.message}),
-            );
-            m
-        }
-    };
-    response.insert("RequestId".into(), Value::String(request_id.to_string()));
-    let body = serde_json::json!({ "Response": response }).to_string();
+fn envelope(request_id: &str, result: Result<Answer, ApiError>) -> Response {
+    let answer = result.unwrap_or_else(|e| {
+        let mut m = Map::new();
+        m.insert(
+            "Error".into(),
+            serde_json::json!({"Code": e.code.as_str(), "Message": e.message}),
+        );
+        Answer::Fields(m)
+    });
+    let body = answer.envelope(request_id).unwrap_or_else(|e| {
+        // Encoding JSON into memory fails only on a map key that is not a
+        // string, which no answer has; still, answer in the envelope.
+        let error = serde_json::json!({"Response": {
+            "Error": {"Code": ErrorCode::InternalError.as_str(), "Message": format!("encoding the answer: {e}")},
+            "RequestId": request_id,
+        }});
+        error.to_string().into_bytes()
+    });
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = StatusCode::OK;
     r.headers_mut().insert(

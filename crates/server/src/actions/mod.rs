@@ -6,6 +6,7 @@
 //! Isolation: every lookup goes through [`Ctx::account`], so another
 //! account's resource is indistinguishable from one that does not exist.
 
+mod answer;
 pub mod bounds;
 pub mod changes;
 mod clusters;
@@ -19,6 +20,7 @@ mod policies;
 mod snapshots;
 mod templates;
 
+pub use answer::Answer;
 pub use join::join as join_cluster;
 pub use palisade::{Fill, FillLead, FillWait, RulesetCache, FILL_WAIT};
 
@@ -162,6 +164,21 @@ pub fn service_of(action: &str) -> Option<&'static str> {
     services.next().is_none().then_some(first)
 }
 
+/// Runs one action for the HTTP API: as [`dispatch`], but the describes
+/// on the hot path encode their answer straight from typed values
+/// ([`Answer::Encoded`]); every other action's fields come as a map.
+pub fn answer(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Result<Answer, ApiError> {
+    match (service, action) {
+        ("vpc", "DescribeSecurityGroupPolicies") => {
+            bounds::check(action, p.raw(), ctx.limits)?;
+            let set = policies::describe_set(ctx, p, false)?;
+            Answer::one("SecurityGroupPolicySet", &answer::PolicySet(&set))
+                .map_err(ApiError::internal)
+        }
+        _ => dispatch(ctx, service, action, p).map(Answer::Fields),
+    }
+}
+
 /// Runs one action. Every list of the request is held to its bound first
 /// ([`bounds`]), before the action decodes anything or opens a transaction.
 pub fn dispatch(ctx: &Ctx<'_>, service: &str, action: &str, p: &Params) -> Reply {
@@ -292,6 +309,25 @@ fn decode_rule(r: &RuleRecord) -> Result<Policy, ApiError> {
     let w = wire::SecurityGroupPolicy::deserialize(&r.body)
         .map_err(|e| ApiError::from(StoreError::Corrupt(e.to_string())))?;
     Policy::from_wire(&w).map_err(|e| ApiError::from(StoreError::Corrupt(e.to_string())))
+}
+
+/// Rules stored as the JSON text of a list of [`RuleRecord`]s
+/// ([`palisade_store::StoredPolicies`]), decoded straight into the model:
+/// what [`rules_of`] gives for a [`GroupRecord`], without building a JSON
+/// tree first. Bad stored data is [`StoreError::Corrupt`].
+fn decode_stored_rules(text: &str) -> Result<Vec<Policy>, ApiError> {
+    /// A [`RuleRecord`] whose references are not needed.
+    #[derive(Deserialize)]
+    struct Stored {
+        body: wire::SecurityGroupPolicy,
+        #[serde(rename = "refs")]
+        _refs: Vec<serde::de::IgnoredAny>,
+    }
+    let corrupt = |e: String| ApiError::from(StoreError::Corrupt(e));
+    let list: Vec<Stored> = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    list.iter()
+        .map(|r| Policy::from_wire(&r.body).map_err(|e| corrupt(e.to_string())))
+        .collect()
 }
 
 /// The stored form of a validated rule: its wire JSON and its references.

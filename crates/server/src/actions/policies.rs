@@ -6,12 +6,12 @@
 
 use super::{load_group, now, parse_rules, reply, rules_of, set_rules, Ctx, Reply};
 use crate::error::ApiError;
-use crate::params::Params;
+use crate::params::{Filter, Params};
 use palisade_model::policy::{parse_version, Direction, Peer, Policy, PolicySet, Service};
 use palisade_model::wire;
 use palisade_model::ErrorCode;
 use palisade_model::SecurityGroupId;
-use palisade_policy::{expand_templates, RuleOrigin};
+use palisade_policy::{expand_templates, FleetIndex, RuleOrigin};
 use palisade_store::{GroupRecord, StoreError, Tx};
 use serde_json::json;
 use std::collections::HashSet;
@@ -420,6 +420,17 @@ pub fn replace(ctx: &Ctx<'_>, p: &Params, many: bool) -> Reply {
 
 /// `DescribeSecurityGroupPolicies` and `DescribeSecurityGroupExpandedPolicies`.
 pub fn describe(ctx: &Ctx<'_>, p: &Params, expanded: bool) -> Reply {
+    let set = describe_set(ctx, p, expanded)?;
+    let out = serde_json::to_value(set).map_err(ApiError::internal)?;
+    reply(json!({ "SecurityGroupPolicySet": out }))
+}
+
+/// The `SecurityGroupPolicySet` that [`describe`] answers.
+pub(super) fn describe_set(
+    ctx: &Ctx<'_>,
+    p: &Params,
+    expanded: bool,
+) -> Result<wire::SecurityGroupPolicySet, ApiError> {
     p.allow_only(&["SecurityGroupId", "Filters"])?;
     let id = p.req_str("SecurityGroupId")?;
     let filters = p.filters(&[
@@ -433,60 +444,87 @@ pub fn describe(ctx: &Ctx<'_>, p: &Params, expanded: bool) -> Reply {
         "direction",
         "description",
     ])?;
-    let out = ctx.read(|tx| {
-        let g = load_group(tx, ctx.account, "SecurityGroupId", &id)?;
-        let set = PolicySet {
-            version: Some(g.version),
-            ingress: rules_of(&g, Direction::Ingress)?,
-            egress: rules_of(&g, Direction::Egress)?,
-        };
-        let mut wire = set.to_wire();
-        if expanded || !filters.is_empty() {
-            let catalog = match expanded {
-                true => Some(super::palisade::template_catalog(tx, ctx.account)?),
-                false => None,
+    let (set, catalog) = if expanded {
+        ctx.read(|tx| {
+            let g = load_group(tx, ctx.account, "SecurityGroupId", &id)?;
+            let set = PolicySet {
+                version: Some(g.version),
+                ingress: rules_of(&g, Direction::Ingress)?,
+                egress: rules_of(&g, Direction::Egress)?,
             };
-            let group = SecurityGroupId::parse_field("SecurityGroupId", &g.id)?;
-            for dir in Direction::BOTH {
-                let mut out = Vec::new();
-                for (index, rule) in set.rules(dir).iter().enumerate() {
-                    let variants = match &catalog {
-                        Some(catalog) => {
-                            let origin = RuleOrigin {
-                                security_group_id: group.clone(),
-                                direction: dir,
-                                policy_index: index,
-                            };
-                            expand_templates(catalog, &origin, rule).map_err(|e| {
-                                // The store keeps references whole (a
-                                // referenced template cannot be deleted): a
-                                // missing one is corrupt data, never an empty
-                                // list that would hide what the rule says.
-                                ApiError::from(StoreError::Corrupt(e.to_string()))
-                            })?
-                        }
-                        None => vec![rule.clone()],
-                    };
-                    out.extend(
-                        variants
-                            .iter()
-                            .filter(|r| {
-                                filters
-                                    .iter()
-                                    .all(|f| f.values.iter().any(|v| matches(&f.name, v, dir, r)))
-                            })
-                            .map(|r| r.to_wire(index)),
-                    );
-                }
-                match dir {
-                    Direction::Ingress => wire.ingress = Some(out),
-                    Direction::Egress => wire.egress = Some(out),
-                }
+            Ok::<_, ApiError>((
+                set,
+                Some(super::palisade::template_catalog(tx, ctx.account)?),
+            ))
+        })?
+    } else {
+        // The policy set alone, in one statement, its rules decoded from
+        // the stored text straight into the model (no snapshot needed, no
+        // JSON tree built): the common describe.
+        super::parse_group_id("SecurityGroupId", &id)?;
+        let stored = ctx
+            .store
+            .group_policies(ctx.account, &id)?
+            .ok_or_else(|| ApiError::not_found("SecurityGroupId", &id))?;
+        let set = PolicySet {
+            version: Some(stored.version),
+            ingress: super::decode_stored_rules(&stored.ingress)?,
+            egress: super::decode_stored_rules(&stored.egress)?,
+        };
+        (set, None)
+    };
+    expand_and_filter(&id, &set, catalog.as_ref(), &filters)
+}
+
+/// The wire form of `set`, of group `id`, each rule expanded by `catalog`
+/// when given and kept only if it passes every filter.
+fn expand_and_filter(
+    id: &str,
+    set: &PolicySet,
+    catalog: Option<&FleetIndex>,
+    filters: &[Filter],
+) -> Result<wire::SecurityGroupPolicySet, ApiError> {
+    let mut wire = set.to_wire();
+    if catalog.is_some() || !filters.is_empty() {
+        let group = SecurityGroupId::parse_field("SecurityGroupId", id)?;
+        for dir in Direction::BOTH {
+            let mut out = Vec::new();
+            for (index, rule) in set.rules(dir).iter().enumerate() {
+                let variants = match catalog {
+                    Some(catalog) => {
+                        let origin = RuleOrigin {
+                            security_group_id: group.clone(),
+                            direction: dir,
+                            policy_index: index,
+                        };
+                        expand_templates(catalog, &origin, rule).map_err(|e| {
+                            // The store keeps references whole (a
+                            // referenced template cannot be deleted): a
+                            // missing one is corrupt data, never an empty
+                            // list that would hide what the rule says.
+                            ApiError::from(StoreError::Corrupt(e.to_string()))
+                        })?
+                    }
+                    None => vec![rule.clone()],
+                };
+                out.extend(
+                    variants
+                        .iter()
+                        .filter(|r| {
+                            filters
+                                .iter()
+                                .all(|f| f.values.iter().any(|v| matches(&f.name, v, dir, r)))
+                        })
+                        .map(|r| r.to_wire(index)),
+                );
+            }
+            match dir {
+                Direction::Ingress => wire.ingress = Some(out),
+                Direction::Egress => wire.egress = Some(out),
             }
         }
-        serde_json::to_value(wire).map_err(ApiError::internal)
-    })?;
-    reply(json!({ "SecurityGroupPolicySet": out }))
+    }
+    Ok(wire)
 }
 
 fn matches(filter: &str, value: &str, dir: Direction, r: &Policy) -> bool {
