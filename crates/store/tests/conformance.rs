@@ -1299,5 +1299,36 @@ fn enforcement_defaults_to_enforce_and_a_change_bumps_the_revision() {
             .read(|tx| tx.enforcement(&acc.id, "ins-00000001"))
             .expect("read");
         assert_eq!(mode, Enforcement::Enforce, "{}", b.name);
+
+#[test]
+fn group_policies_is_the_policy_set_of_the_callers_group_only() {
+    for b in backends() {
+        let store = &b.store;
+        let mut g = group("sg-00000001");
+        g.version = 7;
+        g.ingress.push(RuleRecord {
+            body: serde_json::json!({"SecurityGroupId": "sg-00000001", "Action": "ACCEPT"}),
+            refs: vec!["sg-00000001".into()],
+        });
+        store.write(|tx| tx.insert_group("a", &g)).expect("setup");
+        let got = store
+            .group_policies("a", "sg-00000001")
+            .expect("read")
+            .expect("the group exists");
+        assert_eq!(got.version, 7, "{}", b.name);
+        let ingress: Vec<RuleRecord> = serde_json::from_str(&got.ingress).expect("json");
+        let egress: Vec<RuleRecord> = serde_json::from_str(&got.egress).expect("json");
+        assert_eq!((ingress, egress), (g.ingress.clone(), vec![]), "{}", b.name);
+        assert_eq!(
+            store.group_policies("b", "sg-00000001").expect("read"),
+            None,
+            "{}: another account's group is not found",
+            b.name
+        );
+        assert_eq!(
+            store.group_policies("a", "sg-00000009").expect("read"),
+            None
+        );
+        assert_eq!(store.local_reads(), b.name == "sqlite", "{}", b.name);
     }
 }
