@@ -1299,6 +1299,8 @@ fn enforcement_defaults_to_enforce_and_a_change_bumps_the_revision() {
             .read(|tx| tx.enforcement(&acc.id, "ins-00000001"))
             .expect("read");
         assert_eq!(mode, Enforcement::Enforce, "{}", b.name);
+    }
+}
 
 #[test]
 fn group_policies_is_the_policy_set_of_the_callers_group_only() {
