@@ -92,9 +92,12 @@ pub struct CompileOptions {
     /// per-node rate limit ([`crate::flowlog`]); `None` logs nothing.
     pub flow_log: Option<FlowLogOptions>,
     /// `ENFORCE`, or `AUDIT`: drops become counted, logged passes
-    /// (`WOULD_DROP`; audit logs with [`FlowLogOptions::default`] when
-    /// `flow_log` is `None`).
+    /// (`WOULD_DROP`; audit logs with `audit_log` when `flow_log` is
+    /// `None`).
     pub enforcement: Enforcement,
+    /// Where audit mode logs when `flow_log` is `None`: the group the
+    /// agent's recorder reads, whether or not it records every decision.
+    pub audit_log: FlowLogOptions,
 }
 
 /// Where and how fast decisions are logged for flow records.
@@ -140,6 +143,7 @@ impl Default for CompileOptions {
             marks: MarkBits::DEFAULT,
             flow_log: None,
             enforcement: Enforcement::Enforce,
+            audit_log: FlowLogOptions::default(),
         }
     }
 }
@@ -148,7 +152,7 @@ impl CompileOptions {
     /// Where decisions are logged, if anywhere: audit mode always logs.
     pub fn logging(&self) -> Option<FlowLogOptions> {
         match self.enforcement {
-            Enforcement::Audit => Some(self.flow_log.unwrap_or_default()),
+            Enforcement::Audit => Some(self.flow_log.unwrap_or(self.audit_log)),
             Enforcement::Enforce => self.flow_log,
         }
     }

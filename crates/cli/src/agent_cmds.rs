@@ -238,6 +238,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             max_elements: args.max_elements,
             marks: args.ct_mark_bits,
             flow_log: args.flow_log.then_some(flow_log),
+            audit_log: flow_log,
             ..Default::default()
         },
         private_ips,
@@ -590,17 +591,19 @@ pub fn nft(cmd: NftCommand) -> anyhow::Result<ExitCode> {
             };
             let id = InstanceId::parse_field("--instance", &args.instance)?;
             let ruleset = palisade_policy::resolve_instance(&fleet, &id)?;
+            let log = FlowLogOptions {
+                group: args.flow_log_group,
+                rate: args.flow_log_rate,
+                burst: args.flow_log_rate,
+            };
             let compiled = compile(
                 &ruleset,
                 &CompileOptions {
                     uplinks: args.uplink,
                     mode: mode(args.maps),
                     marks: args.ct_mark_bits,
-                    flow_log: args.flow_log.then_some(FlowLogOptions {
-                        group: args.flow_log_group,
-                        rate: args.flow_log_rate,
-                        burst: args.flow_log_rate,
-                    }),
+                    flow_log: args.flow_log.then_some(log),
+                    audit_log: log,
                     enforcement: if args.audit {
                         palisade_model::flow::Enforcement::Audit
                     } else {

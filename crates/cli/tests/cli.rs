@@ -453,3 +453,47 @@ fn explain_human_form_and_bad_input() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("ins-zzzzzzzz"));
 }
+
+/// Flow logging and audit mode in `nft compile`: off by default; with
+/// `--flow-log` every decision logs to the group; `--audit` logs its
+/// would-be drops to the group given, with or without `--flow-log`, and
+/// drops nothing.
+#[test]
+fn nft_compile_logs_decisions_only_when_asked_and_audit_drops_nothing() {
+    let fleet = example();
+    let base = [
+        "nft",
+        "compile",
+        "--fleet",
+        &fleet,
+        "--instance",
+        "ins-node0001",
+        "--uplink",
+        "eth0",
+    ];
+    let plain = palisade(&base);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert!(!stdout(&plain).contains(" log "), "no logging by default");
+    let mut args = base.to_vec();
+    args.extend(["--flow-log", "--flow-log-group", "99"]);
+    let logged = stdout(&palisade(&args));
+    assert!(
+        logged.contains("group 99") && logged.contains("pal A ingress sg-"),
+        "{logged}"
+    );
+    assert!(
+        logged.contains("limit flowlog_limit") && logged.contains("counter flowlog_suppressed")
+    );
+    let mut args = base.to_vec();
+    args.extend(["--audit", "--flow-log-group", "77"]);
+    let audit = stdout(&palisade(&args));
+    assert!(
+        audit.contains("group 77") && audit.contains("pal W ingress default"),
+        "{audit}"
+    );
+    let drops: Vec<&str> = audit.lines().filter(|l| l.contains(" drop ")).collect();
+    assert!(
+        drops.iter().all(|l| l.contains("ct state invalid")),
+        "audit drops nothing but invalid packets: {drops:#?}"
+    );
+}
