@@ -106,8 +106,8 @@ pub struct AgentArgs {
     )]
     ct_mark_bits: MarkBits,
     /// Record flows: log every decision (within --flow-log-rate) and ship
-    /// aggregated records to the server (`palisade flows`). Audit mode
-    /// logs its would-be drops whether or not this is given.
+    /// aggregated records to the server (`palisade flows`); audit mode's
+    /// would-be drops are recorded only with it.
     #[arg(long, env = "PALISADE_FLOW_LOG")]
     flow_log: bool,
     /// The NFLOG group decisions are logged to (one reader per group and
@@ -260,7 +260,10 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             &revision,
         );
     }
-    if !args.once {
+    // The recorder subscribes to every conntrack update of the node: only
+    // when asked for (audit mode's would-be drops are counted by the rules'
+    // counters either way, and recorded with --flow-log).
+    if !args.once && args.flow_log {
         let recorder = RecorderConfig {
             instance: InstanceId::parse_field("--instance-id", &instance_id)?,
             netns: args.netns.clone(),
