@@ -74,13 +74,18 @@ fn leave(s: &Server, state: &Path) -> Output {
         .unwrap()
 }
 
+/// The registered instances, sorted (nodes that join at once register in
+/// either order).
 fn instances(s: &Server) -> Vec<String> {
-    s.client().cvm("DescribeInstances", &json!({})).unwrap()["InstanceSet"]
+    let mut ids: Vec<String> = s.client().cvm("DescribeInstances", &json!({})).unwrap()
+        ["InstanceSet"]
         .as_array()
         .unwrap()
         .iter()
         .map(|i| i["InstanceId"].as_str().unwrap().to_string())
-        .collect()
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// `from` reaches `to` on TCP `port` (one short try).
