@@ -16,20 +16,33 @@ from pathlib import Path
 import pytest
 
 try:
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # the `browsers` fixture skips (or fails) and says why
-    By = expected_conditions = WebDriverWait = None
+    By = WebDriverWait = WebDriverException = None
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def go(d, element):
-    """Clicks a link or submit button and waits for the next page."""
+    """Clicks a link or submit button and waits for the next page.
+
+    While the old document is being torn down, chromedriver may answer a
+    question about its element with a generic error ("Node with given id
+    does not belong to the document") rather than a stale-element one:
+    both mean the page has gone."""
     page = d.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(d, 15).until(expected_conditions.staleness_of(page))
+
+    def gone(_):
+        try:
+            page.is_enabled()
+            return False
+        except WebDriverException:  # StaleElementReferenceException included
+            return True
+
+    WebDriverWait(d, 15).until(gone)
 
 
 def sign_in(d, srv, creds):
