@@ -250,7 +250,20 @@ def test_instance_scoped_agent_credential(server, fresh):
     assert mine["Errors"] == ["nft: none"]
     # Registered just now and never reported: not stale yet (StaleSeconds 300).
     assert theirs == {"InstanceId": other, "Stale": False, "Reported": False, "ReportedTime": "", "AppliedRevision": 0, "Counters": [], "Errors": [],
-                      "Enforcement": "ENFORCE"}
+                      "Failsafe": [], "Enforcement": "ENFORCE"}
+    assert mine["Failsafe"] == []
+    # The node's failsafe entries, as its agent enforces them, in canonical form.
+    agent.p("ReportInstanceStatus", {"InstanceId": ins, "AppliedRevision": rev,
+                                     "Failsafe": ["tcp:22@198.51.100.0/24", "egress:udp:53"]})
+    shown = fresh.p("DescribeInstanceStatus", {"InstanceIds": [ins]})["InstanceStatusSet"][0]
+    assert shown["Failsafe"] == ["ingress:tcp:22@198.51.100.0/24", "egress:udp:53"]
+    for bad_entry in (["tcp:22@198.51.100.0/33"], ["smtp:25"], ["tcp:22", "ingress:tcp:22"]):
+        assert error_code(agent.p, "ReportInstanceStatus", {"InstanceId": ins, "AppliedRevision": rev,
+                                                            "Failsafe": bad_entry}) == "InvalidParameterValue", bad_entry
+    assert error_code(agent.p, "ReportInstanceStatus", {"InstanceId": ins, "AppliedRevision": rev,
+                                                        "Failsafe": [f"tcp:{p}" for p in range(1, 18)]}) == "InvalidParameterValue.LimitExceeded"
+    # A refused report changed nothing.
+    assert fresh.p("DescribeInstanceStatus", {"InstanceIds": [ins]})["InstanceStatusSet"][0]["Failsafe"] == shown["Failsafe"]
     assert error_code(agent.p, "ReportInstanceStatus", {"InstanceId": other, "AppliedRevision": 1}) == "AuthFailure.UnauthorizedOperation"
     assert error_code(agent.p, "DescribeInstanceStatus", {}) == "AuthFailure.UnauthorizedOperation"
     assert error_code(fresh.p, "ReportInstanceStatus", {"InstanceId": ins}) == "MissingParameter"

@@ -47,6 +47,9 @@ pub struct AgentConfig {
     /// Whether to register the instance when the server lacks it (off for
     /// dry runs, which write nothing to the server either).
     pub register: bool,
+    /// Where the last applied ruleset is kept for the next boot
+    /// ([`Agent::boot`]); `None` keeps nothing.
+    pub boot_state: Option<std::path::PathBuf>,
 }
 
 /// What one step did.
@@ -82,6 +85,17 @@ pub enum Event {
     DataplaneFailed(String),
     /// The snapshot was refused (bad JSON, bad options).
     Rejected(String),
+    /// At start there was no table: the last applied ruleset, kept on
+    /// disk, was loaded until the server answers ([`Agent::boot`]).
+    BootRestored {
+        /// Its revision.
+        revision: u64,
+    },
+    /// At start there was no table and no usable kept ruleset (the reason
+    /// given): the failsafe entries alone were loaded, over a default drop.
+    BootFailsafe(String),
+    /// The applied ruleset could not be kept for the next boot.
+    NotKept(String),
 }
 
 struct Applied {
@@ -104,6 +118,9 @@ pub struct Agent<D: Dataplane, C: ControlPlane> {
     report_supported: bool,
     last_error: String,
     last_report: Option<Instant>,
+    /// The fetched ruleset awaiting its load, encoded, to be kept for the
+    /// next boot once it is loaded (with [`AgentConfig::boot_state`]).
+    to_keep: Option<(u64, Vec<u8>)>,
 }
 
 impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
@@ -119,6 +136,49 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
             registered: false,
             last_error: String::new(),
             last_report: None,
+            to_keep: None,
+        }
+    }
+
+    /// What a node holds before its agent has reached a server: when the
+    /// kernel has a table already (the agent restarted), it stays
+    /// (fail-static). When there is none (the node booted), the last
+    /// applied ruleset kept in [`AgentConfig::boot_state`] is compiled with
+    /// today's options and loaded; without a usable one, an empty ruleset
+    /// is: the failsafe entries and the agent's own connections pass, and
+    /// everything else on the uplinks is dropped (fail-safe). Either way
+    /// the first answer of a server replaces it.
+    pub fn boot(&mut self) -> Vec<Event> {
+        match self.dataplane.read() {
+            Ok(Some(_)) => return Vec::new(),
+            Ok(None) => {}
+            Err(e) => return vec![Event::DataplaneFailed(e.to_string())],
+        }
+        let kept = match &self.config.boot_state {
+            None => Err("no state directory".to_string()),
+            Some(path) => kept_ruleset(path, &self.config.instance_id),
+        };
+        let restored = kept.and_then(|wire| {
+            let revision = wire.revision;
+            let opts = CompileOptions {
+                enforcement: wire.enforcement,
+                ..self.config.compile.clone()
+            };
+            let ruleset = wire.into_ruleset().map_err(|e| e.to_string())?;
+            let compiled = compile(&ruleset, &opts).map_err(|e| e.to_string())?;
+            self.dataplane.apply(&compiled).map_err(|e| e.to_string())?;
+            Ok(revision)
+        });
+        let why = match restored {
+            Ok(revision) => return vec![Event::BootRestored { revision }],
+            Err(why) => why,
+        };
+        let failsafe = compile(&palisade_policy::Ruleset::default(), &self.config.compile)
+            .map_err(AgentError::from)
+            .and_then(|c| self.dataplane.apply(&c));
+        match failsafe {
+            Ok(()) => vec![Event::BootFailsafe(why)],
+            Err(e) => vec![Event::DataplaneFailed(e.to_string())],
         }
     }
 
@@ -195,6 +255,11 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
             return;
         }
         let revision = wire.revision;
+        let encoded = self
+            .config
+            .boot_state
+            .as_ref()
+            .and_then(|_| serde_json::to_vec(&wire).ok());
         // The server says whether the instance is enforced or audited.
         let opts = CompileOptions {
             enforcement: wire.enforcement,
@@ -205,7 +270,10 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
             .map_err(AgentError::BadRuleset)
             .and_then(|r| compile(&r, &opts).map_err(AgentError::from));
         match compiled {
-            Ok(c) => self.desired = Some((revision, c)),
+            Ok(c) => {
+                self.desired = Some((revision, c));
+                self.to_keep = encoded.map(|bytes| (revision, bytes));
+            }
             Err(e) => {
                 self.last_error = e.to_string();
                 events.push(Event::Rejected(e.to_string()));
@@ -326,6 +394,7 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
                 });
                 self.last_error.clear();
                 events.push(event);
+                self.keep(revision, events);
             }
             Ok(None) => {
                 self.applied = None;
@@ -337,6 +406,26 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
                 self.applied = None;
                 events.push(Event::DataplaneFailed(e.to_string()));
             }
+        }
+    }
+
+    /// Writes the ruleset of `revision`, just loaded, for the next boot.
+    fn keep(&mut self, revision: u64, events: &mut Vec<Event>) {
+        let (Some(path), Some((kept, _))) = (&self.config.boot_state, &self.to_keep) else {
+            return;
+        };
+        if *kept != revision {
+            return;
+        }
+        let Some((_, bytes)) = self.to_keep.take() else {
+            return;
+        };
+        let (dir, name) = (path.parent(), path.file_name().and_then(|n| n.to_str()));
+        let (Some(dir), Some(name)) = (dir, name) else {
+            return;
+        };
+        if let Err(e) = crate::identity::write_private(dir, name, &bytes) {
+            events.push(Event::NotKept(e.to_string()));
         }
     }
 
@@ -387,6 +476,7 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
                 vec![self.last_error.clone()]
             },
             counters,
+            failsafe: self.config.compile.failsafe.clone(),
         };
         self.last_report = Some(Instant::now());
         if let Err(e) = self.control.report(&status) {
@@ -400,11 +490,30 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
     }
 }
 
+/// The ruleset kept at `path` for `instance`, or why there is none to use.
+fn kept_ruleset(
+    path: &std::path::Path,
+    instance: &str,
+) -> Result<palisade_protocol::service::InstanceRuleset, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let wire: palisade_protocol::service::InstanceRuleset = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{}: not a kept ruleset: {e}", path.display()))?;
+    if wire.instance_id != instance {
+        return Err(format!(
+            "{}: kept for instance {}, not {instance}",
+            path.display(),
+            wire.instance_id
+        ));
+    }
+    Ok(wire)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::client::AgentStatus;
     use crate::dataplane::FakeDataplane;
+    use palisade_policy::Failsafe;
     use palisade_protocol::service::InstanceRuleset;
 
     #[derive(Default)]
@@ -504,6 +613,7 @@ mod tests {
                 interval: Duration::from_millis(10),
                 report: true,
                 register: true,
+                boot_state: None,
             },
         )
     }
@@ -701,6 +811,79 @@ mod tests {
         a.dataplane().delete_table();
         let ev = a.step();
         assert!(ev.contains(&Event::Restored { revision: 2 }));
+    }
+
+    /// At boot with no table: the last applied ruleset kept on disk is
+    /// loaded before any server answers; without one, the failsafe
+    /// entries alone over a default drop. A table already there (the agent
+    /// restarted) stays as it is.
+    #[test]
+    fn a_boot_loads_the_kept_ruleset_or_the_failsafe_entries_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kept = dir.path().join("state").join("ruleset-ins-node0001.json");
+        let with_state = |a: &mut Agent<FakeDataplane, FakeServer>| {
+            a.config.boot_state = Some(kept.clone());
+            a.config.compile.failsafe =
+                vec![Failsafe::parse_field("--failsafe", "tcp:22@198.51.100.0/24").expect("valid")];
+        };
+        // First start, server down, nothing kept: failsafe only.
+        let mut a = agent(FakeServer {
+            down: true,
+            ..Default::default()
+        });
+        with_state(&mut a);
+        let ev = a.boot();
+        assert!(matches!(ev.as_slice(), [Event::BootFailsafe(_)]), "{ev:?}");
+        let script = a.dataplane().table.as_ref().expect("loaded").script();
+        assert!(
+            script.contains("ip saddr 198.51.100.0/24 tcp dport 22 counter accept"),
+            "{script}"
+        );
+        assert!(!script.contains("sg-"), "no group rule: {script}");
+        // The server answers: its revision is loaded and kept.
+        a.control().down = false;
+        a.control().ruleset = Some(ruleset(4, &["198.18.0.12"]));
+        assert!(a.step().contains(&Event::Replaced { revision: 4 }));
+        assert!(kept.exists(), "kept for the next boot");
+        // A restarted agent over a live table changes nothing at boot.
+        let table = a.dataplane().table.clone();
+        let mut again = agent_on(
+            FakeDataplane {
+                table: table.clone(),
+                ..FakeDataplane::new()
+            },
+            FakeServer {
+                down: true,
+                ..Default::default()
+            },
+        );
+        with_state(&mut again);
+        assert!(again.boot().is_empty());
+        assert!(again.dataplane().log.is_empty());
+        // A reboot (no table), server down: the kept revision 4 is loaded.
+        let mut rebooted = agent(FakeServer {
+            down: true,
+            ..Default::default()
+        });
+        with_state(&mut rebooted);
+        assert_eq!(rebooted.boot(), vec![Event::BootRestored { revision: 4 }]);
+        let script = rebooted
+            .dataplane()
+            .table
+            .as_ref()
+            .expect("loaded")
+            .script();
+        assert!(script.contains("198.18.0.12"), "{script}");
+        // A kept file of another instance, or garbled, is not loaded.
+        std::fs::write(&kept, b"{not json").expect("write");
+        let mut garbled = agent(FakeServer {
+            down: true,
+            ..Default::default()
+        });
+        with_state(&mut garbled);
+        assert!(
+            matches!(garbled.boot().as_slice(), [Event::BootFailsafe(why)] if why.contains("not a kept ruleset"))
+        );
     }
 
     /// A refused key is not an outage: it is named as such, every step

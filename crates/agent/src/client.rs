@@ -3,9 +3,11 @@
 //! [`ControlPlane`] is the trait the sync loop uses, so it is tested with a
 //! fake; [`HttpControlPlane`] is the real client.
 
+use crate::control::ControlUid;
 use crate::error::AgentError;
 use palisade_client::tc3;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use palisade_protocol::service::{
@@ -42,6 +44,10 @@ pub struct HttpControlPlane {
     known_digest: Option<String>,
     /// The longest answer read ([`DEFAULT_MAX_RESPONSE_BYTES`] by default).
     max_response_bytes: u64,
+    /// The uid the connections are opened as ([`crate::control`]).
+    control: ControlUid,
+    /// Whether a refused switch to the control uid was reported already.
+    control_warned: AtomicBool,
 }
 
 /// The longest answer the agent reads by default (`palisade agent
@@ -84,7 +90,16 @@ impl HttpControlPlane {
             http: ureq::AgentBuilder::new().timeout(timeout).build(),
             known_digest: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            control: ControlUid::none(),
+            control_warned: AtomicBool::new(false),
         })
+    }
+
+    /// Opens the connections as `control` ([`crate::control`]), so that the
+    /// node's groups never cut the agent off from this server.
+    pub fn with_control_uid(mut self, control: ControlUid) -> Self {
+        self.control = control;
+        self
     }
 
     /// Reads answers of at most `bytes` bytes; longer ones are an error.
@@ -178,9 +193,19 @@ impl HttpControlPlane {
         ) {
             request = request.set(name, &value);
         }
-        let resp = request
-            .send_string(&body)
-            .map_err(|e| transport(e.to_string()))?;
+        // The connection (and the name lookup) is made inside `send_string`.
+        let (sent, switch) = self
+            .control
+            .run(|| request.send_string(&body).map_err(|e| e.to_string()));
+        if let Some(e) = switch {
+            if !self.control_warned.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "agent: warning: cannot open server connections as the control uid \
+                     (needs CAP_SETUID): the node's groups may cut this agent off: {e}"
+                );
+            }
+        }
+        let resp = sent.map_err(transport)?;
         let max = self.max_response_bytes;
         let too_long = || {
             transport(format!(

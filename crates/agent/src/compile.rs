@@ -56,7 +56,7 @@ use palisade_model::addr::u128_to_ip;
 use palisade_model::flow::{Enforcement, Verdict};
 use palisade_model::Peer;
 use palisade_model::{Action, AddrRange, Direction, Family};
-use palisade_policy::{ProtocolMatch, ResolvedRule, Ruleset, ServiceMatch};
+use palisade_policy::{Failsafe, ProtocolMatch, ResolvedRule, Ruleset, ServiceMatch};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -98,6 +98,13 @@ pub struct CompileOptions {
     /// Where audit mode logs when `flow_log` is `None`: the group the
     /// agent's recorder reads, whether or not it records every decision.
     pub audit_log: FlowLogOptions,
+    /// The node's failsafe entries: accepted before any rule, in both
+    /// directions as each entry says ([`palisade_policy::failsafe`]).
+    pub failsafe: Vec<Failsafe>,
+    /// The uid that owns the agent's own sockets to its servers
+    /// ([`crate::control`]): their packets leave whatever the rules say;
+    /// `None` exempts nothing.
+    pub control_uid: Option<u32>,
 }
 
 /// Where and how fast decisions are logged for flow records.
@@ -144,6 +151,8 @@ impl Default for CompileOptions {
             flow_log: None,
             enforcement: Enforcement::Enforce,
             audit_log: FlowLogOptions::default(),
+            failsafe: Vec::new(),
+            control_uid: None,
         }
     }
 }
@@ -530,7 +539,14 @@ pub fn compile(snapshot: &Ruleset, opts: &CompileOptions) -> Result<Compiled, Co
     }
     // Logging and the enforcement change chains, not elements: a change
     // of either is a whole-table load.
-    let _ = writeln!(shape, "{:?} {:?}", opts.logging(), opts.enforcement);
+    let _ = writeln!(
+        shape,
+        "{:?} {:?} {:?} {:?}",
+        opts.logging(),
+        opts.enforcement,
+        opts.failsafe,
+        opts.control_uid
+    );
     Ok(Compiled {
         sets: sets.into_values().collect(),
         maps,
@@ -995,12 +1011,7 @@ fn rule_matchers(
             .filter(|r| r.family() == family)
             .copied()
             .collect();
-        let (prefix, field) = match (family, direction) {
-            (Family::V4, Direction::Ingress) => ("ip", "saddr"),
-            (Family::V4, Direction::Egress) => ("ip", "daddr"),
-            (Family::V6, Direction::Ingress) => ("ip6", "saddr"),
-            (Family::V6, Direction::Egress) => ("ip6", "daddr"),
-        };
+        let (prefix, field) = addr_field(family, direction);
         let named = peer_ref(rule).and_then(|r| set_name(r, family));
         let (peer_match, set) = match named {
             // A reference: always a named set, even when empty today, so a
@@ -1010,23 +1021,10 @@ fn rule_matchers(
                     .or_insert_with(|| reference_set(name.clone(), family, rule, &peers));
                 (format!("{prefix} {field} @{name}"), Some(name))
             }
-            None if peers.is_empty() => continue,
-            None if peers == [AddrRange::everything(family)] => (
-                match family {
-                    Family::V4 => "meta nfproto ipv4".to_string(),
-                    Family::V6 => "meta nfproto ipv6".to_string(),
-                },
-                None,
-            ),
-            None => {
-                let list: Vec<String> = peers.iter().map(|e| element(*e)).collect();
-                let value = if list.len() == 1 {
-                    list.join("")
-                } else {
-                    format!("{{ {} }}", list.join(", "))
-                };
-                (format!("{prefix} {field} {value}"), None)
-            }
+            None => match literal_peer_match(family, direction, &peers) {
+                Some(m) => (m, None),
+                None => continue,
+            },
         };
         for service in rule.services() {
             let Some(l4) = service_match(service) else {
@@ -1045,6 +1043,63 @@ fn rule_matchers(
         }
     }
     out
+}
+
+/// The match of literal peers of one family: `None` when there are none,
+/// the family alone when they are all of it.
+fn literal_peer_match(family: Family, direction: Direction, peers: &[AddrRange]) -> Option<String> {
+    let (prefix, field) = addr_field(family, direction);
+    if peers.is_empty() {
+        return None;
+    }
+    if peers == [AddrRange::everything(family)] {
+        return Some(match family {
+            Family::V4 => "meta nfproto ipv4".to_string(),
+            Family::V6 => "meta nfproto ipv6".to_string(),
+        });
+    }
+    let list: Vec<String> = peers.iter().map(|e| element(*e)).collect();
+    let value = if list.len() == 1 {
+        list.join("")
+    } else {
+        format!("{{ {} }}", list.join(", "))
+    };
+    Some(format!("{prefix} {field} {value}"))
+}
+
+/// The address field a rule's peer is: the source of ingress packets, the
+/// destination of egress ones.
+fn addr_field(family: Family, direction: Direction) -> (&'static str, &'static str) {
+    match (family, direction) {
+        (Family::V4, Direction::Ingress) => ("ip", "saddr"),
+        (Family::V4, Direction::Egress) => ("ip", "daddr"),
+        (Family::V6, Direction::Ingress) => ("ip6", "saddr"),
+        (Family::V6, Direction::Egress) => ("ip6", "daddr"),
+    }
+}
+
+/// The nft matches of a failsafe entry, one per family it covers.
+fn failsafe_matchers(f: &Failsafe) -> Vec<String> {
+    let Some(l4) = service_match(&f.service()) else {
+        return Vec::new();
+    };
+    let all = f.peers();
+    [Family::V4, Family::V6]
+        .into_iter()
+        .filter_map(|family| {
+            let peers: Vec<AddrRange> = all
+                .iter()
+                .filter(|r| r.family() == family)
+                .copied()
+                .collect();
+            let m = literal_peer_match(family, f.direction(), &peers)?;
+            Some(if l4.is_empty() {
+                m
+            } else {
+                format!("{m} {l4}")
+            })
+        })
+        .collect()
 }
 
 /// The transport part of a match; `None` when the service matches nothing
@@ -1170,11 +1225,30 @@ fn build_chain(direction: Direction, opts: &CompileOptions, body: Body<'_>) -> C
             "ct direction reply ct state established counter accept comment \"{}\"",
             bc("reply")
         ),
-        format!(
-            "ct direction original ct state established jump {}_current",
-            direction.as_str()
-        ),
     ];
+    // The agent's own packets to its servers, then the failsafe entries:
+    // before the rules and before the fast path, so that no rule, and no
+    // change of the rules, ever decides them.
+    if let (Direction::Egress, Some(uid)) = (direction, opts.control_uid) {
+        rules.push(format!(
+            "meta skuid {uid} counter accept comment \"{}\"",
+            bc("control plane")
+        ));
+    }
+    for (i, f) in opts.failsafe.iter().enumerate() {
+        if f.direction() == direction {
+            for m in failsafe_matchers(f) {
+                rules.push(format!(
+                    "{m} counter accept comment \"{}\"",
+                    bc(&format!("failsafe {i}"))
+                ));
+            }
+        }
+    }
+    rules.push(format!(
+        "ct direction original ct state established jump {}_current",
+        direction.as_str()
+    ));
     match body {
         Body::Rules(matchers) => {
             for (m, action, c) in matchers {
@@ -1398,6 +1472,7 @@ mod tests {
     use super::*;
     use palisade_model::{Cidr, PortRange};
     use palisade_policy::codec::parse_addr_range;
+    use palisade_policy::Failsafe;
     use palisade_policy::RuleOrigin;
 
     fn rule(
@@ -1470,6 +1545,74 @@ mod tests {
     /// The count agrees with what compiling builds, a shared set is counted
     /// once, and a snapshot over the budget is refused before anything is
     /// expanded.
+    /// The agent's own packets and the failsafe entries are accepted
+    /// before the fast path and every rule, each in its direction, in both
+    /// modes; the control exemption is an egress match on the socket's
+    /// owner only.
+    #[test]
+    fn control_plane_and_failsafe_lines_come_before_the_rules() {
+        let failsafe = [
+            "tcp:22@198.51.100.0/24",
+            "ingress:icmpv6@2001:db8::/32",
+            "egress:udp:53",
+        ]
+        .map(|t| Failsafe::parse_field("--failsafe", t).expect("valid"))
+        .to_vec();
+        for mode in [Mode::Linear, Mode::Maps] {
+            let o = CompileOptions {
+                mode,
+                failsafe: failsafe.clone(),
+                control_uid: Some(4242),
+                ..opts()
+            };
+            let c = compile(&seed_node(), &o).expect("compiles");
+            let chain = |name: &str| {
+                c.chains
+                    .iter()
+                    .find(|ch| ch.name == name)
+                    .expect("chain")
+                    .rules
+                    .clone()
+            };
+            let (ingress, egress) = (chain("ingress"), chain("egress"));
+            let at = |rules: &[String], needle: &str| {
+                rules
+                    .iter()
+                    .position(|r| r.contains(needle))
+                    .unwrap_or_else(|| panic!("{needle} in {rules:#?}"))
+            };
+            let fast = |rules: &[String]| at(rules, "jump ");
+            assert!(at(&egress, "meta skuid 4242 counter accept") < fast(&egress));
+            assert!(!ingress.iter().any(|r| r.contains("skuid")));
+            assert!(
+                at(
+                    &ingress,
+                    "ip saddr 198.51.100.0/24 tcp dport 22 counter accept"
+                ) < fast(&ingress)
+            );
+            assert!(
+                at(
+                    &ingress,
+                    "ip6 saddr 2001:db8::/32 meta l4proto ipv6-icmp counter accept"
+                ) < fast(&ingress)
+            );
+            assert!(!ingress.iter().any(|r| r.contains("udp dport 53")));
+            assert!(at(&egress, "meta nfproto ipv4 udp dport 53 counter accept") < fast(&egress));
+            assert!(at(&egress, "meta nfproto ipv6 udp dport 53 counter accept") < fast(&egress));
+            // A change of the entries is a whole-table load, never an
+            // element update.
+            let fewer = compile(
+                &seed_node(),
+                &CompileOptions {
+                    failsafe: Vec::new(),
+                    ..o.clone()
+                },
+            )
+            .expect("compiles");
+            assert!(fewer.set_deltas(&c).is_none());
+        }
+    }
+
     #[test]
     fn the_budget_counts_what_compiling_builds() {
         let tcp = Some(6);

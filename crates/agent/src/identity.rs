@@ -74,6 +74,17 @@ pub fn load(state_dir: &Path) -> Result<Option<Identity>, AgentError> {
 /// written whole to a temporary file and renamed, so a crash leaves the
 /// old file or the new one.
 pub fn save(state_dir: &Path, id: &Identity) -> Result<(), AgentError> {
+    let text = serde_json::to_string_pretty(id).map_err(|e| AgentError::Io {
+        context: "encoding the identity".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    write_private(state_dir, IDENTITY_FILE, text.as_bytes())
+}
+
+/// Writes `bytes` to the file `name` of `state_dir` (created 0700 if
+/// missing), mode 0600, whole: to a temporary file, synced, then renamed
+/// over the old one, so a crash leaves the old file or the new one.
+pub fn write_private(state_dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AgentError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let io = |context: String| move |source| AgentError::Io { context, source };
     if !state_dir.exists() {
@@ -83,12 +94,8 @@ pub fn save(state_dir: &Path, id: &Identity) -> Result<(), AgentError> {
             .create(state_dir)
             .map_err(io(format!("creating {}", state_dir.display())))?;
     }
-    let final_path = path(state_dir);
-    let tmp = state_dir.join(format!("{IDENTITY_FILE}.tmp"));
-    let text = serde_json::to_string_pretty(id).map_err(|e| AgentError::Io {
-        context: "encoding the identity".into(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let final_path = state_dir.join(name);
+    let tmp = state_dir.join(format!("{name}.tmp"));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -96,7 +103,7 @@ pub fn save(state_dir: &Path, id: &Identity) -> Result<(), AgentError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io(format!("creating {}", tmp.display())))?;
-    f.write_all(text.as_bytes())
+    f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(io(format!("writing {}", tmp.display())))?;
     std::fs::rename(&tmp, &final_path).map_err(io(format!("writing {}", final_path.display())))

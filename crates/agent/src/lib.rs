@@ -24,6 +24,7 @@
 pub mod agent;
 pub mod client;
 pub mod compile;
+pub mod control;
 pub mod dataplane;
 pub mod error;
 pub mod failover;

@@ -234,6 +234,7 @@ fn the_agents_memory_stays_bounded_whatever_the_server_answers() {
             interval: Duration::from_secs(1),
             report: true,
             register: true,
+            boot_state: None,
         },
     );
     let before = peak_rss_kib();

@@ -128,6 +128,7 @@ impl RunningAgent {
                     interval: Duration::from_millis(1000),
                     report: true,
                     register: true,
+                    boot_state: None,
                 },
             );
             agent.run(&s, |e| eprintln!("agent: {e:?}"));

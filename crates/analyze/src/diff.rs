@@ -191,13 +191,9 @@ fn effect_of(e: &mut Engine<'_>, groups: Option<&[SecurityGroupId]>) -> Rc<ListE
 }
 
 fn verdict(e: &Engine<'_>, groups: Option<&[SecurityGroupId]>, p: &Packet) -> Verdict {
-    match groups.and_then(|g| e.decide(g, p)) {
-        Some(r) => Verdict {
-            action: r.action(),
-            matched: Some(r.origin().clone()),
-        },
-        None => Verdict::default_drop(),
-    }
+    groups
+        .and_then(|g| e.decide(g, p))
+        .map_or_else(Verdict::default_drop, Verdict::by)
 }
 
 fn names(groups: Option<&[SecurityGroupId]>) -> Vec<String> {

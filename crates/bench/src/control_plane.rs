@@ -186,6 +186,7 @@ pub fn propagate(
             interval: Duration::from_secs(1),
             report: args.reports,
             register: true,
+            boot_state: None,
         };
         let (stop, tx) = (stop.clone(), tx.clone());
         threads.push(

@@ -9,6 +9,7 @@ use palisade_agent::agent::{Agent, AgentConfig, Event};
 use palisade_agent::client::HttpControlPlane;
 use palisade_agent::compile::FlowLogOptions;
 use palisade_agent::compile::Mode;
+use palisade_agent::control::ControlUid;
 use palisade_agent::failover::Failover;
 use palisade_agent::flowlog::{RecorderConfig, RecorderStats};
 use palisade_agent::identity;
@@ -122,6 +123,17 @@ pub struct AgentArgs {
     /// they are shipped.
     #[arg(long, default_value_t = 60)]
     flow_interval_secs: u64,
+    /// A flow the node always allows, before any group rule:
+    /// `[ingress:|egress:]SERVICE[@CIDR]`, e.g. `tcp:22@198.51.100.0/24`
+    /// (SSH from a management network); repeat for more (at most 16).
+    /// Default: none (docs/agent.md, "Failsafe rules").
+    #[arg(long, env = "PALISADE_FAILSAFE", value_delimiter = ' ')]
+    failsafe: Vec<String>,
+    /// The uid the agent opens its connections to the servers as: the
+    /// node's egress rules never drop packets of sockets it owns
+    /// (docs/agent.md, "The control plane is exempt"). No account may have it.
+    #[arg(long, env = "PALISADE_CONTROL_UID", default_value_t = palisade_agent::control::DEFAULT_CONTROL_UID)]
+    control_uid: u32,
 }
 
 /// `palisade nft ...`.
@@ -161,10 +173,23 @@ pub struct CompileArgs {
     /// Compile audit mode (as an instance in `AUDIT`).
     #[arg(long)]
     audit: bool,
+    /// As `palisade agent --failsafe` (repeatable).
+    #[arg(long, value_delimiter = ' ')]
+    failsafe: Vec<String>,
+    /// As `palisade agent --control-uid`.
+    #[arg(long, default_value_t = palisade_agent::control::DEFAULT_CONTROL_UID)]
+    control_uid: u32,
 }
 
 /// Runs `palisade agent`.
 pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let failsafe = palisade_policy::failsafe::parse_list("--failsafe", &args.failsafe)?;
+    let control_uid = ControlUid::new(args.control_uid);
+    if !args.dry_run {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        palisade_agent::control::check_unused(args.control_uid, &passwd)
+            .map_err(anyhow::Error::msg)?;
+    }
     let private_ips = if args.private_ip.is_empty() {
         // Only needed to register an instance the server lacks: a missing
         // uplink is not fatal here (it may appear later).
@@ -217,7 +242,8 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     &credentials.secret_key,
                     timeout,
                 )?
-                .with_max_response_bytes(args.max_response_bytes);
+                .with_max_response_bytes(args.max_response_bytes)
+                .with_control_uid(control_uid);
                 match &args.ca_cert {
                     Some(ca) => c.with_ca_file(ca, timeout),
                     None => Ok(c),
@@ -239,6 +265,8 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             marks: args.ct_mark_bits,
             flow_log: args.flow_log.then_some(flow_log),
             audit_log: flow_log,
+            failsafe: failsafe.clone(),
+            control_uid: Some(args.control_uid),
             ..Default::default()
         },
         private_ips,
@@ -247,6 +275,17 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         // nothing to report, and it leaves an unknown instance unknown.
         report: !args.dry_run,
         register: !args.dry_run,
+        // What the node holds at its next boot until a server answers:
+        // kept by the long-running agent only (docs/agent.md, "At boot").
+        boot_state: (!args.dry_run && !args.once).then(|| {
+            let netns = args
+                .netns
+                .as_deref()
+                .map(|n| format!("@{n}"))
+                .unwrap_or_default();
+            args.state_dir
+                .join(format!("ruleset-{instance_id}{netns}.json"))
+        }),
     };
     let log = Log {
         dry_run: args.dry_run,
@@ -280,7 +319,8 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     &credentials.secret_id,
                     &credentials.secret_key,
                     timeout,
-                )?;
+                )?
+                .with_control_uid(control_uid);
                 match &args.ca_cert {
                     Some(ca) => c.with_ca_file(ca, timeout),
                     None => Ok(c),
@@ -391,7 +431,11 @@ fn joined(
             Some(ca) => client.with_ca_file(ca)?,
             None => client,
         };
-        match identity::join(&client, &text, &instance, name.trim(), ips) {
+        // As the control uid, like every call to the servers: a node that
+        // joins again after a reboot may hold its last rules already.
+        let (joined, _) = ControlUid::new(args.control_uid)
+            .run(|| identity::join(&client, &text, &instance, name.trim(), ips));
+        match joined {
             Ok(id) => {
                 identity::save(&args.state_dir, &id)?;
                 eprintln!(
@@ -435,7 +479,8 @@ fn leave(args: &AgentArgs) -> anyhow::Result<ExitCode> {
             Some(ca) => client.with_ca_file(ca)?,
             None => client,
         };
-        match identity::leave(&client, &id) {
+        let (left, _) = ControlUid::new(args.control_uid).run(|| identity::leave(&client, &id));
+        match left {
             Ok(()) => {
                 last = None;
                 break;
@@ -503,6 +548,11 @@ fn run<D: Dataplane>(
             ExitCode::SUCCESS
         });
     }
+    if !log.dry_run {
+        for e in agent.boot() {
+            log.event(&e);
+        }
+    }
     // Runs until killed; the kernel keeps the rules after that (fail-static).
     // A failure repeated every step is logged once, until something else happens.
     let stop = AtomicBool::new(false);
@@ -565,6 +615,15 @@ impl Log {
             Event::Rejected(m) => {
                 eprintln!("agent: error: snapshot refused, keeping the rules: {m}")
             }
+            Event::BootRestored { revision } => eprintln!(
+                "agent: no table at start: loaded the last applied revision {revision} (kept on disk) until a server answers"
+            ),
+            Event::BootFailsafe(why) => eprintln!(
+                "agent: no table at start and no kept ruleset ({why}): loaded the failsafe entries only, everything else on the uplinks is dropped until a server answers"
+            ),
+            Event::NotKept(m) => {
+                eprintln!("agent: warning: the applied rules are not kept for the next boot: {m}")
+            }
         }
     }
 }
@@ -612,6 +671,8 @@ pub fn nft(cmd: NftCommand) -> anyhow::Result<ExitCode> {
                     } else {
                         palisade_model::flow::Enforcement::Enforce
                     },
+                    failsafe: palisade_policy::failsafe::parse_list("--failsafe", &args.failsafe)?,
+                    control_uid: Some(args.control_uid),
                     ..Default::default()
                 },
             )?;

@@ -8,7 +8,10 @@ use anyhow::Context;
 use clap::Args;
 use palisade_model::{Fleet, InstanceId};
 use palisade_policy::eval::first_match_index;
-use palisade_policy::{evaluate, has_ports, resolve_instance, Packet, RuleOrigin};
+use palisade_policy::failsafe::parse_list;
+use palisade_policy::{
+    evaluate_with_failsafe, has_ports, resolve_instance, Failsafe, Packet, RuleOrigin,
+};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +49,11 @@ pub struct ExplainArgs {
     /// The destination port (ingress) or the peer's port (egress); TCP and UDP only.
     #[arg(long)]
     port: Option<String>,
+    /// The node's failsafe entries (as `palisade agent --failsafe`,
+    /// repeatable): checked before any rule. With --server and none
+    /// given, the entries the instance's agent last reported.
+    #[arg(long, value_delimiter = ' ')]
+    failsafe: Vec<String>,
     /// table or json.
     #[arg(long, value_enum, default_value_t)]
     output: Format,
@@ -56,6 +64,10 @@ pub struct ExplainArgs {
 struct Explanation {
     action: String,
     matched: Option<RuleOrigin>,
+    /// The node's failsafe entry that accepted the packet, when one did
+    /// (before any rule was looked at).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failsafe: Option<Failsafe>,
     instance_id: String,
     packet: Packet,
     /// The deciding rule as text, when one matched.
@@ -74,6 +86,7 @@ struct Explanation {
 
 /// Runs `explain`.
 pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let mut failsafe = parse_list("--failsafe", &args.failsafe)?;
     let (text, source) = match (&args.server, &args.fleet) {
         (Some(url), _) => {
             let source = crate::analyze_cmds::FleetSource {
@@ -82,8 +95,12 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                 credentials: args.credentials.clone(),
                 ca_cert: args.ca_cert.clone(),
             };
-            let remote = palisade_iac::export(&source.client(url)?)
+            let client = source.client(url)?;
+            let remote = palisade_iac::export(&client)
                 .with_context(|| format!("cannot read the fleet from {url}"))?;
+            if args.failsafe.is_empty() {
+                failsafe = reported_failsafe(&client, &args.instance)?;
+            }
             (serde_yaml::to_string(&remote)?, url.clone())
         }
         (None, Some(path)) => (
@@ -124,9 +141,13 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let ruleset = resolve_instance(&fleet, &id)?;
-    let verdict = evaluate(&ruleset, &packet);
+    let verdict = evaluate_with_failsafe(&ruleset, &failsafe, &packet);
     let rules = ruleset.rules(packet.direction);
-    let index = first_match_index(rules, &packet);
+    // A failsafe entry decides before any rule is looked at.
+    let index = match verdict.failsafe {
+        Some(_) => None,
+        None => first_match_index(rules, &packet),
+    };
     let decided = index.and_then(|i| rules.get(i));
     let group_name = verdict
         .matched
@@ -134,6 +155,9 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         .and_then(|o| fleet.group(&o.security_group_id))
         .map(|g| g.name.clone());
     let reason = match (&verdict.matched, decided) {
+        _ if verdict.failsafe.is_some() => format!(
+            "{verdict}: the node's failsafe entry, checked before every rule (palisade agent --failsafe)"
+        ),
         (Some(o), Some(rule)) => format!(
             "{} by {} (group {:?}), the first matching rule: {}",
             verdict.action,
@@ -159,6 +183,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let answer = Explanation {
         action: verdict.action.to_string(),
         matched: verdict.matched.clone(),
+        failsafe: verdict.failsafe.clone(),
         instance_id: id.to_string(),
         packet,
         rule: decided.map(|r| r.policy().to_string()),
@@ -168,7 +193,11 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|g| g.to_string())
             .collect(),
-        rules_checked: index.map_or(rules.len(), |i| i + 1),
+        rules_checked: match (&verdict.failsafe, index) {
+            (Some(_), _) => 0,
+            (None, Some(i)) => i + 1,
+            (None, None) => rules.len(),
+        },
         rules_total: rules.len(),
         reason,
     };
@@ -189,4 +218,27 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         palisade_model::Action::Accept => ExitCode::SUCCESS,
         palisade_model::Action::Drop => ExitCode::from(1),
     })
+}
+
+/// The failsafe entries the instance's agent last reported
+/// (`DescribeInstanceStatus`); none when it never reported any.
+fn reported_failsafe(
+    client: &palisade_client::Client,
+    instance: &str,
+) -> anyhow::Result<Vec<Failsafe>> {
+    let answer = client
+        .palisade(
+            "DescribeInstanceStatus",
+            &serde_json::json!({ "InstanceIds": [instance] }),
+        )
+        .with_context(|| format!("reading the failsafe entries of {instance}"))?;
+    let entries: Vec<String> = answer["InstanceStatusSet"][0]["Failsafe"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(parse_list("Failsafe", &entries)?)
 }

@@ -171,6 +171,8 @@ fn flow_records_name_the_deciding_rule_and_audit_mode_records_would_drop() {
             .args(["--server", mgmt::SERVER_IN_CTL])
             .args(["--instance-id", "ins-node0001", "--uplink", "eth0"])
             .args(["--flow-log", "--flow-interval-secs", "1"])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
             .env("PALISADE_SECRET_ID", key["SecretId"].as_str().unwrap())
             .env("PALISADE_SECRET_KEY", key["SecretKey"].as_str().unwrap())
             .stdout(Stdio::null())

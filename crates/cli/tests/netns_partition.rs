@@ -135,6 +135,8 @@ fn agent_cut_off_for_10_s_keeps_its_rules_and_converges_within_2_s_of_reconnecti
             .args(["netns", "exec", &lab.ns("node"), bin(), "agent"])
             .args(["--server", mgmt::SERVER_IN_CTL])
             .args(["--instance-id", "ins-node0001", "--uplink", "eth0"])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
             .env("PALISADE_SECRET_ID", key["SecretId"].as_str().unwrap())
             .env("PALISADE_SECRET_KEY", key["SecretKey"].as_str().unwrap())
             .stdout(Stdio::null())

@@ -13,6 +13,7 @@
 
 use crate::codec;
 use crate::error::PolicyError;
+use crate::failsafe::Failsafe;
 use crate::resolve::{ResolvedRule, RuleOrigin, Ruleset};
 use palisade_model::{Action, Direction};
 use serde::{Deserialize, Serialize};
@@ -122,7 +123,9 @@ impl fmt::Display for Packet {
 /// What happens to a packet, and which rule decided.
 ///
 /// JSON: `{"action": "ACCEPT"|"DROP", "matched": {"security_group_id", "direction",
-/// "policy_index"} | null}`; `matched` is null when no rule matched (default drop).
+/// "policy_index"} | null}`; `matched` is null when no rule matched (default
+/// drop), or when a failsafe entry decided: then `"failsafe":
+/// "ingress:tcp:22@198.51.100.0/24"` names it (the field is absent otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Verdict {
     /// ACCEPT or DROP.
@@ -130,6 +133,10 @@ pub struct Verdict {
     pub action: Action,
     /// The deciding rule; `None` means no rule matched: default drop.
     pub matched: Option<RuleOrigin>,
+    /// The node's failsafe entry that accepted the packet before any rule
+    /// was looked at ([`crate::failsafe`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failsafe: Option<Failsafe>,
 }
 
 impl Verdict {
@@ -138,28 +145,53 @@ impl Verdict {
         Verdict {
             action: Action::Drop,
             matched: None,
+            failsafe: None,
+        }
+    }
+
+    /// The verdict of `rule`.
+    pub fn by(rule: &ResolvedRule) -> Verdict {
+        Verdict {
+            action: rule.action(),
+            matched: Some(rule.origin().clone()),
+            failsafe: None,
         }
     }
 }
 
 impl fmt::Display for Verdict {
-    /// `ACCEPT by sg-1a2b3c4d Ingress[2]` or `DROP: no rule matched: default drop`.
+    /// `ACCEPT by sg-1a2b3c4d Ingress[2]`, `ACCEPT by failsafe
+    /// ingress:tcp:22@198.51.100.0/24`, or `DROP: no rule matched: default drop`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.matched {
-            Some(o) => write!(f, "{} by {o}", self.action),
-            None => write!(f, "{}: no rule matched: default drop", self.action),
+        match (&self.failsafe, &self.matched) {
+            (Some(fs), _) => write!(f, "{} by failsafe {fs}", self.action),
+            (None, Some(o)) => write!(f, "{} by {o}", self.action),
+            (None, None) => write!(f, "{}: no rule matched: default drop", self.action),
         }
     }
 }
 
 /// Evaluates `packet` against the instance's ruleset (its direction's list).
 pub fn evaluate(ruleset: &Ruleset, packet: &Packet) -> Verdict {
-    match first_match(ruleset.rules(packet.direction), packet) {
-        Some(rule) => Verdict {
-            action: rule.action(),
-            matched: Some(rule.origin().clone()),
+    first_match(ruleset.rules(packet.direction), packet)
+        .map_or_else(Verdict::default_drop, Verdict::by)
+}
+
+/// Evaluates `packet` on a node with these failsafe entries: the first
+/// entry that allows it accepts it, before any rule; otherwise the ruleset
+/// decides ([`evaluate`]).
+pub fn evaluate_with_failsafe(
+    ruleset: &Ruleset,
+    failsafe: &[Failsafe],
+    packet: &Packet,
+) -> Verdict {
+    match crate::failsafe::first_match(failsafe, packet) {
+        Some(fs) => Verdict {
+            action: Action::Accept,
+            matched: None,
+            failsafe: Some(fs.clone()),
         },
-        None => Verdict::default_drop(),
+        None => evaluate(ruleset, packet),
     }
 }
 

@@ -5,7 +5,7 @@
 //!   ordered [`Ruleset`] per direction with every group reference and
 //!   template expanded (sections 2 and 4);
 //! - [`eval`]: first-match evaluation of a packet to a [`Verdict`] naming
-//!   the deciding rule, or default drop;
+//!   the deciding rule, or default drop ([`failsafe`] entries first);
 //! - [`classify`]: a fast first-match classifier held to the linear scan;
 //! - [`space`] and [`decide`]: exact packet sets as disjoint boxes, the set
 //!   each rule decides under first match, and the set a list accepts.
@@ -19,13 +19,15 @@ pub mod codec;
 pub mod decide;
 pub mod error;
 pub mod eval;
+pub mod failsafe;
 pub mod resolve;
 pub mod space;
 
 pub use classify::{Classifier, ClassifierStats};
 pub use decide::{accepted, decided_sets, decompose, rule_space, Decomposition};
 pub use error::{PolicyError, ResolveError};
-pub use eval::{evaluate, first_match, parse_protocol, Packet, Verdict};
+pub use eval::{evaluate, evaluate_with_failsafe, first_match, parse_protocol, Packet, Verdict};
+pub use failsafe::Failsafe;
 pub use resolve::{
     expand_templates, resolve, resolve_instance, Catalog, FleetIndex, ProtocolMatch, ResolvedRule,
     RuleOrigin, Ruleset, ServiceMatch,

@@ -11,6 +11,7 @@
 //! a newer server may add some without breaking older agents.
 
 use palisade_policy::resolve::{ResolvedRule, Ruleset};
+use palisade_policy::Failsafe;
 use serde::{Deserialize, Serialize};
 
 /// The service name in the credential scope.
@@ -118,6 +119,11 @@ pub struct InstanceStatus {
     /// Per-rule counters; at most [`MAX_COUNTERS`].
     #[serde(default)]
     pub counters: Vec<RuleCounter>,
+    /// The node's failsafe entries (`palisade agent --failsafe`), as the
+    /// agent enforces them; at most
+    /// [`palisade_policy::failsafe::MAX_FAILSAFE`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failsafe: Vec<Failsafe>,
 }
 
 impl InstanceStatus {
@@ -188,6 +194,7 @@ mod tests {
             applied_revision: 3,
             errors: vec!["e".repeat(MAX_ERROR_CHARS + 5); MAX_ERRORS + 1],
             counters: vec![RuleCounter::default()],
+            failsafe: Vec::new(),
         };
         let b = status.bounded();
         assert_eq!(b.errors.len(), MAX_ERRORS);

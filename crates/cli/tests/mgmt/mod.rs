@@ -112,3 +112,86 @@ pub fn unix_to_tcp(path: &Path, port: u16) {
         }
     });
 }
+
+/// A `palisade serve` of `bin` on a free port of 127.0.0.1 with its data in
+/// `dir/data`, added to `children`; its URL once it answers.
+pub fn serve(bin: &str, dir: &Path, children: &mut Children) -> (u16, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    children.0.push(
+        Command::new(bin)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "palisade serve did not start: {}",
+            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (port, format!("http://127.0.0.1:{port}"))
+}
+
+/// Calls `action` of `service` with the client, panicking with the error.
+pub fn api(
+    c: &palisade_agent::client::HttpControlPlane,
+    service: &str,
+    action: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    let version = if service == "palisade" {
+        "2026-11-01"
+    } else {
+        "2017-03-12"
+    };
+    c.call_service(service, version, action, &params)
+        .unwrap_or_else(|e| panic!("{action}: {e}"))
+}
+
+/// The account's admin client of the server whose data is in `dir/data`.
+pub fn admin(url: &str, dir: &Path) -> palisade_agent::client::HttpControlPlane {
+    let creds: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("data").join("admin-credentials.json")).unwrap(),
+    )
+    .unwrap();
+    palisade_agent::client::HttpControlPlane::new(
+        url,
+        creds["SecretId"].as_str().unwrap(),
+        creds["SecretKey"].as_str().unwrap(),
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
+/// A key of `instance` only (`palisade account instance-key`), as the
+/// `(SecretId, SecretKey)` an agent runs with.
+pub fn instance_key(bin: &str, dir: &Path, instance: &str) -> (String, String) {
+    let out = Command::new(bin)
+        .args(["account", "instance-key", "--instance", instance])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        key["SecretId"].as_str().unwrap().to_string(),
+        key["SecretKey"].as_str().unwrap().to_string(),
+    )
+}

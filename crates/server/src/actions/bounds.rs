@@ -237,6 +237,12 @@ pub const BOUNDS: &[Bound] = &[
     },
     Bound {
         actions: &["ReportInstanceStatus"],
+        path: "Failsafe",
+        max: Max::Fixed(palisade_policy::failsafe::MAX_FAILSAFE),
+        code: TOO_MANY,
+    },
+    Bound {
+        actions: &["ReportInstanceStatus"],
         path: "Errors",
         max: Max::Fixed(100),
         code: TOO_MANY,

@@ -379,7 +379,13 @@ fn answer(ruleset: InstanceRuleset) -> Reply {
 /// per-rule counters and its errors. Kept (last report wins) and shown by
 /// `DescribeInstanceStatus`; does not bump the store revision.
 pub fn report_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
-    p.allow_only(&["InstanceId", "AppliedRevision", "Counters", "Errors"])?;
+    p.allow_only(&[
+        "InstanceId",
+        "AppliedRevision",
+        "Counters",
+        "Errors",
+        "Failsafe",
+    ])?;
     let id = p.req_str("InstanceId")?;
     check_instance_id(&id)?;
     let applied = p
@@ -419,7 +425,16 @@ pub fn report_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
             ),
         ));
     }
-    let body = json!({ "AppliedRevision": applied, "Counters": counters_json, "Errors": errors });
+    let failsafe = p.opt_str_list("Failsafe")?.unwrap_or_default();
+    let failsafe = palisade_policy::failsafe::parse_list("Failsafe", &failsafe)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParameterValue, e.to_string()))?;
+    let failsafe: Vec<String> = failsafe.iter().map(ToString::to_string).collect();
+    let body = json!({
+        "AppliedRevision": applied,
+        "Counters": counters_json,
+        "Errors": errors,
+        "Failsafe": failsafe,
+    });
     match ctx.store.put_instance_status(ctx.account, &id, &body) {
         Ok(()) => {}
         Err(palisade_store::StoreError::NotFound(_)) => {
@@ -482,6 +497,8 @@ pub fn describe_status(ctx: &Ctx<'_>, p: &Params) -> Reply {
             "AppliedRevision": body["AppliedRevision"],
             "Counters": body["Counters"],
             "Errors": body["Errors"],
+            // Reports from before failsafe entries existed have none.
+            "Failsafe": body.get("Failsafe").cloned().unwrap_or_else(|| json!([])),
             "Enforcement": modes
                 .iter()
                 .find(|(id, _)| *id == ins.id)
