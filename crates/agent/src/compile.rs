@@ -1084,8 +1084,18 @@ fn failsafe_matchers(f: &Failsafe) -> Vec<String> {
         return Vec::new();
     };
     let all = f.peers();
+    let proto = f.service().protocol;
     [Family::V4, Family::V6]
         .into_iter()
+        // ICMP exists only in IPv4 and ICMPv6 only in IPv6: no line that
+        // can match nothing.
+        .filter(|family| {
+            !matches!(
+                (proto, family),
+                (ProtocolMatch::Number(palisade_policy::ICMP), Family::V6)
+                    | (ProtocolMatch::Number(palisade_policy::ICMPV6), Family::V4)
+            )
+        })
         .filter_map(|family| {
             let peers: Vec<AddrRange> = all
                 .iter()

@@ -85,6 +85,19 @@ impl Failsafe {
             .map(|p| Cidr::parse_any("CIDR", p))
             .transpose()
             .map_err(|e| PolicyError::malformed(field, value, e.message()))?;
+        // An entry that can match nothing is a mistake, not a no-op.
+        let impossible = match (service.protocol, peer.map(|c| c.family())) {
+            (palisade_model::Protocol::Icmp, Some(Family::V6)) => {
+                Some("ICMP packets exist only in IPv4 (use icmpv6)")
+            }
+            (palisade_model::Protocol::Icmpv6, Some(Family::V4)) => {
+                Some("ICMPv6 packets exist only in IPv6 (use icmp)")
+            }
+            _ => None,
+        };
+        if let Some(why) = impossible {
+            return Err(PolicyError::malformed(field, value, why));
+        }
         Ok(Self {
             direction,
             service,
@@ -236,6 +249,8 @@ mod tests {
             "both:tcp:22",
             "tcp:22@0.0.0.0/8",
             "tcp:22 @198.51.100.0/24",
+            "icmp@2001:db8::/32",
+            "icmpv6@192.0.2.0/24",
         ] {
             let e = Failsafe::parse_field("--failsafe", bad).expect_err(bad);
             assert!(e.to_string().contains("--failsafe"), "{bad}: {e}");
