@@ -17,32 +17,13 @@ mod common;
 mod mgmt;
 
 use common::*;
-use mgmt::Children;
-use palisade_agent::client::HttpControlPlane;
-use serde_json::{json, Value};
+use mgmt::{api, Children};
+use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_palisade")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn api(c: &HttpControlPlane, service: &str, action: &str, params: Value) -> Value {
-    let version = if service == "palisade" {
-        "2026-11-01"
-    } else {
-        "2017-03-12"
-    };
-    c.call_service(service, version, action, &params)
-        .unwrap_or_else(|e| panic!("{action}: {e}"))
 }
 
 #[test]
@@ -54,40 +35,10 @@ fn agent_cut_off_for_10_s_keeps_its_rules_and_converges_within_2_s_of_reconnecti
     let mut peer = lab.prober("peer");
     let mut children = Children(Vec::new());
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
 
     // The server, on 127.0.0.1 in this namespace.
-    let port = free_port();
-    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    children.0.push(
-        Command::new(bin())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    assert!(
-        eventually(Duration::from_secs(30), || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "palisade serve did not start"
-    );
-    let creds: Value = serde_json::from_str(
-        &std::fs::read_to_string(data.join("admin-credentials.json")).unwrap(),
-    )
-    .unwrap();
-    let c = HttpControlPlane::new(
-        &format!("http://127.0.0.1:{port}"),
-        creds["SecretId"].as_str().unwrap(),
-        creds["SecretKey"].as_str().unwrap(),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let (port, url) = mgmt::serve(bin(), dir.path(), &mut children);
+    let c = mgmt::admin(&url, dir.path());
 
     // The management path: node --mgmt--> ctl relay --unix--> server.
     mgmt::connect(&mut lab, port, dir.path(), &mut children);
@@ -118,15 +69,7 @@ fn agent_cut_off_for_10_s_keeps_its_rules_and_converges_within_2_s_of_reconnecti
         "AssociateSecurityGroups",
         json!({"SecurityGroupIds": [web], "InstanceIds": ["ins-node0001"]}),
     );
-    let key = Command::new(bin())
-        .args(["account", "instance-key", "--instance", "ins-node0001"])
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--output", "json"])
-        .output()
-        .unwrap();
-    assert!(key.status.success());
-    let key: Value = serde_json::from_slice(&key.stdout).unwrap();
+    let key = mgmt::instance_key(bin(), dir.path(), "ins-node0001");
 
     // The agent, in the node's namespace, with the CLI defaults.
     let agent_log = dir.path().join("agent.log");
@@ -137,8 +80,8 @@ fn agent_cut_off_for_10_s_keeps_its_rules_and_converges_within_2_s_of_reconnecti
             .args(["--instance-id", "ins-node0001", "--uplink", "eth0"])
             .arg("--state-dir")
             .arg(dir.path().join("state"))
-            .env("PALISADE_SECRET_ID", key["SecretId"].as_str().unwrap())
-            .env("PALISADE_SECRET_KEY", key["SecretKey"].as_str().unwrap())
+            .env("PALISADE_SECRET_ID", &key.0)
+            .env("PALISADE_SECRET_KEY", &key.1)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&agent_log).unwrap())
             .spawn()
