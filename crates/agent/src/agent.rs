@@ -411,13 +411,10 @@ impl<D: Dataplane, C: ControlPlane> Agent<D, C> {
 
     /// Writes the ruleset of `revision`, just loaded, for the next boot.
     fn keep(&mut self, revision: u64, events: &mut Vec<Event>) {
-        let (Some(path), Some((kept, _))) = (&self.config.boot_state, &self.to_keep) else {
+        let Some(path) = &self.config.boot_state else {
             return;
         };
-        if *kept != revision {
-            return;
-        }
-        let Some((_, bytes)) = self.to_keep.take() else {
+        let Some((_, bytes)) = self.to_keep.take_if(|(kept, _)| *kept == revision) else {
             return;
         };
         let (dir, name) = (path.parent(), path.file_name().and_then(|n| n.to_str()));
