@@ -265,7 +265,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             marks: args.ct_mark_bits,
             flow_log: args.flow_log.then_some(flow_log),
             audit_log: flow_log,
-            failsafe: failsafe.clone(),
+            failsafe,
             control_uid: Some(args.control_uid),
             ..Default::default()
         },
