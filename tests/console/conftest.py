@@ -103,6 +103,20 @@ class ConsoleServer:
             check=True, capture_output=True, text=True)
         return json.loads(out.stdout)
 
+    def call(self, creds, service, action, params=None):
+        """An API action as `creds`, through the Tencent SDK's CommonClient
+        (as an agent or a script would call it); the `Response` object."""
+        from tencentcloud.common import credential
+        from tencentcloud.common.common_client import CommonClient
+        from tencentcloud.common.profile.client_profile import ClientProfile
+        from tencentcloud.common.profile.http_profile import HttpProfile
+
+        version = {"vpc": "2017-03-12", "cvm": "2017-03-12", "palisade": "2026-11-01"}[service]
+        profile = ClientProfile(httpProfile=HttpProfile(protocol="http", endpoint=f"127.0.0.1:{self.port}"))
+        client = CommonClient(service, version, credential.Credential(creds["SecretId"], creds["SecretKey"]),
+                              "ap-guangzhou", profile)
+        return client.call_json(action, params or {})["Response"]
+
     def apply(self, creds, fleet):
         """`palisade apply` of a fleet file with `creds`."""
         path = self.tmp / f"creds-{creds['SecretId']}.json"

@@ -1,8 +1,11 @@
 """The web console in a real browser (docs/console.md): sign-in and
 sign-out, a group from the TKE node template, adding, moving and editing a
 rule, a conflicting save from a second session, the refusal to delete a
-referenced group, findings and a reachability answer, isolation between
-accounts, and a forged cross-site POST refused."""
+referenced group, findings (streamed, with their progress line) and a
+reachability answer, isolation between accounts, a forged cross-site POST
+refused; rule hits and last use after a hit report, the flows page over
+records reported through ReportFlowRecords, switching an instance's
+enforcement mode, and pagination over more than one page."""
 
 import http.server
 import threading
@@ -200,6 +203,9 @@ def test_findings_and_a_reachability_answer(console_server, browsers):
     d = browsers()
     sign_in(d, console_server, creds)
     d.get(console_server.url + "/console/findings")
+    # A streamed page: its status line ends as "Done in ... s.".
+    assert d.find_element(By.ID, "done").text.startswith("Done in"), text(d)
+    assert d.find_element(By.ID, "progress").get_attribute("role") == "status"
     sections = d.find_elements(By.CSS_SELECTOR, "section.finding")
     assert sections, text(d)
     assert "witness" not in d.find_element(By.ID, "counts").text
@@ -381,3 +387,186 @@ def test_instances_reorder_unbind_bind_and_templates(console_server, browsers):
     go(d, row.find_element(By.TAG_NAME, "button"))
     assert "Deleted" in d.find_element(By.ID, "flash").text
     assert "web" not in d.find_element(By.ID, "service-table").text
+
+
+def fleet_account(srv, prefix):
+    """A new account holding examples/tke-cluster.yaml; its credentials and
+    the id of its group `tke-node`."""
+    creds = srv.account(prefix + "-" + str(time.time_ns())[-6:])
+    srv.apply(creds, REPO / "examples" / "tke-cluster.yaml")
+    found = srv.call(creds, "vpc", "DescribeSecurityGroups",
+                     {"Filters": [{"Name": "security-group-name", "Values": ["tke-node"]}]})
+    return creds, found["SecurityGroupSet"][0]["SecurityGroupId"]
+
+
+def cells(row, css):
+    return row.find_element(By.CSS_SELECTOR, css).text
+
+
+def test_rule_hits_and_last_use_after_a_hit_report(console_server, browsers):
+    creds, sg = fleet_account(console_server, "hits")
+    # Both nodes' agents report their kernel counters (ReportInstanceStatus,
+    # the call an agent makes): rule 2 (NodePorts over TCP) decided 7 + 5.
+    before = int(time.time())
+    for ins, packets in (("ins-node0001", 7), ("ins-node0002", 5)):
+        console_server.call(creds, "palisade", "ReportInstanceStatus", {
+            "InstanceId": ins, "AppliedRevision": 1,
+            "Counters": [{"SecurityGroupId": sg, "Direction": "ingress", "PolicyIndex": 2,
+                          "Packets": packets, "Bytes": packets * 60}]})
+    d = browsers()
+    sign_in(d, console_server, creds)
+    d.get(f"{console_server.url}/console/groups/{sg}")
+    ingress = rows(d, "ingress")
+    assert "30000-32768" in ingress[2].text
+    assert cells(ingress[2], "td.hits") == "12", ingress[2].text
+    last = cells(ingress[2], "td.last-used")
+    assert last.endswith(" UTC") and last[:4] == time.strftime("%Y", time.gmtime(before)), last
+    assert cells(ingress[0], "td.hits") == "0" and cells(ingress[0], "td.last-used") == "never"
+    # A counter that grew since the last report adds what it grew by.
+    console_server.call(creds, "palisade", "ReportInstanceStatus", {
+        "InstanceId": "ins-node0001", "AppliedRevision": 1,
+        "Counters": [{"SecurityGroupId": sg, "Direction": "ingress", "PolicyIndex": 2,
+                      "Packets": 10, "Bytes": 600}]})
+    d.refresh()
+    assert cells(rows(d, "ingress")[2], "td.hits") == "15"
+    # The hits link to the rule's flow records, the filters filled in.
+    go(d, rows(d, "ingress")[2].find_element(By.CSS_SELECTOR, "td.hits a"))
+    assert "/console/flows" in d.current_url
+    assert d.find_element(By.ID, "flow-group").get_attribute("value") == sg
+    assert d.find_element(By.ID, "flow-index").get_attribute("value") == "2"
+    d.back()
+    assert cells(rows(d, "ingress")[2], "td.hits") == "15"
+
+
+def flow_records(sg, now, n):
+    """`n` records of ins-node0001, newest first: odd ones dropped by the
+    default drop on port 22, even ones accepted by tke-node's rule 2."""
+    out = []
+    for i in range(n):
+        r = {"InstanceId": "ins-node0001", "Direction": "ingress", "SrcAddr": f"198.51.100.{i}",
+             "DstAddr": "10.0.0.11", "SrcPort": 40000 + i, "Protocol": 6, "Decisions": 1,
+             "Start": now - i, "End": now - i}
+        if i % 2:
+            r.update(DstPort=22, Action="DROP")
+        else:
+            r.update(DstPort=30080, Action="ACCEPT",
+                     Rule={"SecurityGroupId": sg, "PolicyIndex": 2, "Revision": 1})
+        out.append(r)
+    return out
+
+
+def test_flows_page_filters_and_pages(console_server, browsers):
+    from selenium.webdriver.common.keys import Keys
+
+    creds, sg = fleet_account(console_server, "flows")
+    stored = console_server.call(creds, "palisade", "ReportFlowRecords", {
+        "InstanceId": "ins-node0001", "FlowRecords": flow_records(sg, int(time.time()), 60)})
+    assert stored["Stored"] == 60
+    d = browsers()
+    sign_in(d, console_server, creds)
+    d.get(console_server.url + "/console/flows")
+    assert d.find_element(By.ID, "flow-since").get_attribute("value") == "1h"
+    table = d.find_elements(By.CSS_SELECTOR, "#flows tbody tr")
+    assert len(table) == 50
+    assert "198.51.100.0:40000" in table[0].text and "ACCEPT" in table[0].text, table[0].text
+    assert "default drop" in table[1].text and "DROP" in table[1].text
+    assert d.find_element(By.ID, "page-at").text == "Page 1 of 2 (60 in all)"
+    # The keyboard follows the pager's links.
+    nxt = d.find_element(By.CSS_SELECTOR, "a[rel='next']")
+    assert nxt.get_attribute("aria-label") == "Next page of flow records"
+    page = d.find_element(By.TAG_NAME, "html")
+    nxt.send_keys(Keys.ENTER)
+    WebDriverWait(d, 15).until(lambda _: "page=2" in d.current_url)
+    assert d.find_element(By.ID, "page-at").text == "Page 2 of 2 (60 in all)", text(d)
+    assert len(d.find_elements(By.CSS_SELECTOR, "#flows tbody tr")) == 10
+    assert "198.51.100.59" in d.find_elements(By.CSS_SELECTOR, "#flows tbody tr")[-1].text
+    # And the labelled "Go to page" field.
+    goto = d.find_element(By.ID, "page-goto")
+    assert d.find_element(By.CSS_SELECTOR, "label[for='page-goto']").text == "Go to page"
+    goto.clear()
+    goto.send_keys("1", Keys.ENTER)
+    WebDriverWait(d, 15).until(lambda _: "page=1" in d.current_url)
+    assert d.find_element(By.ID, "page-at").text.startswith("Page 1 of 2")
+    del page
+    # By the deciding rule, over every record kept; and filters nothing matches.
+    d.get(f"{console_server.url}/console/flows?group={sg}&index=2&since=")
+    assert d.find_element(By.ID, "page-at").text == "Page 1 of 1 (30 in all)", text(d)
+    d.get(console_server.url + "/console/flows?protocol=udp")
+    assert "No flow records match" in d.find_element(By.ID, "flows").text
+    d.get(console_server.url + "/console/flows?protocol=nope")
+    assert "nope" in d.find_element(By.ID, "error").text
+    # Filters: dropped, on port 22, from 198.51.100.0/28 (records 1, 3, ..., 15).
+    d.get(console_server.url + "/console/flows")
+    d.find_element(By.CSS_SELECTOR, "#flow-verdict option[value='DROP']").click()
+    d.find_element(By.ID, "flow-port").send_keys("22")
+    d.find_element(By.ID, "flow-peer").send_keys("198.51.100.0/28")
+    d.find_element(By.ID, "flow-protocol").send_keys("tcp")
+    go(d, d.find_element(By.ID, "filter-flows"))
+    got = d.find_elements(By.CSS_SELECTOR, "#flows tbody tr")
+    assert len(got) == 8, text(d)
+    assert all(r.find_element(By.CSS_SELECTOR, "td.verdict").text == "DROP" for r in got)
+    assert d.find_element(By.ID, "page-at").text == "Page 1 of 1 (8 in all)"
+    # Another account sees none of them.
+    other = browsers()
+    sign_in(other, console_server, console_server.account("noflows-" + str(time.time_ns())[-6:]))
+    other.get(console_server.url + "/console/flows?since=")
+    assert "No flow records match" in other.find_element(By.ID, "flows").text
+
+
+def test_switching_an_instance_between_enforce_and_audit(console_server, browsers):
+    creds, _ = fleet_account(console_server, "audit")
+    d = browsers()
+    sign_in(d, console_server, creds)
+    d.get(console_server.url + "/console/instances/ins-node0001")
+    assert d.find_element(By.ID, "enforcement").text == "ENFORCE"
+    button = d.find_element(By.ID, "switch-enforcement")
+    assert button.text == "Switch to AUDIT"
+    go(d, button)
+    assert "now AUDIT" in d.find_element(By.ID, "flash").text, text(d)
+    assert d.find_element(By.ID, "enforcement").text == "AUDIT"
+    status = console_server.call(creds, "palisade", "DescribeInstanceStatus", {"InstanceIds": ["ins-node0001"]})
+    assert status["InstanceStatusSet"][0]["Enforcement"] == "AUDIT"
+    d.get(console_server.url + "/console/instances")
+    row = d.find_element(By.XPATH, "//table[@id='instances']//tr[td/a='ins-node0001']")
+    assert "AUDIT" in row.text
+    other = d.find_element(By.XPATH, "//table[@id='instances']//tr[td/a='ins-node0002']")
+    assert "ENFORCE" in other.text
+    # A form read before a change made elsewhere is refused as a conflict.
+    d.get(console_server.url + "/console/instances/ins-node0001")
+    console_server.call(creds, "palisade", "ModifyInstanceEnforcement",
+                        {"InstanceId": "ins-node0001", "Enforcement": "ENFORCE"})
+    go(d, d.find_element(By.ID, "switch-enforcement"))
+    assert "Conflict" in d.find_element(By.ID, "error").text
+    assert d.find_element(By.ID, "enforcement").text == "ENFORCE"
+    go(d, d.find_element(By.ID, "switch-enforcement"))
+    assert d.find_element(By.ID, "enforcement").text == "AUDIT"
+    go(d, d.find_element(By.ID, "switch-enforcement"))
+    assert d.find_element(By.ID, "enforcement").text == "ENFORCE"
+    status = console_server.call(creds, "palisade", "DescribeInstanceStatus", {"InstanceIds": ["ins-node0001"]})
+    assert status["InstanceStatusSet"][0]["Enforcement"] == "ENFORCE"
+
+
+def test_the_groups_list_over_two_pages(console_server, browsers):
+    from selenium.webdriver.common.keys import Keys
+
+    creds = console_server.account("many-" + str(time.time_ns())[-6:])
+    # 55 groups (at most 50 per project: two projects).
+    for n in range(55):
+        console_server.call(creds, "vpc", "CreateSecurityGroup", {
+            "GroupName": f"many-{n:02}", "GroupDescription": "", "ProjectId": str(n % 2 + 1)})
+    d = browsers()
+    sign_in(d, console_server, creds)
+    assert len(d.find_elements(By.CSS_SELECTOR, "#groups tbody tr")) == 50
+    assert d.find_element(By.ID, "page-at").text == "Page 1 of 2 (55 in all)"
+    assert d.find_element(By.CSS_SELECTOR, "nav.pager").get_attribute("aria-label") == "Pages of security groups"
+    last = d.find_element(By.LINK_TEXT, "Last")
+    last.send_keys(Keys.ENTER)
+    WebDriverWait(d, 15).until(lambda _: "page=2" in d.current_url)
+    assert len(d.find_elements(By.CSS_SELECTOR, "#groups tbody tr")) == 5
+    assert d.find_element(By.ID, "page-at").text == "Page 2 of 2 (55 in all)"
+    go(d, d.find_element(By.CSS_SELECTOR, "a[rel='prev']"))
+    assert d.find_element(By.ID, "page-at").text.startswith("Page 1 of 2")
+    # A search keeps to its matches, over the pages too.
+    d.get(console_server.url + "/console/groups?q=many-5")
+    names = [r.find_element(By.TAG_NAME, "td").text for r in d.find_elements(By.CSS_SELECTOR, "#groups tbody tr")]
+    assert sorted(names) == [f"many-{n}" for n in range(50, 55)], names

@@ -57,8 +57,34 @@ pub fn compact(
 
 /// The account's groups, templates, instances and clusters.
 pub fn export(caller: &Caller<'_>) -> Result<FleetFile, ApiError> {
+    export_with_progress(caller, &mut |_| true)
+}
+
+/// How often [`export_with_progress`] reports while reading groups' rules.
+const PROGRESS_EVERY: usize = 100;
+
+/// [`export`], saying how far it got to `progress` (as a sentence) every
+/// [`PROGRESS_EVERY`] groups and between kinds of resources; stops with
+/// an error when `progress` answers `false` (nobody is listening).
+pub fn export_with_progress(
+    caller: &Caller<'_>,
+    progress: &mut dyn FnMut(&str) -> bool,
+) -> Result<FleetFile, ApiError> {
     let mut file = FleetFile::default();
-    for g in describe_all(caller, "DescribeSecurityGroups", "SecurityGroupSet", false)? {
+    let mut say = |text: &str| {
+        if progress(text) {
+            Ok(())
+        } else {
+            Err(ApiError::internal("the browser went away"))
+        }
+    };
+    say("Reading the security groups.")?;
+    let groups = describe_all(caller, "DescribeSecurityGroups", "SecurityGroupSet", false)?;
+    let count = groups.len();
+    for (n, g) in groups.into_iter().enumerate() {
+        if n % PROGRESS_EVERY == 0 && n > 0 {
+            say(&format!("Read the rules of {n} of {count} security groups."))?;
+        }
         let id = text(&g, "SecurityGroupId");
         let answer = caller.call(
             "DescribeSecurityGroupPolicies",
@@ -78,6 +104,9 @@ pub fn export(caller: &Caller<'_>) -> Result<FleetFile, ApiError> {
             policies: compact(&raw)?,
         });
     }
+    say(&format!(
+        "Read the rules of {count} security groups; reading templates, instances and clusters."
+    ))?;
     for t in describe_all(
         caller,
         "DescribeAddressTemplates",

@@ -1,5 +1,6 @@
 //! HTML building blocks: escaping, the page layout with its navigation and
-//! sign-out, the sign-in page, forms that carry the CSRF token, and pagers.
+//! sign-out (whole, or its start and end around a streamed body), the
+//! sign-in page, forms that carry the CSRF token, pagers and times.
 //! Every text that comes from a request or the store goes through [`esc`].
 
 use super::session::Session;
@@ -40,6 +41,7 @@ const NAV: &[(&str, &str, &str)] = &[
     ("groups", "/console/groups", "Security groups"),
     ("templates", "/console/templates", "Templates"),
     ("instances", "/console/instances", "Instances"),
+    ("flows", "/console/flows", "Flows"),
     ("findings", "/console/findings", "Findings"),
     ("reach", "/console/reach", "Reachability"),
 ];
@@ -57,6 +59,19 @@ fn head(title: &str) -> String {
 /// A whole page: header with navigation and sign-out, the flash message,
 /// the content.
 pub fn layout(page: &Page, session: &Session, flash: Option<&str>) -> String {
+    let mut s = layout_start(page, session, flash);
+    s.push_str(&page.body);
+    s.push_str(LAYOUT_END);
+    s
+}
+
+/// What closes a page that [`layout_start`] opened.
+pub const LAYOUT_END: &str = "</main></body></html>\n";
+
+/// A page up to its content: the head, the header with navigation and
+/// sign-out, the `<h1>` and the flash message (a streamed page sends this
+/// first, then its body as it is made, then [`LAYOUT_END`]).
+pub fn layout_start(page: &Page, session: &Session, flash: Option<&str>) -> String {
     let mut s = head(&page.title);
     s.push_str("<body><a class=\"skip\" href=\"#main\">Skip to content</a><header><nav aria-label=\"Main\"><span class=\"brand\">Palisade</span><ul>");
     for (key, href, label) in NAV {
@@ -84,8 +99,6 @@ pub fn layout(page: &Page, session: &Session, flash: Option<&str>) -> String {
             esc(f)
         );
     }
-    s.push_str(&page.body);
-    s.push_str("</main></body></html>\n");
     s
 }
 
@@ -151,30 +164,98 @@ pub fn error(text: &str) -> String {
     )
 }
 
-/// "Page N of M" with previous/next links to `base` plus `&page=`.
-pub fn pager(base: &str, page: usize, per: usize, total: usize) -> String {
-    let pages = total.div_ceil(per).max(1);
-    let mut s = format!(
-        "<nav class=\"pager\" aria-label=\"Pages\"><span>Page {} of {pages} ({total} in all)</span>",
-        page + 1
-    );
-    let sep = if base.contains('?') { '&' } else { '?' };
-    if page > 0 {
-        let _ = write!(
-            s,
-            " <a href=\"{}{sep}page={}\" rel=\"prev\">Previous</a>",
-            esc(base),
-            page - 1
-        );
+/// A table's pager: "Page N of M (T in all)", links to the first,
+/// previous, next and last pages, and a labelled "Go to page" form, all
+/// plain links and a GET form (the keyboard reaches each in order). Page
+/// numbers in URLs count from 1.
+pub struct Pager<'a> {
+    /// The page's path (`/console/groups`).
+    pub path: &'a str,
+    /// The query parameters every link keeps (filters, other tables'
+    /// pages), empty ones too.
+    pub keep: &'a [(&'a str, String)],
+    /// The query parameter of this table's page number.
+    pub param: &'a str,
+    /// What the table lists, for the labels ("security groups").
+    pub what: &'a str,
+    /// The page shown, from 0.
+    pub page: usize,
+    /// Rows per page.
+    pub per: usize,
+    /// Rows in all.
+    pub total: usize,
+}
+
+impl Pager<'_> {
+    /// How many pages (at least 1).
+    pub fn pages(&self) -> usize {
+        self.total.div_ceil(self.per.max(1)).max(1)
     }
-    if page + 1 < pages {
-        let _ = write!(
-            s,
-            " <a href=\"{}{sep}page={}\" rel=\"next\">Next</a>",
-            esc(base),
-            page + 1
-        );
+
+    fn href(&self, page: usize) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in self.keep {
+            query.append_pair(k, v);
+        }
+        query.append_pair(self.param, &(page + 1).to_string());
+        esc(&format!("{}?{}", self.path, query.finish()))
     }
-    s.push_str("</nav>");
-    s
+
+    /// The pager's HTML.
+    pub fn html(&self) -> String {
+        let pages = self.pages();
+        let what = esc(self.what);
+        let mut s = format!(
+            "<nav class=\"pager\" aria-label=\"Pages of {what}\"><span id=\"{}-at\">Page {} of {pages} ({} in all)</span>",
+            esc(self.param),
+            self.page + 1,
+            self.total
+        );
+        let mut link = |page: usize, label: &str, rel: &str| {
+            let _ = write!(
+                s,
+                " <a href=\"{}\"{rel} aria-label=\"{label} page of {what}\">{label}</a>",
+                self.href(page)
+            );
+        };
+        if self.page > 0 {
+            link(0, "First", "");
+            link(self.page.min(pages) - 1, "Previous", " rel=\"prev\"");
+        }
+        if self.page + 1 < pages {
+            link(self.page + 1, "Next", " rel=\"next\"");
+            link(pages - 1, "Last", "");
+        }
+        if pages > 1 {
+            let id = format!("{}-goto", esc(self.param));
+            let _ = write!(
+                s,
+                " <form method=\"get\" action=\"{}\" class=\"inline\">",
+                esc(self.path)
+            );
+            for (k, v) in self.keep {
+                s.push_str(&hidden(k, v));
+            }
+            let _ = write!(
+                s,
+                "<label for=\"{id}\" class=\"short\">Go to page</label> <input id=\"{id}\" name=\"{}\" \
+                 type=\"number\" min=\"1\" max=\"{pages}\" value=\"{}\" class=\"page-number\"> \
+                 <button type=\"submit\" aria-label=\"Go to that page of {what}\">Go</button></form>",
+                esc(self.param),
+                self.page + 1
+            );
+        }
+        s.push_str("</nav>");
+        s
+    }
+}
+
+/// A Unix time as `2026-12-03 19:26:40 UTC`.
+pub fn unix_time(secs: u64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(&fmt).ok())
+        .map_or_else(|| format!("{secs} (Unix time)"), |t| format!("{t} UTC"))
 }

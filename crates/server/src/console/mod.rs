@@ -160,6 +160,30 @@ pub enum Answer {
     Page(StatusCode, html::Page),
     /// See other (after a change).
     Redirect(String),
+    /// A page sent while it is made (a long operation showing progress).
+    Stream(Streamed),
+}
+
+/// A page whose body is made while it is sent (status 200): its start
+/// (the layout and `page.body`) goes out at once, then each piece `job`
+/// hands its sender, as it comes; the sender answers `false` once the
+/// browser has gone, and the job should then stop.
+pub struct Streamed {
+    /// The title, navigation and the body's first part.
+    pub page: html::Page,
+    /// Makes the rest of the body.
+    pub job: Job,
+}
+
+/// The work of a [`Streamed`] page.
+pub type Job = Box<dyn FnOnce(&Caller<'_>, &mut dyn FnMut(String) -> bool) + Send>;
+
+/// What the page worker hands the async handler.
+enum Reply {
+    /// A whole answer.
+    Done(Answer, Session, Option<String>),
+    /// A streamed page's pieces.
+    Stream(tokio::sync::mpsc::Receiver<String>),
 }
 
 fn redirect(to: &str) -> Response {
@@ -336,7 +360,8 @@ async fn handle(State(console): State<Arc<Console>>, req: Request) -> Response {
         }
     }
     let c = console.clone();
-    let answered = tokio::task::spawn_blocking(move || {
+    let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+    let worker = tokio::task::spawn_blocking(move || {
         let caller = Caller {
             console: &c,
             session,
@@ -345,23 +370,54 @@ async fn handle(State(console): State<Arc<Console>>, req: Request) -> Response {
         let answer = pages::route(&caller, &path, post, &query, &form);
         // A change's message waits for the page its redirect leads to.
         let flash = match answer {
-            Answer::Page(..) => c.sessions.take_flash(&caller.token),
+            Answer::Page(..) | Answer::Stream(_) => c.sessions.take_flash(&caller.token),
             Answer::Redirect(_) => None,
         };
-        (answer, caller.session, flash)
-    })
-    .await;
-    match answered {
-        Ok((Answer::Redirect(to), _, _)) => secured(redirect(&to)),
-        Ok((Answer::Page(status, page), session, flash)) => secured(html_response(
+        let Answer::Stream(streamed) = answer else {
+            let _ = reply_tx.send(Reply::Done(answer, caller.session.clone(), flash));
+            return;
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        if reply_tx.send(Reply::Stream(rx)).is_err() {
+            return;
+        }
+        let mut send = |piece: String| tx.blocking_send(piece).is_ok();
+        let start = html::layout_start(&streamed.page, &caller.session, flash.as_deref());
+        if send(start + &streamed.page.body) {
+            (streamed.job)(&caller, &mut send);
+            send(html::LAYOUT_END.to_string());
+        }
+    });
+    match reply_rx.await {
+        Ok(Reply::Done(Answer::Redirect(to), _, _)) => secured(redirect(&to)),
+        Ok(Reply::Done(Answer::Page(status, page), session, flash)) => secured(html_response(
             status,
             html::layout(&page, &session, flash.as_deref()),
         )),
-        Err(e) => refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Error",
-            &format!("the page failed: {e}"),
-        ),
+        Ok(Reply::Stream(rx)) => {
+            let pieces = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|piece| (Ok::<_, std::convert::Infallible>(piece), rx))
+            });
+            let mut r = axum::body::Body::from_stream(pieces).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            secured(r)
+        }
+        _ => {
+            let why = match worker.await {
+                Err(e) => e.to_string(),
+                Ok(()) => "no answer".to_string(),
+            };
+            refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Error",
+                &format!("the page failed: {why}"),
+            )
+        }
     }
 }
 

@@ -62,7 +62,7 @@ pub fn route(c: &Caller<'_>, path: &str, post: bool, query: &Form, form: &Form) 
     match (post, segs.as_slice()) {
         (false, ["groups"]) => groups(c, query, None),
         (true, ["groups", "create"]) => create_group(c, form),
-        (false, ["groups", id]) => group(c, id, None),
+        (false, ["groups", id]) => group_page(c, id, query, None),
         (false, ["groups", id, "rule"]) => edit_form(c, id, query),
         (true, ["groups", id, "rename"]) => rename_group(c, id, form),
         (true, ["groups", id, "clone"]) => clone_group(c, id, form),
@@ -74,7 +74,9 @@ pub fn route(c: &Caller<'_>, path: &str, post: bool, query: &Form, form: &Form) 
         (false, ["instances"]) => instances(c, query),
         (false, ["instances", id]) => instance(c, id, None),
         (true, ["instances", id, "groups"]) => instance_groups(c, id, form),
-        (false, ["findings"]) => findings(c),
+        (true, ["instances", id, "enforcement"]) => set_enforcement(c, id, form),
+        (false, ["flows"]) => flows(c, query),
+        (false, ["findings"]) => findings(),
         (false, ["reach"]) => reach(c, query),
         _ => page(
             StatusCode::NOT_FOUND,
@@ -108,11 +110,24 @@ pub fn render_for_bench(
         Answer::Page(StatusCode::OK, p) => Ok(html::layout(&p, &caller.session, None).len()),
         Answer::Page(s, p) => Err(format!("{path}: status {s}: {}", p.body)),
         Answer::Redirect(to) => Err(format!("{path}: redirected to {to}")),
+        Answer::Stream(streamed) => {
+            let mut len = html::layout(&streamed.page, &caller.session, None).len();
+            (streamed.job)(&caller, &mut |piece| {
+                len += piece.len();
+                true
+            });
+            Ok(len)
+        }
     }
 }
 
-fn page_number(query: &Form) -> usize {
-    query.get("page").parse().unwrap_or(0)
+/// The page of a table that `query`'s `param` asks for, from 0 (URLs
+/// count from 1; anything else is the first page).
+fn page_number(query: &Form, param: &str) -> usize {
+    query
+        .get(param)
+        .parse::<usize>()
+        .map_or(0, |n| n.saturating_sub(1))
 }
 
 fn form_open(c: &Caller<'_>, action: &str, class: &str) -> String {
@@ -138,7 +153,7 @@ fn field(id: &str, label: &str, name: &str, value: &str, extra: &str) -> String 
 /// `DescribeSecurityGroupAssociationStatistics`, `DescribeSecurityGroupReferences`.
 fn groups(c: &Caller<'_>, query: &Form, error: Option<(StatusCode, String)>) -> Out {
     let search = query.get("q");
-    let n = page_number(query);
+    let n = page_number(query, "page");
     let mut params = json!({
         "Offset": (n * PER_PAGE).to_string(),
         "Limit": PER_PAGE.to_string(),
@@ -254,12 +269,19 @@ fn groups(c: &Caller<'_>, query: &Form, error: Option<(StatusCode, String)>) -> 
             t.push_str("<tr><td colspan=\"7\">No security groups.</td></tr>");
         }
         t.push_str("</tbody></table>");
-        t.push_str(&html::pager(
-            &format!("/console/groups?q={}", q(search)),
-            n,
-            PER_PAGE,
-            total,
-        ));
+        let keep = [("q", search.to_string())];
+        t.push_str(
+            &html::Pager {
+                path: "/console/groups",
+                keep: &keep,
+                param: "page",
+                what: "security groups",
+                page: n,
+                per: PER_PAGE,
+                total,
+            }
+            .html(),
+        );
         Ok(t)
     })();
     match listed {
@@ -642,11 +664,38 @@ fn load_group(c: &Caller<'_>, id: &str) -> Result<GroupView, ApiError> {
     })
 }
 
-/// One group: its summary, name and description, clone and delete, quick
-/// templates, and each direction's rules with their controls.
-/// Reads `DescribeSecurityGroups`, `DescribeSecurityGroupPolicies`,
-/// `DescribeSecurityGroupReferences`, `DescribeInstances`.
+/// Rules per page of a group's rule tables: a group within the default
+/// limits (100 per direction) shows on one page.
+pub const RULES_PER_PAGE: usize = 100;
+
+/// A group's page at its first pages of rules (after a change).
 fn group(c: &Caller<'_>, id: &str, error: Option<(StatusCode, String)>) -> Out {
+    group_page(c, id, &Form::default(), error)
+}
+
+/// Each rule's hits and last use, by (direction, index), from
+/// `DescribeRuleHits` (empty when it fails: the page still shows the rules).
+fn rule_hits(c: &Caller<'_>, id: &str) -> BTreeMap<(String, u64), (u64, Option<u64>)> {
+    let mut out = BTreeMap::new();
+    if let Ok(a) = c.call("DescribeRuleHits", json!({ "SecurityGroupId": id })) {
+        for h in a["RuleHitSet"].as_array().into_iter().flatten() {
+            if let (Some(i), Some(n)) = (h["PolicyIndex"].as_u64(), h["Hits"].as_u64()) {
+                out.insert(
+                    (text(h, "Direction").to_ascii_lowercase(), i),
+                    (n, h["LastUsed"].as_u64()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// One group: its summary, name and description, clone and delete, quick
+/// templates, and each direction's rules (a page of them) with their hits,
+/// last use and controls. Reads `DescribeSecurityGroups`,
+/// `DescribeSecurityGroupPolicies`, `DescribeSecurityGroupReferences`,
+/// `DescribeInstances`, `DescribeRuleHits`.
+fn group_page(c: &Caller<'_>, id: &str, query: &Form, error: Option<(StatusCode, String)>) -> Out {
     let view = match load_group(c, id) {
         Ok(v) => v,
         Err(e)
@@ -726,18 +775,33 @@ fn group(c: &Caller<'_>, id: &str, error: Option<(StatusCode, String)>) -> Out {
     );
     let base = format!("/console/groups/{id}");
     body.push_str(PROTOCOLS);
+    let hits = rule_hits(c, id);
+    let pages = [
+        ("ingress_page", query.get("ingress_page").to_string()),
+        ("egress_page", query.get("egress_page").to_string()),
+    ];
     for (dir, label, rules) in [
         ("ingress", "Ingress rules", &view.ingress),
         ("egress", "Egress rules", &view.egress),
     ] {
+        let param = format!("{dir}_page");
+        let n = page_number(query, &param);
         let _ = write!(
             body,
             "<h2 id=\"{dir}\">{label}</h2><table id=\"{dir}-rules\"><caption>{label}, in the order they \
-             are matched</caption><thead><tr><th scope=\"col\">#</th><th scope=\"col\">Protocol</th>\
+             are matched, with the decisions each made on every instance applying it</caption><thead><tr>\
+             <th scope=\"col\">#</th><th scope=\"col\">Protocol</th>\
              <th scope=\"col\">Port</th><th scope=\"col\">Source / destination</th><th scope=\"col\">Action</th>\
-             <th scope=\"col\">Description</th><th scope=\"col\">Changes</th></tr></thead><tbody>"
+             <th scope=\"col\">Description</th><th scope=\"col\">Hits</th><th scope=\"col\">Last used</th>\
+             <th scope=\"col\">Changes</th></tr></thead><tbody>"
         );
-        for (i, r) in rules.iter().enumerate() {
+        let first = n * RULES_PER_PAGE;
+        for (i, r) in rules
+            .iter()
+            .enumerate()
+            .skip(first)
+            .take(RULES_PER_PAGE)
+        {
             let cells = rule_cells(r);
             let _ = write!(body, "<tr id=\"{dir}-{i}\"><td>{i}</td>");
             for (n, cell) in cells.iter().enumerate() {
@@ -752,6 +816,15 @@ fn group(c: &Caller<'_>, id: &str, error: Option<(StatusCode, String)>) -> Out {
                     let _ = write!(body, "<td>{}</td>", esc(cell));
                 }
             }
+            let (count, last) = hits.get(&(dir.to_string(), i as u64)).copied().unwrap_or_default();
+            // Hits link to the rule's flow records.
+            let _ = write!(
+                body,
+                "<td class=\"hits\"><a href=\"/console/flows?group={}&amp;direction={dir}&amp;index={i}&amp;since=\" \
+                 title=\"Flow records of {dir} rule {i}\">{count}</a></td><td class=\"last-used\">{}</td>",
+                q(id),
+                last.map_or_else(|| "never".to_string(), html::unix_time)
+            );
             body.push_str("<td class=\"controls\">");
             let common = format!("{}{}", hidden("dir", dir), hidden("version", &view.version));
             for (to, label, enabled) in [
@@ -792,9 +865,28 @@ fn group(c: &Caller<'_>, id: &str, error: Option<(StatusCode, String)>) -> Out {
             body.push_str("</td></tr>");
         }
         if rules.is_empty() {
-            body.push_str("<tr><td colspan=\"7\">No rules: everything is dropped.</td></tr>");
+            body.push_str("<tr><td colspan=\"9\">No rules: everything is dropped.</td></tr>");
         }
         body.push_str("</tbody></table>");
+        if rules.len() > RULES_PER_PAGE || n > 0 {
+            let keep: Vec<(&str, String)> = pages
+                .iter()
+                .filter(|(p, _)| *p != param)
+                .cloned()
+                .collect();
+            body.push_str(
+                &html::Pager {
+                    path: &base,
+                    keep: &keep,
+                    param: &param,
+                    what: &label.to_lowercase(),
+                    page: n,
+                    per: RULES_PER_PAGE,
+                    total: rules.len(),
+                }
+                .html(),
+            );
+        }
         let _ = write!(
             body,
             "<details{}><summary>Add an {dir} rule</summary>{}{}{}{}<p>{}</p>\
@@ -1319,6 +1411,14 @@ const TEMPLATE_KINDS: &[TemplateSpec] = &[
     ),
 ];
 
+/// The page parameters of the templates page's four tables.
+const TEMPLATE_PAGES: [&str; 4] = [
+    "address_page",
+    "address_group_page",
+    "service_page",
+    "service_group_page",
+];
+
 /// Address and service templates and their groups: list, create, delete.
 fn templates(c: &Caller<'_>, query: &Form, error: Option<(StatusCode, String)>) -> Out {
     let mut body = String::new();
@@ -1328,11 +1428,8 @@ fn templates(c: &Caller<'_>, query: &Form, error: Option<(StatusCode, String)>) 
         body.push_str(&html::error(e));
     }
     for (label, kind, describe, set, id_f, name_f, out_f, _, _, _) in TEMPLATE_KINDS {
-        let n = if query.get("kind") == *kind {
-            page_number(query)
-        } else {
-            0
-        };
+        let param = format!("{}_page", kind.replace('-', "_"));
+        let n = page_number(query, &param);
         let _ = write!(body, "<h2 id=\"{kind}\">{label}</h2>");
         let answer = c.call(
             describe,
@@ -1367,12 +1464,24 @@ fn templates(c: &Caller<'_>, query: &Form, error: Option<(StatusCode, String)>) 
                 }
                 body.push_str("</tbody></table>");
                 let total = a["TotalCount"].as_u64().unwrap_or(0) as usize;
-                body.push_str(&html::pager(
-                    &format!("/console/templates?kind={kind}"),
-                    n,
-                    PER_PAGE,
-                    total,
-                ));
+                // The other tables stay on their pages.
+                let keep: Vec<(&str, String)> = TEMPLATE_PAGES
+                    .iter()
+                    .filter(|p| **p != param)
+                    .map(|p| (*p, query.get(p).to_string()))
+                    .collect();
+                body.push_str(
+                    &html::Pager {
+                        path: "/console/templates",
+                        keep: &keep,
+                        param: &param,
+                        what: &label.to_lowercase(),
+                        page: n,
+                        per: PER_PAGE,
+                        total,
+                    }
+                    .html(),
+                );
             }
         }
         let entries_label = match *kind {
@@ -1478,6 +1587,14 @@ fn statuses(c: &Caller<'_>, ids: &[String]) -> (BTreeMap<String, Value>, u64) {
     }
 }
 
+/// The instance's enforcement mode as `DescribeInstanceStatus` says it
+/// (`ENFORCE` or `AUDIT`).
+fn enforcement_of(s: Option<&Value>) -> String {
+    s.map(|s| text(s, "Enforcement"))
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn agent_cells(s: Option<&Value>, revision: u64) -> (String, String) {
     match s {
         Some(s) if s["Reported"] == json!(true) => {
@@ -1496,7 +1613,7 @@ fn agent_cells(s: Option<&Value>, revision: u64) -> (String, String) {
 /// The instances, a page at a time, with their groups in order and their
 /// agent's status. Reads `DescribeInstances`, `DescribeInstanceStatus`.
 fn instances(c: &Caller<'_>, query: &Form) -> Out {
-    let n = page_number(query);
+    let n = page_number(query, "page");
     let answer = match c.call(
         "DescribeInstances",
         json!({ "Offset": n * PER_PAGE, "Limit": PER_PAGE }),
@@ -1520,7 +1637,8 @@ fn instances(c: &Caller<'_>, query: &Form) -> Out {
     let mut body = String::from(
         "<table id=\"instances\"><caption>Instances</caption><thead><tr><th scope=\"col\">ID</th>\
          <th scope=\"col\">Name</th><th scope=\"col\">Private IPs</th><th scope=\"col\">Security groups, in order</th>\
-         <th scope=\"col\">Applied revision</th><th scope=\"col\">Last report</th></tr></thead><tbody>",
+         <th scope=\"col\">Enforcement</th><th scope=\"col\">Applied revision</th>\
+         <th scope=\"col\">Last report</th></tr></thead><tbody>",
     );
     for i in &set {
         let id = text(i, "InstanceId");
@@ -1528,27 +1646,34 @@ fn instances(c: &Caller<'_>, query: &Form) -> Out {
         let _ = write!(
             body,
             "<tr><td><a href=\"/console/instances/{0}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td>\
-             <td>{4}</td><td>{5}</td></tr>",
+             <td>{4}</td><td>{5}</td><td>{6}</td></tr>",
             esc(&id),
             esc(&text(i, "InstanceName")),
             esc(&strings(i, "PrivateIpAddresses").join(", ")),
             esc(&strings(i, "SecurityGroupIds").join(", ")),
+            esc(&enforcement_of(status.get(&id))),
             esc(&applied),
             esc(&seen)
         );
     }
     if set.is_empty() {
         body.push_str(
-            "<tr><td colspan=\"6\">No instances: agents register them (palisade agent).</td></tr>",
+            "<tr><td colspan=\"7\">No instances: agents register them (palisade agent).</td></tr>",
         );
     }
     body.push_str("</tbody></table>");
-    body.push_str(&html::pager(
-        "/console/instances",
-        n,
-        PER_PAGE,
-        answer["TotalCount"].as_u64().unwrap_or(0) as usize,
-    ));
+    body.push_str(
+        &html::Pager {
+            path: "/console/instances",
+            keep: &[],
+            param: "page",
+            what: "instances",
+            page: n,
+            per: PER_PAGE,
+            total: answer["TotalCount"].as_u64().unwrap_or(0) as usize,
+        }
+        .html(),
+    );
     page(StatusCode::OK, "Instances", "instances", body)
 }
 
@@ -1593,13 +1718,17 @@ fn instance(c: &Caller<'_>, id: &str, error: Option<(StatusCode, String)>) -> Ou
         .map_or(0, Vec::len);
     let groups = strings(&ins, "SecurityGroupIds");
     let order = groups.join(",");
+    let mode = enforcement_of(st.get(id));
     let _ = write!(
         body,
         "<dl class=\"summary\"><dt>Name</dt><dd>{}</dd><dt>Private IPs</dt><dd>{}</dd>\
+         <dt>Enforcement</dt><dd><span id=\"enforcement\">{}</span> {}</dd>\
          <dt>Applied revision</dt><dd id=\"applied\">{}</dd><dt>Last report</dt><dd>{}</dd>\
          <dt>Errors reported</dt><dd>{errors}</dd></dl>",
         esc(&text(&ins, "InstanceName")),
         esc(&strings(&ins, "PrivateIpAddresses").join(", ")),
+        esc(&mode),
+        enforcement_form(c, id, &mode),
         esc(&applied),
         esc(&seen)
     );
@@ -1646,6 +1775,71 @@ fn instance(c: &Caller<'_>, id: &str, error: Option<(StatusCode, String)>) -> Ou
         field("bind-group", "Security group ID", "group", "", "required placeholder=\"sg-...\""),
     );
     page(status, format!("Instance {id}"), "instances", body)
+}
+
+/// The control that switches an instance between `ENFORCE` and `AUDIT`.
+fn enforcement_form(c: &Caller<'_>, id: &str, mode: &str) -> String {
+    let (to, what) = if mode == "AUDIT" {
+        ("ENFORCE", "drops are enforced again")
+    } else {
+        (
+            "AUDIT",
+            "what the rules would drop passes, and is recorded as WOULD_DROP",
+        )
+    };
+    format!(
+        "{}{}{}<button type=\"submit\" id=\"switch-enforcement\" aria-label=\"Switch {} to {to}\">\
+         Switch to {to}</button> <span class=\"hint\">({what})</span></form>",
+        form_open(
+            c,
+            &format!("/console/instances/{id}/enforcement"),
+            "inline"
+        ),
+        hidden("mode", to),
+        hidden("seen", mode),
+        esc(id)
+    )
+}
+
+/// `ModifyInstanceEnforcement`: switches the instance to the mode the form
+/// names; refused when the mode changed since the page was read.
+fn set_enforcement(c: &Caller<'_>, id: &str, form: &Form) -> Out {
+    let (st, _) = statuses(c, &[id.to_string()]);
+    let Some(current) = st.get(id).map(|s| enforcement_of(Some(s))) else {
+        return not_found(&format!("Instance {id}"));
+    };
+    let seen = form.get("seen");
+    if seen != current {
+        return instance(
+            c,
+            id,
+            Some((
+                StatusCode::CONFLICT,
+                format!(
+                    "Conflict: the enforcement of {id} changed since you loaded the page (you saw \
+                     {seen}, it is now {current}). Nothing was saved."
+                ),
+            )),
+        );
+    }
+    let mode = form.get("mode");
+    match c.call(
+        "ModifyInstanceEnforcement",
+        json!({ "InstanceId": id, "Enforcement": mode }),
+    ) {
+        Ok(_) => {
+            c.flash(format!(
+                "Enforcement of {id} is now {}: its agent applies it with the account's next revision.",
+                mode.to_ascii_uppercase()
+            ));
+            Answer::Redirect(format!("/console/instances/{id}"))
+        }
+        Err(e) => instance(
+            c,
+            id,
+            Some((status_of(&e), format!("Not saved. {}", failure(&e)))),
+        ),
+    }
 }
 
 /// `ModifyInstancesAttribute` (reorder), `DisassociateSecurityGroups`,
@@ -1725,31 +1919,325 @@ fn instance_groups(c: &Caller<'_>, id: &str, form: &Form) -> Out {
     }
 }
 
+// ----------------------------------------------------------------- flows
+
+/// The flow page's filters: (query parameter, label, placeholder).
+const FLOW_FILTERS: &[(&str, &str, &str)] = &[
+    ("instance", "Instance", "ins-..."),
+    ("group", "Deciding rule's group", "sg-..."),
+    ("index", "Its policy index", "0"),
+    ("peer", "Peer CIDR", "198.51.100.0/24 or 2001:db8::/32"),
+    ("port", "Destination port", "443"),
+    ("protocol", "Protocol", "tcp, udp, icmp, icmpv6 or a number"),
+    ("since", "Since (empty: all kept)", "30s, 15m, 1h, 7d"),
+];
+
+/// The records the agents reported, filtered (instance, group and rule,
+/// direction, verdict, peer CIDR, port, protocol, since) and a page at a
+/// time, newest first: `DescribeFlowRecords`.
+fn flows(c: &Caller<'_>, query: &Form) -> Out {
+    // The first visit shows the last hour, as `palisade flows` does.
+    let since = if query.0.iter().any(|(k, _)| k == "since") {
+        query.get("since").to_string()
+    } else {
+        "1h".to_string()
+    };
+    let value = |name: &str| {
+        if name == "since" {
+            since.clone()
+        } else {
+            query.get(name).to_string()
+        }
+    };
+    let mut body = String::from(
+        "<form method=\"get\" action=\"/console/flows\" class=\"stacked\" role=\"search\"><div class=\"row\">",
+    );
+    for (name, label, hint) in FLOW_FILTERS {
+        let _ = write!(
+            body,
+            "<p>{}</p>",
+            field(
+                &format!("flow-{name}"),
+                label,
+                name,
+                &value(name),
+                &format!("placeholder=\"{}\"", esc(hint))
+            )
+        );
+    }
+    for (name, label, options) in [
+        ("direction", "Direction", &["ingress", "egress"][..]),
+        ("verdict", "Verdict", &["ACCEPT", "DROP", "WOULD_DROP"][..]),
+    ] {
+        let _ = write!(
+            body,
+            "<p><label for=\"flow-{name}\">{label}</label> <select id=\"flow-{name}\" name=\"{name}\"><option value=\"\">any</option>"
+        );
+        for o in options {
+            let selected = if query.get(name).eq_ignore_ascii_case(o) {
+                " selected"
+            } else {
+                ""
+            };
+            let _ = write!(body, "<option value=\"{o}\"{selected}>{o}</option>");
+        }
+        body.push_str("</select></p>");
+    }
+    body.push_str(
+        "</div><p><button type=\"submit\" id=\"filter-flows\">Show</button> \
+         <a href=\"/console/flows?since=\">All records</a></p></form>",
+    );
+    let n = page_number(query, "page");
+    let params = match flow_params(query, &since) {
+        Ok(mut p) => {
+            p["Offset"] = json!(n * PER_PAGE);
+            p["Limit"] = json!(PER_PAGE);
+            p
+        }
+        Err(e) => {
+            body.push_str(&html::error(&e));
+            return page(StatusCode::BAD_REQUEST, "Flows", "flows", body);
+        }
+    };
+    let answer = match c.call("DescribeFlowRecords", params) {
+        Ok(a) => a,
+        Err(e) => {
+            body.push_str(&html::error(&failure(&e)));
+            return page(status_of(&e), "Flows", "flows", body);
+        }
+    };
+    let set = answer["FlowRecordSet"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let total = answer["TotalCount"].as_u64().unwrap_or(0) as usize;
+    body.push_str(
+        "<table id=\"flows\"><caption>Flow records, newest first</caption><thead><tr>\
+         <th scope=\"col\">Time</th><th scope=\"col\">Instance</th><th scope=\"col\">Direction</th>\
+         <th scope=\"col\">Source</th><th scope=\"col\">Destination</th><th scope=\"col\">Protocol</th>\
+         <th scope=\"col\">Verdict</th><th scope=\"col\">Deciding rule</th><th scope=\"col\">Decisions</th>\
+         <th scope=\"col\">Packets</th><th scope=\"col\">Bytes</th></tr></thead><tbody>",
+    );
+    for r in &set {
+        let addr = |a: &str, p: &str| match r[p].as_u64() {
+            Some(port) if text(r, a).contains(':') => format!("[{}]:{port}", text(r, a)),
+            Some(port) => format!("{}:{port}", text(r, a)),
+            None => text(r, a),
+        };
+        let (start, end) = (
+            r["Start"].as_u64().unwrap_or(0),
+            r["End"].as_u64().unwrap_or(0),
+        );
+        let time = if start == end {
+            html::unix_time(start)
+        } else {
+            format!("{} (for {} s)", html::unix_time(start), end - start)
+        };
+        let rule = match r.get("Rule") {
+            Some(rule) if rule.is_object() => {
+                let g = text(rule, "SecurityGroupId");
+                format!(
+                    "<a href=\"/console/groups/{0}\">{0}</a> {1} #{2} (revision {3})",
+                    esc(&g),
+                    esc(&text(r, "Direction")),
+                    rule["PolicyIndex"],
+                    rule["Revision"]
+                )
+            }
+            _ => "default drop".into(),
+        };
+        let count = |k: &str| r[k].as_u64().map_or("-".to_string(), |v| v.to_string());
+        let protocol = r["Protocol"]
+            .as_u64()
+            .and_then(|p| u8::try_from(p).ok())
+            .map_or_else(String::new, palisade_policy::eval::protocol_name);
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td><a href=\"/console/instances/{1}\">{1}</a></td><td>{2}</td><td>{3}</td>\
+             <td>{4}</td><td>{5}</td><td class=\"verdict\">{6}</td><td>{rule}</td><td>{7}</td><td>{8}</td><td>{9}</td></tr>",
+            esc(&time),
+            esc(&text(r, "InstanceId")),
+            esc(&text(r, "Direction")),
+            esc(&addr("SrcAddr", "SrcPort")),
+            esc(&addr("DstAddr", "DstPort")),
+            esc(&protocol),
+            esc(&text(r, "Action")),
+            count("Decisions"),
+            count("Packets"),
+            count("Bytes"),
+        );
+    }
+    if set.is_empty() {
+        body.push_str(
+            "<tr><td colspan=\"11\">No flow records match: agents record flows with \
+             <code>palisade agent --flow-log</code>, or in audit mode.</td></tr>",
+        );
+    }
+    body.push_str("</tbody></table>");
+    // Every filter stays in the links, an empty `since` (all records) too.
+    let keep: Vec<(&str, String)> = FLOW_FILTERS
+        .iter()
+        .map(|(name, _, _)| (*name, value(name)))
+        .chain(["direction", "verdict"].map(|k| (k, query.get(k).to_string())))
+        .collect();
+    let pager = html::Pager {
+        path: "/console/flows",
+        keep: &keep,
+        param: "page",
+        what: "flow records",
+        page: n,
+        per: PER_PAGE,
+        total,
+    }
+    .html();
+    body.push_str(&pager);
+    page(StatusCode::OK, "Flows", "flows", body)
+}
+
+/// `DescribeFlowRecords`' filters from the flow page's query; why not.
+fn flow_params(query: &Form, since: &str) -> Result<Value, String> {
+    let mut p = json!({});
+    let number = |name: &str, label: &str| -> Result<Option<u64>, String> {
+        let v = query.get(name);
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse()
+            .map(Some)
+            .map_err(|_| format!("{label} {v:?}: not a number"))
+    };
+    if !query.get("instance").is_empty() {
+        p["InstanceIds"] = json!([query.get("instance")]);
+    }
+    for (name, param) in [
+        ("group", "SecurityGroupId"),
+        ("direction", "Direction"),
+        ("verdict", "Action"),
+        ("peer", "PeerCidr"),
+    ] {
+        if !query.get(name).is_empty() {
+            p[param] = json!(query.get(name));
+        }
+    }
+    if let Some(i) = number("index", "Policy index")? {
+        p["PolicyIndex"] = json!(i);
+    }
+    if let Some(port) = number("port", "Port")? {
+        p["Port"] = json!(port);
+    }
+    if !query.get("protocol").is_empty() {
+        let n = palisade_policy::parse_protocol("Protocol", query.get("protocol"))
+            .map_err(|e| e.to_string())?;
+        p["Protocol"] = json!(n);
+    }
+    if !since.is_empty() {
+        let d = palisade_model::flow::parse_duration("Since", since).map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        p["StartTime"] = json!(now.saturating_sub(d.as_secs()));
+    }
+    Ok(p)
+}
+
 // -------------------------------------------------------------- analysis
 
 /// `palisade check` for the account: the findings grouped by id, each with
-/// its witness packet.
-fn findings(c: &Caller<'_>) -> Out {
-    let report = fleet::export(c)
-        .map_err(|e| failure(&e))
-        .and_then(|file| {
-            palisade_analyze::load::load_file(file, Default::default()).map_err(|e| e.to_string())
-        })
-        .and_then(|loaded| {
-            palisade_analyze::check::check_loaded(&loaded, &Default::default())
-                .map_err(|e| e.to_string())
-        });
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => {
-            return page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Findings",
-                "findings",
-                html::error(&format!("The check failed: {e}")),
-            )
+/// its witness packet. Over a big account reading the fleet takes a while,
+/// so the page is streamed: a status line says how far the reading got,
+/// then the findings follow.
+fn findings() -> Out {
+    Answer::Stream(super::Streamed {
+        page: Page {
+            title: "Findings".into(),
+            nav: "findings",
+            body: String::new(),
+        },
+        job: Box::new(|c, send| {
+            let started = std::time::Instant::now();
+            let mut steps = Progress::new(send);
+            let report = fleet::export_with_progress(c, &mut |t| steps.say(t))
+                .map_err(|e| failure(&e))
+                .and_then(|file| {
+                    steps.say(&format!(
+                        "Checking {} security groups and {} instances.",
+                        file.security_groups.len(),
+                        file.instances.len()
+                    ));
+                    palisade_analyze::load::load_file(file, Default::default())
+                        .map_err(|e| e.to_string())
+                })
+                .and_then(|loaded| {
+                    palisade_analyze::check::check_loaded(&loaded, &Default::default())
+                        .map_err(|e| e.to_string())
+                });
+            let body = match report {
+                Ok(r) => {
+                    steps.done(&format!(
+                        "Done in {:.1} s.",
+                        started.elapsed().as_secs_f64()
+                    ));
+                    findings_body(&r)
+                }
+                Err(e) => {
+                    steps.done("Failed.");
+                    html::error(&format!("The check failed: {e}"))
+                }
+            };
+            steps.send(body);
+        }),
+    })
+}
+
+/// The status lines of a streamed page: each sentence replaces the one
+/// before it on screen (the stylesheet shows only the last), in a live
+/// region that screen readers announce.
+struct Progress<'s> {
+    send: &'s mut dyn FnMut(String) -> bool,
+    open: bool,
+    listening: bool,
+}
+
+impl<'s> Progress<'s> {
+    fn new(send: &'s mut dyn FnMut(String) -> bool) -> Self {
+        let listening = send(
+            "<div class=\"progress\" id=\"progress\" role=\"status\" aria-live=\"polite\">".into(),
+        );
+        Progress {
+            send,
+            open: true,
+            listening,
         }
-    };
+    }
+
+    /// Shows `text` as the current step; `false` once the browser is gone.
+    fn say(&mut self, text: &str) -> bool {
+        if self.listening {
+            self.listening = (self.send)(format!("<p>Working&hellip; {}</p>", esc(text)));
+        }
+        self.listening
+    }
+
+    /// The last step, and the end of the status lines.
+    fn done(&mut self, text: &str) {
+        if self.open && self.listening {
+            self.listening = (self.send)(format!("<p id=\"done\">{}</p></div>", esc(text)));
+        }
+        self.open = false;
+    }
+
+    /// Sends a piece of the page after the status lines.
+    fn send(&mut self, piece: String) {
+        if self.open {
+            self.done("Stopped.");
+        }
+        if self.listening {
+            self.listening = (self.send)(piece);
+        }
+    }
+}
+
+fn findings_body(report: &palisade_analyze::Report) -> String {
     let mut by_id: BTreeMap<String, Vec<&palisade_analyze::Finding>> = BTreeMap::new();
     for f in &report.findings {
         by_id.entry(f.id.to_string()).or_default().push(f);
@@ -1789,7 +2277,7 @@ fn findings(c: &Caller<'_>) -> Out {
         }
         body.push_str("</tbody></table></section>");
     }
-    page(StatusCode::OK, "Findings", "findings", body)
+    body
 }
 
 /// "Can A reach B on tcp/443?": the verdict with the deciding rules on
