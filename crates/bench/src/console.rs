@@ -2,7 +2,7 @@
 //! heaviest pages (issue 21): the security-groups list of an account with
 //! `--groups` groups (first page and a middle page, 50 rows each, with rule
 //! counts, bound instances and referrers) and a group page with `--rules`
-//! ingress rules. The pages are rendered in-process by
+//! ingress rules (each with its hits and last use). The pages are rendered in-process by
 //! [`palisade_server::console::render_for_bench`], exactly as a GET
 //! handler renders them (every read through the API's actions), over a
 //! SQLite store in a temporary directory; HTTP and the session lookup (a
@@ -111,7 +111,8 @@ pub fn run(opts: &ConsoleOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<C
             json!({ "SecurityGroupId": first, "SecurityGroupPolicySet": { "Ingress": rules } }),
         )?;
     }
-    let middle = (opts.groups / 50 / 2).to_string();
+    // Page numbers in the console's URLs count from 1.
+    let middle = (opts.groups / 50 / 2 + 1).to_string();
     let pages = [
         ("groups".to_string(), String::new()),
         ("groups".to_string(), format!("page={middle}")),

@@ -1,12 +1,14 @@
 //! The web console's security model through the real router, without a
 //! browser (the browser tests are tests/console): the session cookie's
 //! attributes, the Content-Security-Policy, sign-in refusals, CSRF and
-//! Origin checks on every change, and isolation between accounts.
+//! Origin checks on every change, and isolation between accounts; and the
+//! pages over what agents report: rule hits, flow records, the enforcement
+//! switch, rule tables over more than one page, and findings streamed.
 
 use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use palisade_model::Limits;
-use palisade_server::console::CSP;
+use palisade_server::console::{call_as, CSP};
 use palisade_server::http::{router, AppState};
 use palisade_store::{Account, SqliteStore, Store};
 use std::sync::Arc;
@@ -15,25 +17,86 @@ use tower::ServiceExt;
 struct Fixture {
     _dir: tempfile::TempDir,
     app: axum::Router,
+    state: Arc<AppState>,
     alice: Account,
     bob: Account,
 }
 
 fn fixture(tls: bool) -> Fixture {
+    fixture_with(tls, Limits::default())
+}
+
+fn fixture_with(tls: bool, limits: Limits) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(SqliteStore::open_dir(dir.path()).expect("store"));
     let alice = store.create_account("alice").expect("account");
     let bob = store.create_account("bob").expect("account");
-    let mut state = AppState::new(store, Limits::default());
+    let mut state = AppState::new(store, limits);
     if tls {
         state = state.tls();
     }
+    let state = Arc::new(state);
     Fixture {
         _dir: dir,
-        app: router(Arc::new(state)),
+        app: router(state.clone()),
+        state,
         alice,
         bob,
     }
+}
+
+/// An API action as `who`, in-process (the console's own entry point).
+fn api(f: &Fixture, who: &Account, action: &str, params: serde_json::Value) -> serde_json::Value {
+    let answer = call_as(&f.state, &who.id, action, params)
+        .unwrap_or_else(|e| panic!("{action}: {}: {}", e.code, e.message));
+    serde_json::Value::Object(answer)
+}
+
+/// A group with `rules` ingress rules (TCP ports 1000, 1001, ...) bound to
+/// a new instance: the group's and the instance's ids.
+fn bound_group(f: &Fixture, who: &Account, rules: usize) -> (String, String) {
+    let set: Vec<_> = (0..rules)
+        .map(|i| {
+            serde_json::json!({ "Protocol": "TCP", "Port": (1000 + i).to_string(),
+                                "CidrBlock": "198.18.0.0/15", "Action": "ACCEPT" })
+        })
+        .collect();
+    let g = api(
+        f,
+        who,
+        "CreateSecurityGroupWithPolicies",
+        serde_json::json!({ "GroupName": "web", "GroupDescription": "",
+                            "SecurityGroupPolicySet": { "Ingress": set } }),
+    );
+    let sg = g["SecurityGroup"]["SecurityGroupId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let r = api(
+        f,
+        who,
+        "RegisterInstances",
+        serde_json::json!({ "Instances": [{ "PrivateIpAddresses": ["10.0.0.1"] }] }),
+    );
+    let ins = r["InstanceIdSet"][0].as_str().expect("id").to_string();
+    api(
+        f,
+        who,
+        "AssociateSecurityGroups",
+        serde_json::json!({ "SecurityGroupIds": [sg], "InstanceIds": [ins] }),
+    );
+    (sg, ins)
+}
+
+/// The text of the element with `id` (up to its first tag's end).
+fn by_id<'a>(page: &'a str, id: &str) -> &'a str {
+    let at = page
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in {page}"));
+    let rest = &page[at..];
+    let start = rest.find('>').expect("tag end") + 1;
+    let end = rest[start..].find('<').expect("next tag") + start;
+    &rest[start..end]
 }
 
 const HOST: &str = "127.0.0.1:9180";
@@ -297,4 +360,216 @@ async fn a_form_over_16_kib_is_refused() {
     )
     .await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{page}");
+}
+
+#[tokio::test]
+async fn a_groups_rules_show_their_hits_and_last_use() {
+    let f = fixture(false);
+    let (sg, ins) = bound_group(&f, &f.alice, 3);
+    let (cookie, _, _) = sign_in(&f, &f.alice).await;
+    let (_, page) = send(&f, get(&format!("/console/groups/{sg}"), &cookie)).await;
+    assert_eq!(
+        page.matches("<td class=\"last-used\">never</td>").count(),
+        3
+    );
+    // The agent's report (ReportInstanceStatus) of its kernel counters.
+    api(
+        &f,
+        &f.alice,
+        "ReportInstanceStatus",
+        serde_json::json!({ "InstanceId": ins, "AppliedRevision": 1, "Counters": [
+            { "SecurityGroupId": sg, "Direction": "ingress", "PolicyIndex": 1,
+              "Packets": 42, "Bytes": 4200 } ] }),
+    );
+    let (r, page) = send(&f, get(&format!("/console/groups/{sg}"), &cookie)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let row = page
+        .split("<tr id=\"ingress-1\">")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .expect("rule 1's row");
+    assert!(row.contains(">42</a></td>"), "{row}");
+    assert!(row.contains(" UTC</td>"), "{row}");
+    assert!(row.contains("/console/flows?group="), "{row}");
+    assert_eq!(
+        page.matches("<td class=\"last-used\">never</td>").count(),
+        2
+    );
+    // Bob sees neither the group nor its hits.
+    let (bob, _, _) = sign_in(&f, &f.bob).await;
+    let (r, page) = send(&f, get(&format!("/console/groups/{sg}"), &bob)).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(!page.contains(">42<"));
+}
+
+#[tokio::test]
+async fn the_flows_page_filters_and_pages_the_accounts_records() {
+    let f = fixture(false);
+    let (sg, ins) = bound_group(&f, &f.alice, 1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let records: Vec<_> = (0..70u64)
+        .map(|i| {
+            let mut r = serde_json::json!({
+                "InstanceId": ins, "Direction": "ingress", "SrcAddr": format!("198.51.100.{i}"),
+                "DstAddr": "10.0.0.1", "SrcPort": 40000 + i, "DstPort": 1000, "Protocol": 6,
+                "Action": "ACCEPT", "Decisions": 1, "Start": now - i, "End": now - i,
+                "Rule": { "SecurityGroupId": sg, "PolicyIndex": 0, "Revision": 1 } });
+            if i % 2 == 1 {
+                r["Action"] = "DROP".into();
+                r["DstPort"] = 23.into();
+                r.as_object_mut().expect("object").remove("Rule");
+            }
+            r
+        })
+        .collect();
+    api(
+        &f,
+        &f.alice,
+        "ReportFlowRecords",
+        serde_json::json!({ "InstanceId": ins, "FlowRecords": records }),
+    );
+    let (cookie, _, _) = sign_in(&f, &f.alice).await;
+    let (r, page) = send(&f, get("/console/flows", &cookie)).await;
+    assert_eq!(r.status(), StatusCode::OK, "{page}");
+    assert_eq!(by_id(&page, "page-at"), "Page 1 of 2 (70 in all)");
+    assert_eq!(page.matches("<td class=\"verdict\">").count(), 50);
+    assert!(page.contains("rel=\"next\""), "{page}");
+    let (_, page) = send(&f, get("/console/flows?since=1h&page=2", &cookie)).await;
+    assert_eq!(by_id(&page, "page-at"), "Page 2 of 2 (70 in all)");
+    assert_eq!(page.matches("<td class=\"verdict\">").count(), 20);
+    assert!(page.contains("198.51.100.69:40069"), "the oldest last");
+    let (_, page) = send(
+        &f,
+        get(
+            "/console/flows?verdict=DROP&port=23&protocol=tcp&peer=198.51.100.0%2F27",
+            &cookie,
+        ),
+    )
+    .await;
+    assert_eq!(by_id(&page, "page-at"), "Page 1 of 1 (16 in all)");
+    assert_eq!(page.matches("<td class=\"verdict\">DROP</td>").count(), 16);
+    assert_eq!(page.matches("default drop").count(), 16);
+    let (_, page) = send(
+        &f,
+        get(
+            &format!("/console/flows?group={sg}&index=0&direction=ingress"),
+            &cookie,
+        ),
+    )
+    .await;
+    assert_eq!(by_id(&page, "page-at"), "Page 1 of 1 (35 in all)");
+    let (r, page) = send(&f, get("/console/flows?port=99999", &cookie)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("role=\"alert\""), "{page}");
+    let (bob, _, _) = sign_in(&f, &f.bob).await;
+    let (_, page) = send(&f, get("/console/flows?since=", &bob)).await;
+    assert_eq!(by_id(&page, "page-at"), "Page 1 of 1 (0 in all)");
+}
+
+#[tokio::test]
+async fn the_enforcement_switch_needs_the_token_and_its_own_account() {
+    let f = fixture(false);
+    let (_, ins) = bound_group(&f, &f.alice, 1);
+    let (cookie, csrf, _) = sign_in(&f, &f.alice).await;
+    let path = format!("/console/instances/{ins}");
+    let (_, page) = send(&f, get(&path, &cookie)).await;
+    assert_eq!(by_id(&page, "enforcement"), "ENFORCE");
+    let switch = format!("{path}/enforcement");
+    fn form(token: &str) -> Vec<(&str, &str)> {
+        vec![("mode", "AUDIT"), ("seen", "ENFORCE"), ("csrf", token)]
+    }
+    let mode = |f: &Fixture| {
+        api(
+            f,
+            &f.alice,
+            "DescribeInstanceStatus",
+            serde_json::json!({ "InstanceIds": [ins] }),
+        )["InstanceStatusSet"][0]["Enforcement"]
+            .clone()
+    };
+    let (r, _) = send(&f, post(&switch, &cookie, &form("guess"), None)).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(mode(&f), "ENFORCE");
+    let (bob, bob_csrf, _) = sign_in(&f, &f.bob).await;
+    let (r, _) = send(&f, post(&switch, &bob, &form(&bob_csrf), None)).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(mode(&f), "ENFORCE");
+    let (r, _) = send(&f, post(&switch, &cookie, &form(&csrf), None)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(mode(&f), "AUDIT");
+    let (_, page) = send(&f, get(&path, &cookie)).await;
+    assert_eq!(by_id(&page, "enforcement"), "AUDIT");
+    assert!(page.contains("now AUDIT"), "the flash message");
+    // The same form again is stale: the mode is no longer ENFORCE.
+    let (r, page) = send(&f, post(&switch, &cookie, &form(&csrf), None)).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT, "{page}");
+    assert_eq!(mode(&f), "AUDIT");
+}
+
+#[tokio::test]
+async fn a_rule_table_longer_than_a_page_is_paged() {
+    let limits = Limits {
+        rules_per_direction: 250,
+        ..Limits::default()
+    };
+    let f = fixture_with(false, limits);
+    let (sg, _) = bound_group(&f, &f.alice, 230);
+    let (cookie, _, _) = sign_in(&f, &f.alice).await;
+    let path = format!("/console/groups/{sg}");
+    let (_, page) = send(&f, get(&path, &cookie)).await;
+    assert_eq!(by_id(&page, "ingress_page-at"), "Page 1 of 3 (230 in all)");
+    assert!(page.contains("<tr id=\"ingress-99\">") && !page.contains("<tr id=\"ingress-100\">"));
+    assert!(page.contains("aria-label=\"Pages of ingress rules\""));
+    assert!(
+        !page.contains("egress_page-at"),
+        "one page of egress rules: no pager"
+    );
+    let (r, page) = send(&f, get(&format!("{path}?ingress_page=3"), &cookie)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(by_id(&page, "ingress_page-at"), "Page 3 of 3 (230 in all)");
+    assert!(page.contains("<tr id=\"ingress-200\">") && page.contains("<tr id=\"ingress-229\">"));
+    assert!(!page.contains("<tr id=\"ingress-199\">"));
+    // Rule 200's controls name its index in the whole list.
+    assert!(page.contains("aria-label=\"Move ingress rule 200 up\""));
+    assert!(
+        page.contains(&format!(
+            "href=\"/console/groups/{sg}?egress_page=&amp;ingress_page=2\" rel=\"prev\""
+        )),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn findings_are_streamed_with_their_progress() {
+    let f = fixture(false);
+    bound_group(&f, &f.alice, 2);
+    let (cookie, _, _) = sign_in(&f, &f.alice).await;
+    let r = f
+        .app
+        .clone()
+        .oneshot(get("/console/findings", &cookie))
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], CSP);
+    let mut body = r.into_body().into_data_stream();
+    let mut pieces = Vec::new();
+    while let Some(data) = futures_util::StreamExt::next(&mut body).await {
+        pieces.push(String::from_utf8_lossy(&data.expect("data")).into_owned());
+    }
+    assert!(pieces.len() > 3, "sent in pieces: {pieces:?}");
+    assert!(
+        pieces[0].contains("<h1>Findings</h1>"),
+        "the page starts at once"
+    );
+    assert!(pieces
+        .iter()
+        .any(|p| p.contains("Working&hellip; Reading the security groups.")));
+    let page = pieces.concat();
+    assert!(by_id(&page, "done").starts_with("Done in "), "{page}");
+    assert!(page.contains("id=\"counts\""), "{page}");
+    assert!(page.ends_with("</html>\n"));
 }

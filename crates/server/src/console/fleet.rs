@@ -83,7 +83,9 @@ pub fn export_with_progress(
     let count = groups.len();
     for (n, g) in groups.into_iter().enumerate() {
         if n % PROGRESS_EVERY == 0 && n > 0 {
-            say(&format!("Read the rules of {n} of {count} security groups."))?;
+            say(&format!(
+                "Read the rules of {n} of {count} security groups."
+            ))?;
         }
         let id = text(&g, "SecurityGroupId");
         let answer = caller.call(

@@ -180,8 +180,8 @@ pub type Job = Box<dyn FnOnce(&Caller<'_>, &mut dyn FnMut(String) -> bool) + Sen
 
 /// What the page worker hands the async handler.
 enum Reply {
-    /// A whole answer.
-    Done(Answer, Session, Option<String>),
+    /// A whole answer (boxed: it is far larger than a receiver).
+    Done(Box<(Answer, Session, Option<String>)>),
     /// A streamed page's pieces.
     Stream(tokio::sync::mpsc::Receiver<String>),
 }
@@ -374,7 +374,11 @@ async fn handle(State(console): State<Arc<Console>>, req: Request) -> Response {
             Answer::Redirect(_) => None,
         };
         let Answer::Stream(streamed) = answer else {
-            let _ = reply_tx.send(Reply::Done(answer, caller.session.clone(), flash));
+            let _ = reply_tx.send(Reply::Done(Box::new((
+                answer,
+                caller.session.clone(),
+                flash,
+            ))));
             return;
         };
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -388,13 +392,17 @@ async fn handle(State(console): State<Arc<Console>>, req: Request) -> Response {
             send(html::LAYOUT_END.to_string());
         }
     });
-    match reply_rx.await {
-        Ok(Reply::Done(Answer::Redirect(to), _, _)) => secured(redirect(&to)),
-        Ok(Reply::Done(Answer::Page(status, page), session, flash)) => secured(html_response(
+    let reply = reply_rx.await.map(|r| match r {
+        Reply::Done(done) => Ok(*done),
+        Reply::Stream(rx) => Err(rx),
+    });
+    match reply {
+        Ok(Ok((Answer::Redirect(to), _, _))) => secured(redirect(&to)),
+        Ok(Ok((Answer::Page(status, page), session, flash))) => secured(html_response(
             status,
             html::layout(&page, &session, flash.as_deref()),
         )),
-        Ok(Reply::Stream(rx)) => {
+        Ok(Err(rx)) => {
             let pieces = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv()
                     .await

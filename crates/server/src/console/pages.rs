@@ -796,12 +796,7 @@ fn group_page(c: &Caller<'_>, id: &str, query: &Form, error: Option<(StatusCode,
              <th scope=\"col\">Changes</th></tr></thead><tbody>"
         );
         let first = n * RULES_PER_PAGE;
-        for (i, r) in rules
-            .iter()
-            .enumerate()
-            .skip(first)
-            .take(RULES_PER_PAGE)
-        {
+        for (i, r) in rules.iter().enumerate().skip(first).take(RULES_PER_PAGE) {
             let cells = rule_cells(r);
             let _ = write!(body, "<tr id=\"{dir}-{i}\"><td>{i}</td>");
             for (n, cell) in cells.iter().enumerate() {
@@ -816,7 +811,10 @@ fn group_page(c: &Caller<'_>, id: &str, query: &Form, error: Option<(StatusCode,
                     let _ = write!(body, "<td>{}</td>", esc(cell));
                 }
             }
-            let (count, last) = hits.get(&(dir.to_string(), i as u64)).copied().unwrap_or_default();
+            let (count, last) = hits
+                .get(&(dir.to_string(), i as u64))
+                .copied()
+                .unwrap_or_default();
             // Hits link to the rule's flow records.
             let _ = write!(
                 body,
@@ -869,11 +867,8 @@ fn group_page(c: &Caller<'_>, id: &str, query: &Form, error: Option<(StatusCode,
         }
         body.push_str("</tbody></table>");
         if rules.len() > RULES_PER_PAGE || n > 0 {
-            let keep: Vec<(&str, String)> = pages
-                .iter()
-                .filter(|(p, _)| *p != param)
-                .cloned()
-                .collect();
+            let keep: Vec<(&str, String)> =
+                pages.iter().filter(|(p, _)| *p != param).cloned().collect();
             body.push_str(
                 &html::Pager {
                     path: &base,
@@ -1790,11 +1785,7 @@ fn enforcement_form(c: &Caller<'_>, id: &str, mode: &str) -> String {
     format!(
         "{}{}{}<button type=\"submit\" id=\"switch-enforcement\" aria-label=\"Switch {} to {to}\">\
          Switch to {to}</button> <span class=\"hint\">({what})</span></form>",
-        form_open(
-            c,
-            &format!("/console/instances/{id}/enforcement"),
-            "inline"
-        ),
+        form_open(c, &format!("/console/instances/{id}/enforcement"), "inline"),
         hidden("mode", to),
         hidden("seen", mode),
         esc(id)
