@@ -216,6 +216,9 @@ def test_findings_and_a_reachability_answer(console_server, browsers):
     d.find_element(By.ID, "protocol").send_keys("tcp")
     d.find_element(By.ID, "port").send_keys("30080")
     go(d, d.find_element(By.ID, "ask"))
+    # The answer is streamed after the form; its status line ends "Done".
+    WebDriverWait(d, 30).until(lambda _: d.find_elements(By.ID, "done"))
+    assert d.find_element(By.ID, "done").text.startswith("Done in")
     verdict = d.find_element(By.ID, "verdict").text
     assert "reachable" in verdict and "NOT" not in verdict, text(d)
     answer = d.find_element(By.ID, "answer").text
@@ -227,6 +230,8 @@ def test_findings_and_a_reachability_answer(console_server, browsers):
     add_rule(d, "ingress", "TCP", "8443", "0.0.0.0/0", "tls", preview=True)
     effect = d.find_element(By.ID, "effect").text
     assert "+ opens" in effect and "ins-node0001" in effect and "8443" in effect, effect
+    # The place of the observed connections a change would break says it is not computed.
+    assert "Not computed yet" in d.find_element(By.ID, "observed-impact").text
     # The preview changed nothing.
     d.back()
     d.get(console_server.url + "/console/groups?q=ops")
@@ -319,7 +324,7 @@ def test_labels_keyboard_and_a_narrow_window(console_server, browsers):
     sign_in(d, console_server, console_server.admin())
     sg = create_group(d, console_server, "usable", "basic")
     for path in ("/console/groups", f"/console/groups/{sg}", "/console/templates",
-                 "/console/instances", "/console/reach"):
+                 "/console/instances", "/console/reach", "/console/flows"):
         d.get(console_server.url + path)
         # Every visible control has a label (or an aria-label).
         for el in d.find_elements(By.CSS_SELECTOR, "input:not([type=hidden]), select"):

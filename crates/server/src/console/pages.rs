@@ -77,7 +77,7 @@ pub fn route(c: &Caller<'_>, path: &str, post: bool, query: &Form, form: &Form) 
         (true, ["instances", id, "enforcement"]) => set_enforcement(c, id, form),
         (false, ["flows"]) => flows(c, query),
         (false, ["findings"]) => findings(),
-        (false, ["reach"]) => reach(c, query),
+        (false, ["reach"]) => reach(query),
         _ => page(
             StatusCode::NOT_FOUND,
             "Not found",
@@ -1250,6 +1250,18 @@ fn preview(
         Ok(diff) => body.push_str(&diff),
         Err(e) => body.push_str(&html::error(&format!("The effect cannot be computed: {e}"))),
     }
+    // PLACE FOR CHANGE IMPACT (issue 21, not implemented here): "which
+    // observed connections this change would break" is the replay of the
+    // account's flow records (DescribeFlowRecords) against the rule lists
+    // before and after (`change.ingress`, `change.egress`), by the replay
+    // engine being built in crates/analyze. When it lands, call it here
+    // and render its answer in place of this note.
+    body.push_str(
+        "<section id=\"observed-impact\"><h2>Observed connections this change would break</h2>\
+         <p class=\"hint\">Not computed yet: replaying the recorded flows against the rules before \
+         and after a change is not in this version. The <a href=\"/console/flows\">Flows</a> page \
+         shows what was recorded.</p></section>",
+    );
     body.push_str(&form_open(
         c,
         &format!("/console/groups/{id}/rules/{op}"),
@@ -2273,14 +2285,14 @@ fn findings_body(report: &palisade_analyze::Report) -> String {
 
 /// "Can A reach B on tcp/443?": the verdict with the deciding rules on
 /// both sides (`palisade reach`).
-fn reach(c: &Caller<'_>, query: &Form) -> Out {
+fn reach(query: &Form) -> Out {
     let (from, to, proto, port) = (
         query.get("from"),
         query.get("to"),
         query.get("protocol"),
         query.get("port"),
     );
-    let mut body = format!(
+    let body = format!(
         "<form method=\"get\" action=\"/console/reach\" class=\"stacked\"><div class=\"row\"><p>{}</p><p>{}</p><p>{}</p><p>{}</p></div>\
          <p><button type=\"submit\" id=\"ask\">Ask</button></p></form>",
         field("from", "From (instance, IP, CIDR or range)", "from", from, "required"),
@@ -2291,115 +2303,147 @@ fn reach(c: &Caller<'_>, query: &Form) -> Out {
     if from.is_empty() || to.is_empty() {
         return page(StatusCode::OK, "Reachability", "reach", body);
     }
-    let answer = (|| -> Result<String, String> {
-        let file = fleet::export(c).map_err(|e| failure(&e))?;
-        let loaded = palisade_analyze::load::load_file(file, Default::default())
-            .map_err(|e| e.to_string())?;
-        let fleet = &loaded.fleet;
-        let protocol = if proto.is_empty() {
-            None
-        } else {
-            Some(palisade_policy::parse_protocol("protocol", proto).map_err(|e| e.to_string())?)
-        };
-        let port = if port.is_empty() {
-            None
-        } else {
-            if protocol.is_none() {
-                return Err("port: give a protocol too (tcp or udp)".into());
+    // Reading a big account's fleet takes a while: the answer is streamed
+    // after the form, with its progress.
+    let (from, to, proto, port) = (
+        from.to_string(),
+        to.to_string(),
+        proto.to_string(),
+        port.to_string(),
+    );
+    Answer::Stream(super::Streamed {
+        page: Page {
+            title: "Reachability".into(),
+            nav: "reach",
+            body,
+        },
+        job: Box::new(move |c, send| {
+            let started = std::time::Instant::now();
+            let mut steps = Progress::new(send);
+            let answer = reach_answer(c, &from, &to, &proto, &port, &mut |t| steps.say(t));
+            match answer {
+                Ok(s) => {
+                    steps.done(&format!(
+                        "Done in {:.1} s.",
+                        started.elapsed().as_secs_f64()
+                    ));
+                    steps.send(s);
+                }
+                Err(e) => {
+                    steps.done("Failed.");
+                    steps.send(html::error(&e));
+                }
             }
-            Some(
-                port.parse::<u16>()
-                    .map_err(|_| format!("port {port:?}: not a port"))?,
-            )
-        };
-        let q = palisade_analyze::ReachQuery {
-            from: palisade_analyze::Endpoint::parse(fleet, "from", from)
-                .map_err(|e| e.to_string())?,
-            to: palisade_analyze::Endpoint::parse(fleet, "to", to).map_err(|e| e.to_string())?,
-            protocol,
-            port,
-        };
-        let r = palisade_analyze::reach(fleet, &q).map_err(|e| e.to_string())?;
-        let what = match (r.protocol, r.port) {
-            (Some(p), Some(port)) if palisade_policy::has_ports(p) => {
-                format!("{} {port}", palisade_policy::eval::protocol_name(p))
+        }),
+    })
+}
+
+/// The answer of the reachability page: the verdict and the deciding rules,
+/// or what gets through.
+fn reach_answer(
+    c: &Caller<'_>,
+    from: &str,
+    to: &str,
+    proto: &str,
+    port: &str,
+    progress: &mut dyn FnMut(&str) -> bool,
+) -> Result<String, String> {
+    let file = fleet::export_with_progress(c, progress).map_err(|e| failure(&e))?;
+    progress("Evaluating the rules of both sides.");
+    let loaded =
+        palisade_analyze::load::load_file(file, Default::default()).map_err(|e| e.to_string())?;
+    let fleet = &loaded.fleet;
+    let protocol = if proto.is_empty() {
+        None
+    } else {
+        Some(palisade_policy::parse_protocol("protocol", proto).map_err(|e| e.to_string())?)
+    };
+    let port = if port.is_empty() {
+        None
+    } else {
+        if protocol.is_none() {
+            return Err("port: give a protocol too (tcp or udp)".into());
+        }
+        Some(
+            port.parse::<u16>()
+                .map_err(|_| format!("port {port:?}: not a port"))?,
+        )
+    };
+    let q = palisade_analyze::ReachQuery {
+        from: palisade_analyze::Endpoint::parse(fleet, "from", from).map_err(|e| e.to_string())?,
+        to: palisade_analyze::Endpoint::parse(fleet, "to", to).map_err(|e| e.to_string())?,
+        protocol,
+        port,
+    };
+    let r = palisade_analyze::reach(fleet, &q).map_err(|e| e.to_string())?;
+    let what = match (r.protocol, r.port) {
+        (Some(p), Some(port)) if palisade_policy::has_ports(p) => {
+            format!("{} {port}", palisade_policy::eval::protocol_name(p))
+        }
+        (Some(p), _) => palisade_policy::eval::protocol_name(p),
+        (None, _) => "traffic".to_string(),
+    };
+    let mut s = String::from("<section id=\"answer\">");
+    match r.reachable {
+        Some(ok) => {
+            let _ = write!(
+                s,
+                "<p class=\"verdict {}\" id=\"verdict\">{} &rarr; {} {}: <strong>{}</strong></p><dl class=\"summary\">",
+                if ok { "ok" } else { "no" },
+                esc(&r.from.id),
+                esc(&r.to.id),
+                esc(&what),
+                if ok { "reachable" } else { "NOT reachable" }
+            );
+            for (side, d) in [
+                ("Source egress", &r.source_egress),
+                ("Destination ingress", &r.destination_ingress),
+            ] {
+                let text = match d {
+                    Some(d) => match (&d.matched, &d.rule) {
+                        (Some(o), Some(rule)) => {
+                            format!("{} by {o} ({rule}) for {}", d.action, d.packet)
+                        }
+                        _ => format!(
+                            "{} (no rule matched: default drop) for {}",
+                            d.action, d.packet
+                        ),
+                    },
+                    None => "no rules (addresses outside the fleet)".into(),
+                };
+                let _ = write!(s, "<dt>{side}</dt><dd>{}</dd>", esc(&text));
             }
-            (Some(p), _) => palisade_policy::eval::protocol_name(p),
-            (None, _) => "traffic".to_string(),
-        };
-        let mut s = String::from("<section id=\"answer\">");
-        match r.reachable {
-            Some(ok) => {
+            s.push_str("</dl>");
+        }
+        None => {
+            let allowed = r.allowed.clone().unwrap_or_default();
+            if allowed.is_empty() {
                 let _ = write!(
                     s,
-                    "<p class=\"verdict {}\" id=\"verdict\">{} &rarr; {} {}: <strong>{}</strong></p><dl class=\"summary\">",
-                    if ok { "ok" } else { "no" },
+                    "<p id=\"verdict\">{} &rarr; {}: nothing gets through.</p>",
                     esc(&r.from.id),
-                    esc(&r.to.id),
-                    esc(&what),
-                    if ok { "reachable" } else { "NOT reachable" }
+                    esc(&r.to.id)
                 );
-                for (side, d) in [
-                    ("Source egress", &r.source_egress),
-                    ("Destination ingress", &r.destination_ingress),
-                ] {
-                    let text = match d {
-                        Some(d) => match (&d.matched, &d.rule) {
-                            (Some(o), Some(rule)) => {
-                                format!("{} by {o} ({rule}) for {}", d.action, d.packet)
-                            }
-                            _ => format!(
-                                "{} (no rule matched: default drop) for {}",
-                                d.action, d.packet
-                            ),
-                        },
-                        None => "no rules (addresses outside the fleet)".into(),
-                    };
-                    let _ = write!(s, "<dt>{side}</dt><dd>{}</dd>", esc(&text));
-                }
-                s.push_str("</dl>");
-            }
-            None => {
-                let allowed = r.allowed.clone().unwrap_or_default();
-                if allowed.is_empty() {
+            } else {
+                let _ = write!(
+                    s,
+                    "<p id=\"verdict\">{} &rarr; {}: what gets through</p><table><caption>Allowed</caption>\
+                     <thead><tr><th scope=\"col\">Protocols</th><th scope=\"col\">Ports</th></tr></thead><tbody>",
+                    esc(&r.from.id),
+                    esc(&r.to.id)
+                );
+                for a in &allowed {
                     let _ = write!(
                         s,
-                        "<p id=\"verdict\">{} &rarr; {}: nothing gets through.</p>",
-                        esc(&r.from.id),
-                        esc(&r.to.id)
+                        "<tr><td>{}</td><td>{}</td></tr>",
+                        esc(&a.protocols),
+                        esc(&a.ports)
                     );
-                } else {
-                    let _ = write!(
-                        s,
-                        "<p id=\"verdict\">{} &rarr; {}: what gets through</p><table><caption>Allowed</caption>\
-                         <thead><tr><th scope=\"col\">Protocols</th><th scope=\"col\">Ports</th></tr></thead><tbody>",
-                        esc(&r.from.id),
-                        esc(&r.to.id)
-                    );
-                    for a in &allowed {
-                        let _ = write!(
-                            s,
-                            "<tr><td>{}</td><td>{}</td></tr>",
-                            esc(&a.protocols),
-                            esc(&a.ports)
-                        );
-                    }
-                    s.push_str("</tbody></table>");
                 }
+                s.push_str("</tbody></table>");
             }
         }
-        s.push_str("</section>");
-        Ok(s)
-    })();
-    let status = match answer {
-        Ok(s) => {
-            body.push_str(&s);
-            StatusCode::OK
-        }
-        Err(e) => {
-            body.push_str(&html::error(&e));
-            StatusCode::BAD_REQUEST
-        }
-    };
-    page(status, "Reachability", "reach", body)
+    }
+    s.push_str("</section>");
+    Ok(s)
 }
