@@ -1,7 +1,10 @@
-//! The console's pages: security groups, one group's rules (with quick
-//! templates and a preview of a change's effect), templates, instances,
-//! findings and reachability. Each page reads through the API's actions and
-//! each change is one or more API actions (named next to each handler).
+//! The console's pages: security groups, one group's rules (with their
+//! hits and last use, quick templates and a preview of a change's effect),
+//! templates, instances (with the enforcement switch), flow records,
+//! findings and reachability (the last two streamed with their progress).
+//! Each page reads through the API's actions and each change is one or
+//! more API actions (named next to each handler). Long tables are cut into
+//! pages on the server ([`html::Pager`]).
 
 use super::fleet::{self, strings, text};
 use super::html::{self, esc, hidden, q, Page};
@@ -673,21 +676,22 @@ fn group(c: &Caller<'_>, id: &str, error: Option<(StatusCode, String)>) -> Out {
     group_page(c, id, &Form::default(), error)
 }
 
-/// Each rule's hits and last use, by (direction, index), from
-/// `DescribeRuleHits` (empty when it fails: the page still shows the rules).
-fn rule_hits(c: &Caller<'_>, id: &str) -> BTreeMap<(String, u64), (u64, Option<u64>)> {
+/// A rule's hits and last use (Unix seconds), by (direction, index).
+type Hits = BTreeMap<(String, u64), (u64, Option<u64>)>;
+
+/// Each rule's hits and last use, from `DescribeRuleHits`.
+fn rule_hits(c: &Caller<'_>, id: &str) -> Result<Hits, ApiError> {
+    let a = c.call("DescribeRuleHits", json!({ "SecurityGroupId": id }))?;
     let mut out = BTreeMap::new();
-    if let Ok(a) = c.call("DescribeRuleHits", json!({ "SecurityGroupId": id })) {
-        for h in a["RuleHitSet"].as_array().into_iter().flatten() {
-            if let (Some(i), Some(n)) = (h["PolicyIndex"].as_u64(), h["Hits"].as_u64()) {
-                out.insert(
-                    (text(h, "Direction").to_ascii_lowercase(), i),
-                    (n, h["LastUsed"].as_u64()),
-                );
-            }
+    for h in a["RuleHitSet"].as_array().into_iter().flatten() {
+        if let (Some(i), Some(n)) = (h["PolicyIndex"].as_u64(), h["Hits"].as_u64()) {
+            out.insert(
+                (text(h, "Direction").to_ascii_lowercase(), i),
+                (n, h["LastUsed"].as_u64()),
+            );
         }
     }
-    out
+    Ok(out)
 }
 
 /// One group: its summary, name and description, clone and delete, quick
@@ -775,7 +779,17 @@ fn group_page(c: &Caller<'_>, id: &str, query: &Form, error: Option<(StatusCode,
     );
     let base = format!("/console/groups/{id}");
     body.push_str(PROTOCOLS);
-    let hits = rule_hits(c, id);
+    // Without hits the rules still show, their hits "unknown" (never 0).
+    let hits = match rule_hits(c, id) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            body.push_str(&html::error(&format!(
+                "The rules' hits cannot be read: {}",
+                failure(&e)
+            )));
+            None
+        }
+    };
     let pages = [
         ("ingress_page", query.get("ingress_page").to_string()),
         ("egress_page", query.get("egress_page").to_string()),
@@ -811,17 +825,22 @@ fn group_page(c: &Caller<'_>, id: &str, query: &Form, error: Option<(StatusCode,
                     let _ = write!(body, "<td>{}</td>", esc(cell));
                 }
             }
-            let (count, last) = hits
-                .get(&(dir.to_string(), i as u64))
-                .copied()
-                .unwrap_or_default();
+            let (count, last) = match hits.as_ref().map(|h| h.get(&(dir.to_string(), i as u64))) {
+                Some(Some((n, last))) => (
+                    n.to_string(),
+                    last.map_or_else(|| "never".to_string(), html::unix_time),
+                ),
+                // A rule with no entry has not been counted yet.
+                Some(None) => ("0".to_string(), "never".to_string()),
+                None => ("unknown".to_string(), "unknown".to_string()),
+            };
             // Hits link to the rule's flow records.
             let _ = write!(
                 body,
                 "<td class=\"hits\"><a href=\"/console/flows?group={}&amp;direction={dir}&amp;index={i}&amp;since=\" \
                  title=\"Flow records of {dir} rule {i}\">{count}</a></td><td class=\"last-used\">{}</td>",
                 q(id),
-                last.map_or_else(|| "never".to_string(), html::unix_time)
+                esc(&last),
             );
             body.push_str("<td class=\"controls\">");
             let common = format!("{}{}", hidden("dir", dir), hidden("version", &view.version));
