@@ -2,7 +2,8 @@
 //! heaviest pages (issue 21): the security-groups list of an account with
 //! `--groups` groups (first page and a middle page, 50 rows each, with rule
 //! counts, bound instances and referrers) and a group page with `--rules`
-//! ingress rules (each with its hits and last use). The pages are rendered in-process by
+//! ingress rules (each with its hits and last use, from a report of an
+//! instance bound to it). The pages are rendered in-process by
 //! [`palisade_server::console::render_for_bench`], exactly as a GET
 //! handler renders them (every read through the API's actions), over a
 //! SQLite store in a temporary directory; HTTP and the session lookup (a
@@ -111,6 +112,30 @@ pub fn run(opts: &ConsoleOptions, log: &mut dyn FnMut(&str)) -> anyhow::Result<C
             json!({ "SecurityGroupId": first, "SecurityGroupPolicySet": { "Ingress": rules } }),
         )?;
     }
+    // Every rule of the group has hits: an instance applying it reports
+    // a counter for each, as its agent would.
+    let registered = call(
+        "RegisterInstances",
+        json!({ "Instances": [{ "PrivateIpAddresses": ["10.0.0.1"] }] }),
+    )?;
+    let instance = registered["InstanceIdSet"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    call(
+        "AssociateSecurityGroups",
+        json!({ "SecurityGroupIds": [first], "InstanceIds": [instance] }),
+    )?;
+    let counters: Vec<_> = (0..opts.rules.max(2))
+        .map(|i| {
+            json!({ "SecurityGroupId": first, "Direction": "ingress", "PolicyIndex": i,
+                    "Packets": 10 + i, "Bytes": 1000 + i })
+        })
+        .collect();
+    call(
+        "ReportInstanceStatus",
+        json!({ "InstanceId": instance, "AppliedRevision": 1, "Counters": counters }),
+    )?;
     // Page numbers in the console's URLs count from 1.
     let middle = (opts.groups / 50 / 2 + 1).to_string();
     let pages = [
