@@ -48,6 +48,13 @@ def go(d, element):
     WebDriverWait(d, 15).until(gone)
 
 
+def streamed(d):
+    """Waits for a streamed page (findings, reachability, a preview) to
+    end: its status line says "Done in ..." (or "Failed.")."""
+    WebDriverWait(d, 30).until(lambda _: d.find_elements(By.ID, "done"))
+    assert d.find_element(By.ID, "done").text.startswith("Done in"), text(d)
+
+
 def sign_in(d, srv, creds):
     d.get(srv.url + "/console/signin")
     d.find_element(By.ID, "secret_id").send_keys(creds["SecretId"])
@@ -89,6 +96,7 @@ def add_rule(d, direction, protocol, port, peer, description, action="ACCEPT", p
     d.find_element(By.ID, f"add-{direction}-action").send_keys(action)
     if preview:
         go(d, form.find_element(By.CSS_SELECTOR, "button[value='preview']"))
+        streamed(d)
     else:
         go(d, d.find_element(By.ID, f"add-{direction}"))
 
@@ -145,6 +153,7 @@ def test_tke_template_then_add_move_and_edit_a_rule(console_server, browsers):
     port.clear()
     port.send_keys("8081")
     go(d, d.find_element(By.CSS_SELECTOR, "button[value='preview']"))
+    streamed(d)
     assert "replace ingress rule 0" in d.find_element(By.ID, "change").text
     d.find_element(By.ID, "effect")
     go(d, d.find_element(By.ID, "confirm"))
@@ -217,8 +226,7 @@ def test_findings_and_a_reachability_answer(console_server, browsers):
     d.find_element(By.ID, "port").send_keys("30080")
     go(d, d.find_element(By.ID, "ask"))
     # The answer is streamed after the form; its status line ends "Done".
-    WebDriverWait(d, 30).until(lambda _: d.find_elements(By.ID, "done"))
-    assert d.find_element(By.ID, "done").text.startswith("Done in")
+    streamed(d)
     verdict = d.find_element(By.ID, "verdict").text
     assert "reachable" in verdict and "NOT" not in verdict, text(d)
     answer = d.find_element(By.ID, "answer").text

@@ -395,6 +395,21 @@ async fn a_groups_rules_show_their_hits_and_last_use() {
         page.matches("<td class=\"last-used\">never</td>").count(),
         2
     );
+    // A rule changed in place starts again from 0.
+    api(
+        &f,
+        &f.alice,
+        "ReplaceSecurityGroupPolicy",
+        serde_json::json!({ "SecurityGroupId": sg, "SecurityGroupPolicySet": { "Ingress": [
+            { "PolicyIndex": 1, "Protocol": "TCP", "Port": "8080",
+              "CidrBlock": "198.18.0.0/15", "Action": "ACCEPT" } ] } }),
+    );
+    let (_, page) = send(&f, get(&format!("/console/groups/{sg}"), &cookie)).await;
+    assert_eq!(
+        page.matches("<td class=\"last-used\">never</td>").count(),
+        3
+    );
+    assert!(!page.contains(">42</a>"), "{page}");
     // Bob sees neither the group nor its hits.
     let (bob, _, _) = sign_in(&f, &f.bob).await;
     let (r, page) = send(&f, get(&format!("/console/groups/{sg}"), &bob)).await;

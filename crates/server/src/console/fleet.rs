@@ -55,18 +55,14 @@ pub fn compact(
     })
 }
 
-/// The account's groups, templates, instances and clusters.
-pub fn export(caller: &Caller<'_>) -> Result<FleetFile, ApiError> {
-    export_with_progress(caller, &mut |_| true)
-}
-
-/// How often [`export_with_progress`] reports while reading groups' rules.
+/// How often [`export`] reports while reading groups' rules.
 const PROGRESS_EVERY: usize = 100;
 
-/// [`export`], saying how far it got to `progress` (as a sentence) every
-/// [`PROGRESS_EVERY`] groups and between kinds of resources; stops with
-/// an error when `progress` answers `false` (nobody is listening).
-pub fn export_with_progress(
+/// The account's groups, templates, instances and clusters, saying how far
+/// the reading got to `progress` (as a sentence) every [`PROGRESS_EVERY`]
+/// groups and between kinds of resources; stops with an error when
+/// `progress` answers `false` (nobody is listening any more).
+pub fn export(
     caller: &Caller<'_>,
     progress: &mut dyn FnMut(&str) -> bool,
 ) -> Result<FleetFile, ApiError> {

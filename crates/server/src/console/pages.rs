@@ -1,7 +1,8 @@
 //! The console's pages: security groups, one group's rules (with their
 //! hits and last use, quick templates and a preview of a change's effect),
 //! templates, instances (with the enforcement switch), flow records,
-//! findings and reachability (the last two streamed with their progress).
+//! findings and reachability (these two, and a change's preview, are
+//! streamed with their progress).
 //! Each page reads through the API's actions and each change is one or
 //! more API actions (named next to each handler). Long tables are cut into
 //! pages on the server ([`html::Pager`]).
@@ -1246,7 +1247,8 @@ fn rule_change(c: &Caller<'_>, id: &str, op: &str, form: &Form) -> Out {
 }
 
 /// What `change` opens and closes on every instance, from the `diff`
-/// engine over the account's fleet before and after, and a form to save it.
+/// engine over the account's fleet before and after, and a form to save it;
+/// streamed, the effect after a status line (reading the fleet takes a while).
 fn preview(
     c: &Caller<'_>,
     id: &str,
@@ -1265,43 +1267,77 @@ fn preview(
         )));
     }
     let _ = write!(body, "<p id=\"change\">Change: {}.</p>", esc(&change.what));
-    match effect(c, id, &view.version, change) {
-        Ok(diff) => body.push_str(&diff),
-        Err(e) => body.push_str(&html::error(&format!("The effect cannot be computed: {e}"))),
-    }
+    // What follows the effect, made now (the job has the caller only).
+    let mut rest = String::new();
     // PLACE FOR CHANGE IMPACT (issue 21, not implemented here): "which
     // observed connections this change would break" is the replay of the
     // account's flow records (DescribeFlowRecords) against the rule lists
     // before and after (`change.ingress`, `change.egress`), by the replay
     // engine being built in crates/analyze. When it lands, call it here
     // and render its answer in place of this note.
-    body.push_str(
+    rest.push_str(
         "<section id=\"observed-impact\"><h2>Observed connections this change would break</h2>\
          <p class=\"hint\">Not computed yet: replaying the recorded flows against the rules before \
          and after a change is not in this version. The <a href=\"/console/flows\">Flows</a> page \
          shows what was recorded.</p></section>",
     );
-    body.push_str(&form_open(
+    rest.push_str(&form_open(
         c,
         &format!("/console/groups/{id}/rules/{op}"),
         "stacked",
     ));
     for (k, v) in &form.0 {
         if k != "csrf" && k != "op" {
-            body.push_str(&hidden(k, v));
+            rest.push_str(&hidden(k, v));
         }
     }
     let _ = write!(
-        body,
+        rest,
         "<p><button type=\"submit\" name=\"op\" value=\"save\" id=\"confirm\">Save this change</button> \
          <a href=\"/console/groups/{}\">Cancel</a></p></form>",
         esc(id)
     );
-    page(StatusCode::OK, "Preview of a change", "groups", body)
+    // The effect reads the account's whole fleet: streamed, with progress.
+    let (id, version) = (id.to_string(), view.version.clone());
+    let (ingress, egress) = (change.ingress.clone(), change.egress.clone());
+    Answer::Stream(super::Streamed {
+        page: Page {
+            title: "Preview of a change".into(),
+            nav: "groups",
+            body,
+        },
+        job: Box::new(move |c, send| {
+            let started = std::time::Instant::now();
+            let mut steps = Progress::new(send);
+            let diff = effect(c, &id, &version, &ingress, &egress, &mut |t| steps.say(t));
+            match diff {
+                Ok(diff) => {
+                    steps.done(&format!(
+                        "Done in {:.1} s.",
+                        started.elapsed().as_secs_f64()
+                    ));
+                    steps.send(diff);
+                }
+                Err(e) => {
+                    steps.done("Failed.");
+                    steps.send(html::error(&format!("The effect cannot be computed: {e}")));
+                }
+            }
+            steps.send(rest);
+        }),
+    })
 }
 
-fn effect(c: &Caller<'_>, id: &str, version: &str, change: &Change) -> Result<String, String> {
-    let old = fleet::export(c).map_err(|e| failure(&e))?;
+fn effect(
+    c: &Caller<'_>,
+    id: &str,
+    version: &str,
+    ingress: &[Value],
+    egress: &[Value],
+    progress: &mut dyn FnMut(&str) -> bool,
+) -> Result<String, String> {
+    let old = fleet::export(c, progress).map_err(|e| failure(&e))?;
+    progress("Comparing what every instance accepts before and after.");
     let mut new = old.clone();
     let entry = new
         .security_groups
@@ -1310,8 +1346,8 @@ fn effect(c: &Caller<'_>, id: &str, version: &str, change: &Change) -> Result<St
         .ok_or("the group is gone")?;
     entry.policies = serde_json::from_value(json!({
         "Version": version,
-        "Ingress": change.ingress,
-        "Egress": change.egress,
+        "Ingress": ingress,
+        "Egress": egress,
     }))
     .map_err(|e| format!("a rule of the change is not valid: {e}"))?;
     let old =
@@ -2178,7 +2214,7 @@ fn findings() -> Out {
         job: Box::new(|c, send| {
             let started = std::time::Instant::now();
             let mut steps = Progress::new(send);
-            let report = fleet::export_with_progress(c, &mut |t| steps.say(t))
+            let report = fleet::export(c, &mut |t| steps.say(t))
                 .map_err(|e| failure(&e))
                 .and_then(|file| {
                     steps.say(&format!(
@@ -2367,7 +2403,7 @@ fn reach_answer(
     port: &str,
     progress: &mut dyn FnMut(&str) -> bool,
 ) -> Result<String, String> {
-    let file = fleet::export_with_progress(c, progress).map_err(|e| failure(&e))?;
+    let file = fleet::export(c, progress).map_err(|e| failure(&e))?;
     progress("Evaluating the rules of both sides.");
     let loaded =
         palisade_analyze::load::load_file(file, Default::default()).map_err(|e| e.to_string())?;
