@@ -119,6 +119,13 @@ impl Report {
         self.findings.iter().any(|f| f.severity >= fail_on)
     }
 
+    /// Adds findings made elsewhere (`USE001` from a server's hits),
+    /// keeping the report's order.
+    pub fn add(&mut self, findings: impl IntoIterator<Item = Finding>) {
+        self.findings.extend(findings);
+        sort(&mut self.findings);
+    }
+
     /// How many findings have each severity: (errors, warnings, infos).
     pub fn counts(&self) -> (usize, usize, usize) {
         let n = |s| self.findings.iter().filter(|f| f.severity == s).count();

@@ -128,6 +128,8 @@ check_ids! {
     Ref002 = "REF002", Error, "MissingReference", "A reference to a group, template, instance or cluster that does not exist.";
     /// A limit is exceeded.
     Lim001 = "LIM001", Error, "LimitExceeded", "A limit is exceeded (rules per direction, groups per instance, references per group, instances per group, rules after template expansion).";
+    /// A rule decided nothing over the window (from a server's hits).
+    Use001 = "USE001", Info, "UnusedRule", "A rule decided no packet over the window (default 30 days) on any instance applying it, and every such instance reported hits throughout (check --server only).";
 }
 
 impl fmt::Display for CheckId {
@@ -239,7 +241,7 @@ mod tests {
                 Some(serde_json::json!(id.as_str()))
             );
         }
-        assert_eq!(CheckId::ALL.len(), 19);
+        assert_eq!(CheckId::ALL.len(), 20);
         assert_eq!(CheckId::Exp001.severity(), Severity::Error);
         assert_eq!(CheckId::Ano002.severity(), Severity::Info);
         assert!(Severity::Info < Severity::Warning && Severity::Warning < Severity::Error);

@@ -3,7 +3,8 @@
 //! groups do what the seed says a TKE cluster needs, and nothing more.
 //!
 //! - [`check`]: findings with stable ids (`TKE001`-`TKE010`, `EXP001`,
-//!   `EXP002`, `ANO001`-`ANO003`, `REF001`, `REF002`, `LIM001`), each with a
+//!   `EXP002`, `ANO001`-`ANO004`, `REF001`, `REF002`, `LIM001`, and from a
+//!   server's rule hits `USE001`), each with a
 //!   severity, a location in the fleet file and, where it is about traffic,
 //!   a witness packet. Every traffic finding works on the exact packet sets
 //!   of the `policy` crate, so it is order-aware, DROP-aware, and template-
@@ -15,6 +16,8 @@
 //!   direction, as boxes of packets newly accepted or newly dropped.
 //! - [`reach`]: whether traffic from one instance or CIDR gets to another.
 //! - [`sarif`]: findings as SARIF 2.1.0.
+//! - [`unused`]: `USE001`, rules that decided nothing over a window, from
+//!   a server's rule hits where they cover the window.
 //!
 //! Panic contract: no public function panics on any input.
 
@@ -28,6 +31,7 @@ pub mod finding;
 pub mod load;
 pub mod reach;
 pub mod sarif;
+pub mod unused;
 
 mod anomaly;
 mod exposure;

@@ -555,6 +555,58 @@ fn ano004_protocol_and_peer_family_exclude_each_other() {
 }
 
 #[test]
+fn use001_comes_from_covered_hits_and_never_from_a_file() {
+    use palisade_analyze::unused::{unused_rules, DEFAULT_WINDOW};
+    use palisade_protocol::service::{InstanceHitCoverage, RuleHit, RuleHitsAnswer};
+    let fx = nodes_with(node_rules());
+    assert!(
+        fx.findings(CheckId::Use001).is_empty(),
+        "a file has no hits"
+    );
+    let fleet = palisade_analyze::load(&fx.yaml()).unwrap().fleet;
+    let now = 2_000_000_000;
+    let answer = |coverage_since: u64| RuleHitsAnswer {
+        security_group_id: "sg-node0001".into(),
+        rule_hit_set: vec![RuleHit {
+            direction: "ingress".into(),
+            policy_index: 0,
+            hits: 0,
+            last_used: None,
+            since: Some(now - 2 * DEFAULT_WINDOW),
+        }],
+        instance_coverage_set: fleet
+            .instances
+            .iter()
+            .filter(|i| {
+                i.security_groups
+                    .iter()
+                    .any(|g| g.as_str() == "sg-node0001")
+            })
+            .map(|i| InstanceHitCoverage {
+                instance_id: i.id.to_string(),
+                since: Some(coverage_since),
+                last_report: Some(now),
+            })
+            .collect(),
+        now: Some(now),
+    };
+    let covered = unused_rules(&fleet, &[answer(now - DEFAULT_WINDOW)], DEFAULT_WINDOW, now);
+    assert_eq!(covered.findings.len(), 1, "{covered:#?}");
+    let f = &covered.findings[0];
+    assert_eq!((f.id, f.severity), (CheckId::Use001, Severity::Info));
+    assert!(f.message.contains("Fix"), "{}", f.message);
+    assert!(f.location.line.is_some(), "a rule of the file has its line");
+    let short = unused_rules(
+        &fleet,
+        &[answer(now - DEFAULT_WINDOW + 1)],
+        DEFAULT_WINDOW,
+        now,
+    );
+    assert!(short.findings.is_empty());
+    assert_eq!(short.unjudged.len(), 1);
+}
+
+#[test]
 fn every_id_is_covered_by_a_test_above() {
     // Keeps this file honest when an id is added.
     let text = include_str!("checks.rs").to_ascii_uppercase();

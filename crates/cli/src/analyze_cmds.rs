@@ -118,6 +118,10 @@ pub struct CheckArgs {
     /// LIM001: rules per direction per group after template expansion.
     #[arg(long, default_value_t = 1000)]
     pub max_expanded_rules: usize,
+    /// USE001 (with --server): a rule that decided no packet over this
+    /// window (`30d`, `12h`, `90m`), where the server's hit data covers it.
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    pub unused_window: String,
 }
 
 /// Runs `check`.
@@ -134,7 +138,20 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             .map(|s| SensitivePort::parse(s))
             .collect::<Result<_, _>>()?;
     }
-    let report = check_loaded(&loaded, &options)?;
+    let mut report = check_loaded(&loaded, &options)?;
+    if let Some(url) = &args.source.server {
+        let window =
+            palisade_model::flow::parse_duration("--unused-window", &args.unused_window)?.as_secs();
+        if window == 0 {
+            anyhow::bail!(
+                "--unused-window {:?}: give a window longer than 0",
+                args.unused_window
+            );
+        }
+        let usage = unused_rules(&args.source, url, &loaded, window)?;
+        report.add(usage.findings);
+        note_unjudged(&usage.unjudged, window);
+    }
     match args.output {
         CheckFormat::Json => print_json(&report)?,
         CheckFormat::Sarif => print_json(&sarif::to_sarif(&report.findings, &name))?,
@@ -164,6 +181,57 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// USE001 for every group of a server's fleet: each group's
+/// `DescribeRuleHits`, judged over `window` seconds.
+fn unused_rules(
+    source: &FleetSource,
+    url: &str,
+    loaded: &Loaded,
+    window: u64,
+) -> anyhow::Result<palisade_analyze::unused::Usage> {
+    let client = source.client(url)?;
+    let mut answers = Vec::with_capacity(loaded.fleet.security_groups.len());
+    for g in &loaded.fleet.security_groups {
+        let request = palisade_protocol::service::RuleHitsRequest {
+            security_group_id: g.id.to_string(),
+        };
+        let value = client
+            .palisade("DescribeRuleHits", &serde_json::to_value(&request)?)
+            .with_context(|| format!("cannot read the rule hits of {} from {url}", g.id))?;
+        let answer: palisade_protocol::service::RuleHitsAnswer = serde_json::from_value(value)
+            .with_context(|| format!("DescribeRuleHits of {}: unexpected answer", g.id))?;
+        answers.push(answer);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(palisade_analyze::unused::unused_rules(
+        &loaded.fleet,
+        &answers,
+        window,
+        now,
+    ))
+}
+
+/// Says on stderr which groups' rules USE001 could not judge, and why
+/// (at most 10 groups, then a count).
+fn note_unjudged(unjudged: &[palisade_analyze::unused::Unjudged], window: u64) {
+    const SHOWN: usize = 10;
+    let span = palisade_analyze::unused::span(window);
+    for u in unjudged.iter().take(SHOWN) {
+        eprintln!(
+            "note: USE001: {} rule(s) of {} not judged: hit data does not cover the last {span} ({})",
+            u.rules, u.group, u.reason
+        );
+    }
+    if unjudged.len() > SHOWN {
+        eprintln!(
+            "note: USE001: and {} more group(s) not judged",
+            unjudged.len() - SHOWN
+        );
+    }
 }
 
 /// `palisade diff`.

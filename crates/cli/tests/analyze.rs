@@ -424,3 +424,111 @@ instances:
         stdout(&o)
     );
 }
+
+/// Issue 18: `check --server` finds a rule that decided nothing over the
+/// window (USE001) only when every instance applying it has reported hits
+/// since before the window began, and otherwise says on stderr that the
+/// window is not covered. The agents' status reports are made directly
+/// (as an agent sends them), a window of seconds stands for 30 days.
+#[test]
+fn check_against_a_server_finds_unused_rules_only_where_hits_cover_the_window() {
+    let server = Server::start();
+    let web = temp_file("server-unused.yaml", WEB);
+    let o = server.run(&["apply", &web, "--auto-approve"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let client = server.client();
+    // `apply` gives the group a server id.
+    let groups = client
+        .vpc("DescribeSecurityGroups", &serde_json::json!({}))
+        .expect("DescribeSecurityGroups");
+    let sg = groups["SecurityGroupSet"][0]["SecurityGroupId"]
+        .as_str()
+        .expect("a group")
+        .to_string();
+    // Ingress[0] (TCP 22) and Egress[0] decide packets, Ingress[1] (TCP 443) none.
+    let report = |instance: &str, packets: u64| {
+        let counter = |dir: &str, i: u64, packets: u64| {
+            serde_json::json!({"SecurityGroupId": sg, "Direction": dir,
+                "PolicyIndex": i, "Packets": packets, "Bytes": packets * 60})
+        };
+        client
+            .palisade(
+                "ReportInstanceStatus",
+                &serde_json::json!({"InstanceId": instance, "AppliedRevision": 1,
+                    "Counters": [counter("ingress", 0, packets), counter("ingress", 1, 0),
+                                 counter("egress", 0, packets)]}),
+            )
+            .expect("status report");
+    };
+    let use001 = |window: &str| -> (Vec<String>, String) {
+        let o = server.run(&["check", "--output", "json", "--unused-window", window]);
+        let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+        let rules = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["id"] == "USE001")
+            .map(|f| {
+                assert_eq!(f["severity"], "info");
+                format!(
+                    "{} {}",
+                    f["location"]["path"].as_str().unwrap(),
+                    f["message"].as_str().unwrap()
+                )
+            })
+            .collect();
+        (rules, stderr(&o))
+    };
+    // Only ins-web00001 reports: the window is not covered (ins-app00001
+    // applies the rules and never reported), so nothing is claimed.
+    report("ins-web00001", 0);
+    std::thread::sleep(std::time::Duration::from_millis(4_100));
+    report("ins-web00001", 5);
+    let (found, notes) = use001("4s");
+    assert!(found.is_empty(), "{found:?}");
+    assert!(
+        notes.contains(&format!("note: USE001: 1 rule(s) of {sg} not judged"))
+            && notes.contains("ins-app00001 has never reported hits"),
+        "{notes}"
+    );
+    // ins-app00001 reports too, but only since now: still not covered.
+    report("ins-app00001", 0);
+    let (found, notes) = use001("4s");
+    assert!(found.is_empty(), "{found:?}");
+    assert!(
+        notes.contains("ins-app00001 reports hits only since"),
+        "{notes}"
+    );
+    // Once both have reported for longer than the window, the rule that
+    // decided nothing is found, and only it.
+    std::thread::sleep(std::time::Duration::from_millis(4_100));
+    report("ins-web00001", 9);
+    report("ins-app00001", 3);
+    let (found, notes) = use001("4s");
+    assert_eq!(found.len(), 1, "{found:?} {notes}");
+    assert!(
+        found[0].starts_with(&format!("security_groups[0].policies.Ingress[1] {sg} Ingress[1] decided no packet in the last 4s on any of the 2 instances")),
+        "{found:?}"
+    );
+    assert!(!notes.contains("USE001"), "{notes}");
+    // The default window (30 days) is not covered by seconds of reports.
+    let (found, notes) = use001("30d");
+    assert!(found.is_empty(), "{found:?}");
+    assert!(notes.contains("does not cover the last 30d"), "{notes}");
+    // The hits answer carries the coverage it was judged on.
+    let hits = client
+        .palisade(
+            "DescribeRuleHits",
+            &serde_json::json!({"SecurityGroupId": sg}),
+        )
+        .expect("DescribeRuleHits");
+    let coverage = hits["InstanceCoverageSet"].as_array().unwrap();
+    assert_eq!(coverage.len(), 2, "{hits}");
+    assert!(coverage
+        .iter()
+        .all(|c| c["Since"].is_u64() && c["LastReport"].is_u64()));
+    assert!(hits["Now"].is_u64());
+    let o = server.run(&["check", "--unused-window", "soon"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--unused-window"), "{}", stderr(&o));
+}

@@ -158,6 +158,72 @@ pub struct RuleCounter {
     pub bytes: u64,
 }
 
+/// Seconds without a counter report after which an instance's hit coverage
+/// starts again: a silence may hide a table reload whose counts never
+/// reached the server. Agents report every few seconds.
+pub const HIT_COVERAGE_GAP: u64 = 600;
+
+/// `DescribeRuleHits` parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct RuleHitsRequest {
+    /// The group (`sg-...`).
+    pub security_group_id: String,
+}
+
+/// `DescribeRuleHits` answer: each rule of the group in order with its
+/// hits, and how far back every instance bound to the group has reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RuleHitsAnswer {
+    /// The group.
+    pub security_group_id: String,
+    /// One entry per rule, ingress first, each list in order.
+    #[serde(default)]
+    pub rule_hit_set: Vec<RuleHit>,
+    /// One entry per instance bound to the group, in registration order.
+    #[serde(default)]
+    pub instance_coverage_set: Vec<InstanceHitCoverage>,
+    /// The server's clock when it answered, Unix seconds (absent from an
+    /// older server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<u64>,
+}
+
+/// One rule's hits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RuleHit {
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// The rule's `PolicyIndex`.
+    pub policy_index: u64,
+    /// Decisions summed over every instance applying the rule, since `Since`.
+    pub hits: u64,
+    /// The last report that saw the rule decide, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<u64>,
+    /// Since when this rule (unchanged) has been counted, Unix seconds;
+    /// absent when no agent has reported it yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
+/// How far back an instance's counters are known.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InstanceHitCoverage {
+    /// The instance.
+    pub instance_id: String,
+    /// The first report of its agent's unbroken run of reports (no silence
+    /// over [`HIT_COVERAGE_GAP`]), Unix seconds; absent when it never reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// Its latest report, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

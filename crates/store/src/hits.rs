@@ -8,6 +8,12 @@
 //! position is unchanged (same digest of its stored text), and start again
 //! from zero when it changes. Status, not configuration: no revision bump,
 //! no account writer lock.
+//!
+//! Each instance also has a [`HitCoverage`]: since when its agent has
+//! reported counters without a silence longer than the caller's gap. A
+//! silence may hide a table reload whose counts never reached the server,
+//! so coverage starts again after one; "this rule decided nothing over 30
+//! days" is only known where every instance applying it is covered.
 
 use crate::sql::{Param, Sql};
 use crate::StoreError;
@@ -47,15 +53,44 @@ pub struct RuleHits {
     pub since: u64,
 }
 
-/// Adds `instance_id`'s report to the hits of its rules.
+/// Since when an instance's hits are known without a gap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HitCoverage {
+    /// `ins-...`.
+    pub instance_id: String,
+    /// The first report of the unbroken run, Unix seconds.
+    pub since: u64,
+    /// The latest report, Unix seconds.
+    pub last_report: u64,
+}
+
+/// Adds `instance_id`'s report to the hits of its rules, and carries its
+/// coverage on (or starts it again at `now` after more than `gap` seconds
+/// of silence).
 pub fn record(
     db: &dyn Sql,
     account: &str,
     instance_id: &str,
     counts: &[RuleCount],
     now: u64,
+    gap: u64,
 ) -> Result<(), StoreError> {
     let now = i64::try_from(now).unwrap_or(i64::MAX);
+    db.execute(
+        "INSERT INTO hit_coverage (account_id, instance_id, since, last_report)
+         VALUES ($1, $2, $3, $3)
+         ON CONFLICT (account_id, instance_id) DO UPDATE SET
+           since = CASE WHEN excluded.last_report - hit_coverage.last_report > $4
+                        OR excluded.last_report < hit_coverage.last_report
+                   THEN excluded.since ELSE hit_coverage.since END,
+           last_report = excluded.last_report",
+        &[
+            Param::Text(account),
+            Param::Text(instance_id),
+            Param::Int(now),
+            Param::Int(i64::try_from(gap).unwrap_or(i64::MAX)),
+        ],
+    )?;
     // The previous counter of the same rule (a counter of another rule
     // at that position counted something else).
     let mut previous: HashMap<(String, String, i64, String), i64> = HashMap::new();
@@ -161,6 +196,36 @@ pub fn record(
         }
     }
     Ok(())
+}
+
+/// The coverage of those of `instance_ids` that ever reported.
+pub fn coverage(
+    db: &dyn Sql,
+    account: &str,
+    instance_ids: &[String],
+) -> Result<Vec<HitCoverage>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in instance_ids.chunks(500) {
+        let mut sql = String::from(
+            "SELECT instance_id, since, last_report FROM hit_coverage
+             WHERE account_id = $1 AND instance_id IN (",
+        );
+        let mut params = vec![Param::Text(account)];
+        for (i, id) in chunk.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            sql.push_str(&format!("{sep}${}", i + 2));
+            params.push(Param::Text(id));
+        }
+        sql.push_str(") ORDER BY instance_id");
+        for mut r in db.query(&sql, &params)? {
+            out.push(HitCoverage {
+                instance_id: r.text(0)?,
+                since: r.count(1)?,
+                last_report: r.count(2)?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The hits of `group_id`'s rules.

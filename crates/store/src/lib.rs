@@ -27,7 +27,7 @@ use palisade_model::flow::{Enforcement, FlowFilter, FlowRecord};
 mod changes;
 mod flows;
 mod hits;
-pub use hits::{RuleCount, RuleHits};
+pub use hits::{HitCoverage, RuleCount, RuleHits};
 #[macro_use]
 mod sql;
 mod pg;
@@ -647,14 +647,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(u64, Vec<(i64, FlowRecord)>), StoreError>;
 
     /// Adds an instance's reported rule counters to its rules' hits
-    /// ([`RuleHits`]): what grew since its previous report.
+    /// ([`RuleHits`]): what grew since its previous report. The instance's
+    /// [`HitCoverage`] runs on from its previous report, or starts again
+    /// at `now` when that report is more than `gap` seconds old.
     fn record_rule_hits(
         &self,
         account: &str,
         instance_id: &str,
         counts: &[RuleCount],
         now: u64,
+        gap: u64,
     ) -> Result<(), StoreError>;
+
+    /// Since when each of `instance_ids` has reported counters without a
+    /// gap, and its last report; an instance that never reported is absent.
+    fn hit_coverage(
+        &self,
+        account: &str,
+        instance_ids: &[String],
+    ) -> Result<Vec<HitCoverage>, StoreError>;
 
     /// The hits of a group's rules, as recorded (the caller compares each
     /// digest with the rule now at that position).

@@ -195,6 +195,14 @@ CREATE TABLE join_tokens (
 CREATE INDEX join_tokens_account ON join_tokens (account_id);
 ",
     ),
+    (
+        7,
+        "
+CREATE TABLE hit_coverage (
+    account_id TEXT NOT NULL, instance_id TEXT NOT NULL, since BIGINT NOT NULL,
+    last_report BIGINT NOT NULL, PRIMARY KEY (account_id, instance_id));
+",
+    ),
 ];
 
 /// A [`Store`] on a PostgreSQL database shared by any number of servers.

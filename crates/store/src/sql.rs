@@ -457,9 +457,20 @@ impl<B: Backend> Store for B {
         instance_id: &str,
         counts: &[crate::RuleCount],
         now: u64,
+        gap: u64,
     ) -> Result<(), StoreError> {
         write(self, |db| {
-            crate::hits::record(db, account, instance_id, counts, now)
+            crate::hits::record(db, account, instance_id, counts, now, gap)
+        })
+    }
+
+    fn hit_coverage(
+        &self,
+        account: &str,
+        instance_ids: &[String],
+    ) -> Result<Vec<crate::HitCoverage>, StoreError> {
+        read(self, false, |db| {
+            crate::hits::coverage(db, account, instance_ids)
         })
     }
 
@@ -1057,6 +1068,7 @@ impl Tx for SqlTx<'_> {
             "instance_status",
             "instance_enforcement",
             "rule_counter_last",
+            "hit_coverage",
         ] {
             let sql = format!("DELETE FROM {table} WHERE account_id = $1 AND instance_id = $2");
             self.db.execute(&sql, params![account, id])?;

@@ -160,6 +160,9 @@ CREATE TABLE IF NOT EXISTS rule_hits (
     policy_index BIGINT NOT NULL, digest TEXT NOT NULL, hits BIGINT NOT NULL,
     last_used BIGINT NOT NULL, since BIGINT NOT NULL,
     PRIMARY KEY (account_id, group_id, direction, policy_index));
+CREATE TABLE IF NOT EXISTS hit_coverage (
+    account_id TEXT NOT NULL, instance_id TEXT NOT NULL, since BIGINT NOT NULL,
+    last_report BIGINT NOT NULL, PRIMARY KEY (account_id, instance_id));
 CREATE TABLE IF NOT EXISTS join_tokens (
     id TEXT PRIMARY KEY, account_id TEXT NOT NULL, body TEXT NOT NULL,
     created_time TEXT NOT NULL);

@@ -1334,3 +1334,56 @@ fn group_policies_is_the_policy_set_of_the_callers_group_only() {
         assert_eq!(store.local_reads(), b.name == "sqlite", "{}", b.name);
     }
 }
+
+#[test]
+fn hit_coverage_runs_on_restarts_after_a_gap_and_dies_with_its_instance() {
+    use palisade_store::{HitCoverage, RuleCount};
+    for b in backends() {
+        let store = &b.store;
+        let acc = store.create_account("coverage").expect("account");
+        let other = store.create_account("other").expect("account");
+        store
+            .write(|tx| {
+                tx.insert_instance(&acc.id, &instance("ins-00000001", &[]))?;
+                tx.insert_instance(&acc.id, &instance("ins-00000002", &[]))
+            })
+            .expect("instances");
+        let counts = [RuleCount {
+            group_id: "sg-00000001".into(),
+            direction: "ingress".into(),
+            policy_index: 0,
+            digest: "d".into(),
+            packets: 1,
+        }];
+        let ids = ["ins-00000001".to_string(), "ins-00000002".to_string()];
+        let cov = |account: &str| store.hit_coverage(account, &ids).expect("coverage");
+        let one = |since, last_report| HitCoverage {
+            instance_id: "ins-00000001".into(),
+            since,
+            last_report,
+        };
+        for (now, since) in [(1_000, 1_000), (1_005, 1_000), (1_600, 1_000)] {
+            store
+                .record_rule_hits(&acc.id, "ins-00000001", &counts, now, 600)
+                .expect("record");
+            assert_eq!(cov(&acc.id), [one(since, now)], "{} at {now}", b.name);
+        }
+        // More than the gap of silence: coverage starts again.
+        store
+            .record_rule_hits(&acc.id, "ins-00000001", &counts, 2_201, 600)
+            .expect("record");
+        assert_eq!(cov(&acc.id), [one(2_201, 2_201)], "{}", b.name);
+        // A clock that went back restarts it too.
+        store
+            .record_rule_hits(&acc.id, "ins-00000001", &counts, 2_100, 600)
+            .expect("record");
+        assert_eq!(cov(&acc.id), [one(2_100, 2_100)], "{}", b.name);
+        // Per account; an instance that never reported is absent.
+        assert!(cov(&other.id).is_empty(), "{}", b.name);
+        // Deregistering forgets it.
+        store
+            .write(|tx| tx.delete_instance(&acc.id, "ins-00000001"))
+            .expect("delete");
+        assert!(cov(&acc.id).is_empty(), "{}", b.name);
+    }
+}

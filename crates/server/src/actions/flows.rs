@@ -19,7 +19,9 @@ use crate::error::ApiError;
 use crate::params::Params;
 use palisade_model::flow::{Enforcement, FlowFilter, FlowRecord, Verdict};
 use palisade_model::{Cidr, Direction, ErrorCode, InstanceId, SecurityGroupId};
-use palisade_protocol::service::RuleCounter;
+use palisade_protocol::service::{
+    InstanceHitCoverage, RuleCounter, RuleHit, RuleHitsAnswer, RuleHitsRequest, HIT_COVERAGE_GAP,
+};
 use palisade_store::{RuleCount, Store, StoreError, StoreExt};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
@@ -271,7 +273,7 @@ pub fn record_hits(
         })
         .collect();
     ctx.store
-        .record_rule_hits(ctx.account, instance, &counts, unix_now())?;
+        .record_rule_hits(ctx.account, instance, &counts, unix_now(), HIT_COVERAGE_GAP)?;
     Ok(())
 }
 
@@ -279,34 +281,53 @@ pub fn record_hits(
 /// rule of the group in order (`Direction`, `PolicyIndex`, `Hits`, and
 /// when known `LastUsed` and `Since`, Unix seconds): the decisions summed
 /// over every instance applying the rule since `Since`, kept across
-/// revisions while the rule is unchanged.
+/// revisions while the rule is unchanged. `InstanceCoverageSet` says, for
+/// every instance bound to the group, since when its agent has reported
+/// counters without a gap (`Since`, absent if never) and its last report
+/// (`LastReport`); `Now` is the server's clock. Together they tell whether
+/// "no hits since T" is known for every instance applying the rule.
 pub fn describe_hits(ctx: &Ctx<'_>, p: &Params) -> Reply {
     p.allow_only(&["SecurityGroupId"])?;
-    let id = p.req_str("SecurityGroupId")?;
-    let group = ctx.read(|tx| super::load_group(tx, ctx.account, "SecurityGroupId", &id))?;
-    let hits = ctx.store.rule_hits(ctx.account, &id)?;
-    let mut set = Vec::new();
+    let request = RuleHitsRequest {
+        security_group_id: p.req_str("SecurityGroupId")?,
+    };
+    let id = &request.security_group_id;
+    let (group, instances) = ctx.read(|tx| {
+        let group = super::load_group(tx, ctx.account, "SecurityGroupId", id)?;
+        let instances = tx.group_instances(ctx.account, id)?;
+        Ok((group, instances))
+    })?;
+    let hits = ctx.store.rule_hits(ctx.account, id)?;
+    let coverage = ctx.store.hit_coverage(ctx.account, &instances)?;
+    let mut answer = RuleHitsAnswer {
+        security_group_id: id.clone(),
+        now: Some(unix_now()),
+        ..RuleHitsAnswer::default()
+    };
     for (dir, list) in [("ingress", &group.ingress), ("egress", &group.egress)] {
         for (i, r) in list.iter().enumerate() {
             let digest = rule_digest(&r.body);
             let known = hits
                 .iter()
                 .find(|h| h.direction == dir && h.policy_index as usize == i && h.digest == digest);
-            let mut entry = json!({
-                "Direction": dir,
-                "PolicyIndex": i,
-                "Hits": known.map_or(0, |h| h.hits),
+            answer.rule_hit_set.push(RuleHit {
+                direction: dir.to_string(),
+                policy_index: i as u64,
+                hits: known.map_or(0, |h| h.hits),
+                last_used: known.and_then(|h| h.last_used),
+                since: known.map(|h| h.since),
             });
-            if let Some(h) = known {
-                entry["Since"] = json!(h.since);
-                if let Some(t) = h.last_used {
-                    entry["LastUsed"] = json!(t);
-                }
-            }
-            set.push(entry);
         }
     }
-    reply(json!({ "SecurityGroupId": id, "RuleHitSet": set }))
+    for instance in instances {
+        let known = coverage.iter().find(|c| c.instance_id == instance);
+        answer.instance_coverage_set.push(InstanceHitCoverage {
+            since: known.map(|c| c.since),
+            last_report: known.map(|c| c.last_report),
+            instance_id: instance,
+        });
+    }
+    reply(serde_json::to_value(&answer).map_err(ApiError::internal)?)
 }
 
 /// A rule's identity for hits: the digest of its stored text.
