@@ -6,6 +6,7 @@ a change that bumps the revision)."""
 
 import json
 import subprocess
+import urllib.request
 
 from palisade_api import BIN, Api, error_code, store_args
 from test_api_instances import register
@@ -28,6 +29,12 @@ def agent_of(server, fresh, ins):
     return Api(server, json.loads(out.stdout))
 
 
+def flow_metrics(server):
+    with urllib.request.urlopen(f"http://{server.endpoint}/metrics", timeout=10) as resp:
+        lines = resp.read().decode().splitlines()
+    return {l.split()[0]: int(l.split()[1]) for l in lines if l.startswith("palisade_flow_records_")}
+
+
 def test_reports_are_filtered_paged_and_scoped(server, fresh):
     ins = register(fresh, "10.0.0.1")
     other = register(fresh, "10.0.0.2")
@@ -40,7 +47,12 @@ def test_reports_are_filtered_paged_and_scoped(server, fresh):
         record(ins, Direction="egress", SrcAddr="2001:db8::5", DstAddr="2001:db8::1", Protocol=58, SrcPort=None,
                DstPort=None, Action="WOULD_DROP", Start=3000, End=3001),
     ]
+    before = flow_metrics(server)
     assert agent.p("ReportFlowRecords", {"InstanceId": ins, "FlowRecords": batch, "Suppressed": 5})["Stored"] == 4
+    after = flow_metrics(server)
+    assert after["palisade_flow_records_stored_total"] - before["palisade_flow_records_stored_total"] == 4
+    assert after["palisade_flow_records_suppressed_total"] - before["palisade_flow_records_suppressed_total"] == 5
+    assert "palisade_flow_records_expired_total" in after
     got = fresh.p("DescribeFlowRecords", {})
     assert got["TotalCount"] == 4
     assert [r["Start"] for r in got["FlowRecordSet"]] == [3000, 2000, 2000, 1000], "newest first"
@@ -71,6 +83,7 @@ def test_reports_are_filtered_paged_and_scoped(server, fresh):
         assert code.startswith("InvalidParameter"), (bad, code)
     assert error_code(agent.p, "ReportFlowRecords", {"InstanceId": ins, "FlowRecords": [{"Bogus": 1}]}).startswith(("InvalidParameter", "UnknownParameter"))
     assert fresh.p("DescribeFlowRecords", {})["TotalCount"] == 4
+    assert flow_metrics(server)["palisade_flow_records_stored_total"] == after["palisade_flow_records_stored_total"]
     for bad in ({"Limit": 0}, {"Limit": 1001}, {"Action": "REJECT"}, {"PeerCidr": "10.0.0.0/33"},
                 {"Port": 70000}, {"Protocol": 300}, {"InstanceIds": ["nope"]}, {"Unknown": 1}):
         assert error_code(fresh.p, "DescribeFlowRecords", bad).startswith(("InvalidParameter", "UnknownParameter")), bad

@@ -516,6 +516,9 @@ pub struct RecorderStats {
     pub suppressed: u64,
     /// Records the server took.
     pub shipped: u64,
+    /// Batches no server took (their records are kept for the next try,
+    /// up to the recorder's bound).
+    pub ship_errors: u64,
 }
 
 /// Runs a node's recorder until `stop`: reads decisions and connection
@@ -524,6 +527,8 @@ pub struct RecorderStats {
 /// revision the agent has applied, read when a decision arrives. Records
 /// that could not be shipped are kept for the next batch, up to
 /// `max_entries`; the rest are counted as suppressed, never silently lost.
+/// `on_stats` gets the running totals whenever they change (at most every
+/// read, 200 ms).
 pub fn record(
     config: &RecorderConfig,
     revision: &std::sync::atomic::AtomicU64,
@@ -539,7 +544,12 @@ pub fn record(
     let mut unsent: Vec<FlowRecord> = Vec::new();
     let mut unsent_suppressed = 0u64;
     let mut last = std::time::Instant::now();
+    let mut reported = stats;
     while !stop.load(Ordering::Relaxed) {
+        if stats != reported {
+            reported = stats;
+            on_stats(stats);
+        }
         let events = log.read(Duration::from_millis(200), &mut lost, |t| agg.is_open(t))?;
         let now = unix_now();
         for e in events {
@@ -573,6 +583,7 @@ pub fn record(
             match ship(batch, std::mem::take(&mut unsent_suppressed)) {
                 Ok(n) => stats.shipped += n,
                 Err(_) => {
+                    stats.ship_errors += 1;
                     shipped_all = false;
                     break;
                 }
@@ -588,6 +599,8 @@ pub fn record(
                 stats.suppressed += drop as u64;
             }
         }
+    }
+    if stats != reported {
         on_stats(stats);
     }
     Ok(())

@@ -17,7 +17,9 @@
 //! - [`client`]: the TC3-signed calls (signed by `palisade_client::tc3`) to the server's `palisade` service;
 //! - [`failover`]: several servers (one PostgreSQL database), tried in turn;
 //! - [`agent`]: the sync and reconcile loop;
-//! - [`identity`]: a node that joined with a token: its instance and key in the state directory.
+//! - [`identity`]: a node that joined with a token: its instance and key in the state directory;
+//! - [`metrics`]: the agent's counters (flow records seen, suppressed, shipped; applied
+//!   revision, failed loads) on an optional Prometheus text endpoint.
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +33,7 @@ pub mod failover;
 pub mod flowlog;
 pub mod host;
 pub mod identity;
+pub mod metrics;
 pub mod netlink;
 pub mod nft;
 pub mod session;

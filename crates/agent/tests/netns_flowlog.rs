@@ -260,3 +260,121 @@ fn a_flood_past_the_rate_limit_gives_bounded_records_and_counts_the_rest() {
         "every decision is logged or counted"
     );
 }
+
+/// Issue 18, "Metrics": the recorder's totals reach the agent's Prometheus
+/// endpoint. A real recorder reads the node's log while a few connections
+/// are decided (two accepted, two dropped, then a flood past the rate
+/// limit); after one interval the scrape shows the decisions seen, the
+/// records shipped (as many as the server took), the suppressed count, and
+/// a failed shipment as a ship error.
+#[test]
+fn the_metrics_endpoint_shows_what_the_recorder_saw_suppressed_and_shipped() {
+    use palisade_agent::flowlog::{record, RecorderConfig};
+    use palisade_agent::metrics::{serve, AgentMetrics};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let Some(_guard) =
+        start("the_metrics_endpoint_shows_what_the_recorder_saw_suppressed_and_shipped")
+    else {
+        return;
+    };
+    let mut lab = pair();
+    load_opts(
+        &lab,
+        "node",
+        &rules(),
+        &options(Mode::Linear, Enforcement::Enforce, 20),
+    );
+    let metrics = Arc::new(AgentMetrics::default());
+    let addr = serve("127.0.0.1:0".parse().unwrap(), metrics.clone()).unwrap();
+    let scrape = || -> std::collections::HashMap<String, u64> {
+        ureq::get(&format!("http://{addr}/metrics"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    };
+    assert_eq!(scrape()["palisade_agent_flow_records_seen_total"], 0);
+    let config = RecorderConfig {
+        instance: "ins-node0001".parse().unwrap(),
+        netns: Some(lab.ns("node")),
+        group: 7461,
+        interval: Duration::from_secs(1),
+        max_entries: 1000,
+    };
+    let revision = AtomicU64::new(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    // The first shipment fails (no server), the later ones are taken.
+    let shipped = Arc::new(Mutex::new((0usize, 0u64)));
+    let recorder = {
+        let (metrics, stop, shipped) = (metrics.clone(), stop.clone(), shipped.clone());
+        std::thread::spawn(move || {
+            let ship = |records: &[FlowRecord], _suppressed: u64| {
+                let mut s = shipped.lock().unwrap();
+                s.0 += 1;
+                if s.0 == 1 {
+                    return Err(palisade_agent::AgentError::Netlink("no server".into()));
+                }
+                s.1 += records.len() as u64;
+                Ok(records.len() as u64)
+            };
+            record(&config, &revision, &stop, ship, |s| {
+                metrics.set_recorder(&s)
+            })
+        })
+    };
+    // The reader is subscribed before the traffic starts.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut probe = lab.prober("peer");
+    for (dst, _) in [(NODE, false), (NODE6, true)] {
+        assert!(probe.tcp(dst, 22), "{dst}: 22 is open");
+        assert!(!probe.tcp(dst, 8080), "{dst}: 8080 is dropped");
+    }
+    let ok = eventually(Duration::from_secs(10), || {
+        let m = scrape();
+        m["palisade_agent_flow_records_seen_total"] >= 4
+            && m["palisade_agent_flow_ship_errors_total"] == 1
+            && m["palisade_agent_flow_records_shipped_total"] >= 4
+    });
+    let m = scrape();
+    assert!(ok, "{m:?}");
+    // A flood past the rate limit (20/s) is counted as suppressed.
+    lab.exec(
+        "peer",
+        &[
+            "python3",
+            "-c",
+            &format!(
+                "import socket\nfor i in range(200):\n s=socket.socket(); s.setblocking(False)\n try: s.connect(('{NODE}', 9090))\n except BlockingIOError: pass\n s.close()"
+            ),
+        ],
+    );
+    let ok = eventually(Duration::from_secs(10), || {
+        scrape()["palisade_agent_flow_records_suppressed_total"] >= 100
+    });
+    stop.store(true, Ordering::Relaxed);
+    recorder.join().unwrap().unwrap();
+    let m = scrape();
+    assert!(ok, "{m:?}");
+    let (calls, taken) = *shipped.lock().unwrap();
+    assert!(calls >= 2);
+    assert_eq!(
+        m["palisade_agent_flow_records_shipped_total"], taken,
+        "{m:?}"
+    );
+    assert!(
+        m["palisade_agent_flow_records_seen_total"] >= 4 + 10,
+        "{m:?}"
+    );
+    assert_eq!(
+        m["palisade_agent_applied_revision"], 0,
+        "set by the agent loop, not the recorder"
+    );
+}

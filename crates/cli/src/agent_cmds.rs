@@ -13,11 +13,12 @@ use palisade_agent::control::ControlUid;
 use palisade_agent::failover::Failover;
 use palisade_agent::flowlog::{RecorderConfig, RecorderStats};
 use palisade_agent::identity;
+use palisade_agent::metrics::AgentMetrics;
 use palisade_agent::{compile, CompileOptions, Dataplane, DryRunDataplane, MarkBits, NftDataplane};
 use palisade_model::{Fleet, InstanceId};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,6 +135,11 @@ pub struct AgentArgs {
     /// (docs/agent.md, "The control plane is exempt"). No account may have it.
     #[arg(long, env = "PALISADE_CONTROL_UID", default_value_t = palisade_agent::control::DEFAULT_CONTROL_UID)]
     control_uid: u32,
+    /// Serve the agent's metrics (flow records seen, suppressed, shipped;
+    /// applied revision, failed loads) in the Prometheus text format at
+    /// `http://ADDR/metrics`, e.g. `127.0.0.1:9469`. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `palisade nft ...`.
@@ -290,13 +296,17 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let log = Log {
         dry_run: args.dry_run,
     };
-    let revision = Arc::new(AtomicU64::new(0));
+    let metrics = Arc::new(AgentMetrics::default());
+    if let Some(listen) = args.metrics_listen {
+        let bound = palisade_agent::metrics::serve(listen, metrics.clone())?;
+        eprintln!("agent: metrics at http://{bound}/metrics");
+    }
     if args.dry_run {
         return run(
             Agent::new(DryRunDataplane::new(), control, config),
             args.once,
             log,
-            &revision,
+            &metrics,
         );
     }
     // The recorder subscribes to every conntrack update of the node: only
@@ -327,13 +337,13 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        spawn_recorder(recorder, shippers, revision.clone());
+        spawn_recorder(recorder, shippers, metrics.clone());
     }
     run(
         Agent::new(NftDataplane::new(args.netns.clone()), control, config),
         args.once,
         log,
-        &revision,
+        &metrics,
     )
 }
 
@@ -344,7 +354,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
 fn spawn_recorder(
     config: RecorderConfig,
     servers: Vec<HttpControlPlane>,
-    revision: Arc<AtomicU64>,
+    metrics: Arc<AgentMetrics>,
 ) {
     std::thread::spawn(move || {
         let stop = AtomicBool::new(false);
@@ -365,7 +375,9 @@ fn spawn_recorder(
             Err(last.unwrap_or_else(|| palisade_agent::AgentError::Netlink("no server".into())))
         };
         let mut reported = RecorderStats::default();
-        let result = palisade_agent::flowlog::record(&config, &revision, &stop, ship, |s| {
+        let revision = &metrics.applied_revision;
+        let result = palisade_agent::flowlog::record(&config, revision, &stop, ship, |s| {
+            metrics.set_recorder(&s);
             if s.suppressed > reported.suppressed {
                 eprintln!(
                     "agent: flow records: {} decisions seen, {} shipped, {} suppressed so far",
@@ -523,7 +535,7 @@ fn run<D: Dataplane>(
     mut agent: Agent<D, Failover<HttpControlPlane>>,
     once: bool,
     log: Log,
-    revision: &AtomicU64,
+    metrics: &AgentMetrics,
 ) -> anyhow::Result<ExitCode> {
     if once {
         let events = agent.step();
@@ -562,7 +574,10 @@ fn run<D: Dataplane>(
         | Event::Updated { revision: r }
         | Event::Restored { revision: r } = e
         {
-            revision.store(*r, Ordering::Relaxed);
+            metrics.applied_revision.store(*r, Ordering::Relaxed);
+        }
+        if let Event::DataplaneFailed(_) = e {
+            metrics.apply_errors.fetch_add(1, Ordering::Relaxed);
         }
         let failure = matches!(
             e,
