@@ -489,16 +489,16 @@ fn raise_fd_limit() {
 
 /// `palisade serve` as a child process on a free 127.0.0.1 port, with a
 /// temporary data directory; killed (and the directory removed) on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
-    credentials: Credentials,
+    pub(crate) url: String,
+    pub(crate) credentials: Credentials,
     dir: tempfile::TempDir,
     exe: PathBuf,
 }
 
 impl Server {
-    fn start(exe: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn start(exe: &Path) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -549,7 +549,7 @@ impl Server {
         Ok(server)
     }
 
-    fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         Ok(Client::new(&self.url, self.credentials.clone())?)
     }
 

@@ -955,7 +955,7 @@ fn remove_stale() {
 
 /// Runs `f` on a thread moved into namespace `ns` (sockets it creates stay
 /// in that namespace).
-fn in_netns<T: Send + 'static>(
+pub(crate) fn in_netns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> anyhow::Result<T> {

@@ -17,6 +17,9 @@
 //!   server under simulated agents and signed clients;
 //! - [`console`]: `palisade bench console`: the web console's groups list
 //!   and group page, rendered in-process over a large account;
+//! - [`flowlog_agent`]: `palisade bench flowlog-agent`: the real agent's
+//!   CPU with flow recording on and off at a rate of new connections, in
+//!   network namespaces (root);
 //! - [`interrupt`]: Ctrl-C as a flag, so the labs and servers are removed.
 //!
 //! The CLI (`crates/cli/src/bench_cmds.rs`) only parses options and prints
@@ -36,6 +39,7 @@ pub mod classify;
 pub mod console;
 pub mod control_plane;
 pub mod dataplane;
+pub mod flowlog_agent;
 pub mod flows;
 pub mod interrupt;
 

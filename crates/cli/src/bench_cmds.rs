@@ -50,6 +50,33 @@ pub enum BenchCommand {
     /// Flow records in the store: batched reports stored per second, and
     /// a filtered read of one instance and one hour (issue 18).
     Flows(FlowsArgs),
+    /// (root) The real agent's CPU with flow recording on and off, side by
+    /// side, at a rate of new TCP connections in network namespaces (issue 18).
+    FlowlogAgent(FlowlogAgentArgs),
+}
+
+/// `palisade bench flowlog-agent`.
+#[derive(Args, Debug, Clone)]
+pub struct FlowlogAgentArgs {
+    /// New TCP connections per second to each node.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u32,
+    /// Seconds of traffic per node and round (1-120).
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Rounds, each recording off then on (1-5).
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// The recording agent's --flow-log-rate (above --rate: every
+    /// connection is recorded).
+    #[arg(long, default_value_t = 4000)]
+    pub flow_log_rate: u32,
+    /// Both agents' --flow-interval-secs (how often records are shipped).
+    #[arg(long, default_value_t = 5)]
+    pub flow_interval_secs: u64,
+    /// table or json.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Format,
 }
 
 /// `palisade bench flows`.
@@ -205,6 +232,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Api(args) => api_cmd(args),
         BenchCommand::Console(args) => console_cmd(args),
         BenchCommand::Flows(args) => flows_cmd(args),
+        BenchCommand::FlowlogAgent(args) => flowlog_agent_cmd(args),
     }
 }
 
@@ -411,6 +439,69 @@ fn flows_cmd(args: FlowsArgs) -> anyhow::Result<ExitCode> {
                 "baseline, the account's newest 100: median {:.2} ms, slowest {:.2} ms",
                 r.unfiltered_ms.0, r.unfiltered_ms.1
             );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn flowlog_agent_cmd(args: FlowlogAgentArgs) -> anyhow::Result<ExitCode> {
+    use palisade_bench::flowlog_agent;
+    if let Some(why) = flowlog_agent::skip_reason() {
+        anyhow::bail!("bench flowlog-agent needs {why}");
+    }
+    catch_interrupt();
+    let opts = flowlog_agent::FlowlogAgentOptions {
+        palisade: std::env::current_exe().context("cannot find the palisade binary")?,
+        rate: args.rate,
+        seconds: args.seconds,
+        rounds: args.rounds,
+        flow_log_rate: args.flow_log_rate,
+        flow_interval_secs: args.flow_interval_secs,
+    };
+    let r = flowlog_agent::run(&opts, &mut |l| eprintln!("bench flowlog-agent: {l}"))?;
+    match args.output {
+        Format::Json => print_json(&r)?,
+        Format::Table => {
+            println!(
+                "{} new TCP connections/s for {} s per node and round; recording agent: \
+                 --flow-log-rate {}, records shipped every {} s",
+                r.rate, r.seconds, r.flow_log_rate, r.flow_interval_secs
+            );
+            let mut t = table(&[
+                "recording",
+                "connections/s",
+                "failed",
+                "agent CPU s",
+                "children CPU s",
+                "% of a core",
+                "with children",
+            ]);
+            for p in &r.phases {
+                t.add_row(vec![
+                    if p.recording { "on" } else { "off" }.to_string(),
+                    format!("{:.0}", p.rate),
+                    p.failed.to_string(),
+                    format!("{:.2}", p.agent_cpu_secs),
+                    format!("{:.2}", p.children_cpu_secs),
+                    format!("{:.2}", p.agent_core_pct),
+                    format!("{:.2}", p.with_children_core_pct),
+                ]);
+            }
+            println!("{t}");
+            println!(
+                "mean % of a core: off {:.2} ({:.2} with children), on {:.2} ({:.2}); \
+                 recording and shipping add {:.2} ({:.2})",
+                r.off_core_pct,
+                r.off_with_children_core_pct,
+                r.on_core_pct,
+                r.on_with_children_core_pct,
+                r.on_core_pct - r.off_core_pct,
+                r.on_with_children_core_pct - r.off_with_children_core_pct
+            );
+            for (k, v) in &r.agent_metrics {
+                println!("{k} {v}");
+            }
+            println!("records of the recording node stored: {}", r.records_stored);
         }
     }
     Ok(ExitCode::SUCCESS)

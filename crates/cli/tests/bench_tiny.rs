@@ -1,8 +1,8 @@
-//! CI runs each of `palisade bench dataplane`, `propagate`, `api` and `console` once
+//! CI runs each of `palisade bench dataplane`, `flowlog-agent`, `propagate`, `api` and `console` once
 //! at a tiny size through the built binary (issue 6: benchmarks are not
 //! timed tests; the numbers live in BENCHMARKS.md). Only the shape of the
-//! JSON and the absence of errors are checked. `dataplane` needs root and
-//! is skipped with the reason otherwise.
+//! JSON and the absence of errors are checked. `dataplane` and `flowlog-agent` need root and
+//! are skipped with the reason otherwise.
 
 #![allow(clippy::unwrap_used)] // a test: a failed step should stop it loudly
 
@@ -84,4 +84,49 @@ fn bench_dataplane_runs_tiny() {
     }
     assert_eq!(r["linear"]["change_kind"], "element add");
     assert!(r["none"]["sent"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bench_flowlog_agent_runs_tiny() {
+    if !palisade_testkit::root("bench_flowlog_agent_runs_tiny") {
+        return;
+    }
+    let r = bench(&[
+        "flowlog-agent",
+        "--rate",
+        "100",
+        "--seconds",
+        "1",
+        "--rounds",
+        "1",
+        "--flow-interval-secs",
+        "1",
+    ]);
+    let phases = r["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2, "{r}");
+    assert_eq!(phases[0]["recording"], false);
+    assert_eq!(phases[1]["recording"], true);
+    for p in phases {
+        assert!(p["connections"].as_u64().unwrap() > 50, "{r}");
+        assert!(p["agent_cpu_secs"].as_f64().unwrap() >= 0.0);
+    }
+    let metric = |name: &str| {
+        r["agent_metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m[0] == name)
+            .and_then(|m| m[1].as_u64())
+            .unwrap_or_else(|| panic!("{name} in {r}"))
+    };
+    assert!(metric("palisade_agent_flow_records_seen_total") > 50, "{r}");
+    assert_eq!(
+        metric("palisade_agent_flow_records_suppressed_total"),
+        0,
+        "{r}"
+    );
+    assert!(metric("palisade_agent_applied_revision") > 0, "{r}");
+    let shipped = metric("palisade_agent_flow_records_shipped_total");
+    assert!(shipped > 50, "{r}");
+    assert_eq!(r["records_stored"].as_u64().unwrap(), shipped, "{r}");
 }
