@@ -54,4 +54,13 @@ pub enum AnalyzeError {
         /// What was expected.
         why: String,
     },
+    /// A flow records file that cannot be read (issue 20): the line of
+    /// the bad record, when known, and what is wrong with it.
+    #[error("flow records: {}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+    Records {
+        /// 1-based line of the bad record.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
 }

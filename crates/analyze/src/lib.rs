@@ -15,6 +15,10 @@
 //! - [`diff`]: what changes in effect between two fleets, per instance and
 //!   direction, as boxes of packets newly accepted or newly dropped.
 //! - [`reach`]: whether traffic from one instance or CIDR gets to another.
+//! - [`replay`]: recorded flows replayed against the current and a
+//!   proposed fleet: which observed connections a change breaks or opens.
+//! - [`suggest`]: least-privilege rules that accept every observed flow
+//!   of an instance or group, with their coverage and exposure.
 //! - [`sarif`]: findings as SARIF 2.1.0.
 //! - [`unused`]: `USE001`, rules that decided nothing over a window, from
 //!   a server's rule hits where they cover the window.
@@ -30,7 +34,9 @@ pub mod error;
 pub mod finding;
 pub mod load;
 pub mod reach;
+pub mod replay;
 pub mod sarif;
+pub mod suggest;
 pub mod unused;
 
 mod anomaly;
@@ -39,6 +45,9 @@ mod limits;
 mod refs;
 mod tke_checks;
 
+#[cfg(test)]
+mod testing;
+
 pub use check::{check, check_text, CheckOptions, Report, SensitivePort};
 pub use diff::{diff, DiffReport};
 pub use engine::Engine;
@@ -46,3 +55,4 @@ pub use error::{AnalyzeError, LoadError};
 pub use finding::{CheckId, Finding, Location, Severity};
 pub use load::{load, Loaded};
 pub use reach::{reach, Endpoint, ReachQuery, ReachReport};
+pub use replay::{read_records, ReplayReport, Replayer};

@@ -244,6 +244,8 @@ pub struct DiffArgs {
     /// Only this instance (`ins-...`).
     #[arg(long)]
     pub instance: Option<String>,
+    #[command(flatten)]
+    pub flows: crate::replay_cmds::FlowsFrom,
     /// table or json.
     #[arg(long, value_enum, default_value_t)]
     pub output: Format,
@@ -261,8 +263,12 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         .map(|s| InstanceId::parse_field("--instance", s))
         .transpose()?;
     let report = semantic_diff(&old.fleet, &new.fleet, instance.as_ref())?;
+    let replay = args.flows.replay(&old.fleet, &new.fleet, None)?;
     match args.output {
-        Format::Json => print_json(&report)?,
+        Format::Json => match &replay {
+            Some(r) => print_json(&serde_json::json!({ "diff": report, "replay": r }))?,
+            None => print_json(&report)?,
+        },
         Format::Table => {
             if !report.changed {
                 say!("no change in effect");
@@ -313,7 +319,13 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
                     say!("  ({shown} of {all} packet sets shown; --output json lists the counts)");
                 }
             }
+            if let Some(r) = &replay {
+                crate::replay_cmds::print_replay(r);
+            }
         }
+    }
+    if args.flows.fails(replay.as_ref()) {
+        return Ok(ExitCode::from(2));
     }
     Ok(if report.changed {
         ExitCode::from(1)
@@ -445,7 +457,7 @@ fn table(header: &[&str]) -> comfy_table::Table {
 /// Reads the fleet of `source`, and a name for it (the path or the URL).
 /// Findings on a server's fleet have paths (in `palisade export` order)
 /// but no lines.
-fn read_source(source: &FleetSource) -> anyhow::Result<(Loaded, String)> {
+pub(crate) fn read_source(source: &FleetSource) -> anyhow::Result<(Loaded, String)> {
     let Some(url) = &source.server else {
         let Some(path) = &source.fleet else {
             anyhow::bail!("give a fleet file, or --server URL (with --credentials FILE)");

@@ -74,6 +74,8 @@ pub struct PlanArgs {
     /// Also delete what the server has and the file does not name.
     #[arg(long)]
     prune: bool,
+    #[command(flatten)]
+    flows: crate::replay_cmds::FlowsFrom,
     /// table or json.
     #[arg(long, value_enum, default_value_t)]
     output: Format,
@@ -97,6 +99,8 @@ pub struct ApplyArgs {
     /// server and survives its restart.
     #[arg(long, value_name = "DURATION", value_parser = crate::history_cmds::parse_window)]
     confirm_within: Option<u64>,
+    #[command(flatten)]
+    flows: crate::replay_cmds::FlowsFrom,
     /// table or json.
     #[arg(long, value_enum, default_value_t)]
     output: Format,
@@ -154,28 +158,47 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `plan`: 0 nothing to do, 2 changes, 1 error.
+/// Runs `plan`: 0 nothing to do, 2 changes, 1 error. With
+/// `--fail-on-break`, 2 when a flow recorded ACCEPT would be dropped and
+/// 0 otherwise (the question CI asks), 1 on error.
 pub fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let result = (|| -> anyhow::Result<Plan> {
+    let result = (|| -> anyhow::Result<_> {
         let desired = read_fleet(&args.fleet)?;
         let client = args.server.client()?;
         let remote = palisade_iac::export(&client)?;
-        Ok(palisade_iac::plan(&desired, &remote, args.prune)?)
+        let plan = palisade_iac::plan(&desired, &remote, args.prune)?;
+        let replay = args
+            .flows
+            .replay(&plan.before, &plan.after, Some(&client))?;
+        Ok((plan, replay))
     })();
-    let plan = match result {
+    let (plan, replay) = match result {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(ExitCode::from(1));
         }
     };
-    show_plan(&plan, args.output)?;
+    match (&replay, args.output) {
+        (Some(r), Format::Json) => print_json(&serde_json::json!({ "plan": plan, "replay": r }))?,
+        _ => show_plan(&plan, args.output)?,
+    }
+    if let (Some(r), Format::Table) = (&replay, args.output) {
+        crate::replay_cmds::print_replay(r);
+    }
     if !plan.conflicts.is_empty() {
         eprintln!(
             "error: {}",
             palisade_iac::IacError::Conflict(plan.conflicts.clone())
         );
         return Ok(ExitCode::from(1));
+    }
+    if args.flows.fail_on_break {
+        return Ok(if args.flows.fails(replay.as_ref()) {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     Ok(if plan.is_empty() {
         ExitCode::SUCCESS
@@ -190,6 +213,27 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let client = args.server.client()?;
     let remote = palisade_iac::export(&client)?;
     let plan = palisade_iac::plan(&desired, &remote, args.prune)?;
+    // The recorded flows the change would cut, said before anything changes.
+    if let Some(r) = args
+        .flows
+        .replay(&plan.before, &plan.after, Some(&client))?
+    {
+        if args.output == Format::Table {
+            crate::replay_cmds::print_replay(&r);
+            println!();
+        }
+        if r.breaks > 0 {
+            eprintln!(
+                "warning: this change would drop {} recorded connection(s) that were accepted ({} flow(s))",
+                r.breaks,
+                r.newly_dropped.iter().filter(|c| c.observed_accepted > 0).count()
+            );
+        }
+        if args.flows.fails(Some(&r)) {
+            eprintln!("--fail-on-break: nothing was changed");
+            return Ok(ExitCode::from(2));
+        }
+    }
     run_plan(
         &client,
         &plan,

@@ -15,6 +15,7 @@ mod flows_cmd;
 mod history_cmds;
 mod iac_cmds;
 mod output;
+mod replay_cmds;
 mod server_cmds;
 mod tke_cmd;
 mod validate_cmd;
@@ -79,6 +80,8 @@ enum Command {
     Enforcement(flows_cmd::EnforcementArgs),
     /// A group's rules with their hits over every instance and last use.
     Hits(flows_cmd::HitsArgs),
+    /// Least-privilege rules for an instance or group, from its recorded flows.
+    Suggest(replay_cmds::SuggestArgs),
 }
 
 /// mimalloc instead of glibc's malloc: a describe allocates a few hundred
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Command::Flows(args) => flows_cmd::run(args),
         Command::Enforcement(args) => flows_cmd::enforcement(args),
         Command::Hits(args) => flows_cmd::hits(args),
+        Command::Suggest(args) => replay_cmds::suggest(args),
         Command::Nft(cmd) => agent_cmds::nft(cmd),
         Command::Export(args) => iac_cmds::export(args),
         Command::Plan(args) => iac_cmds::plan(args),

@@ -34,6 +34,13 @@ pub struct Plan {
     pub conflicts: Vec<Conflict>,
     /// Newly accepted / newly dropped traffic per instance and direction.
     pub effect: DiffReport,
+    /// The server's fleet now, as the effect was computed from it (for
+    /// replaying recorded flows against it).
+    #[serde(skip)]
+    pub before: Fleet,
+    /// The fleet after the plan is applied.
+    #[serde(skip)]
+    pub after: Fleet,
 }
 
 impl Plan {
@@ -658,6 +665,8 @@ pub fn plan(desired: &FleetFile, remote: &FleetFile, prune: bool) -> Result<Plan
         steps,
         conflicts,
         effect,
+        before: remote_fleet,
+        after: after_fleet,
     })
 }
 

@@ -211,6 +211,37 @@ impl PacketSet {
         out
     }
 
+    /// How many (protocol, address, port) points of `family` the set
+    /// holds, counting one port for a protocol without ports (so an ICMP
+    /// rule from one address is 1, TCP to every port from it is 65,536):
+    /// the "addresses x ports" size of an exposure, summed over protocols.
+    /// A float, since IPv6 sets exceed any integer type (exact for IPv4).
+    pub fn volume(&self, family: Family) -> f64 {
+        let mut total = 0.0;
+        for p in &self.protos.runs {
+            let protocols = f64::from(p.hi) - f64::from(p.lo) + 1.0;
+            let ported = [crate::TCP, crate::UDP]
+                .iter()
+                .filter(|n| (p.lo..=p.hi).contains(n))
+                .count() as f64;
+            let level = match family {
+                Family::V4 => &p.val.v4,
+                Family::V6 => &p.val.v6,
+            };
+            for a in &level.runs {
+                let addresses = (a.hi - a.lo) as f64 + 1.0;
+                let ports: f64 = a
+                    .val
+                    .runs
+                    .iter()
+                    .map(|r| f64::from(r.hi) - f64::from(r.lo) + 1.0)
+                    .sum();
+                total += addresses * (ported * ports + (protocols - ported));
+            }
+        }
+        total
+    }
+
     /// The number of boxes [`PacketSet::boxes`] would return.
     pub fn box_count(&self) -> usize {
         self.protos
