@@ -20,6 +20,9 @@
 //! - [`flowlog_agent`]: `palisade bench flowlog-agent`: the real agent's
 //!   CPU with flow recording on and off at a rate of new connections, in
 //!   network namespaces (root);
+//! - [`replay`]: `palisade bench replay`: recorded flows replayed against a
+//!   change (against the linear scan), `suggest`, and `plan --flows` at
+//!   ten million records;
 //! - [`interrupt`]: Ctrl-C as a flag, so the labs and servers are removed.
 //!
 //! The CLI (`crates/cli/src/bench_cmds.rs`) only parses options and prints
@@ -42,6 +45,7 @@ pub mod dataplane;
 pub mod flowlog_agent;
 pub mod flows;
 pub mod interrupt;
+pub mod replay;
 
 pub use classbench::{ClassBenchRule, DpdkExport};
 pub use classify::{ClassifyOptions, ClassifyReport, ClassifyRun, Verify};

@@ -53,6 +53,9 @@ pub enum BenchCommand {
     /// (root) The real agent's CPU with flow recording on and off, side by
     /// side, at a rate of new TCP connections in network namespaces (issue 18).
     FlowlogAgent(FlowlogAgentArgs),
+    /// Recorded flows replayed against a change (vs the linear scan),
+    /// `suggest` over 1M records, `plan --flows` over 10M (issue 20).
+    Replay(ReplayArgs),
 }
 
 /// `palisade bench flowlog-agent`.
@@ -74,6 +77,35 @@ pub struct FlowlogAgentArgs {
     /// Both agents' --flow-interval-secs (how often records are shipped).
     #[arg(long, default_value_t = 5)]
     pub flow_interval_secs: u64,
+    /// table or json.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// `palisade bench replay`.
+#[derive(Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// Records of the replay-rate measurement (held in memory).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: usize,
+    /// Timed passes over them (the fastest counts).
+    #[arg(long, default_value_t = 5)]
+    pub passes: usize,
+    /// Records the linear-scan baseline replays.
+    #[arg(long, default_value_t = 20_000)]
+    pub linear_sample: usize,
+    /// Records of the suggestion.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub suggest_records: usize,
+    /// Groups of the plan's fleet (twice as many instances).
+    #[arg(long, default_value_t = 1_000)]
+    pub groups: usize,
+    /// Records of `plan --flows` (written to a temporary JSON Lines file first).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub plan_records: u64,
+    /// Seed of the generators.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
     /// table or json.
     #[arg(long, value_enum, default_value_t)]
     pub output: Format,
@@ -233,6 +265,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Console(args) => console_cmd(args),
         BenchCommand::Flows(args) => flows_cmd(args),
         BenchCommand::FlowlogAgent(args) => flowlog_agent_cmd(args),
+        BenchCommand::Replay(args) => replay_cmd(args),
     }
 }
 
@@ -712,4 +745,88 @@ fn export(dir: &Path, rules: &[ResolvedRule], run: &classify::ClassifyRun) -> an
         dir.display()
     );
     Ok(())
+}
+
+fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    use palisade_bench::replay::{run, ReplayOptions};
+    let opts = ReplayOptions {
+        rate_records: args.records,
+        passes: args.passes,
+        linear_sample: args.linear_sample,
+        suggest_records: args.suggest_records,
+        groups: args.groups,
+        plan_records: args.plan_records,
+        seed: args.seed,
+    };
+    let r = run(&opts, &mut |line| eprintln!("{line}"))?;
+    match args.output {
+        Format::Json => print_json(&r)?,
+        Format::Table => {
+            let mut t = table(&["measure", "value"]);
+            let rows: Vec<(&str, String)> = vec![
+                ("rules (one instance)", r.rules.to_string()),
+                (
+                    "replay ns/record (fastest pass)",
+                    format!("{:.1}", r.replay_ns_per_record),
+                ),
+                (
+                    "replay records/s (one core)",
+                    format!("{:.0}", r.replay_records_per_sec),
+                ),
+                (
+                    "linear scan ns/record",
+                    format!("{:.1}", r.linear_ns_per_record),
+                ),
+                ("speedup vs linear", format!("{:.0}x", r.speedup)),
+                (
+                    "mismatches (of sampled)",
+                    format!("{} (of {})", r.mismatches, r.linear_records),
+                ),
+                (
+                    "suggest: records, seconds",
+                    format!("{}, {:.2}", r.suggest_records, r.suggest_secs),
+                ),
+                (
+                    "suggest: rules, every flow accepted",
+                    format!("{}, {}", r.suggest_rules, r.suggest_every_flow_accepted),
+                ),
+                (
+                    "plan --flows: groups, instances",
+                    format!("{}, {}", r.plan_groups, r.plan_instances),
+                ),
+                (
+                    "plan --flows: records (file MiB)",
+                    format!(
+                        "{} ({:.0})",
+                        r.plan_records,
+                        r.plan_file_bytes as f64 / 1048576.0
+                    ),
+                ),
+                (
+                    "plan --flows: plan + compile + replay s",
+                    format!(
+                        "{:.2} + {:.2} + {:.2} = {:.2}",
+                        r.plan_secs, r.plan_compile_secs, r.plan_replay_secs, r.plan_total_secs
+                    ),
+                ),
+                (
+                    "plan --flows: records/s read and replayed",
+                    format!("{:.0}", r.plan_records_per_sec),
+                ),
+                (
+                    "plan --flows: peak RSS MiB",
+                    format!("{:.1}", r.plan_peak_rss_mib),
+                ),
+            ];
+            for (k, v) in rows {
+                t.add_row(vec![k.to_string(), v]);
+            }
+            println!("{t}");
+        }
+    }
+    Ok(if r.mismatches == 0 && r.suggest_every_flow_accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
