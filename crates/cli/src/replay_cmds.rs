@@ -250,11 +250,11 @@ fn row(c: &FlowChange) -> Vec<String> {
     ]
 }
 
-/// `YYYY-MM-DD HH:MM:SS` (UTC) of a Unix time.
+/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time.
 fn timestamp(t: u64) -> String {
     let s = t % 86_400;
     format!(
-        "{} {:02}:{:02}:{:02}",
+        "{}T{:02}:{:02}:{:02}Z",
         palisade_analyze::suggest::date(t),
         s / 3600,
         s % 3600 / 60,

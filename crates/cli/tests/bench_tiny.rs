@@ -1,4 +1,4 @@
-//! CI runs each of `palisade bench dataplane`, `flowlog-agent`, `propagate`, `api` and `console` once
+//! CI runs each of `palisade bench dataplane`, `flowlog-agent`, `propagate`, `api`, `console` and `replay` once
 //! at a tiny size through the built binary (issue 6: benchmarks are not
 //! timed tests; the numbers live in BENCHMARKS.md). Only the shape of the
 //! JSON and the absence of errors are checked. `dataplane` and `flowlog-agent` need root and
@@ -22,6 +22,30 @@ fn bench(args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_replay_runs_tiny() {
+    let r = bench(&[
+        "replay",
+        "--records",
+        "3000",
+        "--passes",
+        "1",
+        "--linear-sample",
+        "500",
+        "--suggest-records",
+        "3000",
+        "--groups",
+        "20",
+        "--plan-records",
+        "3000",
+    ]);
+    assert_eq!(r["mismatches"], 0, "{r:#}");
+    assert_eq!(r["rules"], 1000);
+    assert_eq!(r["suggest_every_flow_accepted"], true);
+    assert_eq!(r["plan_records"], 3000);
+    assert!(r["plan_peak_rss_mib"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

@@ -799,6 +799,33 @@ mod tests {
     use super::*;
     use crate::fixtures::{addr_range, packet, pkt, port_range};
     use proptest::prelude::*;
+
+    #[test]
+    fn volume_counts_addresses_times_ports_per_protocol() {
+        let v4 = |lo: u128, hi: u128| AddrRange::new(Family::V4, lo, hi).unwrap();
+        let b = |p: (u8, u8), a: AddrRange, ports: (u16, u16)| PacketBox {
+            protocol_lo: p.0,
+            protocol_hi: p.1,
+            peers: a,
+            ports: PortRange::new(ports.0, ports.1).unwrap(),
+        };
+        // TCP 80-81 from 4 addresses: 8; ICMP from 2: 2 (no ports).
+        let s: PacketSet = [
+            b((6, 6), v4(0, 3), (80, 81)),
+            b((1, 1), v4(10, 11), (0, u16::MAX)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(s.volume(Family::V4), 10.0);
+        assert_eq!(s.volume(Family::V6), 0.0);
+        // Everything from one address: 2 x 65,536 ported + 254 others.
+        let all: PacketSet = [b((0, 255), v4(7, 7), (0, u16::MAX))].into_iter().collect();
+        assert_eq!(all.volume(Family::V4), 2.0 * 65_536.0 + 254.0);
+        assert_eq!(
+            PacketSet::everything().volume(Family::V4),
+            4_294_967_296.0 * (2.0 * 65_536.0 + 254.0)
+        );
+    }
     use Direction::Ingress;
 
     fn bx(plo: u8, phi: u8, peers: &str, plo_port: u16, phi_port: u16) -> PacketBox {
