@@ -9,7 +9,8 @@
 //!    rule's peer range and ports, one in four random) are replayed
 //!    through [`Replayer::replay`] (both sides classified with
 //!    `policy::Classifier`, verdicts compared, changes tallied), fastest of
-//!    `passes`. The baseline is the same replay with the linear first-match
+//!    `passes` (compiling both sides, `replay_build_secs`, is timed apart).
+//!    The baseline is the same replay with the linear first-match
 //!    scan (`policy::eval::first_match_index`) on both sides, over an
 //!    evenly spaced sample of `linear_sample` records; on those records the
 //!    two must agree on every verdict (`mismatches`).
@@ -82,6 +83,9 @@ pub struct ReplayBenchReport {
     pub rules: usize,
     /// Records of the rate measurement.
     pub rate_records: usize,
+    /// Compiling both sides of the 1,000-rule instance (classifiers and
+    /// the set of flipping packets), seconds.
+    pub replay_build_secs: f64,
     /// Replay, ns per record (fastest pass).
     pub replay_ns_per_record: f64,
     /// Replay, records per second on one core.
@@ -395,6 +399,10 @@ fn rate_step(opts: &ReplayOptions, rng: &mut Rng) -> anyhow::Result<ReplayBenchR
         .collect();
     let mut best = f64::INFINITY;
     let mut changed = 0;
+    let t = Instant::now();
+    let built = Replayer::new(&before, &after)?;
+    let build_secs = t.elapsed().as_secs_f64();
+    drop(built);
     for _ in 0..opts.passes.max(1) {
         let mut rp = Replayer::new(&before, &after)?;
         let t = Instant::now();
@@ -452,6 +460,7 @@ fn rate_step(opts: &ReplayOptions, rng: &mut Rng) -> anyhow::Result<ReplayBenchR
     }
     Ok(ReplayBenchReport {
         rules,
+        replay_build_secs: build_secs,
         rate_records: records.len(),
         replay_ns_per_record: replay_ns,
         replay_records_per_sec: 1e9 / replay_ns,
@@ -661,6 +670,7 @@ fn plan_step(
     let rss = peak_rss_mib();
     Ok(ReplayBenchReport {
         rules: 0,
+        replay_build_secs: 0.0,
         rate_records: 0,
         replay_ns_per_record: 0.0,
         replay_records_per_sec: 0.0,

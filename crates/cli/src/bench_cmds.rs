@@ -766,6 +766,10 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             let rows: Vec<(&str, String)> = vec![
                 ("rules (one instance)", r.rules.to_string()),
                 (
+                    "replay: compile both sides, s",
+                    format!("{:.3}", r.replay_build_secs),
+                ),
+                (
                     "replay ns/record (fastest pass)",
                     format!("{:.1}", r.replay_ns_per_record),
                 ),

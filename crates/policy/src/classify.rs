@@ -59,8 +59,9 @@
 //! random and boundary packets.
 
 use crate::eval::Packet;
-use crate::resolve::{ProtocolMatch, ResolvedRule};
-use palisade_model::{Family, PortRange};
+use crate::resolve::{ProtocolMatch, ResolvedRule, RuleOrigin, ServiceMatch};
+use crate::space::PacketSet;
+use palisade_model::{Action, Family, Peer, PortRange};
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
@@ -131,6 +132,34 @@ impl Classifier {
             ports,
             rules: rules.len(),
         }
+    }
+
+    /// A classifier that answers `Some(_)` exactly for the packets of
+    /// `set` (the index of the box of [`PacketSet::boxes`] holding it), so
+    /// that membership in an exact set is tested at classifier speed: how
+    /// replay finds the few recorded flows a change can affect.
+    /// `origin` is written on its rules (they are not shown to anyone).
+    pub fn of_set(set: &PacketSet, origin: &RuleOrigin) -> Classifier {
+        let rules: Vec<ResolvedRule> = set
+            .boxes()
+            .into_iter()
+            .map(|b| {
+                let services = (b.protocol_lo..=b.protocol_hi)
+                    .map(|p| ServiceMatch {
+                        protocol: ProtocolMatch::Number(p),
+                        ports: vec![b.ports],
+                    })
+                    .collect();
+                ResolvedRule::from_sets(
+                    origin.clone(),
+                    Action::Accept,
+                    services,
+                    vec![b.peers],
+                    Peer::SecurityGroup(origin.security_group_id.clone()),
+                )
+            })
+            .collect();
+        Classifier::build(&rules)
     }
 
     /// The index of the first rule matching `packet` (its direction is not
@@ -644,8 +673,7 @@ mod tests {
     use super::*;
     use crate::eval::first_match_index;
     use crate::fixtures::{boundary_packets, packet, rule, rules};
-    use crate::resolve::ServiceMatch;
-    use palisade_model::{Action, AddrRange, Direction};
+    use palisade_model::{AddrRange, Direction};
     use proptest::prelude::*;
 
     fn agree(rules: &[ResolvedRule], c: &Classifier, p: &Packet) -> Result<(), TestCaseError> {
@@ -707,6 +735,23 @@ mod tests {
                     port,
                 };
                 agree(&rules, &c, &p)?;
+            }
+        }
+
+        #[test]
+        fn a_set_classifier_answers_membership(
+            rules in rules(12),
+            ps in prop::collection::vec(packet(), 200),
+        ) {
+            let set = crate::decide::accepted(&rules);
+            let origin = RuleOrigin {
+                security_group_id: "sg-00000000".parse().unwrap(),
+                direction: Direction::Ingress,
+                policy_index: 0,
+            };
+            let c = Classifier::of_set(&set, &origin);
+            for p in ps.iter().chain(&boundary_packets(&rules)) {
+                prop_assert_eq!(c.classify(p).is_some(), set.contains(p), "{}", p);
             }
         }
 
