@@ -16,24 +16,13 @@ mod common;
 mod mgmt;
 
 use common::*;
-use mgmt::Children;
-use palisade_agent::client::HttpControlPlane;
+use mgmt::{api, Children};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_palisade")
-}
-
-fn api(c: &HttpControlPlane, service: &str, action: &str, params: Value) -> Value {
-    let version = if service == "palisade" {
-        "2026-11-01"
-    } else {
-        "2017-03-12"
-    };
-    c.call_service(service, version, action, &params)
-        .unwrap_or_else(|e| panic!("{action}: {e}"))
 }
 
 /// `palisade ARGS --server URL --credentials FILE`.
@@ -55,39 +44,9 @@ fn plan_with_recorded_flows_names_the_connection_a_change_cuts() {
     let mut peer = lab.prober("peer");
     let mut children = Children(Vec::new());
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
-    children.0.push(
-        Command::new(bin())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(
-        eventually(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        }),
-        "palisade serve did not start"
-    );
-    let creds_path = data.join("admin-credentials.json");
-    let creds: Value =
-        serde_json::from_str(&std::fs::read_to_string(&creds_path).unwrap()).unwrap();
-    let c = HttpControlPlane::new(
-        &url,
-        creds["SecretId"].as_str().unwrap(),
-        creds["SecretKey"].as_str().unwrap(),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let (port, url) = mgmt::serve(bin(), dir.path(), &mut children);
+    let creds_path = dir.path().join("data").join("admin-credentials.json");
+    let c = mgmt::admin(&url, dir.path());
     mgmt::connect(&mut lab, port, dir.path(), &mut children);
 
     let web = api(
@@ -124,15 +83,7 @@ fn plan_with_recorded_flows_names_the_connection_a_change_cuts() {
         "AssociateSecurityGroups",
         json!({"SecurityGroupIds": [web], "InstanceIds": ["ins-node0001"]}),
     );
-    let key = Command::new(bin())
-        .args(["account", "instance-key", "--instance", "ins-node0001"])
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--output", "json"])
-        .output()
-        .unwrap();
-    assert!(key.status.success());
-    let key: Value = serde_json::from_slice(&key.stdout).unwrap();
+    let key = mgmt::instance_key(bin(), dir.path(), "ins-node0001");
     let agent_log = dir.path().join("agent.log");
     children.0.push(
         Command::new("ip")
@@ -142,8 +93,8 @@ fn plan_with_recorded_flows_names_the_connection_a_change_cuts() {
             .args(["--flow-log", "--flow-interval-secs", "1"])
             .arg("--state-dir")
             .arg(dir.path().join("state"))
-            .env("PALISADE_SECRET_ID", key["SecretId"].as_str().unwrap())
-            .env("PALISADE_SECRET_KEY", key["SecretKey"].as_str().unwrap())
+            .env("PALISADE_SECRET_ID", &key.0)
+            .env("PALISADE_SECRET_KEY", &key.1)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&agent_log).unwrap())
             .spawn()
